@@ -1,0 +1,4 @@
+//! Delta packages: the on-disk format, the plan of how each layer is rebuilt, the codecs,
+//! and the create and apply operations.
+
+pub mod codec;

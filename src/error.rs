@@ -1,0 +1,459 @@
+//! The crate's single error type.
+//!
+//! Every failure is one variant of [`Error`], with the structured fields a caller needs
+//! (the file, the field, the digests involved) rather than a pre-formatted string. Each
+//! variant maps to a documented process exit code through [`Error::exit_code`].
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result type used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Process exit codes of the `docker-delta` command. They are part of the public contract
+/// and documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// Unexpected or internal error (I/O failure, bug).
+    Error = 1,
+    /// A dependency is missing: no Docker daemon reachable, a required tool absent.
+    MissingDependency = 2,
+    /// The input is invalid: bad reference, malformed image, corrupted package, wrong base image.
+    InvalidInput = 3,
+    /// The operation was valid but failed: the daemon refused a load, a rebuilt layer did not verify.
+    OperationFailed = 4,
+    /// The image was loaded, but tagging it failed; the image ID and the `docker tag` command
+    /// were printed.
+    TagWarning = 5,
+}
+
+/// Every error the library can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An image reference string could not be parsed.
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A platform string (`os/arch[/variant]`) could not be parsed.
+    #[error(
+        "invalid platform {input:?}: expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7"
+    )]
+    InvalidPlatform {
+        /// The platform as given.
+        input: String,
+    },
+
+    /// A digest string is malformed or uses an unsupported algorithm.
+    #[error("invalid digest {input:?}{}: {reason}", context_suffix(.context))]
+    InvalidDigest {
+        /// The digest as found.
+        input: String,
+        /// Where it was found (file and field), if known.
+        context: Option<String>,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A JSON document is not valid JSON (or does not have the expected types).
+    #[error("{file}: invalid JSON at line {line}, column {column}: {message}")]
+    InvalidJson {
+        /// The file (or archive member) holding the document.
+        file: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// serde_json's description.
+        message: String,
+    },
+
+    /// A JSON document lacks a required field or has a field with an invalid value.
+    #[error("{file}: {field}: {reason}")]
+    InvalidField {
+        /// The file (or archive member) holding the document.
+        file: String,
+        /// The JSON path of the field, e.g. `layers[2].digest`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A manifest document of a kind we do not support.
+    #[error("{file}: unsupported document: {found}")]
+    UnsupportedManifest {
+        /// The file (or archive member) holding the document.
+        file: String,
+        /// What was seen (schemaVersion, mediaType, top-level shape).
+        found: String,
+    },
+
+    /// A docker-archive that only has a pre-1.10 `repositories` file.
+    #[error("{path}: unsupported legacy archive: it has a `repositories` file but no `manifest.json` (written by Docker < 1.10); re-save the image with a current Docker")]
+    UnsupportedLegacyArchive {
+        /// The archive.
+        path: PathBuf,
+    },
+
+    /// Something about the image layout is wrong (missing file, wrong transport...).
+    #[error("{path}: {reason}")]
+    InvalidLayout {
+        /// The archive or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A file the image needs is not present.
+    #[error("{container}: missing {what} {name:?}")]
+    MissingFile {
+        /// The archive or directory that should contain it.
+        container: PathBuf,
+        /// What kind of file (config, layer, blob, manifest).
+        what: String,
+        /// Its path inside the container.
+        name: String,
+    },
+
+    /// A path inside an archive or layout escapes its root.
+    #[error("{container}: path {name:?} points outside the archive")]
+    PathOutsideArchive {
+        /// The archive or directory.
+        container: PathBuf,
+        /// The offending path.
+        name: String,
+    },
+
+    /// Several images match and the reference did not choose one.
+    #[error("{path}: {reason}; choose one of: {}", .choices.join(", "))]
+    AmbiguousImage {
+        /// The archive or layout.
+        path: PathBuf,
+        /// Why a choice is needed.
+        reason: String,
+        /// The accepted selectors, as they would be written in a reference.
+        choices: Vec<String>,
+    },
+
+    /// The requested image (tag, index, platform) is not present.
+    #[error("{path}: no image matches {wanted}; available: {}", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
+    ImageNotFound {
+        /// The archive, layout or daemon.
+        path: PathBuf,
+        /// What was asked for.
+        wanted: String,
+        /// What is there.
+        available: Vec<String>,
+    },
+
+    /// Content did not hash to the digest it was expected to have.
+    #[error("{what}: digest mismatch: expected {expected}, found {found}")]
+    DigestMismatch {
+        /// What was being verified (e.g. "layer 2 (blobs/sha256/ab..) diff_id").
+        what: String,
+        /// The digest recorded in the manifest, config or package.
+        expected: String,
+        /// The digest of the bytes actually read.
+        found: String,
+    },
+
+    /// Content did not have the size it was expected to have.
+    #[error("{what}: size mismatch: expected {expected} bytes, found {found}")]
+    SizeMismatch {
+        /// What was being verified.
+        what: String,
+        /// The recorded size.
+        expected: u64,
+        /// The size actually read.
+        found: u64,
+    },
+
+    /// The number of layers in a manifest does not match the config's `rootfs.diff_ids`.
+    #[error("{file}: the manifest lists {manifest_layers} layers but the config's rootfs.diff_ids has {diff_ids}")]
+    LayerCountMismatch {
+        /// The manifest.
+        file: String,
+        /// Layers in the manifest.
+        manifest_layers: usize,
+        /// Entries in `rootfs.diff_ids`.
+        diff_ids: usize,
+    },
+
+    /// A delta package is malformed, truncated or corrupted.
+    #[error("{path}: invalid delta package: {reason}")]
+    InvalidPackage {
+        /// The package file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A delta package uses a format version this build cannot read.
+    #[error("{path}: delta package format version {found} is newer than this docker-delta supports ({supported}); upgrade docker-delta")]
+    UnsupportedPackageVersion {
+        /// The package file.
+        path: PathBuf,
+        /// The version in the package.
+        found: u32,
+        /// The highest version this build reads.
+        supported: u32,
+    },
+
+    /// The base image given to `apply` is not the image the delta was made from.
+    #[error("wrong base image: the delta was made against {expected} but {reference} is {found}")]
+    WrongBaseImage {
+        /// The base image the package records (config digest and tags).
+        expected: String,
+        /// The base image offered.
+        found: String,
+        /// The reference that was offered.
+        reference: String,
+    },
+
+    /// A configured safety limit was exceeded.
+    #[error("{what}: {limit} limit of {max} exceeded ({found}); raise it with {option}")]
+    LimitExceeded {
+        /// What exceeded it.
+        what: String,
+        /// The limit's name.
+        limit: String,
+        /// The limit's value.
+        max: u64,
+        /// The value seen.
+        found: u64,
+        /// How to raise it (CLI option or environment variable).
+        option: String,
+    },
+
+    /// A delta codec failed to encode or decode.
+    #[error("{codec}: {reason}")]
+    Codec {
+        /// The codec (xdelta3, zstd, ...).
+        codec: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The output path exists and `--force` was not given.
+    #[error("{path}: output exists; use --force to overwrite")]
+    OutputExists {
+        /// The output.
+        path: PathBuf,
+    },
+
+    /// The Docker daemon cannot be reached.
+    #[error("cannot reach the Docker daemon at {endpoint}: {reason}")]
+    DaemonUnavailable {
+        /// The socket or URL.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The Docker daemon answered with an error.
+    #[error("Docker daemon: {operation} failed (HTTP {status}): {message}")]
+    Daemon {
+        /// The API operation.
+        operation: String,
+        /// HTTP status code (0 if the error came inside a stream).
+        status: u16,
+        /// The daemon's message.
+        message: String,
+    },
+
+    /// The image was loaded but tagging it failed.
+    #[error("loaded image {image_id} but tagging it as {tag} failed: {reason}\n  tag it by hand with: docker tag {image_id} {tag}")]
+    TagFailed {
+        /// The loaded image's ID.
+        image_id: String,
+        /// The tag that was wanted.
+        tag: String,
+        /// Why tagging failed.
+        reason: String,
+    },
+
+    /// An operation was cancelled by the caller.
+    #[error("operation cancelled")]
+    Cancelled,
+
+    /// An I/O error, with the path it concerns.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Anything else worth a sentence.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn context_suffix(context: &Option<String>) -> String {
+    match context {
+        Some(c) => format!(" in {c}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// The exit code the command-line tool uses for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        use Error::*;
+        match self {
+            InvalidReference { .. }
+            | InvalidPlatform { .. }
+            | InvalidDigest { .. }
+            | InvalidJson { .. }
+            | InvalidField { .. }
+            | UnsupportedManifest { .. }
+            | UnsupportedLegacyArchive { .. }
+            | InvalidLayout { .. }
+            | MissingFile { .. }
+            | PathOutsideArchive { .. }
+            | AmbiguousImage { .. }
+            | ImageNotFound { .. }
+            | DigestMismatch { .. }
+            | SizeMismatch { .. }
+            | LayerCountMismatch { .. }
+            | InvalidPackage { .. }
+            | UnsupportedPackageVersion { .. }
+            | WrongBaseImage { .. }
+            | LimitExceeded { .. }
+            | OutputExists { .. } => ExitCode::InvalidInput,
+            DaemonUnavailable { .. } => ExitCode::MissingDependency,
+            Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
+            TagFailed { .. } => ExitCode::TagWarning,
+            Io { source, .. } => {
+                if let Some(inner) = source.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+                    inner.exit_code()
+                } else {
+                    ExitCode::Error
+                }
+            }
+            Other(_) => ExitCode::Error,
+        }
+    }
+
+    /// A short stable name for the variant, used by `--json` output and the C ABI.
+    pub fn kind(&self) -> &'static str {
+        use Error::*;
+        match self {
+            InvalidReference { .. } => "invalid_reference",
+            InvalidPlatform { .. } => "invalid_platform",
+            InvalidDigest { .. } => "invalid_digest",
+            InvalidJson { .. } => "invalid_json",
+            InvalidField { .. } => "invalid_field",
+            UnsupportedManifest { .. } => "unsupported_manifest",
+            UnsupportedLegacyArchive { .. } => "unsupported_legacy_archive",
+            InvalidLayout { .. } => "invalid_layout",
+            MissingFile { .. } => "missing_file",
+            PathOutsideArchive { .. } => "path_outside_archive",
+            AmbiguousImage { .. } => "ambiguous_image",
+            ImageNotFound { .. } => "image_not_found",
+            DigestMismatch { .. } => "digest_mismatch",
+            SizeMismatch { .. } => "size_mismatch",
+            LayerCountMismatch { .. } => "layer_count_mismatch",
+            InvalidPackage { .. } => "invalid_package",
+            UnsupportedPackageVersion { .. } => "unsupported_package_version",
+            WrongBaseImage { .. } => "wrong_base_image",
+            LimitExceeded { .. } => "limit_exceeded",
+            Codec { .. } => "codec",
+            OutputExists { .. } => "output_exists",
+            DaemonUnavailable { .. } => "daemon_unavailable",
+            Daemon { .. } => "daemon",
+            TagFailed { .. } => "tag_failed",
+            Cancelled => "cancelled",
+            Io { .. } => "io",
+            Other(_) => "other",
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns. If the I/O error carries one of our
+    /// own errors (as verifying readers do), that error is returned unwrapped.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        match Error::unwrap_io(source) {
+            Ok(e) => e,
+            Err(source) => Error::Io {
+                path: path.into(),
+                source,
+            },
+        }
+    }
+
+    /// Packs this error into an [`io::Error`] so it can travel through `Read`/`Write`
+    /// implementations; [`Error::io`] unpacks it again.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Error::Io { source, .. } => source.kind(),
+            Error::Cancelled => io::ErrorKind::Interrupted,
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// Returns our error if `e` wraps one, the I/O error otherwise.
+    fn unwrap_io(e: io::Error) -> std::result::Result<Error, io::Error> {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            // `into_inner` cannot fail here: `get_ref` returned Some.
+            match e.into_inner() {
+                Some(inner) => match inner.downcast::<Error>() {
+                    Ok(ours) => Ok(*ours),
+                    Err(other) => Err(io::Error::other(other)),
+                },
+                None => Err(io::Error::other("unknown I/O error")),
+            }
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Adds the path an I/O error concerns.
+pub(crate) trait IoContext<T> {
+    /// Maps an I/O error to [`Error::Io`] with `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, io::Error> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_error_survives_a_trip_through_io_error() {
+        let e = Error::DigestMismatch {
+            what: "layer 0".into(),
+            expected: "sha256:aa".into(),
+            found: "sha256:bb".into(),
+        };
+        let back = Error::io("/x", e.into_io());
+        assert!(matches!(back, Error::DigestMismatch { .. }), "{back:?}");
+        assert_eq!(back.exit_code(), ExitCode::InvalidInput);
+    }
+
+    #[test]
+    fn plain_io_error_gets_the_path() {
+        let back = Error::io(
+            "/some/file",
+            io::Error::new(io::ErrorKind::NotFound, "gone"),
+        );
+        assert_eq!(back.to_string(), "/some/file: gone");
+        assert_eq!(back.exit_code(), ExitCode::Error);
+    }
+}

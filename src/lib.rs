@@ -1,0 +1,23 @@
+//! # docker-delta
+//!
+//! Ship container-image updates as small deltas, and rebuild the new image exactly on the
+//! far side.
+//!
+//! The library reads images from any supported source ([`transport`]), by content: the
+//! manifest format is detected from the JSON itself ([`manifest`]). A delta package
+//! ([`delta`]) references the layers the old image already has, encodes changed layers
+//! against old content, and carries the new image's config verbatim, so that `apply`
+//! rebuilds an image with exactly the same ID.
+
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod delta;
+pub mod digest;
+pub mod error;
+
+pub use digest::Digest;
+pub use error::{Error, ExitCode, Result};
+
+/// The library version (the crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
