@@ -12,12 +12,22 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod compression;
 pub mod delta;
 pub mod digest;
 pub mod error;
+pub mod image;
+pub mod manifest;
+pub mod platform;
+pub mod reference;
+pub mod transport;
 
 pub use digest::Digest;
 pub use error::{Error, ExitCode, Result};
+pub use image::{Image, Layer};
+pub use platform::Platform;
+pub use reference::{ImageReference, Transport};
+pub use transport::{open, ImageSource, OpenOptions};
 
 /// The library version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,77 @@
+//! The transport-independent model of an image.
+
+use crate::compression::Compression;
+use crate::digest::Digest;
+use crate::manifest::ManifestKind;
+use crate::platform::Platform;
+use crate::reference::{ImageReference, Transport};
+
+/// An image as read from any source: its identity, config bytes and layer descriptions.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference it was opened from.
+    pub reference: ImageReference,
+    /// The transport it was read through.
+    pub transport: Transport,
+    /// The kind of manifest the image was described by.
+    pub manifest_kind: ManifestKind,
+    /// The kinds of index documents walked to reach the manifest, outermost first.
+    pub index_kinds: Vec<ManifestKind>,
+    /// The manifest's raw bytes, for OCI/Docker schema2 manifests (not for docker-archive).
+    pub manifest: Option<Vec<u8>>,
+    /// The image config, byte for byte.
+    pub config: Vec<u8>,
+    /// sha256 of the config bytes: the Docker image ID.
+    pub config_digest: Digest,
+    /// Tags the source gives the image (`RepoTags`, `ref.name`, daemon tags).
+    pub repo_tags: Vec<String>,
+    /// The platform from the config.
+    pub platform: Platform,
+    /// The layers, base first.
+    pub layers: Vec<Layer>,
+}
+
+impl Image {
+    /// The diff_ids of all layers, base first.
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.diff_id.clone()).collect()
+    }
+
+    /// The Docker image ID (`sha256:` of the config).
+    pub fn id(&self) -> &Digest {
+        &self.config_digest
+    }
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Layer {
+    /// Position in the image, base = 0.
+    pub index: usize,
+    /// sha256 of the uncompressed layer tar (from the config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// sha256 of the stored blob, when known before reading it (always, except for
+    /// compressed layers in docker-archives that do not name blobs by digest).
+    pub digest: Option<Digest>,
+    /// Media type of the stored blob (as recorded, or derived from its compression).
+    pub media_type: String,
+    /// Size of the stored blob in bytes.
+    pub size: u64,
+    /// Compression of the stored blob, detected from its content.
+    pub compression: Compression,
+    /// Size of the uncompressed tar, when known without reading it.
+    pub uncompressed_size: Option<u64>,
+    /// Where the blob lives in the source (archive member or path), for messages.
+    pub location: String,
+}
+
+/// What reading a whole layer established.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerCheck {
+    /// sha256 of the stored blob.
+    pub digest: Digest,
+    /// Size of the stored blob.
+    pub size: u64,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}

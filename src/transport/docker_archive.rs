@@ -1,0 +1,320 @@
+//! `docker-archive`: tars written by `docker save` (the legacy `<id>/layer.tar` layout of
+//! Docker <= 24 and the OCI-hybrid layout of Docker >= 25), skopeo and crane.
+//!
+//! `manifest.json` is authoritative: it names the config and the layers. (Docker 25.0.0 wrote
+//! an `index.json` whose manifests lacked layers, so the OCI side of hybrid archives is not
+//! trusted.) The layers' order and count are checked against the config's
+//! `rootfs.diff_ids`, and each layer is verified against its diff_id as it is read.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::compression::Compression;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Image, Layer};
+use crate::manifest::{ArchiveEntry, ConfigView, Document, ManifestKind};
+use crate::reference::{ArchiveSelector, ImageReference, Transport};
+use crate::transport::store::{normalize, Store, TarStore};
+use crate::transport::{ImageSource, OpenOptions};
+
+/// An image inside a docker-archive tar.
+pub struct DockerArchive {
+    store: TarStore,
+    image: Image,
+}
+
+impl DockerArchive {
+    /// Opens and checks the image `reference` names (a `docker-archive:` reference).
+    pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<DockerArchive> {
+        let ImageReference::DockerArchive { path, selector } = reference else {
+            return Err(Error::Other(format!(
+                "{reference} is not a docker-archive reference"
+            )));
+        };
+        let store = TarStore::open(path)?;
+        Self::from_store(store, reference.clone(), selector.as_ref(), options)
+    }
+
+    /// Reads an image from an already indexed archive (used by the docker-daemon transport,
+    /// which spools `docker save` output to a temporary file).
+    pub fn from_store(
+        store: TarStore,
+        reference: ImageReference,
+        selector: Option<&ArchiveSelector>,
+        options: &OpenOptions,
+    ) -> Result<DockerArchive> {
+        let path = store.root().to_path_buf();
+        if !store.exists("manifest.json")? {
+            if store.exists("repositories")? {
+                return Err(Error::UnsupportedLegacyArchive { path });
+            }
+            if store.exists("index.json")? || store.exists("oci-layout")? {
+                return Err(Error::InvalidLayout {
+                    path: path.clone(),
+                    reason: format!(
+                        "no manifest.json, but an OCI layout (index.json): read it as oci-archive:{}",
+                        path.display()
+                    ),
+                });
+            }
+            return Err(Error::MissingFile {
+                container: path,
+                what: "docker-archive manifest".into(),
+                name: "manifest.json".into(),
+            });
+        }
+        let raw = store.read_small("manifest.json", "manifest", options.limits.max_json_size)?;
+        let file = format!("{}:manifest.json", path.display());
+        let entries = match Document::parse(&raw, &file)? {
+            Document::Archive(entries) => entries,
+            other => {
+                return Err(Error::UnsupportedManifest {
+                    file,
+                    found: format!(
+                        "a {} where a docker-archive manifest.json was expected",
+                        other.kind()
+                    ),
+                })
+            }
+        };
+        let (position, entry) = select(&path, &entries, selector)?;
+        tracing::debug!(archive = %path.display(), image = position, config = %entry.config, layers = entry.layers.len(), "selected image in archive");
+
+        let config = store.read_small(&entry.config, "config", options.limits.max_json_size)?;
+        let config_digest = Digest::of(&config);
+        if let Some(named) = digest_in_name(&entry.config) {
+            if named != config_digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("{}:{} config", path.display(), entry.config),
+                    expected: named.to_string(),
+                    found: config_digest.to_string(),
+                });
+            }
+        }
+        let config_file = format!("{}:{}", path.display(), entry.config);
+        let view = ConfigView::parse(&config, &config_file)?;
+        if entry.layers.len() != view.diff_ids.len() {
+            return Err(Error::LayerCountMismatch {
+                file: format!("{file} [{position}]"),
+                manifest_layers: entry.layers.len(),
+                diff_ids: view.diff_ids.len(),
+            });
+        }
+        if entry.layers.len() > options.limits.max_layers {
+            return Err(Error::LimitExceeded {
+                what: file,
+                limit: "max layers".into(),
+                max: options.limits.max_layers as u64,
+                found: entry.layers.len() as u64,
+                option: "DOCKER_DELTA_MAX_LAYERS".into(),
+            });
+        }
+        let mut layers = Vec::with_capacity(entry.layers.len());
+        for (index, (name, diff_id)) in entry.layers.iter().zip(&view.diff_ids).enumerate() {
+            if normalize(name).is_none() {
+                return Err(Error::PathOutsideArchive {
+                    container: path.clone(),
+                    name: name.clone(),
+                });
+            }
+            let size = store.size(name)?.ok_or_else(|| Error::MissingFile {
+                container: path.clone(),
+                what: format!("layer {index}"),
+                name: name.clone(),
+            })?;
+            let mut magic = [0u8; 6];
+            let n = read_prefix(store.open(name, "layer")?, &mut magic)
+                .map_err(|e| Error::io(path.join(name), e))?;
+            let compression = Compression::detect(&magic[..n]);
+            let digest = match (digest_in_name(name), compression) {
+                (Some(d), _) => Some(d),
+                (None, Compression::None) => Some(diff_id.clone()),
+                (None, _) => None,
+            };
+            tracing::debug!(layer = index, member = %name, compression = compression.name(), size, "layer");
+            layers.push(Layer {
+                index,
+                diff_id: diff_id.clone(),
+                digest,
+                media_type: compression.docker_layer_media_type().to_string(),
+                size,
+                compression,
+                uncompressed_size: (compression == Compression::None).then_some(size),
+                location: name.clone(),
+            });
+        }
+        let image = Image {
+            reference,
+            transport: Transport::DockerArchive,
+            manifest_kind: ManifestKind::DockerArchiveManifest,
+            index_kinds: Vec::new(),
+            manifest: None,
+            config,
+            config_digest,
+            repo_tags: entry.repo_tags.clone().unwrap_or_default(),
+            platform: view.platform,
+            layers,
+        };
+        Ok(DockerArchive { store, image })
+    }
+}
+
+impl ImageSource for DockerArchive {
+    fn image(&self) -> &Image {
+        &self.image
+    }
+
+    fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+        let layer = self.layer(index)?;
+        self.store.open(&layer.location, "layer")
+    }
+}
+
+/// Chooses the image a selector names.
+fn select<'a>(
+    path: &Path,
+    entries: &'a [ArchiveEntry],
+    selector: Option<&ArchiveSelector>,
+) -> Result<(usize, &'a ArchiveEntry)> {
+    let describe = |i: usize, e: &ArchiveEntry| -> String {
+        match e.repo_tags.as_deref() {
+            Some(tags) if !tags.is_empty() => format!("@{i} ({})", tags.join(", ")),
+            _ => format!("@{i} (untagged, config {})", e.config),
+        }
+    };
+    match selector {
+        None if entries.len() == 1 => Ok((0, &entries[0])),
+        None => Err(Error::AmbiguousImage {
+            path: path.to_path_buf(),
+            reason: format!("the archive holds {} images", entries.len()),
+            choices: entries
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| {
+                    let mut c = vec![format!("docker-archive:{}:@{i}", path.display())];
+                    for t in e.repo_tags.iter().flatten() {
+                        c.push(format!("docker-archive:{}:{t}", path.display()));
+                    }
+                    c
+                })
+                .collect(),
+        }),
+        Some(ArchiveSelector::Index(i)) => {
+            entries
+                .get(*i)
+                .map(|e| (*i, e))
+                .ok_or_else(|| Error::ImageNotFound {
+                    path: path.to_path_buf(),
+                    wanted: format!("@{i}"),
+                    available: entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| describe(i, e))
+                        .collect(),
+                })
+        }
+        Some(ArchiveSelector::Name(name)) => {
+            let wanted = normalize_name(name);
+            entries
+                .iter()
+                .enumerate()
+                .find(|(_, e)| {
+                    e.repo_tags
+                        .iter()
+                        .flatten()
+                        .any(|t| normalize_name(t) == wanted)
+                })
+                .ok_or_else(|| Error::ImageNotFound {
+                    path: path.to_path_buf(),
+                    wanted: name.clone(),
+                    available: entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| describe(i, e))
+                        .collect(),
+                })
+        }
+    }
+}
+
+/// Normalises a Docker name so that `busybox`, `busybox:latest`, `library/busybox:latest`
+/// and `docker.io/library/busybox:latest` compare equal.
+pub fn normalize_name(name: &str) -> String {
+    let (repo, tag) = split_tag(name);
+    let tag = tag.unwrap_or("latest");
+    let repo = repo.strip_prefix("docker.io/").unwrap_or(repo);
+    let repo = repo.strip_prefix("index.docker.io/").unwrap_or(repo);
+    let repo = repo.strip_prefix("library/").unwrap_or(repo);
+    format!("{repo}:{tag}")
+}
+
+/// Splits `repo[:tag]`, leaving a registry port (`host:5000/x`) in the repository.
+pub fn split_tag(name: &str) -> (&str, Option<&str>) {
+    let name = name.split('@').next().unwrap_or(name);
+    match name.rfind(':') {
+        Some(i) if !name[i + 1..].contains('/') => (&name[..i], Some(&name[i + 1..])),
+        _ => (name, None),
+    }
+}
+
+/// The digest a member name carries: `blobs/sha256/<hex>`, `<hex>.json`, `<hex>.tar`,
+/// `<hex>.tar.gz` (skopeo, crane, Docker >= 25 name files after their content).
+fn digest_in_name(name: &str) -> Option<Digest> {
+    let name = normalize(name)?;
+    if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+        return Digest::from_hex(hex).ok();
+    }
+    if name.contains('/') {
+        return None;
+    }
+    let stem = name.split('.').next()?;
+    Digest::from_hex(stem).ok()
+}
+
+fn read_prefix(mut r: impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalise() {
+        assert_eq!(normalize_name("busybox"), "busybox:latest");
+        assert_eq!(normalize_name("docker.io/library/busybox:1"), "busybox:1");
+        assert_eq!(
+            normalize_name("localhost:5000/a/b"),
+            "localhost:5000/a/b:latest"
+        );
+        assert_eq!(
+            split_tag("localhost:5000/a:t"),
+            ("localhost:5000/a", Some("t"))
+        );
+    }
+
+    #[test]
+    fn digests_in_names() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for n in [
+            format!("blobs/sha256/{hex}"),
+            format!("{hex}.json"),
+            format!("./{hex}.tar.gz"),
+        ] {
+            assert_eq!(
+                digest_in_name(&n).map(|d| d.hex().to_string()),
+                Some(hex.to_string()),
+                "{n}"
+            );
+        }
+        assert_eq!(digest_in_name(&format!("{hex}/layer.tar")), None);
+    }
+}

@@ -1,0 +1,438 @@
+//! Where an image's files live: a directory, or a tar archive indexed once and read in place.
+//!
+//! Both give the transports the same view: named files, opened as streams, with every name
+//! resolved inside the root (`..`, absolute paths and symlinks that leave it are refused).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::compression::Compression;
+use crate::error::{Error, IoContext, Result};
+
+/// A set of named files.
+pub trait Store: Send + Sync {
+    /// The directory or archive, for messages.
+    fn root(&self) -> &Path;
+    /// Opens the file at `name` (relative, `/`-separated). Missing files are
+    /// [`Error::MissingFile`] with `what` naming the role of the file.
+    fn open(&self, name: &str, what: &str) -> Result<Box<dyn Read + Send + '_>>;
+    /// The size of the file at `name`, or `None` if it does not exist.
+    fn size(&self, name: &str) -> Result<Option<u64>>;
+
+    /// Whether `name` exists.
+    fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.size(name)?.is_some())
+    }
+
+    /// Reads a whole small file (a JSON document), refusing files larger than `max`.
+    fn read_small(&self, name: &str, what: &str, max: u64) -> Result<Vec<u8>> {
+        let size = self.size(name)?.ok_or_else(|| Error::MissingFile {
+            container: self.root().to_path_buf(),
+            what: what.to_string(),
+            name: name.to_string(),
+        })?;
+        if size > max {
+            return Err(Error::LimitExceeded {
+                what: format!("{} {name}", self.root().display()),
+                limit: "max JSON document size".into(),
+                max,
+                found: size,
+                option: "DOCKER_DELTA_MAX_JSON_SIZE".into(),
+            });
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        self.open(name, what)?
+            .take(max + 1)
+            .read_to_end(&mut buf)
+            .at(self.root().join(name))?;
+        Ok(buf)
+    }
+}
+
+/// Normalises a relative name: strips `./`, folds `a/../b`, refuses escapes and absolute
+/// paths. Returns `None` if the name leaves the root.
+pub fn normalize(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    if name.starts_with('/') {
+        return None;
+    }
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// A directory on disk.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A store rooted at `root`, which must be a directory.
+    pub fn new(root: &Path) -> Result<DirStore> {
+        let meta = std::fs::metadata(root).at(root)?;
+        if !meta.is_dir() {
+            return Err(Error::InvalidLayout {
+                path: root.to_path_buf(),
+                reason: "not a directory".into(),
+            });
+        }
+        let root = root.canonicalize().at(root)?;
+        Ok(DirStore { root })
+    }
+
+    fn resolve(&self, name: &str) -> Result<Option<PathBuf>> {
+        let outside = || Error::PathOutsideArchive {
+            container: self.root.clone(),
+            name: name.to_string(),
+        };
+        let rel = normalize(name).ok_or_else(outside)?;
+        let path = self.root.join(&rel);
+        match path.canonicalize() {
+            Ok(real) if real.starts_with(&self.root) => Ok(Some(real)),
+            Ok(_) => Err(outside()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+impl Store for DirStore {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn open(&self, name: &str, what: &str) -> Result<Box<dyn Read + Send + '_>> {
+        let path = self.resolve(name)?.ok_or_else(|| Error::MissingFile {
+            container: self.root.clone(),
+            what: what.to_string(),
+            name: name.to_string(),
+        })?;
+        let f = File::open(&path).at(&path)?;
+        Ok(Box::new(f))
+    }
+
+    fn size(&self, name: &str) -> Result<Option<u64>> {
+        match self.resolve(name)? {
+            None => Ok(None),
+            Some(p) => {
+                let m = std::fs::metadata(&p).at(&p)?;
+                Ok(m.is_file().then_some(m.len()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum TarEntry {
+    File { offset: u64, size: u64 },
+    Symlink { target: String },
+    HardLink { target: String },
+    Dir,
+}
+
+/// A tar archive, indexed once; members are read in place with positioned reads.
+/// A compressed archive (gzip, zstd, xz) is first decompressed to a temporary file.
+pub struct TarStore {
+    path: PathBuf,
+    file: Arc<File>,
+    entries: HashMap<String, TarEntry>,
+    _spool: Option<tempfile::NamedTempFile>,
+}
+
+impl TarStore {
+    /// Indexes the archive at `path`.
+    pub fn open(path: &Path) -> Result<TarStore> {
+        let mut file = File::open(path).at(path)?;
+        let mut magic = [0u8; 6];
+        let n = read_up_to(&mut file, &mut magic).at(path)?;
+        file.seek(SeekFrom::Start(0)).at(path)?;
+        let compression = Compression::detect(&magic[..n]);
+        let (file, spool) = if compression == Compression::None {
+            (file, None)
+        } else {
+            tracing::debug!(path = %path.display(), compression = compression.name(), "archive is compressed; decompressing to a temporary file");
+            let mut spool = tempfile::NamedTempFile::new().at(std::env::temp_dir())?;
+            let mut dec =
+                compression
+                    .decoder(BufReader::new(file))
+                    .map_err(|e| Error::InvalidLayout {
+                        path: path.to_path_buf(),
+                        reason: format!("cannot decompress {} archive: {e}", compression.name()),
+                    })?;
+            io::copy(&mut dec, spool.as_file_mut()).map_err(|e| Error::InvalidLayout {
+                path: path.to_path_buf(),
+                reason: format!("cannot decompress {} archive: {e}", compression.name()),
+            })?;
+            let f = spool.reopen().at(spool.path())?;
+            (f, Some(spool))
+        };
+        let entries = index_tar(&file, path)?;
+        tracing::debug!(path = %path.display(), entries = entries.len(), "indexed archive");
+        Ok(TarStore {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            entries,
+            _spool: spool,
+        })
+    }
+
+    /// Follows symlinks and hard links to a regular file entry.
+    fn resolve(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let outside = |n: &str| Error::PathOutsideArchive {
+            container: self.path.clone(),
+            name: n.to_string(),
+        };
+        let mut current = normalize(name).ok_or_else(|| outside(name))?;
+        for _ in 0..32 {
+            match self.entries.get(&current) {
+                None => return Ok(None),
+                Some(TarEntry::File { offset, size }) => return Ok(Some((*offset, *size))),
+                Some(TarEntry::Dir) => return Ok(None),
+                Some(TarEntry::HardLink { target }) => {
+                    current = normalize(target).ok_or_else(|| outside(target))?;
+                }
+                Some(TarEntry::Symlink { target }) => {
+                    let joined = if target.starts_with('/') {
+                        return Err(outside(target));
+                    } else {
+                        match current.rsplit_once('/') {
+                            Some((dir, _)) => format!("{dir}/{target}"),
+                            None => target.clone(),
+                        }
+                    };
+                    current = normalize(&joined).ok_or_else(|| outside(&joined))?;
+                }
+            }
+        }
+        Err(Error::InvalidLayout {
+            path: self.path.clone(),
+            reason: format!("too many levels of links resolving {name:?}"),
+        })
+    }
+
+    /// All regular-file and link names in the archive.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn index_tar(file: &File, path: &Path) -> Result<HashMap<String, TarEntry>> {
+    let bad = |reason: String| Error::InvalidLayout {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut archive = tar::Archive::new(file);
+    let mut entries = HashMap::new();
+    let iter = archive
+        .entries_with_seek()
+        .map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+    for entry in iter {
+        let entry = entry.map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+        let raw_name = entry.path_bytes();
+        let name_str = String::from_utf8_lossy(&raw_name).into_owned();
+        let Some(name) = normalize(&name_str) else {
+            tracing::warn!(archive = %path.display(), entry = %name_str, "ignoring archive entry outside the root");
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let header = entry.header();
+        let link = || -> Result<String> {
+            let l = entry
+                .link_name_bytes()
+                .ok_or_else(|| bad(format!("link entry {name:?} has no target")))?;
+            Ok(String::from_utf8_lossy(&l).into_owned())
+        };
+        let kind = header.entry_type();
+        let record = if kind.is_file() || kind == tar::EntryType::Continuous {
+            TarEntry::File {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            }
+        } else if kind.is_symlink() {
+            TarEntry::Symlink { target: link()? }
+        } else if kind.is_hard_link() {
+            TarEntry::HardLink { target: link()? }
+        } else if kind.is_dir() {
+            TarEntry::Dir
+        } else if kind.is_gnu_sparse() {
+            return Err(bad(format!(
+                "sparse archive entry {name:?} is not supported in an image archive"
+            )));
+        } else {
+            continue;
+        };
+        if matches!(record, TarEntry::Dir) {
+            entries.entry(name).or_insert(record);
+            continue;
+        }
+        if let Some(prev) = entries.insert(name.clone(), record) {
+            if !matches!(prev, TarEntry::Dir) {
+                return Err(bad(format!("duplicate archive entry {name:?}")));
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Reads a section of a shared file with positioned reads, so several can be open at once.
+struct SectionReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SectionReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = self.end - self.pos;
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "archive member is truncated",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Store for TarStore {
+    fn root(&self) -> &Path {
+        &self.path
+    }
+
+    fn open(&self, name: &str, what: &str) -> Result<Box<dyn Read + Send + '_>> {
+        let (offset, size) = self.resolve(name)?.ok_or_else(|| Error::MissingFile {
+            container: self.path.clone(),
+            what: what.to_string(),
+            name: name.to_string(),
+        })?;
+        Ok(Box::new(SectionReader {
+            file: Arc::clone(&self.file),
+            pos: offset,
+            end: offset + size,
+        }))
+    }
+
+    fn size(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.resolve(name)?.map(|(_, size)| size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_refuses_escapes() {
+        assert_eq!(normalize("./a/b/../c").as_deref(), Some("a/c"));
+        assert_eq!(normalize("a//b/").as_deref(), Some("a/b"));
+        assert_eq!(normalize("../x"), None);
+        assert_eq!(normalize("a/../../x"), None);
+        assert_eq!(normalize("/etc/passwd"), None);
+    }
+
+    fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> tempfile::NamedTempFile {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let data = b.into_inner().unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        f
+    }
+
+    fn add_file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    fn add_link(b: &mut tar::Builder<Vec<u8>>, name: &str, target: &str, kind: tar::EntryType) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, name, target).unwrap();
+    }
+
+    #[test]
+    fn tar_store_follows_links_inside_and_refuses_outside() {
+        let f = tar_with(|b| {
+            add_file(b, "./a/layer.tar", b"layer bytes");
+            add_link(b, "b/layer.tar", "../a/layer.tar", tar::EntryType::Symlink);
+            add_link(b, "c/layer.tar", "a/layer.tar", tar::EntryType::Link);
+            add_link(b, "evil", "../../etc/passwd", tar::EntryType::Symlink);
+            add_link(b, "abs", "/etc/passwd", tar::EntryType::Symlink);
+        });
+        let s = TarStore::open(f.path()).unwrap();
+        for name in ["a/layer.tar", "b/layer.tar", "c/layer.tar"] {
+            let mut out = String::new();
+            s.open(name, "layer")
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            assert_eq!(out, "layer bytes", "{name}");
+        }
+        for name in ["evil", "abs", "../a/layer.tar"] {
+            let e = s.open(name, "layer").err().expect(name);
+            assert!(matches!(e, Error::PathOutsideArchive { .. }), "{name}: {e}");
+        }
+        let e = s.open("nope", "config").err().unwrap();
+        assert!(e.to_string().contains("missing config \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn tar_store_refuses_duplicates() {
+        let f = tar_with(|b| {
+            add_file(b, "manifest.json", b"[]");
+            add_file(b, "./manifest.json", b"[1]");
+        });
+        let e = TarStore::open(f.path()).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("duplicate archive entry \"manifest.json\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gzip_archive_is_transparent() {
+        let plain = tar_with(|b| add_file(b, "x", b"hi"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::copy(&mut File::open(plain.path()).unwrap(), &mut gz).unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &gz.finish().unwrap()).unwrap();
+        let s = TarStore::open(f.path()).unwrap();
+        assert_eq!(s.size("x").unwrap(), Some(2));
+    }
+}
