@@ -75,3 +75,86 @@ pub struct LayerCheck {
     /// Size of the uncompressed tar.
     pub uncompressed_size: u64,
 }
+
+/// A serialisable description of an image, as `docker-delta inspect --json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageReport {
+    /// The reference, in canonical form.
+    pub reference: String,
+    /// The transport.
+    pub transport: Transport,
+    /// The manifest kind.
+    pub manifest_format: ManifestKind,
+    /// The index kinds walked to reach the manifest, outermost first.
+    pub index_formats: Vec<ManifestKind>,
+    /// The Docker image ID (= config digest).
+    pub image_id: Digest,
+    /// The config digest.
+    pub config_digest: Digest,
+    /// Size of the config in bytes.
+    pub config_size: u64,
+    /// Tags.
+    pub repo_tags: Vec<String>,
+    /// Platform from the config.
+    pub platform: Platform,
+    /// Whether every layer was read and verified.
+    pub verified: bool,
+    /// Layers, base first.
+    pub layers: Vec<LayerReport>,
+}
+
+/// One layer in an [`ImageReport`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    /// Position, base = 0.
+    pub index: usize,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the stored blob (null if unknown and not verified).
+    pub digest: Option<Digest>,
+    /// Media type.
+    pub media_type: String,
+    /// Compression of the stored blob.
+    pub compression: Compression,
+    /// Stored size.
+    pub size: u64,
+    /// Uncompressed size (null if unknown and not verified).
+    pub uncompressed_size: Option<u64>,
+}
+
+impl Image {
+    /// Describes the image; `checks` (from a verification pass) fills in digests and sizes
+    /// that are only known after reading the layers.
+    pub fn report(&self, checks: Option<&[LayerCheck]>) -> ImageReport {
+        ImageReport {
+            reference: self.reference.to_string(),
+            transport: self.transport,
+            manifest_format: self.manifest_kind,
+            index_formats: self.index_kinds.clone(),
+            image_id: self.config_digest.clone(),
+            config_digest: self.config_digest.clone(),
+            config_size: self.config.len() as u64,
+            repo_tags: self.repo_tags.clone(),
+            platform: self.platform.clone(),
+            verified: checks.is_some(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    let check = checks.and_then(|c| c.get(l.index));
+                    LayerReport {
+                        index: l.index,
+                        diff_id: l.diff_id.clone(),
+                        digest: check.map(|c| c.digest.clone()).or_else(|| l.digest.clone()),
+                        media_type: l.media_type.clone(),
+                        compression: l.compression,
+                        size: l.size,
+                        uncompressed_size: check
+                            .map(|c| c.uncompressed_size)
+                            .or(l.uncompressed_size),
+                    }
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,5 +1,7 @@
-//! The `docker-delta` command.
+//! The `docker-delta` command: a thin layer over the library.
+
+mod cli;
 
 fn main() {
-    println!("docker-delta {}", docker_delta::VERSION);
+    std::process::exit(cli::run());
 }

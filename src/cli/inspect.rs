@@ -1,0 +1,91 @@
+//! `docker-delta inspect`.
+
+use docker_delta::{ExitCode, ImageReference, OpenOptions, Platform, Result};
+
+use super::output::{human_size, print_json};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  docker-delta inspect docker-archive:app-v2.tar
+  docker-delta inspect oci:./layout:v2 --json
+  docker-delta inspect oci-archive:multi.tar --platform linux/arm64
+  docker-delta inspect ./saved.tar -v        # transport detected; -v shows each detection step";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The image to inspect.
+    reference: String,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Platform to choose from a multi-platform index (os/arch[/variant]); default: this host's.
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Do not read the layers: faster, but compressed layers' uncompressed sizes (and some
+    /// blob digests) stay unknown and nothing is verified.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let reference = ImageReference::parse(&args.reference)?;
+    let options = OpenOptions {
+        platform: args.platform.clone(),
+        ..OpenOptions::default()
+    };
+    let source = docker_delta::open(&reference, &options)?;
+    let checks = if args.no_verify {
+        None
+    } else {
+        Some(source.verify_layers()?)
+    };
+    let report = source.image().report(checks.as_deref());
+    if args.json {
+        print_json(&report)?;
+        return Ok(ExitCode::Ok);
+    }
+    println!("Reference:   {}", report.reference);
+    println!("Transport:   {}", report.transport);
+    let mut format = report.manifest_format.to_string();
+    for k in report.index_formats.iter().rev() {
+        format.push_str(&format!(" (via {k})"));
+    }
+    println!("Manifest:    {format}");
+    println!("Image ID:    {}", report.image_id);
+    println!(
+        "Tags:        {}",
+        if report.repo_tags.is_empty() {
+            "<none>".to_string()
+        } else {
+            report.repo_tags.join(", ")
+        }
+    );
+    println!("Platform:    {}", report.platform);
+    let total: u64 = report.layers.iter().map(|l| l.size).sum();
+    println!(
+        "Layers:      {} ({} stored){}",
+        report.layers.len(),
+        human_size(total),
+        if report.verified {
+            ", all verified"
+        } else {
+            ""
+        }
+    );
+    for l in &report.layers {
+        println!("  [{}] diff_id {}", l.index, l.diff_id);
+        println!(
+            "      digest  {}",
+            l.digest
+                .as_ref()
+                .map_or("(unknown: not verified)".to_string(), ToString::to_string)
+        );
+        println!(
+            "      {}  {} stored, {} uncompressed",
+            l.media_type,
+            human_size(l.size),
+            l.uncompressed_size.map_or("?".to_string(), human_size)
+        );
+    }
+    Ok(ExitCode::Ok)
+}

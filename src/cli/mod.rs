@@ -1,0 +1,83 @@
+//! Command-line parsing and dispatch.
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use docker_delta::{Error, ExitCode};
+
+mod inspect;
+mod output;
+
+const AFTER_HELP: &str = "\
+Image references (skopeo syntax):
+  docker-archive:PATH[:NAME:TAG|:@N]   a `docker save` tar (Docker <= 24, >= 25, skopeo, crane)
+  oci:PATH[:REF]                       an OCI image-layout directory
+  oci-archive:PATH[:REF]               a tar of an OCI image layout
+  docker-daemon:NAME:TAG               an image in the Docker daemon (DOCKER_HOST)
+  PATH                                 transport detected from the content
+Write a colon that belongs to a path as \\:
+
+Exit codes:
+  0 ok, 1 error, 2 missing dependency (no daemon), 3 invalid input,
+  4 operation failed, 5 loaded but tagging failed (the docker tag command is printed)";
+
+/// Ship container-image updates as small deltas, and rebuild the new image exactly.
+#[derive(Parser, Debug)]
+#[command(name = "docker-delta", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// More detailed logs on stderr (-v: each step, -vv: everything).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what an image is made of: transport, manifest format, image ID, tags, layers.
+    #[command(after_help = inspect::EXAMPLES)]
+    Inspect(inspect::Args),
+}
+
+/// Parses arguments, runs the command, prints errors, and returns the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => code as i32,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error the way every command does, and returns its exit code.
+pub fn report(e: &Error) -> i32 {
+    eprintln!("docker-delta: error: {e}");
+    let code = e.exit_code();
+    if code == ExitCode::TagWarning {
+        eprintln!("docker-delta: warning: the image is loaded but not tagged");
+    }
+    code as i32
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "docker_delta=debug,info",
+        (false, _) => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("DOCKER_DELTA_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
