@@ -2,3 +2,4 @@
 //! and the create and apply operations.
 
 pub mod codec;
+pub mod format;

@@ -17,6 +17,7 @@ use crate::image::{Image, Layer, LayerCheck};
 use crate::platform::Platform;
 use crate::reference::ImageReference;
 
+pub mod dest;
 pub mod docker_archive;
 pub mod oci;
 pub mod store;
