@@ -41,7 +41,6 @@ APT_PACKAGES=(
     libclang-dev clang
     golang-go
     valgrind
-    busybox-static
     python3 python3-pip
     ca-certificates
 )
