@@ -3,7 +3,8 @@
 #   d20: Docker 20.10 (system /usr/sbin/dockerd, bookworm's containerd/runc)
 #   d26: Docker 26 (from the private prefix made by install-deps.sh)
 #
-# Usage: scripts/engines.sh start|stop|status|env
+# Usage: scripts/engines.sh start|stop|status|env [ENGINE...]
+#        (ENGINE: d20 or d26; default both; env always prints both)
 #
 # Each engine gets its own containerd (own config, socket, root and state),
 # its own daemon.json, data-root, exec-root and socket under the run dir, so
@@ -202,19 +203,25 @@ status_one() {  # returns 0 when running and answering
 }
 
 cmd=${1:-}
+[ $# -eq 0 ] || shift
+SEL=("$@")
+[ ${#SEL[@]} -gt 0 ] || SEL=("${ENGINES[@]}")
+for e in "${SEL[@]}"; do
+    case "$e" in d20|d26) ;; *) die "unknown engine '$e' (have: ${ENGINES[*]})" ;; esac
+done
 case "$cmd" in
     start)
         [ "$(id -u)" -eq 0 ] || die "engines must be started as root"
         mkdir -p "$RUN"
-        for e in "${ENGINES[@]}"; do start_one "$e"; done
+        for e in "${SEL[@]}"; do start_one "$e"; done
         ;;
     stop)
-        for e in "${ENGINES[@]}"; do stop_one "$e"; done
+        for e in "${SEL[@]}"; do stop_one "$e"; done
         log "stopped"
         ;;
     status)
         rc=0
-        for e in "${ENGINES[@]}"; do status_one "$e" || rc=1; done
+        for e in "${SEL[@]}"; do status_one "$e" || rc=1; done
         exit $rc
         ;;
     env)
@@ -224,7 +231,7 @@ case "$cmd" in
         echo "export DOCKER_DELTA_TEST_DOCKER26_CLI=$(client d26)"
         ;;
     *)
-        echo "usage: $0 start|stop|status|env" >&2
+        echo "usage: $0 start|stop|status|env [d20|d26...]" >&2
         exit 2
         ;;
 esac
