@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Install everything the docker-delta test suites need.
+#
+# Idempotent: every step checks first and is a fast no-op when its target is
+# already present. `apt-get update` only runs when an apt package is missing.
+#
+# Two parts:
+#  1. system packages via apt (Docker 20.10 from bookworm, skopeo, umoci, ...)
+#  2. Docker 26 from Debian trixie, downloaded with a *private* apt
+#     configuration (own sources list / state / cache under .cache/apt-trixie)
+#     and unpacked with `dpkg -x` into .cache/docker26 -- never installed over
+#     the system.
+#
+# Env:
+#   DOCKER_DELTA_SKIP_DOCKER26=1   skip part 2
+#   DOCKER_DELTA_CACHE=DIR         cache root (default: $REPO/.cache)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${DOCKER_DELTA_CACHE:-$REPO/.cache}
+PREFIX26=$CACHE/docker26
+APTDIR=$CACHE/apt-trixie
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "must run as root (or have sudo)"
+    SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# ---------------------------------------------------------------------------
+# 1. system packages
+# ---------------------------------------------------------------------------
+APT_PACKAGES=(
+    docker.io containerd runc tini
+    skopeo umoci
+    xdelta3 zstd
+    libclang-dev clang
+    golang-go
+    valgrind
+    python3 python3-pip
+    ca-certificates
+)
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+install_apt_packages() {
+    local missing=() p
+    for p in "${APT_PACKAGES[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "apt packages: all ${#APT_PACKAGES[@]} present"
+        return
+    fi
+    log "apt packages missing: ${missing[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    # Without systemd, a docker.io postinst may try to start a system dockerd
+    # through invoke-rc.d. We manage our own engines on private sockets, so
+    # keep services from being started by the install (policy-rc.d 101 = deny).
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod +x "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+    if [ $added_policy = 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
+    [ $rc -eq 0 ] || die "apt-get install failed ($rc)"
+}
+
+# On a systemd host, the docker.io package enables docker.service/socket,
+# which would run a system dockerd on /var/run/docker.sock and a system
+# containerd. Our engines don't use either (private sockets, own containerd),
+# so this is only reported, never stopped: it isn't ours to stop.
+report_system_docker() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        local u
+        for u in docker.service docker.socket containerd.service; do
+            if systemctl is-active --quiet "$u" 2>/dev/null; then
+                log "note: system $u is active; our engines use private sockets and do not touch it"
+            fi
+        done
+    fi
+}
+
+# pytest for the python suites (apt's python3-pytest only serves
+# /usr/bin/python3; the python3 on PATH may be another interpreter).
+install_pytest() {
+    if python3 -c 'import pytest' 2>/dev/null; then
+        log "pytest: present ($(python3 -m pytest --version 2>&1 | head -1))"
+        return
+    fi
+    log "installing pytest for $(command -v python3)"
+    python3 -m pip install -q pytest 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages pytest \
+        || die "pip install pytest failed"
+}
+
+# ---------------------------------------------------------------------------
+# 2. Docker 26 from trixie into a private prefix
+# ---------------------------------------------------------------------------
+TRIXIE_SUITE=trixie
+# docker-cli: trixie splits the client out of docker.io.
+# runc: trixie's build needs glibc >= 2.38, so on bookworm it cannot run;
+# engines.sh then falls back to the system runc (only used to run containers,
+# which the fixtures never do). It is still unpacked for newer hosts.
+DOCKER26_DEBS=(docker.io docker-cli containerd runc tini)
+
+docker26_ok() {
+    [ -x "$PREFIX26/usr/sbin/dockerd" ] && [ -x "$PREFIX26/usr/bin/docker" ] \
+        && [ -x "$PREFIX26/usr/bin/containerd" ] || return 1
+    "$PREFIX26/usr/sbin/dockerd" --version 2>/dev/null | grep -q 'version 26\.'
+}
+
+# Derive "URI|Components|Signed-By" of the system's main Debian source.
+# Reads deb822 *.sources first, then one-line sources.list files.
+system_debian_source() {
+    local codename
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    python3 - "$codename" <<'PY'
+import glob, re, sys
+codename = sys.argv[1]
+cands = []
+for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    text = open(f).read()
+    for stanza in re.split(r"\n\s*\n", text):
+        fields, key = {}, None
+        for line in stanza.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and key:
+                fields[key] += "\n" + line.strip()
+                continue
+            if ":" in line:
+                key, val = line.split(":", 1)
+                key = key.strip().lower()
+                fields[key] = val.strip()
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        if "deb" not in fields.get("types", "").split():
+            continue
+        for uri in fields.get("uris", "").split():
+            cands.append((uri, fields.get("suites", "").split(),
+                          fields.get("components", "main").split(),
+                          fields.get("signed-by", "")))
+for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
+    try:
+        lines = open(f).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        m = re.match(r"^deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$", line)
+        if not m:
+            continue
+        opts, uri, suite, comps = m.groups()
+        sb = ""
+        if opts:
+            mm = re.search(r"signed-by=(\S+?)(\]|\s|$)", opts)
+            if mm:
+                sb = mm.group(1)
+        cands.append((uri, [suite], comps.split(), sb))
+# The main archive: suite == codename exactly (not -security / -updates).
+for uri, suites, comps, sb in cands:
+    if codename in suites and "security" not in uri:
+        if sb.startswith("-----BEGIN"):
+            sb = ""  # inline keys: fall back to the keyring below
+        print(f"{uri}|{' '.join(comps)}|{sb}")
+        sys.exit(0)
+sys.exit("no Debian source for suite %r found" % codename)
+PY
+}
+
+private_apt() {
+    # Everything apt reads or writes lives under $APTDIR, except apt.conf.d
+    # (proxy settings etc. still apply) and the trusted keyrings.
+    apt-get \
+        -o Dir::Etc::SourceList="$APTDIR/sources.list" \
+        -o Dir::Etc::SourceParts="$APTDIR/sources.list.d" \
+        -o Dir::Etc::Preferences="$APTDIR/preferences" \
+        -o Dir::Etc::PreferencesParts="$APTDIR/preferences.d" \
+        -o Dir::State="$APTDIR/state" \
+        -o Dir::State::Lists="$APTDIR/state/lists" \
+        -o Dir::State::status="$APTDIR/state/status" \
+        -o Dir::Cache="$APTDIR/cache" \
+        -o Dir::Cache::archives="$APTDIR/cache/archives" \
+        -o Debug::NoLocking=1 \
+        -o APT::Sandbox::User=root \
+        "$@"
+}
+
+install_docker26() {
+    if [ "${DOCKER_DELTA_SKIP_DOCKER26:-0}" = 1 ]; then
+        log "docker26: skipped (DOCKER_DELTA_SKIP_DOCKER26=1)"
+        return
+    fi
+    if docker26_ok; then
+        log "docker26: present ($("$PREFIX26/usr/sbin/dockerd" --version))"
+        return
+    fi
+    local src uri comps signedby
+    src=$(system_debian_source) || die "cannot derive a Debian source from /etc/apt"
+    IFS='|' read -r uri comps signedby <<<"$src"
+    [ -n "$signedby" ] || signedby=/usr/share/keyrings/debian-archive-keyring.gpg
+    log "docker26: private apt for suite $TRIXIE_SUITE from the system's Debian source"
+
+    mkdir -p "$APTDIR"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial,debs}
+    : >"$APTDIR/preferences"
+    [ -e "$APTDIR/state/status" ] || : >"$APTDIR/state/status"
+    printf 'deb [signed-by=%s] %s %s %s\n' "$signedby" "$uri" "$TRIXIE_SUITE" "$comps" \
+        >"$APTDIR/sources.list"
+
+    private_apt update -qq || die "private apt-get update ($TRIXIE_SUITE) failed"
+    (cd "$APTDIR/debs" && rm -f ./*.deb && private_apt download -qq "${DOCKER26_DEBS[@]}") \
+        || die "apt-get download ${DOCKER26_DEBS[*]} failed"
+
+    rm -rf "$PREFIX26.tmp"
+    mkdir -p "$PREFIX26.tmp"
+    local deb
+    for deb in "$APTDIR"/debs/*.deb; do
+        log "docker26: unpack $(basename "$deb")"
+        dpkg -x "$deb" "$PREFIX26.tmp"
+    done
+    rm -rf "$PREFIX26"
+    mv "$PREFIX26.tmp" "$PREFIX26"
+    docker26_ok || die "$PREFIX26/usr/sbin/dockerd --version is not 26.x: $("$PREFIX26/usr/sbin/dockerd" --version 2>&1 || true)"
+    log "docker26: installed ($("$PREFIX26/usr/sbin/dockerd" --version))"
+}
+
+main() {
+    local t0=$SECONDS
+    install_apt_packages
+    report_system_docker
+    install_pytest
+    install_docker26
+    log "done in $((SECONDS - t0))s"
+}
+
+main "$@"
