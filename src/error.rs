@@ -396,7 +396,8 @@ impl Error {
     pub fn into_io(self) -> io::Error {
         let kind = match &self {
             Error::Io { source, .. } => source.kind(),
-            Error::Cancelled => io::ErrorKind::Interrupted,
+            // Not `Interrupted`: io::copy and write_all retry that kind forever.
+            Error::Cancelled => io::ErrorKind::Other,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, self)

@@ -19,6 +19,7 @@ pub mod error;
 pub mod image;
 pub mod manifest;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod transport;
 

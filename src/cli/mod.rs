@@ -4,8 +4,12 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use docker_delta::{Error, ExitCode};
 
+mod apply;
+mod create;
+mod info;
 mod inspect;
 mod output;
+mod progress;
 
 const AFTER_HELP: &str = "\
 Image references (skopeo syntax):
@@ -36,9 +40,29 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Make a delta package that turns OLD into NEW (or a full package of NEW).
+    #[command(after_help = create::EXAMPLES)]
+    Create(create::Args),
+    /// Rebuild the new image from a package and the old image; write it or load it.
+    #[command(after_help = apply::EXAMPLES)]
+    Apply(apply::Args),
+    /// Show a package's metadata: format, old and new images, sizes, savings.
+    #[command(after_help = info::INFO_EXAMPLES)]
+    Info(info::Args),
+    /// List how each layer of the new image is rebuilt.
+    #[command(after_help = info::LIST_EXAMPLES)]
+    List(info::Args),
     /// Show what an image is made of: transport, manifest format, image ID, tags, layers.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+}
+
+/// Opens an image for a command.
+pub fn open_image(
+    reference: &docker_delta::ImageReference,
+    options: &docker_delta::OpenOptions,
+) -> docker_delta::Result<Box<dyn docker_delta::ImageSource>> {
+    docker_delta::open(reference, options)
 }
 
 /// Parses arguments, runs the command, prints errors, and returns the exit code.
@@ -46,6 +70,10 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
+        Command::Create(args) => create::run(args, cli.quiet),
+        Command::Apply(args) => apply::run(args, cli.quiet),
+        Command::Info(args) => info::info(args),
+        Command::List(args) => info::list(args),
         Command::Inspect(args) => inspect::run(args),
     };
     match result {

@@ -668,6 +668,11 @@ impl PackageWriter {
         self.add_blob(b)
     }
 
+    /// Total uncompressed bytes of the blobs written so far.
+    pub fn payload_uncompressed_size(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+
     /// The blobs written so far.
     pub fn blobs(&self) -> &[BlobEntry] {
         &self.blobs

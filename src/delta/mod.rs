@@ -1,5 +1,8 @@
 //! Delta packages: the on-disk format, the plan of how each layer is rebuilt, the codecs,
 //! and the create and apply operations.
 
+pub mod apply;
 pub mod codec;
+pub mod create;
 pub mod format;
+pub mod plan;

@@ -19,6 +19,7 @@ use crate::reference::ImageReference;
 
 pub mod dest;
 pub mod docker_archive;
+pub mod docker_daemon;
 pub mod oci;
 pub mod store;
 
@@ -94,6 +95,29 @@ pub trait ImageSource: Send + Sync {
         })
     }
 
+    /// Reads a whole layer (uncompressed, verified) into memory, refusing layers larger than
+    /// `max` bytes with [`Error::LimitExceeded`].
+    fn read_layer(&self, index: usize, max: u64) -> Result<Vec<u8>> {
+        let mut r = self.open_layer(index)?;
+        let mut buf = Vec::new();
+        let n = (&mut r)
+            .take(max.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(r.description(), e))?;
+        if n as u64 > max {
+            return Err(Error::LimitExceeded {
+                what: r.description().to_string(),
+                limit: "max in-memory layer size".into(),
+                max,
+                found: n as u64,
+                option: "DOCKER_DELTA_MAX_MEMORY".into(),
+            });
+        }
+        // Read to the end so that the stream verifies its digests.
+        io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(r.description(), e))?;
+        Ok(buf)
+    }
+
     /// Reads every layer to its end, verifying digests, and reports what was found.
     fn verify_layers(&self) -> Result<Vec<LayerCheck>> {
         (0..self.image().layers.len())
@@ -116,9 +140,9 @@ pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<Box<dyn
         ImageReference::Oci { .. } | ImageReference::OciArchive { .. } => {
             Ok(Box::new(oci::OciLayout::open(reference, options)?))
         }
-        ImageReference::DockerDaemon { name } => Err(Error::Other(format!(
-            "docker-daemon:{name}: the docker-daemon transport is not available in this build"
-        ))),
+        ImageReference::DockerDaemon { .. } => Ok(Box::new(docker_daemon::DockerDaemon::open(
+            reference, options,
+        )?)),
     }
 }
 
@@ -224,7 +248,10 @@ impl<'a> LayerReader<'a> {
             self.uncompressed += n as u64;
         }
         let check = self.check()?;
-        if let Some(expected) = &self.layer.digest {
+        // For an uncompressed blob recorded under its diff_id, the diff_id check below
+        // says the same thing in the user's terms.
+        let blob_is_diff = self.layer.digest.as_ref() == Some(&self.layer.diff_id);
+        if let Some(expected) = self.layer.digest.as_ref().filter(|_| !blob_is_diff) {
             if *expected != check.digest {
                 return Err(Error::DigestMismatch {
                     what: format!("{} blob", self.description),

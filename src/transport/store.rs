@@ -186,6 +186,19 @@ impl TarStore {
         })
     }
 
+    /// Indexes an archive spooled into a temporary file, which lives as long as the store.
+    pub fn open_spooled(spool: tempfile::NamedTempFile) -> Result<TarStore> {
+        let path = spool.path().to_path_buf();
+        let file = spool.reopen().at(&path)?;
+        let entries = index_tar(&file, &path)?;
+        Ok(TarStore {
+            path,
+            file: Arc::new(file),
+            entries,
+            _spool: Some(spool),
+        })
+    }
+
     /// Follows symlinks and hard links to a regular file entry.
     fn resolve(&self, name: &str) -> Result<Option<(u64, u64)>> {
         let outside = |n: &str| Error::PathOutsideArchive {

@@ -1,0 +1,170 @@
+//! `docker-delta apply`.
+
+use std::path::PathBuf;
+
+use docker_delta::daemon::DockerClient;
+use docker_delta::delta::apply::{self, ApplyOptions};
+use docker_delta::delta::format::Package;
+use docker_delta::transport::dest::ImageName;
+use docker_delta::{Error, ExitCode, ImageReference, OpenOptions, Platform, Result};
+
+use super::output::print_json;
+use super::progress::Bars;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Rebuild into a file that `docker load` accepts (base image looked up in the daemon)
+  docker-delta apply app-1-to-2.ddelta -o app-2.tar
+  # Base image from a file, output as an OCI layout
+  docker-delta apply app-1-to-2.ddelta --base docker-archive:app-1.tar -o oci:./layout:2
+  # Straight into Docker, under another name
+  docker-delta apply app-1-to-2.ddelta --load --tag registry.local/app:2
+  # Check the package and the base image without writing anything
+  docker-delta apply app-1-to-2.ddelta --base app-1.tar -o out.tar --dry-run";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The delta package.
+    package: PathBuf,
+    /// The old image the delta was made against (default: its image ID in the Docker daemon).
+    #[arg(long, value_name = "OLD")]
+    base: Option<String>,
+    /// Where to write the image: PATH (docker-archive), docker-archive:PATH[:name:tag],
+    /// oci:DIR[:ref] or oci-archive:PATH[:ref].
+    #[arg(short, long, value_name = "OUT", required_unless_present = "load")]
+    output: Option<String>,
+    /// Load the image into the Docker daemon (DOCKER_HOST) and tag it.
+    #[arg(long, conflicts_with = "output")]
+    load: bool,
+    /// Name the image NAME:TAG instead of the new image's own tag.
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+    /// Platform to choose if the base is a multi-platform index.
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Overwrite OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Check the package and the base image; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `-o`: a reference with a transport, or a plain path meaning docker-archive.
+fn output_reference(s: &str) -> Result<ImageReference> {
+    let has_transport = ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"]
+        .iter()
+        .any(|p| s.starts_with(p));
+    if has_transport {
+        ImageReference::parse(s)
+    } else {
+        ImageReference::parse(&format!(
+            "docker-archive:{}",
+            s.replace('\\', "\\\\").replace(':', "\\:")
+        ))
+    }
+}
+
+pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
+    let package = Package::open(&args.package)?;
+    let open = OpenOptions {
+        platform: args.platform.clone(),
+        ..OpenOptions::default()
+    };
+    let needs_base = package
+        .header
+        .target
+        .layers
+        .iter()
+        .any(|l| l.source.old_layer().is_some());
+    let base_ref = match (&args.base, &package.header.base) {
+        (Some(b), _) => Some(ImageReference::parse(b)?),
+        (None, Some(recorded)) if needs_base => {
+            tracing::info!(image = %recorded.image_id, "no --base: looking for the base image in the Docker daemon");
+            Some(ImageReference::DockerDaemon {
+                name: recorded.image_id.to_string(),
+            })
+        }
+        _ => None,
+    };
+    let base = base_ref
+        .as_ref()
+        .map(|r| super::open_image(r, &open))
+        .transpose()?;
+    let name = args.tag.as_deref().map(ImageName::parse).transpose()?;
+    let bars = Bars::new(quiet || args.json);
+    let options = ApplyOptions {
+        name,
+        force: args.force,
+        dry_run: args.dry_run,
+        progress: &bars,
+        ..ApplyOptions::default()
+    };
+    let result = if args.load {
+        load(&package, base.as_deref(), &options)
+    } else {
+        let dest = output_reference(args.output.as_deref().unwrap_or_default())?;
+        apply::apply(&package, base.as_deref(), &dest, &options).map(|r| (r, None))
+    };
+    bars.finish();
+    let (report, tag_error) = result?;
+    if args.json {
+        print_json(&report)?;
+    } else if !quiet {
+        match &report.output {
+            None => println!("dry run: the package and the base image check out; nothing written"),
+            Some(p) if !args.load => println!("wrote {} (image {})", p.display(), report.image_id),
+            Some(_) => {}
+        }
+        if args.load && !args.dry_run && tag_error.is_none() {
+            match &report.name {
+                Some(n) => println!("loaded {} as {n}", report.image_id),
+                None => println!(
+                    "loaded {} (untagged: pass --tag to name it)",
+                    report.image_id
+                ),
+            }
+        }
+    }
+    match tag_error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::Ok),
+    }
+}
+
+/// Rebuilds into a temporary docker-archive, loads it, and tags it. A tagging failure is
+/// returned separately so the report is still printed.
+fn load(
+    package: &Package,
+    base: Option<&dyn docker_delta::ImageSource>,
+    options: &ApplyOptions<'_>,
+) -> Result<(apply::ApplyReport, Option<Error>)> {
+    let client = DockerClient::from_env()?;
+    client.ping()?;
+    let dir = tempfile::Builder::new()
+        .prefix("docker-delta-load-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let archive = dir.path().join("image.tar");
+    let dest = ImageReference::DockerArchive {
+        path: archive.clone(),
+        selector: None,
+    };
+    let report = apply::apply(package, base, &dest, options)?;
+    if options.dry_run {
+        return Ok((report, None));
+    }
+    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
+    let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
+    client.load_image(file, Some(len))?;
+    let tag_error = match &report.name {
+        Some(name) => client
+            .tag_and_verify(&report.image_id, &name.to_string())
+            .err(),
+        None => None,
+    };
+    Ok((report, tag_error))
+}

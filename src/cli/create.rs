@@ -1,0 +1,133 @@
+//! `docker-delta create`.
+
+use std::path::PathBuf;
+
+use docker_delta::delta::create::{self, CreateOptions};
+use docker_delta::delta::format::{CompressionSpec, PayloadCompression};
+use docker_delta::delta::plan::Method;
+use docker_delta::{Error, ExitCode, ImageReference, OpenOptions, Platform, Result};
+
+use super::output::{human_size, print_json};
+use super::progress::Bars;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Delta between two saved images
+  docker-delta create docker-archive:app-1.tar docker-archive:app-2.tar -o app-1-to-2.ddelta
+  # Straight from the daemon, mixing transports
+  docker-delta create docker-daemon:myapp:1 oci:./build:2 -o update.ddelta
+  # No old image: a full, compressed package
+  docker-delta create docker-daemon:myapp:2 -o myapp-2-full.ddelta
+  # See what would happen
+  docker-delta create old.tar new.tar -o x.ddelta --dry-run";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The old image (what the far side has) and the new image; give only the new image
+    /// for a full package.
+    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "NEW"])]
+    images: Vec<String>,
+    /// The package file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// How changed layers are encoded.
+    #[arg(long, value_enum, default_value_t = Method::Auto)]
+    method: Method,
+    /// Compression of the package payload.
+    #[arg(long, value_enum, default_value_t = PayloadCompression::Zstd)]
+    compression: PayloadCompression,
+    /// Compression level (zstd 1-22, gzip 1-9, xz 0-9; default 19, 9, 6).
+    #[arg(long)]
+    level: Option<i32>,
+    /// Platform to choose from multi-platform indexes (os/arch[/variant]).
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Overwrite OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Show what would be done; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
+    let open = OpenOptions {
+        platform: args.platform.clone(),
+        ..OpenOptions::default()
+    };
+    let (old_ref, new_ref) = match args.images.as_slice() {
+        [new] => (None, ImageReference::parse(new)?),
+        [old, new] => (
+            Some(ImageReference::parse(old)?),
+            ImageReference::parse(new)?,
+        ),
+        _ => {
+            return Err(Error::Other(
+                "give OLD NEW, or NEW alone for a full package".into(),
+            ))
+        }
+    };
+    let old = old_ref
+        .as_ref()
+        .map(|r| super::open_image(r, &open))
+        .transpose()?;
+    let new = super::open_image(&new_ref, &open)?;
+    let bars = Bars::new(quiet || args.json);
+    let options = CreateOptions {
+        method: args.method,
+        compression: CompressionSpec {
+            algorithm: args.compression,
+            level: args.level.unwrap_or(args.compression.default_level()),
+        },
+        force: args.force,
+        dry_run: args.dry_run,
+        progress: &bars,
+        ..CreateOptions::default()
+    };
+    let report = create::create(old.as_deref(), new.as_ref(), &args.output, &options);
+    bars.finish();
+    let report = report?;
+    if args.json {
+        print_json(&report)?;
+        return Ok(ExitCode::Ok);
+    }
+    if quiet {
+        return Ok(ExitCode::Ok);
+    }
+    for l in &report.layers {
+        let how = match (l.method.as_str(), l.old_layer) {
+            ("reference", Some(o)) => format!("reference to old layer {o}"),
+            (m, Some(o)) => format!("{m} against old layer {o}"),
+            (m, None) => m.to_string(),
+        };
+        println!(
+            "layer {:>2}  {}  {:>10}  {}",
+            l.index,
+            l.diff_id.short(),
+            human_size(l.size),
+            how
+        );
+    }
+    match &report.package {
+        None => println!("dry run: nothing written"),
+        Some(p) => {
+            let saving = if report.target_stored_size > 0 {
+                100.0 * (1.0 - report.package_size as f64 / report.target_stored_size as f64)
+            } else {
+                0.0
+            };
+            println!(
+                "wrote {} ({}): {:.1}% smaller than the new image's {} of stored layers ({} uncompressed)",
+                p.display(),
+                human_size(report.package_size),
+                saving,
+                human_size(report.target_stored_size),
+                human_size(report.target_uncompressed_size)
+            );
+        }
+    }
+    Ok(ExitCode::Ok)
+}

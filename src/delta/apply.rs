@@ -1,0 +1,281 @@
+//! Applying a delta package: checking the base image, rebuilding every layer exactly, and
+//! writing the new image.
+//!
+//! Order of work, so that a wrong input is refused before anything is written:
+//! 1. the package's structure and header checksum ([`Package::open`]);
+//! 2. the base image: every old layer the package needs must be in it (matched by diff_id);
+//! 3. the payload checksum;
+//! 4. the config, whose digest must be the new image ID;
+//! 5. each layer, rebuilt and verified against its diff_id as it is written;
+//! 6. only then the output takes its name.
+
+use std::collections::HashMap;
+
+use std::path::PathBuf;
+
+use crate::delta::codec::{self, Codec};
+use crate::delta::format::{ImageIdentity, LayerSource, Package};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::progress::{NoProgress, Phase, Progress, Tracker};
+use crate::reference::ImageReference;
+use crate::transport::dest::{name_in_reference, ImageName, ImageWriter};
+use crate::transport::ImageSource;
+
+/// Options for [`apply`].
+pub struct ApplyOptions<'a> {
+    /// The name to give the image (default: the tag in the output reference, else the new
+    /// image's own tag recorded in the package).
+    pub name: Option<ImageName>,
+    /// Overwrite an existing output archive.
+    pub force: bool,
+    /// Check everything, write nothing.
+    pub dry_run: bool,
+    /// Largest layer held in memory to decode a delta.
+    pub max_layer_memory: u64,
+    /// Progress sink.
+    pub progress: &'a dyn Progress,
+}
+
+impl Default for ApplyOptions<'_> {
+    fn default() -> Self {
+        ApplyOptions {
+            name: None,
+            force: false,
+            dry_run: false,
+            max_layer_memory: crate::delta::create::default_max_layer_memory(),
+            progress: &NoProgress,
+        }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyReport {
+    /// Where the image was written (`None` for a dry run).
+    pub output: Option<PathBuf>,
+    /// The rebuilt image's ID (= the new image's ID).
+    pub image_id: Digest,
+    /// The name it was given.
+    pub name: Option<String>,
+    /// The base image used.
+    pub base_image_id: Option<Digest>,
+    /// Per layer: how it was rebuilt.
+    pub layers: Vec<AppliedLayer>,
+}
+
+/// One rebuilt layer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppliedLayer {
+    /// Index in the new image.
+    pub index: usize,
+    /// Its diff_id (verified).
+    pub diff_id: Digest,
+    /// How it was rebuilt.
+    pub method: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// The name a package would give its image: the first recorded tag of the form `name:tag`.
+pub fn default_name(target: &ImageIdentity) -> Option<ImageName> {
+    target
+        .repo_tags
+        .iter()
+        .filter(|t| t.contains(':') || t.contains('/'))
+        .find_map(|t| ImageName::parse(t).ok())
+}
+
+/// Describes an image identity for messages: `sha256:<id> (tag, ...)`.
+pub fn describe(id: &ImageIdentity) -> String {
+    if id.repo_tags.is_empty() {
+        id.image_id.to_string()
+    } else {
+        format!("{} ({})", id.image_id, id.repo_tags.join(", "))
+    }
+}
+
+/// Checks that `base` holds every old layer the package needs and maps package old-layer
+/// indexes to base layer indexes.
+pub fn check_base(
+    package: &Package,
+    base: Option<&dyn ImageSource>,
+) -> Result<HashMap<usize, usize>> {
+    let header = &package.header;
+    let needed: Vec<usize> = header
+        .target
+        .layers
+        .iter()
+        .filter_map(|l| l.source.old_layer())
+        .collect();
+    let mut map = HashMap::new();
+    let Some(recorded) = &header.base else {
+        return Ok(map);
+    };
+    if needed.is_empty() {
+        return Ok(map);
+    }
+    let Some(base) = base else {
+        return Err(Error::Other(format!(
+            "{}: this delta needs its base image {}; give it with --base",
+            package.path().display(),
+            describe(recorded)
+        )));
+    };
+    let image = base.image();
+    let offered = ImageIdentity {
+        image_id: image.config_digest.clone(),
+        diff_ids: image.diff_ids(),
+        repo_tags: image.repo_tags.clone(),
+        reference: image.reference.to_string(),
+        platform: image.platform.clone(),
+    };
+    for &o in &needed {
+        let want = &recorded.diff_ids[o];
+        match image.layers.iter().position(|l| &l.diff_id == want) {
+            Some(b) => {
+                map.insert(o, b);
+            }
+            None => {
+                return Err(Error::WrongBaseImage {
+                    expected: format!(
+                        "{} (needs its layer {o}, diff_id {want})",
+                        describe(recorded)
+                    ),
+                    found: describe(&offered),
+                    reference: image.reference.to_string(),
+                })
+            }
+        }
+    }
+    if offered.image_id != recorded.image_id {
+        tracing::warn!(recorded = %recorded.image_id, offered = %offered.image_id, "the base image is not the one the delta was made from, but it has every layer the delta needs");
+    }
+    Ok(map)
+}
+
+/// Rebuilds the package's image from `base` and writes it to `dest`.
+pub fn apply(
+    package: &Package,
+    base: Option<&dyn ImageSource>,
+    dest: &ImageReference,
+    options: &ApplyOptions<'_>,
+) -> Result<ApplyReport> {
+    let header = &package.header;
+    let target = &header.target;
+    let base_map = check_base(package, base)?;
+    let name = options
+        .name
+        .clone()
+        .or_else(|| name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()))
+        .or_else(|| default_name(&target.identity));
+    let mut verify = Tracker::start(options.progress, Phase::Verify, package.payload_len)?;
+    package.verify_payload()?;
+    verify.advance(package.payload_len)?;
+    verify.finish()?;
+
+    let layers: Vec<AppliedLayer> = target
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(index, l)| AppliedLayer {
+            index,
+            diff_id: l.diff_id.clone(),
+            method: l.source.method().to_string(),
+            size: l.size,
+        })
+        .collect();
+    let report = |output| ApplyReport {
+        output,
+        image_id: target.identity.image_id.clone(),
+        name: name.as_ref().map(ToString::to_string),
+        base_image_id: base.map(|b| b.image().config_digest.clone()),
+        layers: layers.clone(),
+    };
+    if options.dry_run {
+        return Ok(report(None));
+    }
+
+    let mut blobs = package.blobs()?;
+    let config = blobs.read(
+        target.config_blob,
+        crate::transport::Limits::default().max_json_size,
+    )?;
+    let found = Digest::of(&config);
+    if found != target.identity.image_id {
+        return Err(Error::DigestMismatch {
+            what: format!("{}: config", package.path().display()),
+            expected: target.identity.image_id.to_string(),
+            found: found.to_string(),
+        });
+    }
+
+    let mut writer = ImageWriter::create(dest, options.force)?;
+    let total = target.layers.iter().map(|l| l.size).sum();
+    let mut tracker = Tracker::start(options.progress, Phase::Rebuild, total)?;
+    let mut cached: Option<(usize, Vec<u8>)> = None;
+    for (index, entry) in target.layers.iter().enumerate() {
+        let what = format!("rebuilt layer {index}");
+        tracing::debug!(layer = index, method = entry.source.method(), diff_id = %entry.diff_id, "rebuilding");
+        match &entry.source {
+            LayerSource::Reference { old_layer } => {
+                let (base, b) = base_layer(base, &base_map, *old_layer)?;
+                let r = base.open_layer(b)?;
+                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+            }
+            LayerSource::Full { blob } => {
+                let r = blobs.open(*blob)?;
+                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+            }
+            LayerSource::Xdelta3 { old_layer, blob } | LayerSource::Zstd { old_layer, blob } => {
+                let codec = if matches!(entry.source, LayerSource::Xdelta3 { .. }) {
+                    Codec::Xdelta3
+                } else {
+                    Codec::Zstd
+                };
+                let (base, b) = base_layer(base, &base_map, *old_layer)?;
+                let source = match cached.take() {
+                    Some((i, bytes)) if i == b => bytes,
+                    _ => base.read_layer(b, options.max_layer_memory)?,
+                };
+                if entry.size > options.max_layer_memory {
+                    return Err(Error::LimitExceeded {
+                        what: what.clone(),
+                        limit: "max in-memory layer size".into(),
+                        max: options.max_layer_memory,
+                        found: entry.size,
+                        option: "DOCKER_DELTA_MAX_MEMORY".into(),
+                    });
+                }
+                let patch = blobs.read(*blob, options.max_layer_memory)?;
+                let rebuilt = codec::decode_verified(
+                    codec,
+                    &source,
+                    &patch,
+                    entry.size,
+                    &entry.diff_id,
+                    &what,
+                )?;
+                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(&rebuilt[..]))?;
+                cached = Some((b, source));
+            }
+        }
+    }
+    tracker.finish()?;
+    let path = writer.finish(&config, name.as_ref())?;
+    tracing::info!(output = %path.display(), image_id = %target.identity.image_id, "image rebuilt");
+    Ok(report(Some(path)))
+}
+
+fn base_layer<'b>(
+    base: Option<&'b dyn ImageSource>,
+    map: &HashMap<usize, usize>,
+    old_layer: usize,
+) -> Result<(&'b dyn ImageSource, usize)> {
+    match (base, map.get(&old_layer)) {
+        (Some(b), Some(i)) => Ok((b, *i)),
+        _ => Err(Error::Other(format!(
+            "internal: old layer {old_layer} was not mapped to the base image"
+        ))),
+    }
+}

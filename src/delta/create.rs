@@ -1,0 +1,414 @@
+//! Creating a delta package from an old and a new image.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::delta::codec::{self, Codec, EncodeOptions};
+use crate::delta::format::{
+    CompressionSpec, Header, ImageIdentity, LayerEntry, LayerSource, NewImage, Package,
+    PackageWriter, PayloadCompression,
+};
+use crate::delta::plan::{self, Action, Method, TarSummary};
+use crate::error::{Error, IoContext, Result};
+use crate::image::Image;
+use crate::progress::{NoProgress, Phase, Progress, Tracker};
+use crate::transport::ImageSource;
+
+/// Options for [`create`].
+pub struct CreateOptions<'a> {
+    /// How changed layers are encoded.
+    pub method: Method,
+    /// Payload compression.
+    pub compression: CompressionSpec,
+    /// Largest layer held in memory for delta encoding; bigger layers are shipped whole.
+    pub max_layer_memory: u64,
+    /// Overwrite an existing output.
+    pub force: bool,
+    /// Plan only: report what would be done, write nothing.
+    pub dry_run: bool,
+    /// Progress sink.
+    pub progress: &'a dyn Progress,
+}
+
+impl Default for CreateOptions<'_> {
+    fn default() -> Self {
+        CreateOptions {
+            method: Method::Auto,
+            compression: CompressionSpec {
+                algorithm: PayloadCompression::Zstd,
+                level: PayloadCompression::Zstd.default_level(),
+            },
+            max_layer_memory: default_max_layer_memory(),
+            force: false,
+            dry_run: false,
+            progress: &NoProgress,
+        }
+    }
+}
+
+/// The default for [`CreateOptions::max_layer_memory`]: `DOCKER_DELTA_MAX_MEMORY` or 2 GiB.
+pub fn default_max_layer_memory() -> u64 {
+    std::env::var("DOCKER_DELTA_MAX_MEMORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2 << 30)
+}
+
+/// What one layer became.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerOutcome {
+    /// Index in the new image.
+    pub index: usize,
+    /// diff_id.
+    pub diff_id: crate::Digest,
+    /// `reference`, `xdelta3`, `zstd` or `full` (planned method, for dry runs).
+    pub method: String,
+    /// Old layer used, if any.
+    pub old_layer: Option<usize>,
+    /// Uncompressed size of the layer.
+    pub size: u64,
+    /// Bytes the layer adds to the payload before package compression (0 for references).
+    pub payload_size: u64,
+}
+
+/// What [`create`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CreateReport {
+    /// The package written (`None` for a dry run).
+    pub package: Option<PathBuf>,
+    /// Its size in bytes (0 for a dry run).
+    pub package_size: u64,
+    /// The old image.
+    pub base: Option<ImageIdentity>,
+    /// The new image.
+    pub target: ImageIdentity,
+    /// Sum of the new image's stored layer sizes (as in its source, usually gzip'd).
+    pub target_stored_size: u64,
+    /// Sum of the new image's uncompressed layer sizes.
+    pub target_uncompressed_size: u64,
+    /// Per layer.
+    pub layers: Vec<LayerOutcome>,
+}
+
+/// Identity of an opened image.
+pub fn identity(image: &Image) -> ImageIdentity {
+    ImageIdentity {
+        image_id: image.config_digest.clone(),
+        diff_ids: image.diff_ids(),
+        repo_tags: image.repo_tags.clone(),
+        reference: image.reference.to_string(),
+        platform: image.platform.clone(),
+    }
+}
+
+/// Creates a package at `output` that rebuilds `new` from `old` (or from nothing).
+pub fn create(
+    old: Option<&dyn ImageSource>,
+    new: &dyn ImageSource,
+    output: &Path,
+    options: &CreateOptions<'_>,
+) -> Result<CreateReport> {
+    if output.exists() && !options.force && !options.dry_run {
+        return Err(Error::OutputExists {
+            path: output.to_path_buf(),
+        });
+    }
+    let new_image = new.image();
+    let old_image = old.map(|o| o.image());
+    if let Some(o) = old_image {
+        if o.platform != new_image.platform {
+            tracing::warn!(old = %o.platform, new = %new_image.platform, "old and new images are for different platforms");
+        }
+    }
+    let scores = match (old, options.method) {
+        (Some(old), m) if m != Method::Layer => Some(similarity(old, new, options.progress)?),
+        _ => None,
+    };
+    let plans = plan::plan(old_image, new_image, options.method, scores.as_deref());
+    for p in &plans {
+        tracing::debug!(layer = p.index, diff_id = %p.diff_id, action = ?p.action, "planned");
+    }
+    let sizes = uncompressed_sizes(new)?;
+
+    if options.dry_run {
+        let layers = plans
+            .iter()
+            .map(|p| LayerOutcome {
+                index: p.index,
+                diff_id: p.diff_id.clone(),
+                method: match (&p.action, options.method) {
+                    (Action::Reference(_), _) => "reference".into(),
+                    (Action::Full, _) | (_, Method::Layer) => "full".into(),
+                    (Action::Delta(_), Method::Auto) => "delta (best of xdelta3, zstd)".into(),
+                    (Action::Delta(_), m) => format!("{m:?}").to_lowercase(),
+                },
+                old_layer: match p.action {
+                    Action::Reference(o) | Action::Delta(o) => Some(o),
+                    Action::Full => None,
+                },
+                size: sizes[p.index],
+                payload_size: 0,
+            })
+            .collect();
+        return Ok(report(None, 0, old_image, new_image, &sizes, layers));
+    }
+
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut writer = PackageWriter::new(options.compression, &dir)?;
+    let config_blob = writer.add_bytes(&new_image.config)?;
+    let total: u64 = plans
+        .iter()
+        .filter(|p| !matches!(p.action, Action::Reference(_)))
+        .map(|p| sizes[p.index])
+        .sum();
+    let mut tracker = Tracker::start(options.progress, Phase::Encode, total)?;
+    let mut entries = Vec::with_capacity(plans.len());
+    let mut outcomes = Vec::with_capacity(plans.len());
+    let mut cached_old: Option<(usize, Vec<u8>)> = None;
+    for p in &plans {
+        let layer = &new_image.layers[p.index];
+        let size = sizes[p.index];
+        let before = writer.payload_uncompressed_size();
+        let source = match p.action {
+            Action::Reference(o) => LayerSource::Reference { old_layer: o },
+            Action::Full => {
+                let mut r = new.open_layer(p.index)?;
+                let blob = writer.add_blob(tracker.reader(&mut r))?;
+                LayerSource::Full { blob }
+            }
+            Action::Delta(o) => {
+                let source_bytes = match (old, cached_old.take()) {
+                    (_, Some((i, bytes))) if i == o => Some(bytes),
+                    (Some(old), _) if size <= options.max_layer_memory => {
+                        match old.read_layer(o, options.max_layer_memory) {
+                            Ok(b) => Some(b),
+                            Err(Error::LimitExceeded { .. }) => None,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    _ => None,
+                };
+                let Some(source_bytes) = source_bytes else {
+                    tracing::warn!(layer = p.index, old_layer = o, limit = options.max_layer_memory, "layer too large to diff in memory; shipping it whole (raise DOCKER_DELTA_MAX_MEMORY to diff it)");
+                    let mut r = new.open_layer(p.index)?;
+                    let blob = writer.add_blob(tracker.reader(&mut r))?;
+                    outcomes.push(outcome(
+                        p,
+                        "full",
+                        None,
+                        size,
+                        writer.payload_uncompressed_size() - before,
+                    ));
+                    entries.push(entry(layer, size, LayerSource::Full { blob }));
+                    continue;
+                };
+                let target = new.read_layer(p.index, options.max_layer_memory)?;
+                let codecs = match options.method {
+                    Method::Xdelta3 => vec![Codec::Xdelta3],
+                    Method::Zstd => vec![Codec::Zstd],
+                    _ => Codec::ALL.to_vec(),
+                };
+                let encoded = codec::encode_best(
+                    &source_bytes,
+                    &target,
+                    &EncodeOptions {
+                        codecs,
+                        ..EncodeOptions::default()
+                    },
+                )?;
+                tracker.advance(size)?;
+                let source = match encoded {
+                    Some(enc) => {
+                        // Decode it back now: a delta that would not rebuild the layer
+                        // exactly is never shipped.
+                        codec::decode_verified(
+                            enc.codec,
+                            &source_bytes,
+                            &enc.data,
+                            size,
+                            &layer.diff_id,
+                            &format!("{} (round-trip check)", new.describe_layer(layer)),
+                        )?;
+                        let blob = writer.add_bytes(&enc.data)?;
+                        tracing::debug!(layer = p.index, codec = %enc.codec, old_layer = o, size, delta = enc.data.len(), "encoded");
+                        match enc.codec {
+                            Codec::Xdelta3 => LayerSource::Xdelta3 { old_layer: o, blob },
+                            Codec::Zstd => LayerSource::Zstd { old_layer: o, blob },
+                        }
+                    }
+                    None => {
+                        tracing::debug!(
+                            layer = p.index,
+                            "no delta smaller than the layer; shipping it whole"
+                        );
+                        let blob = writer.add_bytes(&target)?;
+                        LayerSource::Full { blob }
+                    }
+                };
+                cached_old = Some((o, source_bytes));
+                source
+            }
+        };
+        let payload = writer.payload_uncompressed_size() - before;
+        outcomes.push(outcome(
+            p,
+            source.method(),
+            source.old_layer(),
+            size,
+            payload,
+        ));
+        entries.push(entry(layer, size, source));
+    }
+    tracker.finish()?;
+    drop(cached_old);
+
+    let header = Header {
+        created_by: format!("docker-delta {}", crate::VERSION),
+        compression: options.compression,
+        base: old_image.map(identity),
+        target: NewImage {
+            identity: identity(new_image),
+            config_blob,
+            layers: entries,
+        },
+        blobs: Vec::new(),
+    };
+    let progress = options.progress;
+    let write = Tracker::start(progress, Phase::Write, 0)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".docker-delta-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .at(&dir)?;
+    let package_size = writer.finish(header, &mut io::BufWriter::new(temp.as_file_mut()))?;
+    temp.as_file().sync_all().at(temp.path().to_path_buf())?;
+    // Verify what was written before it takes the output's name.
+    let check = Package::open(temp.path())?;
+    check.verify_payload()?;
+    write.finish()?;
+    if output.exists() && !options.force {
+        return Err(Error::OutputExists {
+            path: output.to_path_buf(),
+        });
+    }
+    temp.persist(output)
+        .map_err(|e| Error::io(output, e.error))?;
+    tracing::info!(package = %output.display(), size = package_size, "package written");
+    Ok(report(
+        Some(output.to_path_buf()),
+        package_size,
+        old_image,
+        new_image,
+        &sizes,
+        outcomes,
+    ))
+}
+
+fn entry(layer: &crate::image::Layer, size: u64, source: LayerSource) -> LayerEntry {
+    LayerEntry {
+        diff_id: layer.diff_id.clone(),
+        size,
+        media_type: layer.media_type.clone(),
+        source_size: layer.size,
+        source,
+    }
+}
+
+fn outcome(
+    p: &plan::LayerPlan,
+    method: &str,
+    old_layer: Option<usize>,
+    size: u64,
+    payload_size: u64,
+) -> LayerOutcome {
+    LayerOutcome {
+        index: p.index,
+        diff_id: p.diff_id.clone(),
+        method: method.to_string(),
+        old_layer,
+        size,
+        payload_size,
+    }
+}
+
+fn report(
+    package: Option<PathBuf>,
+    package_size: u64,
+    old: Option<&Image>,
+    new: &Image,
+    sizes: &[u64],
+    layers: Vec<LayerOutcome>,
+) -> CreateReport {
+    CreateReport {
+        package,
+        package_size,
+        base: old.map(identity),
+        target: identity(new),
+        target_stored_size: new.layers.iter().map(|l| l.size).sum(),
+        target_uncompressed_size: sizes.iter().sum(),
+        layers,
+    }
+}
+
+/// Uncompressed sizes of the new image's layers (compressed ones are read, and verified,
+/// to learn it).
+fn uncompressed_sizes(new: &dyn ImageSource) -> Result<Vec<u64>> {
+    new.image()
+        .layers
+        .iter()
+        .map(|l| match l.uncompressed_size {
+            Some(s) => Ok(s),
+            None => {
+                let mut r = new.open_layer(l.index)?;
+                let n =
+                    io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(r.description(), e))?;
+                Ok(n)
+            }
+        })
+        .collect()
+}
+
+/// Content overlap of every new layer with every old layer, from tar headers.
+fn similarity(
+    old: &dyn ImageSource,
+    new: &dyn ImageSource,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<u64>>> {
+    let old_ids: Vec<_> = old.image().diff_ids();
+    let changed: Vec<usize> = new
+        .image()
+        .layers
+        .iter()
+        .filter(|l| !old_ids.contains(&l.diff_id))
+        .map(|l| l.index)
+        .collect();
+    let mut scores = vec![vec![0u64; old_ids.len()]; new.image().layers.len()];
+    if changed.is_empty() || old_ids.len() < 2 {
+        return Ok(scores);
+    }
+    let total = old.image().layers.iter().map(|l| l.size).sum::<u64>();
+    let mut tracker = Tracker::start(progress, Phase::Analyze, total)?;
+    let summarize =
+        |src: &dyn ImageSource, i: usize, tracker: &mut Tracker<'_>| -> Result<TarSummary> {
+            let mut r = src.open_layer(i)?;
+            let desc = r.description().to_string();
+            let s = TarSummary::read(tracker.reader(&mut r)).map_err(|e| Error::io(&desc, e))?;
+            io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(&desc, e))?;
+            Ok(s)
+        };
+    let old_summaries = (0..old_ids.len())
+        .map(|i| summarize(old, i, &mut tracker))
+        .collect::<Result<Vec<_>>>()?;
+    for &n in &changed {
+        let s = summarize(new, n, &mut tracker)?;
+        for (o, os) in old_summaries.iter().enumerate() {
+            scores[n][o] = s.overlap(os);
+        }
+        tracing::debug!(layer = n, scores = ?scores[n], "content overlap with old layers");
+    }
+    tracker.finish()?;
+    Ok(scores)
+}

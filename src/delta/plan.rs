@@ -1,0 +1,218 @@
+//! Deciding how each layer of the new image will be rebuilt.
+//!
+//! A new layer whose diff_id is anywhere in the old image is referenced. A changed layer is
+//! encoded against the old layer that shares the most content with it: layers are compared
+//! by the paths and sizes of their tar entries (with version numbers in names folded, so that
+//! `libssl.so.3.0.11` and `libssl.so.3.0.13` or `pkg-2.1.dist-info` and `pkg-2.2.dist-info`
+//! pair up), which is cheap to compute from the tar headers alone.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use crate::digest::Digest;
+use crate::image::Image;
+
+/// How `create` encodes changed layers (`--method`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Try every delta codec and keep the smallest result (or the layer itself).
+    Auto,
+    /// VCDIFF (xdelta3) against the best old layer.
+    Xdelta3,
+    /// zstd with the best old layer as prefix.
+    Zstd,
+    /// Ship changed layers whole (compressed with the package), no delta.
+    Layer,
+}
+
+/// What to do with one new layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The old image has it: index in the old image.
+    Reference(usize),
+    /// Encode against an old layer (index in the old image).
+    Delta(usize),
+    /// Ship it whole.
+    Full,
+}
+
+/// The plan for one new layer.
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    /// Index in the new image.
+    pub index: usize,
+    /// The layer's diff_id.
+    pub diff_id: Digest,
+    /// What to do.
+    pub action: Action,
+}
+
+/// A summary of a layer tar: entry paths (versions folded) and sizes.
+#[derive(Debug, Default, Clone)]
+pub struct TarSummary {
+    entries: HashMap<String, u64>,
+    /// Total bytes in regular files.
+    pub file_bytes: u64,
+    /// Whether the stream parsed as a tar.
+    pub is_tar: bool,
+}
+
+impl TarSummary {
+    /// Reads tar headers from `r` (file contents are skipped). A stream that is not a
+    /// valid tar gives an empty summary with `is_tar == false`.
+    pub fn read(r: impl Read) -> std::io::Result<TarSummary> {
+        let mut s = TarSummary::default();
+        let mut archive = tar::Archive::new(r);
+        let entries = match archive.entries() {
+            Ok(e) => e,
+            Err(_) => return Ok(s),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                // A verification failure of the underlying layer stream must surface.
+                Err(e) if e.get_ref().is_some_and(|i| i.is::<crate::Error>()) => return Err(e),
+                Err(_) => return Ok(TarSummary::default()),
+            };
+            let size = entry.size();
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            s.file_bytes += size;
+            *s.entries.entry(fold_versions(&name)).or_insert(0) += size.max(1);
+        }
+        s.is_tar = true;
+        Ok(s)
+    }
+
+    /// How many bytes of `self` have a same-named counterpart in `other`.
+    pub fn overlap(&self, other: &TarSummary) -> u64 {
+        self.entries
+            .iter()
+            .filter_map(|(k, v)| other.entries.get(k).map(|o| (*v).min(*o)))
+            .sum()
+    }
+}
+
+/// Replaces runs of digits with `#`, so that versioned names compare equal.
+pub fn fold_versions(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_digits = false;
+    for c in name.trim_start_matches("./").chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+                in_digits = true;
+            }
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Plans every layer of `new` against `old`. `scores[n][o]` (optional) is the content
+/// overlap of new layer `n` with old layer `o`; without scores, a changed layer is encoded
+/// against the old layer at the same position, or else the largest old layer.
+pub fn plan(
+    old: Option<&Image>,
+    new: &Image,
+    method: Method,
+    scores: Option<&[Vec<u64>]>,
+) -> Vec<LayerPlan> {
+    new.layers
+        .iter()
+        .map(|layer| {
+            let action = match old {
+                None => Action::Full,
+                Some(old) => {
+                    if let Some(o) = old.layers.iter().position(|l| l.diff_id == layer.diff_id) {
+                        Action::Reference(o)
+                    } else if method == Method::Layer || old.layers.is_empty() {
+                        Action::Full
+                    } else {
+                        Action::Delta(best_source(
+                            old,
+                            layer.index,
+                            scores.and_then(|s| s.get(layer.index)),
+                        ))
+                    }
+                }
+            };
+            LayerPlan {
+                index: layer.index,
+                diff_id: layer.diff_id.clone(),
+                action,
+            }
+        })
+        .collect()
+}
+
+fn best_source(old: &Image, new_index: usize, scores: Option<&Vec<u64>>) -> usize {
+    if let Some(scores) = scores {
+        let best = scores
+            .iter()
+            .enumerate()
+            .max_by_key(|(o, s)| (**s, usize::from(*o == new_index)));
+        if let Some((o, s)) = best {
+            if *s > 0 {
+                return o;
+            }
+        }
+    }
+    if new_index < old.layers.len() {
+        return new_index;
+    }
+    old.layers
+        .iter()
+        .max_by_key(|l| l.uncompressed_size.unwrap_or(l.size))
+        .map_or(0, |l| l.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_fold() {
+        assert_eq!(
+            fold_versions("./usr/lib/libssl.so.3.0.11"),
+            "usr/lib/libssl.so.#.#.#"
+        );
+        assert_eq!(
+            fold_versions("lib/python3.11/site-packages/requests-2.31.0.dist-info/METADATA"),
+            fold_versions("lib/python3.11/site-packages/requests-2.32.3.dist-info/METADATA")
+        );
+        assert_ne!(fold_versions("lib/a1"), fold_versions("lib/b1"));
+    }
+
+    #[test]
+    fn summary_overlap_counts_shared_paths() {
+        let mut a = tar::Builder::new(Vec::new());
+        let mut b = tar::Builder::new(Vec::new());
+        for (builder, files) in [
+            (
+                &mut a,
+                vec![("usr/lib/libx.so.1.2", 1000usize), ("etc/a", 10)],
+            ),
+            (&mut b, vec![("usr/lib/libx.so.1.3", 1200), ("etc/b", 10)]),
+        ] {
+            for (name, size) in files {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(size as u64);
+                h.set_cksum();
+                builder
+                    .append_data(&mut h, name, &vec![0u8; size][..])
+                    .unwrap();
+            }
+        }
+        let sa = TarSummary::read(&a.into_inner().unwrap()[..]).unwrap();
+        let sb = TarSummary::read(&b.into_inner().unwrap()[..]).unwrap();
+        assert!(sa.is_tar && sb.is_tar);
+        assert_eq!(sa.overlap(&sb), 1000);
+        let junk = TarSummary::read(&b"not a tar at all, just text"[..]).unwrap();
+        assert!(!junk.is_tar);
+    }
+}

@@ -1,0 +1,140 @@
+//! Helpers shared by the integration tests: synthetic images built with the `tar` crate
+//! (for error cases real tools cannot produce), and access to the fixtures that
+//! `scripts/make-fixtures.sh` builds with real Docker engines, skopeo and umoci.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A layer tar with the given regular files.
+pub fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// An image config for these layers.
+pub fn config(layers: &[Vec<u8>], arch: &str) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Env": ["PATH=/bin"], "Cmd": null },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": [],
+    }))
+    .unwrap()
+}
+
+/// Archive members, written in order.
+pub struct Members(pub Vec<(String, Vec<u8>)>);
+
+impl Members {
+    pub fn new() -> Self {
+        Members(Vec::new())
+    }
+    pub fn add(mut self, name: &str, data: impl Into<Vec<u8>>) -> Self {
+        self.0.push((name.to_string(), data.into()));
+        self
+    }
+    pub fn write(&self, path: &Path) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, data) in &self.0 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+}
+
+/// A docker-archive (Docker >= 25 style paths) with one image.
+pub fn docker_archive(
+    dir: &Path,
+    name: &str,
+    tag: Option<&str>,
+    layers: &[Vec<u8>],
+) -> (PathBuf, String) {
+    let cfg = config(layers, "amd64");
+    let cfg_digest = sha256(&cfg);
+    let mut m = Members::new();
+    let mut layer_paths = Vec::new();
+    for l in layers {
+        let p = format!("blobs/sha256/{}", &sha256(l)[7..]);
+        if !m.0.iter().any(|(n, _)| *n == p) {
+            m = m.add(&p, l.clone());
+        }
+        layer_paths.push(p);
+    }
+    m = m.add(&format!("blobs/sha256/{}", &cfg_digest[7..]), cfg.clone());
+    let manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", &cfg_digest[7..]),
+        "RepoTags": tag.map(|t| vec![t]),
+        "Layers": layer_paths,
+    }]);
+    m = m.add("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    let path = dir.join(name);
+    m.write(&path);
+    (path, cfg_digest)
+}
+
+/// The fixture directory built by scripts/make-fixtures.sh, or None (after saying why)
+/// when it is absent and the run does not require it.
+pub fn fixtures() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_DELTA_FIXTURES") {
+        Some(d) if Path::new(&d).join("expected.json").is_file() => Some(PathBuf::from(d)),
+        _ => {
+            if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") {
+                panic!("DOCKER_DELTA_FIXTURES is not set or has no expected.json, but DOCKER_DELTA_REQUIRE_ENGINES=1");
+            }
+            eprintln!("skipping: DOCKER_DELTA_FIXTURES not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// expected.json, with references rewritten to the fixture directory's real location.
+pub fn expected(fixtures: &Path) -> Vec<serde_json::Value> {
+    let raw = std::fs::read(fixtures.join("expected.json")).unwrap();
+    let mut list: Vec<serde_json::Value> = serde_json::from_slice(&raw).unwrap();
+    for e in &mut list {
+        let path = e["path"].as_str().unwrap().to_string();
+        let r = e["ref"].as_str().unwrap().to_string();
+        let (transport, rest) = r.split_once(':').unwrap();
+        let at = rest.find(&format!("/{path}")).expect("ref contains path");
+        let tail = &rest[at + 1 + path.len()..];
+        e["ref"] = serde_json::Value::String(format!(
+            "{transport}:{}{tail}",
+            fixtures.join(&path).display()
+        ));
+    }
+    list
+}
+
+/// The docker-delta binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_docker-delta"))
+}
+
+pub fn write_file(path: &Path, data: &[u8]) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(data)
+        .unwrap();
+}
