@@ -1,11 +1,12 @@
 //! Tests of both codecs, the codec choice and interop with the reference command-line tools.
 
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::Command;
 
-use super::xdelta3;
+use super::{xdelta3, zstd};
 use crate::digest::Digest;
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -336,4 +337,262 @@ fn xdelta3_whole_source_is_visible_for_large_sources() {
         assert!(st.success());
         assert!(std::fs::read(&o).unwrap() == target);
     }
+}
+
+// ---------------------------------------------------------------- zstd
+
+fn zstd_encode(source: &[u8], target: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let n = zstd::encode(source, target, &mut out, level).unwrap();
+    assert_eq!(n, out.len() as u64, "reported size");
+    out
+}
+
+fn zstd_decode(source: &[u8], patch: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let n = zstd::decode(source, patch, &mut out)?;
+    assert_eq!(n, out.len() as u64, "reported size");
+    Ok(out)
+}
+
+#[test]
+fn zstd_round_trip_is_small_and_exact() {
+    let source = layer_like(20, 300_000);
+    let target = edited(&source, 21);
+    let patch = zstd_encode(&source, &target, zstd::DEFAULT_LEVEL);
+    assert!(patch.len() < 8_000, "patch is {} bytes", patch.len());
+    assert!(zstd_decode(&source, &patch).unwrap() == target);
+
+    let mut sized = Vec::new();
+    let n = zstd::encode_sized(&source, &target[..], target.len() as u64, &mut sized, 3).unwrap();
+    assert_eq!(n, sized.len() as u64);
+    assert!(zstd_decode(&source, &sized).unwrap() == target);
+    // The sized frame records the content size.
+    assert_eq!(
+        ::zstd::zstd_safe::get_frame_content_size(&sized).unwrap(),
+        Some(target.len() as u64)
+    );
+}
+
+#[test]
+fn zstd_uses_the_source_beyond_the_levels_default_window() {
+    // Level 3's own window is 2 MiB; the copy at the end of the target is 8 MiB behind.
+    // (Long distance matching alone would also reach it: see the ignored test below.)
+    let mib = 1 << 20;
+    let source = noise(22, 8 * mib);
+    let mut target = source[7 * mib..].to_vec();
+    target.extend_from_slice(&noise(23, 4096));
+    target.extend_from_slice(&source[..mib]);
+    let mut patch = Vec::new();
+    zstd::encode_sized(&source, &target[..], target.len() as u64, &mut patch, 3).unwrap();
+    assert!(patch.len() < 64 * 1024, "patch is {} bytes", patch.len());
+    assert!(zstd_decode(&source, &patch).unwrap() == target);
+}
+
+/// Copies from far back in a large source are found: beyond the 2^27 window that long
+/// distance matching alone would give. (With zstd 1.5.7 this also holds without our
+/// explicit window log, as prefix matches are treated like dictionary matches; the test
+/// guards the end result, whatever provides it.) Ignored (memory and time); run with
+/// `cargo test --release -- --ignored zstd_window`.
+#[test]
+#[ignore]
+fn zstd_window_covers_sources_beyond_128_mib() {
+    let mib = 1 << 20;
+    let source = noise(46, 160 * mib);
+    let mut target = source[152 * mib..].to_vec();
+    target.extend_from_slice(&noise(47, 64 * 1024));
+    target.extend_from_slice(&source[..8 * mib]);
+    for sized in [true, false] {
+        let started = std::time::Instant::now();
+        let mut patch = Vec::new();
+        if sized {
+            zstd::encode_sized(&source, &target[..], target.len() as u64, &mut patch, 3).unwrap();
+        } else {
+            zstd::encode(&source, &target[..], &mut patch, 3).unwrap();
+        }
+        println!(
+            "sized {sized}: 160 MiB source, {} byte target: {} byte patch in {:?}",
+            target.len(),
+            patch.len(),
+            started.elapsed()
+        );
+        assert!(
+            patch.len() < 200 * 1024,
+            "sized {sized}: patch is {} bytes",
+            patch.len()
+        );
+        assert!(zstd_decode(&source, &patch).unwrap() == target);
+    }
+}
+
+#[test]
+fn zstd_patch_decodes_with_the_zstd_cli() {
+    if !tool_available("zstd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = layer_like(24, 500_000);
+    let target = edited(&source, 25);
+    let s = write(dir.path(), "source", &source);
+    for (name, patch) in [
+        ("unsized", zstd_encode(&source, &target, 19)),
+        ("sized", {
+            let mut v = Vec::new();
+            zstd::encode_sized(&source, &target[..], target.len() as u64, &mut v, 19).unwrap();
+            v
+        }),
+    ] {
+        let p = write(dir.path(), &format!("patch-{name}"), &patch);
+        let o = dir.path().join(format!("out-{name}"));
+        let out = Command::new("zstd")
+            .arg("-d")
+            .arg("-q")
+            .arg(format!("--patch-from={}", s.display()))
+            .arg("--long=31")
+            .arg(&p)
+            .arg("-o")
+            .arg(&o)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: zstd -d failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&o).unwrap() == target,
+            "{name}: zstd CLI decoded something else"
+        );
+    }
+}
+
+#[test]
+fn zstd_cli_patch_decodes_with_us() {
+    if !tool_available("zstd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = layer_like(26, 300_000);
+    let target = edited(&source, 27);
+    let s = write(dir.path(), "source", &source);
+    let t = write(dir.path(), "target", &target);
+    let p = dir.path().join("patch");
+    let out = Command::new("zstd")
+        .arg("-q")
+        .arg("-19")
+        .arg(format!("--patch-from={}", s.display()))
+        .arg(&t)
+        .arg("-o")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let patch = std::fs::read(&p).unwrap();
+    assert!(zstd_decode(&source, &patch).unwrap() == target);
+}
+
+#[test]
+fn zstd_decode_reports_bad_input() {
+    let source = layer_like(28, 100_000);
+    let target = edited(&source, 29);
+    let patch = zstd_encode(&source, &target, 5);
+
+    let e = zstd_decode(&source, b"not zstd at all").unwrap_err();
+    assert!(
+        matches!(e, Error::Codec { ref codec, .. } if codec == "zstd"),
+        "{e:?}"
+    );
+    let e = zstd_decode(&source, &patch[..patch.len() - 10]).unwrap_err();
+    assert!(matches!(e, Error::Codec { .. }), "{e:?}");
+    // A different source: the frame checksum catches it.
+    let mut wrong = source.clone();
+    for i in (0..wrong.len()).step_by(1000) {
+        wrong[i] ^= 0x55;
+    }
+    let e = zstd_decode(&wrong, &patch).unwrap_err();
+    assert!(matches!(e, Error::Codec { .. }), "{e:?}");
+}
+
+#[test]
+fn zstd_encode_sized_rejects_a_wrong_length() {
+    let source = layer_like(30, 10_000);
+    let target = edited(&source, 31);
+    let e = zstd::encode_sized(&source, &target[..], target.len() as u64 + 1, io::sink(), 3)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::SizeMismatch { found, .. } if found == target.len() as u64),
+        "{e:?}"
+    );
+}
+
+struct FailingReader;
+impl Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader broke"))
+    }
+}
+
+struct FailingWriter;
+impl Write for FailingWriter {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn zstd_io_errors_of_the_caller_are_io_errors() {
+    let source = layer_like(32, 10_000);
+    let e = zstd::encode(&source, FailingReader, io::sink(), 3).unwrap_err();
+    assert!(
+        matches!(e, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::BrokenPipe),
+        "{e:?}"
+    );
+    let e = zstd::encode(&source, &source[..], FailingWriter, 3).unwrap_err();
+    assert!(
+        matches!(e, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::StorageFull),
+        "{e:?}"
+    );
+    let patch = zstd_encode(&source, &source, 3);
+    let e = zstd::decode(&source, FailingReader, io::sink()).unwrap_err();
+    assert!(
+        matches!(e, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::BrokenPipe),
+        "{e:?}"
+    );
+    let e = zstd::decode(&source, &patch[..], FailingWriter).unwrap_err();
+    assert!(
+        matches!(e, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::StorageFull),
+        "{e:?}"
+    );
+    // Our own error carried through a caller's writer comes back as itself.
+    struct Refusing;
+    impl Write for Refusing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            // `Cancelled` travels as an `Interrupted` I/O error, which zstd would retry
+            // forever if it saw it.
+            Err(Error::Cancelled.into_io())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let e = zstd::decode(&source, &patch[..], Refusing).unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e:?}");
+}
+
+#[test]
+fn zstd_window_log_covers_source_plus_target() {
+    assert_eq!(zstd::window_log_for(0, 0), 10);
+    assert_eq!(zstd::window_log_for(1000, 24), 10);
+    assert_eq!(zstd::window_log_for(1024, 1), 11);
+    assert_eq!(zstd::window_log_for(1 << 20, 1 << 20), 21);
+    assert_eq!(zstd::window_log_for((1 << 20) + 1, 1 << 20), 22);
+    assert_eq!(zstd::window_log_for(900 << 20, 900 << 20), 31);
+    assert_eq!(zstd::window_log_for(u64::MAX, u64::MAX), 31);
 }
