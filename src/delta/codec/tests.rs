@@ -4,9 +4,9 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::Command;
 
-use super::{xdelta3, zstd};
-use crate::digest::Digest;
-use crate::error::{Error, Result};
+use proptest::prelude::*;
+
+use super::*;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -595,4 +595,245 @@ fn zstd_window_log_covers_source_plus_target() {
     assert_eq!(zstd::window_log_for((1 << 20) + 1, 1 << 20), 22);
     assert_eq!(zstd::window_log_for(900 << 20, 900 << 20), 31);
     assert_eq!(zstd::window_log_for(u64::MAX, u64::MAX), 31);
+}
+
+// ---------------------------------------------------------------- Codec and choice
+
+#[test]
+fn codec_names_parse_and_serialise() {
+    for c in Codec::ALL {
+        assert_eq!(c.name().parse::<Codec>().unwrap(), c);
+        assert_eq!(c.to_string(), c.name());
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, format!("\"{}\"", c.name()));
+        assert_eq!(serde_json::from_str::<Codec>(&json).unwrap(), c);
+    }
+    assert_eq!("XDelta3".parse::<Codec>().unwrap(), Codec::Xdelta3);
+    let e = "bsdiff".parse::<Codec>().unwrap_err();
+    assert!(
+        e.to_string().contains("expected one of: zstd, xdelta3"),
+        "{e}"
+    );
+    assert!(serde_json::from_str::<Codec>("\"Zstd\"").is_err());
+    assert!(!Codec::Xdelta3.applicable(2 << 30, 1));
+    assert!(Codec::Xdelta3.applicable(1 << 30, 1 << 31));
+    assert!(Codec::Zstd.applicable(2 << 30, 1));
+}
+
+#[test]
+fn encode_best_keeps_the_smallest() {
+    let source = layer_like(40, 200_000);
+    let target = edited(&source, 41);
+    let options = EncodeOptions::default();
+    let best = encode_best(&source, &target, &options).unwrap().unwrap();
+    let x = xdelta3::encode(&source, &target, options.xdelta3_level)
+        .unwrap()
+        .unwrap();
+    let mut z = Vec::new();
+    zstd::encode_sized(
+        &source,
+        &target[..],
+        target.len() as u64,
+        &mut z,
+        options.zstd_level,
+    )
+    .unwrap();
+    let want = if z.len() <= x.len() {
+        (Codec::Zstd, &z)
+    } else {
+        (Codec::Xdelta3, &x)
+    };
+    assert_eq!(best.codec, want.0);
+    assert!(&best.data == want.1);
+    assert!(decode(best.codec, &source, &best.data, target.len() as u64).unwrap() == target);
+
+    // Restricted to one codec, that codec is used.
+    for only in Codec::ALL {
+        let o = EncodeOptions {
+            codecs: vec![only],
+            ..EncodeOptions::default()
+        };
+        let e = encode_best(&source, &target, &o).unwrap().unwrap();
+        assert_eq!(e.codec, only);
+        let d = decode_verified(
+            only,
+            &source,
+            &e.data,
+            target.len() as u64,
+            &Digest::of(&target),
+            "t",
+        )
+        .unwrap();
+        assert!(d == target);
+    }
+    let none = EncodeOptions {
+        codecs: vec![],
+        ..EncodeOptions::default()
+    };
+    assert_eq!(encode_best(&source, &target, &none).unwrap(), None);
+}
+
+#[test]
+fn encode_best_returns_none_when_nothing_helps() {
+    let source = noise(42, 20_000);
+    let target = noise(43, 20_000);
+    assert_eq!(
+        encode_best(&source, &target, &EncodeOptions::default()).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn decode_verified_reports_mismatches_for_zstd() {
+    let source = layer_like(44, 50_000);
+    let target = edited(&source, 45);
+    let mut patch = Vec::new();
+    zstd::encode(&source, &target[..], &mut patch, 3).unwrap();
+    let n = target.len() as u64;
+    let e = decode_verified(
+        Codec::Zstd,
+        &source,
+        &patch,
+        n,
+        &Digest::of(b"x"),
+        "layer 7",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::DigestMismatch { ref what, .. } if what == "layer 7"),
+        "{e:?}"
+    );
+    let e = decode_verified(
+        Codec::Zstd,
+        &source,
+        &patch,
+        n + 1,
+        &Digest::of(&target),
+        "layer 7",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::SizeMismatch { ref what, found, .. } if what == "layer 7" && found == n),
+        "{e:?}"
+    );
+    // Output beyond the recorded size is refused rather than buffered.
+    let e = decode_verified(
+        Codec::Zstd,
+        &source,
+        &patch,
+        n - 1,
+        &Digest::of(&target),
+        "layer 7",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("more than the recorded target size"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------- property test
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert { at: usize, bytes: Vec<u8> },
+    Delete { at: usize, len: usize },
+    Replace { at: usize, bytes: Vec<u8> },
+    Move { from: usize, len: usize, to: usize },
+}
+
+fn edit_strategy() -> impl Strategy<Value = Edit> {
+    // Positions are drawn unscaled and reduced modulo the current length when applied.
+    prop_oneof![
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..300))
+            .prop_map(|(at, bytes)| Edit::Insert { at, bytes }),
+        (any::<usize>(), 1..2000usize).prop_map(|(at, len)| Edit::Delete { at, len }),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..300))
+            .prop_map(|(at, bytes)| Edit::Replace { at, bytes }),
+        (any::<usize>(), 1..5000usize, any::<usize>()).prop_map(|(from, len, to)| Edit::Move {
+            from,
+            len,
+            to
+        }),
+    ]
+}
+
+fn apply(source: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut t = source.to_vec();
+    for e in edits {
+        let n = t.len();
+        match e {
+            Edit::Insert { at, bytes } => {
+                let at = at % (n + 1);
+                t.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Delete { at, len } if n > 0 => {
+                let at = at % n;
+                let end = (at + len).min(n);
+                t.drain(at..end);
+            }
+            Edit::Replace { at, bytes } if n > 0 => {
+                let at = at % n;
+                let end = (at + bytes.len()).min(n);
+                t.splice(at..end, bytes.iter().copied().take(end - at));
+            }
+            Edit::Move { from, len, to } if n > 0 => {
+                let from = from % n;
+                let end = (from + len).min(n);
+                let chunk: Vec<u8> = t.drain(from..end).collect();
+                let to = to % (t.len() + 1);
+                t.splice(to..to, chunk);
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+fn source_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        // Compressible, structured content.
+        (any::<u64>(), 0..40_000usize).prop_map(|(seed, len)| layer_like(seed, len)),
+        // Incompressible content.
+        (any::<u64>(), 0..40_000usize).prop_map(|(seed, len)| noise(seed, len)),
+        // Tiny arbitrary content, including empty.
+        prop::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn both_codecs_round_trip_edited_targets(
+        source in source_strategy(),
+        edits in prop::collection::vec(edit_strategy(), 0..12),
+        level in 1..=9u32,
+    ) {
+        let target = apply(&source, &edits);
+        let n = target.len() as u64;
+
+        // xdelta3, with room for any output so that decoding is always exercised.
+        let patch = xdelta3::encode_within(&source, &target, level, 2 * target.len() + 4096)
+            .unwrap()
+            .expect("room for any delta");
+        let back = xdelta3::decode(&source, &patch, n).unwrap();
+        prop_assert!(back == target, "xdelta3 level {level}");
+
+        // zstd, both framings, at a level derived from the case.
+        let zlevel = [1, 3, 9, 19][level as usize % 4];
+        let mut z = Vec::new();
+        zstd::encode(&source, &target[..], &mut z, zlevel).unwrap();
+        prop_assert!(zstd_decode(&source, &z).unwrap() == target, "zstd level {zlevel}");
+        let mut z = Vec::new();
+        zstd::encode_sized(&source, &target[..], n, &mut z, zlevel).unwrap();
+        prop_assert!(zstd_decode(&source, &z).unwrap() == target, "zstd sized level {zlevel}");
+
+        // And whatever encode_best picks decodes and verifies.
+        if let Some(best) = encode_best(&source, &target, &EncodeOptions::default()).unwrap() {
+            prop_assert!(best.data.len() < target.len());
+            let d = decode_verified(best.codec, &source, &best.data, n, &Digest::of(&target), "t").unwrap();
+            prop_assert!(d == target);
+        }
+    }
 }
