@@ -1,1 +1,0 @@
-//! Binary delta codecs.

@@ -1,0 +1,253 @@
+//! Whole-blob binary delta codecs: encode a changed layer (an uncompressed tar) against an
+//! old layer's bytes, and decode it on the far side.
+//!
+//! Two codecs are available ([`Codec`]):
+//!
+//! * [`xdelta3`](mod@xdelta3): VCDIFF through the xdelta3 C library, in memory. Fast, and
+//!   the output decodes with the stock `xdelta3 -d -s SOURCE` tool; limited to 1 GiB
+//!   sources and 2 GiB targets.
+//! * [`zstd`](mod@zstd): zstd with the source as a reference prefix (`--patch-from`).
+//!   Usually smaller (matches and literals are entropy-coded), streams the target, and
+//!   handles sources and targets of any size (matches reach back at most 2 GiB).
+//!
+//! [`encode_best`] tries the applicable codecs and keeps the smallest output. Whatever
+//! codec decoded a layer, the caller verifies the result against the recorded digest
+//! ([`decode_verified`] does both).
+
+pub mod xdelta3;
+pub mod zstd;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, Result};
+
+/// A delta codec. Serialised in lowercase (`"xdelta3"`, `"zstd"`), as package manifests
+/// record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// VCDIFF produced by the xdelta3 library ([`xdelta3`](mod@xdelta3)).
+    Xdelta3,
+    /// zstd with the source as reference prefix ([`zstd`](mod@zstd)).
+    Zstd,
+}
+
+impl Codec {
+    /// Every codec, in the order [`encode_best`] tries them.
+    pub const ALL: [Codec; 2] = [Codec::Zstd, Codec::Xdelta3];
+
+    /// The codec's name, as serialised and accepted by [`FromStr`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Xdelta3 => "xdelta3",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// Whether the codec can encode a target of `target_len` bytes against a source of
+    /// `source_len` bytes.
+    pub fn applicable(self, source_len: u64, target_len: u64) -> bool {
+        match self {
+            Codec::Xdelta3 => xdelta3::sizes_fit(source_len, target_len),
+            Codec::Zstd => true,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Codec {
+    type Err = Error;
+
+    /// Parses a codec name, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| Error::Codec {
+                codec: s.to_string(),
+                reason: format!(
+                    "unknown delta codec; expected one of: {}",
+                    Codec::ALL.map(Codec::name).join(", ")
+                ),
+            })
+    }
+}
+
+/// Settings for [`encode_best`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// The codecs to try.
+    pub codecs: Vec<Codec>,
+    /// xdelta3 level, 0–9 (default [`xdelta3::DEFAULT_LEVEL`]).
+    pub xdelta3_level: u32,
+    /// zstd level, 1–22 (default [`zstd::DEFAULT_LEVEL`]).
+    pub zstd_level: i32,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            codecs: Codec::ALL.to_vec(),
+            xdelta3_level: xdelta3::DEFAULT_LEVEL,
+            zstd_level: zstd::DEFAULT_LEVEL,
+        }
+    }
+}
+
+/// A delta and the codec that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The codec that decodes `data`.
+    pub codec: Codec,
+    /// The encoded delta.
+    pub data: Vec<u8>,
+}
+
+/// Encodes `target` against `source` with each applicable codec of `options` and returns
+/// the smallest delta, or `None` when no codec produced one smaller than `target` itself
+/// (the caller then stores the target as it is).
+///
+/// Sizes are compared as produced. xdelta3 output has no entropy coding, so a package
+/// compressed as a whole shrinks it further, while zstd output is already compressed; on
+/// a tie the earlier codec in `options.codecs` wins. xdelta3 is skipped, not an error,
+/// when the sizes exceed its limits. Each later codec is capped at the best size so far
+/// where the codec allows it (xdelta3 stops as soon as it would exceed it).
+pub fn encode_best(
+    source: &[u8],
+    target: &[u8],
+    options: &EncodeOptions,
+) -> Result<Option<Encoded>> {
+    let (source_len, target_len) = (source.len() as u64, target.len() as u64);
+    let mut best: Option<Encoded> = None;
+    for &codec in &options.codecs {
+        if !codec.applicable(source_len, target_len) {
+            continue;
+        }
+        // Only strictly smaller than the best so far (or than the target) is worth keeping.
+        let budget = best
+            .as_ref()
+            .map_or(target.len(), |b| b.data.len())
+            .saturating_sub(1);
+        let data = match codec {
+            Codec::Xdelta3 => {
+                xdelta3::encode_within(source, target, options.xdelta3_level, budget)?
+            }
+            Codec::Zstd => {
+                let mut out = Vec::new();
+                zstd::encode_sized(source, target, target_len, &mut out, options.zstd_level)?;
+                (out.len() <= budget).then_some(out)
+            }
+        };
+        if let Some(data) = data {
+            best = Some(Encoded { codec, data });
+        }
+    }
+    Ok(best)
+}
+
+/// Decodes a delta held in memory into a buffer of `target_len` bytes, without verifying
+/// its content. A delta that decodes to another size fails with [`Error::SizeMismatch`]
+/// (fewer bytes) or [`Error::Codec`] (more).
+pub fn decode(codec: Codec, source: &[u8], patch: &[u8], target_len: u64) -> Result<Vec<u8>> {
+    match codec {
+        Codec::Xdelta3 => xdelta3::decode(source, patch, target_len),
+        Codec::Zstd => {
+            let capacity = usize::try_from(target_len).map_err(|_| Error::LimitExceeded {
+                what: "decoded delta target".into(),
+                limit: "addressable memory".into(),
+                max: usize::MAX as u64,
+                found: target_len,
+                option: "the streaming zstd decoder".into(),
+            })?;
+            let mut out = Limited {
+                inner: Vec::with_capacity(capacity),
+                max: target_len,
+                codec,
+            };
+            zstd::decode(source, patch, &mut out)?;
+            let found = out.inner.len() as u64;
+            if found != target_len {
+                return Err(Error::SizeMismatch {
+                    what: "zstd decoded target".into(),
+                    expected: target_len,
+                    found,
+                });
+            }
+            Ok(out.inner)
+        }
+    }
+}
+
+/// Decodes a delta held in memory and checks the result against the recorded size and
+/// digest: [`Error::SizeMismatch`] or [`Error::DigestMismatch`], naming `what` (e.g.
+/// `"layer 3 (sha256:ab..)"`), when it differs.
+pub fn decode_verified(
+    codec: Codec,
+    source: &[u8],
+    patch: &[u8],
+    expected_len: u64,
+    expected: &Digest,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let out = decode(codec, source, patch, expected_len).map_err(|e| match e {
+        Error::SizeMismatch {
+            expected, found, ..
+        } => Error::SizeMismatch {
+            what: what.to_string(),
+            expected,
+            found,
+        },
+        other => other,
+    })?;
+    let mut hasher = HashingWriter::new(io::sink());
+    hasher.write_all(&out).map_err(|e| Error::io(what, e))?;
+    let (found, _, _) = hasher.finish();
+    if &found != expected {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A `Vec` writer that refuses to grow past `max` bytes, so a corrupt or hostile delta
+/// cannot make decoding use unbounded memory.
+struct Limited {
+    inner: Vec<u8>,
+    max: u64,
+    codec: Codec,
+}
+
+impl Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.inner.len() as u64 + buf.len() as u64 > self.max {
+            return Err(Error::Codec {
+                codec: self.codec.name().into(),
+                reason: format!(
+                    "the delta decodes to more than the recorded target size of {} bytes",
+                    self.max
+                ),
+            }
+            .into_io());
+        }
+        self.inner.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
