@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod daemon;
 pub mod delta;
 pub mod digest;
 pub mod error;
