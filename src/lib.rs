@@ -13,6 +13,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod compression;
+pub mod daemon;
 pub mod delta;
 pub mod digest;
 pub mod error;

@@ -1,0 +1,1188 @@
+//! A small blocking client for the Docker Engine API.
+//!
+//! It speaks HTTP/1.1 directly over the daemon's Unix socket (or plain TCP), one connection
+//! per request, with no async runtime. Image archives are streamed in both directions:
+//! [`DockerClient::export_image`] copies `docker save` output to any writer, and
+//! [`DockerClient::load_image`] sends any reader as the `docker load` body, so whole
+//! images never sit in memory.
+//!
+//! The API version is negotiated on first use: the client asks the daemon for its
+//! `ApiVersion` (`GET /version`) and uses the lower of that and [`MAX_API_VERSION`], so it
+//! works with Docker 20.10 (API 1.41) as well as Docker 26 (API 1.45) and later.
+//!
+//! Note on image IDs: with the classic image store an image's `Id` is the digest of its
+//! config (what this crate calls the image ID). With the containerd image store (opt-in
+//! in Docker 24-28, default for new installs of Docker 29) `Id` is the digest of the
+//! manifest or index instead.
+
+mod http;
+mod name;
+
+pub use name::ImageName;
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use http::{RequestBody, ResponseHead, SendError};
+
+/// The endpoint used when `DOCKER_HOST` is not set.
+pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+
+/// The highest Engine API version this client asks for (Docker 26). Older daemons are
+/// spoken to at their own version.
+pub const MAX_API_VERSION: (u32, u32) = (1, 45);
+
+/// The lowest Engine API version this client supports (Docker 1.12).
+pub const MIN_API_VERSION: (u32, u32) = (1, 24);
+
+/// Port used for `tcp://host` without a port (the daemon's plain-HTTP port).
+const DEFAULT_TCP_PORT: u16 = 2375;
+/// How long to wait for a TCP connection when no timeout is configured.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest JSON response (inspect, version) or error body we read into memory.
+const MAX_JSON_BODY: u64 = 16 * 1024 * 1024;
+/// Largest error body we read.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// How much of the end of an export stream we keep to look for an in-band error.
+const EXPORT_TAIL: usize = 8 * 1024;
+
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+/// What `GET /version` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The engine version, e.g. `20.10.24+dfsg1`.
+    pub version: String,
+    /// The highest API version the daemon speaks, e.g. `1.41`.
+    pub api_version: String,
+    /// The lowest API version the daemon accepts, if it says.
+    pub min_api_version: Option<String>,
+    /// The daemon's operating system, e.g. `linux`.
+    pub os: String,
+    /// The daemon's architecture, e.g. `amd64`.
+    pub arch: String,
+}
+
+/// What `GET /images/{name}/json` reports, with the fields this crate uses extracted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInspect {
+    /// The image `Id`: the config digest with the classic image store (see the module
+    /// documentation for the containerd image store).
+    pub id: Digest,
+    /// The image's tags (`RepoTags`), e.g. `["app:v1"]`.
+    pub repo_tags: Vec<String>,
+    /// The image's registry digests (`RepoDigests`).
+    pub repo_digests: Vec<String>,
+    /// `Os`, e.g. `linux`.
+    pub os: String,
+    /// `Architecture`, e.g. `amd64`.
+    pub architecture: String,
+    /// `Variant`, e.g. `v7`, if any.
+    pub variant: Option<String>,
+    /// `RootFS.Layers`: the layers' diff_ids, bottom first.
+    pub rootfs_layers: Vec<Digest>,
+    /// The whole inspect document.
+    pub raw: Value,
+}
+
+/// What `POST /images/load` reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadResult {
+    /// Names reported as `Loaded image: NAME` (archives with tags).
+    pub names: Vec<String>,
+    /// IDs reported as `Loaded image ID: sha256:...` (archives without tags).
+    pub ids: Vec<Digest>,
+    /// Every message of the response stream, trimmed, in order.
+    pub messages: Vec<String>,
+}
+
+/// A blocking Docker Engine API client. Cheap to create; opens one connection per request.
+#[derive(Debug)]
+pub struct DockerClient {
+    endpoint: String,
+    target: Target,
+    timeout: Option<Duration>,
+    api_prefix: OnceLock<String>,
+}
+
+impl DockerClient {
+    /// A client for the daemon named by `DOCKER_HOST` (default [`DEFAULT_ENDPOINT`]).
+    ///
+    /// `DOCKER_API_VERSION`, if set, pins the API version instead of negotiating it.
+    /// A `tcp://` endpoint with `DOCKER_TLS_VERIFY` set is refused: TLS is not supported.
+    pub fn from_env() -> Result<DockerClient> {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let endpoint = if host.trim().is_empty() {
+            DEFAULT_ENDPOINT.to_string()
+        } else {
+            host.trim().to_string()
+        };
+        let client = DockerClient::new(&endpoint)?;
+        let tls = std::env::var("DOCKER_TLS_VERIFY").unwrap_or_default();
+        if matches!(client.target, Target::Tcp { .. }) && !tls.is_empty() {
+            return Err(Error::DaemonUnavailable {
+                endpoint,
+                reason: "DOCKER_TLS_VERIFY is set but TLS connections are not supported; \
+                         use the daemon's Unix socket (e.g. through an SSH tunnel)"
+                    .into(),
+            });
+        }
+        match std::env::var("DOCKER_API_VERSION") {
+            Ok(v) if !v.trim().is_empty() => client.with_api_version(v.trim()),
+            _ => Ok(client),
+        }
+    }
+
+    /// A client for `endpoint`: `unix:///path/to/docker.sock`, `/path/to/docker.sock`, or
+    /// `tcp://host[:port]` (plain HTTP, port 2375 by default). `https://`, `ssh://` and
+    /// `npipe://` endpoints are refused with [`Error::DaemonUnavailable`].
+    ///
+    /// No connection is made until the first request.
+    pub fn new(endpoint: &str) -> Result<DockerClient> {
+        Ok(DockerClient {
+            endpoint: endpoint.to_string(),
+            target: parse_endpoint(endpoint)?,
+            timeout: None,
+            api_prefix: OnceLock::new(),
+        })
+    }
+
+    /// Sets a read/write timeout for every socket operation (none by default: loading a
+    /// large image can keep the daemon silent for minutes).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> DockerClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Uses API version `version` (`1.41` or `v1.41`) instead of negotiating one.
+    pub fn with_api_version(self, version: &str) -> Result<DockerClient> {
+        let parsed = parse_api_version(version.trim_start_matches('v')).ok_or_else(|| {
+            Error::DaemonUnavailable {
+                endpoint: self.endpoint.clone(),
+                reason: format!("invalid API version {version:?}; expected e.g. 1.41"),
+            }
+        })?;
+        let client = DockerClient {
+            api_prefix: OnceLock::new(),
+            ..self
+        };
+        let _ = client
+            .api_prefix
+            .set(format!("/v{}.{}", parsed.0, parsed.1));
+        Ok(client)
+    }
+
+    /// The endpoint as given.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The API version in use (negotiating it if not done yet), e.g. `1.41`.
+    pub fn api_version(&self) -> Result<String> {
+        Ok(self.api()?.trim_start_matches("/v").to_string())
+    }
+
+    /// Checks that the daemon answers (`GET /_ping`).
+    pub fn ping(&self) -> Result<()> {
+        let resp = self.send("GET", "/_ping", None, RequestBody::Empty, "ping")?;
+        self.check(resp, "ping").map(drop)
+    }
+
+    /// The daemon's version (`GET /version`).
+    pub fn version(&self) -> Result<VersionInfo> {
+        let op = "version";
+        let resp = self.send("GET", "/version", None, RequestBody::Empty, op)?;
+        let v = self.json_body(self.check(resp, op)?, op)?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let api_version = s("ApiVersion").ok_or_else(|| Error::Daemon {
+            operation: op.into(),
+            status: 200,
+            message: "the response has no ApiVersion".into(),
+        })?;
+        Ok(VersionInfo {
+            version: s("Version").unwrap_or_default(),
+            api_version,
+            min_api_version: s("MinAPIVersion"),
+            os: s("Os").unwrap_or_default(),
+            arch: s("Arch").unwrap_or_default(),
+        })
+    }
+
+    /// Inspects an image by name (`name:tag`), ID (`sha256:...`) or short ID. `None` if the
+    /// daemon has no such image.
+    pub fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
+        let op = format!("inspect image {name}");
+        check_name_arg(name)?;
+        let path = format!("{}/images/{}/json", self.api()?, http::encode_path(name));
+        let resp = self.send("GET", &path, None, RequestBody::Empty, &op)?;
+        if resp.head.status == 404 {
+            return Ok(None);
+        }
+        let v = self.json_body(self.check(resp, &op)?, &op)?;
+        parse_inspect(v).map(Some)
+    }
+
+    /// Streams `docker save NAME` (`GET /images/get?names=NAME`) into `dest`; returns the
+    /// number of bytes written. `name` may be `name:tag` or an image ID.
+    ///
+    /// The daemon reports errors that happen mid-export inside the stream; they are
+    /// detected at the end and returned as [`Error::Daemon`] (the bytes already written to
+    /// `dest` are then garbage).
+    pub fn export_image(&self, name: &str, dest: &mut impl Write) -> Result<u64> {
+        let op = format!("export image {name}");
+        check_name_arg(name)?;
+        let path = http::with_query(&format!("{}/images/get", self.api()?), &[("names", name)]);
+        let resp = self.send("GET", &path, None, RequestBody::Empty, &op)?;
+        let mut resp = self.check(resp, &op)?;
+        let mut buf = vec![0u8; http::COPY_BUF];
+        let mut tail: Vec<u8> = Vec::with_capacity(2 * EXPORT_TAIL);
+        let mut total = 0u64;
+        loop {
+            let n = match resp.body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if http::is_eintr(&e) => continue,
+                Err(e) => return Err(self.connection_error(&op, "reading the image stream", &e)),
+            };
+            dest.write_all(&buf[..n])
+                .map_err(|e| Error::io(format!("<{op} destination>"), e))?;
+            total += n as u64;
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * EXPORT_TAIL {
+                tail.drain(..tail.len() - EXPORT_TAIL);
+            }
+        }
+        dest.flush()
+            .map_err(|e| Error::io(format!("<{op} destination>"), e))?;
+        if let Some(message) = trailing_stream_error(&tail) {
+            return Err(Error::Daemon {
+                operation: op,
+                status: 0,
+                message,
+            });
+        }
+        if total == 0 || total % 512 != 0 {
+            return Err(Error::Daemon {
+                operation: op,
+                status: 0,
+                message: format!(
+                    "the daemon sent {total} bytes, which is not a tar archive (not a whole number of 512-byte blocks)"
+                ),
+            });
+        }
+        Ok(total)
+    }
+
+    /// Loads an image archive (`docker load`, `POST /images/load?quiet=1`), streaming `src`
+    /// as the request body: with `Content-Length` if `len` is given (then `src` must hold
+    /// exactly `len` bytes), chunked otherwise.
+    ///
+    /// Errors the daemon reports inside the response stream become [`Error::Daemon`] with
+    /// status 0. Errors from `src` itself are returned as they are (our own errors carried
+    /// in an `io::Error` are unwrapped).
+    pub fn load_image(&self, src: impl Read, len: Option<u64>) -> Result<LoadResult> {
+        let op = "load image";
+        let mut src = src;
+        let body = match len {
+            Some(n) => RequestBody::Sized(&mut src, n),
+            None => RequestBody::Chunked(&mut src),
+        };
+        let path = format!("{}/images/load?quiet=1", self.api()?);
+        let resp = self.send("POST", &path, Some("application/x-tar"), body, op)?;
+        let mut resp = self.check(resp, op)?;
+        let mut result = LoadResult::default();
+        let stream = serde_json::Deserializer::from_reader(&mut resp.body).into_iter::<Value>();
+        for item in stream {
+            let msg = match item {
+                Ok(v) => v,
+                Err(e) if e.is_io() => {
+                    let e = io::Error::from(e);
+                    return Err(self.connection_error(op, "reading the load response", &e));
+                }
+                Err(e) => {
+                    return Err(Error::InvalidJson {
+                        file: format!("{op} response from {}", self.endpoint),
+                        line: e.line(),
+                        column: e.column(),
+                        message: e.to_string(),
+                    })
+                }
+            };
+            if let Some(message) = stream_error(&msg) {
+                return Err(Error::Daemon {
+                    operation: op.into(),
+                    status: 0,
+                    message,
+                });
+            }
+            let text = msg
+                .get("stream")
+                .or_else(|| msg.get("status"))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or("");
+            if text.is_empty() {
+                continue;
+            }
+            if let Some(id) = text.strip_prefix("Loaded image ID:") {
+                if let Ok(d) = Digest::parse(id.trim()) {
+                    result.ids.push(d);
+                }
+            } else if let Some(name) = text.strip_prefix("Loaded image:") {
+                result.names.push(name.trim().to_string());
+            }
+            result.messages.push(text.to_string());
+        }
+        Ok(result)
+    }
+
+    /// Tags `source` (a name or image ID) as `repo:tag` (`POST /images/{source}/tag`).
+    /// An empty `tag` means `latest`.
+    pub fn tag_image(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
+        let target = ImageName::new(repo, tag)?;
+        check_name_arg(source)?;
+        let op = format!("tag {source} as {target}");
+        let path = http::with_query(
+            &format!("{}/images/{}/tag", self.api()?, http::encode_path(source)),
+            &[("repo", target.repo()), ("tag", target.tag())],
+        );
+        let resp = self.send("POST", &path, None, RequestBody::Empty, &op)?;
+        self.check(resp, &op).map(drop)
+    }
+
+    /// Tags the image `image_id` as `target` (`name[:tag]`), then inspects `target` and
+    /// checks that it resolves to `image_id`. Returns the normalised name.
+    ///
+    /// Every failure (invalid name, daemon error, tag resolving elsewhere) is returned as
+    /// [`Error::TagFailed`], whose message shows the `docker tag` command to run by hand.
+    pub fn tag_and_verify(&self, image_id: &Digest, target: &str) -> Result<ImageName> {
+        let failed = |tag: String, reason: String| Error::TagFailed {
+            image_id: image_id.to_string(),
+            tag,
+            reason,
+        };
+        let name =
+            ImageName::parse(target).map_err(|e| failed(target.to_string(), e.to_string()))?;
+        let shown = name.to_string();
+        self.tag_image(&image_id.to_string(), name.repo(), name.tag())
+            .map_err(|e| failed(shown.clone(), e.to_string()))?;
+        match self.inspect_image(&shown) {
+            Ok(Some(info)) if info.id == *image_id => Ok(name),
+            Ok(Some(info)) => Err(failed(
+                shown.clone(),
+                format!("after tagging, {shown} resolves to {} instead", info.id),
+            )),
+            Ok(None) => Err(failed(
+                shown.clone(),
+                format!("after tagging, the daemon has no image {shown}"),
+            )),
+            Err(e) => Err(failed(shown, format!("verifying the tag: {e}"))),
+        }
+    }
+
+    // ----- plumbing -----
+
+    /// The `/vX.Y` path prefix, negotiated on first use.
+    fn api(&self) -> Result<&str> {
+        if let Some(p) = self.api_prefix.get() {
+            return Ok(p);
+        }
+        let info = self.version()?;
+        let server = parse_api_version(&info.api_version).ok_or_else(|| Error::Daemon {
+            operation: "version".into(),
+            status: 200,
+            message: format!("unparseable ApiVersion {:?}", info.api_version),
+        })?;
+        if server < MIN_API_VERSION {
+            return Err(Error::DaemonUnavailable {
+                endpoint: self.endpoint.clone(),
+                reason: format!(
+                    "the daemon (Docker {}) speaks API {}, older than the minimum supported {}.{}",
+                    info.version, info.api_version, MIN_API_VERSION.0, MIN_API_VERSION.1
+                ),
+            });
+        }
+        let chosen = server.min(MAX_API_VERSION);
+        Ok(self
+            .api_prefix
+            .get_or_init(|| format!("/v{}.{}", chosen.0, chosen.1)))
+    }
+
+    fn connect(&self) -> Result<Conn> {
+        let unavailable = |reason: String| Error::DaemonUnavailable {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let conn = match &self.target {
+            Target::Unix(path) => {
+                let s = UnixStream::connect(path).map_err(|e| {
+                    let hint = match e.kind() {
+                        io::ErrorKind::NotFound => " (is the Docker daemon running?)",
+                        io::ErrorKind::PermissionDenied => {
+                            " (run as root or as a member of the docker group)"
+                        }
+                        io::ErrorKind::ConnectionRefused => {
+                            " (the socket exists but no daemon is listening)"
+                        }
+                        _ => "",
+                    };
+                    unavailable(format!("{e}{hint}"))
+                })?;
+                s.set_read_timeout(self.timeout)
+                    .and_then(|()| s.set_write_timeout(self.timeout))
+                    .map_err(|e| unavailable(e.to_string()))?;
+                Conn::Unix(s)
+            }
+            Target::Tcp { host, port } => {
+                let addrs = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| unavailable(format!("cannot resolve {host}: {e}")))?;
+                let mut last = None;
+                let mut stream = None;
+                for addr in addrs {
+                    match TcpStream::connect_timeout(
+                        &addr,
+                        self.timeout.unwrap_or(TCP_CONNECT_TIMEOUT),
+                    ) {
+                        Ok(s) => {
+                            stream = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let s = match (stream, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(unavailable(e.to_string())),
+                    (None, None) => return Err(unavailable(format!("{host} has no addresses"))),
+                };
+                s.set_read_timeout(self.timeout)
+                    .and_then(|()| s.set_write_timeout(self.timeout))
+                    .and_then(|()| s.set_nodelay(true))
+                    .map_err(|e| unavailable(e.to_string()))?;
+                Conn::Tcp(s)
+            }
+        };
+        Ok(conn)
+    }
+
+    fn host_header(&self) -> String {
+        match &self.target {
+            Target::Unix(_) => "docker".to_string(),
+            Target::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            Target::Tcp { host, port } => format!("{host}:{port}"),
+        }
+    }
+
+    /// Sends one request and reads the response head.
+    fn send(
+        &self,
+        method: &str,
+        target: &str,
+        content_type: Option<&str>,
+        body: RequestBody<'_>,
+        operation: &str,
+    ) -> Result<Response> {
+        let mut conn = self.connect()?;
+        let host = self.host_header();
+        let agent = format!("docker-delta/{}", crate::VERSION);
+        let mut headers = vec![("Host", host.as_str()), ("User-Agent", agent.as_str())];
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type", ct));
+        }
+        let sent = http::write_request(&mut conn, method, target, &headers, body);
+        let mut reader = BufReader::with_capacity(http::COPY_BUF, conn);
+        match sent {
+            Ok(()) => {}
+            Err(SendError::Source(e)) => {
+                return Err(Error::io(format!("<{operation} request body>"), e));
+            }
+            Err(SendError::Connection(e)) => {
+                // The daemon may have answered early (e.g. rejected the body) and closed
+                // the connection: prefer its answer to the broken-pipe error.
+                if let Ok(head) = http::read_head(&mut reader) {
+                    if head.status >= 400 {
+                        let resp = Response::new(method, head, reader);
+                        if let Ok(resp) = resp {
+                            return Err(self.error_from(resp, operation));
+                        }
+                    }
+                }
+                return Err(self.connection_error(operation, "sending the request", &e));
+            }
+        }
+        let head = http::read_head(&mut reader)
+            .map_err(|e| self.connection_error(operation, "reading the response", &e))?;
+        Response::new(method, head, reader)
+            .map_err(|e| self.connection_error(operation, "reading the response", &e))
+    }
+
+    /// Passes a successful response through; turns an error status into [`Error::Daemon`].
+    fn check(&self, resp: Response, operation: &str) -> Result<Response> {
+        if resp.head.status < 400 {
+            Ok(resp)
+        } else {
+            Err(self.error_from(resp, operation))
+        }
+    }
+
+    fn error_from(&self, resp: Response, operation: &str) -> Error {
+        let status = resp.head.status;
+        let reason = resp.head.reason.clone();
+        let mut body = Vec::new();
+        // A partial error body is still worth showing.
+        let _ = resp.body.take(MAX_ERROR_BODY).read_to_end(&mut body);
+        Error::Daemon {
+            operation: operation.to_string(),
+            status,
+            message: error_message(&body, &reason),
+        }
+    }
+
+    fn connection_error(&self, operation: &str, doing: &str, e: &io::Error) -> Error {
+        Error::Daemon {
+            operation: operation.to_string(),
+            status: 0,
+            message: format!("connection to {} failed while {doing}: {e}", self.endpoint),
+        }
+    }
+
+    /// Reads a JSON response body (bounded).
+    fn json_body(&self, resp: Response, operation: &str) -> Result<Value> {
+        let mut body = Vec::new();
+        resp.body
+            .take(MAX_JSON_BODY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.connection_error(operation, "reading the response", &e))?;
+        if body.len() as u64 > MAX_JSON_BODY {
+            return Err(Error::Daemon {
+                operation: operation.to_string(),
+                status: 0,
+                message: format!("the response is larger than {MAX_JSON_BODY} bytes"),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidJson {
+            file: format!("{operation} response from {}", self.endpoint),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A response whose head has been read; the body is read on demand.
+struct Response {
+    head: ResponseHead,
+    body: http::BodyReader<BufReader<Conn>>,
+}
+
+impl Response {
+    fn new(method: &str, head: ResponseHead, reader: BufReader<Conn>) -> io::Result<Response> {
+        let framing = http::framing(method, &head)?;
+        Ok(Response {
+            head,
+            body: http::BodyReader::new(reader, framing),
+        })
+    }
+}
+
+/// A connection to the daemon.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => send_no_sigpipe(s, buf),
+            // std sends with MSG_NOSIGNAL on TCP sockets already.
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes to a Unix socket without raising SIGPIPE if the daemon has closed it: std's
+/// `UnixStream::write` uses `write(2)`, which would kill a host process (e.g. one using
+/// the C ABI) that has not ignored SIGPIPE.
+fn send_no_sigpipe(s: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is owned by `s` and open for this call; the pointer and
+    // length describe the live slice `buf`.
+    let n = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            buf.as_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.unsigned_abs())
+    }
+}
+
+/// Parses a `DOCKER_HOST`-style endpoint.
+fn parse_endpoint(endpoint: &str) -> Result<Target> {
+    let err = |reason: String| Error::DaemonUnavailable {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err(err("the unix:// endpoint has no socket path".into()));
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if endpoint.starts_with('/') {
+        return Ok(Target::Unix(PathBuf::from(endpoint)));
+    }
+    let rest = endpoint
+        .strip_prefix("tcp://")
+        .or_else(|| endpoint.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        let scheme = endpoint.split_once("://").map_or("", |(s, _)| s);
+        let reason = match scheme {
+            "https" => "https (TLS) endpoints are not supported; use the daemon's Unix socket or plain tcp://".to_string(),
+            "ssh" => "ssh:// endpoints are not supported; forward the socket instead, e.g. `ssh -L /tmp/docker.sock:/var/run/docker.sock host` and use unix:///tmp/docker.sock".to_string(),
+            "npipe" => "Windows named pipes are not supported".to_string(),
+            "" => "expected unix:///path/to/docker.sock or tcp://host:port".to_string(),
+            other => format!("unsupported scheme {other}://; expected unix:// or tcp://"),
+        };
+        return Err(err(reason));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(err(format!("invalid address {authority:?}"))),
+            },
+            None => return Err(err(format!("invalid address {authority:?}"))),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(err("the tcp:// endpoint has no host".into()));
+    }
+    let port = match port {
+        None => DEFAULT_TCP_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| err(format!("invalid port {p:?}")))?,
+    };
+    Ok(Target::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `1.41` into `(1, 41)`.
+fn parse_api_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Rejects image names or IDs that cannot be put in a URL path safely (empty, with
+/// whitespace or control characters, or with `.`/`..` segments the daemon's router would
+/// collapse).
+fn check_name_arg(name: &str) -> Result<()> {
+    let err = |reason: &str| Error::InvalidReference {
+        input: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(err("the image name is empty"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(
+            "the image name contains whitespace or control characters",
+        ));
+    }
+    if name
+        .split('/')
+        .any(|seg| seg == "." || seg == ".." || seg.is_empty())
+    {
+        return Err(err(
+            "the image name has an empty, '.' or '..' path component",
+        ));
+    }
+    Ok(())
+}
+
+/// The message of a Docker error body: `{"message": "..."}`, else the text, else the
+/// reason phrase.
+fn error_message(body: &[u8], reason: &str) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if let Some(m) = v.get("message").and_then(Value::as_str) {
+            return m.trim().to_string();
+        }
+        if let Some(m) = stream_error(&v) {
+            return m;
+        }
+    }
+    let text = String::from_utf8_lossy(body).trim().to_string();
+    if !text.is_empty() {
+        text
+    } else if !reason.is_empty() {
+        reason.to_string()
+    } else {
+        "no error message".to_string()
+    }
+}
+
+/// The error of a JSON-message stream item (`{"errorDetail":{"message":..},"error":..}`).
+fn stream_error(msg: &Value) -> Option<String> {
+    let detail = msg
+        .get("errorDetail")
+        .and_then(|d| d.get("message"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let plain = msg
+        .get("error")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    detail.or(plain).map(|s| s.trim().to_string())
+}
+
+/// Finds a JSON error message the daemon appended to an export stream that failed after
+/// it had started (moby writes `streamformatter.FormatError` into the body).
+fn trailing_stream_error(tail: &[u8]) -> Option<String> {
+    let end = tail.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    if tail[end - 1] != b'}' {
+        return None;
+    }
+    for marker in [&b"{\"errorDetail\""[..], b"{\"error\""] {
+        let start = tail[..end].windows(marker.len()).rposition(|w| w == marker);
+        if let Some(start) = start {
+            if let Ok(v) = serde_json::from_slice::<Value>(&tail[start..end]) {
+                if let Some(m) = stream_error(&v) {
+                    return Some(m);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn parse_inspect(raw: Value) -> Result<ImageInspect> {
+    const DOC: &str = "image inspect";
+    let field_err = |field: &str, reason: &str| Error::InvalidField {
+        file: DOC.into(),
+        field: field.into(),
+        reason: reason.into(),
+    };
+    let id = raw
+        .get("Id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| field_err("Id", "missing"))?;
+    let id = Digest::parse_in(id, Some("image inspect Id"))?;
+    let strings = |key: &str| -> Vec<String> {
+        raw.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let string = |key: &str| -> Option<String> {
+        raw.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let mut rootfs_layers = Vec::new();
+    if let Some(layers) = raw.get("RootFS").and_then(|r| r.get("Layers")) {
+        let layers = layers
+            .as_array()
+            .ok_or_else(|| field_err("RootFS.Layers", "not an array"))?;
+        for (i, l) in layers.iter().enumerate() {
+            let field = format!("RootFS.Layers[{i}]");
+            let s = l
+                .as_str()
+                .ok_or_else(|| field_err(&field, "not a string"))?;
+            rootfs_layers.push(Digest::parse_in(s, Some(&format!("{DOC} {field}")))?);
+        }
+    }
+    Ok(ImageInspect {
+        id,
+        repo_tags: strings("RepoTags"),
+        repo_digests: strings("RepoDigests"),
+        os: string("Os").unwrap_or_default(),
+        architecture: string("Architecture").unwrap_or_default(),
+        variant: string("Variant"),
+        rootfs_layers,
+        raw,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("unix:///var/run/docker.sock").unwrap(),
+            Target::Unix("/var/run/docker.sock".into())
+        );
+        assert_eq!(
+            parse_endpoint("/tmp/d.sock").unwrap(),
+            Target::Unix("/tmp/d.sock".into())
+        );
+        assert_eq!(
+            parse_endpoint("tcp://127.0.0.1:2375").unwrap(),
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 2375
+            }
+        );
+        assert_eq!(
+            parse_endpoint("tcp://dockerhost").unwrap(),
+            Target::Tcp {
+                host: "dockerhost".into(),
+                port: 2375
+            }
+        );
+        assert_eq!(
+            parse_endpoint("tcp://[::1]:2000/").unwrap(),
+            Target::Tcp {
+                host: "::1".into(),
+                port: 2000
+            }
+        );
+        for (bad, want) in [
+            ("https://h:2376", "TLS"),
+            ("ssh://user@host", "ssh -L"),
+            ("npipe:////./pipe/docker_engine", "named pipes"),
+            ("unix://", "no socket path"),
+            ("tcp://:2375", "no host"),
+            ("tcp://h:99999", "invalid port"),
+            ("docker.sock", "expected unix://"),
+            ("fd://", "unsupported scheme fd://"),
+        ] {
+            let e = DockerClient::new(bad).unwrap_err();
+            assert!(matches!(e, Error::DaemonUnavailable { .. }), "{bad}: {e:?}");
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn api_versions() {
+        assert_eq!(parse_api_version("1.41"), Some((1, 41)));
+        assert_eq!(parse_api_version("1.9"), Some((1, 9)));
+        assert!((1, 9) < (1, 41));
+        assert_eq!(parse_api_version("x"), None);
+        let c = DockerClient::new("unix:///nonexistent")
+            .unwrap()
+            .with_api_version("v1.40")
+            .unwrap();
+        assert_eq!(c.api_version().unwrap(), "1.40");
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(br#"{"message":"No such image: x:latest"}"#, "Not Found"),
+            "No such image: x:latest"
+        );
+        assert_eq!(
+            error_message(b"page not found\n", "Not Found"),
+            "page not found"
+        );
+        assert_eq!(error_message(b"", "Not Found"), "Not Found");
+        assert_eq!(
+            error_message(br#"{"errorDetail":{"message":"bad"},"error":"bad"}"#, ""),
+            "bad"
+        );
+    }
+
+    #[test]
+    fn export_tail_errors() {
+        let mut tail = vec![0u8; 1024];
+        assert_eq!(trailing_stream_error(&tail), None);
+        tail.extend_from_slice(
+            b"{\"errorDetail\":{\"message\":\"layer does not exist\"},\"error\":\"layer does not exist\"}\r\n",
+        );
+        assert_eq!(
+            trailing_stream_error(&tail).as_deref(),
+            Some("layer does not exist")
+        );
+        assert_eq!(trailing_stream_error(b"{\"stream\":\"x\"}"), None);
+    }
+
+    #[test]
+    fn name_arguments() {
+        for ok in ["a:b", "sha256:abcd", "localhost:5000/a/b:t", "abc123"] {
+            check_name_arg(ok).unwrap();
+        }
+        for bad in ["", "a b", "../containers", "a/./b", "a//b", "x\n"] {
+            assert!(check_name_arg(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inspect_parsing() {
+        let raw = serde_json::json!({
+            "Id": "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "RepoTags": ["a:b"],
+            "RepoDigests": null,
+            "Os": "linux",
+            "Architecture": "arm",
+            "Variant": "v7",
+            "RootFS": {"Type": "layers", "Layers": [
+                "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            ]}
+        });
+        let i = parse_inspect(raw).unwrap();
+        assert_eq!(i.repo_tags, vec!["a:b"]);
+        assert!(i.repo_digests.is_empty());
+        assert_eq!(i.variant.as_deref(), Some("v7"));
+        assert_eq!(i.rootfs_layers.len(), 1);
+        let bad = serde_json::json!({"Id": "sha256:zz"});
+        assert!(matches!(
+            parse_inspect(bad).unwrap_err(),
+            Error::InvalidDigest { .. }
+        ));
+    }
+
+    /// A fake daemon on a Unix socket: for each connection, reads the request head (and
+    /// a body, if `read_body`), then writes `reply`.
+    fn fake_daemon(
+        replies: Vec<&'static [u8]>,
+        read_body: bool,
+    ) -> (tempfile::TempDir, String, thread::JoinHandle<Vec<String>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let handle = thread::spawn(move || {
+            let mut heads = Vec::new();
+            for reply in replies {
+                let (s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                if read_body {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                }
+                heads.push(head);
+                // The client may have gone away already; that is part of some tests.
+                let _ = (&s).write_all(reply);
+            }
+            heads
+        });
+        (dir, format!("unix://{}", sock.display()), handle)
+    }
+
+    #[test]
+    fn negotiates_and_reports_daemon_errors() {
+        let body = r#"{"Version":"99.0","ApiVersion":"1.99","Os":"linux","Arch":"x"}"#;
+        let version = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let version: &'static [u8] = Box::leak(version.into_bytes().into_boxed_slice());
+        let not_found: &'static [u8] =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 41\r\n\r\n{\"message\":\"No such image: nope:latest\"}";
+        let conflict: &'static [u8] = b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n13;x=y\r\n{\"message\":\"busy\"}\n\r\n0\r\nTrailer: 1\r\n\r\n";
+        let (_dir, endpoint, handle) = fake_daemon(vec![version, not_found, conflict], false);
+        let c = DockerClient::new(&endpoint).unwrap();
+        assert_eq!(c.api_version().unwrap(), "1.45");
+        assert!(c.inspect_image("nope").unwrap().is_none());
+        let e = c.tag_image("x", "repo", "t").unwrap_err();
+        match e {
+            Error::Daemon {
+                status, message, ..
+            } => {
+                assert_eq!(status, 409);
+                assert_eq!(message, "busy");
+            }
+            other => panic!("{other:?}"),
+        }
+        let heads = handle.join().unwrap();
+        assert!(
+            heads[0].starts_with("GET /version HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[0].contains("Host: docker\r\n"));
+        assert!(heads[1].starts_with("GET /v1.45/images/nope/json HTTP/1.1"));
+        assert!(
+            heads[2].starts_with("POST /v1.45/images/x/tag?repo=repo&tag=t HTTP/1.1"),
+            "{}",
+            heads[2]
+        );
+    }
+
+    #[test]
+    fn load_stream_errors_and_results() {
+        // Docker frames each JSON message with "\r\n" and sends one chunk per message.
+        let mut ok = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for msg in [
+            "{\"stream\":\"Loaded image: a/b:t\\n\"}\r\n",
+            "{\"stream\":\"Loaded image ID: sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\\n\"}\r\n",
+        ] {
+            ok.push_str(&format!("{:x}\r\n{msg}\r\n", msg.len()));
+        }
+        ok.push_str("0\r\n\r\n");
+        let ok: &'static [u8] = Box::leak(ok.into_bytes().into_boxed_slice());
+        let failed: &'static [u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n\
+            {\"errorDetail\":{\"message\":\"unexpected EOF\"},\"error\":\"unexpected EOF\"}\r\n";
+        let (_dir, endpoint, handle) = fake_daemon(vec![ok, failed], true);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let r = c.load_image(&b"0123456789"[..], Some(10)).unwrap();
+        assert_eq!(r.names, vec!["a/b:t"]);
+        assert_eq!(r.ids, vec![Digest::of(b"")]);
+        let e = c.load_image(&b"x"[..], Some(1)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { status: 0, message, .. } if message == "unexpected EOF"),
+            "{e:?}"
+        );
+        let heads = handle.join().unwrap();
+        assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=1 HTTP/1.1\r\n"));
+        assert!(heads[0].contains("Content-Type: application/x-tar\r\n"));
+        assert!(heads[0].contains("Content-Length: 10\r\n"));
+    }
+
+    #[test]
+    fn export_detects_in_band_errors_and_truncation() {
+        let in_band: &'static [u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n\
+            partial tar bytes{\"errorDetail\":{\"message\":\"boom\"},\"error\":\"boom\"}\r\n";
+        let truncated: &'static [u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nonly some";
+        let (_dir, endpoint, handle) = fake_daemon(vec![in_band, truncated], false);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let mut out = Vec::new();
+        let e = c.export_image("a:b", &mut out).unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { message, .. } if message == "boom"),
+            "{e:?}"
+        );
+        let e = c.export_image("a:b", &mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("failed while reading the image stream"),
+            "{e}"
+        );
+        let heads = handle.join().unwrap();
+        assert!(heads[0].starts_with("GET /v1.41/images/get?names=a%3Ab HTTP/1.1"));
+    }
+
+    #[test]
+    fn early_error_reply_wins_over_broken_pipe() {
+        // The fake daemon answers without reading the body and closes the connection.
+        let reply: &'static [u8] =
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 25\r\n\r\n{\"message\":\"not a tar!\"}";
+        let (_dir, endpoint, handle) = fake_daemon(vec![reply], false);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let big = io::repeat(7).take(64 * 1024 * 1024);
+        let e = c.load_image(big, None).unwrap_err();
+        handle.join().unwrap();
+        match e {
+            Error::Daemon {
+                status, message, ..
+            } => {
+                assert_eq!(status, 400, "{message}");
+                assert_eq!(message, "not a tar!");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreachable_socket_is_daemon_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("nothing.sock");
+        let endpoint = format!("unix://{}", sock.display());
+        let c = DockerClient::new(&endpoint).unwrap();
+        let e = c.ping().unwrap_err();
+        assert!(matches!(e, Error::DaemonUnavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains(&endpoint), "{e}");
+        assert!(
+            e.to_string().contains("is the Docker daemon running"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn source_errors_are_returned_unwrapped() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(Error::Cancelled.into_io())
+            }
+        }
+        let (_dir, endpoint, handle) = fake_daemon(vec![b"HTTP/1.1 200 OK\r\n\r\n"], false);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let e = c.load_image(Failing, None).unwrap_err();
+        assert!(matches!(e, Error::Cancelled), "{e:?}");
+        drop(c);
+        handle.join().unwrap();
+    }
+}
