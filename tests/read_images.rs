@@ -79,7 +79,9 @@ fn every_fixture_agrees_with_skopeo() {
                 }
                 checked += 1;
             }
-            (None, None, Ok(_)) => panic!("{r}: expected.json has neither config_digest nor expect_error"),
+            (None, None, Ok(_)) => {
+                panic!("{r}: expected.json has neither config_digest nor expect_error")
+            }
             (_, _, Err(err)) => panic!("{r}: {err}"),
         }
     }

@@ -85,6 +85,18 @@ impl ImageName {
         &self.tag
     }
 
+    /// The fully qualified name containerd uses: `docker.io/library/x:t` for `x:t`,
+    /// `docker.io/org/x:t` for `org/x:t`, unchanged when a registry is named.
+    pub fn qualified(&self) -> String {
+        if self.domain().is_some() {
+            self.to_string()
+        } else if self.repo.contains('/') {
+            format!("docker.io/{}:{}", self.repo, self.tag)
+        } else {
+            format!("docker.io/library/{}:{}", self.repo, self.tag)
+        }
+    }
+
     /// The registry host (with port) if the name has one, e.g. `localhost:5000`.
     pub fn domain(&self) -> Option<&str> {
         let (first, _) = self.repo.split_once('/')?;

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+pub use crate::daemon::ImageName;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{
@@ -27,90 +28,10 @@ use crate::manifest::{
     MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::{ArchiveSelector, ImageReference};
-use crate::transport::docker_archive::split_tag;
 use crate::transport::oci::blob_path;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// A name for the written image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageName {
-    /// Repository, e.g. `myorg/app` or `localhost:5000/app`.
-    pub repository: String,
-    /// Tag, e.g. `2.1`.
-    pub tag: String,
-}
-
-impl ImageName {
-    /// Parses `name[:tag]` (default tag `latest`). Digests are refused: a rebuilt image is
-    /// named by tag.
-    pub fn parse(s: &str) -> Result<ImageName> {
-        let invalid = |reason: &str| Error::InvalidReference {
-            input: s.to_string(),
-            reason: reason.to_string(),
-        };
-        if s.contains('@') {
-            return Err(invalid("a tag is needed here, not a digest"));
-        }
-        let (repo, tag) = split_tag(s);
-        let tag = tag.unwrap_or("latest");
-        if repo.is_empty() {
-            return Err(invalid("empty repository name"));
-        }
-        let repo_ok = repo.split('/').enumerate().all(|(i, part)| {
-            !part.is_empty()
-                && (part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                    || (i == 0
-                        && repo.contains('/')
-                        && part
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))))
-        });
-        if !repo_ok {
-            return Err(invalid(
-                "repository names use lowercase letters, digits and . _ - / only",
-            ));
-        }
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && !tag.starts_with(['.', '-']);
-        if !tag_ok {
-            return Err(invalid(
-                "tags use letters, digits and . _ - only (up to 128 characters)",
-            ));
-        }
-        Ok(ImageName {
-            repository: repo.to_string(),
-            tag: tag.to_string(),
-        })
-    }
-
-    /// The fully qualified name containerd uses (`docker.io/library/x:t`).
-    pub fn qualified(&self) -> String {
-        let first = self.repository.split('/').next().unwrap_or("");
-        let has_registry = self.repository.contains('/')
-            && (first.contains('.') || first.contains(':') || first == "localhost");
-        if has_registry {
-            format!("{}:{}", self.repository, self.tag)
-        } else if self.repository.contains('/') {
-            format!("docker.io/{}:{}", self.repository, self.tag)
-        } else {
-            format!("docker.io/library/{}:{}", self.repository, self.tag)
-        }
-    }
-}
-
-impl std::fmt::Display for ImageName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.repository, self.tag)
-    }
-}
 
 /// What the writer produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +64,8 @@ pub struct ImageWriter {
     sink: Sink,
     layers: Vec<(Digest, u64)>,
     written: std::collections::HashSet<Digest>,
+    /// `ref` of an `oci:DIR:REF` / `oci-archive:PATH:REF` destination.
+    oci_ref: Option<String>,
 }
 
 impl ImageWriter {
@@ -226,6 +149,12 @@ impl ImageWriter {
             sink,
             layers: Vec::new(),
             written: Default::default(),
+            oci_ref: match dest {
+                ImageReference::Oci { name, .. } | ImageReference::OciArchive { name, .. } => {
+                    name.clone()
+                }
+                _ => None,
+            },
         })
     }
 
@@ -331,10 +260,11 @@ impl ImageWriter {
         if let Some(n) = name {
             if self.kind == OutputKind::DockerArchive {
                 annotations.insert(ANNOTATION_CONTAINERD_NAME, n.qualified());
-                annotations.insert(ANNOTATION_REF_NAME, n.tag.clone());
-            } else {
-                annotations.insert(ANNOTATION_REF_NAME, n.tag.clone());
             }
+            annotations.insert(ANNOTATION_REF_NAME, n.tag().to_string());
+        }
+        if let Some(r) = &self.oci_ref {
+            annotations.insert(ANNOTATION_REF_NAME, r.clone());
         }
         let mut descriptor = json!({
             "mediaType": MEDIA_TYPE_OCI_MANIFEST,
@@ -365,8 +295,7 @@ impl ImageWriter {
                     }]);
                     files.push(("manifest.json", to_json(&manifest_json)?));
                     if let Some(n) = name {
-                        let repositories =
-                            json!({ n.repository.clone(): { n.tag.clone(): config_digest.hex() } });
+                        let repositories = json!({ n.repo().to_string(): { n.tag().to_string(): config_digest.hex() } });
                         files.push(("repositories", to_json(&repositories)?));
                     }
                 }
@@ -382,10 +311,10 @@ impl ImageWriter {
                 fs::write(root.join("oci-layout"), OCI_LAYOUT).at(root.join("oci-layout"))?;
             }
         }
-        self.commit(descriptor, name)
+        self.commit(descriptor)
     }
 
-    fn commit(self, descriptor: serde_json::Value, name: Option<&ImageName>) -> Result<PathBuf> {
+    fn commit(self, descriptor: serde_json::Value) -> Result<PathBuf> {
         let dest = self.dest;
         match self.sink {
             Sink::Tar { builder, temp } => {
@@ -411,7 +340,10 @@ impl ImageWriter {
                 } else {
                     json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": [] })
                 };
-                let tag = name.map(|n| n.tag.clone());
+                let tag = descriptor
+                    .pointer("/annotations/org.opencontainers.image.ref.name")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
                 let manifests = index
                     .get_mut("manifests")
                     .and_then(|m| m.as_array_mut())
