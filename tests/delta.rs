@@ -1,0 +1,451 @@
+//! create -> apply round trips on synthetic images, and the refusals of bad packages and
+//! wrong bases, each leaving no output behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use docker_delta::delta::apply::{apply, ApplyOptions};
+use docker_delta::delta::create::{create, CreateOptions};
+use docker_delta::delta::format::{
+    CompressionSpec, Package, PayloadCompression, FORMAT_VERSION, PREFIX_LEN,
+};
+use docker_delta::delta::plan::Method;
+use docker_delta::{open, Error, ImageReference, OpenOptions};
+
+fn src(path: &Path) -> Box<dyn docker_delta::ImageSource> {
+    open(
+        &ImageReference::parse(&format!("docker-archive:{}", path.display())).unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Pseudo-random but compressible-ish content.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let words = [
+        "alpha ", "beta ", "gamma ", "delta ", "epsilon ", "zeta\n", "eta ", "theta ",
+    ];
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 5 == 0 {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            out.extend_from_slice(words[(x % 8) as usize].as_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    old: PathBuf,
+    new: PathBuf,
+    new_id: String,
+    new_layers: Vec<Vec<u8>>,
+}
+
+fn pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let base = common::layer(&[
+        ("etc/os-release", b"ID=test\n"),
+        ("bin/tool", &content(1, 200_000)),
+    ]);
+    let app_v1 = common::layer(&[
+        ("app/lib.so.1.2", &content(2, 300_000)),
+        ("app/config", b"v=1\n"),
+    ]);
+    let mut lib2 = content(2, 300_000);
+    lib2[1000..1100].copy_from_slice(&content(9, 100));
+    lib2.extend_from_slice(&content(3, 5000));
+    let app_v2 = common::layer(&[
+        ("app/lib.so.1.3", &lib2),
+        ("app/config", b"v=2\n"),
+        ("app/new.txt", b"new file"),
+    ]);
+    let extra = common::layer(&[("data/extra", &content(4, 50_000))]);
+    let (old, _) =
+        common::docker_archive(&d, "old.tar", Some("test/app:1"), &[base.clone(), app_v1]);
+    let new_layers = vec![base, app_v2, extra];
+    let (new, new_id) = common::docker_archive(&d, "new.tar", Some("test/app:2"), &new_layers);
+    Pair {
+        _dir: dir,
+        dir: d,
+        old,
+        new,
+        new_id,
+        new_layers,
+    }
+}
+
+/// Reads the layers of a docker-archive written by apply, in manifest order.
+fn layers_of(archive: &Path) -> Vec<Vec<u8>> {
+    let s = src(archive);
+    (0..s.image().layers.len())
+        .map(|i| s.read_layer(i, u64::MAX).unwrap())
+        .collect()
+}
+
+#[test]
+fn round_trip_is_byte_identical_for_every_method_and_compression() {
+    let p = pair();
+    let cases = [
+        (Method::Auto, PayloadCompression::Zstd, 19),
+        (Method::Xdelta3, PayloadCompression::Zstd, 3),
+        (Method::Zstd, PayloadCompression::Gzip, 6),
+        (Method::Layer, PayloadCompression::Xz, 6),
+        (Method::Auto, PayloadCompression::None, 0),
+    ];
+    for (method, algorithm, level) in cases {
+        let pkg = p.dir.join(format!("{method:?}-{algorithm:?}.ddelta"));
+        let options = CreateOptions {
+            method,
+            compression: CompressionSpec { algorithm, level },
+            ..CreateOptions::default()
+        };
+        let report = create(
+            Some(src(&p.old).as_ref()),
+            src(&p.new).as_ref(),
+            &pkg,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(report.layers[0].method, "reference", "{method:?}");
+        match method {
+            Method::Layer => assert_eq!(report.layers[1].method, "full"),
+            Method::Xdelta3 => assert_eq!(report.layers[1].method, "xdelta3"),
+            Method::Zstd => assert_eq!(report.layers[1].method, "zstd"),
+            Method::Auto => {
+                assert!(["xdelta3", "zstd"].contains(&report.layers[1].method.as_str()))
+            }
+        }
+        let package = Package::open(&pkg).unwrap();
+        assert_eq!(package.version, FORMAT_VERSION);
+        assert_eq!(package.header.compression.algorithm, algorithm);
+        let out = p.dir.join(format!("{method:?}-{algorithm:?}.out.tar"));
+        let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+        let r = apply(
+            &package,
+            Some(src(&p.old).as_ref()),
+            &dest,
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(r.image_id.to_string(), p.new_id);
+        assert_eq!(r.name.as_deref(), Some("test/app:2"));
+        assert_eq!(layers_of(&out), p.new_layers, "{method:?} {algorithm:?}");
+        assert_eq!(src(&out).image().config_digest.to_string(), p.new_id);
+        assert_eq!(src(&out).image().repo_tags, vec!["test/app:2"]);
+    }
+}
+
+#[test]
+fn delta_is_much_smaller_than_the_layers() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    let report = create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let full = p.dir.join("full.ddelta");
+    let full_report = create(None, src(&p.new).as_ref(), &full, &CreateOptions::default()).unwrap();
+    assert!(full_report.layers.iter().all(|l| l.method == "full"));
+    assert!(
+        report.package_size * 3 < full_report.package_size,
+        "{} vs {}",
+        report.package_size,
+        full_report.package_size
+    );
+    // A full package applies without any base.
+    let out = p.dir.join("from-full.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    apply(
+        &Package::open(&full).unwrap(),
+        None,
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(layers_of(&out), p.new_layers);
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn wrong_base_is_refused_before_any_work() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let other = common::layer(&[("x", b"unrelated")]);
+    let (wrong, _) = common::docker_archive(&p.dir, "wrong.tar", Some("other:1"), &[other]);
+    let out = p.dir.join("out.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    let e = apply(
+        &Package::open(&pkg).unwrap(),
+        Some(src(&wrong).as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::WrongBaseImage { .. }), "{e:?}");
+    assert!(
+        msg.contains("test/app:1") && msg.contains("other:1"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    assert!(leftovers(&p.dir).is_empty(), "{:?}", leftovers(&p.dir));
+    // CLI: exit code 3, no output.
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "apply",
+            pkg.to_str().unwrap(),
+            "--base",
+            wrong.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong base image"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn damaged_packages_are_refused_and_leave_nothing() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let good = std::fs::read(&pkg).unwrap();
+    let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
+    let payload_at = PREFIX_LEN as usize + header_len;
+    let bad = p.dir.join("bad.ddelta");
+    let out = p.dir.join("out.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    let try_apply = |bytes: &[u8]| -> Error {
+        common::write_file(&bad, bytes);
+        let r = Package::open(&bad).and_then(|pk| {
+            apply(
+                &pk,
+                Some(src(&p.old).as_ref()),
+                &dest,
+                &ApplyOptions::default(),
+            )
+        });
+        let e = r.expect_err("damaged package applied");
+        assert!(!out.exists());
+        assert!(leftovers(&p.dir).is_empty(), "{:?}", leftovers(&p.dir));
+        e
+    };
+    // A flipped byte in every region: magic, version, lengths, header, payload start/middle/end.
+    let positions = [
+        0,
+        9,
+        17,
+        30,
+        60,
+        70,
+        PREFIX_LEN as usize + 5,
+        payload_at + header_len / 2,
+        payload_at,
+        (payload_at + good.len()) / 2,
+        good.len() - 1,
+    ];
+    for pos in positions {
+        let mut b = good.clone();
+        b[pos] ^= 0x20;
+        let e = try_apply(&b);
+        assert!(
+            matches!(
+                e,
+                Error::InvalidPackage { .. }
+                    | Error::DigestMismatch { .. }
+                    | Error::UnsupportedPackageVersion { .. }
+                    | Error::InvalidJson { .. }
+            ),
+            "byte {pos}: {e:?}"
+        );
+    }
+    // Truncated anywhere.
+    for len in [0, 5, 50, payload_at - 1, good.len() - 1] {
+        let e = try_apply(&good[..len]);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("truncated") || msg.contains("magic"),
+            "len {len}: {msg}"
+        );
+    }
+    // A newer format version.
+    let mut b = good.clone();
+    b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let e = try_apply(&b);
+    assert!(
+        matches!(e, Error::UnsupportedPackageVersion { found, .. } if found == FORMAT_VERSION + 1),
+        "{e:?}"
+    );
+    // A header that claims 1 TiB: refused without allocating.
+    let mut b = good.clone();
+    b[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = try_apply(&b);
+    assert!(e.to_string().contains("exceeds"), "{e}");
+    // Trailing garbage.
+    let mut b = good.clone();
+    b.extend_from_slice(b"junk");
+    let e = try_apply(&b);
+    assert!(
+        e.to_string().contains("unexpected bytes after the payload"),
+        "{e}"
+    );
+}
+
+#[test]
+fn existing_output_needs_force_and_dry_run_writes_nothing() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    let dry = create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions {
+            dry_run: true,
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(dry.package.is_none() && !pkg.exists());
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let e = create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::OutputExists { .. }));
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions {
+            force: true,
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap();
+
+    let out = p.dir.join("out.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    let package = Package::open(&pkg).unwrap();
+    apply(
+        &package,
+        Some(src(&p.old).as_ref()),
+        &dest,
+        &ApplyOptions {
+            dry_run: true,
+            ..ApplyOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(!out.exists());
+    apply(
+        &package,
+        Some(src(&p.old).as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    let e = apply(
+        &package,
+        Some(src(&p.old).as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::OutputExists { .. }));
+}
+
+#[test]
+fn info_and_list_cli() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "create",
+            p.old.to_str().unwrap(),
+            p.new.to_str().unwrap(),
+            "-o",
+            pkg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(common::bin())
+        .args(["info", "--json", "--verify", pkg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["target"]["image_id"], p.new_id);
+    assert_eq!(v["target"]["repo_tags"][0], "test/app:2");
+    assert_eq!(v["base"]["repo_tags"][0], "test/app:1");
+    assert_eq!(
+        v["package_size"].as_u64().unwrap(),
+        std::fs::metadata(&pkg).unwrap().len()
+    );
+    let o = std::process::Command::new(common::bin())
+        .args(["list", "--json", pkg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["method"], "reference");
+    assert_eq!(rows[0]["delta_size"], 0);
+    assert!(rows[1]["delta_size"].as_u64().unwrap() < rows[1]["target_size"].as_u64().unwrap() / 4);
+    assert_eq!(
+        rows[2]["method"].as_str().map(|m| m != "reference"),
+        Some(true)
+    );
+}
