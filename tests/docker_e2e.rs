@@ -1,0 +1,273 @@
+//! End to end against real Docker engines (20.10 and 26, started by scripts/test.sh):
+//! deltas made from every source transport are applied, loaded with the real `docker load`
+//! (and with `apply --load`), and `docker image inspect` must show the target tag resolving
+//! to exactly the new image's ID.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Engine {
+    name: &'static str,
+    host: String,
+    cli: String,
+}
+
+fn engines() -> Vec<Engine> {
+    let mut out = Vec::new();
+    for (name, var) in [
+        ("d20", "DOCKER_DELTA_TEST_DOCKER20"),
+        ("d26", "DOCKER_DELTA_TEST_DOCKER26"),
+    ] {
+        match std::env::var(var) {
+            Ok(host) => out.push(Engine {
+                name,
+                host,
+                cli: std::env::var(format!("{var}_CLI")).unwrap_or_else(|_| "docker".into()),
+            }),
+            Err(_) if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") => {
+                panic!("{var} is not set but DOCKER_DELTA_REQUIRE_ENGINES=1")
+            }
+            Err(_) => eprintln!("skipping engine {name}: {var} not set"),
+        }
+    }
+    out
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn dd(engine: Option<&Engine>) -> Command {
+    let mut c = Command::new(common::bin());
+    if let Some(e) = engine {
+        c.env("DOCKER_HOST", &e.host);
+    }
+    c
+}
+
+fn docker(e: &Engine) -> Command {
+    let mut c = Command::new(&e.cli);
+    c.args(["-H", &e.host]);
+    c
+}
+
+fn image_id(e: &Engine, name: &str) -> String {
+    let o = run(docker(e).args(["image", "inspect", "--format", "{{.Id}}", name]));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn images_env(dir: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(dir.join("images.env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim_start_matches("export ").split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Every file transport as a source: create, apply to a docker-archive, `docker load` on
+/// both engines, check the tag's image ID.
+#[test]
+fn deltas_from_every_file_transport_load_into_both_engines() {
+    let Some(fx) = common::fixtures() else { return };
+    let engines = engines();
+    if engines.is_empty() {
+        return;
+    }
+    let f = fx.display();
+    let cases = [
+        (
+            "legacy",
+            format!("docker-archive:{f}/d20/old.tar"),
+            format!("docker-archive:{f}/d20/new.tar"),
+        ),
+        (
+            "hybrid",
+            format!("docker-archive:{f}/d26/old.tar"),
+            format!("docker-archive:{f}/d26/new.tar"),
+        ),
+        (
+            "skopeo",
+            format!("docker-archive:{f}/skopeo/old.docker.tar"),
+            format!("{f}/crane/new.tar"),
+        ),
+        (
+            "oci",
+            format!("oci:{f}/oci/gzip:old"),
+            format!("oci:{f}/oci/gzip:new"),
+        ),
+        (
+            "ociarchive",
+            format!("oci-archive:{f}/oci-archive/old.tar:old"),
+            format!("oci-archive:{f}/oci-archive/new.tar:new"),
+        ),
+        (
+            "mixed",
+            format!("oci:{f}/oci/zstd:old"),
+            format!("oci:{f}/oci/plain:new"),
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, old, new) in cases {
+        let pkg = tmp.path().join(format!("{name}.ddelta"));
+        run(dd(None).args(["create", &old, &new, "-o", pkg.to_str().unwrap()]));
+        let want: serde_json::Value = serde_json::from_slice(
+            &run(dd(None).args(["inspect", "--no-verify", "--json", &new])).stdout,
+        )
+        .unwrap();
+        let want_id = want["image_id"].as_str().unwrap().to_string();
+        let info: serde_json::Value = serde_json::from_slice(
+            &run(dd(None).args(["list", "--json", pkg.to_str().unwrap()])).stdout,
+        )
+        .unwrap();
+        assert!(
+            info.as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["method"] == "reference"),
+            "{name}: no layer referenced"
+        );
+        let out = tmp.path().join(format!("{name}.tar"));
+        let tag = format!("dd-e2e/{name}:2");
+        run(dd(None).args([
+            "apply",
+            pkg.to_str().unwrap(),
+            "--base",
+            &old,
+            "-o",
+            out.to_str().unwrap(),
+            "--tag",
+            &tag,
+        ]));
+        // Each rebuilt layer equals the original uncompressed layer.
+        let rebuilt: serde_json::Value = serde_json::from_slice(
+            &run(dd(None).args(["inspect", "--json", out.to_str().unwrap()])).stdout,
+        )
+        .unwrap();
+        assert_eq!(rebuilt["image_id"], want_id, "{name}");
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["diff_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&rebuilt), ids(&want), "{name}");
+        // (No `docker rmi` here or below: removing a tag deletes the image when it is the
+        // last one, and these image IDs are the fixtures' own. Loading moves the tag.)
+        for e in &engines {
+            run(docker(e).args(["load", "-i", out.to_str().unwrap()]));
+            assert_eq!(image_id(e, &tag), want_id, "{name} on {}", e.name);
+        }
+    }
+}
+
+/// docker-daemon as source and destination: create from the daemon, `apply --load` with
+/// the base looked up in the daemon by its recorded ID, tag checked with docker itself.
+#[test]
+fn daemon_to_daemon_with_apply_load() {
+    let Some(fx) = common::fixtures() else { return };
+    let env = images_env(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    for e in engines() {
+        let prefix = if e.name == "d20" { "D20" } else { "D26" };
+        let old = env[&format!("{prefix}_OLD_ID")].clone();
+        let new = env[&format!("{prefix}_NEW_ID")].clone();
+        // Make sure the engine has both images, whatever earlier runs did to its tags.
+        for which in ["old", "new"] {
+            run(docker(&e).args([
+                "load",
+                "-i",
+                fx.join(e.name)
+                    .join(format!("{which}.tar"))
+                    .to_str()
+                    .unwrap(),
+            ]));
+        }
+        let pkg = tmp.path().join(format!("{}.ddelta", e.name));
+        run(dd(Some(&e)).args([
+            "create",
+            &format!("docker-daemon:{old}"),
+            &format!("docker-daemon:{new}"),
+            "-o",
+            pkg.to_str().unwrap(),
+        ]));
+        let tag = format!("dd-e2e/loaded-{}:2", e.name);
+        let o = run(dd(Some(&e)).args(["apply", pkg.to_str().unwrap(), "--load", "--tag", &tag]));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&tag));
+        assert_eq!(image_id(&e, &tag), new, "{}", e.name);
+        // A full package (no old image) also loads, under the new image's own name
+        // when none is given: here, an explicit one.
+        let full = tmp.path().join(format!("{}-full.ddelta", e.name));
+        run(dd(Some(&e)).args([
+            "create",
+            &format!("docker-daemon:{new}"),
+            "-o",
+            full.to_str().unwrap(),
+        ]));
+        let full_tag = format!("dd-e2e/full-{}:2", e.name);
+        run(dd(Some(&e)).args([
+            "apply",
+            full.to_str().unwrap(),
+            "--load",
+            "--tag",
+            &full_tag,
+        ]));
+        assert_eq!(image_id(&e, &full_tag), new);
+        // The base image missing from the daemon: refused, nothing loaded.
+        let absent = format!("dd-e2e/never-{}:1", e.name);
+        let o = dd(Some(&e))
+            .args([
+                "apply",
+                pkg.to_str().unwrap(),
+                "--base",
+                &format!("docker-daemon:sha256:{}", "0".repeat(64)),
+                "--load",
+                "--tag",
+                &absent,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!docker(&e)
+            .args(["image", "inspect", &absent])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+}
+
+/// No daemon reachable: exit code 2.
+#[test]
+fn unreachable_daemon_is_a_missing_dependency() {
+    let o = dd(None)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["inspect", "docker-daemon:busybox:latest"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Docker daemon"));
+}
