@@ -17,7 +17,7 @@ cd "$REPO"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-SUITES=(cargo)
+SUITES=(cargo demo)
 
 ENGINES_STARTED=()
 cleanup() {
@@ -56,6 +56,11 @@ setup() {
 suite_cargo() {
     log "+ cargo test --all-targets"
     cargo test --all-targets
+}
+
+suite_demo() {
+    log "+ scripts/demo.sh (the README's run-it command)"
+    DEMO_DIR="$REPO/target/demo-ci" "$REPO/scripts/demo.sh"
 }
 
 main() {
