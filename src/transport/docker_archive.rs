@@ -94,22 +94,11 @@ impl DockerArchive {
         }
         let config_file = format!("{}:{}", path.display(), entry.config);
         let view = ConfigView::parse(&config, &config_file)?;
-        if entry.layers.len() != view.diff_ids.len() {
-            return Err(Error::LayerCountMismatch {
-                file: format!("{file} [{position}]"),
-                manifest_layers: entry.layers.len(),
-                diff_ids: view.diff_ids.len(),
-            });
-        }
-        if entry.layers.len() > options.limits.max_layers {
-            return Err(Error::LimitExceeded {
-                what: file,
-                limit: "max layers".into(),
-                max: options.limits.max_layers as u64,
-                found: entry.layers.len() as u64,
-                option: "DOCKER_DELTA_MAX_LAYERS".into(),
-            });
-        }
+        options.limits.check_layers(
+            &format!("{file} [{position}]"),
+            entry.layers.len(),
+            view.diff_ids.len(),
+        )?;
         let mut layers = Vec::with_capacity(entry.layers.len());
         for (index, (name, diff_id)) in entry.layers.iter().zip(&view.diff_ids).enumerate() {
             if normalize(name).is_none() {

@@ -44,6 +44,30 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks a manifest's layer list against the config's `rootfs.diff_ids` and the
+    /// layer limit; `file` names the manifest in errors.
+    pub fn check_layers(&self, file: &str, manifest_layers: usize, diff_ids: usize) -> Result<()> {
+        if manifest_layers != diff_ids {
+            return Err(Error::LayerCountMismatch {
+                file: file.to_string(),
+                manifest_layers,
+                diff_ids,
+            });
+        }
+        if manifest_layers > self.max_layers {
+            return Err(Error::LimitExceeded {
+                what: file.to_string(),
+                limit: "max layers".into(),
+                max: self.max_layers as u64,
+                found: manifest_layers as u64,
+                option: "DOCKER_DELTA_MAX_LAYERS".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
 }

@@ -118,22 +118,11 @@ impl OciLayout {
         let config_digest = manifest.config.digest.clone();
         let config_file = display(&root, &blob_path(&config_digest));
         let view = ConfigView::parse(&config, &config_file)?;
-        if manifest.layers.len() != view.diff_ids.len() {
-            return Err(Error::LayerCountMismatch {
-                file: display(&root, &blob_path(&Digest::of(&manifest_raw))),
-                manifest_layers: manifest.layers.len(),
-                diff_ids: view.diff_ids.len(),
-            });
-        }
-        if manifest.layers.len() > limits.max_layers {
-            return Err(Error::LimitExceeded {
-                what: display(&root, &blob_path(&Digest::of(&manifest_raw))),
-                limit: "max layers".into(),
-                max: limits.max_layers as u64,
-                found: manifest.layers.len() as u64,
-                option: "DOCKER_DELTA_MAX_LAYERS".into(),
-            });
-        }
+        limits.check_layers(
+            &display(&root, &blob_path(&Digest::of(&manifest_raw))),
+            manifest.layers.len(),
+            view.diff_ids.len(),
+        )?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for (index, (desc, diff_id)) in manifest.layers.iter().zip(&view.diff_ids).enumerate() {
             let location = blob_path(&desc.digest);

@@ -21,7 +21,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// A delta codec. Serialised in lowercase (`"xdelta3"`, `"zstd"`), as package manifests
@@ -197,27 +197,7 @@ pub fn decode_verified(
     expected: &Digest,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let out = decode(codec, source, patch, expected_len).map_err(|e| match e {
-        Error::SizeMismatch {
-            expected, found, ..
-        } => Error::SizeMismatch {
-            what: what.to_string(),
-            expected,
-            found,
-        },
-        other => other,
-    })?;
-    let mut hasher = HashingWriter::new(io::sink());
-    hasher.write_all(&out).map_err(|e| Error::io(what, e))?;
-    let (found, _, _) = hasher.finish();
-    if &found != expected {
-        return Err(Error::DigestMismatch {
-            what: what.to_string(),
-            expected: expected.to_string(),
-            found: found.to_string(),
-        });
-    }
-    Ok(out)
+    verify_decoded(decode(codec, source, patch, expected_len), expected, what)
 }
 
 /// A `Vec` writer that refuses to grow past `max` bytes, so a corrupt or hostile delta
@@ -251,3 +231,30 @@ impl Write for Limited {
 
 #[cfg(test)]
 mod tests;
+
+/// Names a decoded target's size mismatch after `what` and checks its digest.
+pub(crate) fn verify_decoded(
+    decoded: Result<Vec<u8>>,
+    expected: &Digest,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let out = decoded.map_err(|e| match e {
+        Error::SizeMismatch {
+            expected, found, ..
+        } => Error::SizeMismatch {
+            what: what.to_string(),
+            expected,
+            found,
+        },
+        other => other,
+    })?;
+    let found = Digest::of(&out);
+    if &found != expected {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(out)
+}

@@ -301,25 +301,7 @@ pub fn decode_verified(
     expected: &Digest,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let out = decode(source, patch, expected_len).map_err(|e| match e {
-        Error::SizeMismatch {
-            expected, found, ..
-        } => Error::SizeMismatch {
-            what: what.to_string(),
-            expected,
-            found,
-        },
-        other => other,
-    })?;
-    let found = Digest::of(&out);
-    if &found != expected {
-        return Err(Error::DigestMismatch {
-            what: what.to_string(),
-            expected: expected.to_string(),
-            found: found.to_string(),
-        });
-    }
-    Ok(out)
+    super::verify_decoded(decode(source, patch, expected_len), expected, what)
 }
 
 /// Refuses, with a clear message, a patch whose VCDIFF header asks for a secondary
