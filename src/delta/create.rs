@@ -391,7 +391,10 @@ fn similarity(
     }
     // Both sides are read: every old layer and each changed new layer.
     let total = old.image().layers.iter().map(|l| l.size).sum::<u64>()
-        + changed.iter().map(|&n| new.image().layers[n].size).sum::<u64>();
+        + changed
+            .iter()
+            .map(|&n| new.image().layers[n].size)
+            .sum::<u64>();
     let mut tracker = Tracker::start(progress, Phase::Analyze, total)?;
     let summarize =
         |src: &dyn ImageSource, i: usize, tracker: &mut Tracker<'_>| -> Result<TarSummary> {
