@@ -17,7 +17,7 @@ cd "$REPO"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-SUITES=(cargo demo)
+SUITES=(fmt cargo demo)
 
 ENGINES_STARTED=()
 cleanup() {
@@ -56,6 +56,11 @@ setup() {
 suite_cargo() {
     log "+ cargo test --all-targets"
     cargo test --all-targets
+}
+
+suite_fmt() {
+    log "+ cargo fmt --check"
+    cargo fmt --check
 }
 
 suite_demo() {
