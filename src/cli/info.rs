@@ -60,6 +60,7 @@ pub fn info(args: &Args) -> Result<ExitCode> {
             "compression": h.compression,
             "base": h.base,
             "target": h.target.identity,
+            "source_manifest_digest": h.target.source_manifest.as_ref().map(|m| docker_delta::Digest::of(m.as_bytes())),
             "target_layers_size": target_size,
             "target_stored_size": source_size,
             "methods": methods,

@@ -272,6 +272,10 @@ pub fn create(
         target: NewImage {
             identity: identity(new_image),
             config_blob,
+            source_manifest: new_image
+                .manifest
+                .as_ref()
+                .and_then(|m| String::from_utf8(m.clone()).ok()),
             layers: entries,
         },
         blobs: Vec::new(),

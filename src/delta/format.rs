@@ -204,6 +204,11 @@ pub struct NewImage {
     pub identity: ImageIdentity,
     /// The blob holding the config, byte for byte.
     pub config_blob: usize,
+    /// The manifest the new image had in its source (OCI or Docker schema2), byte for byte,
+    /// for provenance: rebuilt layers are stored uncompressed, so the rebuilt image gets a
+    /// manifest of its own. Absent for docker-archive and daemon sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_manifest: Option<String>,
     /// The layers, base first.
     pub layers: Vec<LayerEntry>,
 }
