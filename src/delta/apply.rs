@@ -123,13 +123,7 @@ pub fn check_base(
         )));
     };
     let image = base.image();
-    let offered = ImageIdentity {
-        image_id: image.config_digest.clone(),
-        diff_ids: image.diff_ids(),
-        repo_tags: image.repo_tags.clone(),
-        reference: image.reference.to_string(),
-        platform: image.platform.clone(),
-    };
+    let offered = crate::delta::create::identity(image);
     for &o in &needed {
         let want = &recorded.diff_ids[o];
         match image.layers.iter().position(|l| &l.diff_id == want) {
