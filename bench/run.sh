@@ -15,6 +15,9 @@
 #   BENCH_PAIRS   pairs to run (default: "debian wheels")
 #   BENCH_NO_DOCS 1 = print the tables, do not touch docs/BENCHMARKS.md
 #   BENCH_NO_BUILD 1 = do not run cargo build --release
+#
+# Only the part of docs/BENCHMARKS.md between the GENERATED markers is
+# rewritten; the Observations there are hand-written: update them after a rerun.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -449,3 +449,18 @@ fn info_and_list_cli() {
         Some(true)
     );
 }
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let p = pair();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["inspect", "--json", p.new.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
