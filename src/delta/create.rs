@@ -172,15 +172,11 @@ pub fn create(
         let layer = &new_image.layers[p.index];
         let size = sizes[p.index];
         let before = writer.payload_uncompressed_size();
-        let source = match p.action {
-            Action::Reference(o) => LayerSource::Reference { old_layer: o },
-            Action::Full => {
-                let mut r = new.open_layer(p.index)?;
-                let blob = writer.add_blob(tracker.reader(&mut r))?;
-                LayerSource::Full { blob }
-            }
+        // The old layer a delta is encoded against, when it fits in memory; a layer whose
+        // source does not is shipped whole, like any other full layer.
+        let delta_source = match p.action {
             Action::Delta(o) => {
-                let source_bytes = match (old, cached_old.take()) {
+                let bytes = match (old, cached_old.take()) {
                     (_, Some((i, bytes))) if i == o => Some(bytes),
                     (Some(old), _) if size <= options.max_layer_memory => {
                         match old.read_layer(o, options.max_layer_memory) {
@@ -191,20 +187,17 @@ pub fn create(
                     }
                     _ => None,
                 };
-                let Some(source_bytes) = source_bytes else {
+                if bytes.is_none() {
                     tracing::warn!(layer = p.index, old_layer = o, limit = options.max_layer_memory, "layer too large to diff in memory; shipping it whole (raise DOCKER_DELTA_MAX_MEMORY to diff it)");
-                    let mut r = new.open_layer(p.index)?;
-                    let blob = writer.add_blob(tracker.reader(&mut r))?;
-                    outcomes.push(outcome(
-                        p,
-                        "full",
-                        None,
-                        size,
-                        writer.payload_uncompressed_size() - before,
-                    ));
-                    entries.push(entry(layer, size, LayerSource::Full { blob }));
-                    continue;
-                };
+                }
+                bytes
+            }
+            _ => None,
+        };
+        let source = match (&p.action, delta_source) {
+            (Action::Reference(o), _) => LayerSource::Reference { old_layer: *o },
+            (Action::Delta(o), Some(source_bytes)) => {
+                let o = *o;
                 let target = new.read_layer(p.index, options.max_layer_memory)?;
                 let codecs = match options.method {
                     Method::Xdelta3 => vec![Codec::Xdelta3],
@@ -250,6 +243,11 @@ pub fn create(
                 };
                 cached_old = Some((o, source_bytes));
                 source
+            }
+            (Action::Full, _) | (Action::Delta(_), None) => {
+                let mut r = new.open_layer(p.index)?;
+                let blob = writer.add_blob(tracker.reader(&mut r))?;
+                LayerSource::Full { blob }
             }
         };
         let payload = writer.payload_uncompressed_size() - before;
