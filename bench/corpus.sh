@@ -189,6 +189,18 @@ mkimages() {
     oid=$(python3 "$HERE/mkimage.py" "$w/old-image.tar" "bench/$name:old" "$OUT/base.tar" "${old[@]}")
     nid=$(python3 "$HERE/mkimage.py" "$w/new-image.tar" "bench/$name:new" "$OUT/base.tar" "${new[@]}")
     printf 'old\t%s\nnew\t%s\n' "$oid" "$nid" >"$w/ids.txt"
+    # layers.txt: the non-base layers of each image, in order, relative to
+    # the corpus dir; bench/run.sh diffs their concatenations with the CLIs.
+    {
+        for a in "${old[@]}"; do printf 'old\t%s\n' "$(rel "$a")"; done
+        for a in "${new[@]}"; do printf 'new\t%s\n' "$(rel "$a")"; done
+    } >"$w/layers.txt"
+}
+
+rel() { # PATH under $OUT (possibly in a PAIR.tmp dir) -> PAIR/FILE
+    local r=${1#"$OUT"/}
+    local d=${r%%/*}
+    printf '%s/%s\n' "${d%.tmp}" "${r#*/}"
 }
 
 # info W TITLE: info.txt from versions.tsv and the tars present
