@@ -4,5 +4,6 @@
 pub mod apply;
 pub mod codec;
 pub mod create;
+pub mod files;
 pub mod format;
 pub mod plan;
