@@ -726,8 +726,9 @@ const char *dd_image_reference(const dd_image *image);
 const char *dd_image_transport(const dd_image *image);
 
 /**
- * The manifest format the image was described by (as `manifest_format` in
- * `dd_image_json`).
+ * The manifest format the image was described by, as `manifest_format` in
+ * `dd_image_json`: `docker-archive-manifest`, `oci-manifest`, `docker-schema2`
+ * (`oci-index`/`docker-manifest-list` walked to reach it are in `index_formats`).
  *
  * # Safety
  *

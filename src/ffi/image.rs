@@ -41,7 +41,7 @@ impl dd_image {
         dd_image {
             reference: cstring(img.reference.to_string()),
             transport: cstring(img.transport.to_string()),
-            manifest_format: cstring(img.manifest_kind.to_string()),
+            manifest_format: cstring(serde_name(&img.manifest_kind)),
             image_id: cstring(img.config_digest.to_string()),
             platform: cstring(img.platform.to_string()),
             tags: img.repo_tags.iter().map(|t| cstring(t.as_str())).collect(),
@@ -58,6 +58,14 @@ impl dd_image {
             checks: Mutex::new(None),
             source,
         }
+    }
+}
+
+/// The name serde gives a unit enum variant (`oci-manifest`), as in the JSON.
+fn serde_name(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
     }
 }
 
@@ -145,8 +153,9 @@ pub unsafe extern "C" fn dd_image_transport(image: *const dd_image) -> *const c_
     unsafe { image_str(image, |i| &i.transport) }
 }
 
-/// The manifest format the image was described by (as `manifest_format` in
-/// `dd_image_json`).
+/// The manifest format the image was described by, as `manifest_format` in
+/// `dd_image_json`: `docker-archive-manifest`, `oci-manifest`, `docker-schema2`
+/// (`oci-index`/`docker-manifest-list` walked to reach it are in `index_formats`).
 ///
 /// # Safety
 ///

@@ -367,6 +367,14 @@ fn image_accessors_match_the_inspect_json() {
             report["image_id"].as_str(),
             text(dd_image_config_digest(img)).as_deref()
         );
+        assert_eq!(
+            report["manifest_format"].as_str(),
+            text(dd_image_manifest_format(img)).as_deref()
+        );
+        assert_eq!(
+            report["transport"].as_str(),
+            text(dd_image_transport(img)).as_deref()
+        );
         let layers = report["layers"].as_array().unwrap();
         assert_eq!(layers.len(), dd_image_layer_count(img));
         for (i, l) in layers.iter().enumerate() {
