@@ -141,7 +141,8 @@ typedef enum {
  */
 typedef enum {
     /**
-     * Encode with xdelta3 and zstd and keep the smaller (the default).
+     * The file-aware codec for layers that are tars, else the smaller of xdelta3 and zstd
+     * (the default).
      */
     DD_METHOD_AUTO = 0,
     /**
@@ -156,6 +157,10 @@ typedef enum {
      * Ship changed layers whole, no delta.
      */
     DD_METHOD_LAYER = 3,
+    /**
+     * File-aware: each file patched against the best file of any old layer.
+     */
+    DD_METHOD_FILES = 4,
 } dd_method;
 
 /**

@@ -33,6 +33,10 @@ import (
 // Version is the library's version, e.g. "0.1.0".
 func Version() string { return C.GoString(C.dd_version()) }
 
+// FormatVersionSupported is the newest package format version the library reads (older
+// ones are read too).
+func FormatVersionSupported() uint32 { return uint32(C.dd_package_format_version_supported()) }
+
 // HeaderVersion is the version of the header this package was compiled against.
 const HeaderVersion = C.DOCKER_DELTA_VERSION
 
@@ -172,7 +176,7 @@ func (i *Image) JSON() ([]byte, error) {
 type PackageLayer struct {
 	Index     int
 	DiffID    string
-	Method    string // reference, xdelta3, zstd, full
+	Method    string // reference, files, xdelta3, zstd, full
 	Size      uint64 // uncompressed
 	DeltaSize uint64 // payload bytes (0 for references)
 }
@@ -276,10 +280,11 @@ type Method uint32
 
 // The methods.
 const (
-	MethodAuto    Method = C.DD_METHOD_AUTO // xdelta3 and zstd, keep the smaller
+	MethodAuto    Method = C.DD_METHOD_AUTO // files codec for tar layers, else best whole-layer delta
 	MethodXdelta3 Method = C.DD_METHOD_XDELTA3
 	MethodZstd    Method = C.DD_METHOD_ZSTD
 	MethodLayer   Method = C.DD_METHOD_LAYER // ship changed layers whole
+	MethodFiles   Method = C.DD_METHOD_FILES // file-aware patches against any old layer
 )
 
 // Compression is the package payload's compression.

@@ -154,7 +154,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.TargetImageID() != want || p.FormatVersion() != 1 {
+	if p.TargetImageID() != want || p.FormatVersion() != FormatVersionSupported() {
 		t.Fatalf("package %s %d", p.TargetImageID(), p.FormatVersion())
 	}
 	if base, ok := p.BaseImageID(); !ok || base != imageID(t, oldRef) {

@@ -101,6 +101,10 @@ pub fn list(args: &Args) -> Result<ExitCode> {
             LayerSource::Reference { old_layer } => format!("old layer {old_layer}"),
             LayerSource::Xdelta3 { old_layer, .. } => format!("xdelta3 + old layer {old_layer}"),
             LayerSource::Zstd { old_layer, .. } => format!("zstd + old layer {old_layer}"),
+            LayerSource::Files { old_layers, .. } => match old_layers.len() {
+                1 => "files + old layer 0".to_string(),
+                n => format!("files + {n} old layers"),
+            },
             LayerSource::Full { .. } => "full layer".to_string(),
         };
         let delta = info::delta_size(&p, i);

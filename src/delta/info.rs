@@ -47,6 +47,7 @@ pub fn layers_json(p: &Package) -> Value {
                 "diff_id": l.diff_id,
                 "method": l.source.method(),
                 "old_layer": l.source.old_layer(),
+                "old_layers": l.source.old_layers(),
                 "old_diff_id": l.source.old_layer().and_then(|o| h.base.as_ref().and_then(|b| b.diff_ids.get(o).cloned())),
                 "delta_size": delta_size(p, i),
                 "target_size": l.size,

@@ -25,7 +25,8 @@ pub const DD_LEVEL_DEFAULT: i32 = -1;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum dd_method {
-    /// Encode with xdelta3 and zstd and keep the smaller (the default).
+    /// The file-aware codec for layers that are tars, else the smaller of xdelta3 and zstd
+    /// (the default).
     Auto = 0,
     /// VCDIFF (xdelta3) against the most similar old layer.
     Xdelta3 = 1,
@@ -33,6 +34,8 @@ pub enum dd_method {
     Zstd = 2,
     /// Ship changed layers whole, no delta.
     Layer = 3,
+    /// File-aware: each file patched against the best file of any old layer.
+    Files = 4,
 }
 
 /// Compression of the package payload (`--compression`).
@@ -462,6 +465,7 @@ pub unsafe extern "C" fn dd_create_options_set_method(
         o.method = match method {
             m if m == dd_method::Auto as u32 => Method::Auto,
             m if m == dd_method::Xdelta3 as u32 => Method::Xdelta3,
+            m if m == dd_method::Files as u32 => Method::Files,
             m if m == dd_method::Zstd as u32 => Method::Zstd,
             m if m == dd_method::Layer as u32 => Method::Layer,
             m => {

@@ -320,7 +320,10 @@ fn package_accessors_and_json() {
             dd_package_open(p.as_ptr(), &mut h, null_mut()),
             dd_status::Ok
         );
-        assert_eq!(dd_package_format_version(h), 1);
+        assert_eq!(
+            dd_package_format_version(h),
+            crate::delta::format::FORMAT_VERSION
+        );
         assert_eq!(
             text(dd_package_target_image_id(h)).unwrap(),
             image_id(&sample("app-2.tar"))
@@ -338,7 +341,7 @@ fn package_accessors_and_json() {
         assert_eq!(dd_package_info_json(h, &mut j, null_mut()), dd_status::Ok);
         let info: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
         assert_eq!(info["payload_verified"], true);
-        assert_eq!(info["format_version"], 1);
+        assert_eq!(info["format_version"], crate::delta::format::FORMAT_VERSION);
         assert_eq!(dd_package_layers_json(h, &mut j, null_mut()), dd_status::Ok);
         let layers: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
         assert_eq!(layers.as_array().unwrap().len(), n);
@@ -483,7 +486,10 @@ fn version_and_status_names() {
         );
         assert_eq!(text(dd_status_name(1000)).unwrap(), "unknown");
     }
-    assert_eq!(dd_package_format_version_supported(), 1);
+    assert_eq!(
+        dd_package_format_version_supported(),
+        crate::delta::format::FORMAT_VERSION
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ from ._api import (
     ProgressCallback,
     apply,
     create,
+    format_version_supported,
     version,
 )
 from .errors import (
@@ -74,5 +75,6 @@ __all__ = [
     "WrongBaseImage",
     "apply",
     "create",
+    "format_version_supported",
     "version",
 ]

@@ -43,7 +43,7 @@ ProgressCallback = Callable[[Phase, int, int], Optional[bool]]
 LogCallback = Callable[[LogLevel, str], None]
 """``log(level, message)``."""
 
-_METHODS = {"auto": 0, "xdelta3": 1, "zstd": 2, "layer": 3}
+_METHODS = {"auto": 0, "xdelta3": 1, "zstd": 2, "layer": 3, "files": 4}
 _COMPRESSIONS = {"zstd": 0, "gzip": 1, "xz": 2, "none": 3}
 _LEVEL_DEFAULT = -1
 
@@ -51,6 +51,11 @@ _LEVEL_DEFAULT = -1
 def version() -> str:
     """The library's version, e.g. ``"0.1.0"``."""
     return n.text(n.lib.dd_version()) or ""
+
+
+def format_version_supported() -> int:
+    """The newest package format version this library reads (older ones are read too)."""
+    return int(n.lib.dd_package_format_version_supported())
 
 
 def _check(code: int, err: ctypes.c_void_p) -> None:
@@ -345,7 +350,7 @@ def create(
     """Creates a package at ``output`` that rebuilds ``new`` from ``old`` (or a full
     package when ``old`` is None). Returns the report (``docker-delta create --json``).
 
-    ``method``: ``auto`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``zstd`` |
+    ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``zstd`` |
     ``gzip`` | ``xz`` | ``none`` with ``level`` in its range (None: the default).
     """
     cbs = _Callbacks(progress, log)

@@ -75,7 +75,7 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
     with dd.Package(pkg) as p:
         info = p.info()
         assert info["compression"] == {"algorithm": "xz", "level": 6}
-        assert p.format_version == info["format_version"] == 1
+        assert p.format_version == info["format_version"] == dd.format_version_supported()
         assert p.size == pkg.stat().st_size
         with dd.Image(new_ref) as new, dd.Image(old_ref) as old:
             assert p.target_image_id == new.image_id

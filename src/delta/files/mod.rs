@@ -18,13 +18,15 @@
 //! # Stream
 //!
 //! The blob is `MAGIC`, then chunks, then a zero byte. A chunk rebuilds up to about
-//! [`CHUNK`] bytes of the layer and carries four sections, so that like bytes sit together
+//! [`CHUNK`] bytes of the layer and carries five sections, so that like bytes sit together
 //! in the package's compressed payload (the package compressor sees every layer's headers,
 //! differences and new bytes in one strong stream):
 //!
 //! ```text
-//! chunk   = 0x01 varint(output_len) varint(ops_len) varint(meta_len) varint(diff_len)
-//!           varint(extra_len) ops meta diff extra
+//! chunk   = 0x01 varint(output_len) varint(ops_len) varint(meta_len) varint(runs_len)
+//!           varint(lits_len) varint(extra_len) ops meta runs lits extra
+//! runs    = (varint(zeros) varint(n))*   the difference bytes: `zeros` zero bytes, then
+//!                                         the next `n` bytes of lits
 //! ops     = op*
 //! op      = 0x00 varint(len)                          META: len bytes from meta
 //!         | 0x01 varint(len)                          LIT: len bytes from extra
@@ -54,6 +56,9 @@ pub use access::LayerData;
 use bsdiff::{Control, Streams};
 use tarscan::TarIndex;
 
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// The first bytes of a `files` blob.
@@ -96,6 +101,10 @@ pub struct EncodeStats {
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).
     pub encoded_size: u64,
+    /// The old layers the stream draws on, as indexes into the `old` slice given to
+    /// [`encode`]; source number `i` in the stream is `sources[i]`, so the decoder is
+    /// given exactly these layers, in this order.
+    pub sources: Vec<usize>,
 }
 
 /// How a new file is sourced.
@@ -336,15 +345,23 @@ fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> 
 }
 
 /// Encodes `new` against `old` into `out`; `progress` is told of each chunk's output bytes.
+///
+/// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
+/// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
+/// exactly is never shipped.
 pub fn encode(
     old: &[OldLayer],
     new: &OldLayer,
+    expected: &Digest,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<EncodeStats> {
     let cat = Catalog::new(old);
     let mut stats = EncodeStats::default();
-    let regions = plan(&cat, new, &mut stats)?;
+    let mut regions = plan(&cat, new, &mut stats)?;
+    // Number the old layers actually used 0.. so the package names only those: a base
+    // image then needs just the layers the delta reads.
+    stats.sources = renumber_sources(&mut regions);
     // Group regions into chunks of about CHUNK output bytes.
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
@@ -365,24 +382,73 @@ pub fn encode(
     // Chunks are encoded in parallel, a few at a time so that memory stays bounded, and
     // written in order.
     let batch = rayon::current_num_threads().max(1);
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
+    let mut hasher = Sha256::new();
+    let mut rebuilt = 0u64;
     for group in chunks.chunks(batch) {
-        let encoded: Vec<Result<(Vec<u8>, u64)>> = group
+        let encoded: Vec<Result<(Vec<u8>, Vec<u8>)>> = group
             .par_iter()
-            .map(|regions| encode_chunk(regions, old, &new.data))
+            .map(|regions| {
+                let bytes = encode_chunk(regions, &refs, &new.data)?;
+                let decoded = decode_chunk(&bytes, &refs)?;
+                Ok((bytes, decoded))
+            })
             .collect();
         for e in encoded {
-            let (bytes, output) = e?;
+            let (bytes, decoded) = e?;
+            hasher.update(&decoded);
+            rebuilt += decoded.len() as u64;
             out.write_all(&bytes).map_err(io_err)?;
             written += bytes.len() as u64;
-            progress(output)?;
+            progress(decoded.len() as u64)?;
         }
     }
     out.write_all(&[0]).map_err(io_err)?;
     stats.encoded_size = written + 1;
+    let found = Digest::from_sha256(hasher.finalize().into());
+    if &found != expected || rebuilt != new.data.len() {
+        return Err(Error::DigestMismatch {
+            what: format!("{} (files codec round-trip check)", new.data.description()),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
     Ok(stats)
 }
 
-fn encode_chunk(regions: &[Region], old: &[OldLayer], new: &LayerData) -> Result<(Vec<u8>, u64)> {
+/// Renumbers the old layers the regions read from as 0.. in order of first index, and
+/// returns the original index of each.
+fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
+    let mut used: Vec<usize> = regions
+        .iter()
+        .filter_map(|r| match *r {
+            Region::Meta { src, .. } => src.map(|(l, _, _)| l),
+            Region::Copy { src, .. } | Region::Diff { src, .. } => Some(src),
+            Region::Lit { .. } => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let number = |l: usize| used.binary_search(&l).unwrap_or_default();
+    for r in regions.iter_mut() {
+        match r {
+            Region::Meta { src: Some(s), .. } => s.0 = number(s.0),
+            Region::Copy { src, .. } | Region::Diff { src, .. } => *src = number(*src),
+            Region::Meta { src: None, .. } | Region::Lit { .. } => {}
+        }
+    }
+    used
+}
+
+/// Decodes one encoded chunk (as [`encode_chunk`] made it).
+fn decode_chunk(bytes: &[u8], old: &[&LayerData]) -> Result<Vec<u8>> {
+    let mut d = Decoder::new(bytes, old.to_vec());
+    d.started = true;
+    d.next_chunk()?;
+    Ok(d.buf)
+}
+
+fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Result<Vec<u8>> {
     let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut output = 0u64;
     for r in regions {
@@ -392,7 +458,7 @@ fn encode_chunk(regions: &[Region], old: &[OldLayer], new: &LayerData) -> Result
                 let bytes = new.read(off, len)?;
                 match src {
                     Some((l, soff, slen)) if len <= MAX_META_PATCH && slen <= MAX_META_PATCH => {
-                        let source = old[l].data.read(soff, slen)?;
+                        let source = old[l].read(soff, slen)?;
                         let mut s = Streams::default();
                         bsdiff::diff(&source, &bytes, &mut s);
                         ops.push(OP_HDIFF);
@@ -421,7 +487,7 @@ fn encode_chunk(regions: &[Region], old: &[OldLayer], new: &LayerData) -> Result
                 src_len,
             } => {
                 let bytes = new.read(off, len)?;
-                let source = old[src].data.read(src_off, src_len)?;
+                let source = old[src].read(src_off, src_len)?;
                 let mut s = Streams::default();
                 bsdiff::diff(&source, &bytes, &mut s);
                 if s.extra.len() as u64 * 10 > len * 9 {
@@ -443,16 +509,18 @@ fn encode_chunk(regions: &[Region], old: &[OldLayer], new: &LayerData) -> Result
             }
         }
     }
-    let mut out = Vec::with_capacity(ops.len() + meta.len() + diff.len() + extra.len() + 32);
+    let (runs, lits) = squeeze_zeros(&diff);
+    let mut out =
+        Vec::with_capacity(ops.len() + meta.len() + runs.len() + lits.len() + extra.len() + 32);
     out.push(1);
     put(&mut out, output);
-    for s in [&ops, &meta, &diff, &extra] {
+    for s in [&ops, &meta, &runs, &lits, &extra] {
         put(&mut out, s.len() as u64);
     }
-    for s in [ops, meta, diff, extra] {
+    for s in [ops, meta, runs, lits, extra] {
         out.extend_from_slice(&s);
     }
-    Ok((out, output))
+    Ok(out)
 }
 
 fn put_patch(ops: &mut Vec<u8>, src: usize, off: u64, src_len: u64, len: u64, c: &[Control]) {
@@ -547,7 +615,7 @@ impl<'a, R: Read> Decoder<'a, R> {
                 "chunk output of {output} bytes exceeds the {MAX_CHUNK_OUTPUT}-byte limit"
             )));
         }
-        let mut lens = [0u64; 4];
+        let mut lens = [0u64; 5];
         for l in &mut lens {
             *l = self.varint()?;
             if *l > MAX_SECTION {
@@ -556,7 +624,7 @@ impl<'a, R: Read> Decoder<'a, R> {
                 )));
             }
         }
-        let mut sections: Vec<Vec<u8>> = Vec::with_capacity(4);
+        let mut sections: Vec<Vec<u8>> = Vec::with_capacity(5);
         for &l in &lens {
             let mut s = Vec::new();
             let n = (&mut self.input)
@@ -571,6 +639,13 @@ impl<'a, R: Read> Decoder<'a, R> {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         out.reserve(output as usize);
+        let diff = expand_zeros(&sections[2], &sections[3], output)?;
+        let sections = [
+            std::mem::take(&mut sections[0]),
+            std::mem::take(&mut sections[1]),
+            diff,
+            std::mem::take(&mut sections[4]),
+        ];
         run_ops(&sections, &self.old, output, &mut out)?;
         self.buf = out;
         self.pos = 0;
@@ -655,6 +730,64 @@ fn run_ops(sections: &[Vec<u8>], old: &[&LayerData], output: u64, out: &mut Vec<
         return Err(bad("chunk sections do not add up to its output"));
     }
     Ok(())
+}
+
+/// Zero runs shorter than this inside non-zero bytes stay in the literals.
+const MIN_ZERO_RUN: usize = 4;
+
+/// Splits difference bytes (mostly zeros) into `runs` (pairs of varints: zeros, then
+/// literal length) and `lits` (the non-zero stretches), so that the package compressor
+/// works on a few MiB instead of the whole patched size.
+fn squeeze_zeros(diff: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut runs, mut lits) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < diff.len() {
+        let zeros = diff[i..].iter().take_while(|&&b| b == 0).count();
+        let start = i + zeros;
+        let mut end = start;
+        while end < diff.len() {
+            if diff[end] != 0 {
+                end += 1;
+                continue;
+            }
+            let z = diff[end..]
+                .iter()
+                .take(MIN_ZERO_RUN)
+                .take_while(|&&b| b == 0)
+                .count();
+            if z >= MIN_ZERO_RUN || end + z == diff.len() {
+                break;
+            }
+            end += z;
+        }
+        put(&mut runs, zeros as u64);
+        put(&mut runs, (end - start) as u64);
+        lits.extend_from_slice(&diff[start..end]);
+        i = end;
+    }
+    (runs, lits)
+}
+
+/// Inverse of [`squeeze_zeros`], refusing to grow past `max` bytes.
+fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut runs, mut lits) = (runs, lits);
+    while !runs.is_empty() {
+        let (zeros, n) = (get(&mut runs)?, get(&mut runs)?);
+        if (out.len() as u64).saturating_add(zeros).saturating_add(n) > max {
+            return Err(bad("difference bytes exceed the chunk's output"));
+        }
+        if n > lits.len() as u64 {
+            return Err(bad("difference literals end early"));
+        }
+        out.resize(out.len() + zeros as usize, 0);
+        out.extend_from_slice(&lits[..n as usize]);
+        lits = &lits[n as usize..];
+    }
+    if !lits.is_empty() {
+        return Err(bad("unused difference literals"));
+    }
+    Ok(out)
 }
 
 fn bad(reason: impl Into<String>) -> Error {

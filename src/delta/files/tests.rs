@@ -67,9 +67,17 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         })
         .collect();
     let mut stream = Vec::new();
-    let stats = encode(&old_layers, &new_layer, &mut stream, &mut |_| Ok(())).unwrap();
+    let stats = encode(
+        &old_layers,
+        &new_layer,
+        &Digest::of(new),
+        &mut stream,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
     assert_eq!(stats.encoded_size, stream.len() as u64);
-    let refs: Vec<&LayerData> = old_layers.iter().map(|l| &l.data).collect();
+    // The decoder gets only the layers the stream says it uses, in its order.
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old_layers[i].data).collect();
     let mut out = Vec::new();
     Decoder::new(&stream[..], refs)
         .read_to_end(&mut out)
@@ -145,7 +153,20 @@ fn sources_come_from_every_old_layer() {
     ]);
     let stats = roundtrip(&[old1, old2], &new);
     assert_eq!(stats.files_copied, 2);
+    assert_eq!(stats.sources, [0, 1]);
     assert!(stats.encoded_size < 400, "{}", stats.encoded_size);
+}
+
+#[test]
+fn only_the_old_layers_used_are_named() {
+    let a = binary(12, 40_000);
+    let unrelated = build_tar(&[Member::File("x".into(), binary(13, 30_000))]);
+    let with_a = build_tar(&[Member::File("a".into(), a.clone())]);
+    let new = build_tar(&[Member::File("a".into(), a)]);
+    // Layer 1 alone is used; it becomes source 0 of the stream.
+    let stats = roundtrip(&[unrelated.clone(), with_a, unrelated], &new);
+    assert_eq!(stats.sources, [1]);
+    assert_eq!(stats.files_copied, 1);
 }
 
 #[test]
@@ -187,6 +208,7 @@ fn damaged_streams_fail_cleanly() {
     encode(
         std::slice::from_ref(&old_layer),
         &new_layer,
+        &Digest::of(&new),
         &mut stream,
         &mut |_| Ok(()),
     )
@@ -295,5 +317,16 @@ proptest! {
         let new = build_tar(&mutate(&base, &ops));
         roundtrip(&[old.clone(), build_tar(&other)], &new);
         roundtrip(&[], &new);
+    }
+}
+
+proptest! {
+    #[test]
+    fn zero_squeezing_round_trips(d in proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000)) {
+        let (runs, lits) = squeeze_zeros(&d);
+        prop_assert_eq!(expand_zeros(&runs, &lits, d.len() as u64).unwrap(), d.clone());
+        if !d.is_empty() {
+            prop_assert!(expand_zeros(&runs, &lits, d.len() as u64 - 1).is_err());
+        }
     }
 }
