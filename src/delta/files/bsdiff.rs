@@ -11,6 +11,9 @@ use suffix_array::SuffixArray;
 
 use crate::error::{Error, Result};
 
+/// The longest match looked up at once (see [`diff`]).
+const MAX_MATCH: usize = 1 << 20;
+
 /// One step of a patch: `add` bytes of source plus difference bytes, then `copy` new bytes
 /// from the extra stream, then move the source position by `seek`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +52,17 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     }
     let mut sa = SuffixArray::new(old);
     sa.enable_buckets();
+    // Matches are looked up at most MAX_MATCH bytes at a time: each binary-search step
+    // compares up to the match length, and bsdiff searches at every byte where the current
+    // alignment is only partly right (recompiled code), so unbounded lookups made long
+    // matches cost quadratic time. A longer match is simply found again from where the
+    // first piece ends, at the same alignment.
+    let cap: usize = std::env::var("DD_CAP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_MATCH);
     let search = |pat: &[u8]| -> (usize, usize) {
-        let r = sa.search_lcp(pat);
+        let r = sa.search_lcp(&pat[..pat.len().min(cap)]);
         (r.start, r.end - r.start)
     };
     let (n, o) = (new.len(), old.len());
