@@ -53,16 +53,11 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     let mut sa = SuffixArray::new(old);
     sa.enable_buckets();
     // Matches are looked up at most MAX_MATCH bytes at a time: each binary-search step
-    // compares up to the match length, and bsdiff searches at every byte where the current
-    // alignment is only partly right (recompiled code), so unbounded lookups made long
-    // matches cost quadratic time. A longer match is simply found again from where the
-    // first piece ends, at the same alignment.
-    let cap: usize = std::env::var("DD_CAP")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MAX_MATCH);
+    // compares up to the match length, so a long identical stretch would otherwise cost
+    // its length at every step. A longer match is found again from where the first piece
+    // ends, at the same alignment.
     let search = |pat: &[u8]| -> (usize, usize) {
-        let r = sa.search_lcp(&pat[..pat.len().min(cap)]);
+        let r = sa.search_lcp(&pat[..pat.len().min(MAX_MATCH)]);
         (r.start, r.end - r.start)
     };
     let (n, o) = (new.len(), old.len());
