@@ -73,6 +73,50 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     }
     let mut sa = SuffixArray::new(old);
     sa.enable_buckets();
+    // bsdiff takes a new match once it beats the current alignment by 8 bytes. For two
+    // builds of the same source (kernel modules) that is right; between distant versions
+    // (bookworm -> trixie) it takes many short matches far apart, whose control triples
+    // cost more than the bytes they match. A patch dense in controls is therefore made
+    // again with a higher bar, and the one that compresses smaller is kept.
+    let first = scan(old, new, &sa, 8);
+    let chosen = if (first.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64 {
+        let second = scan(old, new, &sa, 20);
+        if estimate(&second) < estimate(&first) {
+            second
+        } else {
+            first
+        }
+    } else {
+        first
+    };
+    out.controls.extend_from_slice(&chosen.controls);
+    out.diff.extend_from_slice(&chosen.diff);
+    out.extra.extend_from_slice(&chosen.extra);
+}
+
+/// A patch with a control triple per this many new bytes or fewer is tried with a higher
+/// bar for new matches too (see [`diff`]).
+const DENSE_CONTROLS: u64 = 512;
+
+/// A stand-in for a patch's size in the package: zstd level 9 of each stream (level 1
+/// misjudges: it compresses new bytes far worse than the package's level 19 does).
+fn estimate(s: &Streams) -> usize {
+    let mut c = Vec::with_capacity(s.controls.len() * 12);
+    for k in &s.controls {
+        c.extend_from_slice(&(k.add as u32).to_le_bytes());
+        c.extend_from_slice(&(k.copy as u32).to_le_bytes());
+        c.extend_from_slice(&(k.seek as i32).to_le_bytes());
+    }
+    [&c[..], &s.diff, &s.extra]
+        .iter()
+        .map(|b| zstd::bulk::compress(b, 9).map_or(b.len(), |z| z.len()))
+        .sum()
+}
+
+/// One bsdiff pass over `new` with the suffix array of `old`: a match found elsewhere is
+/// taken when it beats the current alignment by more than `bar` bytes.
+fn scan(old: &[u8], new: &[u8], sa: &SuffixArray<'_>, bar: isize) -> Streams {
+    let mut out = Streams::default();
     // Matches are looked up at most MAX_MATCH bytes at a time: each binary-search step
     // compares up to the match length, so a long identical stretch would otherwise cost
     // its length at every step. A longer match is found again from where the first piece
@@ -117,7 +161,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
                 }
                 scsc += 1;
             }
-            if (len as isize == oldscore && len != 0) || len as isize > oldscore + 8 {
+            if (len as isize == oldscore && len != 0) || len as isize > oldscore + bar {
                 break;
             }
             if matches_at(scan, lastoffset) {
@@ -193,6 +237,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
             lastoffset = pos as isize - scan as isize;
         }
     }
+    out
 }
 
 /// Applies a patch to `old`, appending `new_len` bytes to `out`. `diff` and `extra` are
@@ -251,6 +296,36 @@ pub fn patch(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_dense_patch_keeps_the_cheaper_bar() {
+        // A distant version: pieces of the old file, reshuffled, with fresh bytes between
+        // them every few dozen bytes, so bsdiff finds many short matches.
+        let mut x = 7u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let old: Vec<u8> = (0..200_000).map(|_| (rnd() % 7) as u8 * 37).collect();
+        let mut new = Vec::new();
+        while new.len() < 200_000 {
+            let at = (rnd() as usize) % (old.len() - 64);
+            new.extend_from_slice(&old[at..at + 10 + (rnd() as usize) % 40]);
+            new.extend((0..(rnd() % 12)).map(|_| rnd() as u8));
+        }
+        let s = roundtrip(&old, &new);
+        let sa = {
+            let mut sa = SuffixArray::new(&old);
+            sa.enable_buckets();
+            sa
+        };
+        let plain = scan(&old, &new, &sa, 8);
+        assert!(plain.controls.len() as u64 * DENSE_CONTROLS > new.len() as u64);
+        let higher = scan(&old, &new, &sa, 20);
+        assert_eq!(estimate(&s), estimate(&plain).min(estimate(&higher)));
+    }
 
     fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
         let mut s = Streams::default();
