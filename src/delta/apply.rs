@@ -205,7 +205,10 @@ pub fn apply(
     }
 
     let mut writer = ImageWriter::create(dest, options.force)?;
-    let total = target.layers.iter().map(|l| l.size).sum();
+    let total = target
+        .layers
+        .iter()
+        .fold(0u64, |t, l| t.saturating_add(l.size));
     let mut tracker = Tracker::start(options.progress, Phase::Rebuild, total)?;
     let mut cached: Option<(usize, Vec<u8>)> = None;
     for (index, entry) in target.layers.iter().enumerate() {

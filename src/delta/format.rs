@@ -231,7 +231,8 @@ pub struct Header {
 impl Header {
     /// Total uncompressed size of the payload.
     pub fn payload_uncompressed_size(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        // Saturating: the sizes come from an untrusted header.
+        self.blobs.iter().fold(0u64, |t, b| t.saturating_add(b.size))
     }
 
     /// Checks the header's internal consistency (indexes in range, blobs used in stream

@@ -1,0 +1,86 @@
+//! Regression tests for bugs found while hardening against hostile input (by reading the
+//! code for the fuzz targets, or by the fuzzers; inputs the fuzzers found are kept in
+//! fuzz/regressions/TARGET/ and replayed here).
+
+mod common;
+
+use std::process::Command;
+
+use docker_delta::delta::apply::{apply, ApplyOptions};
+use docker_delta::delta::create::{create, CreateOptions};
+use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression};
+use docker_delta::delta::plan::Method;
+use docker_delta::{open, ImageReference, OpenOptions};
+
+fn src(path: &std::path::Path) -> Box<dyn docker_delta::ImageSource> {
+    open(
+        &ImageReference::DockerArchive {
+            path: path.to_path_buf(),
+            selector: None,
+        },
+        &OpenOptions::default(),
+    )
+    .unwrap()
+}
+
+/// A package whose layers (or blobs) claim sizes that add up past 2^64 made `apply` (the
+/// progress total) and `info` (the payload size) panic with an arithmetic overflow in
+/// debug builds, and wrap silently in release builds.
+#[test]
+fn sizes_that_add_up_past_u64_do_not_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = common::layer(&[("a", b"base")]);
+    let (old, _) = common::docker_archive(d, "old.tar", Some("r/a:1"), &[base.clone()]);
+    let l1 = common::layer(&[("b", b"one")]);
+    let l2 = common::layer(&[("c", b"two")]);
+    let (new, _) = common::docker_archive(d, "new.tar", Some("r/a:2"), &[base, l1, l2]);
+    let pkg = d.join("p.ddelta");
+    let options = CreateOptions {
+        method: Method::Layer,
+        compression: CompressionSpec {
+            algorithm: PayloadCompression::None,
+            level: 0,
+        },
+        ..CreateOptions::default()
+    };
+    create(Some(src(&old).as_ref()), src(&new).as_ref(), &pkg, &options).unwrap();
+    let good = std::fs::read(&pkg).unwrap();
+    let half = u64::MAX / 2 + 10;
+    let bad = common::edit_package(&good, |h| {
+        h["target"]["layers"][1]["size"] = half.into();
+        h["target"]["layers"][2]["size"] = half.into();
+    });
+    let bad_pkg = common::write_then(&d.join("bad.ddelta"), &bad);
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let dest = ImageReference::DockerArchive {
+        path: out.join("image.tar"),
+        selector: None,
+    };
+    let r = Package::open(&bad_pkg).and_then(|p| {
+        apply(
+            &p,
+            Some(src(&old).as_ref()),
+            &dest,
+            &ApplyOptions::default(),
+        )
+    });
+    assert!(r.is_err());
+    assert!(common::snapshot(&out).is_empty());
+
+    let blobs = common::edit_package(&good, |h| {
+        h["blobs"][1]["size"] = half.into();
+        h["blobs"][2]["size"] = half.into();
+    });
+    let blobs_pkg = common::write_then(&d.join("blobs.ddelta"), &blobs);
+    for cmd in ["info", "list"] {
+        let o = Command::new(common::bin())
+            .args([cmd, blobs_pkg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
+        assert_ne!(o.status.code(), Some(101), "{cmd}: {stderr}");
+    }
+}
