@@ -4,6 +4,10 @@
 
 mod common;
 
+/// The fuzz targets' bodies (fuzz/src/lib.rs), to replay kept inputs through them.
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_harness;
+
 use std::process::Command;
 
 use docker_delta::delta::apply::{apply, ApplyOptions};
@@ -88,4 +92,36 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
         assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
         assert_ne!(o.status.code(), Some(101), "{cmd}: {stderr}");
     }
+}
+
+/// Every input kept in fuzz/regressions/TARGET/ (inputs that once crashed a fuzz target)
+/// and the checked-in seeds in fuzz/seeds/TARGET/, through the same code the fuzz target
+/// runs: they must neither panic nor leave output behind.
+#[test]
+fn fuzz_inputs_replay() {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let targets: [(&str, fn(&[u8])); 6] = [
+        ("manifest", fuzz_harness::manifest),
+        ("reference", fuzz_harness::reference),
+        ("docker_archive", fuzz_harness::docker_archive),
+        ("oci_archive", fuzz_harness::oci_archive),
+        ("package", fuzz_harness::package),
+        ("apply", fuzz_harness::apply),
+    ];
+    let mut n = 0;
+    for (name, run) in targets {
+        for dir in ["regressions", "seeds"] {
+            let Ok(rd) = std::fs::read_dir(fuzz.join(dir).join(name)) else {
+                continue;
+            };
+            for e in rd {
+                let path = e.unwrap().path();
+                eprintln!("{name}: {}", path.display());
+                run(&std::fs::read(&path).unwrap());
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 0, "no fuzz inputs found under {}", fuzz.display());
+    std::fs::remove_dir_all(fuzz_harness::scratch()).unwrap();
 }
