@@ -980,7 +980,14 @@ fn hostile_oci_bases() {
     }
     let index =
         |entry: serde_json::Value| serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
-    let cases: Vec<(&str, serde_json::Value, Vec<Vec<u8>>, &'static str, &str)> = vec![
+    type OciCase<'a> = (
+        &'a str,
+        serde_json::Value,
+        Vec<Vec<u8>>,
+        &'static str,
+        &'a str,
+    );
+    let cases: Vec<OciCase> = vec![
         ("index nesting too deep", index(serde_json::json!({ "mediaType": "application/vnd.oci.image.index.v1+json", "digest": prev, "size": prev_len })), chain, "limit_exceeded", "max index nesting depth limit of 8 exceeded (9); raise it with DOCKER_DELTA_MAX_INDEX_DEPTH"),
         ("sha512 digest", index(serde_json::json!({ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha512:{}", "a".repeat(128)), "size": 3 })), vec![], "invalid_digest", "unsupported algorithm \"sha512\""),
         ("short digest", index(serde_json::json!({ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:abcd", "size": 3 })), vec![], "invalid_field", "manifests[0].digest: Invalid digest length 4"),
@@ -1056,7 +1063,7 @@ fn hostile_layer_entries_are_carried_not_extracted() {
     );
     let hostile = b.into_inner().unwrap();
     let base = common::layer(&[("etc/os-release", b"ID=t\n")]);
-    let (old, _) = common::docker_archive(d, "old.tar", Some("t/h:1"), &[base.clone()]);
+    let (old, _) = common::docker_archive(d, "old.tar", Some("t/h:1"), std::slice::from_ref(&base));
     let (new, new_id) =
         common::docker_archive(d, "new.tar", Some("t/h:2"), &[base, hostile.clone()]);
     let pkg = d.join("h.ddelta");
@@ -1201,7 +1208,7 @@ fn full_disk() {
     let base = common::layer(&[("etc/os-release", b"ID=t\n")]);
     // 2 MiB that does not compress: the package fits on disk, the image does not.
     let big = common::layer(&[("data/blob", &content(11, 2 << 20))]);
-    let (old, _) = common::docker_archive(d, "old.tar", Some("t/f:1"), &[base.clone()]);
+    let (old, _) = common::docker_archive(d, "old.tar", Some("t/f:1"), std::slice::from_ref(&base));
     let (new, _) = common::docker_archive(d, "new.tar", Some("t/f:2"), &[base, big]);
     let pkg = d.join("f.ddelta");
     create(

@@ -35,7 +35,7 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let base = common::layer(&[("a", b"base")]);
-    let (old, _) = common::docker_archive(d, "old.tar", Some("r/a:1"), &[base.clone()]);
+    let (old, _) = common::docker_archive(d, "old.tar", Some("r/a:1"), std::slice::from_ref(&base));
     let l1 = common::layer(&[("b", b"one")]);
     let l2 = common::layer(&[("c", b"two")]);
     let (new, _) = common::docker_archive(d, "new.tar", Some("r/a:2"), &[base, l1, l2]);
@@ -100,7 +100,8 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
 #[test]
 fn fuzz_inputs_replay() {
     let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 6] = [
         ("manifest", fuzz_harness::manifest),
         ("reference", fuzz_harness::reference),
         ("docker_archive", fuzz_harness::docker_archive),
