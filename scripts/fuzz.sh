@@ -77,7 +77,7 @@ for a in samples/*.tar "$GEN"/*.tar "$FIXTURES"/d20/*.tar "$FIXTURES"/d26/*.tar 
     tar -xf "$a" -C "$d" --wildcards 'manifest.json' 'index.json' '*.json' 2>/dev/null || true
     # small blobs are manifests, indexes and configs
     { tar -tf "$a" | grep '^blobs/sha256/' || true; } | while read -r m; do
-        size=$(tar -tvf "$a" "$m" | awk '{print $3}')
+        size=$(tar -tvf "$a" "$m" | awk 'NR==1 {print $3}')
         [ "${size:-0}" -lt 65536 ] && tar -xf "$a" -C "$d" "$m" 2>/dev/null || true
     done
 done
