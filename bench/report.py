@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh.
 
-  report.py corpus PAIR OLD_LAYER NEW_LAYER BASE NEW_GZ BASE_GZ VERSIONS_TSV
-      print one TSV line describing the pair (sizes, files changed)
-  report.py tables --results R --corpus C --elapsed S [--docs docs/BENCHMARKS.md]
+  report.py corpus PAIR --old LAYER... --new LAYER... --versions VERSIONS_TSV
+      print one TSV line describing the pair (sizes, files changed, versions)
+  report.py tables --results R --corpus C [--base BASE.tar]
+                   [--docs docs/BENCHMARKS.md --svg docs/benchmarks.svg]
       print the markdown tables; with --docs, replace the generated part of
-      that file (between the BEGIN/END GENERATED markers), or write the file
-      from the skeleton below if it does not exist yet
+      that file (between the BEGIN/END GENERATED markers); with --svg, write
+      the chart there
+
+Result rows (TSV, one per pair and tool, written by run.sh):
+  pair label size enc_s enc_kb dec_s dec_kb verified note measured_utc key
 """
 import argparse
-import datetime
 import hashlib
+import html
+import math
 import os
 import platform
 import subprocess
@@ -22,45 +27,127 @@ END = "<!-- END GENERATED -->"
 
 MB = 1e6
 
+# Issue 6's table, measured by the issue's author (not here): the two rows
+# that our debian and kernel pairs rebuild. (size bytes, seconds, peak RSS MB)
+ISSUE = {
+    "debian": {
+        "what": "92.5 MB of upgraded libc/openssl/python/git/curl packages",
+        "new": 92.5e6,
+        "gzip": (37.4e6, None, None),
+        "xdelta3": (4.97e6, 9.5, None),
+        "zstd": (4.44e6, 68, None),
+        "tar-diff": (3.56e6, 25, 166),
+    },
+    "kernel": {
+        "what": "416 MB Linux kernel package, 6.1.176 -> 6.1.192 (module dir renamed)",
+        "new": 416e6,
+        "gzip": (113.9e6, None, None),
+        "xdelta3": (46.4e6, 62, None),
+        "zstd": (34.4e6, 326, 1400),
+        "tar-diff": (26.9e6, 100, 472),
+    },
+}
+# Issue 6's targets for our package
+TARGET_VS_TARDIFF_SIZE = 0.75   # at least 25% smaller than tar-diff's delta
+TARGET_VS_TARDIFF_SPEED = 3.0   # create at least 3x faster than tar-diff
 
-def members(path):
+# Short ids of the tools, in table/chart order, and how they are drawn.
+ORDER = ["docker-delta", "xdelta3", "zstd", "zstd-st", "gzip", "tar-diff"]
+NAMES = {
+    "docker-delta": "docker-delta",
+    "xdelta3": "xdelta3 -9",
+    "zstd": "zstd -19 --long=31 --patch-from",
+    "zstd-st": "zstd -19 --long=31 --single-thread --patch-from",
+    "gzip": "gzip -6 (whole layers)",
+    "tar-diff": "tar-diff v0.1.2 (quoted from issue 6)",
+}
+COLORS = {
+    "docker-delta": "#1f5fbf",
+    "xdelta3": "#f28e2b",
+    "zstd": "#3a9a3a",
+    "zstd-st": "#9bd17f",
+    "gzip": "#9a9a9a",
+    "tar-diff": "#d63c3c",
+}
+
+
+def tool_id(label):
+    if label.startswith("docker-delta"):
+        return label.replace(" --method ", "-")
+    if label.startswith("gzip"):
+        return "gzip"
+    if label.startswith("xdelta3"):
+        return "xdelta3"
+    if label.startswith("zstd"):
+        return "zstd-st" if "single-thread" in label else "zstd"
+    return label
+
+
+# ---------------------------------------------------------------- corpus
+
+def members(paths):
+    """path -> (kind, content hash or link target) over layers applied in order
+    (later layers win; whiteouts are not used in this corpus)."""
     out = {}
-    with tarfile.open(path) as t:
-        for m in t:
-            if m.isfile():
-                h = hashlib.sha256(t.extractfile(m).read()).hexdigest()
-                out[m.name] = ("f", h)
-            elif m.issym() or m.islnk():
-                out[m.name] = ("l", m.linkname)
-            else:
-                out[m.name] = ("d" if m.isdir() else "o", "")
+    for path in paths:
+        with tarfile.open(path) as t:
+            for m in t:
+                if m.isfile():
+                    h = hashlib.sha256()
+                    f = t.extractfile(m)
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                    out[m.name] = ("f", h.hexdigest())
+                elif m.issym() or m.islnk():
+                    out[m.name] = ("l", m.linkname)
+                else:
+                    out[m.name] = ("d" if m.isdir() else "o", "")
     return out
 
 
-def corpus(a):
-    pair, old, new, base, new_gz, base_gz, versions = a
-    mo, mn = members(old), members(new)
+def versions_summary(path):
+    vers = []
+    with open(path) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            if len(c) == 6:  # kernel/tools: name old suite new-name new suite
+                if c[0] == c[3]:
+                    vers.append("%s %s → %s (%s)" % (c[0], c[1], c[4], c[5]))
+                else:
+                    vers.append("%s %s → %s %s (%s)" % (c[0], c[1], c[3], c[4], c[5]))
+            elif len(c) == 5:  # debian: pkg old old_suite new new_suite
+                vers.append("%s %s (%s) → %s (%s)" % tuple(c))
+            elif len(c) == 2:  # wheels: old_spec new_spec
+                name, _, o = c[0].partition("==")
+                vers.append("%s %s → %s" % (name, o, c[1].partition("==")[2]))
+    return "; ".join(vers)
+
+
+def corpus(argv):
+    ap = argparse.ArgumentParser(prog="report.py corpus")
+    ap.add_argument("pair")
+    ap.add_argument("--old", nargs="+", required=True)
+    ap.add_argument("--new", nargs="+", required=True)
+    ap.add_argument("--versions", required=True)
+    a = ap.parse_args(argv)
+    mo, mn = members(a.old), members(a.new)
     files_new = sum(1 for v in mn.values() if v[0] == "f")
     changed = sum(1 for k, v in mn.items() if k in mo and mo[k] != v)
     added = sum(1 for k in mn if k not in mo)
     removed = sum(1 for k in mo if k not in mn)
-    vers = []
-    with open(versions) as f:
-        for line in f:
-            c = line.rstrip("\n").split("\t")
-            if len(c) >= 5:  # debian: pkg old old_suite new new_suite
-                vers.append("%s %s (%s) → %s (%s)" % tuple(c[:5]))
-            elif len(c) == 2:  # wheels: old_spec new_spec
-                name, _, o = c[0].partition("==")
-                vers.append("%s %s → %s" % (name, o, c[1].partition("==")[2]))
+    if a.pair == "multilayer":
+        vers = "the debian and wheels pairs' versions"
+    else:
+        vers = versions_summary(a.versions)
     print("\t".join(str(x) for x in [
-        pair, os.path.getsize(old), os.path.getsize(new), os.path.getsize(base),
-        os.path.getsize(new_gz), os.path.getsize(base_gz), files_new, changed,
-        added, removed, "; ".join(vers)]))
+        a.pair, sum(os.path.getsize(p) for p in a.old), sum(os.path.getsize(p) for p in a.new),
+        len(a.old), len(a.new), files_new, changed, added, removed, vers]))
 
 
-def mb(n):
-    return "%.2f" % (int(n) / MB)
+# ---------------------------------------------------------------- tables
+
+def mb(n, digits=2):
+    return ("%%.%df MB" % digits) % (float(n) / MB)
 
 
 def machine():
@@ -75,6 +162,7 @@ def machine():
         for line in f:
             if line.startswith("MemTotal"):
                 mem = "%.1f GiB" % (int(line.split()[1]) / 1024 / 1024)
+
     def ver(cmd):
         try:
             r = subprocess.run(cmd, capture_output=True, text=True)
@@ -88,89 +176,333 @@ def machine():
     except OSError:
         pass
     return [
-        ("nproc", str(os.cpu_count())),
+        ("nproc", "%s (shared with other work while measuring)" % os.cpu_count()),
         ("CPU", cpu),
         ("RAM", mem),
         ("OS", "%s, kernel %s" % (osr, platform.release())),
-        ("docker-delta", ver([os.path.join(os.path.dirname(__file__), "..", "target", "release", "docker-delta"), "--version"])),
         ("xdelta3", ver(["xdelta3", "-V"])),
         ("zstd", ver(["zstd", "-V"])),
         ("gzip", ver(["gzip", "--version"])),
     ]
 
 
+class Row:
+    def __init__(self, r):
+        r = (r + [""] * 11)[:11]
+        self.pair, self.label = r[0], r[1]
+        self.id = tool_id(r[1])
+        self.size = int(r[2] or 0)
+        self.enc_s, self.enc_kb = float(r[3] or 0), int(r[4] or 0)
+        self.dec_s, self.dec_kb = float(r[5] or 0), int(r[6] or 0)
+        self.ok, self.note, self.when = r[7], r[8], r[9]
+
+    @property
+    def good(self):
+        return self.ok == "yes" and self.size > 0
+
+
+def fmt_s(s):
+    return "%.1f s" % s if s < 100 else "%.0f s" % s
+
+
+def fmt_rss(kb):
+    return "%d MB" % round(kb / 1024)
+
+
 def tables(args):
     corpus_rows = [l.rstrip("\n").split("\t") for l in open(args.corpus) if l.strip()]
-    res = [l.rstrip("\n").split("\t") for l in open(args.results) if l.strip()]
+    rows = [Row(l.rstrip("\n").split("\t")) for l in open(args.results) if l.strip()]
+    pairs = [r[0] for r in corpus_rows]
+    by = {}
+    for r in rows:
+        by.setdefault(r.pair, {})[r.id] = r
+    gz = {p: by[p]["gzip"].size for p in pairs if p in by and "gzip" in by[p] and by[p]["gzip"].good}
+
     out = []
-    out.append("Run: %s UTC, all pairs in %s s (including downloads, image building "
-               "and the baselines).\n" % (
-                   datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), args.elapsed))
+    whens = sorted(r.when for r in rows if r.when)
+    if whens:
+        out.append("Rows measured between %s and %s UTC (baselines are cached between "
+                   "runs; each row's date is in the per-pair tables).\n" % (whens[0], whens[-1]))
     out.append("| machine | |\n| --- | --- |")
     for k, v in machine():
         out.append("| %s | %s |" % (k, v.replace("|", "\\|")))
     out.append("")
+
+    # corpus
     out.append("### Corpus\n")
-    out.append("| pair | old layer | new layer | gzip -6 new layer | files in new layer | "
-               "changed / added / removed | shared base layer |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    gz = {}
+    base = ""
+    if args.base and os.path.exists(args.base):
+        base = " Every image also has the same %s base layer." % mb(os.path.getsize(args.base))
+    out.append("Sizes are of the uncompressed layer tars that change (for multilayer: "
+               "all non-base layers together).%s\n" % base)
+    out.append("| pair | old layers | new layers | gzip -6 of new | files in new | "
+               "changed / added / removed |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in corpus_rows:
-        if len(r) < 11:
-            out.append("| %s | dropped (download failed) | | | | | |" % r[0])
+        p = r[0]
+        ol = mb(r[1]) + ("" if r[3] == "1" else " (%s layers)" % r[3])
+        nw = mb(r[2]) + ("" if r[4] == "1" else " (%s layers)" % r[4])
+        out.append("| %s | %s | %s | %s | %s | %s / %s / %s |" % (
+            p, ol, nw, mb(gz[p]) if p in gz else "?", r[5], r[6], r[7], r[8]))
+    out.append("")
+    for r in corpus_rows:
+        out.append("- **%s**: %s" % (r[0], r[9]))
+    out.append("")
+
+    # summary: size per pair and tool
+    out.append("### Package size per pair\n")
+    out.append("Size of what has to be shipped (MB = 10^6 bytes); in brackets, relative "
+               "to gzip -6 of the new layers. tar-diff only for the two pairs of issue 6, "
+               "quoted from the issue (other machine, similar but not identical layers).\n")
+    dd_ids = sorted({r.id for r in rows if r.id.startswith("docker-delta")},
+                    key=lambda i: (i != "docker-delta", i))
+    cols = dd_ids + [t for t in ORDER if not t.startswith("docker-delta")]
+    out.append("| pair | " + " | ".join(NAMES.get(c, c) for c in cols) + " |")
+    out.append("| --- |" + " ---: |" * len(cols))
+    for p in pairs:
+        cells = []
+        for c in cols:
+            if c == "tar-diff":
+                q = ISSUE.get(p, {}).get("tar-diff")
+                cells.append("*%s*" % mb(q[0]) if q else "")
+                continue
+            r = by.get(p, {}).get(c)
+            if r is None:
+                cells.append("")
+            elif not r.good:
+                cells.append("failed")
+            else:
+                rel = " (%.1f%%)" % (100.0 * r.size / gz[p]) if p in gz else ""
+                b = "**" if c.startswith("docker-delta") else ""
+                cells.append("%s%s%s%s" % (b, mb(r.size), b, rel))
+        out.append("| %s | %s |" % (p, " | ".join(cells)))
+    out.append("")
+    out.append("![package size per pair and tool](benchmarks.svg)\n")
+
+    # issue 6 targets
+    out.append("### Issue 6 targets\n")
+    out.append("Targets for `docker-delta` (default method) on every pair: smaller than "
+               "every baseline; on the two pairs with a tar-diff number, at least 25% "
+               "smaller than tar-diff's delta and create at least 3x faster than "
+               "tar-diff's (both quoted from the issue).\n")
+    out.append("| pair | docker-delta | smallest baseline | < every baseline | "
+               "≤ 0.75 × tar-diff | create | ≤ tar-diff create / 3 |")
+    out.append("| --- | ---: | ---: | --- | --- | ---: | --- |")
+    for p in pairs:
+        d = by.get(p, {}).get("docker-delta")
+        bl = [r for i, r in by.get(p, {}).items()
+              if not i.startswith("docker-delta") and r.good]
+        best = min(bl, key=lambda r: r.size) if bl else None
+        if d is None or not d.good:
+            out.append("| %s | %s | %s | | | | |" % (
+                p, "not run" if d is None else "failed",
+                "%s (%s)" % (mb(best.size), best.id) if best else ""))
             continue
-        gz[r[0]] = int(r[4])
-        out.append("| %s | %s MB | %s MB | %s MB | %s | %s / %s / %s | %s MB (gz %s MB) |" % (
-            r[0], mb(r[1]), mb(r[2]), mb(r[4]), r[6], r[7], r[8], r[9], mb(r[3]), mb(r[5])))
+        if best is None:
+            ok1 = "?"
+        elif d.size < best.size:
+            ok1 = "yes"
+        else:
+            ok1 = "**no** (%+.1f%%)" % (100.0 * (d.size - best.size) / best.size)
+        q = ISSUE.get(p, {}).get("tar-diff")
+        if q:
+            lim, tlim = q[0] * TARGET_VS_TARDIFF_SIZE, q[1] / TARGET_VS_TARDIFF_SPEED
+            ok2 = "%s (limit %s; %.0f%% of tar-diff)" % (
+                "yes" if d.size <= lim else "**no**", mb(lim), 100.0 * d.size / q[0])
+            ok3 = "%s (limit %s)" % ("yes" if d.enc_s <= tlim else "**no**", fmt_s(tlim))
+        else:
+            ok2 = ok3 = "n/a"
+        out.append("| %s | %s | %s (%s) | %s | %s | %s | %s |" % (
+            p, mb(d.size), mb(best.size) if best else "?", best.id if best else "",
+            ok1, ok2, fmt_s(d.enc_s), ok3))
     out.append("")
-    for r in corpus_rows:
-        if len(r) >= 11:
-            out.append("- **%s**: %s" % (r[0], r[10]))
-    out.append("")
-    pairs = []
-    for r in res:
-        if r[0] not in pairs:
-            pairs.append(r[0])
+
+    # issue 6's rows next to ours
+    iss = [p for p in pairs if p in ISSUE]
+    if iss:
+        out.append("### Issue 6's table next to this run\n")
+        out.append("The issue's numbers are quoted, not measured here; its layers were "
+                   "built the same way but from other package versions.\n")
+        for p in iss:
+            q = ISSUE[p]
+            cr = next(r for r in corpus_rows if r[0] == p)
+            out.append("**%s** — issue: %s; here: %s new layer\n" % (p, q["what"], mb(cr[2], 1)))
+            out.append("| tool | issue 6 (quoted) | here (measured) |")
+            out.append("| --- | --- | --- |")
+
+            def qfmt(t):
+                if t is None:
+                    return ""
+                s = [mb(t[0])]
+                if t[1] is not None:
+                    s.append("%g s" % t[1])
+                if t[2] is not None:
+                    s.append("%g GB RSS" % (t[2] / 1000) if t[2] >= 1000 else "%d MB RSS" % t[2])
+                return ", ".join(s)
+
+            def hfmt(r, time=True):
+                if r is None:
+                    return "not run"
+                if not r.good:
+                    return "failed"
+                s = mb(r.size)
+                if time:
+                    s += ", %s, %s RSS" % (fmt_s(r.enc_s), fmt_rss(r.enc_kb))
+                return s
+            m = by.get(p, {})
+            out.append("| gzip -6 | %s | %s |" % (qfmt(q["gzip"]), hfmt(m.get("gzip"), False)))
+            out.append("| xdelta3 -9 (whole tar) | %s | %s |" % (qfmt(q["xdelta3"]), hfmt(m.get("xdelta3"))))
+            out.append("| zstd -19 --patch-from | %s | %s |" % (qfmt(q["zstd"]), hfmt(m.get("zstd"))))
+            out.append("| zstd -19 --single-thread --patch-from | | %s |" % hfmt(m.get("zstd-st")))
+            out.append("| tar-diff v0.1.2 | %s | (cannot be built here) |" % qfmt(q["tar-diff"]))
+            for i in dd_ids:
+                out.append("| **%s** | | %s |" % (i, hfmt(m.get(i))))
+            out.append("")
+
+    # per pair details
     for p in pairs:
         out.append("### %s\n" % p)
-        out.append("| method | size | vs gzip -6 | create / encode s | create peak RSS | "
-                   "apply / decode s | apply peak RSS | round trip verified | notes |")
-        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
-        for r in res:
-            if r[0] != p:
+        out.append("| method | size | vs gzip -6 | create / encode | create peak RSS | "
+                   "apply / decode | apply peak RSS | round trip verified | measured (UTC) | notes |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+        for i in dd_ids + ORDER:
+            r = by.get(p, {}).get(i)
+            if r is None:
                 continue
-            _, tool, size, es, ekb, ds, dkb, ok, note = (r + [""] * 9)[:9]
-            ratio = "%.1f%%" % (100.0 * int(size) / gz[p]) if gz.get(p) else "?"
-            bold = "**" if tool.startswith("docker-delta") else ""
-            out.append("| %s%s%s | %s MB | %s | %s | %d MB | %s | %d MB | %s | %s |" % (
-                bold, tool, bold, mb(size), ratio, es, int(ekb) // 1024, ds,
-                int(dkb) // 1024, ok, note))
+            if not r.good:
+                out.append("| %s | failed | | | | | | %s | %s | %s |" % (r.label, r.ok, r.when, r.note))
+                continue
+            ratio = "%.1f%%" % (100.0 * r.size / gz[p]) if p in gz else "?"
+            b = "**" if i.startswith("docker-delta") else ""
+            out.append("| %s%s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                b, r.label, b, mb(r.size), ratio, fmt_s(r.enc_s), fmt_rss(r.enc_kb),
+                fmt_s(r.dec_s), fmt_rss(r.dec_kb), r.ok, r.when, r.note))
         out.append("")
+
     text = "\n".join(out)
     print(text)
+    if args.svg:
+        with open(args.svg, "w") as f:
+            f.write(svg(pairs, by, gz, dd_ids))
+        print("wrote %s" % args.svg, file=sys.stderr)
     if args.docs:
         gen = BEGIN + "\n\n" + text + "\n" + END
-        if os.path.exists(args.docs):
-            doc = open(args.docs).read()
-            if BEGIN in doc and END in doc:
-                head, _, rest = doc.partition(BEGIN)
-                _, _, tail = rest.partition(END)
-                doc = head + gen + tail
-            else:
-                sys.exit("%s has no generated markers; not touching it" % args.docs)
-        else:
-            doc = SKELETON.replace("@GENERATED@", gen)
+        doc = open(args.docs).read()
+        if BEGIN not in doc or END not in doc:
+            sys.exit("%s has no generated markers; not touching it" % args.docs)
+        head, _, rest = doc.partition(BEGIN)
+        _, _, tail = rest.partition(END)
         with open(args.docs, "w") as f:
-            f.write(doc)
+            f.write(head + gen + tail)
         print("wrote %s" % args.docs, file=sys.stderr)
 
 
-SKELETON = """# Benchmarks
+# ---------------------------------------------------------------- chart
 
-Numbers below come from `bench/run.sh` (run by hand, not by CI).
+def svg(pairs, by, gz, dd_ids):
+    """Grouped bar chart: per pair, one bar per tool; height = size relative
+    to gzip -6 of the new layers, log scale; each bar labelled in MB."""
+    tools = dd_ids + [t for t in ORDER if not t.startswith("docker-delta")]
+    data = []  # (pair, [(tool, size or None, quoted)])
+    for p in pairs:
+        bars = []
+        for t in tools:
+            if t == "tar-diff":
+                q = ISSUE.get(p, {}).get("tar-diff")
+                if q:
+                    # quoted size, relative to the issue's own gzip number
+                    bars.append((t, q[0], q[0] / ISSUE[p]["gzip"][0], True))
+                continue
+            r = by.get(p, {}).get(t)
+            if r is not None and r.good and p in gz:
+                bars.append((t, r.size, r.size / gz[p], False))
+        data.append((p, bars))
+    rels = [b[2] for _, bars in data for b in bars] or [0.01, 1]
+    lo = 10 ** math.floor(math.log10(min(rels)))
+    hi = 10 ** math.ceil(math.log10(max(max(rels), 1.0)))
+    present = [t for t in tools if any(b[0] == t for _, bars in data for b in bars)]
 
-@GENERATED@
-"""
+    bw, gap, left, right, bottom = 24, 34, 70, 20, 50
+    width = left + right + sum(len(b) * bw + gap for _, b in data) + gap
+    width = max(width, 760)
+    # legend layout first: it decides where the plot starts
+    legend, lx, ly = [], left, 52
+    for t in present:
+        label = NAMES.get(t, t)
+        w = 16 + int(7.4 * len(label)) + 26
+        if lx + w > width - right and lx > left:
+            lx, ly = left, ly + 18
+        legend.append((t, label, lx, ly))
+        lx += w
+    top = ly + 18
+    head = 40   # room above the 100% line for the tallest bars' labels
+    ph = 300
+    height = top + head + ph + bottom
+
+    def y(rel):
+        return top + head + ph * (1 - (math.log10(rel) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+
+    s = []
+    e = html.escape
+    s.append('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+             'viewBox="0 0 %d %d" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">'
+             % (width, height, width, height))
+    s.append('<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+             'patternTransform="rotate(45)"><rect width="6" height="6" fill="#f4c7c7"/>'
+             '<line x1="0" y1="0" x2="0" y2="6" stroke="%s" stroke-width="3"/></pattern></defs>'
+             % COLORS["tar-diff"])
+    s.append('<rect width="100%" height="100%" fill="white"/>')
+    s.append('<text x="%d" y="20" font-size="15" font-weight="bold">Package size per image pair</text>' % left)
+    s.append('<text x="%d" y="38" fill="#444">relative to gzip -6 of the new layers, log scale; '
+             'bar labels in MB; tar-diff quoted from issue 6 (relative to the issue’s gzip -6)</text>' % left)
+    for t, label, lx, ly in legend:
+        fill = "url(#hatch)" if t == "tar-diff" else COLORS.get(t, "#555")
+        s.append('<rect x="%d" y="%d" width="12" height="12" fill="%s" stroke="#333" stroke-width="0.5"/>'
+                 % (lx, ly, fill))
+        s.append('<text x="%d" y="%d">%s</text>' % (lx + 16, ly + 11, e(label)))
+    # grid
+    v = lo
+    ticks = []
+    while v <= hi * 1.0001:
+        for m in (1, 2, 5):
+            if lo <= v * m <= hi * 1.0001:
+                ticks.append(v * m)
+        v *= 10
+    for t in ticks:
+        yy = y(t)
+        major = abs(math.log10(t) - round(math.log10(t))) < 1e-9
+        s.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="1"/>'
+                 % (left, width - right, yy, yy, "#bbb" if major else "#e4e4e4"))
+        lab = ("%g%%" % (t * 100))
+        s.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>' % (left - 6, yy + 4, lab))
+    s.append('<text transform="translate(16,%d) rotate(-90)" text-anchor="middle" fill="#444">'
+             'size / gzip -6 size</text>' % (top + head + ph // 2))
+    # bars
+    x = left + gap
+    for p, bars in data:
+        gx = x
+        for t, size, rel, quoted in bars:
+            yy = y(max(rel, lo))
+            fill = "url(#hatch)" if quoted else COLORS.get(t, "#555")
+            s.append('<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="%s" stroke="#333" '
+                     'stroke-width="0.5"><title>%s %s: %.2f MB%s</title></rect>'
+                     % (x, yy, bw - 3, top + head + ph - yy, fill, e(p), e(NAMES.get(t, t)), size / MB,
+                        " (quoted from issue 6)" if quoted else ""))
+            lab = "%.1f" % (size / MB) if size >= 10 * MB else "%.2f" % (size / MB)
+            tx, ty = x + (bw - 3) / 2 + 4, yy - 4
+            s.append('<text transform="translate(%.1f,%.1f) rotate(-90)" font-size="10" fill="#222">%s</text>'
+                     % (tx, ty, lab))
+            x += bw
+        s.append('<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>'
+                 % ((gx + x - 3) / 2, top + head + ph + 18, e(p)))
+        if p in gz:
+            s.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#666" font-size="10">'
+                     'gzip %.1f MB</text>' % ((gx + x - 3) / 2, top + head + ph + 32, gz[p] / MB))
+        x += gap
+    s.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>'
+             % (left, width - right, top + head + ph, top + head + ph))
+    s.append('</svg>')
+    return "\n".join(s) + "\n"
 
 
 def main():
@@ -180,8 +512,9 @@ def main():
     ap.add_argument("cmd", choices=["tables"])
     ap.add_argument("--results", required=True)
     ap.add_argument("--corpus", required=True)
-    ap.add_argument("--elapsed", default="?")
+    ap.add_argument("--base")
     ap.add_argument("--docs")
+    ap.add_argument("--svg")
     tables(ap.parse_args())
 
 

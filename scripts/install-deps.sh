@@ -39,6 +39,7 @@ APT_PACKAGES=(
     skopeo umoci
     xdelta3 zstd
     libclang-dev clang
+    gcc libc6-dev
     golang-go
     valgrind
     python3 python3-pip
@@ -90,7 +91,7 @@ report_system_docker() {
     fi
 }
 
-# pytest for the python suites (apt's python3-pytest only serves
+# pytest for the python suite (bindings/python) (apt's python3-pytest only serves
 # /usr/bin/python3; the python3 on PATH may be another interpreter).
 install_pytest() {
     if python3 -c 'import pytest' 2>/dev/null; then

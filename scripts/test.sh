@@ -18,7 +18,7 @@ cd "$REPO"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-SUITES=(fmt cargo fuzz demo)
+SUITES=(fmt cargo fuzz demo c python go)
 
 ENGINES_STARTED=()
 cleanup() {
@@ -75,6 +75,40 @@ suite_fuzz() {
 suite_demo() {
     log "+ scripts/demo.sh (the README's run-it command)"
     DEMO_DIR="$REPO/target/demo-ci" "$REPO/scripts/demo.sh"
+}
+
+# The C ABI's shared library (target/release/libdocker_delta.so) for the binding suites.
+build_cdylib() {
+    log "+ cargo build --release --lib"
+    cargo build --release --lib --quiet
+}
+
+suite_c() {
+    build_cdylib
+    log "+ bindings/c/test.sh (example.c: happy and error paths under valgrind)"
+    "$REPO/bindings/c/test.sh"
+}
+
+suite_python() {
+    build_cdylib
+    log "+ pytest bindings/python ($(command -v python3), $(python3 --version 2>&1))"
+    cd "$REPO/bindings/python"
+    DOCKER_DELTA_LIB="$REPO/target/release/libdocker_delta.so" \
+        python3 -m pytest -q -p no:cacheprovider tests
+}
+
+suite_go() {
+    build_cdylib
+    cd "$REPO/bindings/go"
+    # Debian's Go, no module downloads; caches stay in the repo's .cache.
+    export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
+    export GOCACHE="$REPO/.cache/go/build" GOPATH="$REPO/.cache/go/path"
+    log "+ gofmt -l, go vet, go test ($(go version))"
+    local unformatted
+    unformatted=$(gofmt -l .)
+    [ -z "$unformatted" ] || { log "gofmt: not formatted: $unformatted"; return 1; }
+    go vet ./...
+    go test -count=1 ./...
 }
 
 main() {

@@ -379,6 +379,176 @@ impl Error {
         }
     }
 
+    /// The variant's structured fields as a JSON object, named as in the variant (paths as
+    /// strings, lists as arrays). For an I/O error: `path`, `io_kind` and `os_error`. Used
+    /// by the C ABI's `dd_error_json`.
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        use Error::*;
+        let v = match self {
+            InvalidReference { input, reason } => json!({"input": input, "reason": reason}),
+            InvalidPlatform { input } => json!({ "input": input }),
+            InvalidDigest {
+                input,
+                context,
+                reason,
+            } => json!({"input": input, "context": context, "reason": reason}),
+            InvalidJson {
+                file,
+                line,
+                column,
+                message,
+            } => json!({"file": file, "line": line, "column": column, "message": message}),
+            InvalidField {
+                file,
+                field,
+                reason,
+            } => json!({"file": file, "field": field, "reason": reason}),
+            UnsupportedManifest { file, found } => json!({"file": file, "found": found}),
+            UnsupportedLegacyArchive { path } => json!({ "path": path }),
+            InvalidLayout { path, reason } => json!({"path": path, "reason": reason}),
+            MissingFile {
+                container,
+                what,
+                name,
+            } => json!({"container": container, "what": what, "name": name}),
+            PathOutsideArchive { container, name } => {
+                json!({"container": container, "name": name})
+            }
+            AmbiguousImage {
+                path,
+                reason,
+                choices,
+            } => json!({"path": path, "reason": reason, "choices": choices}),
+            ImageNotFound {
+                path,
+                wanted,
+                available,
+            } => json!({"path": path, "wanted": wanted, "available": available}),
+            DigestMismatch {
+                what,
+                expected,
+                found,
+            } => json!({"what": what, "expected": expected, "found": found}),
+            SizeMismatch {
+                what,
+                expected,
+                found,
+            } => json!({"what": what, "expected": expected, "found": found}),
+            LayerCountMismatch {
+                file,
+                manifest_layers,
+                diff_ids,
+            } => json!({"file": file, "manifest_layers": manifest_layers, "diff_ids": diff_ids}),
+            InvalidPackage { path, reason } => json!({"path": path, "reason": reason}),
+            UnsupportedPackageVersion {
+                path,
+                found,
+                supported,
+            } => json!({"path": path, "found": found, "supported": supported}),
+            WrongBaseImage {
+                expected,
+                found,
+                reference,
+            } => json!({"expected": expected, "found": found, "reference": reference}),
+            LimitExceeded {
+                what,
+                limit,
+                max,
+                found,
+                option,
+            } => {
+                json!({"what": what, "limit": limit, "max": max, "found": found, "option": option})
+            }
+            Codec { codec, reason } => json!({"codec": codec, "reason": reason}),
+            OutputExists { path } => json!({ "path": path }),
+            DaemonUnavailable { endpoint, reason } => {
+                json!({"endpoint": endpoint, "reason": reason})
+            }
+            Daemon {
+                operation,
+                status,
+                message,
+            } => json!({"operation": operation, "status": status, "message": message}),
+            TagFailed {
+                image_id,
+                tag,
+                reason,
+            } => json!({"image_id": image_id, "tag": tag, "reason": reason}),
+            Cancelled => json!({}),
+            Io { path, source } => json!({
+                "path": path,
+                "io_kind": format!("{:?}", source.kind()),
+                "os_error": source.raw_os_error(),
+                "message": source.to_string(),
+            }),
+            Other(message) => json!({ "message": message }),
+        };
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The file, archive or directory the error concerns, if it names one (`path`, `file`
+    /// or `container` in [`Error::fields`]).
+    pub fn path(&self) -> Option<String> {
+        use Error::*;
+        match self {
+            UnsupportedLegacyArchive { path }
+            | InvalidLayout { path, .. }
+            | AmbiguousImage { path, .. }
+            | ImageNotFound { path, .. }
+            | InvalidPackage { path, .. }
+            | UnsupportedPackageVersion { path, .. }
+            | OutputExists { path }
+            | Io { path, .. } => Some(path.display().to_string()),
+            MissingFile { container, .. } | PathOutsideArchive { container, .. } => {
+                Some(container.display().to_string())
+            }
+            InvalidJson { file, .. }
+            | InvalidField { file, .. }
+            | UnsupportedManifest { file, .. }
+            | LayerCountMismatch { file, .. } => Some(file.clone()),
+            _ => None,
+        }
+    }
+
+    /// What was expected, for errors that compare two values: the digest or size recorded
+    /// (digest and size mismatches), the base image the package was made against (wrong
+    /// base image), the highest supported version (package version), the limit (limits),
+    /// the layer count in the config (layer count mismatch).
+    pub fn expected(&self) -> Option<String> {
+        use Error::*;
+        match self {
+            DigestMismatch { expected, .. } | WrongBaseImage { expected, .. } => {
+                Some(expected.clone())
+            }
+            SizeMismatch { expected, .. } => Some(expected.to_string()),
+            UnsupportedPackageVersion { supported, .. } => Some(supported.to_string()),
+            LimitExceeded { max, .. } => Some(max.to_string()),
+            LayerCountMismatch { diff_ids, .. } => Some(diff_ids.to_string()),
+            _ => None,
+        }
+    }
+
+    /// What was found instead (see [`Error::expected`]); also what was seen for an
+    /// unsupported manifest.
+    pub fn found(&self) -> Option<String> {
+        use Error::*;
+        match self {
+            DigestMismatch { found, .. }
+            | WrongBaseImage { found, .. }
+            | UnsupportedManifest { found, .. } => Some(found.clone()),
+            SizeMismatch { found, .. } | LimitExceeded { found, .. } => Some(found.to_string()),
+            UnsupportedPackageVersion { found, .. } => Some(found.to_string()),
+            LayerCountMismatch {
+                manifest_layers, ..
+            } => Some(manifest_layers.to_string()),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns. If the I/O error carries one of our
     /// own errors (as verifying readers do), that error is returned unwrapped.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {

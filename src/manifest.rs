@@ -236,10 +236,8 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 impl Descriptor {
     fn from_oci(d: &oci_spec::image::Descriptor, file: &str, field: &str) -> Result<Descriptor> {
-        let digest = Digest::parse_in(
-            &d.digest().to_string(),
-            Some(&format!("{file} {field}.digest")),
-        )?;
+        let digest =
+            Digest::parse_in(d.digest().as_ref(), Some(&format!("{file} {field}.digest")))?;
         let platform = d.platform().as_ref().map(|p| Platform {
             os: p.os().to_string(),
             architecture: p.architecture().to_string(),
@@ -504,14 +502,13 @@ mod tests {
             ),
             (
                 "missing config",
-                format!(r#"{{"schemaVersion":2,"layers":[]}}"#),
+                r#"{"schemaVersion":2,"layers":[]}"#.to_string(),
                 "missing field `config`",
             ),
             (
                 "missing digest",
-                format!(
-                    r#"{{"schemaVersion":2,"config":{{"mediaType":"x","size":1}},"layers":[]}}"#
-                ),
+                r#"{"schemaVersion":2,"config":{"mediaType":"x","size":1},"layers":[]}"#
+                    .to_string(),
                 "config: missing field `digest`",
             ),
             (

@@ -174,9 +174,7 @@ impl ImageReference {
             Transport::DockerArchive => {
                 let selector = match tail {
                     None => None,
-                    Some(t) if t.is_empty() => {
-                        return Err("empty image selector after the path".into())
-                    }
+                    Some("") => return Err("empty image selector after the path".into()),
                     Some(t) => Some(if let Some(n) = t.strip_prefix('@') {
                         ArchiveSelector::Index(n.parse().map_err(|_| {
                             format!("invalid image index {t:?}: expected @N with N a number")
@@ -195,7 +193,7 @@ impl ImageReference {
             Transport::Oci | Transport::OciArchive | Transport::DockerDaemon => {
                 let name = match tail {
                     None => None,
-                    Some(t) if t.is_empty() => return Err("empty ref name after the path".into()),
+                    Some("") => return Err("empty ref name after the path".into()),
                     Some(t) => Some(t.to_string()),
                 };
                 if transport == Transport::Oci {

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use docker_delta::delta::apply::{apply, ApplyOptions};
 use docker_delta::delta::create::{create, CreateOptions};
-use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression};
+use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression, FORMAT_VERSION};
 use docker_delta::delta::plan::Method;
 use docker_delta::transport::Limits;
 use docker_delta::{open, Error, ImageReference, OpenOptions};
@@ -315,7 +315,7 @@ fn bit_flipped_packages_every_region() {
         ),
         (
             "version zero",
-            flip(8, 0x01),
+            flip(8, FORMAT_VERSION as u8),
             "invalid_package",
             "format version 0",
         ),

@@ -187,7 +187,13 @@ fn bad_docker_archives_are_refused_with_precise_errors() {
     let n = altered.len();
     altered[600] ^= 0x01;
     assert!(n > 600);
-    let cases: Vec<(&str, common::Members, &str, fn(&Error) -> bool)> = vec![
+    type Case = (
+        &'static str,
+        common::Members,
+        &'static str,
+        fn(&Error) -> bool,
+    );
+    let cases: Vec<Case> = vec![
         (
             "invalid json",
             base().add("manifest.json", &b"[{\"Config\": \n  oops}]"[..]),
@@ -281,7 +287,7 @@ fn bad_docker_archives_are_refused_with_precise_errors() {
     );
 
     // Multi-image archive: selection by tag, by index, and the errors listing choices.
-    let cfg_b = common::config(&[l1.clone()], "arm64");
+    let cfg_b = common::config(std::slice::from_ref(&l1), "arm64");
     let cfg_b_hex = common::sha256(&cfg_b)[7..].to_string();
     let multi = d.join("multi.tar");
     common::Members::new()
@@ -348,7 +354,7 @@ fn bad_oci_layouts_are_refused_with_precise_errors() {
         d
     };
     let l1 = common::layer(&[("a", b"1")]);
-    let cfg = common::config(&[l1.clone()], "amd64");
+    let cfg = common::config(std::slice::from_ref(&l1), "amd64");
     let l1d = put(&l1);
     let cfgd = put(&cfg);
     let manifest = serde_json::to_vec(&serde_json::json!({

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use docker_delta::daemon::DockerClient;
 use docker_delta::delta::apply::{self, ApplyOptions};
+use docker_delta::delta::deliver;
 use docker_delta::delta::format::Package;
 use docker_delta::transport::dest::ImageName;
-use docker_delta::{Error, ExitCode, ImageReference, OpenOptions, Platform, Result};
+use docker_delta::{ExitCode, OpenOptions, Platform, Result};
 
 use super::output::print_json;
 use super::progress::Bars;
@@ -53,43 +54,13 @@ pub struct Args {
     json: bool,
 }
 
-/// Parses `-o`: a reference with a transport, or a plain path meaning docker-archive.
-fn output_reference(s: &str) -> Result<ImageReference> {
-    let has_transport = ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"]
-        .iter()
-        .any(|p| s.starts_with(p));
-    if has_transport {
-        ImageReference::parse(s)
-    } else {
-        ImageReference::parse(&format!(
-            "docker-archive:{}",
-            s.replace('\\', "\\\\").replace(':', "\\:")
-        ))
-    }
-}
-
 pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
     let package = Package::open(&args.package)?;
     let open = OpenOptions {
         platform: args.platform.clone(),
         ..OpenOptions::default()
     };
-    let needs_base = package
-        .header
-        .target
-        .layers
-        .iter()
-        .any(|l| l.source.old_layer().is_some());
-    let base_ref = match (&args.base, &package.header.base) {
-        (Some(b), _) => Some(ImageReference::parse(b)?),
-        (None, Some(recorded)) if needs_base => {
-            tracing::info!(image = %recorded.image_id, "no --base: looking for the base image in the Docker daemon");
-            Some(ImageReference::DockerDaemon {
-                name: recorded.image_id.to_string(),
-            })
-        }
-        _ => None,
-    };
+    let base_ref = deliver::base_reference(&package, args.base.as_deref())?;
     let base = base_ref
         .as_ref()
         .map(|r| super::open_image(r, &open))
@@ -104,9 +75,11 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         ..ApplyOptions::default()
     };
     let result = if args.load {
-        load(&package, base.as_deref(), &options)
+        DockerClient::from_env().and_then(|client| {
+            deliver::apply_and_load(&client, &package, base.as_deref(), &options)
+        })
     } else {
-        let dest = output_reference(args.output.as_deref().unwrap_or_default())?;
+        let dest = deliver::output_reference(args.output.as_deref().unwrap_or_default())?;
         apply::apply(&package, base.as_deref(), &dest, &options).map(|r| (r, None))
     };
     bars.finish();
@@ -133,38 +106,4 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         Some(e) => Err(e),
         None => Ok(ExitCode::Ok),
     }
-}
-
-/// Rebuilds into a temporary docker-archive, loads it, and tags it. A tagging failure is
-/// returned separately so the report is still printed.
-fn load(
-    package: &Package,
-    base: Option<&dyn docker_delta::ImageSource>,
-    options: &ApplyOptions<'_>,
-) -> Result<(apply::ApplyReport, Option<Error>)> {
-    let client = DockerClient::from_env()?;
-    client.ping()?;
-    let dir = tempfile::Builder::new()
-        .prefix("docker-delta-load-")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let archive = dir.path().join("image.tar");
-    let dest = ImageReference::DockerArchive {
-        path: archive.clone(),
-        selector: None,
-    };
-    let report = apply::apply(package, base, &dest, options)?;
-    if options.dry_run {
-        return Ok((report, None));
-    }
-    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
-    let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
-    client.load_image(file, Some(len))?;
-    let tag_error = match &report.name {
-        Some(name) => client
-            .tag_and_verify(&report.image_id, &name.to_string())
-            .err(),
-        None => None,
-    };
-    Ok((report, tag_error))
 }

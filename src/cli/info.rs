@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use docker_delta::delta::apply::describe;
 use docker_delta::delta::format::{LayerSource, Package};
+use docker_delta::delta::info;
 use docker_delta::{ExitCode, Result};
-use serde_json::json;
 
 use super::output::{human_size, print_json};
 
@@ -36,40 +36,14 @@ pub fn info(args: &Args) -> Result<ExitCode> {
     if args.verify {
         p.verify_payload()?;
     }
-    let h = &p.header;
-    let target_size: u64 = h.target.layers.iter().map(|l| l.size).sum();
-    let source_size: u64 = h.target.layers.iter().map(|l| l.source_size).sum();
-    let saving = |whole: u64| {
-        if whole > 0 {
-            100.0 * (1.0 - p.file_size as f64 / whole as f64)
-        } else {
-            0.0
-        }
-    };
-    let mut methods: Vec<&str> = h.target.layers.iter().map(|l| l.source.method()).collect();
-    methods.sort();
-    methods.dedup();
     if args.json {
-        print_json(&json!({
-            "path": p.path(),
-            "format_version": p.version,
-            "created_by": h.created_by,
-            "package_size": p.file_size,
-            "payload_size": p.payload_len,
-            "payload_uncompressed_size": h.payload_uncompressed_size(),
-            "compression": h.compression,
-            "base": h.base,
-            "target": h.target.identity,
-            "source_manifest_digest": h.target.source_manifest.as_ref().map(|m| docker_delta::Digest::of(m.as_bytes())),
-            "target_layers_size": target_size,
-            "target_stored_size": source_size,
-            "methods": methods,
-            "savings_vs_stored_percent": saving(source_size),
-            "savings_vs_uncompressed_percent": saving(target_size),
-            "payload_verified": args.verify,
-        }))?;
+        print_json(&info::info_json(&p, args.verify))?;
         return Ok(ExitCode::Ok);
     }
+    let h = &p.header;
+    let target_size = info::target_layers_size(&p);
+    let source_size = info::target_stored_size(&p);
+    let methods = info::methods(&p);
     println!("Package:        {}", p.path().display());
     println!("Format version: {}", p.version);
     println!("Created by:     {}", h.created_by);
@@ -99,8 +73,8 @@ pub fn info(args: &Args) -> Result<ExitCode> {
     println!("Methods:        {}", methods.join(", "));
     println!(
         "Savings:        {:.1}% vs the stored layers, {:.1}% vs uncompressed",
-        saving(source_size),
-        saving(target_size)
+        info::savings(&p, source_size),
+        info::savings(&p, target_size)
     );
     if args.verify {
         println!("Payload:        checksum verified");
@@ -113,31 +87,11 @@ pub fn list(args: &Args) -> Result<ExitCode> {
     if args.verify {
         p.verify_payload()?;
     }
-    let h = &p.header;
-    let rows: Vec<_> = h
-        .target
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let delta = l.source.blob().map_or(0, |b| h.blobs[b].size);
-            json!({
-                "index": i,
-                "diff_id": l.diff_id,
-                "method": l.source.method(),
-                "old_layer": l.source.old_layer(),
-                "old_diff_id": l.source.old_layer().and_then(|o| h.base.as_ref().map(|b| b.diff_ids[o].clone())),
-                "delta_size": delta,
-                "target_size": l.size,
-                "source_size": l.source_size,
-                "media_type": l.media_type,
-            })
-        })
-        .collect();
     if args.json {
-        print_json(&rows)?;
+        print_json(&info::layers_json(&p))?;
         return Ok(ExitCode::Ok);
     }
+    let h = &p.header;
     println!(
         "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
         "#", "DIFF_ID", "REBUILT FROM", "DELTA", "SIZE"
@@ -147,9 +101,13 @@ pub fn list(args: &Args) -> Result<ExitCode> {
             LayerSource::Reference { old_layer } => format!("old layer {old_layer}"),
             LayerSource::Xdelta3 { old_layer, .. } => format!("xdelta3 + old layer {old_layer}"),
             LayerSource::Zstd { old_layer, .. } => format!("zstd + old layer {old_layer}"),
+            LayerSource::Files { old_layers, .. } => match old_layers.len() {
+                1 => "files + old layer 0".to_string(),
+                n => format!("files + {n} old layers"),
+            },
             LayerSource::Full { .. } => "full layer".to_string(),
         };
-        let delta = l.source.blob().map_or(0, |b| h.blobs[b].size);
+        let delta = info::delta_size(&p, i);
         println!(
             "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
             i,

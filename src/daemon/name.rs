@@ -275,7 +275,7 @@ fn validate_path_component(c: &str) -> std::result::Result<(), String> {
                 ))
             }
         }
-        if bytes.get(i).map_or(true, |&n| !alnum(n)) {
+        if bytes.get(i).is_none_or(|&n| !alnum(n)) {
             return Err(format!(
                 "the path component {c:?} has an invalid separator {:?}",
                 &c[start..(i + 1).min(c.len())]

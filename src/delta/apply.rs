@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::delta::codec::{self, Codec};
+use crate::delta::files::{self, LayerData};
 use crate::delta::format::{ImageIdentity, LayerSource, Package};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -106,7 +107,7 @@ pub fn check_base(
         .target
         .layers
         .iter()
-        .filter_map(|l| l.source.old_layer())
+        .flat_map(|l| l.source.old_layers())
         .collect();
     let mut map = HashMap::new();
     let Some(recorded) = &header.base else {
@@ -211,6 +212,8 @@ pub fn apply(
         .fold(0u64, |t, l| t.saturating_add(l.size));
     let mut tracker = Tracker::start(options.progress, Phase::Rebuild, total)?;
     let mut cached: Option<(usize, Vec<u8>)> = None;
+    // Old layers the files codec reads, opened once (in place, or spooled uncompressed).
+    let mut opened: HashMap<usize, LayerData> = HashMap::new();
     for (index, entry) in target.layers.iter().enumerate() {
         let what = format!("rebuilt layer {index}");
         tracing::debug!(layer = index, method = entry.source.method(), diff_id = %entry.diff_id, "rebuilding");
@@ -218,6 +221,22 @@ pub fn apply(
             LayerSource::Reference { old_layer } => {
                 let (base, b) = base_layer(base, &base_map, *old_layer)?;
                 let r = base.open_layer(b)?;
+                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+            }
+            LayerSource::Files { old_layers, blob } => {
+                let spool = writer.spool_dir();
+                for &o in old_layers {
+                    if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(o) {
+                        let (base, b) = base_layer(base, &base_map, o)?;
+                        let (data, _) = LayerData::open(base, b, &spool, false, &mut |_| Ok(()))?;
+                        v.insert(data);
+                    }
+                }
+                let sources = old_layers
+                    .iter()
+                    .filter_map(|o| opened.get(o))
+                    .collect::<Vec<_>>();
+                let r = files::Decoder::new(blobs.open(*blob)?, sources);
                 writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
             }
             LayerSource::Full { blob } => {

@@ -4,6 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::delta::codec::{self, Codec, EncodeOptions};
+use crate::delta::files::{self, LayerData};
 use crate::delta::format::{
     CompressionSpec, Header, ImageIdentity, LayerEntry, LayerSource, NewImage, Package,
     PackageWriter, PayloadCompression,
@@ -120,8 +121,13 @@ pub fn create(
             tracing::warn!(old = %o.platform, new = %new_image.platform, "old and new images are for different platforms");
         }
     }
+    let use_files = matches!(options.method, Method::Auto | Method::Files);
+    // The whole-layer codecs need to know which old layer a new one resembles; the files
+    // codec draws on every old layer at once.
     let scores = match (old, options.method) {
-        (Some(old), m) if m != Method::Layer => Some(similarity(old, new, options.progress)?),
+        (Some(old), Method::Xdelta3 | Method::Zstd) => {
+            Some(similarity(old, new, options.progress)?)
+        }
         _ => None,
     };
     let plans = plan::plan(old_image, new_image, options.method, scores.as_deref());
@@ -139,7 +145,7 @@ pub fn create(
                 method: match (&p.action, options.method) {
                     (Action::Reference(_), _) => "reference".into(),
                     (Action::Full, _) | (_, Method::Layer) => "full".into(),
-                    (Action::Delta(_), Method::Auto) => "delta (best of xdelta3, zstd)".into(),
+                    (Action::Delta(_), Method::Auto | Method::Files) => "files".into(),
                     (Action::Delta(_), m) => format!("{m:?}").to_lowercase(),
                 },
                 old_layer: match p.action {
@@ -164,6 +170,12 @@ pub fn create(
         .filter(|p| !matches!(p.action, Action::Reference(_)))
         .map(|p| sizes[p.index])
         .sum();
+    // The files codec draws on every old layer: index them all first (one pass each).
+    let wants_old_layers = use_files && plans.iter().any(|p| matches!(p.action, Action::Delta(_)));
+    let old_layers = match old {
+        Some(old) if wants_old_layers => open_old_layers(old, &dir, options.progress)?,
+        _ => Vec::new(),
+    };
     let mut tracker = Tracker::start(options.progress, Phase::Encode, total)?;
     let mut entries = Vec::with_capacity(plans.len());
     let mut outcomes = Vec::with_capacity(plans.len());
@@ -172,6 +184,32 @@ pub fn create(
         let layer = &new_image.layers[p.index];
         let size = sizes[p.index];
         let before = writer.payload_uncompressed_size();
+        if let (true, Action::Delta(_), false) = (use_files, &p.action, old_layers.is_empty()) {
+            let olds = &old_layers[..];
+            let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
+            let index = index.unwrap_or_default();
+            if !index.files.is_empty() {
+                let new_layer = files::OldLayer { data, index };
+                let (blob, stats) = writer.add_blob_with(|w| {
+                    files::encode(olds, &new_layer, &layer.diff_id, w, &mut |n| {
+                        tracker.advance(n)
+                    })
+                })?;
+                tracing::debug!(layer = p.index, ?stats, "encoded with the files codec");
+                let source = LayerSource::Files {
+                    old_layers: stats.sources.clone(),
+                    blob,
+                };
+                let payload = writer.payload_uncompressed_size() - before;
+                outcomes.push(outcome(p, source.method(), None, size, payload));
+                entries.push(entry(layer, size, source));
+                continue;
+            }
+            tracing::info!(
+                layer = p.index,
+                "layer is not a tar with files; using a whole-layer delta"
+            );
+        }
         // The old layer a delta is encoded against, when it fits in memory; a layer whose
         // source does not is shipped whole, like any other full layer.
         let delta_source = match p.action {
@@ -202,7 +240,7 @@ pub fn create(
                 let codecs = match options.method {
                     Method::Xdelta3 => vec![Codec::Xdelta3],
                     Method::Zstd => vec![Codec::Zstd],
-                    _ => Codec::ALL.to_vec(),
+                    Method::Auto | Method::Files | Method::Layer => Codec::ALL.to_vec(),
                 };
                 let encoded = codec::encode_best(
                     &source_bytes,
@@ -353,6 +391,36 @@ fn report(
         target_uncompressed_size: sizes.iter().sum(),
         layers,
     }
+}
+
+/// Opens every old layer for positioned reads and indexes its files (one pass each).
+fn open_old_layers(
+    old: &dyn ImageSource,
+    spool_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Vec<files::OldLayer>> {
+    let layers = &old.image().layers;
+    let total = layers
+        .iter()
+        .map(|l| l.uncompressed_size.unwrap_or(l.size))
+        .sum();
+    let mut tracker = Tracker::start(progress, Phase::Analyze, total)?;
+    let opened = (0..layers.len())
+        .map(|i| {
+            let (data, index) =
+                LayerData::open(old, i, spool_dir, true, &mut |n| tracker.advance(n))?;
+            let index = index.unwrap_or_default();
+            tracing::debug!(
+                layer = i,
+                files = index.files.len(),
+                len = index.len,
+                "indexed old layer"
+            );
+            Ok(files::OldLayer { data, index })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tracker.finish()?;
+    Ok(opened)
 }
 
 /// Uncompressed sizes of the new image's layers (compressed ones are read, and verified,

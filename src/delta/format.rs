@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic  89 44 44 45 4C 54 41 0A  ("\x89DDELTA\n")
-//! 8       4     format version, u32 little-endian (1)
+//! 8       4     format version, u32 little-endian (2; 1 is still read)
 //! 12      4     flags, u32 LE (0; a reader refuses unknown flags)
 //! 16      8     header length H, u64 LE
 //! 24      32    SHA-256 of the header bytes
@@ -31,8 +31,9 @@ use crate::transport::Limits;
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
-/// The format version this build writes, and the highest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes, and the highest it reads. Version 2 added the
+/// `files` layer method; a version 1 package is read as it is.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).
@@ -116,6 +117,15 @@ pub enum LayerSource {
         /// The blob holding the patch.
         blob: usize,
     },
+    /// The file-aware codec ([`crate::delta::files`]): the layer's files are copied or patched
+    /// from files of the listed old layers.
+    Files {
+        /// Indexes in the old image of the layers the stream reads (its `src` numbers index
+        /// this list).
+        old_layers: Vec<usize>,
+        /// The blob holding the stream.
+        blob: usize,
+    },
     /// The whole layer is in the payload.
     Full {
         /// The blob holding the uncompressed layer tar.
@@ -130,6 +140,7 @@ impl LayerSource {
             LayerSource::Reference { .. } => "reference",
             LayerSource::Xdelta3 { .. } => "xdelta3",
             LayerSource::Zstd { .. } => "zstd",
+            LayerSource::Files { .. } => "files",
             LayerSource::Full { .. } => "full",
         }
     }
@@ -140,17 +151,24 @@ impl LayerSource {
             LayerSource::Reference { .. } => None,
             LayerSource::Xdelta3 { blob, .. }
             | LayerSource::Zstd { blob, .. }
+            | LayerSource::Files { blob, .. }
             | LayerSource::Full { blob } => Some(*blob),
         }
     }
 
-    /// The old layer this layer needs, if any.
+    /// The old layer this layer needs (the first, for `files`), if any.
     pub fn old_layer(&self) -> Option<usize> {
+        self.old_layers().first().copied()
+    }
+
+    /// Every old layer this layer needs.
+    pub fn old_layers(&self) -> Vec<usize> {
         match self {
             LayerSource::Reference { old_layer }
             | LayerSource::Xdelta3 { old_layer, .. }
-            | LayerSource::Zstd { old_layer, .. } => Some(*old_layer),
-            LayerSource::Full { .. } => None,
+            | LayerSource::Zstd { old_layer, .. } => vec![*old_layer],
+            LayerSource::Files { old_layers, .. } => old_layers.clone(),
+            LayerSource::Full { .. } => Vec::new(),
         }
     }
 }
@@ -296,7 +314,7 @@ impl Header {
                     "layer {i} diff_id differs from the target's diff_ids"
                 )));
             }
-            if let Some(o) = l.source.old_layer() {
+            for o in l.source.old_layers() {
                 if o >= base_layers {
                     return Err(bad(format!(
                         "layer {i} needs old layer {o}, but the base image has {base_layers} layers"
@@ -704,6 +722,26 @@ impl PackageWriter {
         let (digest, size, _) = h.finish();
         self.blobs.push(BlobEntry { size, digest });
         Ok(self.blobs.len() - 1)
+    }
+
+    /// Appends a blob written by `f` into the given writer; returns its index and what `f`
+    /// returned.
+    pub fn add_blob_with<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Write) -> Result<T>,
+    ) -> Result<(usize, T)> {
+        let enc = self
+            .payload
+            .as_mut()
+            .ok_or_else(|| Error::Other("package writer already finished".into()))?;
+        let mut h = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(1 << 20, enc));
+        let value = f(&mut h)?;
+        let (digest, size, mut inner) = h.finish();
+        inner
+            .flush()
+            .map_err(|e| Error::io(self.spool_path.to_path_buf(), e))?;
+        self.blobs.push(BlobEntry { size, digest });
+        Ok((self.blobs.len() - 1, value))
     }
 
     /// Appends a blob from memory; returns its index.

@@ -4,5 +4,8 @@
 pub mod apply;
 pub mod codec;
 pub mod create;
+pub mod deliver;
+pub mod files;
 pub mod format;
+pub mod info;
 pub mod plan;

@@ -18,8 +18,11 @@ use crate::image::Image;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Try every delta codec and keep the smallest result (or the layer itself).
+    /// The file-aware codec for layers that are tars, else the smallest whole-layer delta.
     Auto,
+    /// File-aware: each file of a changed layer is copied or patched from the best file of
+    /// any old layer (like `auto`, but named explicitly).
+    Files,
     /// VCDIFF (xdelta3) against the best old layer.
     Xdelta3,
     /// zstd with the best old layer as prefix.

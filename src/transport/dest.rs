@@ -158,6 +158,14 @@ impl ImageWriter {
         })
     }
 
+    /// A directory on the output's filesystem for temporary files.
+    pub fn spool_dir(&self) -> PathBuf {
+        match self.dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// Adds the next layer (base first): `size` bytes from `data` that must hash to
     /// `diff_id`. A layer seen before (same diff_id) is stored once.
     pub fn add_layer(&mut self, diff_id: &Digest, size: u64, data: impl Read) -> Result<()> {

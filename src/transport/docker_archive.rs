@@ -167,6 +167,11 @@ impl ImageSource for DockerArchive {
         let layer = self.layer(index)?;
         self.store.open(&layer.location, "layer")
     }
+
+    fn layer_section(&self, index: usize) -> Result<Option<super::store::FileSection>> {
+        let layer = self.layer(index)?;
+        self.store.locate(&layer.location, "layer")
+    }
 }
 
 /// Chooses the image a selector names.

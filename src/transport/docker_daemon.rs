@@ -82,4 +82,8 @@ impl ImageSource for DockerDaemon {
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
         self.archive.open_blob(index)
     }
+
+    fn layer_section(&self, index: usize) -> Result<Option<super::store::FileSection>> {
+        self.archive.layer_section(index)
+    }
 }

@@ -201,6 +201,14 @@ pub trait ImageSource: Send + Sync {
     /// Opens the stored blob of layer `index` as it is (possibly compressed), unverified.
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>>;
 
+    /// Where layer `index`'s stored blob lies in a file, for positioned reads, when the
+    /// source keeps it in one (`None` otherwise). The bytes are unverified and may be
+    /// compressed: see [`Layer::compression`](crate::image::Layer).
+    fn layer_section(&self, index: usize) -> Result<Option<store::FileSection>> {
+        let _ = index;
+        Ok(None)
+    }
+
     /// Opens layer `index` as a stream of its uncompressed tar. The stream verifies the
     /// stored blob's digest (when known) and the diff_id when it reaches its end, and fails
     /// with [`Error::DigestMismatch`] naming the layer if either is wrong.

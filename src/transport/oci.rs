@@ -190,6 +190,11 @@ impl ImageSource for OciLayout {
         let layer = self.layer(index)?;
         self.store.open(&layer.location, "layer blob")
     }
+
+    fn layer_section(&self, index: usize) -> Result<Option<super::store::FileSection>> {
+        let layer = self.layer(index)?;
+        self.store.locate(&layer.location, "layer blob")
+    }
 }
 
 /// What a layer media type says about compression (verified against the content when read).

@@ -23,6 +23,9 @@ pub trait Store: Send + Sync {
     /// The size of the file at `name`, or `None` if it does not exist.
     fn size(&self, name: &str) -> Result<Option<u64>>;
 
+    /// Where a member's bytes lie in a file, for positioned reads (`None`: not present).
+    fn locate(&self, name: &str, what: &str) -> Result<Option<FileSection>>;
+
     /// Whether `name` exists.
     fn exists(&self, name: &str) -> Result<bool> {
         Ok(self.size(name)?.is_some())
@@ -120,6 +123,19 @@ impl Store for DirStore {
         })?;
         let f = File::open(&path).at(&path)?;
         Ok(Box::new(f))
+    }
+
+    fn locate(&self, name: &str, _what: &str) -> Result<Option<FileSection>> {
+        let Some(path) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        let f = File::open(&path).at(&path)?;
+        let len = f.metadata().at(&path)?.len();
+        Ok(Some(FileSection {
+            file: Arc::new(f),
+            offset: 0,
+            len,
+        }))
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>> {
@@ -341,6 +357,39 @@ fn index_tar(file: &File, path: &Path, limits: &Limits) -> Result<HashMap<String
     Ok(entries)
 }
 
+/// A run of bytes in a file, read with positioned reads (several readers can share it).
+#[derive(Debug, Clone)]
+pub struct FileSection {
+    /// The file.
+    pub file: Arc<File>,
+    /// Where the section starts.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+impl FileSection {
+    /// Fills `buf` from position `pos` of the section; fails if the section (or the file)
+    /// ends first.
+    pub fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if pos
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {pos} is past the end of a {}-byte section",
+                    buf.len(),
+                    self.len
+                ),
+            ));
+        }
+        self.file.read_exact_at(buf, self.offset + pos)
+    }
+}
+
 /// Reads a section of a shared file with positioned reads, so several can be open at once.
 struct SectionReader {
     file: Arc<File>,
@@ -388,6 +437,14 @@ impl Store for TarStore {
 
     fn size(&self, name: &str) -> Result<Option<u64>> {
         Ok(self.resolve(name)?.map(|(_, size)| size))
+    }
+
+    fn locate(&self, name: &str, _what: &str) -> Result<Option<FileSection>> {
+        Ok(self.resolve(name)?.map(|(offset, len)| FileSection {
+            file: Arc::clone(&self.file),
+            offset,
+            len,
+        }))
     }
 }
 

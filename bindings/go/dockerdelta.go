@@ -1,0 +1,548 @@
+// Package dockerdelta is the Go binding of docker-delta: ship container-image updates as
+// small deltas and rebuild the new image exactly on the far side.
+//
+// It calls the docker-delta C ABI (include/docker_delta.h, libdocker_delta.so) through
+// cgo. By default it links the library in the source tree's target/release; set
+// CGO_LDFLAGS="-L DIR -Wl,-rpath,DIR" to use another build.
+//
+// Long operations take a context.Context: cancelling it makes the next progress report
+// stop the operation (reports come at least every MiB of work), which then fails with an
+// *Error for which errors.Is(err, context.Canceled) and errors.Is(err, ErrCancelled) hold.
+package dockerdelta
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include
+#cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -ldocker_delta
+#include <stdlib.h>
+#include "docker_delta.h"
+
+dd_status ddgo_create_callbacks(dd_create_options *o, uintptr_t h, bool progress, uint32_t log_level);
+dd_status ddgo_apply_callbacks(dd_apply_options *o, uintptr_t h, bool progress, uint32_t log_level);
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"runtime"
+	"runtime/cgo"
+	"unsafe"
+)
+
+// Version is the library's version, e.g. "0.1.0".
+func Version() string { return C.GoString(C.dd_version()) }
+
+// FormatVersionSupported is the newest package format version the library reads (older
+// ones are read too).
+func FormatVersionSupported() uint32 { return uint32(C.dd_package_format_version_supported()) }
+
+// HeaderVersion is the version of the header this package was compiled against.
+const HeaderVersion = C.DOCKER_DELTA_VERSION
+
+// cstr is a C copy of s ("" gives NULL when nullable); free it with freeStr.
+func cstr(s string, nullable bool) *C.char {
+	if nullable && s == "" {
+		return nil
+	}
+	return C.CString(s)
+}
+
+func freeStr(p *C.char) {
+	if p != nil {
+		C.free(unsafe.Pointer(p))
+	}
+}
+
+// goStringOwned copies and frees an owned string from the library.
+func goStringOwned(p *C.char) string {
+	if p == nil {
+		return ""
+	}
+	defer C.dd_string_free(p)
+	return C.GoString(p)
+}
+
+func check(status C.dd_status, err *C.dd_error) error {
+	if status == C.DD_STATUS_OK {
+		return nil
+	}
+	return fromNative(status, err)
+}
+
+// Layer is one layer of an image.
+type Layer struct {
+	Index     int
+	DiffID    string
+	Digest    string // "" when not known without reading the layer
+	MediaType string
+	Size      uint64 // stored size
+}
+
+// Image is an opened image reference (docker-archive:, oci:, oci-archive:,
+// docker-daemon:, or a path). Close it when done.
+type Image struct {
+	h *C.dd_image
+}
+
+// OpenImage opens the image ref names; platform ("os/arch[/variant]", "" for the host's)
+// chooses from a multi-platform index. docker-daemon: references use DOCKER_HOST.
+func OpenImage(ref, platform string) (*Image, error) {
+	cref, cplat := cstr(ref, false), cstr(platform, true)
+	defer freeStr(cref)
+	defer freeStr(cplat)
+	var h *C.dd_image
+	var cerr *C.dd_error
+	if err := check(C.dd_image_open(cref, cplat, &h, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	img := &Image{h: h}
+	runtime.SetFinalizer(img, (*Image).Close)
+	return img, nil
+}
+
+// Close frees the image; it may be called more than once.
+func (i *Image) Close() error {
+	if i.h != nil {
+		C.dd_image_free(i.h)
+		i.h = nil
+		runtime.SetFinalizer(i, nil)
+	}
+	return nil
+}
+
+// Reference is the reference in canonical form.
+func (i *Image) Reference() string { return C.GoString(C.dd_image_reference(i.h)) }
+
+// Transport is docker-archive, oci, oci-archive or docker-daemon.
+func (i *Image) Transport() string { return C.GoString(C.dd_image_transport(i.h)) }
+
+// ManifestFormat is docker-archive-manifest, oci-manifest or docker-schema2.
+func (i *Image) ManifestFormat() string { return C.GoString(C.dd_image_manifest_format(i.h)) }
+
+// ID is the Docker image ID (the config digest), sha256:...
+func (i *Image) ID() string { return C.GoString(C.dd_image_id(i.h)) }
+
+// ConfigDigest is the config digest (the same as ID).
+func (i *Image) ConfigDigest() string { return C.GoString(C.dd_image_config_digest(i.h)) }
+
+// Platform is os/arch[/variant].
+func (i *Image) Platform() string { return C.GoString(C.dd_image_platform(i.h)) }
+
+// Tags are the tags the source gives the image.
+func (i *Image) Tags() []string {
+	n := int(C.dd_image_tag_count(i.h))
+	out := make([]string, n)
+	for k := 0; k < n; k++ {
+		out[k] = C.GoString(C.dd_image_tag(i.h, C.size_t(k)))
+	}
+	return out
+}
+
+// Layers are the image's layers, base first.
+func (i *Image) Layers() []Layer {
+	n := int(C.dd_image_layer_count(i.h))
+	out := make([]Layer, n)
+	for k := 0; k < n; k++ {
+		ck := C.size_t(k)
+		out[k] = Layer{
+			Index:     k,
+			DiffID:    C.GoString(C.dd_image_layer_diff_id(i.h, ck)),
+			Digest:    C.GoString(C.dd_image_layer_digest(i.h, ck)),
+			MediaType: C.GoString(C.dd_image_layer_media_type(i.h, ck)),
+			Size:      uint64(C.dd_image_layer_size(i.h, ck)),
+		}
+	}
+	return out
+}
+
+// Verify reads every layer and checks its digests.
+func (i *Image) Verify() error {
+	var cerr *C.dd_error
+	return check(C.dd_image_verify(i.h, &cerr), cerr)
+}
+
+// JSON describes the image as `docker-delta inspect --json` prints it.
+func (i *Image) JSON() ([]byte, error) {
+	var out *C.char
+	var cerr *C.dd_error
+	if err := check(C.dd_image_json(i.h, &out, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	return []byte(goStringOwned(out)), nil
+}
+
+// PackageLayer is how one layer of the new image is rebuilt.
+type PackageLayer struct {
+	Index     int
+	DiffID    string
+	Method    string // reference, files, xdelta3, zstd, full
+	Size      uint64 // uncompressed
+	DeltaSize uint64 // payload bytes (0 for references)
+}
+
+// Package is an opened delta package. Close it when done.
+type Package struct {
+	h *C.dd_package
+}
+
+// OpenPackage opens a package file, checking its structure and header checksum.
+func OpenPackage(path string) (*Package, error) {
+	cpath := cstr(path, false)
+	defer freeStr(cpath)
+	var h *C.dd_package
+	var cerr *C.dd_error
+	if err := check(C.dd_package_open(cpath, &h, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	p := &Package{h: h}
+	runtime.SetFinalizer(p, (*Package).Close)
+	return p, nil
+}
+
+// Close frees the package; it may be called more than once.
+func (p *Package) Close() error {
+	if p.h != nil {
+		C.dd_package_free(p.h)
+		p.h = nil
+		runtime.SetFinalizer(p, nil)
+	}
+	return nil
+}
+
+// Verify reads the payload and checks every checksum.
+func (p *Package) Verify() error {
+	var cerr *C.dd_error
+	return check(C.dd_package_verify(p.h, &cerr), cerr)
+}
+
+// InfoJSON is the package's metadata as `docker-delta info --json` prints it.
+func (p *Package) InfoJSON() ([]byte, error) {
+	var out *C.char
+	var cerr *C.dd_error
+	if err := check(C.dd_package_info_json(p.h, &out, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	return []byte(goStringOwned(out)), nil
+}
+
+// LayersJSON is the layer list as `docker-delta list --json` prints it.
+func (p *Package) LayersJSON() ([]byte, error) {
+	var out *C.char
+	var cerr *C.dd_error
+	if err := check(C.dd_package_layers_json(p.h, &out, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	return []byte(goStringOwned(out)), nil
+}
+
+// FormatVersion is the package format version.
+func (p *Package) FormatVersion() uint32 { return uint32(C.dd_package_format_version(p.h)) }
+
+// Size is the file size in bytes.
+func (p *Package) Size() uint64 { return uint64(C.dd_package_size(p.h)) }
+
+// CreatedBy names the program that wrote the package.
+func (p *Package) CreatedBy() string { return C.GoString(C.dd_package_created_by(p.h)) }
+
+// TargetImageID is the ID of the image the package rebuilds.
+func (p *Package) TargetImageID() string { return C.GoString(C.dd_package_target_image_id(p.h)) }
+
+// BaseImageID is the ID of the image the delta was made against; ok is false for a full
+// package.
+func (p *Package) BaseImageID() (id string, ok bool) {
+	c := C.dd_package_base_image_id(p.h)
+	if c == nil {
+		return "", false
+	}
+	return C.GoString(c), true
+}
+
+// Layers lists how each layer of the new image is rebuilt.
+func (p *Package) Layers() []PackageLayer {
+	n := int(C.dd_package_layer_count(p.h))
+	out := make([]PackageLayer, n)
+	for k := 0; k < n; k++ {
+		ck := C.size_t(k)
+		out[k] = PackageLayer{
+			Index:     k,
+			DiffID:    C.GoString(C.dd_package_layer_diff_id(p.h, ck)),
+			Method:    C.GoString(C.dd_package_layer_method(p.h, ck)),
+			Size:      uint64(C.dd_package_layer_size(p.h, ck)),
+			DeltaSize: uint64(C.dd_package_layer_delta_size(p.h, ck)),
+		}
+	}
+	return out
+}
+
+// Method is how changed layers are encoded.
+type Method uint32
+
+// The methods.
+const (
+	MethodAuto    Method = C.DD_METHOD_AUTO // files codec for tar layers, else best whole-layer delta
+	MethodXdelta3 Method = C.DD_METHOD_XDELTA3
+	MethodZstd    Method = C.DD_METHOD_ZSTD
+	MethodLayer   Method = C.DD_METHOD_LAYER // ship changed layers whole
+	MethodFiles   Method = C.DD_METHOD_FILES // file-aware patches against any old layer
+)
+
+// Compression is the package payload's compression.
+type Compression uint32
+
+// The compressions.
+const (
+	CompressionZstd Compression = C.DD_COMPRESSION_ZSTD
+	CompressionGzip Compression = C.DD_COMPRESSION_GZIP
+	CompressionXz   Compression = C.DD_COMPRESSION_XZ
+	CompressionNone Compression = C.DD_COMPRESSION_NONE
+)
+
+// CreateOptions are Create's options; the zero value gives the command-line defaults.
+type CreateOptions struct {
+	Method      Method
+	Compression Compression
+	// Level is the compression level in the algorithm's range; 0 means its default
+	// (zstd 19, gzip 9, xz 6).
+	Level          int
+	Platform       string // "" for the host's
+	Force          bool
+	DryRun         bool
+	MaxLayerMemory uint64 // 0: DOCKER_DELTA_MAX_MEMORY or 2 GiB
+	Progress       ProgressFunc
+	Log            LogFunc
+	LogLevel       LogLevel // most detailed level passed to Log (0: LogInfo)
+}
+
+// ImageIdentity identifies an image in a report.
+type ImageIdentity struct {
+	ImageID   string          `json:"image_id"`
+	DiffIDs   []string        `json:"diff_ids"`
+	RepoTags  []string        `json:"repo_tags"`
+	Reference string          `json:"reference"`
+	Platform  json.RawMessage `json:"platform"`
+}
+
+// CreateReport is what Create did (`docker-delta create --json`).
+type CreateReport struct {
+	Package                string         `json:"package"`
+	PackageSize            uint64         `json:"package_size"`
+	Base                   *ImageIdentity `json:"base"`
+	Target                 ImageIdentity  `json:"target"`
+	TargetStoredSize       uint64         `json:"target_stored_size"`
+	TargetUncompressedSize uint64         `json:"target_uncompressed_size"`
+	Layers                 []struct {
+		Index       int    `json:"index"`
+		DiffID      string `json:"diff_id"`
+		Method      string `json:"method"`
+		OldLayer    *int   `json:"old_layer"`
+		Size        uint64 `json:"size"`
+		PayloadSize uint64 `json:"payload_size"`
+	} `json:"layers"`
+	// Raw is the report's JSON.
+	Raw json.RawMessage `json:"-"`
+}
+
+// ApplyReport is what Apply did (`docker-delta apply --json`).
+type ApplyReport struct {
+	Output      string `json:"output"`
+	ImageID     string `json:"image_id"`
+	Name        string `json:"name"`
+	BaseImageID string `json:"base_image_id"`
+	Layers      []struct {
+		Index  int    `json:"index"`
+		DiffID string `json:"diff_id"`
+		Method string `json:"method"`
+		Size   uint64 `json:"size"`
+	} `json:"layers"`
+	// Raw is the report's JSON.
+	Raw json.RawMessage `json:"-"`
+}
+
+// call holds the per-call callback state and its handle.
+type call struct {
+	state  *callState
+	handle cgo.Handle
+}
+
+func newCall(ctx context.Context, progress ProgressFunc, log LogFunc) *call {
+	s := &callState{ctx: ctx, progress: progress, log: log}
+	return &call{state: s, handle: cgo.NewHandle(s)}
+}
+
+// finish releases the handle, re-raises a callback's panic, and ties a cancellation to
+// the context that caused it.
+func (c *call) finish(err error) error {
+	c.handle.Delete()
+	if c.state.hasPanic {
+		panic(c.state.panicked)
+	}
+	var de *Error
+	if errors.As(err, &de) && de.Status == StatusCancelled && c.state.ctx.Err() != nil {
+		de.cause = c.state.ctx.Err()
+	}
+	return err
+}
+
+// wantsProgress says whether the progress trampoline is needed: for the caller's
+// function or to notice a cancelled context.
+func wantsProgress(ctx context.Context, f ProgressFunc) bool {
+	return f != nil || ctx.Done() != nil
+}
+
+func logLevel(f LogFunc, l LogLevel) C.uint32_t {
+	if f == nil {
+		return 0
+	}
+	if l == 0 {
+		l = LogInfo
+	}
+	return C.uint32_t(l)
+}
+
+// Create makes a delta package at output that rebuilds newRef from oldRef (oldRef "" for
+// a full package). References are in skopeo syntax. opts may be nil.
+func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOptions) (*CreateReport, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &CreateOptions{}
+	}
+	var o *C.dd_create_options
+	if st := C.dd_create_options_new(&o); st != C.DD_STATUS_OK {
+		return nil, fromNative(st, nil)
+	}
+	defer C.dd_create_options_free(o)
+	level := C.int32_t(C.DD_LEVEL_DEFAULT)
+	if opts.Level != 0 {
+		level = C.int32_t(opts.Level)
+	}
+	cplat := cstr(opts.Platform, true)
+	defer freeStr(cplat)
+	var cerr *C.dd_error
+	if st := C.dd_create_options_set_method(o, C.uint32_t(opts.Method)); st != C.DD_STATUS_OK {
+		return nil, fromNative(st, nil)
+	}
+	if st := C.dd_create_options_set_compression(o, C.uint32_t(opts.Compression), level); st != C.DD_STATUS_OK {
+		return nil, fromNative(st, nil)
+	}
+	if err := check(C.dd_create_options_set_platform(o, cplat, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	C.dd_create_options_set_force(o, C.bool(opts.Force))
+	C.dd_create_options_set_dry_run(o, C.bool(opts.DryRun))
+	C.dd_create_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
+
+	c := newCall(ctx, opts.Progress, opts.Log)
+	C.ddgo_create_callbacks(o, C.uintptr_t(c.handle), C.bool(wantsProgress(ctx, opts.Progress)), logLevel(opts.Log, opts.LogLevel))
+	cold, cnew, cout := cstr(oldRef, true), cstr(newRef, false), cstr(output, false)
+	defer freeStr(cold)
+	defer freeStr(cnew)
+	defer freeStr(cout)
+	var report *C.char
+	st := C.dd_create(cold, cnew, cout, o, &report, &cerr)
+	text := goStringOwned(report)
+	if err := c.finish(check(st, cerr)); err != nil {
+		return nil, err
+	}
+	r := &CreateReport{Raw: json.RawMessage(text)}
+	if err := json.Unmarshal([]byte(text), r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ApplyOptions are Apply's and ApplyLoad's options; the zero value gives the defaults.
+type ApplyOptions struct {
+	Tag            string // name the image NAME[:TAG] ("" : the output's or the package's tag)
+	DockerHost     string // ApplyLoad's daemon ("": DOCKER_HOST)
+	Platform       string
+	Force          bool
+	DryRun         bool
+	MaxLayerMemory uint64
+	Progress       ProgressFunc
+	Log            LogFunc
+	LogLevel       LogLevel
+}
+
+func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
+	var o *C.dd_apply_options
+	if st := C.dd_apply_options_new(&o); st != C.DD_STATUS_OK {
+		return nil, fromNative(st, nil)
+	}
+	ctag, chost, cplat := cstr(opts.Tag, true), cstr(opts.DockerHost, true), cstr(opts.Platform, true)
+	defer freeStr(ctag)
+	defer freeStr(chost)
+	defer freeStr(cplat)
+	var cerr *C.dd_error
+	for _, set := range []func() C.dd_status{
+		func() C.dd_status { return C.dd_apply_options_set_tag(o, ctag, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_docker_host(o, chost, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_platform(o, cplat, &cerr) },
+	} {
+		if err := check(set(), cerr); err != nil {
+			C.dd_apply_options_free(o)
+			return nil, err
+		}
+	}
+	C.dd_apply_options_set_force(o, C.bool(opts.Force))
+	C.dd_apply_options_set_dry_run(o, C.bool(opts.DryRun))
+	C.dd_apply_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
+	return o, nil
+}
+
+func runApply(ctx context.Context, pkg, baseRef, output string, load bool, opts *ApplyOptions) (*ApplyReport, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = &ApplyOptions{}
+	}
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer C.dd_apply_options_free(o)
+	c := newCall(ctx, opts.Progress, opts.Log)
+	C.ddgo_apply_callbacks(o, C.uintptr_t(c.handle), C.bool(wantsProgress(ctx, opts.Progress)), logLevel(opts.Log, opts.LogLevel))
+	cpkg, cbase, cout := cstr(pkg, false), cstr(baseRef, true), cstr(output, false)
+	defer freeStr(cpkg)
+	defer freeStr(cbase)
+	defer freeStr(cout)
+	var report *C.char
+	var cerr *C.dd_error
+	var st C.dd_status
+	if load {
+		st = C.dd_apply_load(cpkg, cbase, o, &report, &cerr)
+	} else {
+		st = C.dd_apply(cpkg, cbase, cout, o, &report, &cerr)
+	}
+	text := goStringOwned(report)
+	callErr := c.finish(check(st, cerr))
+	if text == "" {
+		return nil, callErr
+	}
+	r := &ApplyReport{Raw: json.RawMessage(text)}
+	if err := json.Unmarshal([]byte(text), r); err != nil {
+		return nil, err
+	}
+	// With StatusTagFailed both are returned: the image is loaded, the tag is not.
+	return r, callErr
+}
+
+// Apply rebuilds the package's image from the base image baseRef ("" : none for a full
+// package, else the recorded image ID in the Docker daemon) and writes it to output: a
+// reference with a transport, or a path for a docker-archive that `docker load` accepts.
+// A base lacking a layer the package needs fails with ErrWrongBaseImage before anything
+// is written.
+func Apply(ctx context.Context, pkg, baseRef, output string, opts *ApplyOptions) (*ApplyReport, error) {
+	return runApply(ctx, pkg, baseRef, output, false, opts)
+}
+
+// ApplyLoad is Apply into the Docker daemon (opts.DockerHost, else DOCKER_HOST), tagged
+// opts.Tag (else the package's tag). If the image was loaded but tagging failed it
+// returns the report and an error matching ErrTagFailed.
+func ApplyLoad(ctx context.Context, pkg, baseRef string, opts *ApplyOptions) (*ApplyReport, error) {
+	return runApply(ctx, pkg, baseRef, "", true, opts)
+}

@@ -1,0 +1,336 @@
+package dockerdelta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+type event struct {
+	phase       Phase
+	done, total uint64
+}
+
+func samples(t *testing.T) (oldRef, newRef string) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "samples")
+	return "docker-archive:" + filepath.Join(dir, "app-1.tar"), "docker-archive:" + filepath.Join(dir, "app-2.tar")
+}
+
+func imageID(t *testing.T, ref string) string {
+	t.Helper()
+	img, err := OpenImage(ref, "")
+	if err != nil {
+		t.Fatalf("open %s: %v", ref, err)
+	}
+	defer img.Close()
+	return img.ID()
+}
+
+// assertOrdered: phases in order and never revisited; done non-decreasing within a phase.
+func assertOrdered(t *testing.T, events []event, phases []Phase) {
+	t.Helper()
+	var seen []Phase
+	var last uint64
+	for _, e := range events {
+		if len(seen) == 0 || seen[len(seen)-1] != e.phase {
+			for _, p := range seen {
+				if p == e.phase {
+					t.Fatalf("phase %v came back: %v", e.phase, events)
+				}
+			}
+			seen = append(seen, e.phase)
+			last = 0
+		}
+		if e.done < last || (e.total > 0 && e.done > e.total) {
+			t.Fatalf("progress out of order in %v: %v", e.phase, events)
+		}
+		last = e.done
+	}
+	if len(seen) != len(phases) {
+		t.Fatalf("phases %v, want %v", seen, phases)
+	}
+	for i := range seen {
+		if seen[i] != phases[i] {
+			t.Fatalf("phases %v, want %v", seen, phases)
+		}
+	}
+}
+
+func makePackage(t *testing.T, dir string) string {
+	t.Helper()
+	oldRef, newRef := samples(t)
+	out := filepath.Join(dir, "app-1-to-2.ddelta")
+	if _, err := Create(context.Background(), oldRef, newRef, out, &CreateOptions{Level: 3}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestVersion(t *testing.T) {
+	if Version() != HeaderVersion {
+		t.Fatalf("library %s, header %s", Version(), HeaderVersion)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	_, newRef := samples(t)
+	img, err := OpenImage(newRef, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if img.Transport() != "docker-archive" || img.ID() != img.ConfigDigest() || !strings.HasPrefix(img.ID(), "sha256:") {
+		t.Fatalf("transport %q id %q", img.Transport(), img.ID())
+	}
+	if tags := img.Tags(); len(tags) != 1 || tags[0] != "sample/app:2" {
+		t.Fatalf("tags %v", tags)
+	}
+	if err := img.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := img.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		ImageID        string `json:"image_id"`
+		ManifestFormat string `json:"manifest_format"`
+		Verified       bool   `json:"verified"`
+		Layers         []struct {
+			DiffID string `json:"diff_id"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	layers := img.Layers()
+	if !doc.Verified || doc.ImageID != img.ID() || doc.ManifestFormat != img.ManifestFormat() || len(doc.Layers) != len(layers) {
+		t.Fatalf("json %s", raw)
+	}
+	for i, l := range layers {
+		if l.DiffID != doc.Layers[i].DiffID || l.Index != i {
+			t.Fatalf("layer %d: %+v vs %s", i, l, raw)
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	oldRef, newRef := samples(t)
+	want := imageID(t, newRef)
+	var events []event
+	var logs []string
+	pkg := filepath.Join(dir, "u.ddelta")
+	report, err := Create(context.Background(), oldRef, newRef, pkg, &CreateOptions{
+		Method:      MethodAuto,
+		Compression: CompressionZstd,
+		Level:       3,
+		Progress: func(p Phase, done, total uint64) bool {
+			events = append(events, event{p, done, total})
+			return true
+		},
+		Log:      func(l LogLevel, m string) { logs = append(logs, m) },
+		LogLevel: LogDebug,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.Target.ImageID != want || report.Base == nil || report.Package != pkg {
+		t.Fatalf("report %s", report.Raw)
+	}
+	assertOrdered(t, events, []Phase{PhaseAnalyze, PhaseEncode, PhaseWrite})
+	if !strings.Contains(strings.Join(logs, "\n"), "package written") {
+		t.Fatalf("logs %v", logs)
+	}
+
+	p, err := OpenPackage(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.TargetImageID() != want || p.FormatVersion() != FormatVersionSupported() {
+		t.Fatalf("package %s %d", p.TargetImageID(), p.FormatVersion())
+	}
+	if base, ok := p.BaseImageID(); !ok || base != imageID(t, oldRef) {
+		t.Fatalf("base %q", base)
+	}
+	if l := p.Layers(); len(l) == 0 || l[0].Method != "reference" {
+		t.Fatalf("layers %+v", l)
+	}
+	if err := p.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := p.InfoJSON()
+	if err != nil || !strings.Contains(string(info), `"payload_verified":true`) {
+		t.Fatalf("info %s %v", info, err)
+	}
+	if _, err := p.LayersJSON(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p.Close()
+
+	events = nil
+	out := filepath.Join(dir, "app-2-rebuilt.tar")
+	applied, err := Apply(context.Background(), pkg, oldRef, out, &ApplyOptions{
+		Progress: func(p Phase, done, total uint64) bool {
+			events = append(events, event{p, done, total})
+			return true
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertOrdered(t, events, []Phase{PhaseVerify, PhaseRebuild})
+	if applied.ImageID != want || imageID(t, out) != want {
+		t.Fatalf("rebuilt %s, want %s", applied.ImageID, want)
+	}
+}
+
+func TestWrongBaseIsStructured(t *testing.T) {
+	dir := t.TempDir()
+	pkg := makePackage(t, dir)
+	oldRef, newRef := samples(t)
+	out := filepath.Join(dir, "never.tar")
+	_, err := Apply(context.Background(), pkg, newRef, out, nil)
+	if !errors.Is(err, ErrWrongBaseImage) || !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("got %v", err)
+	}
+	var de *Error
+	if !errors.As(err, &de) {
+		t.Fatalf("not an *Error: %T", err)
+	}
+	if de.Status != StatusInvalidInput || de.Kind != "wrong_base_image" ||
+		!strings.Contains(de.Expected, imageID(t, oldRef)) || !strings.Contains(de.Found, imageID(t, newRef)) {
+		t.Fatalf("%+v", de)
+	}
+	if ref, _ := de.Fields["reference"].(string); !strings.HasSuffix(ref, "app-2.tar") {
+		t.Fatalf("fields %v", de.Fields)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("output written: %v", err)
+	}
+}
+
+func TestOtherErrors(t *testing.T) {
+	dir := t.TempDir()
+	pkg := makePackage(t, dir)
+	oldRef, newRef := samples(t)
+	_, err := Create(context.Background(), oldRef, newRef, pkg, nil)
+	var de *Error
+	if !errors.Is(err, ErrOutputExists) || !errors.As(err, &de) || de.Path != pkg {
+		t.Fatalf("output exists: %v", err)
+	}
+	if _, err := OpenImage("docker-archive:", ""); !errors.Is(err, ErrInvalidReference) {
+		t.Fatalf("bad reference: %v", err)
+	}
+	if _, err := OpenImage(newRef, "not-a-platform"); !errors.Is(err, ErrInvalidPlatform) {
+		t.Fatalf("bad platform: %v", err)
+	}
+	if _, err := OpenImage("bad\xff", ""); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad UTF-8: %v", err)
+	}
+	if _, err := Create(context.Background(), "", newRef, filepath.Join(dir, "x"), &CreateOptions{Compression: CompressionGzip, Level: 42}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad level: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.ddelta")
+	os.WriteFile(bad, []byte(strings.Repeat("not a package ", 10)), 0o644)
+	if _, err := OpenPackage(bad); !errors.Is(err, ErrInvalidPackage) {
+		t.Fatalf("bad package: %v", err)
+	}
+	_, err = ApplyLoad(context.Background(), pkg, oldRef, &ApplyOptions{DockerHost: "unix://" + filepath.Join(dir, "none.sock")})
+	if !errors.Is(err, ErrDaemonUnavailable) || !errors.Is(err, ErrMissingDependency) {
+		t.Fatalf("no daemon: %v", err)
+	}
+}
+
+func TestContextCancelStopsCreate(t *testing.T) {
+	dir := t.TempDir()
+	oldRef, newRef := samples(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := filepath.Join(dir, "c.ddelta")
+	_, err := Create(ctx, oldRef, newRef, out, &CreateOptions{
+		Progress: func(p Phase, done, total uint64) bool {
+			if p == PhaseEncode {
+				cancel() // as another goroutine would
+			}
+			return true
+		},
+	})
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrCancelled) {
+		t.Fatalf("got %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("left behind: %v", entries)
+	}
+	if _, err := Create(ctx, oldRef, newRef, out, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("already cancelled: %v", err)
+	}
+}
+
+func TestCallbackPanicIsRaisedAfterTheCall(t *testing.T) {
+	dir := t.TempDir()
+	oldRef, newRef := samples(t)
+	defer func() {
+		if r := recover(); r != "boom" {
+			t.Fatalf("recovered %v", r)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("left behind: %v", entries)
+		}
+	}()
+	Create(context.Background(), oldRef, newRef, filepath.Join(dir, "p.ddelta"), &CreateOptions{
+		Progress: func(Phase, uint64, uint64) bool { panic("boom") },
+	})
+	t.Fatal("no panic")
+}
+
+func TestApplyLoadTagsInTheDaemon(t *testing.T) {
+	host := os.Getenv("DOCKER_DELTA_TEST_DOCKER26")
+	if host == "" {
+		host = os.Getenv("DOCKER_DELTA_TEST_DOCKER20")
+	}
+	if host == "" {
+		if os.Getenv("DOCKER_DELTA_REQUIRE_ENGINES") == "1" {
+			t.Fatal("DOCKER_DELTA_REQUIRE_ENGINES=1 but no test engine")
+		}
+		t.Skip(`no test Docker engine (eval "$(scripts/engines.sh env)")`)
+	}
+	dir := t.TempDir()
+	pkg := makePackage(t, dir)
+	oldRef, newRef := samples(t)
+	want := imageID(t, newRef)
+	var events []event
+	tag := "dd-ffi-test/go:2"
+	report, err := ApplyLoad(context.Background(), pkg, oldRef, &ApplyOptions{
+		Tag:        tag,
+		DockerHost: host,
+		Progress: func(p Phase, done, total uint64) bool {
+			events = append(events, event{p, done, total})
+			return true
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertOrdered(t, events, []Phase{PhaseVerify, PhaseRebuild, PhaseLoad})
+	if report.ImageID != want || report.Name != tag {
+		t.Fatalf("report %s", report.Raw)
+	}
+	t.Setenv("DOCKER_HOST", host)
+	img, err := OpenImage("docker-daemon:"+tag, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if img.ID() != want {
+		t.Fatalf("%s resolves to %s, want %s", tag, img.ID(), want)
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/docker-delta/docker-delta/bindings/go
+
+go 1.19

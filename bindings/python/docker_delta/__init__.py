@@ -1,0 +1,80 @@
+"""docker-delta: ship container-image updates as small deltas, rebuild the new image exactly.
+
+Python bindings over the docker-delta C ABI (``libdocker_delta.so``, loaded with ctypes;
+see :mod:`docker_delta._native` for how it is found).
+
+>>> import docker_delta as dd
+>>> report = dd.create("docker-archive:app-2.tar", "u.ddelta", old="docker-archive:app-1.tar")
+>>> dd.apply("u.ddelta", "app-2-rebuilt.tar", base="docker-archive:app-1.tar")["image_id"]
+'sha256:...'
+"""
+
+from ._api import (
+    Image,
+    Layer,
+    LogCallback,
+    LogLevel,
+    Package,
+    Phase,
+    ProgressCallback,
+    apply,
+    create,
+    format_version_supported,
+    version,
+)
+from .errors import (
+    Cancelled,
+    DaemonUnavailable,
+    DeltaError,
+    DigestMismatch,
+    Error,
+    ImageNotFound,
+    InvalidArgument,
+    InvalidInput,
+    InvalidPackage,
+    InvalidReference,
+    MissingDependency,
+    OperationFailed,
+    OutputExists,
+    Panic,
+    SizeMismatch,
+    Status,
+    TagFailed,
+    UnsupportedPackageVersion,
+    WrongBaseImage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "DaemonUnavailable",
+    "DeltaError",
+    "DigestMismatch",
+    "Error",
+    "Image",
+    "ImageNotFound",
+    "InvalidArgument",
+    "InvalidInput",
+    "InvalidPackage",
+    "InvalidReference",
+    "Layer",
+    "LogCallback",
+    "LogLevel",
+    "MissingDependency",
+    "OperationFailed",
+    "OutputExists",
+    "Package",
+    "Panic",
+    "Phase",
+    "ProgressCallback",
+    "SizeMismatch",
+    "Status",
+    "TagFailed",
+    "UnsupportedPackageVersion",
+    "WrongBaseImage",
+    "apply",
+    "create",
+    "format_version_supported",
+    "version",
+]

@@ -1,0 +1,427 @@
+"""The Pythonic layer over the C ABI."""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from . import _native as n
+from .errors import Cancelled, DeltaError, InvalidArgument, Status, TagFailed, from_native
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Phase(enum.IntEnum):
+    """``dd_phase``: create goes ANALYZE (with an old image), ENCODE, WRITE; apply goes
+    VERIFY, REBUILD, and LOAD when loading into the daemon."""
+
+    ANALYZE = 0
+    ENCODE = 1
+    WRITE = 2
+    VERIFY = 3
+    REBUILD = 4
+    LOAD = 5
+
+
+class LogLevel(enum.IntEnum):
+    """``dd_log_level``, most severe first."""
+
+    ERROR = 1
+    WARN = 2
+    INFO = 3
+    DEBUG = 4
+    TRACE = 5
+
+
+ProgressCallback = Callable[[Phase, int, int], Optional[bool]]
+"""``progress(phase, done, total)``: return False to cancel (None or True go on)."""
+
+LogCallback = Callable[[LogLevel, str], None]
+"""``log(level, message)``."""
+
+_METHODS = {"auto": 0, "xdelta3": 1, "zstd": 2, "layer": 3, "files": 4}
+_COMPRESSIONS = {"zstd": 0, "gzip": 1, "xz": 2, "none": 3}
+_LEVEL_DEFAULT = -1
+
+
+def version() -> str:
+    """The library's version, e.g. ``"0.1.0"``."""
+    return n.text(n.lib.dd_version()) or ""
+
+
+def format_version_supported() -> int:
+    """The newest package format version this library reads (older ones are read too)."""
+    return int(n.lib.dd_package_format_version_supported())
+
+
+def _check(code: int, err: ctypes.c_void_p) -> None:
+    if code != Status.OK:
+        raise from_native(code, err.value)
+
+
+def _call(fn: Callable[..., int], *args: Any) -> None:
+    """Calls a function whose last argument is ``dd_error **`` and raises on failure."""
+    err = ctypes.c_void_p()
+    code = fn(*args, ctypes.byref(err))
+    _check(code, err)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of an image."""
+
+    index: int
+    diff_id: str
+    digest: Optional[str]
+    media_type: str
+    size: int
+
+
+class Image:
+    """An opened image (any transport: ``docker-archive:``, ``oci:``, ``oci-archive:``,
+    ``docker-daemon:``, or a path). Use as a context manager, or call :meth:`close`.
+
+    >>> with Image("docker-archive:app-2.tar") as img:
+    ...     print(img.image_id, img.tags)
+    """
+
+    def __init__(self, reference: PathLike, platform: Optional[str] = None) -> None:
+        self._h = ctypes.c_void_p()
+        _call(n.lib.dd_image_open, n.arg(reference), n.arg(platform), ctypes.byref(self._h))
+
+    def __enter__(self) -> "Image":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Frees the handle (idempotent)."""
+        h = getattr(self, "_h", None)
+        if h is not None and h.value:
+            n.lib.dd_image_free(h)
+            self._h = ctypes.c_void_p()
+
+    def _handle(self) -> ctypes.c_void_p:
+        if not self._h.value:
+            raise ValueError("the image is closed")
+        return self._h
+
+    def _str(self, fn: Callable[..., Optional[bytes]], *args: Any) -> str:
+        return n.text(fn(self._handle(), *args)) or ""
+
+    @property
+    def reference(self) -> str:
+        """The reference in canonical form."""
+        return self._str(n.lib.dd_image_reference)
+
+    @property
+    def transport(self) -> str:
+        """``docker-archive``, ``oci``, ``oci-archive`` or ``docker-daemon``."""
+        return self._str(n.lib.dd_image_transport)
+
+    @property
+    def manifest_format(self) -> str:
+        """``docker-archive-manifest``, ``oci-manifest``, ``docker-schema2``."""
+        return self._str(n.lib.dd_image_manifest_format)
+
+    @property
+    def image_id(self) -> str:
+        """The Docker image ID (= config digest), ``sha256:...``."""
+        return self._str(n.lib.dd_image_id)
+
+    @property
+    def config_digest(self) -> str:
+        """The config digest (= image ID)."""
+        return self._str(n.lib.dd_image_config_digest)
+
+    @property
+    def platform(self) -> str:
+        """``os/arch[/variant]``."""
+        return self._str(n.lib.dd_image_platform)
+
+    @property
+    def tags(self) -> List[str]:
+        """The tags the source gives the image."""
+        h = self._handle()
+        return [n.text(n.lib.dd_image_tag(h, i)) or "" for i in range(n.lib.dd_image_tag_count(h))]
+
+    @property
+    def layers(self) -> List[Layer]:
+        """The layers, base first."""
+        h = self._handle()
+        return [
+            Layer(
+                index=i,
+                diff_id=n.text(n.lib.dd_image_layer_diff_id(h, i)) or "",
+                digest=n.text(n.lib.dd_image_layer_digest(h, i)),
+                media_type=n.text(n.lib.dd_image_layer_media_type(h, i)) or "",
+                size=int(n.lib.dd_image_layer_size(h, i)),
+            )
+            for i in range(n.lib.dd_image_layer_count(h))
+        ]
+
+    def verify(self) -> None:
+        """Reads every layer and verifies its digests (raises DigestMismatch...)."""
+        _call(n.lib.dd_image_verify, self._handle())
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The image as ``docker-delta inspect --json`` prints it."""
+        out = ctypes.c_void_p()
+        _call(n.lib.dd_image_json, self._handle(), ctypes.byref(out))
+        return json.loads(n.take_string(out) or "null")
+
+
+class Package:
+    """An opened delta package. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: PathLike) -> None:
+        self._h = ctypes.c_void_p()
+        _call(n.lib.dd_package_open, n.arg(path), ctypes.byref(self._h))
+
+    def __enter__(self) -> "Package":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Frees the handle (idempotent)."""
+        h = getattr(self, "_h", None)
+        if h is not None and h.value:
+            n.lib.dd_package_free(h)
+            self._h = ctypes.c_void_p()
+
+    def _handle(self) -> ctypes.c_void_p:
+        if not self._h.value:
+            raise ValueError("the package is closed")
+        return self._h
+
+    def verify(self) -> None:
+        """Reads the whole payload and checks every checksum."""
+        _call(n.lib.dd_package_verify, self._handle())
+
+    def info(self) -> Dict[str, Any]:
+        """Metadata, as ``docker-delta info --json`` prints it."""
+        out = ctypes.c_void_p()
+        _call(n.lib.dd_package_info_json, self._handle(), ctypes.byref(out))
+        return json.loads(n.take_string(out) or "null")
+
+    def layers(self) -> List[Dict[str, Any]]:
+        """How each layer is rebuilt, as ``docker-delta list --json`` prints it."""
+        out = ctypes.c_void_p()
+        _call(n.lib.dd_package_layers_json, self._handle(), ctypes.byref(out))
+        return json.loads(n.take_string(out) or "null")
+
+    @property
+    def format_version(self) -> int:
+        """The package format version."""
+        return int(n.lib.dd_package_format_version(self._handle()))
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes."""
+        return int(n.lib.dd_package_size(self._handle()))
+
+    @property
+    def created_by(self) -> str:
+        """The program that wrote it."""
+        return n.text(n.lib.dd_package_created_by(self._handle())) or ""
+
+    @property
+    def target_image_id(self) -> str:
+        """The ID of the image the package rebuilds."""
+        return n.text(n.lib.dd_package_target_image_id(self._handle())) or ""
+
+    @property
+    def base_image_id(self) -> Optional[str]:
+        """The ID of the image the delta was made against (None for a full package)."""
+        return n.text(n.lib.dd_package_base_image_id(self._handle()))
+
+
+class _Callbacks:
+    """Wraps Python callables as C callbacks for one call. An exception raised by a
+    callable cancels the operation and is re-raised from the call."""
+
+    def __init__(self, progress: Optional[ProgressCallback], log: Optional[LogCallback]) -> None:
+        self.error: Optional[BaseException] = None
+        self.progress_c = None
+        self.log_c = None
+        if progress is not None:
+
+            def on_progress(_ud: Any, phase: int, done: int, total: int) -> bool:
+                if self.error is not None:
+                    return False
+                try:
+                    return progress(Phase(phase), done, total) is not False
+                except BaseException as e:  # noqa: BLE001 - re-raised after the call
+                    self.error = e
+                    return False
+
+            self.progress_c = n.PROGRESS_CB(on_progress)
+        if log is not None:
+
+            def on_log(_ud: Any, level: int, message: bytes) -> None:
+                if self.error is not None:
+                    return
+                try:
+                    log(LogLevel(level), message.decode("utf-8", "replace"))
+                except BaseException as e:  # noqa: BLE001 - re-raised after the call
+                    self.error = e
+
+            self.log_c = n.LOG_CB(on_log)
+
+    def install(self, prefix: str, opts: ctypes.c_void_p, log_level: LogLevel) -> None:
+        if self.progress_c is not None:
+            getattr(n.lib, f"{prefix}_set_progress")(opts, self.progress_c, None)
+        if self.log_c is not None:
+            getattr(n.lib, f"{prefix}_set_log")(opts, self.log_c, None, int(log_level))
+
+    def raise_pending(self, err: DeltaError) -> None:
+        if self.error is not None and isinstance(err, Cancelled):
+            raise self.error from err
+        raise err
+
+
+class _Options:
+    """An options handle, freed on exit."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.h = ctypes.c_void_p()
+        code = getattr(n.lib, f"{prefix}_new")(ctypes.byref(self.h))
+        if code != Status.OK:
+            raise from_native(code, None)
+
+    def __enter__(self) -> "_Options":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        getattr(n.lib, f"{self.prefix}_free")(self.h)
+
+    def set(self, name: str, *args: Any) -> None:
+        """A setter without ``dd_error **``."""
+        code = getattr(n.lib, f"{self.prefix}_set_{name}")(self.h, *args)
+        if code != Status.OK:
+            raise from_native(code, None)
+
+    def set_checked(self, name: str, *args: Any) -> None:
+        """A setter with ``dd_error **``."""
+        _call(getattr(n.lib, f"{self.prefix}_set_{name}"), self.h, *args)
+
+
+def _choice(what: str, value: str, table: Dict[str, int]) -> int:
+    try:
+        return table[value]
+    except KeyError:
+        raise InvalidArgument(
+            Status.INVALID_ARGUMENT,
+            "invalid_argument",
+            f"{what} {value!r} is not one of {', '.join(table)}",
+        ) from None
+
+
+def create(
+    new: PathLike,
+    output: PathLike,
+    old: Optional[PathLike] = None,
+    *,
+    method: str = "auto",
+    compression: str = "zstd",
+    level: Optional[int] = None,
+    platform: Optional[str] = None,
+    force: bool = False,
+    dry_run: bool = False,
+    max_layer_memory: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    log: Optional[LogCallback] = None,
+    log_level: LogLevel = LogLevel.INFO,
+) -> Dict[str, Any]:
+    """Creates a package at ``output`` that rebuilds ``new`` from ``old`` (or a full
+    package when ``old`` is None). Returns the report (``docker-delta create --json``).
+
+    ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``zstd`` |
+    ``gzip`` | ``xz`` | ``none`` with ``level`` in its range (None: the default).
+    """
+    cbs = _Callbacks(progress, log)
+    with _Options("dd_create_options") as o:
+        o.set("method", _choice("method", method, _METHODS))
+        o.set("compression", _choice("compression", compression, _COMPRESSIONS),
+              _LEVEL_DEFAULT if level is None else int(level))
+        o.set_checked("platform", n.arg(platform))
+        o.set("force", bool(force))
+        o.set("dry_run", bool(dry_run))
+        o.set("max_layer_memory", int(max_layer_memory or 0))
+        cbs.install(o.prefix, o.h, log_level)
+        report = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        code = n.lib.dd_create(n.arg(old), n.arg(new), n.arg(output), o.h,
+                               ctypes.byref(report), ctypes.byref(err))
+        text = n.take_string(report)
+        if code != Status.OK:
+            cbs.raise_pending(from_native(code, err.value))
+    return json.loads(text or "null")
+
+
+def apply(
+    package: PathLike,
+    output: Optional[PathLike] = None,
+    *,
+    base: Optional[PathLike] = None,
+    load: bool = False,
+    tag: Optional[str] = None,
+    docker_host: Optional[str] = None,
+    platform: Optional[str] = None,
+    force: bool = False,
+    dry_run: bool = False,
+    max_layer_memory: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    log: Optional[LogCallback] = None,
+    log_level: LogLevel = LogLevel.INFO,
+) -> Dict[str, Any]:
+    """Rebuilds the package's image from ``base`` and writes it to ``output`` (a
+    reference, or a path for a docker-archive), or with ``load=True`` loads it into the
+    Docker daemon (``docker_host``, else ``DOCKER_HOST``) and tags it ``tag`` (else the
+    image's own tag). Without ``base``, a delta's base is looked up in the daemon by the
+    image ID the package records. Returns the report (``docker-delta apply --json``).
+
+    Raises :class:`WrongBaseImage` when ``base`` lacks a layer the package needs, and
+    :class:`TagFailed` (with ``.report``) when the image was loaded but not tagged.
+    """
+    if load == (output is not None):
+        raise InvalidArgument(Status.INVALID_ARGUMENT, "invalid_argument",
+                              "give either output or load=True")
+    cbs = _Callbacks(progress, log)
+    with _Options("dd_apply_options") as o:
+        o.set_checked("platform", n.arg(platform))
+        o.set_checked("tag", n.arg(tag))
+        o.set_checked("docker_host", n.arg(docker_host))
+        o.set("force", bool(force))
+        o.set("dry_run", bool(dry_run))
+        o.set("max_layer_memory", int(max_layer_memory or 0))
+        cbs.install(o.prefix, o.h, log_level)
+        report = ctypes.c_void_p()
+        err = ctypes.c_void_p()
+        if load:
+            code = n.lib.dd_apply_load(n.arg(package), n.arg(base), o.h,
+                                       ctypes.byref(report), ctypes.byref(err))
+        else:
+            code = n.lib.dd_apply(n.arg(package), n.arg(base), n.arg(output), o.h,
+                                  ctypes.byref(report), ctypes.byref(err))
+        text = n.take_string(report)
+        if code != Status.OK:
+            e = from_native(code, err.value)
+            if isinstance(e, TagFailed):
+                e.report = json.loads(text) if text else None
+            cbs.raise_pending(e)
+    return json.loads(text or "null")

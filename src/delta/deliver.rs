@@ -1,0 +1,99 @@
+//! Where an applied package goes, and where its base image comes from: the parts of
+//! `docker-delta apply` that are policy rather than rebuilding, shared by the command and
+//! the C ABI so that both behave the same.
+//!
+//! - [`output_reference`]: `-o` accepts a reference with a transport or a plain path
+//!   (meaning docker-archive).
+//! - [`base_reference`]: without an explicit base, a package that needs one looks for it
+//!   in the Docker daemon by the image ID it records.
+//! - [`apply_and_load`]: rebuild into a temporary docker-archive, load it into a daemon and
+//!   tag it, reporting the load as [`Phase::Load`] progress.
+
+use crate::daemon::DockerClient;
+use crate::delta::apply::{self, ApplyOptions, ApplyReport};
+use crate::delta::format::Package;
+use crate::error::{Error, Result};
+use crate::progress::{Phase, Tracker};
+use crate::reference::ImageReference;
+use crate::transport::ImageSource;
+
+/// Parses an output: a reference with a transport (`docker-archive:`, `oci:`,
+/// `oci-archive:`), or a plain path, which means a docker-archive at that path (colons in
+/// it are part of the path).
+pub fn output_reference(s: &str) -> Result<ImageReference> {
+    let has_transport = ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"]
+        .iter()
+        .any(|p| s.starts_with(p));
+    if has_transport {
+        ImageReference::parse(s)
+    } else {
+        ImageReference::parse(&format!(
+            "docker-archive:{}",
+            s.replace('\\', "\\\\").replace(':', "\\:")
+        ))
+    }
+}
+
+/// Whether any layer of the package is rebuilt from an old layer.
+pub fn needs_base(package: &Package) -> bool {
+    package
+        .header
+        .target
+        .layers
+        .iter()
+        .any(|l| l.source.old_layer().is_some())
+}
+
+/// The base image to open: `explicit` if given, else (when the package needs one) the
+/// recorded base image's ID in the Docker daemon, else none.
+pub fn base_reference(package: &Package, explicit: Option<&str>) -> Result<Option<ImageReference>> {
+    match (explicit, &package.header.base) {
+        (Some(b), _) => Ok(Some(ImageReference::parse(b)?)),
+        (None, Some(recorded)) if needs_base(package) => {
+            tracing::info!(image = %recorded.image_id, "no base given: looking for the base image in the Docker daemon");
+            Ok(Some(ImageReference::DockerDaemon {
+                name: recorded.image_id.to_string(),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Rebuilds the package's image into a temporary docker-archive, loads it into the daemon
+/// `client` talks to, and tags it with the report's name. A tagging failure
+/// ([`Error::TagFailed`]) is returned beside the report, because the image is loaded and
+/// the report is still true.
+pub fn apply_and_load(
+    client: &DockerClient,
+    package: &Package,
+    base: Option<&dyn ImageSource>,
+    options: &ApplyOptions<'_>,
+) -> Result<(ApplyReport, Option<Error>)> {
+    client.ping()?;
+    let dir = tempfile::Builder::new()
+        .prefix("docker-delta-load-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let archive = dir.path().join("image.tar");
+    let dest = ImageReference::DockerArchive {
+        path: archive.clone(),
+        selector: None,
+    };
+    let report = apply::apply(package, base, &dest, options)?;
+    if options.dry_run {
+        return Ok((report, None));
+    }
+    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
+    let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
+    let mut tracker = Tracker::start(options.progress, Phase::Load, len)?;
+    client.load_image(tracker.reader(file), Some(len))?;
+    tracker.finish()?;
+    tracing::info!(image_id = %report.image_id, endpoint = client.endpoint(), "image loaded");
+    let tag_error = match &report.name {
+        Some(name) => client
+            .tag_and_verify(&report.image_id, &name.to_string())
+            .err(),
+        None => None,
+    };
+    Ok((report, tag_error))
+}

@@ -1,0 +1,828 @@
+//! The file-aware layer codec (method `files`).
+//!
+//! A changed layer is rebuilt from the regular files of **all** old layers. Each file of the
+//! new layer gets the best source the old image has:
+//!
+//! 1. the same content anywhere (by SHA-256): copied, nothing stored;
+//! 2. the same path (the topmost old layer that has it);
+//! 3. the same path with version numbers folded (`libssl.so.3.0.11` ~ `libssl.so.3.0.15`,
+//!    `pkg-2.1.4.dist-info/RECORD` ~ `pkg-2.2.0.dist-info/RECORD`, `/lib/modules/6.1.0-50-amd64/…`
+//!    ~ `/lib/modules/6.1.0-56-amd64/…`), closest size first;
+//! 4. the same file name elsewhere (a moved file), closest size first;
+//!
+//! and is stored as a bsdiff-class patch against it, or literally when it has no source or is
+//! itself compressed (a patch of compressed bytes saves nothing). Tar headers are patched
+//! against the source file's headers. Files larger than [`WINDOW`] are diffed in windows,
+//! so memory stays bounded whatever the file size.
+//!
+//! # Stream
+//!
+//! The blob is `MAGIC`, then chunks, then a zero byte. A chunk rebuilds up to about
+//! [`CHUNK`] bytes of the layer and carries five sections, so that like bytes sit together
+//! in the package's compressed payload (the package compressor sees every layer's headers,
+//! differences and new bytes in one strong stream):
+//!
+//! ```text
+//! chunk   = 0x01 varint(output_len) varint(ops_len) varint(meta_len) varint(runs_len)
+//!           varint(lits_len) varint(extra_len) ops meta runs lits extra
+//! runs    = (varint(zeros) varint(n))*   the difference bytes: `zeros` zero bytes, then
+//!                                         the next `n` bytes of lits
+//! ops     = op*
+//! op      = 0x00 varint(len)                          META: len bytes from meta
+//!         | 0x01 varint(len)                          LIT: len bytes from extra
+//!         | 0x02 varint(src) varint(off) varint(len)  COPY: len bytes of old layer src at off
+//!         | 0x03 patch                                DIFF: patch, new bytes from extra
+//!         | 0x04 patch                                HDIFF: patch, new bytes from meta
+//! patch   = varint(src) varint(off) varint(src_len) varint(len) varint(n)
+//!           n * (varint(add) varint(copy) zigzag-varint(seek))
+//! ```
+//!
+//! `src` indexes the layer's list of old layers ([`LayerSource::Files`]); offsets are into the
+//! old layer's uncompressed tar. A patch reads `src_len` bytes of it from `off` and writes
+//! `len` bytes (see [`bsdiff`]).
+//!
+//! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
+
+pub mod access;
+pub mod bsdiff;
+pub mod tarscan;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+pub use access::LayerData;
+use bsdiff::{Control, Streams};
+use tarscan::TarIndex;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// The first bytes of a `files` blob.
+pub const MAGIC: &[u8; 8] = b"DDFILES1";
+/// Largest piece of a file diffed at once (the source window is up to twice this).
+pub const WINDOW: u64 = 16 << 20;
+/// Output bytes per chunk (a chunk may exceed it by one region of up to [`WINDOW`]).
+pub const CHUNK: u64 = 8 << 20;
+/// Largest chunk output a decoder accepts.
+pub const MAX_CHUNK_OUTPUT: u64 = CHUNK + WINDOW + (1 << 20);
+/// Largest chunk section (ops, meta, diff or extra) a decoder accepts.
+pub const MAX_SECTION: u64 = 4 * MAX_CHUNK_OUTPUT;
+/// Headers longer than this are stored literally instead of patched.
+const MAX_META_PATCH: u64 = 64 << 10;
+
+const OP_META: u8 = 0;
+const OP_LIT: u8 = 1;
+const OP_COPY: u8 = 2;
+const OP_DIFF: u8 = 3;
+const OP_HDIFF: u8 = 4;
+
+/// An old layer, open for reading and indexed.
+pub struct OldLayer {
+    /// Its bytes.
+    pub data: LayerData,
+    /// Its files.
+    pub index: TarIndex,
+}
+
+/// What encoding a layer did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EncodeStats {
+    /// Files copied unchanged from an old layer.
+    pub files_copied: u64,
+    /// Files patched against an old file.
+    pub files_patched: u64,
+    /// Files stored as they are.
+    pub files_literal: u64,
+    /// Bytes of the new layer rebuilt by copying.
+    pub bytes_copied: u64,
+    /// Bytes of the encoded stream (before package compression).
+    pub encoded_size: u64,
+    /// The old layers the stream draws on, as indexes into the `old` slice given to
+    /// [`encode`]; source number `i` in the stream is `sources[i]`, so the decoder is
+    /// given exactly these layers, in this order.
+    pub sources: Vec<usize>,
+}
+
+/// How a new file is sourced.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Same(usize, usize),
+    Similar(usize, usize),
+    None,
+}
+
+/// A piece of the new layer and how to make it.
+#[derive(Debug, Clone)]
+enum Region {
+    Meta {
+        off: u64,
+        len: u64,
+        src: Option<(usize, u64, u64)>,
+    },
+    Copy {
+        src: usize,
+        off: u64,
+        len: u64,
+    },
+    Diff {
+        off: u64,
+        len: u64,
+        src: usize,
+        src_off: u64,
+        src_len: u64,
+    },
+    Lit {
+        off: u64,
+        len: u64,
+    },
+}
+
+impl Region {
+    fn len(&self) -> u64 {
+        match self {
+            Region::Meta { len, .. }
+            | Region::Copy { len, .. }
+            | Region::Diff { len, .. }
+            | Region::Lit { len, .. } => *len,
+        }
+    }
+}
+
+/// Where old files are, by content, path, folded path and file name.
+struct Catalog<'a> {
+    old: &'a [OldLayer],
+    by_hash: HashMap<[u8; 32], (usize, usize)>,
+    by_path: HashMap<&'a [u8], (usize, usize)>,
+    by_folded: HashMap<Vec<u8>, Vec<(usize, usize)>>,
+    by_name: HashMap<&'a [u8], Vec<(usize, usize)>>,
+}
+
+impl<'a> Catalog<'a> {
+    fn new(old: &'a [OldLayer]) -> Catalog<'a> {
+        let mut c = Catalog {
+            old,
+            by_hash: HashMap::new(),
+            by_path: HashMap::new(),
+            by_folded: HashMap::new(),
+            by_name: HashMap::new(),
+        };
+        for (l, layer) in old.iter().enumerate() {
+            for (i, f) in layer.index.files.iter().enumerate() {
+                c.by_hash.entry(f.hash).or_insert((l, i));
+                // Upper layers hide lower ones.
+                c.by_path.insert(&f.path, (l, i));
+                c.by_folded.entry(fold(&f.path)).or_default().push((l, i));
+                c.by_name
+                    .entry(file_name(&f.path))
+                    .or_default()
+                    .push((l, i));
+            }
+        }
+        c
+    }
+
+    fn file(&self, (l, i): (usize, usize)) -> &tarscan::FileEntry {
+        &self.old[l].index.files[i]
+    }
+
+    fn pick(&self, f: &tarscan::FileEntry) -> Pick {
+        if let Some(&(l, i)) = self.by_hash.get(&f.hash) {
+            if self.file((l, i)).size == f.size {
+                return Pick::Same(l, i);
+            }
+        }
+        if let Some(&s) = self.by_path.get(&f.path[..]) {
+            return Pick::Similar(s.0, s.1);
+        }
+        let closest = |cands: Option<&Vec<(usize, usize)>>| {
+            cands.and_then(|v| {
+                v.iter()
+                    .copied()
+                    .min_by_key(|&s| self.file(s).size.abs_diff(f.size))
+            })
+        };
+        if let Some(s) = closest(self.by_folded.get(&fold(&f.path))) {
+            return Pick::Similar(s.0, s.1);
+        }
+        if let Some(s) = closest(self.by_name.get(file_name(&f.path))) {
+            // A moved file must look like the same file: similar size.
+            let size = self.file(s).size;
+            if size.min(f.size) * 2 >= size.max(f.size) {
+                return Pick::Similar(s.0, s.1);
+            }
+        }
+        Pick::None
+    }
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(p) => &path[p + 1..],
+        None => path,
+    }
+}
+
+/// A path with every run of digits replaced by `#`.
+fn fold(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut digits = false;
+    for &b in path {
+        if b.is_ascii_digit() {
+            if !digits {
+                out.push(b'#');
+            }
+            digits = true;
+        } else {
+            digits = false;
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Whether bytes start like a compressed stream (gzip, xz, zstd, bzip2, zip, lzma).
+fn looks_compressed(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh")
+        || head.starts_with(b"PK\x03\x04")
+        || head.starts_with(&[0x5d, 0, 0])
+}
+
+/// Cuts the new layer into regions, each with its source.
+fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Vec<Region>> {
+    let mut regions = Vec::new();
+    let mut cursor = 0u64;
+    let push_meta =
+        |regions: &mut Vec<Region>, off: u64, end: u64, src: Option<(usize, u64, u64)>| {
+            let mut o = off;
+            while o < end {
+                let len = (end - o).min(CHUNK);
+                regions.push(Region::Meta {
+                    off: o,
+                    len,
+                    src: if o == off { src } else { None },
+                });
+                o += len;
+            }
+        };
+    for f in &new.index.files {
+        let pick = cat.pick(f);
+        let src_entry = match pick {
+            Pick::Same(l, i) | Pick::Similar(l, i) => Some((l, cat.file((l, i)))),
+            Pick::None => None,
+        };
+        let meta_src = src_entry.map(|(l, s)| (l, s.meta_offset, s.meta_len()));
+        push_meta(&mut regions, cursor, f.data_offset, meta_src);
+        let (off, size) = (f.data_offset, f.size);
+        match (pick, src_entry) {
+            (Pick::Same(..), Some((l, s))) => {
+                stats.files_copied += 1;
+                stats.bytes_copied += size;
+                let mut done = 0;
+                while done < size {
+                    let len = (size - done).min(CHUNK);
+                    regions.push(Region::Copy {
+                        src: l,
+                        off: s.data_offset + done,
+                        len,
+                    });
+                    done += len;
+                }
+            }
+            (Pick::Similar(..), Some((l, s)))
+                if !compressed_pair(&new.data, off, &cat.old[l].data, s.data_offset)? =>
+            {
+                stats.files_patched += 1;
+                let mut done = 0;
+                while done < size {
+                    let len = (size - done).min(WINDOW);
+                    // The source window sits where this piece sits, proportionally.
+                    let (src_off, src_len) = if s.size <= 2 * WINDOW && size <= WINDOW {
+                        (0, s.size)
+                    } else {
+                        let centre = (done as u128 * s.size as u128 / size as u128) as u64;
+                        let start = centre.saturating_sub(WINDOW / 2).min(s.size);
+                        (start, (2 * WINDOW).min(s.size - start))
+                    };
+                    regions.push(Region::Diff {
+                        off: off + done,
+                        len,
+                        src: l,
+                        src_off: s.data_offset + src_off,
+                        src_len,
+                    });
+                    done += len;
+                }
+            }
+            _ => {
+                stats.files_literal += 1;
+                let mut done = 0;
+                while done < size {
+                    let len = (size - done).min(CHUNK);
+                    regions.push(Region::Lit {
+                        off: off + done,
+                        len,
+                    });
+                    done += len;
+                }
+            }
+        }
+        cursor = f.data_end();
+    }
+    push_meta(&mut regions, cursor, new.index.len, None);
+    Ok(regions)
+}
+
+fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> Result<bool> {
+    let head = |d: &LayerData, o: u64| -> Result<Vec<u8>> { d.read(o, 6.min(d.len() - o)) };
+    Ok(looks_compressed(&head(new, off)?) && looks_compressed(&head(old, old_off)?))
+}
+
+/// Encodes `new` against `old` into `out`; `progress` is told of each chunk's output bytes.
+///
+/// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
+/// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
+/// exactly is never shipped.
+pub fn encode(
+    old: &[OldLayer],
+    new: &OldLayer,
+    expected: &Digest,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<EncodeStats> {
+    let cat = Catalog::new(old);
+    let mut stats = EncodeStats::default();
+    let mut regions = plan(&cat, new, &mut stats)?;
+    // Number the old layers actually used 0.. so the package names only those: a base
+    // image then needs just the layers the delta reads.
+    stats.sources = renumber_sources(&mut regions);
+    // Group regions into chunks of about CHUNK output bytes.
+    let mut chunks: Vec<&[Region]> = Vec::new();
+    let (mut start, mut acc) = (0usize, 0u64);
+    for (i, r) in regions.iter().enumerate() {
+        acc += r.len();
+        if acc >= CHUNK {
+            chunks.push(&regions[start..=i]);
+            start = i + 1;
+            acc = 0;
+        }
+    }
+    if start < regions.len() {
+        chunks.push(&regions[start..]);
+    }
+    let io_err = |e: io::Error| Error::io("files delta output", e);
+    out.write_all(MAGIC).map_err(io_err)?;
+    let mut written = MAGIC.len() as u64;
+    // Chunks are encoded in parallel, a few at a time so that memory stays bounded, and
+    // written in order.
+    let batch = rayon::current_num_threads().max(1);
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
+    let mut hasher = Sha256::new();
+    let mut rebuilt = 0u64;
+    for group in chunks.chunks(batch) {
+        let encoded: Vec<Result<(Vec<u8>, Vec<u8>)>> = group
+            .par_iter()
+            .map(|regions| {
+                let bytes = encode_chunk(regions, &refs, &new.data)?;
+                let decoded = decode_chunk(&bytes, &refs)?;
+                Ok((bytes, decoded))
+            })
+            .collect();
+        for e in encoded {
+            let (bytes, decoded) = e?;
+            hasher.update(&decoded);
+            rebuilt += decoded.len() as u64;
+            out.write_all(&bytes).map_err(io_err)?;
+            written += bytes.len() as u64;
+            progress(decoded.len() as u64)?;
+        }
+    }
+    out.write_all(&[0]).map_err(io_err)?;
+    stats.encoded_size = written + 1;
+    let found = Digest::from_sha256(hasher.finalize().into());
+    if &found != expected || rebuilt != new.data.len() {
+        return Err(Error::DigestMismatch {
+            what: format!("{} (files codec round-trip check)", new.data.description()),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(stats)
+}
+
+/// Renumbers the old layers the regions read from as 0.. in order of first index, and
+/// returns the original index of each.
+fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
+    let mut used: Vec<usize> = regions
+        .iter()
+        .filter_map(|r| match *r {
+            Region::Meta { src, .. } => src.map(|(l, _, _)| l),
+            Region::Copy { src, .. } | Region::Diff { src, .. } => Some(src),
+            Region::Lit { .. } => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let number = |l: usize| used.binary_search(&l).unwrap_or_default();
+    for r in regions.iter_mut() {
+        match r {
+            Region::Meta { src: Some(s), .. } => s.0 = number(s.0),
+            Region::Copy { src, .. } | Region::Diff { src, .. } => *src = number(*src),
+            Region::Meta { src: None, .. } | Region::Lit { .. } => {}
+        }
+    }
+    used
+}
+
+/// Decodes one encoded chunk (as [`encode_chunk`] made it).
+fn decode_chunk(bytes: &[u8], old: &[&LayerData]) -> Result<Vec<u8>> {
+    let mut d = Decoder::new(bytes, old.to_vec());
+    d.started = true;
+    d.next_chunk()?;
+    Ok(d.buf)
+}
+
+fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Result<Vec<u8>> {
+    let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut output = 0u64;
+    for r in regions {
+        output += r.len();
+        match *r {
+            Region::Meta { off, len, src } => {
+                let bytes = new.read(off, len)?;
+                match src {
+                    Some((l, soff, slen)) if len <= MAX_META_PATCH && slen <= MAX_META_PATCH => {
+                        let source = old[l].read(soff, slen)?;
+                        let mut s = Streams::default();
+                        bsdiff::diff(&source, &bytes, &mut s);
+                        ops.push(OP_HDIFF);
+                        put_patch(&mut ops, l, soff, slen, len, &s.controls);
+                        diff.extend_from_slice(&s.diff);
+                        meta.extend_from_slice(&s.extra);
+                    }
+                    _ => {
+                        ops.push(OP_META);
+                        put(&mut ops, len);
+                        meta.extend_from_slice(&bytes);
+                    }
+                }
+            }
+            Region::Copy { src, off, len } => {
+                ops.push(OP_COPY);
+                put(&mut ops, src as u64);
+                put(&mut ops, off);
+                put(&mut ops, len);
+            }
+            Region::Diff {
+                off,
+                len,
+                src,
+                src_off,
+                src_len,
+            } => {
+                let bytes = new.read(off, len)?;
+                let source = old[src].read(src_off, src_len)?;
+                let mut s = Streams::default();
+                bsdiff::diff(&source, &bytes, &mut s);
+                if s.extra.len() as u64 * 10 > len * 9 {
+                    // Hardly anything matched: the bytes alone are cheaper.
+                    ops.push(OP_LIT);
+                    put(&mut ops, len);
+                    extra.extend_from_slice(&bytes);
+                } else {
+                    ops.push(OP_DIFF);
+                    put_patch(&mut ops, src, src_off, src_len, len, &s.controls);
+                    diff.extend_from_slice(&s.diff);
+                    extra.extend_from_slice(&s.extra);
+                }
+            }
+            Region::Lit { off, len } => {
+                ops.push(OP_LIT);
+                put(&mut ops, len);
+                extra.extend_from_slice(&new.read(off, len)?);
+            }
+        }
+    }
+    let (runs, lits) = squeeze_zeros(&diff);
+    let mut out =
+        Vec::with_capacity(ops.len() + meta.len() + runs.len() + lits.len() + extra.len() + 32);
+    out.push(1);
+    put(&mut out, output);
+    for s in [&ops, &meta, &runs, &lits, &extra] {
+        put(&mut out, s.len() as u64);
+    }
+    for s in [ops, meta, runs, lits, extra] {
+        out.extend_from_slice(&s);
+    }
+    Ok(out)
+}
+
+fn put_patch(ops: &mut Vec<u8>, src: usize, off: u64, src_len: u64, len: u64, c: &[Control]) {
+    put(ops, src as u64);
+    put(ops, off);
+    put(ops, src_len);
+    put(ops, len);
+    put(ops, c.len() as u64);
+    for c in c {
+        put(ops, c.add);
+        put(ops, c.copy);
+        put(ops, ((c.seek << 1) ^ (c.seek >> 63)) as u64);
+    }
+}
+
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Rebuilds a layer from a `files` stream and the old layers it names, as a reader of the
+/// layer's bytes. Every length is checked against limits before anything is allocated.
+pub struct Decoder<'a, R> {
+    input: R,
+    old: Vec<&'a LayerData>,
+    buf: Vec<u8>,
+    pos: usize,
+    started: bool,
+    done: bool,
+}
+
+impl<'a, R: Read> Decoder<'a, R> {
+    /// A decoder reading `input`, with `old[i]` the layer that `src` index `i` names.
+    pub fn new(input: R, old: Vec<&'a LayerData>) -> Self {
+        Decoder {
+            input,
+            old,
+            buf: Vec::new(),
+            pos: 0,
+            started: false,
+            done: false,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        let mut b = [0u8; 1];
+        self.input
+            .read_exact(&mut b)
+            .map_err(|e| Error::io("files delta stream", e))?;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad("varint too long"))
+    }
+
+    fn next_chunk(&mut self) -> Result<()> {
+        if !self.started {
+            let mut m = [0u8; 8];
+            self.input
+                .read_exact(&mut m)
+                .map_err(|e| Error::io("files delta stream", e))?;
+            if &m != MAGIC {
+                return Err(bad("not a files delta stream (wrong magic)"));
+            }
+            self.started = true;
+        }
+        match self.byte()? {
+            0 => {
+                self.done = true;
+                self.buf.clear();
+                self.pos = 0;
+                return Ok(());
+            }
+            1 => {}
+            t => return Err(bad(format!("unknown chunk tag {t}"))),
+        }
+        let output = self.varint()?;
+        if output > MAX_CHUNK_OUTPUT {
+            return Err(bad(format!(
+                "chunk output of {output} bytes exceeds the {MAX_CHUNK_OUTPUT}-byte limit"
+            )));
+        }
+        let mut lens = [0u64; 5];
+        for l in &mut lens {
+            *l = self.varint()?;
+            if *l > MAX_SECTION {
+                return Err(bad(format!(
+                    "chunk section of {l} bytes exceeds the {MAX_SECTION}-byte limit"
+                )));
+            }
+        }
+        let mut sections: Vec<Vec<u8>> = Vec::with_capacity(5);
+        for &l in &lens {
+            let mut s = Vec::new();
+            let n = (&mut self.input)
+                .take(l)
+                .read_to_end(&mut s)
+                .map_err(|e| Error::io("files delta stream", e))?;
+            if n as u64 != l {
+                return Err(bad("stream ends inside a chunk"));
+            }
+            sections.push(s);
+        }
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        out.reserve(output as usize);
+        let diff = expand_zeros(&sections[2], &sections[3], output)?;
+        let sections = [
+            std::mem::take(&mut sections[0]),
+            std::mem::take(&mut sections[1]),
+            diff,
+            std::mem::take(&mut sections[4]),
+        ];
+        run_ops(&sections, &self.old, output, &mut out)?;
+        self.buf = out;
+        self.pos = 0;
+        Ok(())
+    }
+}
+
+fn run_ops(sections: &[Vec<u8>], old: &[&LayerData], output: u64, out: &mut Vec<u8>) -> Result<()> {
+    let mut ops = &sections[0][..];
+    let mut meta = &sections[1][..];
+    let mut diff = &sections[2][..];
+    let mut extra = &sections[3][..];
+    let take = |s: &mut &[u8], n: u64, what: &str| -> Result<Vec<u8>> {
+        if n > s.len() as u64 {
+            return Err(bad(format!("{what} section ends early")));
+        }
+        let (a, b) = s.split_at(n as usize);
+        *s = b;
+        Ok(a.to_vec())
+    };
+    let room = |out: &Vec<u8>, n: u64| -> Result<()> {
+        if out.len() as u64 + n > output {
+            return Err(bad("chunk writes more than its declared output"));
+        }
+        Ok(())
+    };
+    let layer = |src: u64| -> Result<&LayerData> {
+        old.get(src as usize)
+            .copied()
+            .ok_or_else(|| bad(format!("old layer {src} is not in the layer's source list")))
+    };
+    while !ops.is_empty() {
+        let op = ops[0];
+        ops = &ops[1..];
+        match op {
+            OP_META | OP_LIT => {
+                let len = get(&mut ops)?;
+                room(out, len)?;
+                let src = if op == OP_META { &mut meta } else { &mut extra };
+                out.extend_from_slice(&take(
+                    src,
+                    len,
+                    if op == OP_META { "meta" } else { "extra" },
+                )?);
+            }
+            OP_COPY => {
+                let (src, off, len) = (get(&mut ops)?, get(&mut ops)?, get(&mut ops)?);
+                room(out, len)?;
+                let start = out.len();
+                out.resize(start + len as usize, 0);
+                layer(src)?.read_into(off, &mut out[start..])?;
+            }
+            OP_DIFF | OP_HDIFF => {
+                let (src, off, src_len, len, n) = (
+                    get(&mut ops)?,
+                    get(&mut ops)?,
+                    get(&mut ops)?,
+                    get(&mut ops)?,
+                    get(&mut ops)?,
+                );
+                room(out, len)?;
+                if src_len > 2 * WINDOW + MAX_META_PATCH {
+                    return Err(bad(format!("patch source of {src_len} bytes is too large")));
+                }
+                if n > len + 1 {
+                    return Err(bad("more patch steps than bytes"));
+                }
+                let mut controls = Vec::with_capacity(n.min(1 << 16) as usize);
+                for _ in 0..n {
+                    let (add, copy, z) = (get(&mut ops)?, get(&mut ops)?, get(&mut ops)?);
+                    let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                    controls.push(Control { add, copy, seek });
+                }
+                let source = layer(src)?.read(off, src_len)?;
+                let news = if op == OP_DIFF { &mut extra } else { &mut meta };
+                bsdiff::patch(&source, &controls, &mut diff, news, len, out)?;
+            }
+            o => return Err(bad(format!("unknown operation {o}"))),
+        }
+    }
+    if out.len() as u64 != output || !meta.is_empty() || !diff.is_empty() || !extra.is_empty() {
+        return Err(bad("chunk sections do not add up to its output"));
+    }
+    Ok(())
+}
+
+/// Zero runs shorter than this inside non-zero bytes stay in the literals.
+const MIN_ZERO_RUN: usize = 4;
+
+/// Splits difference bytes (mostly zeros) into `runs` (pairs of varints: zeros, then
+/// literal length) and `lits` (the non-zero stretches), so that the package compressor
+/// works on a few MiB instead of the whole patched size.
+fn squeeze_zeros(diff: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut runs, mut lits) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < diff.len() {
+        let zeros = diff[i..].iter().take_while(|&&b| b == 0).count();
+        let start = i + zeros;
+        let mut end = start;
+        while end < diff.len() {
+            if diff[end] != 0 {
+                end += 1;
+                continue;
+            }
+            let z = diff[end..]
+                .iter()
+                .take(MIN_ZERO_RUN)
+                .take_while(|&&b| b == 0)
+                .count();
+            if z >= MIN_ZERO_RUN || end + z == diff.len() {
+                break;
+            }
+            end += z;
+        }
+        put(&mut runs, zeros as u64);
+        put(&mut runs, (end - start) as u64);
+        lits.extend_from_slice(&diff[start..end]);
+        i = end;
+    }
+    (runs, lits)
+}
+
+/// Inverse of [`squeeze_zeros`], refusing to grow past `max` bytes.
+fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut runs, mut lits) = (runs, lits);
+    while !runs.is_empty() {
+        let (zeros, n) = (get(&mut runs)?, get(&mut runs)?);
+        if (out.len() as u64).saturating_add(zeros).saturating_add(n) > max {
+            return Err(bad("difference bytes exceed the chunk's output"));
+        }
+        if n > lits.len() as u64 {
+            return Err(bad("difference literals end early"));
+        }
+        out.resize(out.len() + zeros as usize, 0);
+        out.extend_from_slice(&lits[..n as usize]);
+        lits = &lits[n as usize..];
+    }
+    if !lits.is_empty() {
+        return Err(bad("unused difference literals"));
+    }
+    Ok(out)
+}
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::Codec {
+        codec: "files".into(),
+        reason: reason.into(),
+    }
+}
+
+fn get(s: &mut &[u8]) -> Result<u64> {
+    let mut v = 0u64;
+    for (i, &b) in s.iter().enumerate().take(10) {
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            *s = &s[i + 1..];
+            return Ok(v);
+        }
+    }
+    Err(bad("truncated or overlong varint in operations"))
+}
+
+impl<R: Read> Read for Decoder<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.next_chunk().map_err(Error::into_io)?;
+        }
+        let n = buf.len().min(self.buf.len() - self.pos);
+        buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

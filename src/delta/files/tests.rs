@@ -1,0 +1,332 @@
+use std::io::Write;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One tar member for generated layers.
+#[derive(Debug, Clone)]
+enum Member {
+    File(String, Vec<u8>),
+    Dir(String),
+    Symlink(String, String),
+    HardLink(String, String),
+}
+
+fn build_tar(members: &[Member]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        match m {
+            Member::File(p, d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, p, &d[..]).unwrap();
+            }
+            Member::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            Member::Symlink(p, t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+            Member::HardLink(p, t) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn open(bytes: &[u8]) -> (tempfile::NamedTempFile, OldLayer) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(bytes).unwrap();
+    f.flush().unwrap();
+    let data = LayerData::from_file(f.path()).unwrap();
+    let index = tarscan::scan(bytes, None).unwrap();
+    (f, OldLayer { data, index })
+}
+
+/// Encodes `new` against `olds`, decodes it, checks the bytes; returns the stats with
+/// `encoded_size` set to the stream's zstd-compressed size.
+fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
+    let opened: Vec<_> = olds.iter().map(|o| open(o)).collect();
+    let (_nf, new_layer) = open(new);
+    let old_layers: Vec<OldLayer> = opened
+        .iter()
+        .map(|(f, l)| OldLayer {
+            data: LayerData::from_file(f.path()).unwrap(),
+            index: l.index.clone(),
+        })
+        .collect();
+    let mut stream = Vec::new();
+    let stats = encode(
+        &old_layers,
+        &new_layer,
+        &Digest::of(new),
+        &mut stream,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(stats.encoded_size, stream.len() as u64);
+    // The decoder gets only the layers the stream says it uses, in its order.
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old_layers[i].data).collect();
+    let mut out = Vec::new();
+    Decoder::new(&stream[..], refs)
+        .read_to_end(&mut out)
+        .unwrap();
+    assert!(out == new, "rebuilt layer differs");
+    let packed = zstd::bulk::compress(&stream, 19).unwrap().len() as u64;
+    eprintln!(
+        "stream {} bytes, {packed} compressed, {stats:?}",
+        stream.len()
+    );
+    EncodeStats {
+        encoded_size: packed,
+        ..stats
+    }
+}
+
+fn binary(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 7) as u8 * 37
+        })
+        .collect()
+}
+
+#[test]
+fn renamed_and_edited_files_are_patched_identical_ones_copied() {
+    let lib_old = binary(1, 300_000);
+    let mut lib_new = lib_old.clone();
+    for i in (0..lib_new.len()).step_by(4096) {
+        lib_new[i] ^= 0x55;
+    }
+    let same = binary(2, 50_000);
+    let old = build_tar(&[
+        Member::Dir("usr/lib/".into()),
+        Member::File("usr/lib/libfoo.so.1.2.3".into(), lib_old),
+        Member::File("usr/share/same.dat".into(), same.clone()),
+        Member::File(
+            "lib/modules/6.1.0-50-amd64/kernel/x.ko".into(),
+            binary(3, 80_000),
+        ),
+    ]);
+    let mut ko = binary(3, 80_000);
+    ko[100] = 1;
+    let new = build_tar(&[
+        Member::Dir("usr/lib/".into()),
+        Member::File("usr/lib/libfoo.so.1.2.4".into(), lib_new),
+        Member::Symlink("usr/lib/libfoo.so.1".into(), "libfoo.so.1.2.4".into()),
+        Member::File("usr/share/moved/same.dat".into(), same),
+        Member::File("lib/modules/6.1.0-56-amd64/kernel/x.ko".into(), ko),
+        Member::File("brand-new".into(), b"hello".to_vec()),
+    ]);
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(stats.files_copied, 1);
+    assert_eq!(stats.files_patched, 2);
+    assert_eq!(stats.files_literal, 1);
+    // The patched files' new bytes barely appear in the stream.
+    assert!(stats.encoded_size < 10_000, "{}", stats.encoded_size);
+}
+
+#[test]
+fn sources_come_from_every_old_layer() {
+    let a = binary(10, 40_000);
+    let b = binary(11, 40_000);
+    let old1 = build_tar(&[Member::File("a".into(), a.clone())]);
+    let old2 = build_tar(&[Member::File("b".into(), b.clone())]);
+    let new = build_tar(&[
+        Member::File("merged/a".into(), a),
+        Member::File("merged/b".into(), b),
+    ]);
+    let stats = roundtrip(&[old1, old2], &new);
+    assert_eq!(stats.files_copied, 2);
+    assert_eq!(stats.sources, [0, 1]);
+    assert!(stats.encoded_size < 400, "{}", stats.encoded_size);
+}
+
+#[test]
+fn only_the_old_layers_used_are_named() {
+    let a = binary(12, 40_000);
+    let unrelated = build_tar(&[Member::File("x".into(), binary(13, 30_000))]);
+    let with_a = build_tar(&[Member::File("a".into(), a.clone())]);
+    let new = build_tar(&[Member::File("a".into(), a)]);
+    // Layer 1 alone is used; it becomes source 0 of the stream.
+    let stats = roundtrip(&[unrelated.clone(), with_a, unrelated], &new);
+    assert_eq!(stats.sources, [1]);
+    assert_eq!(stats.files_copied, 1);
+}
+
+#[test]
+fn big_files_are_diffed_in_windows() {
+    let len = (WINDOW * 2 + 12345) as usize;
+    let old_data = binary(20, len);
+    let mut new_data = old_data.clone();
+    new_data.splice(1000..1000, binary(21, 5000));
+    for i in (0..new_data.len()).step_by(1 << 20) {
+        new_data[i] = new_data[i].wrapping_add(1);
+    }
+    let old = build_tar(&[Member::File("big.bin".into(), old_data)]);
+    let new = build_tar(&[Member::File("big.bin".into(), new_data)]);
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(stats.files_patched, 1);
+    assert!(stats.encoded_size < 20_000, "{}", stats.encoded_size);
+}
+
+#[test]
+fn not_a_tar_still_round_trips() {
+    let old = binary(30, 10_000);
+    let new = binary(31, 12_000);
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(
+        stats.files_patched + stats.files_copied + stats.files_literal,
+        0
+    );
+}
+
+#[test]
+fn damaged_streams_fail_cleanly() {
+    let old = build_tar(&[Member::File("f".into(), binary(40, 20_000))]);
+    let mut d = binary(40, 20_000);
+    d[5] = 0;
+    let new = build_tar(&[Member::File("f".into(), d)]);
+    let (_of, old_layer) = open(&old);
+    let (_nf, new_layer) = open(&new);
+    let mut stream = Vec::new();
+    encode(
+        std::slice::from_ref(&old_layer),
+        &new_layer,
+        &Digest::of(&new),
+        &mut stream,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    for cut in [0, 5, 9, stream.len() / 2, stream.len() - 1] {
+        let mut out = Vec::new();
+        let r = Decoder::new(&stream[..cut], vec![&old_layer.data]).read_to_end(&mut out);
+        assert!(r.is_err(), "cut at {cut} accepted");
+    }
+    for i in 8..stream.len() {
+        let mut s = stream.clone();
+        s[i] ^= 0xff;
+        let mut out = Vec::new();
+        // Must not panic; either an error or different bytes (the diff_id check catches those).
+        let _ = Decoder::new(&s[..], vec![&old_layer.data]).read_to_end(&mut out);
+    }
+    // No old layers at all.
+    let mut out = Vec::new();
+    assert!(Decoder::new(&stream[..], vec![])
+        .read_to_end(&mut out)
+        .is_err());
+}
+
+#[test]
+fn pax_and_gnu_long_names_round_trip() {
+    let long = format!("{}/{}", "p".repeat(120), "f".repeat(90));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    b.append_pax_extensions([("path", long.as_bytes()), ("mtime", &b"1.5"[..])])
+        .unwrap();
+    h.set_path("short").unwrap();
+    h.set_cksum();
+    b.append(&h, &b"abcd"[..]).unwrap();
+    let old = b.into_inner().unwrap();
+    let new = build_tar(&[
+        Member::File(long.clone(), b"abcdef".to_vec()),
+        Member::File(format!("{long}2"), b"abcd".to_vec()),
+    ]);
+    roundtrip(&[old], &new);
+}
+
+fn arb_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-c]{1,3}(/[a-c]{1,3}){0,2}",
+        "lib[a-c]\\.so\\.[0-9]\\.[0-9]{1,2}",
+        "[a-b]/\\.wh\\.[a-c]{1,3}",
+        "[a-c]{100,140}/[a-z]{1,20}",
+        "pkg-[0-9]\\.[0-9]\\.dist-info/RECORD",
+    ]
+}
+
+fn arb_members() -> impl Strategy<Value = Vec<Member>> {
+    proptest::collection::vec(
+        prop_oneof![
+            6 => (arb_name(), proptest::collection::vec(0u8..6, 0..3000))
+                .prop_map(|(n, d)| Member::File(n, d)),
+            1 => arb_name().prop_map(|n| Member::Dir(format!("{n}/"))),
+            1 => (arb_name(), arb_name()).prop_map(|(n, t)| Member::Symlink(n, t)),
+            1 => (arb_name(), arb_name()).prop_map(|(n, t)| Member::HardLink(n, t)),
+        ],
+        0..12,
+    )
+}
+
+/// An edit of a member list: renames, edits, inserts and deletes.
+fn mutate(members: &[Member], ops: &[(u8, usize, Vec<u8>)]) -> Vec<Member> {
+    let mut m = members.to_vec();
+    for (op, at, bytes) in ops {
+        if m.is_empty() {
+            m.push(Member::File("new".into(), bytes.clone()));
+            continue;
+        }
+        let i = at % m.len();
+        match op % 4 {
+            0 => {
+                if let Member::File(p, _) = &m[i] {
+                    m[i] = Member::File(format!("{p}.1"), bytes.clone());
+                }
+            }
+            1 => {
+                if let Member::File(_, d) = &mut m[i] {
+                    let pos = (*at).min(d.len());
+                    d.splice(pos..pos, bytes.iter().copied());
+                }
+            }
+            2 => {
+                m.remove(i);
+            }
+            _ => m.insert(i, Member::File(format!("ins{i}"), bytes.clone())),
+        }
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn generated_tar_pairs_rebuild_byte_for_byte(
+        base in arb_members(),
+        other in arb_members(),
+        ops in proptest::collection::vec((0u8..4, 0usize..5000, proptest::collection::vec(0u8..6, 0..500)), 0..8),
+    ) {
+        let old = build_tar(&base);
+        let new = build_tar(&mutate(&base, &ops));
+        roundtrip(&[old.clone(), build_tar(&other)], &new);
+        roundtrip(&[], &new);
+    }
+}
+
+proptest! {
+    #[test]
+    fn zero_squeezing_round_trips(d in proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000)) {
+        let (runs, lits) = squeeze_zeros(&d);
+        prop_assert_eq!(expand_zeros(&runs, &lits, d.len() as u64).unwrap(), d.clone());
+        if !d.is_empty() {
+            prop_assert!(expand_zeros(&runs, &lits, d.len() as u64 - 1).is_err());
+        }
+    }
+}
