@@ -237,7 +237,16 @@ pub fn apply(
                     .filter_map(|o| opened.get(o))
                     .collect::<Vec<_>>();
                 let r = files::Decoder::new(blobs.open(*blob)?, sources);
-                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+                writer
+                    .add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                    .map_err(|e| match e {
+                        // Say which layer and blob a damaged stream belongs to.
+                        Error::Codec { codec, reason } => Error::Codec {
+                            codec,
+                            reason: format!("{what} (blob {blob}): {reason}"),
+                        },
+                        e => e,
+                    })?;
             }
             LayerSource::Full { blob } => {
                 let r = blobs.open(*blob)?;
