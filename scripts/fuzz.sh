@@ -94,6 +94,7 @@ PKG=$GEN/samples.ddelta
 cargo run -q -- create samples/app-1.tar samples/app-2.tar -o "$PKG" --compression zstd --level 3 -q
 seed package fuzz/seeds/package/* "$GEN"/*.ddelta
 seed apply fuzz/seeds/apply/* "$GEN"/*.ddelta
+seed files fuzz/seeds/files/* "$GEN"/*.files
 # Inputs that once crashed stay in the corpus.
 for t in "${TARGETS[@]}"; do
     [ -d "fuzz/regressions/$t" ] && seed "$t" fuzz/regressions/"$t"/*
@@ -104,6 +105,10 @@ rc=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "fuzz/artifacts/$t" "fuzz/corpus/$t"
     out=$GEN/run-$t.log
+    # The files decoder may reserve one chunk's output and one patch source (under 64 MiB
+    # together) from what a stream claims, never more: fail on any bigger allocation.
+    extra=()
+    [ "$t" != files ] || extra=(-malloc_limit_mb=64)
     log "running $t for ${SECS}s ($(ls "fuzz/corpus/$t" | wc -l) inputs in its corpus)"
     set +e
     # -rss_limit_mb: the zstd decoders may reserve a 2 GiB window (format v1 allows it).
@@ -111,7 +116,7 @@ for t in "${TARGETS[@]}"; do
     # Absolute paths: the reference target changes its working directory.
     TMPDIR="$SCRATCH" "$BIN/$t" "$REPO/fuzz/corpus/$t" -artifact_prefix="$REPO/fuzz/artifacts/$t/" -max_total_time="$SECS" \
         -timeout=20 -rss_limit_mb=3072 -max_len=1048576 -print_final_stats=1 \
-        ${DOCKER_DELTA_FUZZ_ARGS:-} >"$out" 2>&1
+        "${extra[@]}" ${DOCKER_DELTA_FUZZ_ARGS:-} >"$out" 2>&1
     trc=$?
     set -e
     execs=$(grep -E '^stat::number_of_executed_units' "$out" | awk '{print $2}' | tail -1 || true)

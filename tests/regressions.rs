@@ -101,13 +101,14 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
 fn fuzz_inputs_replay() {
     let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     type Target = (&'static str, fn(&[u8]));
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("manifest", fuzz_harness::manifest),
         ("reference", fuzz_harness::reference),
         ("docker_archive", fuzz_harness::docker_archive),
         ("oci_archive", fuzz_harness::oci_archive),
         ("package", fuzz_harness::package),
         ("apply", fuzz_harness::apply),
+        ("files", fuzz_harness::files),
     ];
     let mut n = 0;
     for (name, run) in targets {
@@ -124,5 +125,27 @@ fn fuzz_inputs_replay() {
         }
     }
     assert!(n > 0, "no fuzz inputs found under {}", fuzz.display());
+    files_fuzz_seeds_decode_to_their_layers();
     std::fs::remove_dir_all(fuzz_harness::scratch()).unwrap();
+}
+
+/// The `files` fuzz target's seeds are real streams that decode, through the source list
+/// their first byte selects, to exactly the layer they were encoded from (so the fuzzer
+/// starts from streams that reach every operation, not from ones the decoder refuses).
+/// Called by [`fuzz_inputs_replay`], which owns the harness's scratch directory.
+fn files_fuzz_seeds_decode_to_their_layers() {
+    use std::io::Read;
+    let old = fuzz_harness::files_old();
+    for (name, input, layer) in fuzz_harness::files_seeds() {
+        let sources = fuzz_harness::FILES_SOURCES[usize::from(input[0] % 4)]
+            .iter()
+            .map(|&i| &old[i])
+            .collect();
+        let mut out = Vec::new();
+        docker_delta::delta::files::Decoder::new(&input[1..], sources)
+            .read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(out == layer, "{name}: decodes to other bytes");
+        fuzz_harness::files(&input);
+    }
 }

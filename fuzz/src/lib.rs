@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::io::Read;
 
 use docker_delta::delta::apply::{apply as apply_package, ApplyOptions};
+use docker_delta::delta::files::{self, LayerData};
 use docker_delta::delta::format::Package;
 use docker_delta::manifest::{detect, ConfigView, Document};
 use docker_delta::transport::Limits;
@@ -365,6 +366,99 @@ pub fn apply(data: &[u8]) {
     }
 }
 
+/// The old layers the `files` target decodes against: [`base_layers`], as files in the
+/// scratch directory, opened once.
+pub fn files_old() -> &'static [LayerData] {
+    static OLD: OnceLock<Vec<LayerData>> = OnceLock::new();
+    OLD.get_or_init(|| {
+        base_layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                LayerData::from_file(&input_file(&format!("old-{i}.tar"), l)).expect("old layer")
+            })
+            .collect()
+    })
+}
+
+/// The source lists a `files` input may select with its first byte (index = byte % 4): the
+/// layers of [`files_old`] that the stream's `src` numbers 0, 1, ... name.
+pub const FILES_SOURCES: [&[usize]; 4] = [&[0, 1], &[1], &[0], &[]];
+
+/// Most layer bytes one `files` input may decode; a stream of many small copies of the old
+/// layers can claim far more, and reading past this proves nothing new.
+pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
+
+/// The `files` codec's decoder on a hostile stream: the first byte picks the source list
+/// (see [`FILES_SOURCES`]), the rest is the stream. It must end in an error or the end of
+/// the stream, never panic, and never allocate from a size the stream merely claims
+/// (scripts/fuzz.sh runs this target with a malloc limit).
+pub fn files(data: &[u8]) {
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let old = files_old();
+    let sources = FILES_SOURCES[usize::from(selector % 4)]
+        .iter()
+        .map(|&i| &old[i])
+        .collect();
+    let mut decoder = files::Decoder::new(stream, sources).take(FILES_MAX_OUTPUT);
+    if let Err(e) = std::io::copy(&mut decoder, &mut std::io::sink()) {
+        let e = docker_delta::Error::io("files stream", e);
+        let _ = (e.to_string(), e.kind());
+    }
+}
+
+/// Real `files` streams, as inputs of the `files` target (selector byte, then the stream):
+/// each new layer of [`new_layers`] and a few more encoded against the base layers. Each
+/// comes as (file name, input, the layer it decodes to).
+pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    use docker_delta::delta::files::{tarscan, OldLayer};
+    use docker_delta::Digest;
+    let open = |name: &str, bytes: &[u8]| OldLayer {
+        data: LayerData::from_file(&input_file(name, bytes)).expect("layer"),
+        index: tarscan::scan(bytes, None).expect("tar index"),
+    };
+    let base = base_layers();
+    let old: Vec<OldLayer> = base
+        .iter()
+        .enumerate()
+        .map(|(i, l)| open(&format!("seed-old-{i}.tar"), l))
+        .collect();
+    let mut tool = content(1, 6000);
+    tool[10..20].copy_from_slice(b"0123456789");
+    let mut news = new_layers();
+    news.extend([
+        // A moved file, a changed one, an unchanged one, under other names and modes.
+        layer(&[
+            ("usr/bin/tool", &tool),
+            ("app/lib.so.1", &content(2, 8000)),
+            ("etc/os-release", b"ID=fuzz\nVERSION=2\n"),
+        ]),
+        // Nothing in common with the base.
+        layer(&[("x", &content(77, 3000))]),
+        // An empty layer (just the end-of-archive blocks).
+        layer(&[]),
+    ]);
+    let mut seeds = Vec::new();
+    for (n, new) in news.iter().enumerate() {
+        let new_layer = open(&format!("seed-new-{n}.tar"), new);
+        let mut stream = Vec::new();
+        let stats = files::encode(&old, &new_layer, &Digest::of(new), &mut stream, &mut |_| {
+            Ok(())
+        })
+        .expect("encode a seed layer");
+        let selector = FILES_SOURCES
+            .iter()
+            .position(|s| *s == &stats.sources[..])
+            .expect("a source list the target offers");
+        let mut input = vec![selector as u8];
+        input.extend_from_slice(&stream);
+        seeds.push((format!("layer-{n}.files"), input, new.clone()));
+    }
+    seeds
+}
+
 /// Writes seed packages made by `create` from the fixed base (every method and payload
 /// compression, and a full package), and an OCI archive and a docker-archive written by
 /// `apply`, into `dir`.
@@ -373,6 +467,9 @@ pub fn write_seeds(dir: &Path) {
     use docker_delta::delta::format::{CompressionSpec, PayloadCompression};
     use docker_delta::delta::plan::Method;
     std::fs::create_dir_all(dir).expect("seed dir");
+    for (name, bytes, _) in files_seeds() {
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    }
     let new_path = input_file(
         "new.tar",
         &docker_archive_bytes("fuzz/app:2", &new_layers()),
@@ -387,7 +484,13 @@ pub fn write_seeds(dir: &Path) {
         &OpenOptions::default(),
     )
     .expect("new image");
-    for method in [Method::Auto, Method::Xdelta3, Method::Zstd, Method::Layer] {
+    for method in [
+        Method::Auto,
+        Method::Files,
+        Method::Xdelta3,
+        Method::Zstd,
+        Method::Layer,
+    ] {
         for algorithm in [
             PayloadCompression::Zstd,
             PayloadCompression::Gzip,
