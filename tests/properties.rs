@@ -205,7 +205,7 @@ proptest! {
         shared in files(),
         old_files in files(),
         e in edit(),
-        method in prop_oneof![Just(Method::Auto), Just(Method::Xdelta3), Just(Method::Zstd), Just(Method::Layer)],
+        method in prop_oneof![Just(Method::Auto), Just(Method::Files), Just(Method::Xdelta3), Just(Method::Zstd), Just(Method::Layer)],
         algorithm in prop_oneof![Just(PayloadCompression::Zstd), Just(PayloadCompression::Gzip), Just(PayloadCompression::Xz), Just(PayloadCompression::None)],
     ) {
         let tmp = tempfile::tempdir().unwrap();
