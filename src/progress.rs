@@ -2,7 +2,7 @@
 //!
 //! Operations call a [`Progress`] sink with the phase they are in and bytes done out of a
 //! total. The sink returns `false` to cancel; the operation then stops with
-//! [`Error::Cancelled`](crate::Error::Cancelled) and leaves nothing behind.
+//! [`Error::Cancelled`] and leaves nothing behind.
 
 use std::io::{self, Read};
 

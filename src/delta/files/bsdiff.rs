@@ -11,6 +11,9 @@ use suffix_array::SuffixArray;
 
 use crate::error::{Error, Result};
 
+/// The longest match looked up at once (see [`diff`]).
+const MAX_MATCH: usize = 1 << 20;
+
 /// One step of a patch: `add` bytes of source plus difference bytes, then `copy` new bytes
 /// from the extra stream, then move the source position by `seek`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +52,12 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     }
     let mut sa = SuffixArray::new(old);
     sa.enable_buckets();
+    // Matches are looked up at most MAX_MATCH bytes at a time: each binary-search step
+    // compares up to the match length, so a long identical stretch would otherwise cost
+    // its length at every step. A longer match is found again from where the first piece
+    // ends, at the same alignment.
     let search = |pat: &[u8]| -> (usize, usize) {
-        let r = sa.search_lcp(pat);
+        let r = sa.search_lcp(&pat[..pat.len().min(MAX_MATCH)]);
         (r.start, r.end - r.start)
     };
     let (n, o) = (new.len(), old.len());

@@ -11,7 +11,9 @@
 //! 4. the same file name elsewhere (a moved file), closest size first;
 //!
 //! and is stored as a bsdiff-class patch against it, or literally when it has no source or is
-//! itself compressed (a patch of compressed bytes saves nothing). Tar headers are patched
+//! itself compressed (a patch of compressed bytes saves nothing). A gzip member that zlib
+//! re-makes byte for byte is shipped as its text instead, patched against the old member's
+//! text, and deflated again by the decoder (see [`gz`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] are diffed in windows,
 //! so memory stays bounded whatever the file size.
 //!
@@ -33,6 +35,11 @@
 //!         | 0x02 varint(src) varint(off) varint(len)  COPY: len bytes of old layer src at off
 //!         | 0x03 patch                                DIFF: patch, new bytes from extra
 //!         | 0x04 patch                                HDIFF: patch, new bytes from meta
+//!         | 0x05 varint(level) varint(header_len) gz  GZIP: header from meta, then the
+//!                                                     text deflated at level, CRC, size
+//! gz      = 0x00 varint(text_len)                     the text from extra
+//!         | 0x01 patch                                the text patched against the text
+//!                                                     of the old gzip member it names
 //! patch   = varint(src) varint(off) varint(src_len) varint(len) varint(n)
 //!           n * (varint(add) varint(copy) zigzag-varint(seek))
 //! ```
@@ -45,12 +52,15 @@
 
 pub mod access;
 pub mod bsdiff;
+pub mod gz;
 pub mod tarscan;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
-use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
 
 pub use access::LayerData;
 use bsdiff::{Control, Streams};
@@ -79,6 +89,11 @@ const OP_LIT: u8 = 1;
 const OP_COPY: u8 = 2;
 const OP_DIFF: u8 = 3;
 const OP_HDIFF: u8 = 4;
+const OP_GZIP: u8 = 5;
+/// OP_GZIP: the text follows in extra.
+const GZ_TEXT: u64 = 0;
+/// OP_GZIP: the text is a patch against an old gzip member's text.
+const GZ_PATCH: u64 = 1;
 
 /// An old layer, open for reading and indexed.
 pub struct OldLayer {
@@ -97,6 +112,8 @@ pub struct EncodeStats {
     pub files_patched: u64,
     /// Files stored as they are.
     pub files_literal: u64,
+    /// Gzip members considered for shipping as text (see [`gz`]).
+    pub files_gzip: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).
@@ -139,6 +156,15 @@ enum Region {
         off: u64,
         len: u64,
     },
+    /// A gzip member: its text is shipped (patched against `src`, a gzip member of an old
+    /// layer, when there is one) and deflated again, if zlib re-makes it exactly.
+    Gzip {
+        off: u64,
+        len: u64,
+        /// The text length the member claims.
+        text: u64,
+        src: Option<(usize, u64, u64)>,
+    },
 }
 
 impl Region {
@@ -147,7 +173,8 @@ impl Region {
             Region::Meta { len, .. }
             | Region::Copy { len, .. }
             | Region::Diff { len, .. }
-            | Region::Lit { len, .. } => *len,
+            | Region::Lit { len, .. }
+            | Region::Gzip { len, .. } => *len,
         }
     }
 }
@@ -254,6 +281,17 @@ fn looks_compressed(head: &[u8]) -> bool {
         || head.starts_with(&[0x5d, 0, 0])
 }
 
+/// The text length a gzip member at `off` claims (its ISIZE), if it starts like one and
+/// claims at most [`gz::MAX_RAW`] bytes.
+fn gzip_text_len(d: &LayerData, off: u64, size: u64) -> Result<Option<u64>> {
+    if size < 18 || d.read(off, 3)? != [0x1f, 0x8b, 8] {
+        return Ok(None);
+    }
+    let t = d.read(off + size - 4, 4)?;
+    let isize = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64;
+    Ok((isize <= gz::MAX_RAW).then_some(isize))
+}
+
 /// Cuts the new layer into regions, each with its source.
 fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Vec<Region>> {
     let mut regions = Vec::new();
@@ -320,6 +358,27 @@ fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Ve
                     done += len;
                 }
             }
+            _ if size <= CHUNK && gzip_text_len(&new.data, off, size)?.is_some() => {
+                // Shipped as text if zlib re-makes it (decided when the chunk is encoded).
+                stats.files_gzip += 1;
+                let src = match src_entry {
+                    Some((l, s))
+                        if s.size <= CHUNK
+                            && gzip_text_len(&cat.old[l].data, s.data_offset, s.size)?
+                                .is_some() =>
+                    {
+                        Some((l, s.data_offset, s.size))
+                    }
+                    _ => None,
+                };
+                let text = gzip_text_len(&new.data, off, size)?.unwrap_or_default();
+                regions.push(Region::Gzip {
+                    off,
+                    len: size,
+                    text,
+                    src,
+                });
+            }
             _ => {
                 stats.files_literal += 1;
                 let mut done = 0;
@@ -366,7 +425,11 @@ pub fn encode(
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
     for (i, r) in regions.iter().enumerate() {
-        acc += r.len();
+        // A gzip member's text passes through memory too: count the larger of the two.
+        acc += match *r {
+            Region::Gzip { len, text, .. } => len.max(text),
+            _ => r.len(),
+        };
         if acc >= CHUNK {
             chunks.push(&regions[start..=i]);
             start = i + 1;
@@ -379,30 +442,32 @@ pub fn encode(
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
     let mut written = MAGIC.len() as u64;
-    // Chunks are encoded in parallel, a few at a time so that memory stays bounded, and
-    // written in order.
-    let batch = rayon::current_num_threads().max(1);
+    // Chunks are encoded on every core and written in order. A worker takes the next chunk
+    // as soon as it is free (chunks differ widely in cost: a copied file is free, a patched
+    // one is not), but never runs more than `ahead` chunks past the writer, so memory stays
+    // bounded.
     let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
-    for group in chunks.chunks(batch) {
-        let encoded: Vec<Result<(Vec<u8>, Vec<u8>)>> = group
-            .par_iter()
-            .map(|regions| {
-                let bytes = encode_chunk(regions, &refs, &new.data)?;
-                let decoded = decode_chunk(&bytes, &refs)?;
-                Ok((bytes, decoded))
-            })
-            .collect();
-        for e in encoded {
-            let (bytes, decoded) = e?;
-            hasher.update(&decoded);
-            rebuilt += decoded.len() as u64;
-            out.write_all(&bytes).map_err(io_err)?;
-            written += bytes.len() as u64;
-            progress(decoded.len() as u64)?;
-        }
-    }
+    let mut write = |bytes: Vec<u8>, decoded: Vec<u8>| -> Result<()> {
+        hasher.update(&decoded);
+        rebuilt += decoded.len() as u64;
+        out.write_all(&bytes).map_err(io_err)?;
+        written += bytes.len() as u64;
+        progress(decoded.len() as u64)
+    };
+    in_order_parallel(
+        chunks.len(),
+        workers,
+        2 * workers,
+        |i| {
+            let bytes = encode_chunk(chunks[i], &refs, &new.data)?;
+            let decoded = decode_chunk(&bytes, &refs)?;
+            Ok((bytes, decoded))
+        },
+        |(bytes, decoded)| write(bytes, decoded),
+    )?;
     out.write_all(&[0]).map_err(io_err)?;
     stats.encoded_size = written + 1;
     let found = Digest::from_sha256(hasher.finalize().into());
@@ -416,13 +481,85 @@ pub fn encode(
     Ok(stats)
 }
 
+/// Runs `work(0..n)` on `workers` threads and hands the results to `sink` in index order,
+/// with at most `ahead` results waiting or in progress past the one being written. The
+/// first error (from either side) stops everything and is returned.
+fn in_order_parallel<T: Send>(
+    n: usize,
+    workers: usize,
+    ahead: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+    mut sink: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    // The index of the next result the sink takes, and whether to stop.
+    let state = (Mutex::new((0usize, false)), Condvar::new());
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<T>)>();
+        for _ in 0..workers.min(n) {
+            let tx = tx.clone();
+            let (next, state, work) = (&next, &state, &work);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return;
+                }
+                {
+                    let (lock, cv) = state;
+                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while !g.1 && i >= g.0 + ahead {
+                        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if g.1 {
+                        return;
+                    }
+                }
+                if tx.send((i, work(i))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let stop = || {
+            let (lock, cv) = &state;
+            lock.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+            cv.notify_all();
+        };
+        let mut waiting = BTreeMap::new();
+        let mut want = 0usize;
+        while want < n {
+            let Ok((i, r)) = rx.recv() else {
+                break;
+            };
+            waiting.insert(i, r);
+            while let Some(r) = waiting.remove(&want) {
+                if let Err(e) = r.and_then(&mut sink) {
+                    stop();
+                    return Err(e);
+                }
+                want += 1;
+                let (lock, cv) = &state;
+                lock.lock().unwrap_or_else(|e| e.into_inner()).0 = want;
+                cv.notify_all();
+            }
+        }
+        stop();
+        if want < n {
+            return Err(Error::Other(
+                "files codec: an encoding worker stopped early".into(),
+            ));
+        }
+        Ok(())
+    })
+}
+
 /// Renumbers the old layers the regions read from as 0.. in order of first index, and
 /// returns the original index of each.
 fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
     let mut used: Vec<usize> = regions
         .iter()
         .filter_map(|r| match *r {
-            Region::Meta { src, .. } => src.map(|(l, _, _)| l),
+            Region::Meta { src, .. } | Region::Gzip { src, .. } => src.map(|(l, _, _)| l),
             Region::Copy { src, .. } | Region::Diff { src, .. } => Some(src),
             Region::Lit { .. } => None,
         })
@@ -432,9 +569,13 @@ fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
     let number = |l: usize| used.binary_search(&l).unwrap_or_default();
     for r in regions.iter_mut() {
         match r {
-            Region::Meta { src: Some(s), .. } => s.0 = number(s.0),
+            Region::Meta { src: Some(s), .. } | Region::Gzip { src: Some(s), .. } => {
+                s.0 = number(s.0)
+            }
             Region::Copy { src, .. } | Region::Diff { src, .. } => *src = number(*src),
-            Region::Meta { src: None, .. } | Region::Lit { .. } => {}
+            Region::Meta { src: None, .. }
+            | Region::Gzip { src: None, .. }
+            | Region::Lit { .. } => {}
         }
     }
     used
@@ -502,6 +643,41 @@ fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Resu
                     extra.extend_from_slice(&s.extra);
                 }
             }
+            Region::Gzip { off, len, src, .. } => {
+                let bytes = new.read(off, len)?;
+                let Some(m) = gz::split(&bytes) else {
+                    ops.push(OP_LIT);
+                    put(&mut ops, len);
+                    extra.extend_from_slice(&bytes);
+                    continue;
+                };
+                ops.push(OP_GZIP);
+                put(&mut ops, m.level as u64);
+                put(&mut ops, m.header_len as u64);
+                meta.extend_from_slice(&bytes[..m.header_len]);
+                let source = match src {
+                    Some((l, soff, slen)) => gz::inflate_member(&old[l].read(soff, slen)?)
+                        .map(|raw| (l, soff, slen, raw)),
+                    None => None,
+                };
+                let mut s = Streams::default();
+                if let Some((_, _, _, sraw)) = &source {
+                    bsdiff::diff(sraw, &m.raw, &mut s);
+                }
+                match source {
+                    Some((l, soff, slen, _)) if s.extra.len() * 10 <= m.raw.len() * 9 => {
+                        put(&mut ops, GZ_PATCH);
+                        put_patch(&mut ops, l, soff, slen, m.raw.len() as u64, &s.controls);
+                        diff.extend_from_slice(&s.diff);
+                        extra.extend_from_slice(&s.extra);
+                    }
+                    _ => {
+                        put(&mut ops, GZ_TEXT);
+                        put(&mut ops, m.raw.len() as u64);
+                        extra.extend_from_slice(&m.raw);
+                    }
+                }
+            }
             Region::Lit { off, len } => {
                 ops.push(OP_LIT);
                 put(&mut ops, len);
@@ -521,6 +697,39 @@ fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Resu
         out.extend_from_slice(&s);
     }
     Ok(out)
+}
+
+/// A patch's fields, as [`put_patch`] writes them.
+struct Patch {
+    src: u64,
+    off: u64,
+    src_len: u64,
+    len: u64,
+    controls: Vec<Control>,
+}
+
+/// Reads a patch's fields, refusing sizes beyond the codec's limits before allocating.
+fn get_patch(ops: &mut &[u8]) -> Result<Patch> {
+    let (src, off, src_len, len, n) = (get(ops)?, get(ops)?, get(ops)?, get(ops)?, get(ops)?);
+    if src_len > 2 * WINDOW + MAX_META_PATCH {
+        return Err(bad(format!("patch source of {src_len} bytes is too large")));
+    }
+    if n > len + 1 {
+        return Err(bad("more patch steps than bytes"));
+    }
+    let mut controls = Vec::with_capacity(n.min(1 << 16) as usize);
+    for _ in 0..n {
+        let (add, copy, z) = (get(ops)?, get(ops)?, get(ops)?);
+        let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        controls.push(Control { add, copy, seek });
+    }
+    Ok(Patch {
+        src,
+        off,
+        src_len,
+        len,
+        controls,
+    })
 }
 
 fn put_patch(ops: &mut Vec<u8>, src: usize, off: u64, src_len: u64, len: u64, c: &[Control]) {
@@ -651,7 +860,8 @@ impl<'a, R: Read> Decoder<'a, R> {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         out.reserve(output as usize);
-        let diff = expand_zeros(&sections[2], &sections[3], output)?;
+        // Difference bytes cover the chunk's output, plus the text of gzip members.
+        let diff = expand_zeros(&sections[2], &sections[3], output + gz::MAX_RAW)?;
         let sections = [
             std::mem::take(&mut sections[0]),
             std::mem::take(&mut sections[1]),
@@ -715,29 +925,59 @@ fn run_ops(sections: &[Vec<u8>], old: &[&LayerData], output: u64, out: &mut Vec<
                 layer(src)?.read_into(off, &mut out[start..])?;
             }
             OP_DIFF | OP_HDIFF => {
-                let (src, off, src_len, len, n) = (
-                    get(&mut ops)?,
-                    get(&mut ops)?,
-                    get(&mut ops)?,
-                    get(&mut ops)?,
-                    get(&mut ops)?,
-                );
-                room(out, len)?;
-                if src_len > 2 * WINDOW + MAX_META_PATCH {
-                    return Err(bad(format!("patch source of {src_len} bytes is too large")));
-                }
-                if n > len + 1 {
-                    return Err(bad("more patch steps than bytes"));
-                }
-                let mut controls = Vec::with_capacity(n.min(1 << 16) as usize);
-                for _ in 0..n {
-                    let (add, copy, z) = (get(&mut ops)?, get(&mut ops)?, get(&mut ops)?);
-                    let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
-                    controls.push(Control { add, copy, seek });
-                }
-                let source = layer(src)?.read(off, src_len)?;
+                let p = get_patch(&mut ops)?;
+                room(out, p.len)?;
+                let source = layer(p.src)?.read(p.off, p.src_len)?;
                 let news = if op == OP_DIFF { &mut extra } else { &mut meta };
-                bsdiff::patch(&source, &controls, &mut diff, news, len, out)?;
+                bsdiff::patch(&source, &p.controls, &mut diff, news, p.len, out)?;
+            }
+            OP_GZIP => {
+                let level = get(&mut ops)?;
+                if !(1..=9).contains(&level) {
+                    return Err(bad(format!("gzip level {level} is not 1-9")));
+                }
+                let header_len = get(&mut ops)?;
+                if header_len > 4096 + 11 {
+                    return Err(bad("gzip header too long"));
+                }
+                let header = take(&mut meta, header_len, "meta")?;
+                let raw = match get(&mut ops)? {
+                    GZ_TEXT => {
+                        let n = get(&mut ops)?;
+                        if n > gz::MAX_RAW {
+                            return Err(bad(format!("gzip text of {n} bytes is too large")));
+                        }
+                        take(&mut extra, n, "extra")?
+                    }
+                    GZ_PATCH => {
+                        let p = get_patch(&mut ops)?;
+                        if p.len > gz::MAX_RAW {
+                            return Err(bad(format!("gzip text of {} bytes is too large", p.len)));
+                        }
+                        let member = layer(p.src)?.read(p.off, p.src_len)?;
+                        let source = gz::inflate_member(&member).ok_or_else(|| {
+                            bad(format!(
+                                "the old gzip member at offset {} of old layer {} does not inflate",
+                                p.off, p.src
+                            ))
+                        })?;
+                        let mut raw = Vec::new();
+                        bsdiff::patch(
+                            &source,
+                            &p.controls,
+                            &mut diff,
+                            &mut extra,
+                            p.len,
+                            &mut raw,
+                        )?;
+                        raw
+                    }
+                    m => return Err(bad(format!("unknown gzip mode {m}"))),
+                };
+                gz::rebuild(&header, &raw, level as u32, out);
+                if out.len() as u64 > output {
+                    return Err(bad("chunk writes more than its declared output"));
+                }
             }
             o => return Err(bad(format!("unknown operation {o}"))),
         }
