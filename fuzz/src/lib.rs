@@ -176,6 +176,31 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A text that changes a little from one `version` to the next, like a changelog.
+pub fn changelog(version: usize) -> Vec<u8> {
+    (0..version)
+        .rev()
+        .map(|i| {
+            format!(
+                "fuzz ({i}.0-1) unstable; urgency=low\n\n  * Change {}.\n\n",
+                i * 37 % 101
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// `raw` as a gzip member the way `gzip -9n` writes it (which the files codec re-makes
+/// from the text, so it ships text patches for it).
+pub fn gzipped(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(9));
+    w.write_all(raw).expect("gzip");
+    w.finish().expect("gzip")
+}
+
 /// The layers of the fixed base image (old) and of the images the seed packages rebuild.
 pub fn base_layers() -> Vec<Vec<u8>> {
     vec![
@@ -186,6 +211,7 @@ pub fn base_layers() -> Vec<Vec<u8>> {
         layer(&[
             ("app/lib.so.1", &content(2, 8000)),
             ("app/config", b"v=1\n"),
+            ("app/changelog.gz", &gzipped(&changelog(40))),
         ]),
     ]
 }
@@ -201,6 +227,7 @@ pub fn new_layers() -> Vec<Vec<u8>> {
             ("app/lib.so.2", &lib),
             ("app/config", b"v=2\n"),
             ("app/new", b"new file"),
+            ("app/changelog.gz", &gzipped(&changelog(42))),
         ]),
         layer(&[("data/extra", &content(4, 3000))]),
     ]
@@ -435,12 +462,16 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             ("app/lib.so.1", &content(2, 8000)),
             ("etc/os-release", b"ID=fuzz\nVERSION=2\n"),
         ]),
-        // Nothing in common with the base.
-        layer(&[("x", &content(77, 3000))]),
+        // Nothing in common with the base (a gzip member shipped as text, too).
+        layer(&[
+            ("x", &content(77, 3000)),
+            ("x.gz", &gzipped(&changelog(15))),
+        ]),
         // An empty layer (just the end-of-archive blocks).
         layer(&[]),
     ]);
     let mut seeds = Vec::new();
+    let mut gzip = 0;
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         let mut stream = Vec::new();
@@ -448,6 +479,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             Ok(())
         })
         .expect("encode a seed layer");
+        gzip += stats.files_gzip;
         let selector = FILES_SOURCES
             .iter()
             .position(|s| *s == &stats.sources[..])
@@ -456,6 +488,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         input.extend_from_slice(&stream);
         seeds.push((format!("layer-{n}.files"), input, new.clone()));
     }
+    assert!(gzip >= 2, "the seeds should reach the gzip operation");
     seeds
 }
 
