@@ -365,7 +365,7 @@ def tables(args):
         out.append("| method | size | vs gzip -6 | create / encode | create peak RSS | "
                    "apply / decode | apply peak RSS | round trip verified | measured (UTC) | notes |")
         out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
-        for i in dd_ids + ORDER:
+        for i in dd_ids + [t for t in ORDER if t not in dd_ids]:
             r = by.get(p, {}).get(i)
             if r is None:
                 continue

@@ -187,6 +187,7 @@ pub fn create(
         if let (true, Action::Delta(_), false) = (use_files, &p.action, old_layers.is_empty()) {
             let olds = &old_layers[..];
             let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
+            tracing::debug!(layer = p.index, "indexed the new layer");
             let index = index.unwrap_or_default();
             if !index.files.is_empty() {
                 let new_layer = files::OldLayer { data, index };

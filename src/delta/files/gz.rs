@@ -123,11 +123,36 @@ pub fn deflate(raw: &[u8], level: u32, out: &mut Vec<u8>) {
     }
 }
 
-/// Whether deflating `raw` at `level` gives exactly `body`.
+/// Whether deflating `raw` at `level` gives exactly `body`. Output is compared as it is
+/// made, so a level that does not fit is given up at its first differing byte.
 fn deflate_equals(raw: &[u8], level: u32, body: &[u8]) -> bool {
-    let mut out = Vec::with_capacity(body.len() + 64);
-    deflate(raw, level, &mut out);
-    out == body
+    let mut c = Compress::new(Compression::new(level), false);
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut matched = 0usize;
+    loop {
+        buf.clear();
+        let consumed = c.total_in() as usize;
+        let input = &raw[consumed..(consumed + (64 << 10)).min(raw.len())];
+        let flush = if consumed + input.len() == raw.len() {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::None
+        };
+        let status = match c.compress_vec(input, &mut buf, flush) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let Some(expected) = body.get(matched..matched + buf.len()) else {
+            return false;
+        };
+        if expected != &buf[..] {
+            return false;
+        }
+        matched += buf.len();
+        if status == Status::StreamEnd {
+            return matched == body.len();
+        }
+    }
 }
 
 /// Appends the member rebuilt from its header, text and level.

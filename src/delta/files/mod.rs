@@ -421,6 +421,7 @@ pub fn encode(
     // Number the old layers actually used 0.. so the package names only those: a base
     // image then needs just the layers the delta reads.
     stats.sources = renumber_sources(&mut regions);
+    tracing::debug!(regions = regions.len(), "planned the files codec's regions");
     // Group regions into chunks of about CHUNK output bytes.
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
