@@ -10,6 +10,7 @@
 #   DOCKER_DELTA_FIXTURES     fixture dir (default tests/fixtures/generated)
 #   DOCKER_DELTA_KEEP_ENGINES=1  do not stop engines on exit
 #   DOCKER_DELTA_SKIP_DEPS=1     skip install-deps.sh
+#   DOCKER_DELTA_FUZZ_SECONDS    seconds per fuzz target in the fuzz suite (default 10)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +18,7 @@ cd "$REPO"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-SUITES=(fmt cargo demo c python go)
+SUITES=(fmt cargo fuzz demo c python go)
 
 ENGINES_STARTED=()
 cleanup() {
@@ -47,6 +48,8 @@ setup() {
     log "== fixtures ($DOCKER_DELTA_FIXTURES)"
     "$REPO/scripts/make-fixtures.sh" "$DOCKER_DELTA_FIXTURES"
     export DOCKER_DELTA_REQUIRE_ENGINES=1
+    # tests/bad_input.rs mounts small tmpfs file systems (read-only dir, full disk)
+    export DOCKER_DELTA_REQUIRE_ROOT=1
     log "env: DOCKER_DELTA_TEST_DOCKER20=$DOCKER_DELTA_TEST_DOCKER20"
     log "env: DOCKER_DELTA_TEST_DOCKER26=$DOCKER_DELTA_TEST_DOCKER26"
     log "env: DOCKER_DELTA_FIXTURES=$DOCKER_DELTA_FIXTURES DOCKER_DELTA_REQUIRE_ENGINES=1"
@@ -61,6 +64,12 @@ suite_cargo() {
 suite_fmt() {
     log "+ cargo fmt --check"
     cargo fmt --check
+}
+
+suite_fuzz() {
+    # A short run of every cargo-fuzz target (the long runs are by hand: see README).
+    log "+ scripts/fuzz.sh ${DOCKER_DELTA_FUZZ_SECONDS:-10}"
+    "$REPO/scripts/fuzz.sh" "${DOCKER_DELTA_FUZZ_SECONDS:-10}"
 }
 
 suite_demo() {

@@ -206,7 +206,10 @@ pub fn apply(
     }
 
     let mut writer = ImageWriter::create(dest, options.force)?;
-    let total = target.layers.iter().map(|l| l.size).sum();
+    let total = target
+        .layers
+        .iter()
+        .fold(0u64, |t, l| t.saturating_add(l.size));
     let mut tracker = Tracker::start(options.progress, Phase::Rebuild, total)?;
     let mut cached: Option<(usize, Vec<u8>)> = None;
     // Old layers the files codec reads, opened once (in place, or spooled uncompressed).
@@ -234,7 +237,16 @@ pub fn apply(
                     .filter_map(|o| opened.get(o))
                     .collect::<Vec<_>>();
                 let r = files::Decoder::new(blobs.open(*blob)?, sources);
-                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+                writer
+                    .add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                    .map_err(|e| match e {
+                        // Say which layer and blob a damaged stream belongs to.
+                        Error::Codec { codec, reason } => Error::Codec {
+                            codec,
+                            reason: format!("{what} (blob {blob}): {reason}"),
+                        },
+                        e => e,
+                    })?;
             }
             LayerSource::Full { blob } => {
                 let r = blobs.open(*blob)?;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::platform::Platform;
+use crate::transport::Limits;
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
@@ -249,7 +250,35 @@ pub struct Header {
 impl Header {
     /// Total uncompressed size of the payload.
     pub fn payload_uncompressed_size(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        // Saturating: the sizes come from an untrusted header (checked by `check_limits`).
+        self.blobs
+            .iter()
+            .fold(0u64, |t, b| t.saturating_add(b.size))
+    }
+
+    /// Checks the sizes the header claims against `limits` before anything is read or
+    /// allocated: every blob and layer within [`Limits::max_entry_size`], and the payload's
+    /// claimed expansion within [`Limits::max_expansion_ratio`].
+    pub fn check_limits(&self, path: &Path, payload_len: u64, limits: &Limits) -> Result<()> {
+        let at = |what: String| format!("{}: {what}", path.display());
+        for (i, b) in self.blobs.iter().enumerate() {
+            limits.check_entry_size(&at(format!("blob {i}")), b.size)?;
+        }
+        for (i, l) in self.target.layers.iter().enumerate() {
+            limits.check_entry_size(&at(format!("layer {i}")), l.size)?;
+        }
+        let total = self
+            .blobs
+            .iter()
+            .try_fold(0u64, |t, b| t.checked_add(b.size))
+            .ok_or_else(|| Error::InvalidPackage {
+                path: path.to_path_buf(),
+                reason: "the blob sizes add up to more than 2^64 bytes".into(),
+            })?;
+        if self.compression.algorithm != PayloadCompression::None {
+            limits.check_expansion(&at("payload".into()), payload_len, total)?;
+        }
+        Ok(())
     }
 
     /// Checks the header's internal consistency (indexes in range, blobs used in stream
@@ -327,8 +356,15 @@ pub struct Package {
 }
 
 impl Package {
-    /// Opens a package, checking magic, version, lengths and the header checksum.
+    /// Opens a package, checking magic, version, lengths and the header checksum, with the
+    /// default [`Limits`].
     pub fn open(path: &Path) -> Result<Package> {
+        Self::open_with(path, &Limits::default())
+    }
+
+    /// Opens a package, checking magic, version, lengths, the header checksum and the sizes
+    /// it claims against `limits`.
+    pub fn open_with(path: &Path, limits: &Limits) -> Result<Package> {
         let bad = |reason: String| Error::InvalidPackage {
             path: path.to_path_buf(),
             reason,
@@ -412,6 +448,7 @@ impl Package {
             &format!("{} (package header)", path.display()),
         )?;
         header.validate(path)?;
+        header.check_limits(path, payload_len, limits)?;
         Ok(Package {
             path: path.to_path_buf(),
             version,
@@ -535,7 +572,8 @@ impl BlobReader {
                 option: "DOCKER_DELTA_MAX_MEMORY".into(),
             });
         }
-        let mut buf = Vec::with_capacity(s.entry.size as usize);
+        // The size is a claim until the blob verified: grow as the bytes arrive.
+        let mut buf = Vec::with_capacity(s.entry.size.min(1 << 20) as usize);
         s.read_to_end(&mut buf).map_err(|e| Error::io(&path, e))?;
         Ok(buf)
     }

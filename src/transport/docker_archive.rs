@@ -16,12 +16,13 @@ use crate::image::{Image, Layer};
 use crate::manifest::{ArchiveEntry, ConfigView, Document, ManifestKind};
 use crate::reference::{ArchiveSelector, ImageReference, Transport};
 use crate::transport::store::{normalize, Store, TarStore};
-use crate::transport::{ImageSource, OpenOptions};
+use crate::transport::{ImageSource, Limits, OpenOptions};
 
 /// An image inside a docker-archive tar.
 pub struct DockerArchive {
     store: TarStore,
     image: Image,
+    limits: Limits,
 }
 
 impl DockerArchive {
@@ -32,7 +33,7 @@ impl DockerArchive {
                 "{reference} is not a docker-archive reference"
             )));
         };
-        let store = TarStore::open(path)?;
+        let store = TarStore::open_with(path, &options.limits)?;
         Self::from_store(store, reference.clone(), selector.as_ref(), options)
     }
 
@@ -145,13 +146,21 @@ impl DockerArchive {
             platform: view.platform,
             layers,
         };
-        Ok(DockerArchive { store, image })
+        Ok(DockerArchive {
+            store,
+            image,
+            limits: options.limits.clone(),
+        })
     }
 }
 
 impl ImageSource for DockerArchive {
     fn image(&self) -> &Image {
         &self.image
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits.clone()
     }
 
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {

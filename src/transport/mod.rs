@@ -23,23 +23,52 @@ pub mod docker_daemon;
 pub mod oci;
 pub mod store;
 
-/// Safety limits applied while reading untrusted images.
+/// Safety limits applied while reading untrusted images and packages.
+///
+/// Every refusal is an [`Error::LimitExceeded`] that names the limit and the environment
+/// variable that raises it. Defaults are chosen so that real images never reach them (see
+/// `SECURITY.md`).
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest JSON document (manifest, index, config) read into memory.
+    /// Largest JSON document (manifest, index, config) read into memory
+    /// (`DOCKER_DELTA_MAX_JSON_SIZE`, default 64 MiB).
     pub max_json_size: u64,
-    /// Most layers an image may have.
+    /// Most layers an image may have (`DOCKER_DELTA_MAX_LAYERS`, default 1024).
     pub max_layers: usize,
-    /// Deepest nesting of image indexes.
+    /// Deepest nesting of image indexes (`DOCKER_DELTA_MAX_INDEX_DEPTH`, default 8).
     pub max_index_depth: usize,
+    /// Largest single entry: an archive member, an uncompressed layer, a decompressed
+    /// archive, a package blob (`DOCKER_DELTA_MAX_ENTRY_SIZE`, default 64 GiB).
+    pub max_entry_size: u64,
+    /// Largest ratio of decompressed to compressed bytes for a compressed layer, a
+    /// compressed archive and a package payload (`DOCKER_DELTA_MAX_EXPANSION_RATIO`,
+    /// default 2000; deflate cannot exceed about 1032, so no gzip stream is ever refused).
+    pub max_expansion_ratio: u64,
+    /// The ratio is only enforced once this many bytes came out of a stream (default
+    /// 1 GiB), so that small, very compressible files are never refused.
+    pub expansion_check_after: u64,
 }
+
+/// Environment variable for [`Limits::max_json_size`].
+pub const ENV_MAX_JSON_SIZE: &str = "DOCKER_DELTA_MAX_JSON_SIZE";
+/// Environment variable for [`Limits::max_layers`].
+pub const ENV_MAX_LAYERS: &str = "DOCKER_DELTA_MAX_LAYERS";
+/// Environment variable for [`Limits::max_index_depth`].
+pub const ENV_MAX_INDEX_DEPTH: &str = "DOCKER_DELTA_MAX_INDEX_DEPTH";
+/// Environment variable for [`Limits::max_entry_size`].
+pub const ENV_MAX_ENTRY_SIZE: &str = "DOCKER_DELTA_MAX_ENTRY_SIZE";
+/// Environment variable for [`Limits::max_expansion_ratio`].
+pub const ENV_MAX_EXPANSION_RATIO: &str = "DOCKER_DELTA_MAX_EXPANSION_RATIO";
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_json_size: env_u64("DOCKER_DELTA_MAX_JSON_SIZE").unwrap_or(64 << 20),
-            max_layers: env_u64("DOCKER_DELTA_MAX_LAYERS").map_or(1024, |v| v as usize),
-            max_index_depth: 8,
+            max_json_size: env_u64(ENV_MAX_JSON_SIZE).unwrap_or(64 << 20),
+            max_layers: env_u64(ENV_MAX_LAYERS).map_or(1024, |v| v as usize),
+            max_index_depth: env_u64(ENV_MAX_INDEX_DEPTH).map_or(8, |v| v as usize),
+            max_entry_size: env_u64(ENV_MAX_ENTRY_SIZE).unwrap_or(64 << 30),
+            max_expansion_ratio: env_u64(ENV_MAX_EXPANSION_RATIO).unwrap_or(2000),
+            expansion_check_after: 1 << 30,
         }
     }
 }
@@ -61,10 +90,93 @@ impl Limits {
                 limit: "max layers".into(),
                 max: self.max_layers as u64,
                 found: manifest_layers as u64,
-                option: "DOCKER_DELTA_MAX_LAYERS".into(),
+                option: ENV_MAX_LAYERS.into(),
             });
         }
         Ok(())
+    }
+
+    /// Refuses an entry (member, layer, blob) of `size` bytes above [`Self::max_entry_size`].
+    pub fn check_entry_size(&self, what: &str, size: u64) -> Result<()> {
+        if size > self.max_entry_size {
+            return Err(Error::LimitExceeded {
+                what: what.to_string(),
+                limit: "max entry size".into(),
+                max: self.max_entry_size,
+                found: size,
+                option: ENV_MAX_ENTRY_SIZE.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a stream that decompressed `out` bytes from `input` compressed bytes, when
+    /// `out` is past [`Self::max_entry_size`], or past [`Self::expansion_check_after`] with
+    /// a ratio above [`Self::max_expansion_ratio`].
+    pub fn check_expansion(&self, what: &str, input: u64, out: u64) -> Result<()> {
+        self.check_entry_size(what, out)?;
+        if out > self.expansion_check_after {
+            let ratio = out / input.max(1);
+            if ratio > self.max_expansion_ratio {
+                return Err(Error::LimitExceeded {
+                    what: format!("{what} ({out} bytes from {input} compressed bytes)"),
+                    limit: "max expansion ratio".into(),
+                    max: self.max_expansion_ratio,
+                    found: ratio,
+                    option: ENV_MAX_EXPANSION_RATIO.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes read through it, so that a decompressor's input can be measured.
+#[derive(Clone, Default)]
+pub(crate) struct Counter(Arc<std::sync::atomic::AtomicU64>);
+
+impl Counter {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A reader that adds what it reads to a [`Counter`].
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) counter: Counter,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.add(n);
+        Ok(n)
+    }
+}
+
+/// Decompressed output checked against [`Limits::check_expansion`] as it is read; `input`
+/// counts the compressed bytes consumed.
+pub(crate) struct ExpansionGuard<R> {
+    pub(crate) inner: R,
+    pub(crate) input: Counter,
+    pub(crate) out: u64,
+    pub(crate) limits: Limits,
+    pub(crate) what: String,
+}
+
+impl<R: Read> Read for ExpansionGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        self.limits
+            .check_expansion(&self.what, self.input.get(), self.out)
+            .map_err(Error::into_io)?;
+        Ok(n)
     }
 }
 
@@ -103,7 +215,17 @@ pub trait ImageSource: Send + Sync {
     fn open_layer(&self, index: usize) -> Result<LayerReader<'_>> {
         let layer = self.layer(index)?;
         let blob = self.open_blob(index)?;
-        LayerReader::new(blob, layer.clone(), self.describe_layer(layer))
+        LayerReader::with_limits(
+            blob,
+            layer.clone(),
+            self.describe_layer(layer),
+            &self.limits(),
+        )
+    }
+
+    /// The safety limits this source was opened with.
+    fn limits(&self) -> Limits {
+        Limits::default()
     }
 
     /// A description of a layer for messages: reference, index and location.
@@ -212,11 +334,29 @@ impl Read for BlobHasher<'_> {
 }
 
 impl<'a> LayerReader<'a> {
-    /// Wraps a stored blob: detects its compression and prepares verification.
+    /// Wraps a stored blob: detects its compression and prepares verification, with the
+    /// default [`Limits`].
     pub fn new(blob: Box<dyn Read + Send + 'a>, layer: Layer, description: String) -> Result<Self> {
+        Self::with_limits(blob, layer, description, &Limits::default())
+    }
+
+    /// Wraps a stored blob: detects its compression and prepares verification. The
+    /// uncompressed stream is refused past [`Limits::max_entry_size`] or, for a compressed
+    /// blob, past [`Limits::max_expansion_ratio`].
+    pub fn with_limits(
+        blob: Box<dyn Read + Send + 'a>,
+        layer: Layer,
+        description: String,
+        limits: &Limits,
+    ) -> Result<Self> {
         let shared = SharedHash::default();
+        let input = Counter::default();
+        let counted: Box<dyn Read + Send + 'a> = Box::new(CountingReader {
+            inner: blob,
+            counter: input.clone(),
+        });
         let hasher = BlobHasher {
-            inner: HashingReader::new(blob),
+            inner: HashingReader::new(counted),
             out: shared.clone(),
         };
         let mut buffered = BufReader::with_capacity(256 * 1024, hasher);
@@ -228,6 +368,13 @@ impl<'a> LayerReader<'a> {
         let decoder = compression
             .decoder(buffered)
             .map_err(|e| Error::Other(format!("{description}: {e}")))?;
+        let decoder: Box<dyn Read + Send + 'a> = Box::new(ExpansionGuard {
+            inner: decoder,
+            input,
+            out: 0,
+            limits: limits.clone(),
+            what: format!("{description} (uncompressed)"),
+        });
         Ok(LayerReader {
             decoder,
             blob: shared,
@@ -316,10 +463,14 @@ impl Read for LayerReader<'_> {
         if self.done {
             return Ok(0);
         }
-        let n = self
-            .decoder
-            .read(buf)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.description)))?;
+        let n = self.decoder.read(buf).map_err(|e| {
+            // Our own errors (a limit, a nested verification) travel as they are.
+            if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("{}: {e}", self.description))
+            }
+        })?;
         if n == 0 && !buf.is_empty() {
             self.done = true;
             self.verify().map_err(Error::into_io)?;

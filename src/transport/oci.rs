@@ -26,6 +26,7 @@ use crate::transport::{ImageSource, Limits, OpenOptions};
 pub struct OciLayout {
     store: Box<dyn Store>,
     image: Image,
+    limits: Limits,
 }
 
 /// Path of a blob inside a layout.
@@ -38,7 +39,9 @@ impl OciLayout {
     pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<OciLayout> {
         let (store, name): (Box<dyn Store>, &Option<String>) = match reference {
             ImageReference::Oci { path, name } => (Box::new(DirStore::new(path)?), name),
-            ImageReference::OciArchive { path, name } => (Box::new(TarStore::open(path)?), name),
+            ImageReference::OciArchive { path, name } => {
+                (Box::new(TarStore::open_with(path, &options.limits)?), name)
+            }
             _ => {
                 return Err(Error::Other(format!(
                     "{reference} is not an OCI layout reference"
@@ -166,13 +169,21 @@ impl OciLayout {
             platform: view.platform,
             layers,
         };
-        Ok(OciLayout { store, image })
+        Ok(OciLayout {
+            store,
+            image,
+            limits: options.limits.clone(),
+        })
     }
 }
 
 impl ImageSource for OciLayout {
     fn image(&self) -> &Image {
         &self.image
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits.clone()
     }
 
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
@@ -217,7 +228,7 @@ fn read_blob(
             limit: "max JSON document size".into(),
             max: limits.max_json_size,
             found: desc.size,
-            option: "DOCKER_DELTA_MAX_JSON_SIZE".into(),
+            option: crate::transport::ENV_MAX_JSON_SIZE.into(),
         });
     }
     let raw = store.read_small(&name, what, limits.max_json_size)?;
@@ -337,7 +348,7 @@ impl Walker<'_> {
                 limit: "max index nesting depth".into(),
                 max: self.limits.max_index_depth as u64,
                 found: depth as u64,
-                option: "(not configurable)".into(),
+                option: crate::transport::ENV_MAX_INDEX_DEPTH.into(),
             });
         }
         if !self.visited.insert(desc.digest.clone()) {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
+use crate::transport::{Counter, CountingReader, ExpansionGuard, Limits, ENV_MAX_JSON_SIZE};
 
 /// A set of named files.
 pub trait Store: Send + Sync {
@@ -43,7 +44,7 @@ pub trait Store: Send + Sync {
                 limit: "max JSON document size".into(),
                 max,
                 found: size,
-                option: "DOCKER_DELTA_MAX_JSON_SIZE".into(),
+                option: ENV_MAX_JSON_SIZE.into(),
             });
         }
         let mut buf = Vec::with_capacity(size as usize);
@@ -166,8 +167,15 @@ pub struct TarStore {
 }
 
 impl TarStore {
-    /// Indexes the archive at `path`.
+    /// Indexes the archive at `path`, with the default [`Limits`].
     pub fn open(path: &Path) -> Result<TarStore> {
+        Self::open_with(path, &Limits::default())
+    }
+
+    /// Indexes the archive at `path`. A compressed archive is refused past
+    /// [`Limits::max_entry_size`] or [`Limits::max_expansion_ratio`], and so is a member
+    /// larger than [`Limits::max_entry_size`].
+    pub fn open_with(path: &Path, limits: &Limits) -> Result<TarStore> {
         let mut file = File::open(path).at(path)?;
         let mut magic = [0u8; 6];
         let n = read_up_to(&mut file, &mut magic).at(path)?;
@@ -178,21 +186,36 @@ impl TarStore {
         } else {
             tracing::debug!(path = %path.display(), compression = compression.name(), "archive is compressed; decompressing to a temporary file");
             let mut spool = tempfile::NamedTempFile::new().at(std::env::temp_dir())?;
-            let mut dec =
+            let input = Counter::default();
+            let counted = CountingReader {
+                inner: file,
+                counter: input.clone(),
+            };
+            let dec =
                 compression
-                    .decoder(BufReader::new(file))
+                    .decoder(BufReader::new(counted))
                     .map_err(|e| Error::InvalidLayout {
                         path: path.to_path_buf(),
                         reason: format!("cannot decompress {} archive: {e}", compression.name()),
                     })?;
-            io::copy(&mut dec, spool.as_file_mut()).map_err(|e| Error::InvalidLayout {
-                path: path.to_path_buf(),
-                reason: format!("cannot decompress {} archive: {e}", compression.name()),
+            let mut guarded = ExpansionGuard {
+                inner: dec,
+                input,
+                out: 0,
+                limits: limits.clone(),
+                what: format!("{} (decompressed archive)", path.display()),
+            };
+            io::copy(&mut guarded, spool.as_file_mut()).map_err(|e| match Error::io(path, e) {
+                Error::Io { source, .. } => Error::InvalidLayout {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot decompress {} archive: {source}", compression.name()),
+                },
+                ours => ours,
             })?;
             let f = spool.reopen().at(spool.path())?;
             (f, Some(spool))
         };
-        let entries = index_tar(&file, path)?;
+        let entries = index_tar(&file, path, limits)?;
         tracing::debug!(path = %path.display(), entries = entries.len(), "indexed archive");
         Ok(TarStore {
             path: path.to_path_buf(),
@@ -206,7 +229,7 @@ impl TarStore {
     pub fn open_spooled(spool: tempfile::NamedTempFile) -> Result<TarStore> {
         let path = spool.path().to_path_buf();
         let file = spool.reopen().at(&path)?;
-        let entries = index_tar(&file, &path)?;
+        let entries = index_tar(&file, &path, &Limits::default())?;
         Ok(TarStore {
             path,
             file: Arc::new(file),
@@ -266,7 +289,8 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn index_tar(file: &File, path: &Path) -> Result<HashMap<String, TarEntry>> {
+fn index_tar(file: &File, path: &Path, limits: &Limits) -> Result<HashMap<String, TarEntry>> {
+    let file_size = file.metadata().at(path)?.len();
     let bad = |reason: String| Error::InvalidLayout {
         path: path.to_path_buf(),
         reason,
@@ -296,10 +320,17 @@ fn index_tar(file: &File, path: &Path) -> Result<HashMap<String, TarEntry>> {
         };
         let kind = header.entry_type();
         let record = if kind.is_file() || kind == tar::EntryType::Continuous {
-            TarEntry::File {
-                offset: entry.raw_file_position(),
-                size: entry.size(),
+            let (offset, size) = (entry.raw_file_position(), entry.size());
+            limits.check_entry_size(&format!("{} member {name:?}", path.display()), size)?;
+            // A member claiming more bytes than the file holds is truncated; say so now
+            // rather than when it is read.
+            let fits = matches!(offset.checked_add(size), Some(end) if end <= file_size);
+            if !fits {
+                return Err(bad(format!(
+                    "archive member {name:?} is truncated: it claims {size} bytes at offset {offset}, the archive has {file_size}"
+                )));
             }
+            TarEntry::File { offset, size }
         } else if kind.is_symlink() {
             TarEntry::Symlink { target: link()? }
         } else if kind.is_hard_link() {

@@ -138,3 +138,64 @@ pub fn write_file(path: &Path, data: &[u8]) {
         .write_all(data)
         .unwrap();
 }
+
+/// Every file under `dir` (hidden ones too) with its bytes, to check that a failed
+/// operation left a directory byte-for-byte as it was.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.insert(p.strip_prefix(dir).unwrap().join(""), Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap_or_default(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Re-signs a package: makes the prefix's header and payload lengths and checksums agree
+/// with the bytes that follow (what an attacker who crafts a package does). `header_len`
+/// gives the header's length; the rest is payload.
+pub fn resign_package(bytes: &mut [u8], header_len: usize) {
+    let payload_len = bytes.len() - 96 - header_len;
+    bytes[16..24].copy_from_slice(&(header_len as u64).to_le_bytes());
+    let h: [u8; 32] = Sha256::digest(&bytes[96..96 + header_len]).into();
+    bytes[24..56].copy_from_slice(&h);
+    bytes[56..64].copy_from_slice(&(payload_len as u64).to_le_bytes());
+    let p: [u8; 32] = Sha256::digest(&bytes[96 + header_len..]).into();
+    bytes[64..96].copy_from_slice(&p);
+}
+
+/// A package's header length, header JSON and payload offset.
+pub fn package_parts(bytes: &[u8]) -> (usize, serde_json::Value, usize) {
+    let h = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[96..96 + h]).unwrap();
+    (h, header, 96 + h)
+}
+
+/// A package with its header replaced by `edit(header)`, re-signed.
+pub fn edit_package(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let (_, mut header, payload_at) = package_parts(bytes);
+    edit(&mut header);
+    let raw = serde_json::to_vec_pretty(&header).unwrap();
+    let mut out = bytes[..96].to_vec();
+    out.extend_from_slice(&raw);
+    out.extend_from_slice(&bytes[payload_at..]);
+    resign_package(&mut out, raw.len());
+    out
+}
+
+/// Writes `data` to `path` and returns the path.
+pub fn write_then(path: &Path, data: &[u8]) -> PathBuf {
+    write_file(path, data);
+    path.to_path_buf()
+}

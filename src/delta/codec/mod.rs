@@ -168,7 +168,8 @@ pub fn decode(codec: Codec, source: &[u8], patch: &[u8], target_len: u64) -> Res
                 option: "the streaming zstd decoder".into(),
             })?;
             let mut out = Limited {
-                inner: Vec::with_capacity(capacity),
+                // The recorded size is a claim: reserve at most 64 MiB up front.
+                inner: Vec::with_capacity(capacity.min(64 << 20)),
                 max: target_len,
                 codec,
             };

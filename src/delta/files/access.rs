@@ -135,6 +135,11 @@ impl LayerData {
 
     /// Reads `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        // `len` may come from a delta stream: refuse a range outside the layer before
+        // allocating for it.
+        if offset.checked_add(len).is_none_or(|e| e > self.section.len) {
+            return Err(self.range_error(offset, len));
+        }
         let mut buf = vec![0u8; usize::try_from(len).map_err(|_| self.range_error(offset, len))?];
         self.read_into(offset, &mut buf)?;
         Ok(buf)

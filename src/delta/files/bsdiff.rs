@@ -259,7 +259,12 @@ pub fn patch(
     for c in controls {
         let add = usize::try_from(c.add).map_err(|_| bad("control length out of range"))?;
         let copy = usize::try_from(c.copy).map_err(|_| bad("control length out of range"))?;
-        if (out.len() - start) as u64 + c.add + c.copy > new_len {
+        // The lengths come from the stream: checked, since claims near 2^64 would wrap.
+        if ((out.len() - start) as u64)
+            .checked_add(c.add)
+            .and_then(|n| n.checked_add(c.copy))
+            .is_none_or(|end| end > new_len)
+        {
             return Err(bad("patch writes past the file's size"));
         }
         if add > diff.len() {

@@ -780,10 +780,23 @@ impl<'a, R: Read> Decoder<'a, R> {
 
     fn byte(&mut self) -> Result<u8> {
         let mut b = [0u8; 1];
-        self.input
-            .read_exact(&mut b)
-            .map_err(|e| Error::io("files delta stream", e))?;
+        self.input.read_exact(&mut b).map_err(stream_error)?;
         Ok(b[0])
+    }
+
+    /// After the end tag: the input must end too. Reading it to its end lets a package blob
+    /// check its size and digest (so a damaged blob is reported as that, not as a layer
+    /// that hashes wrong), and refuses bytes after the stream.
+    fn expect_end(&mut self) -> Result<()> {
+        let mut b = [0u8; 1];
+        loop {
+            match self.input.read(&mut b) {
+                Ok(0) => return Ok(()),
+                Ok(_) => return Err(bad("data after the end of the stream")),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(e)),
+            }
+        }
     }
 
     fn varint(&mut self) -> Result<u64> {
@@ -801,9 +814,7 @@ impl<'a, R: Read> Decoder<'a, R> {
     fn next_chunk(&mut self) -> Result<()> {
         if !self.started {
             let mut m = [0u8; 8];
-            self.input
-                .read_exact(&mut m)
-                .map_err(|e| Error::io("files delta stream", e))?;
+            self.input.read_exact(&mut m).map_err(stream_error)?;
             if &m != MAGIC {
                 return Err(bad("not a files delta stream (wrong magic)"));
             }
@@ -811,6 +822,7 @@ impl<'a, R: Read> Decoder<'a, R> {
         }
         match self.byte()? {
             0 => {
+                self.expect_end()?;
                 self.done = true;
                 self.buf.clear();
                 self.pos = 0;
@@ -840,9 +852,9 @@ impl<'a, R: Read> Decoder<'a, R> {
             let n = (&mut self.input)
                 .take(l)
                 .read_to_end(&mut s)
-                .map_err(|e| Error::io("files delta stream", e))?;
+                .map_err(stream_error)?;
             if n as u64 != l {
-                return Err(bad("stream ends inside a chunk"));
+                return Err(bad("the stream ends early (truncated) inside a chunk"));
             }
             sections.push(s);
         }
@@ -878,7 +890,11 @@ fn run_ops(sections: &[Vec<u8>], old: &[&LayerData], output: u64, out: &mut Vec<
         Ok(a.to_vec())
     };
     let room = |out: &Vec<u8>, n: u64| -> Result<()> {
-        if out.len() as u64 + n > output {
+        // `n` is read from the stream: checked, since a claim near 2^64 would wrap.
+        if (out.len() as u64)
+            .checked_add(n)
+            .is_none_or(|end| end > output)
+        {
             return Err(bad("chunk writes more than its declared output"));
         }
         Ok(())
@@ -1029,6 +1045,19 @@ fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
         return Err(bad("unused difference literals"));
     }
     Ok(out)
+}
+
+/// An error reading the stream: the end of the input inside it is a damaged stream (a codec
+/// error naming that), anything else keeps its own kind (a package blob's digest mismatch,
+/// a limit, I/O).
+fn stream_error(e: io::Error) -> Error {
+    // `read_exact` and this decoder's own length checks make a bare UnexpectedEof; an error
+    // from below (the blob reader, a decompressor) carries a payload and keeps it.
+    if e.kind() == io::ErrorKind::UnexpectedEof && e.get_ref().is_none() {
+        bad("the stream ends early (truncated)")
+    } else {
+        Error::io("files delta stream", e)
+    }
 }
 
 fn bad(reason: impl Into<String>) -> Error {

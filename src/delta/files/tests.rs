@@ -335,6 +335,107 @@ proptest! {
     }
 }
 
+/// A stream of one chunk with the given sections (meta, runs, lits, extra) and ops.
+fn one_chunk(output: u64, ops: &[u8], meta: &[u8], extra: &[u8]) -> Vec<u8> {
+    let mut s = MAGIC.to_vec();
+    s.push(1);
+    for v in [
+        output,
+        ops.len() as u64,
+        meta.len() as u64,
+        0,
+        0,
+        extra.len() as u64,
+    ] {
+        put(&mut s, v);
+    }
+    s.extend_from_slice(ops);
+    s.extend_from_slice(meta);
+    s.extend_from_slice(extra);
+    s.push(0);
+    s
+}
+
+fn decode_err(stream: &[u8], old: &LayerData) -> String {
+    let mut out = Vec::new();
+    match Decoder::new(stream, vec![old]).read_to_end(&mut out) {
+        Ok(n) => panic!("decoded {n} bytes"),
+        Err(e) => Error::io("stream", e).to_string(),
+    }
+}
+
+/// Lengths near 2^64 in a COPY or in patch controls wrapped the "fits in the chunk" sums:
+/// an arithmetic-overflow panic in debug builds, and in release builds a COPY that shrank
+/// the output and then sliced past it (a panic too). Found by reading the code for the
+/// `files` fuzz target; the inputs are kept in fuzz/regressions/files/.
+#[test]
+fn lengths_near_u64_max_are_refused_not_wrapped() {
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    // META of 1 byte, then COPY of 2^64 - 1 bytes.
+    let mut ops = vec![OP_META];
+    put(&mut ops, 1);
+    ops.push(OP_COPY);
+    for v in [0, 0, u64::MAX] {
+        put(&mut ops, v);
+    }
+    let e = decode_err(&one_chunk(10, &ops, b"x", &[]), &old.data);
+    assert!(e.contains("more than its declared output"), "{e}");
+    // An HDIFF whose one control adds and copies 2^64 - 1 bytes each.
+    let mut ops = vec![OP_HDIFF];
+    put_patch(
+        &mut ops,
+        0,
+        0,
+        10,
+        5,
+        &[Control {
+            add: u64::MAX,
+            copy: u64::MAX,
+            seek: 0,
+        }],
+    );
+    let e = decode_err(&one_chunk(5, &ops, &[], &[]), &old.data);
+    assert!(e.contains("past the file's size"), "{e}");
+}
+
+/// A patch source outside the old layer is refused before its claimed size is allocated.
+#[test]
+fn a_patch_source_outside_the_layer_allocates_nothing() {
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let mut ops = vec![OP_DIFF];
+    put_patch(&mut ops, 0, 1 << 40, 2 * WINDOW, 1, &[]);
+    let e = decode_err(&one_chunk(1, &ops, &[], &[]), &old.data);
+    assert!(e.contains("outside the"), "{e}");
+    assert!(old.data.read(u64::MAX, 2).is_err());
+}
+
+/// A stream cut short is a codec error saying so (not a bare I/O error), and bytes after
+/// the end tag are refused (they would otherwise go unread, and a package blob's own
+/// digest unchecked).
+#[test]
+fn truncated_and_trailing_streams_say_so() {
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let mut ops = vec![OP_META];
+    put(&mut ops, 3);
+    let good = one_chunk(3, &ops, b"abc", &[]);
+    let mut out = Vec::new();
+    Decoder::new(&good[..], vec![&old.data])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, b"abc");
+    for cut in [3, 9, 12, good.len() - 1] {
+        let e = decode_err(&good[..cut], &old.data);
+        assert!(
+            e.contains("files") && e.contains("truncated"),
+            "cut {cut}: {e}"
+        );
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    let e = decode_err(&trailing, &old.data);
+    assert!(e.contains("after the end of the stream"), "{e}");
+}
+
 fn gzipped(raw: &[u8], level: u32) -> Vec<u8> {
     let mut w = flate2::GzBuilder::new()
         .mtime(0)

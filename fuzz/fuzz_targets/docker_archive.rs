@@ -1,0 +1,6 @@
+//! The docker-archive reader (see `docker_delta_fuzz::docker_archive`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| docker_delta_fuzz::docker_archive(data));

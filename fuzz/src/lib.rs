@@ -1,0 +1,566 @@
+//! The fuzz targets' bodies, and what they share: small limits, a scratch directory, a
+//! fixed small base image built in-process, and the checksum fix-up that lets mutated
+//! package headers get past the header checksum.
+//!
+//! Each `fuzz_targets/NAME.rs` calls [`NAME`](self) here, and `tests/regressions.rs`
+//! includes this file to replay the inputs kept in `fuzz/regressions/NAME/` through the
+//! same code in the normal test run. So this file uses only crates the main crate depends
+//! on (no libfuzzer-sys).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use std::io::Read;
+
+use docker_delta::delta::apply::{apply as apply_package, ApplyOptions};
+use docker_delta::delta::files::{self, LayerData};
+use docker_delta::delta::format::Package;
+use docker_delta::manifest::{detect, ConfigView, Document};
+use docker_delta::transport::Limits;
+use docker_delta::{ImageReference, ImageSource, OpenOptions};
+use sha2::{Digest as _, Sha256};
+
+/// Limits small enough that one input cannot take more than a moment or a few MiB, while
+/// every real seed stays inside them.
+pub fn limits() -> Limits {
+    Limits {
+        max_json_size: 1 << 20,
+        max_layers: 64,
+        max_index_depth: 8,
+        max_entry_size: 64 << 20,
+        max_expansion_ratio: 100,
+        expansion_check_after: 1 << 20,
+    }
+}
+
+/// Largest layer an apply under fuzzing decodes in memory.
+pub const MAX_LAYER_MEMORY: u64 = 16 << 20;
+
+/// A scratch directory for this process, in `TMPDIR` (scripts/fuzz.sh points it to a
+/// directory in /dev/shm that it removes afterwards: inputs are written to files at every
+/// execution).
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("dd-fuzz-")
+            .tempdir()
+            .expect("scratch dir")
+            .keep()
+    })
+}
+
+/// Writes `data` to `name` in the scratch directory and returns the path.
+pub fn input_file(name: &str, data: &[u8]) -> PathBuf {
+    let p = scratch().join(name);
+    std::fs::write(&p, data).expect("write fuzz input");
+    p
+}
+
+/// Names in a directory (empty if it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Makes the two checksums and the payload length of a package prefix agree with the
+/// bytes that follow, so that mutations of the header JSON and the payload reach the
+/// parser and the decoders instead of stopping at the checksum. The header length is
+/// clamped to the bytes present.
+pub fn fix_package(data: &[u8]) -> Vec<u8> {
+    let mut v = data.to_vec();
+    if v.len() < 96 {
+        return v;
+    }
+    let avail = (v.len() - 96) as u64;
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&v[16..24]);
+    let h = u64::from_le_bytes(h).min(avail);
+    v[16..24].copy_from_slice(&h.to_le_bytes());
+    let header_end = 96 + h as usize;
+    let header_sha: [u8; 32] = Sha256::digest(&v[96..header_end]).into();
+    v[24..56].copy_from_slice(&header_sha);
+    let p = avail - h;
+    v[56..64].copy_from_slice(&p.to_le_bytes());
+    let payload_sha: [u8; 32] = Sha256::digest(&v[header_end..]).into();
+    v[64..96].copy_from_slice(&payload_sha);
+    v
+}
+
+/// A layer tar with the given regular files (fixed mtimes, so it is reproducible).
+pub fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).expect("tar");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn sha256(data: &[u8]) -> String {
+    let d: [u8; 32] = Sha256::digest(data).into();
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// A docker-archive (Docker >= 25 style paths) with one image, as bytes.
+pub fn docker_archive_bytes(tag: &str, layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let cfg = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    }))
+    .expect("json");
+    let cfg_path = format!("blobs/sha256/{}", &sha256(&cfg)[7..]);
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut layer_paths = Vec::new();
+    for l in layers {
+        let p = format!("blobs/sha256/{}", &sha256(l)[7..]);
+        if !members.iter().any(|(n, _)| *n == p) {
+            members.push((p.clone(), l.clone()));
+        }
+        layer_paths.push(p);
+    }
+    members.push((cfg_path.clone(), cfg));
+    let manifest =
+        serde_json::json!([{ "Config": cfg_path, "RepoTags": [tag], "Layers": layer_paths }]);
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).expect("json"),
+    ));
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &data[..]).expect("tar");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// Deterministic, somewhat compressible content.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let words: [&[u8]; 6] = [
+        b"alpha ", b"beta ", b"gamma ", b"delta\n", b"eps ", b"zeta ",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 4 == 0 {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            out.extend_from_slice(words[(x % 6) as usize]);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// A text that changes a little from one `version` to the next, like a changelog.
+pub fn changelog(version: usize) -> Vec<u8> {
+    (0..version)
+        .rev()
+        .map(|i| {
+            format!(
+                "fuzz ({i}.0-1) unstable; urgency=low\n\n  * Change {}.\n\n",
+                i * 37 % 101
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// `raw` as a gzip member the way `gzip -9n` writes it (which the files codec re-makes
+/// from the text, so it ships text patches for it).
+pub fn gzipped(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(9));
+    w.write_all(raw).expect("gzip");
+    w.finish().expect("gzip")
+}
+
+/// The layers of the fixed base image (old) and of the images the seed packages rebuild.
+pub fn base_layers() -> Vec<Vec<u8>> {
+    vec![
+        layer(&[
+            ("etc/os-release", b"ID=fuzz\n"),
+            ("bin/tool", &content(1, 6000)),
+        ]),
+        layer(&[
+            ("app/lib.so.1", &content(2, 8000)),
+            ("app/config", b"v=1\n"),
+            ("app/changelog.gz", &gzipped(&changelog(40))),
+        ]),
+    ]
+}
+
+/// Layers of a new image: the same base, a changed app layer, an extra layer.
+pub fn new_layers() -> Vec<Vec<u8>> {
+    let mut lib = content(2, 8000);
+    lib[100..140].copy_from_slice(&content(9, 40));
+    lib.extend_from_slice(&content(3, 500));
+    vec![
+        base_layers()[0].clone(),
+        layer(&[
+            ("app/lib.so.2", &lib),
+            ("app/config", b"v=2\n"),
+            ("app/new", b"new file"),
+            ("app/changelog.gz", &gzipped(&changelog(42))),
+        ]),
+        layer(&[("data/extra", &content(4, 3000))]),
+    ]
+}
+
+/// The fixed base image, written once per process; the apply target rebuilds against it.
+pub fn base_archive() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        input_file(
+            "base.tar",
+            &docker_archive_bytes("fuzz/app:1", &base_layers()),
+        )
+    })
+}
+
+/// Manifest detection and parsing, every format: bytes in, a kind and a model or a clean
+/// error out. Detection and parsing must agree on the kind.
+pub fn manifest(data: &[u8]) {
+    let detected = detect(data, "fuzz.json");
+    match Document::parse(data, "fuzz.json") {
+        Ok(doc) => {
+            let kind = detected.as_ref().expect("parsed but not detected");
+            assert_eq!(*kind, doc.kind());
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            let _ = e.kind();
+        }
+    }
+    if let Ok(c) = ConfigView::parse(data, "config.json") {
+        let _ = c.platform.to_string();
+    }
+}
+
+/// Image references: parse never panics, and whatever parses prints back to a string that
+/// parses to the same reference. Inputs that could name files outside the working
+/// directory are skipped (`parse` looks at the disk for bare paths).
+pub fn reference(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if s.contains('/') || s.contains("..") || s.contains('~') || s.contains('\0') {
+        return;
+    }
+    let Ok(r) = ImageReference::parse(s) else {
+        return;
+    };
+    let printed = r.to_string();
+    let back = ImageReference::parse(&printed)
+        .unwrap_or_else(|e| panic!("{s:?} parsed as {r:?}, printed {printed:?}, which fails: {e}"));
+    assert_eq!(back, r, "{s:?} printed as {printed:?}");
+}
+
+fn read_image(reference: ImageReference, platform: Option<docker_delta::Platform>) {
+    let options = OpenOptions {
+        platform,
+        limits: limits(),
+    };
+    let Ok(src) = docker_delta::open(&reference, &options) else {
+        return;
+    };
+    let image = src.image();
+    let _ = image.report(None);
+    if let Ok(checks) = src.verify_layers() {
+        assert_eq!(checks.len(), image.layers.len());
+    }
+}
+
+/// The docker-archive reader: a tar in, an image model out, then every layer read and
+/// verified (bounded by small limits).
+pub fn docker_archive(data: &[u8]) {
+    let path = input_file("input.tar", data);
+    read_image(
+        ImageReference::DockerArchive {
+            path,
+            selector: None,
+        },
+        None,
+    );
+}
+
+/// The oci-archive reader: a tar of an OCI layout in, an image model out, then every layer
+/// read and verified (bounded by small limits).
+pub fn oci_archive(data: &[u8]) {
+    let path = input_file("input.tar", data);
+    let platform = docker_delta::Platform::parse("linux/amd64").expect("platform");
+    read_image(
+        ImageReference::OciArchive { path, name: None },
+        Some(platform),
+    );
+}
+
+fn read_package(bytes: &[u8]) {
+    let path = input_file("input.ddelta", bytes);
+    let Ok(p) = Package::open_with(&path, &limits()) else {
+        return;
+    };
+    let _ = p.header.payload_uncompressed_size();
+    if p.verify_payload().is_err() {
+        return;
+    }
+    let Ok(mut blobs) = p.blobs() else { return };
+    for i in 0..p.header.blobs.len() {
+        let Ok(mut s) = blobs.open(i) else { return };
+        let mut sink = Vec::new();
+        if s.read_to_end(&mut sink).is_err() {
+            return;
+        }
+        assert_eq!(sink.len() as u64, p.header.blobs[i].size);
+    }
+}
+
+/// The delta package reader: the bytes as given, then with the prefix's checksums fixed up
+/// so that mutated headers and payloads reach the JSON parser and the decompressors. Every
+/// blob is read and verified.
+pub fn package(data: &[u8]) {
+    read_package(data);
+    read_package(&fix_package(data));
+}
+
+/// The fixed base image, opened once.
+pub fn base() -> &'static dyn ImageSource {
+    static BASE: OnceLock<Box<dyn ImageSource>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let r = ImageReference::DockerArchive {
+            path: base_archive().to_path_buf(),
+            selector: None,
+        };
+        docker_delta::open(&r, &OpenOptions::default()).expect("fixed base image")
+    })
+    .as_ref()
+}
+
+/// Apply on a fuzzed package (checksums fixed up) against the fixed base image: Ok, or a
+/// clean error that leaves the output directory empty (no output, no temporary file).
+pub fn apply(data: &[u8]) {
+    let bytes = fix_package(data);
+    let path = input_file("input.ddelta", &bytes);
+    let Ok(package) = Package::open_with(&path, &limits()) else {
+        return;
+    };
+    let out_dir = scratch().join("out");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let dest = ImageReference::DockerArchive {
+        path: out_dir.join("image.tar"),
+        selector: None,
+    };
+    let options = ApplyOptions {
+        max_layer_memory: MAX_LAYER_MEMORY,
+        ..ApplyOptions::default()
+    };
+    match apply_package(&package, Some(base()), &dest, &options) {
+        Ok(report) => {
+            let out = report.output.expect("an output");
+            assert!(out.is_file());
+        }
+        Err(e) => {
+            let left = entries(&out_dir);
+            assert!(left.is_empty(), "apply failed ({e}) but left {left:?}");
+        }
+    }
+}
+
+/// The old layers the `files` target decodes against: [`base_layers`], as files in the
+/// scratch directory, opened once.
+pub fn files_old() -> &'static [LayerData] {
+    static OLD: OnceLock<Vec<LayerData>> = OnceLock::new();
+    OLD.get_or_init(|| {
+        base_layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                LayerData::from_file(&input_file(&format!("old-{i}.tar"), l)).expect("old layer")
+            })
+            .collect()
+    })
+}
+
+/// The source lists a `files` input may select with its first byte (index = byte % 4): the
+/// layers of [`files_old`] that the stream's `src` numbers 0, 1, ... name.
+pub const FILES_SOURCES: [&[usize]; 4] = [&[0, 1], &[1], &[0], &[]];
+
+/// Most layer bytes one `files` input may decode; a stream of many small copies of the old
+/// layers can claim far more, and reading past this proves nothing new.
+pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
+
+/// The `files` codec's decoder on a hostile stream: the first byte picks the source list
+/// (see [`FILES_SOURCES`]), the rest is the stream. It must end in an error or the end of
+/// the stream, never panic, and never allocate from a size the stream merely claims
+/// (scripts/fuzz.sh runs this target with a malloc limit).
+pub fn files(data: &[u8]) {
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let old = files_old();
+    let sources = FILES_SOURCES[usize::from(selector % 4)]
+        .iter()
+        .map(|&i| &old[i])
+        .collect();
+    let mut decoder = files::Decoder::new(stream, sources).take(FILES_MAX_OUTPUT);
+    if let Err(e) = std::io::copy(&mut decoder, &mut std::io::sink()) {
+        let e = docker_delta::Error::io("files stream", e);
+        let _ = (e.to_string(), e.kind());
+    }
+}
+
+/// Real `files` streams, as inputs of the `files` target (selector byte, then the stream):
+/// each new layer of [`new_layers`] and a few more encoded against the base layers. Each
+/// comes as (file name, input, the layer it decodes to).
+pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    use docker_delta::delta::files::{tarscan, OldLayer};
+    use docker_delta::Digest;
+    let open = |name: &str, bytes: &[u8]| OldLayer {
+        data: LayerData::from_file(&input_file(name, bytes)).expect("layer"),
+        index: tarscan::scan(bytes, None).expect("tar index"),
+    };
+    let base = base_layers();
+    let old: Vec<OldLayer> = base
+        .iter()
+        .enumerate()
+        .map(|(i, l)| open(&format!("seed-old-{i}.tar"), l))
+        .collect();
+    let mut tool = content(1, 6000);
+    tool[10..20].copy_from_slice(b"0123456789");
+    let mut news = new_layers();
+    news.extend([
+        // A moved file, a changed one, an unchanged one, under other names and modes.
+        layer(&[
+            ("usr/bin/tool", &tool),
+            ("app/lib.so.1", &content(2, 8000)),
+            ("etc/os-release", b"ID=fuzz\nVERSION=2\n"),
+        ]),
+        // Nothing in common with the base (a gzip member shipped as text, too).
+        layer(&[
+            ("x", &content(77, 3000)),
+            ("x.gz", &gzipped(&changelog(15))),
+        ]),
+        // An empty layer (just the end-of-archive blocks).
+        layer(&[]),
+    ]);
+    let mut seeds = Vec::new();
+    let mut gzip = 0;
+    for (n, new) in news.iter().enumerate() {
+        let new_layer = open(&format!("seed-new-{n}.tar"), new);
+        let mut stream = Vec::new();
+        let stats = files::encode(&old, &new_layer, &Digest::of(new), &mut stream, &mut |_| {
+            Ok(())
+        })
+        .expect("encode a seed layer");
+        gzip += stats.files_gzip;
+        let selector = FILES_SOURCES
+            .iter()
+            .position(|s| *s == &stats.sources[..])
+            .expect("a source list the target offers");
+        let mut input = vec![selector as u8];
+        input.extend_from_slice(&stream);
+        seeds.push((format!("layer-{n}.files"), input, new.clone()));
+    }
+    assert!(gzip >= 2, "the seeds should reach the gzip operation");
+    seeds
+}
+
+/// Writes seed packages made by `create` from the fixed base (every method and payload
+/// compression, and a full package), and an OCI archive and a docker-archive written by
+/// `apply`, into `dir`.
+pub fn write_seeds(dir: &Path) {
+    use docker_delta::delta::create::{create, CreateOptions};
+    use docker_delta::delta::format::{CompressionSpec, PayloadCompression};
+    use docker_delta::delta::plan::Method;
+    std::fs::create_dir_all(dir).expect("seed dir");
+    for (name, bytes, _) in files_seeds() {
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    }
+    let new_path = input_file(
+        "new.tar",
+        &docker_archive_bytes("fuzz/app:2", &new_layers()),
+    );
+    std::fs::copy(&new_path, dir.join("new.tar")).expect("copy");
+    std::fs::copy(base_archive(), dir.join("base.tar")).expect("copy");
+    let new = docker_delta::open(
+        &ImageReference::DockerArchive {
+            path: new_path,
+            selector: None,
+        },
+        &OpenOptions::default(),
+    )
+    .expect("new image");
+    for method in [
+        Method::Auto,
+        Method::Files,
+        Method::Xdelta3,
+        Method::Zstd,
+        Method::Layer,
+    ] {
+        for algorithm in [
+            PayloadCompression::Zstd,
+            PayloadCompression::Gzip,
+            PayloadCompression::Xz,
+            PayloadCompression::None,
+        ] {
+            let out = dir.join(format!("{method:?}-{}.ddelta", algorithm.name()).to_lowercase());
+            let _ = std::fs::remove_file(&out);
+            let options = CreateOptions {
+                method,
+                compression: CompressionSpec {
+                    algorithm,
+                    level: algorithm.default_level().min(3),
+                },
+                ..CreateOptions::default()
+            };
+            create(Some(base()), new.as_ref(), &out, &options).expect("create seed");
+        }
+    }
+    let full = dir.join("full-none.ddelta");
+    let _ = std::fs::remove_file(&full);
+    let options = CreateOptions {
+        compression: CompressionSpec {
+            algorithm: PayloadCompression::None,
+            level: 0,
+        },
+        ..CreateOptions::default()
+    };
+    create(None, new.as_ref(), &full, &options).expect("create full seed");
+    let pkg = Package::open(&dir.join("auto-zstd.ddelta")).expect("seed package");
+    for (file, r) in [
+        ("applied.oci.tar", "oci-archive"),
+        ("applied.docker.tar", "docker-archive"),
+    ] {
+        let out = dir.join(file);
+        let _ = std::fs::remove_file(&out);
+        let dest = ImageReference::parse(&format!("{r}:{}", out.display())).expect("dest");
+        apply_package(&pkg, Some(base()), &dest, &ApplyOptions::default()).expect("apply seed");
+    }
+}
