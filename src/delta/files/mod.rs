@@ -715,7 +715,8 @@ fn get_patch(ops: &mut &[u8]) -> Result<Patch> {
     if src_len > 2 * WINDOW + MAX_META_PATCH {
         return Err(bad(format!("patch source of {src_len} bytes is too large")));
     }
-    if n > len + 1 {
+    // Saturating: `len` is a claim (the gzip path checks it only after this).
+    if n > len.saturating_add(1) {
         return Err(bad("more patch steps than bytes"));
     }
     let mut controls = Vec::with_capacity(n.min(1 << 16) as usize);

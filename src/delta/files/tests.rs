@@ -524,3 +524,23 @@ fn a_damaged_gzip_source_is_refused_not_misbuilt() {
         assert_ne!(Digest::of(&out), Digest::of(&new));
     }
 }
+
+/// A gzip text patch whose length claims 2^64 - 1 overflowed the "no more steps than
+/// bytes" check in debug builds: found by the `files` fuzz target in its first long run
+/// (the minimized input is fuzz/regressions/files/gzip-patch-length-near-u64-max).
+#[test]
+fn a_gzip_patch_length_near_u64_max_is_refused() {
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let mut ops = vec![OP_GZIP];
+    put(&mut ops, 9); // level
+    put(&mut ops, 0); // header length
+    put(&mut ops, GZ_PATCH);
+    for v in [0, 0, 10, u64::MAX, 1, 0, 0, 0] {
+        put(&mut ops, v); // src, off, src_len, len, steps, one step (add, copy, seek)
+    }
+    let e = decode_err(&one_chunk(100, &ops, &[], &[]), &old.data);
+    assert!(e.contains("too large"), "{e}");
+    let input = include_bytes!("../../../fuzz/regressions/files/gzip-patch-length-near-u64-max");
+    let e = decode_err(&input[1..], &old.data);
+    assert!(e.contains("files"), "{e}");
+}
