@@ -540,7 +540,8 @@ dd_status dd_create(const char *old_ref,
  * `docker load` accepts).
  *
  * `base_ref` NULL: a full package needs none; a delta looks for its base in the Docker
- * daemon (`DOCKER_HOST`) by the image ID it records. A base that lacks a layer the
+ * daemon (`DOCKER_HOST`) by the image ID it records (with the containerd image store, by
+ * its layers, then by the config its export holds). A base that lacks a layer the
  * package needs gives `DD_STATUS_INVALID_INPUT` with kind `wrong_base_image` (expected:
  * the recorded base and the layer it needs; found: the offered image) before anything is
  * written.
@@ -550,6 +551,7 @@ dd_status dd_create(const char *old_ref,
  *
  * ```json
  * {"output": "/out/app-2.tar" | null, "image_id": "sha256:...", "name": "app:2" | null,
+ *  "manifest_digest": "sha256:..." (absent for a dry run),
  *  "base_image_id": "sha256:..." | null,
  *  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference", "size": 1024}]}
  * ```

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Run two private Docker engines side by side for the tests:
+# Run three private Docker engines side by side for the tests:
 #   d20: Docker 20.10 (system /usr/sbin/dockerd, bookworm's containerd/runc)
 #   d26: Docker 26 (from the private prefix made by install-deps.sh)
+#   c8d: Docker 26 again, with the containerd image store (the default of new
+#        Docker 29 installs), where image IDs are manifest digests, not config
+#        digests, and `docker save` writes OCI layouts
 #
 # Usage: scripts/engines.sh start|stop|status|env [ENGINE...]
-#        (ENGINE: d20 or d26; default both; env always prints both)
+#        (ENGINE: d20, d26 or c8d; default all; env always prints all)
 #
 # Each engine gets its own containerd (own config, socket, root and state),
 # its own daemon.json, data-root, exec-root and socket under the run dir, so
@@ -24,7 +27,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUN=${DOCKER_DELTA_ENGINES_DIR:-/tmp/docker-delta-engines}
 CACHE=${DOCKER_DELTA_CACHE:-$REPO/.cache}
 PREFIX26=$CACHE/docker26
-ENGINES=(d20 d26)
+ENGINES=(d20 d26 c8d)
 START_TIMEOUT=${DOCKER_DELTA_ENGINE_START_TIMEOUT:-90}
 
 log() { printf '[engines] %s\n' "$*" >&2; }
@@ -40,8 +43,8 @@ engine_bin() {
         d20:dockerd|d20:docker-proxy) p=/usr/sbin/$name ;;
         d20:runc) p=$(command -v runc || echo /usr/sbin/runc) ;;
         d20:*) p=/usr/bin/$name ;;
-        d26:dockerd|d26:docker-proxy) p=$PREFIX26/usr/sbin/$name ;;
-        d26:runc)
+        d26:dockerd|d26:docker-proxy|c8d:dockerd|c8d:docker-proxy) p=$PREFIX26/usr/sbin/$name ;;
+        d26:runc|c8d:runc)
             p=$PREFIX26/usr/sbin/runc
             # trixie's runc needs a newer glibc than bookworm's; runc is only
             # used to run containers (the fixtures never do), so fall back to
@@ -50,7 +53,7 @@ engine_bin() {
                 p=$(command -v runc || echo /usr/sbin/runc)
             fi
             ;;
-        d26:*) p=$PREFIX26/usr/bin/$name ;;
+        d26:*|c8d:*) p=$PREFIX26/usr/bin/$name ;;
     esac
     echo "$p"
 }
@@ -86,7 +89,11 @@ prepare_dir() {
         [ -x "$d/bin/$name" ] || die "$e: missing $name ($(engine_bin "$e" "$name")); run scripts/install-deps.sh"
     done
     # Isolate from /etc/docker/daemon.json and from any system containerd.
-    echo '{}' >"$d/daemon.json"
+    if [ "$e" = c8d ]; then
+        echo '{"features": {"containerd-snapshotter": true}}' >"$d/daemon.json"
+    else
+        echo '{}' >"$d/daemon.json"
+    fi
     cat >"$d/containerd.toml" <<EOF
 version = 2
 root = "$d/ctd/root"
@@ -207,7 +214,7 @@ cmd=${1:-}
 SEL=("$@")
 [ ${#SEL[@]} -gt 0 ] || SEL=("${ENGINES[@]}")
 for e in "${SEL[@]}"; do
-    case "$e" in d20|d26) ;; *) die "unknown engine '$e' (have: ${ENGINES[*]})" ;; esac
+    case "$e" in d20|d26|c8d) ;; *) die "unknown engine '$e' (have: ${ENGINES[*]})" ;; esac
 done
 case "$cmd" in
     start)
@@ -229,9 +236,11 @@ case "$cmd" in
         echo "export DOCKER_DELTA_TEST_DOCKER26=unix://$(sock d26)"
         echo "export DOCKER_DELTA_TEST_DOCKER20_CLI=$(client d20)"
         echo "export DOCKER_DELTA_TEST_DOCKER26_CLI=$(client d26)"
+        echo "export DOCKER_DELTA_TEST_C8D=unix://$(sock c8d)"
+        echo "export DOCKER_DELTA_TEST_C8D_CLI=$(client c8d)"
         ;;
     *)
-        echo "usage: $0 start|stop|status|env [d20|d26...]" >&2
+        echo "usage: $0 start|stop|status|env [d20|d26|c8d...]" >&2
         exit 2
         ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run all tests: install deps, start the two Docker engines, build fixtures,
+# Run all tests: install deps, start the three Docker engines, build fixtures,
 # run every suite. Engines this script started are stopped on exit; engines
 # that were already running are left alone. The exit code is the first
 # failing suite's (or 0).
@@ -39,7 +39,7 @@ setup() {
     fi
     log "== engines"
     local e
-    for e in d20 d26; do
+    for e in d20 d26 c8d; do
         "$REPO/scripts/engines.sh" status "$e" >/dev/null 2>&1 || ENGINES_STARTED+=("$e")
     done
     "$REPO/scripts/engines.sh" start
@@ -52,6 +52,7 @@ setup() {
     export DOCKER_DELTA_REQUIRE_ROOT=1
     log "env: DOCKER_DELTA_TEST_DOCKER20=$DOCKER_DELTA_TEST_DOCKER20"
     log "env: DOCKER_DELTA_TEST_DOCKER26=$DOCKER_DELTA_TEST_DOCKER26"
+    log "env: DOCKER_DELTA_TEST_C8D=$DOCKER_DELTA_TEST_C8D (Docker 26, containerd image store)"
     log "env: DOCKER_DELTA_FIXTURES=$DOCKER_DELTA_FIXTURES DOCKER_DELTA_REQUIRE_ENGINES=1"
 }
 

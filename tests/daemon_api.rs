@@ -187,9 +187,9 @@ fn exercise(endpoint: &str, expect_api: &str) {
     assert_eq!(loaded.ids, vec![image_id.clone()], "{loaded:?}");
 
     // Tag under a different name and verify, including a registry-port name.
-    let name = client.tag_and_verify(&image_id, &loaded_tag).unwrap();
+    let name = client.tag_and_verify(&image_id, &[], &loaded_tag).unwrap();
     assert_eq!(name.to_string(), loaded_tag);
-    let name = client.tag_and_verify(&image_id, &retag).unwrap();
+    let name = client.tag_and_verify(&image_id, &[], &retag).unwrap();
     assert_eq!(name.domain(), Some("localhost:5000"));
     let info = client.inspect_image(&loaded_tag).unwrap().unwrap();
     assert_eq!(info.id, image_id);
@@ -216,7 +216,7 @@ fn exercise(endpoint: &str, expect_api: &str) {
     // Tagging an image that does not exist.
     let ghost = Digest::of(b"no such image config");
     let e = client
-        .tag_and_verify(&ghost, &format!("dd-test/ghost:{unique}"))
+        .tag_and_verify(&ghost, &[], &format!("dd-test/ghost:{unique}"))
         .unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::TagFailed { .. }), "{e:?}");
@@ -225,7 +225,9 @@ fn exercise(endpoint: &str, expect_api: &str) {
         "{msg}"
     );
     // An invalid target is reported the same way.
-    let e = client.tag_and_verify(&image_id, "Bad/Name").unwrap_err();
+    let e = client
+        .tag_and_verify(&image_id, &[], "Bad/Name")
+        .unwrap_err();
     assert!(matches!(e, Error::TagFailed { .. }), "{e:?}");
     assert!(e.to_string().contains("lowercase"), "{e}");
 

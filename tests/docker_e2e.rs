@@ -1,7 +1,9 @@
-//! End to end against real Docker engines (20.10 and 26, started by scripts/test.sh):
-//! deltas made from every source transport are applied, loaded with the real `docker load`
-//! (and with `apply --load`), and `docker image inspect` must show the target tag resolving
-//! to exactly the new image's ID.
+//! End to end against real Docker engines (20.10, 26, and 26 with the containerd image
+//! store, started by scripts/test.sh): deltas made from every source transport are applied,
+//! loaded with the real `docker load` (and with `apply --load`), and the target tag must
+//! resolve to exactly the new image: `docker image inspect` shows its ID (the config
+//! digest) on the classic image store; on the containerd store, where `Id` is the manifest
+//! digest, it shows the manifest we wrote, and the image exported back holds the config.
 
 mod common;
 
@@ -13,6 +15,8 @@ struct Engine {
     name: &'static str,
     host: String,
     cli: String,
+    /// The containerd image store: `Id` is the manifest digest.
+    c8d: bool,
 }
 
 fn engines() -> Vec<Engine> {
@@ -20,12 +24,14 @@ fn engines() -> Vec<Engine> {
     for (name, var) in [
         ("d20", "DOCKER_DELTA_TEST_DOCKER20"),
         ("d26", "DOCKER_DELTA_TEST_DOCKER26"),
+        ("c8d", "DOCKER_DELTA_TEST_C8D"),
     ] {
         match std::env::var(var) {
             Ok(host) => out.push(Engine {
                 name,
                 host,
                 cli: std::env::var(format!("{var}_CLI")).unwrap_or_else(|_| "docker".into()),
+                c8d: name == "c8d",
             }),
             Err(_) if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") => {
                 panic!("{var} is not set but DOCKER_DELTA_REQUIRE_ENGINES=1")
@@ -62,9 +68,22 @@ fn docker(e: &Engine) -> Command {
     c
 }
 
-fn image_id(e: &Engine, name: &str) -> String {
+/// The image `Id` docker reports for `name`.
+fn docker_id(e: &Engine, name: &str) -> String {
     let o = run(docker(e).args(["image", "inspect", "--format", "{{.Id}}", name]));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The config digest of the image `name` resolves to: docker's `Id` on the classic image
+/// store; on the containerd store, the config of the image exported back from the daemon
+/// (`docker-delta inspect docker-daemon:NAME`, which checks the export against the `Id`).
+fn image_id(e: &Engine, name: &str) -> String {
+    if !e.c8d {
+        return docker_id(e, name);
+    }
+    let o = run(dd(Some(e)).args(["inspect", "--json", &format!("docker-daemon:{name}")]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["image_id"].as_str().unwrap().to_string()
 }
 
 fn images_env(dir: &Path) -> HashMap<String, String> {
@@ -140,16 +159,22 @@ fn deltas_from_every_file_transport_load_into_both_engines() {
         );
         let out = tmp.path().join(format!("{name}.tar"));
         let tag = format!("dd-e2e/{name}:2");
-        run(dd(None).args([
-            "apply",
-            pkg.to_str().unwrap(),
-            "--base",
-            &old,
-            "-o",
-            out.to_str().unwrap(),
-            "--tag",
-            &tag,
-        ]));
+        let report: serde_json::Value = serde_json::from_slice(
+            &run(dd(None).args([
+                "apply",
+                pkg.to_str().unwrap(),
+                "--base",
+                &old,
+                "-o",
+                out.to_str().unwrap(),
+                "--tag",
+                &tag,
+                "--json",
+            ]))
+            .stdout,
+        )
+        .unwrap();
+        let manifest = report["manifest_digest"].as_str().unwrap().to_string();
         // Each rebuilt layer equals the original uncompressed layer.
         let rebuilt: serde_json::Value = serde_json::from_slice(
             &run(dd(None).args(["inspect", "--json", out.to_str().unwrap()])).stdout,
@@ -170,19 +195,28 @@ fn deltas_from_every_file_transport_load_into_both_engines() {
         for e in &engines {
             run(docker(e).args(["load", "-i", out.to_str().unwrap()]));
             assert_eq!(image_id(e, &tag), want_id, "{name} on {}", e.name);
+            if e.c8d {
+                assert_eq!(docker_id(e, &tag), manifest, "{name} on {}", e.name);
+            }
         }
     }
 }
 
 /// docker-daemon as source and destination: create from the daemon, `apply --load` with
-/// the base looked up in the daemon by its recorded ID, tag checked with docker itself.
+/// the base looked up in the daemon by its recorded ID (on the containerd store, where
+/// IDs are manifest digests, by its layers and then its exported config), tag checked.
 #[test]
 fn daemon_to_daemon_with_apply_load() {
     let Some(fx) = common::fixtures() else { return };
     let env = images_env(&fx);
     let tmp = tempfile::tempdir().unwrap();
     for e in engines() {
-        let prefix = if e.name == "d20" { "D20" } else { "D26" };
+        // The containerd-store engine gets the Docker 26 fixtures.
+        let (prefix, dir) = if e.name == "d20" {
+            ("D20", "d20")
+        } else {
+            ("D26", "d26")
+        };
         let old = env[&format!("{prefix}_OLD_ID")].clone();
         let new = env[&format!("{prefix}_NEW_ID")].clone();
         // Make sure the engine has both images, whatever earlier runs did to its tags.
@@ -190,20 +224,25 @@ fn daemon_to_daemon_with_apply_load() {
             run(docker(&e).args([
                 "load",
                 "-i",
-                fx.join(e.name)
-                    .join(format!("{which}.tar"))
-                    .to_str()
-                    .unwrap(),
+                fx.join(dir).join(format!("{which}.tar")).to_str().unwrap(),
             ]));
         }
+        // By image ID: the config digest on the classic store. The containerd store
+        // knows images by manifest digest: name the old image by tag and the new one by
+        // the ID docker shows there.
+        let (old_ref, new_ref) = if e.c8d {
+            (
+                "docker-daemon:dd-test/app:1".to_string(),
+                format!("docker-daemon:{}", docker_id(&e, "dd-test/app:2")),
+            )
+        } else {
+            (
+                format!("docker-daemon:{old}"),
+                format!("docker-daemon:{new}"),
+            )
+        };
         let pkg = tmp.path().join(format!("{}.ddelta", e.name));
-        run(dd(Some(&e)).args([
-            "create",
-            &format!("docker-daemon:{old}"),
-            &format!("docker-daemon:{new}"),
-            "-o",
-            pkg.to_str().unwrap(),
-        ]));
+        run(dd(Some(&e)).args(["create", &old_ref, &new_ref, "-o", pkg.to_str().unwrap()]));
         let tag = format!("dd-e2e/loaded-{}:2", e.name);
         let o = run(dd(Some(&e)).args(["apply", pkg.to_str().unwrap(), "--load", "--tag", &tag]));
         assert!(String::from_utf8_lossy(&o.stdout).contains(&tag));
@@ -211,12 +250,7 @@ fn daemon_to_daemon_with_apply_load() {
         // A full package (no old image) also loads, under the new image's own name
         // when none is given: here, an explicit one.
         let full = tmp.path().join(format!("{}-full.ddelta", e.name));
-        run(dd(Some(&e)).args([
-            "create",
-            &format!("docker-daemon:{new}"),
-            "-o",
-            full.to_str().unwrap(),
-        ]));
+        run(dd(Some(&e)).args(["create", &new_ref, "-o", full.to_str().unwrap()]));
         let full_tag = format!("dd-e2e/full-{}:2", e.name);
         run(dd(Some(&e)).args([
             "apply",

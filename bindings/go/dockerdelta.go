@@ -345,11 +345,14 @@ type CreateReport struct {
 
 // ApplyReport is what Apply did (`docker-delta apply --json`).
 type ApplyReport struct {
-	Output      string `json:"output"`
-	ImageID     string `json:"image_id"`
-	Name        string `json:"name"`
-	BaseImageID string `json:"base_image_id"`
-	Layers      []struct {
+	Output  string `json:"output"`
+	ImageID string `json:"image_id"`
+	Name    string `json:"name"`
+	// ManifestDigest is the digest of the OCI manifest written with the image: its ID in
+	// Docker's containerd image store (ImageID, the config digest, in the classic store).
+	ManifestDigest string `json:"manifest_digest"`
+	BaseImageID    string `json:"base_image_id"`
+	Layers         []struct {
 		Index  int    `json:"index"`
 		DiffID string `json:"diff_id"`
 		Method string `json:"method"`

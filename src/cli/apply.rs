@@ -60,11 +60,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         platform: args.platform.clone(),
         ..OpenOptions::default()
     };
-    let base_ref = deliver::base_reference(&package, args.base.as_deref())?;
-    let base = base_ref
-        .as_ref()
-        .map(|r| super::open_image(r, &open))
-        .transpose()?;
+    let base = deliver::open_base(&package, args.base.as_deref(), &open)?;
     let name = args.tag.as_deref().map(ImageName::parse).transpose()?;
     let bars = Bars::new(quiet || args.json);
     let options = ApplyOptions {

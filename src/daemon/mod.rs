@@ -98,6 +98,16 @@ pub struct ImageInspect {
     pub raw: Value,
 }
 
+/// One image of [`DockerClient::list_images`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// The image `Id` (config digest with the classic image store, manifest or index
+    /// digest with the containerd image store).
+    pub id: Digest,
+    /// Its tags.
+    pub repo_tags: Vec<String>,
+}
+
 /// What `POST /images/load` reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadResult {
@@ -235,6 +245,48 @@ impl DockerClient {
         parse_inspect(v).map(Some)
     }
 
+    /// Lists the daemon's images (`GET /images/json`, like `docker images`; intermediate
+    /// images of the legacy builder are left out).
+    pub fn list_images(&self) -> Result<Vec<ImageSummary>> {
+        let op = "list images";
+        let path = format!("{}/images/json", self.api()?);
+        let resp = self.send("GET", &path, None, RequestBody::Empty, op)?;
+        let v = self.json_body(self.check(resp, op)?, op)?;
+        let items = v.as_array().ok_or_else(|| Error::InvalidField {
+            file: format!("{op} response from {}", self.endpoint),
+            field: "(top level)".into(),
+            reason: "not an array".into(),
+        })?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let id =
+                    item.get("Id")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| Error::InvalidField {
+                            file: format!("{op} response from {}", self.endpoint),
+                            field: format!("[{i}].Id"),
+                            reason: "missing".into(),
+                        })?;
+                Ok(ImageSummary {
+                    id: Digest::parse_in(id, Some("image list Id"))?,
+                    repo_tags: item
+                        .get("RepoTags")
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .filter(|t| *t != "<none>:<none>")
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// Streams `docker save NAME` (`GET /images/get?names=NAME`) into `dest`; returns the
     /// number of bytes written. `name` may be `name:tag` or an image ID.
     ///
@@ -364,32 +416,59 @@ impl DockerClient {
     }
 
     /// Tags the image `image_id` as `target` (`name[:tag]`), then inspects `target` and
-    /// checks that it resolves to `image_id`. Returns the normalised name.
+    /// checks that it resolves to that image. Returns the normalised name.
+    ///
+    /// `aliases` are other IDs the same image may have in the daemon: Docker's containerd
+    /// image store names an image by its manifest digest, not by its config digest
+    /// (`image_id`), so pass the manifest digest of the loaded archive there. The image is
+    /// tagged through the first of `image_id` and `aliases` the daemon knows, and the tag
+    /// must resolve to one of them.
     ///
     /// Every failure (invalid name, daemon error, tag resolving elsewhere) is returned as
     /// [`Error::TagFailed`], whose message shows the `docker tag` command to run by hand.
-    pub fn tag_and_verify(&self, image_id: &Digest, target: &str) -> Result<ImageName> {
-        let failed = |tag: String, reason: String| Error::TagFailed {
-            image_id: image_id.to_string(),
+    pub fn tag_and_verify(
+        &self,
+        image_id: &Digest,
+        aliases: &[Digest],
+        target: &str,
+    ) -> Result<ImageName> {
+        let failed = |source: &Digest, tag: String, reason: String| Error::TagFailed {
+            image_id: source.to_string(),
             tag,
             reason,
         };
-        let name =
-            ImageName::parse(target).map_err(|e| failed(target.to_string(), e.to_string()))?;
+        let name = ImageName::parse(target)
+            .map_err(|e| failed(image_id, target.to_string(), e.to_string()))?;
         let shown = name.to_string();
-        self.tag_image(&image_id.to_string(), name.repo(), name.tag())
-            .map_err(|e| failed(shown.clone(), e.to_string()))?;
+        let ids: Vec<&Digest> = std::iter::once(image_id).chain(aliases).collect();
+        // The ID the daemon knows the image by: the config digest (classic store) or the
+        // manifest digest (containerd store).
+        let mut source = image_id;
+        for id in &ids {
+            match self.inspect_image(&id.to_string()) {
+                Ok(Some(_)) => {
+                    source = id;
+                    break;
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(failed(id, shown.clone(), format!("finding the image: {e}"))),
+            }
+        }
+        self.tag_image(&source.to_string(), name.repo(), name.tag())
+            .map_err(|e| failed(source, shown.clone(), e.to_string()))?;
         match self.inspect_image(&shown) {
-            Ok(Some(info)) if info.id == *image_id => Ok(name),
+            Ok(Some(info)) if ids.contains(&&info.id) => Ok(name),
             Ok(Some(info)) => Err(failed(
+                source,
                 shown.clone(),
                 format!("after tagging, {shown} resolves to {} instead", info.id),
             )),
             Ok(None) => Err(failed(
+                source,
                 shown.clone(),
                 format!("after tagging, the daemon has no image {shown}"),
             )),
-            Err(e) => Err(failed(shown, format!("verifying the tag: {e}"))),
+            Err(e) => Err(failed(source, shown, format!("verifying the tag: {e}"))),
         }
     }
 

@@ -59,6 +59,10 @@ pub struct ApplyReport {
     pub image_id: Digest,
     /// The name it was given.
     pub name: Option<String>,
+    /// The digest of the OCI manifest written with the image (`None` for a dry run): the
+    /// image's `Id` in Docker's containerd image store, where `Id` is not the config digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<Digest>,
     /// The base image used.
     pub base_image_id: Option<Digest>,
     /// Per layer: how it was rebuilt.
@@ -180,15 +184,16 @@ pub fn apply(
             size: l.size,
         })
         .collect();
-    let report = |output| ApplyReport {
+    let report = |output, manifest_digest| ApplyReport {
         output,
         image_id: target.identity.image_id.clone(),
         name: name.as_ref().map(ToString::to_string),
+        manifest_digest,
         base_image_id: base.map(|b| b.image().config_digest.clone()),
         layers: layers.clone(),
     };
     if options.dry_run {
-        return Ok(report(None));
+        return Ok(report(None, None));
     }
 
     let mut blobs = package.blobs()?;
@@ -287,9 +292,9 @@ pub fn apply(
         }
     }
     tracker.finish()?;
-    let path = writer.finish(&config, name.as_ref())?;
-    tracing::info!(output = %path.display(), image_id = %target.identity.image_id, "image rebuilt");
-    Ok(report(Some(path)))
+    let written = writer.finish(&config, name.as_ref())?;
+    tracing::info!(output = %written.path.display(), image_id = %target.identity.image_id, manifest = %written.manifest_digest, "image rebuilt");
+    Ok(report(Some(written.path), Some(written.manifest_digest)))
 }
 
 fn base_layer<'b>(

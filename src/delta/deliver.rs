@@ -6,16 +6,20 @@
 //!   (meaning docker-archive).
 //! - [`base_reference`]: without an explicit base, a package that needs one looks for it
 //!   in the Docker daemon by the image ID it records.
+//! - [`open_base`]: opens it, finding an image named by its ID in the daemon whichever
+//!   image store the daemon uses.
 //! - [`apply_and_load`]: rebuild into a temporary docker-archive, load it into a daemon and
 //!   tag it, reporting the load as [`Phase::Load`] progress.
 
 use crate::daemon::DockerClient;
 use crate::delta::apply::{self, ApplyOptions, ApplyReport};
 use crate::delta::format::Package;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::{Phase, Tracker};
 use crate::reference::ImageReference;
-use crate::transport::ImageSource;
+use crate::transport::docker_daemon::DockerDaemon;
+use crate::transport::{ImageSource, OpenOptions};
 
 /// Parses an output: a reference with a transport (`docker-archive:`, `oci:`,
 /// `oci-archive:`), or a plain path, which means a docker-archive at that path (colons in
@@ -59,6 +63,41 @@ pub fn base_reference(package: &Package, explicit: Option<&str>) -> Result<Optio
     }
 }
 
+/// Opens the base image: what [`base_reference`] names, except that an image in the
+/// Docker daemon named by its image ID (the recorded one when no base is given, or an
+/// explicit `docker-daemon:sha256:...`) is found with [`DockerDaemon::find`], which also
+/// works with Docker's containerd image store, where image IDs are manifest digests.
+pub fn open_base(
+    package: &Package,
+    explicit: Option<&str>,
+    options: &OpenOptions,
+) -> Result<Option<Box<dyn ImageSource>>> {
+    let Some(reference) = base_reference(package, explicit)? else {
+        return Ok(None);
+    };
+    let by_id = match (&reference, &package.header.base) {
+        (ImageReference::DockerDaemon { name }, Some(recorded)) => Digest::parse(name)
+            .ok()
+            .filter(|d| *d == recorded.image_id)
+            .map(|_| recorded),
+        _ => None,
+    };
+    match by_id {
+        Some(recorded) => {
+            let client = DockerClient::from_env()?;
+            let found = DockerDaemon::find(
+                &client,
+                &recorded.image_id,
+                &recorded.diff_ids,
+                &recorded.repo_tags,
+                options,
+            )?;
+            Ok(Some(Box::new(found)))
+        }
+        None => crate::transport::open(&reference, options).map(Some),
+    }
+}
+
 /// Rebuilds the package's image into a temporary docker-archive, loads it into the daemon
 /// `client` talks to, and tags it with the report's name. A tagging failure
 /// ([`Error::TagFailed`]) is returned beside the report, because the image is loaded and
@@ -91,7 +130,11 @@ pub fn apply_and_load(
     tracing::info!(image_id = %report.image_id, endpoint = client.endpoint(), "image loaded");
     let tag_error = match &report.name {
         Some(name) => client
-            .tag_and_verify(&report.image_id, &name.to_string())
+            .tag_and_verify(
+                &report.image_id,
+                report.manifest_digest.as_slice(),
+                &name.to_string(),
+            )
             .err(),
         None => None,
     };

@@ -666,9 +666,7 @@ fn prepare(
         platform: o.platform.clone(),
         ..OpenOptions::default()
     };
-    let base = deliver::base_reference(&package, base_ref)?
-        .map(|r| crate::transport::open(&r, &open))
-        .transpose()?;
+    let base = deliver::open_base(&package, base_ref, &open)?;
     Ok(Prepared { package, base })
 }
 
@@ -691,7 +689,8 @@ fn apply_options<'a>(
 /// `docker load` accepts).
 ///
 /// `base_ref` NULL: a full package needs none; a delta looks for its base in the Docker
-/// daemon (`DOCKER_HOST`) by the image ID it records. A base that lacks a layer the
+/// daemon (`DOCKER_HOST`) by the image ID it records (with the containerd image store, by
+/// its layers, then by the config its export holds). A base that lacks a layer the
 /// package needs gives `DD_STATUS_INVALID_INPUT` with kind `wrong_base_image` (expected:
 /// the recorded base and the layer it needs; found: the offered image) before anything is
 /// written.
@@ -701,6 +700,7 @@ fn apply_options<'a>(
 ///
 /// ```json
 /// {"output": "/out/app-2.tar" | null, "image_id": "sha256:...", "name": "app:2" | null,
+///  "manifest_digest": "sha256:..." (absent for a dry run),
 ///  "base_image_id": "sha256:..." | null,
 ///  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference", "size": 1024}]}
 /// ```

@@ -57,6 +57,17 @@ enum Sink {
     },
 }
 
+/// What [`ImageWriter::finish`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenImage {
+    /// The destination path (archive file or layout directory).
+    pub path: PathBuf,
+    /// The digest of the OCI image manifest written for the image. It is what Docker's
+    /// containerd image store reports as the image's `Id` after `docker load` (the classic
+    /// store reports the config digest).
+    pub manifest_digest: Digest,
+}
+
 /// Writes one image to a docker-archive, oci or oci-archive destination.
 pub struct ImageWriter {
     kind: OutputKind,
@@ -237,8 +248,8 @@ impl ImageWriter {
     }
 
     /// Writes the config, manifests and index, verifies, and moves the result into place.
-    /// Returns the destination path.
-    pub fn finish(mut self, config: &[u8], name: Option<&ImageName>) -> Result<PathBuf> {
+    /// Returns where it went and the digest of the OCI manifest written.
+    pub fn finish(mut self, config: &[u8], name: Option<&ImageName>) -> Result<WrittenImage> {
         let config_digest = Digest::of(config);
         self.put_blob(&config_digest, config.len() as u64, config, "config")?;
         let manifest = json!({
@@ -319,7 +330,11 @@ impl ImageWriter {
                 fs::write(root.join("oci-layout"), OCI_LAYOUT).at(root.join("oci-layout"))?;
             }
         }
-        self.commit(descriptor)
+        let path = self.commit(descriptor)?;
+        Ok(WrittenImage {
+            path,
+            manifest_digest,
+        })
     }
 
     fn commit(self, descriptor: serde_json::Value) -> Result<PathBuf> {

@@ -154,6 +154,49 @@ impl DockerArchive {
     }
 }
 
+impl DockerArchive {
+    /// Whether `digest` names, inside this archive, an OCI manifest (or Docker schema2
+    /// manifest) whose config is the selected image's config, or an index that lists such a
+    /// manifest (at most two index levels deep). Each blob read is checked against its
+    /// digest. Docker's containerd image store calls an image by this digest (its `Id`),
+    /// not by the config digest, and `docker save` there writes the blobs it names.
+    pub fn describes(&self, digest: &Digest) -> Result<bool> {
+        self.describes_at(digest, 0)
+    }
+
+    fn describes_at(&self, digest: &Digest, depth: usize) -> Result<bool> {
+        const MAX_DEPTH: usize = 2;
+        let name = super::oci::blob_path(digest);
+        if !self.store.exists(&name)? {
+            return Ok(false);
+        }
+        let raw = self
+            .store
+            .read_small(&name, "manifest", self.limits.max_json_size)?;
+        let found = Digest::of(&raw);
+        if &found != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("{}:{name}", self.store.root().display()),
+                expected: digest.to_string(),
+                found: found.to_string(),
+            });
+        }
+        let file = format!("{}:{name}", self.store.root().display());
+        match Document::parse(&raw, &file)? {
+            Document::Manifest(m) => Ok(m.config.digest == self.image.config_digest),
+            Document::Index(index) if depth < MAX_DEPTH => {
+                for d in &index.manifests {
+                    if self.describes_at(&d.digest, depth + 1)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Document::Index(_) | Document::Archive(_) => Ok(false),
+        }
+    }
+}
+
 impl ImageSource for DockerArchive {
     fn image(&self) -> &Image {
         &self.image

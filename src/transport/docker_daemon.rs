@@ -2,11 +2,13 @@
 //!
 //! The image is exported (`GET /images/get`) into a temporary file, streamed, never held in
 //! memory, and read as a docker-archive; the daemon's own view of the image (its ID) is
-//! checked against what the export contains.
+//! checked against what the export contains: the config digest with the classic image
+//! store, the manifest or index digest with the containerd image store.
 
 use std::io::{BufWriter, Read, Write};
 
 use crate::daemon::DockerClient;
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::reference::{ImageReference, Transport};
@@ -45,7 +47,64 @@ impl DockerDaemon {
                 wanted: name.clone(),
                 available: vec![],
             })?;
-        tracing::debug!(image = %name, id = %inspect.id, "found image in the daemon; exporting");
+        let mut daemon = Self::export(client, reference, &inspect.id, options)?;
+        daemon.image.repo_tags = inspect.repo_tags;
+        Ok(daemon)
+    }
+
+    /// Finds the image whose ID (config digest) is `image_id` and whose layers are
+    /// `diff_ids`, and exports it.
+    ///
+    /// With the classic image store the daemon knows the image by that ID. The containerd
+    /// image store knows it by its manifest digest instead, so there every image whose
+    /// layers are `diff_ids` is a candidate (those tagged with one of `tags` first), and the
+    /// first whose export holds the config `image_id` is the one. `ImageNotFound` if none.
+    pub fn find(
+        client: &DockerClient,
+        image_id: &Digest,
+        diff_ids: &[Digest],
+        tags: &[String],
+        options: &OpenOptions,
+    ) -> Result<DockerDaemon> {
+        let reference = ImageReference::DockerDaemon {
+            name: image_id.to_string(),
+        };
+        if client.inspect_image(&image_id.to_string())?.is_some() {
+            return Self::open_with(client, &reference, options);
+        }
+        tracing::debug!(image = %image_id, "not known by its config digest: looking for it by its layers (containerd image store)");
+        let mut candidates = client.list_images()?;
+        // Tagged as recorded first, then the rest in the daemon's order.
+        candidates.sort_by_key(|c| !c.repo_tags.iter().any(|t| tags.contains(t)));
+        for candidate in candidates {
+            let Some(inspect) = client.inspect_image(&candidate.id.to_string())? else {
+                continue;
+            };
+            if inspect.rootfs_layers != diff_ids {
+                continue;
+            }
+            tracing::debug!(candidate = %candidate.id, tags = ?candidate.repo_tags, "same layers: exporting to compare configs");
+            let mut daemon = Self::export(client, &reference, &candidate.id, options)?;
+            if daemon.image.config_digest == *image_id {
+                daemon.image.repo_tags = inspect.repo_tags;
+                return Ok(daemon);
+            }
+        }
+        Err(Error::ImageNotFound {
+            path: client.endpoint().into(),
+            wanted: image_id.to_string(),
+            available: vec![],
+        })
+    }
+
+    /// Exports the image the daemon calls `id` and checks that the export is that image.
+    fn export(
+        client: &DockerClient,
+        reference: &ImageReference,
+        id: &Digest,
+        options: &OpenOptions,
+    ) -> Result<DockerDaemon> {
+        tracing::debug!(image = %reference, id = %id, "exporting from the daemon");
         let spool = tempfile::Builder::new()
             .prefix("docker-delta-export-")
             .suffix(".tar")
@@ -54,22 +113,23 @@ impl DockerDaemon {
         {
             let mut w = BufWriter::with_capacity(1 << 20, spool.as_file());
             // Export by ID: a tag could move between the inspect and the export.
-            let n = client.export_image(&inspect.id.to_string(), &mut w)?;
+            let n = client.export_image(&id.to_string(), &mut w)?;
             w.flush().at(spool.path())?;
             tracing::debug!(bytes = n, spool = %spool.path().display(), "exported");
         }
         let store = TarStore::open_spooled(spool)?;
         let archive = DockerArchive::from_store(store, reference.clone(), None, options)?;
         let mut image = archive.image().clone();
-        if image.config_digest != inspect.id {
+        // The classic image store calls an image by its config digest; the containerd
+        // store by the digest of its manifest (or index), which the export then holds.
+        if image.config_digest != *id && !archive.describes(id)? {
             return Err(Error::DigestMismatch {
-                what: format!("docker-daemon:{name} export"),
-                expected: inspect.id.to_string(),
+                what: format!("{reference} export"),
+                expected: id.to_string(),
                 found: image.config_digest.to_string(),
             });
         }
         image.transport = Transport::DockerDaemon;
-        image.repo_tags = inspect.repo_tags.clone();
         Ok(DockerDaemon { archive, image })
     }
 }
