@@ -252,14 +252,23 @@ fn daemon_to_daemon_with_apply_load() {
         let full = tmp.path().join(format!("{}-full.ddelta", e.name));
         run(dd(Some(&e)).args(["create", &new_ref, "-o", full.to_str().unwrap()]));
         let full_tag = format!("dd-e2e/full-{}:2", e.name);
-        run(dd(Some(&e)).args([
-            "apply",
-            full.to_str().unwrap(),
-            "--load",
-            "--tag",
-            &full_tag,
-        ]));
+        let report: serde_json::Value = serde_json::from_slice(
+            &run(dd(Some(&e)).args([
+                "apply",
+                full.to_str().unwrap(),
+                "--load",
+                "--tag",
+                &full_tag,
+                "--json",
+            ]))
+            .stdout,
+        )
+        .unwrap();
         assert_eq!(image_id(&e, &full_tag), new);
+        // The loaded archive was temporary: the report names the daemon instead.
+        assert!(report["output"].is_null(), "{report}");
+        assert_eq!(report["loaded_into"], e.host.as_str(), "{report}");
+        assert_eq!(report["image_id"], new.as_str());
         // The base image missing from the daemon: refused, nothing loaded.
         let absent = format!("dd-e2e/never-{}:1", e.name);
         let o = dd(Some(&e))

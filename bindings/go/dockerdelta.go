@@ -351,8 +351,10 @@ type ApplyReport struct {
 	// ManifestDigest is the digest of the OCI manifest written with the image: its ID in
 	// Docker's containerd image store (ImageID, the config digest, in the classic store).
 	ManifestDigest string `json:"manifest_digest"`
-	BaseImageID    string `json:"base_image_id"`
-	Layers         []struct {
+	// LoadedInto is the Docker daemon ApplyLoad loaded the image into (Output is empty then).
+	LoadedInto  string `json:"loaded_into"`
+	BaseImageID string `json:"base_image_id"`
+	Layers      []struct {
 		Index  int    `json:"index"`
 		DiffID string `json:"diff_id"`
 		Method string `json:"method"`

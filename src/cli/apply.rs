@@ -83,10 +83,10 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
     if args.json {
         print_json(&report)?;
     } else if !quiet {
-        match &report.output {
-            None => println!("dry run: the package and the base image check out; nothing written"),
-            Some(p) if !args.load => println!("wrote {} (image {})", p.display(), report.image_id),
-            Some(_) => {}
+        if args.dry_run {
+            println!("dry run: the package and the base image check out; nothing written");
+        } else if let Some(p) = &report.output {
+            println!("wrote {} (image {})", p.display(), report.image_id);
         }
         if args.load && !args.dry_run && tag_error.is_none() {
             match &report.name {

@@ -53,8 +53,12 @@ impl Default for ApplyOptions<'_> {
 /// What [`apply`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApplyReport {
-    /// Where the image was written (`None` for a dry run).
+    /// Where the image was written (`None` for a dry run, and after a load: the archive
+    /// loaded was temporary).
     pub output: Option<PathBuf>,
+    /// The Docker daemon the image was loaded into (`apply --load`), else `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_into: Option<String>,
     /// The rebuilt image's ID (= the new image's ID).
     pub image_id: Digest,
     /// The name it was given.
@@ -186,6 +190,7 @@ pub fn apply(
         .collect();
     let report = |output, manifest_digest| ApplyReport {
         output,
+        loaded_into: None,
         image_id: target.identity.image_id.clone(),
         name: name.as_ref().map(ToString::to_string),
         manifest_digest,

@@ -118,10 +118,13 @@ pub fn apply_and_load(
         path: archive.clone(),
         selector: None,
     };
-    let report = apply::apply(package, base, &dest, options)?;
+    let mut report = apply::apply(package, base, &dest, options)?;
     if options.dry_run {
         return Ok((report, None));
     }
+    // The archive is temporary: the report says where the image went instead.
+    report.output = None;
+    report.loaded_into = Some(client.endpoint().to_string());
     let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
     let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
     let mut tracker = Tracker::start(options.progress, Phase::Load, len)?;

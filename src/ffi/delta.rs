@@ -757,6 +757,9 @@ pub unsafe extern "C" fn dd_apply(
 /// (`dd_apply_options_set_tag`, else the new image's own tag), then checks that the tag
 /// resolves to the rebuilt image ID.
 ///
+/// The report is `dd_apply`'s with `"output": null` (the archive loaded was temporary)
+/// and `"loaded_into"`: the daemon's endpoint.
+///
 /// Progress phases: VERIFY, REBUILD, LOAD. If the image was loaded but tagging failed,
 /// returns `DD_STATUS_TAG_FAILED` with both the report and the error (kind `tag_failed`,
 /// fields `image_id`, `tag`, `reason`) set. No reachable daemon gives
