@@ -861,7 +861,7 @@ impl<'a, R: Read> Decoder<'a, R> {
         }
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
-        out.reserve(output as usize);
+        out.reserve_exact(output as usize);
         // Difference bytes cover the chunk's output, plus the text of gzip members.
         let diff = expand_zeros(&sections[2], &sections[3], output + gz::MAX_RAW)?;
         let sections = [
@@ -1037,6 +1037,13 @@ fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
         }
         if n > lits.len() as u64 {
             return Err(bad("difference literals end early"));
+        }
+        // Grow as a Vec would (doubling), but never past `max`: the claimed sizes are the
+        // stream's, and doubling near the limit would reserve up to twice the bound.
+        let need = out.len() + zeros as usize + n as usize;
+        if need > out.capacity() {
+            let target = need.max(out.capacity().saturating_mul(2)).min(max as usize);
+            out.reserve_exact(target - out.len());
         }
         out.resize(out.len() + zeros as usize, 0);
         out.extend_from_slice(&lits[..n as usize]);

@@ -232,6 +232,30 @@ fn damaged_streams_fail_cleanly() {
         .is_err());
 }
 
+/// Found by the `files` fuzz target under `-malloc_limit_mb=64`: runs of zeros that add
+/// up to just under the limit made the output Vec double past it (a 64 MiB allocation for
+/// a 57 MiB bound). The output may never reserve more than the bound.
+#[test]
+fn zero_runs_never_reserve_past_the_bound() {
+    let max: u64 = 57 << 20;
+    let mut runs = Vec::new();
+    let mut lits = Vec::new();
+    // 1 MiB + 1 byte steps: capacity would double from 1 MiB ... 32 MiB to 64 MiB.
+    for _ in 0..56 {
+        put(&mut runs, 1 << 20);
+        put(&mut runs, 1);
+        lits.push(7);
+    }
+    let out = expand_zeros(&runs, &lits, max).unwrap();
+    assert_eq!(out.len(), 56 * ((1 << 20) + 1));
+    assert!(out.capacity() as u64 <= max, "capacity {}", out.capacity());
+    assert_eq!(squeeze_zeros(&out), (runs.clone(), lits.clone()));
+    // One more run goes past the bound: refused before anything is reserved for it.
+    put(&mut runs, 1 << 20);
+    put(&mut runs, 0);
+    assert!(expand_zeros(&runs, &lits, max).is_err());
+}
+
 #[test]
 fn pax_and_gnu_long_names_round_trip() {
     let long = format!("{}/{}", "p".repeat(120), "f".repeat(90));
