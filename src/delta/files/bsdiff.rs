@@ -11,8 +11,13 @@ use suffix_array::SuffixArray;
 
 use crate::error::{Error, Result};
 
-/// The longest match looked up at once (see [`diff`]).
-const MAX_MATCH: usize = 1 << 20;
+/// The longest match looked up at once (see [`diff`]). Short: a suffix-array search costs
+/// up to this many bytes of comparison at each of its ~log2(old) steps, and bsdiff
+/// searches at every byte where the current alignment stops matching. A longer match is
+/// continued at the same alignment without a search (see [`FAST_RUN`]). 256 bytes against
+/// 1 MiB: create 22 % faster on the kernel pair, 17 % on debian, packages 0.01-0.04 %
+/// larger.
+const MAX_MATCH: usize = 1 << 8;
 
 /// A match at least this long at the current alignment is taken without a search.
 const FAST_RUN: usize = 8;
