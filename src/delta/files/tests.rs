@@ -239,12 +239,11 @@ fn damaged_streams_fail_cleanly() {
 fn zero_runs_never_reserve_past_the_bound() {
     let max: u64 = 57 << 20;
     let mut runs = Vec::new();
-    let mut lits = Vec::new();
+    let lits = vec![7u8; 56];
     // 1 MiB + 1 byte steps: capacity would double from 1 MiB ... 32 MiB to 64 MiB.
     for _ in 0..56 {
         put(&mut runs, 1 << 20);
         put(&mut runs, 1);
-        lits.push(7);
     }
     let out = expand_zeros(&runs, &lits, max).unwrap();
     assert_eq!(out.len(), 56 * ((1 << 20) + 1));
