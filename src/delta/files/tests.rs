@@ -56,6 +56,23 @@ fn open(bytes: &[u8]) -> (tempfile::NamedTempFile, OldLayer) {
 
 /// Encodes `new` against `olds`, decodes it, checks the bytes; returns the stats with
 /// `encoded_size` set to the stream's zstd-compressed size.
+/// Encodes the tar `new` against the one old layer `old`: the old layer's file (keep it
+/// alive while the layer is read), the layer, and the stream.
+fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer, Vec<u8>) {
+    let (of, old_layer) = open(old);
+    let (_nf, new_layer) = open(new);
+    let mut stream = Vec::new();
+    encode(
+        std::slice::from_ref(&old_layer),
+        &new_layer,
+        &Digest::of(new),
+        &mut stream,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    (of, old_layer, stream)
+}
+
 fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
     let opened: Vec<_> = olds.iter().map(|o| open(o)).collect();
     let (_nf, new_layer) = open(new);
@@ -202,17 +219,7 @@ fn damaged_streams_fail_cleanly() {
     let mut d = binary(40, 20_000);
     d[5] = 0;
     let new = build_tar(&[Member::File("f".into(), d)]);
-    let (_of, old_layer) = open(&old);
-    let (_nf, new_layer) = open(&new);
-    let mut stream = Vec::new();
-    encode(
-        std::slice::from_ref(&old_layer),
-        &new_layer,
-        &Digest::of(&new),
-        &mut stream,
-        &mut |_| Ok(()),
-    )
-    .unwrap();
+    let (_of, old_layer, stream) = encode_against(&old, &new);
     for cut in [0, 5, 9, stream.len() / 2, stream.len() - 1] {
         let mut out = Vec::new();
         let r = Decoder::new(&stream[..cut], vec![&old_layer.data]).read_to_end(&mut out);
@@ -523,17 +530,7 @@ fn gzip_members_ship_as_patched_text() {
 fn a_damaged_gzip_source_is_refused_not_misbuilt() {
     let old = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(100), 9))]);
     let new = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(101), 9))]);
-    let (_of, old_layer) = open(&old);
-    let (_nf, new_layer) = open(&new);
-    let mut stream = Vec::new();
-    encode(
-        std::slice::from_ref(&old_layer),
-        &new_layer,
-        &Digest::of(&new),
-        &mut stream,
-        &mut |_| Ok(()),
-    )
-    .unwrap();
+    let (_of, old_layer, stream) = encode_against(&old, &new);
     // The base's member is damaged after the delta was made.
     let mut damaged = old.clone();
     let at = old_layer.index.files[0].data_offset as usize + 20;
