@@ -83,17 +83,6 @@ fn world() -> World {
     }
 }
 
-fn src(path: &Path) -> Box<dyn docker_delta::ImageSource> {
-    open(
-        &ImageReference::DockerArchive {
-            path: path.to_path_buf(),
-            selector: None,
-        },
-        &OpenOptions::default(),
-    )
-    .unwrap()
-}
-
 /// A package old -> new with `auto` (a referenced layer, then deltas) and an uncompressed
 /// payload unless `compression` says otherwise, so that blob offsets are known.
 fn package(w: &World, compression: PayloadCompression) -> Vec<u8> {
@@ -114,8 +103,8 @@ fn package_with(w: &World, compression: PayloadCompression, method: Method) -> V
             ..CreateOptions::default()
         };
         let report = create(
-            Some(src(&w.old).as_ref()),
-            src(&w.new).as_ref(),
+            Some(common::open_archive(&w.old).as_ref()),
+            common::open_archive(&w.new).as_ref(),
             &path,
             &options,
         )
@@ -632,7 +621,7 @@ fn files_layers_damaged_or_lying() {
             let r = Package::open(&pkg).and_then(|p| {
                 apply(
                     &p,
-                    Some(src(&w.old).as_ref()),
+                    Some(common::open_archive(&w.old).as_ref()),
                     &dest,
                     &ApplyOptions::default(),
                 )
@@ -982,17 +971,7 @@ fn bombs_are_refused_by_the_limits() {
         max_entry_size: 4 << 20,
         ..Limits::default()
     };
-    let base = open(
-        &ImageReference::DockerArchive {
-            path: p.clone(),
-            selector: None,
-        },
-        &OpenOptions {
-            platform: None,
-            limits,
-        },
-    )
-    .unwrap();
+    let base = common::open_archive_with(&p, limits);
     let e = base.verify_layers().unwrap_err();
     assert_eq!(e.kind(), "limit_exceeded", "{e}");
     assert!(
@@ -1016,17 +995,7 @@ fn bombs_are_refused_by_the_limits() {
         max_expansion_ratio: 100,
         ..Limits::default()
     };
-    let base = open(
-        &ImageReference::DockerArchive {
-            path: p.clone(),
-            selector: None,
-        },
-        &OpenOptions {
-            platform: None,
-            limits,
-        },
-    )
-    .unwrap();
+    let base = common::open_archive_with(&p, limits);
     let e = base.verify_layers().unwrap_err();
     assert_eq!(e.kind(), "limit_exceeded", "{e}");
     assert!(
@@ -1289,8 +1258,8 @@ fn hostile_layer_entries_are_carried_not_extracted() {
         common::docker_archive(d, "new.tar", Some("t/h:2"), &[base, hostile.clone()]);
     let pkg = d.join("h.ddelta");
     create(
-        Some(src(&old).as_ref()),
-        src(&new).as_ref(),
+        Some(common::open_archive(&old).as_ref()),
+        common::open_archive(&new).as_ref(),
         &pkg,
         &CreateOptions::default(),
     )
@@ -1302,13 +1271,16 @@ fn hostile_layer_entries_are_carried_not_extracted() {
     };
     let r = apply(
         &Package::open(&pkg).unwrap(),
-        Some(src(&old).as_ref()),
+        Some(common::open_archive(&old).as_ref()),
         &dest,
         &ApplyOptions::default(),
     )
     .unwrap();
     assert_eq!(r.image_id.to_string(), new_id);
-    assert_eq!(src(&out).read_layer(1, u64::MAX).unwrap(), hostile);
+    assert_eq!(
+        common::open_archive(&out).read_layer(1, u64::MAX).unwrap(),
+        hostile
+    );
     for p in [format!("/tmp/{stamp}-rel"), abs] {
         assert!(!Path::new(&p).exists(), "{p} was written");
     }
@@ -1383,7 +1355,7 @@ fn read_only_output_directory() {
     };
     let e = apply(
         &Package::open(&pkg).unwrap(),
-        Some(src(&w.old).as_ref()),
+        Some(common::open_archive(&w.old).as_ref()),
         &dest,
         &ApplyOptions::default(),
     )
@@ -1412,8 +1384,8 @@ fn read_only_output_directory() {
     assert_eq!(common::snapshot(&fs.0), before);
     // create into it fails the same way.
     let e = create(
-        Some(src(&w.old).as_ref()),
-        src(&w.new).as_ref(),
+        Some(common::open_archive(&w.old).as_ref()),
+        common::open_archive(&w.new).as_ref(),
         &fs.0.join("p.ddelta"),
         &CreateOptions::default(),
     )
@@ -1433,8 +1405,8 @@ fn full_disk() {
     let (new, _) = common::docker_archive(d, "new.tar", Some("t/f:2"), &[base, big]);
     let pkg = d.join("f.ddelta");
     create(
-        Some(src(&old).as_ref()),
-        src(&new).as_ref(),
+        Some(common::open_archive(&old).as_ref()),
+        common::open_archive(&new).as_ref(),
         &pkg,
         &CreateOptions::default(),
     )
@@ -1453,7 +1425,7 @@ fn full_disk() {
         let dest = ImageReference::parse(&format!("{t}:{}", fs.0.join(p).display())).unwrap();
         let e = apply(
             &Package::open(&pkg).unwrap(),
-            Some(src(&old).as_ref()),
+            Some(common::open_archive(&old).as_ref()),
             &dest,
             &ApplyOptions::default(),
         )
@@ -1487,7 +1459,7 @@ fn full_disk() {
     // A package too big for the disk: create fails and leaves nothing.
     let e = create(
         None,
-        src(&new).as_ref(),
+        common::open_archive(&new).as_ref(),
         &fs.0.join("p.ddelta"),
         &CreateOptions {
             compression: CompressionSpec {
@@ -1523,7 +1495,7 @@ fn existing_output_is_kept() {
     };
     let e = apply(
         &Package::open(&pkg).unwrap(),
-        Some(src(&w.old).as_ref()),
+        Some(common::open_archive(&w.old).as_ref()),
         &dest,
         &ApplyOptions::default(),
     )

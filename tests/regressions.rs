@@ -14,18 +14,7 @@ use docker_delta::delta::apply::{apply, ApplyOptions};
 use docker_delta::delta::create::{create, CreateOptions};
 use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression};
 use docker_delta::delta::plan::Method;
-use docker_delta::{open, ImageReference, OpenOptions};
-
-fn src(path: &std::path::Path) -> Box<dyn docker_delta::ImageSource> {
-    open(
-        &ImageReference::DockerArchive {
-            path: path.to_path_buf(),
-            selector: None,
-        },
-        &OpenOptions::default(),
-    )
-    .unwrap()
-}
+use docker_delta::ImageReference;
 
 /// A package whose layers (or blobs) claim sizes that add up past 2^64 made `apply` (the
 /// progress total) and `info` (the payload size) panic with an arithmetic overflow in
@@ -48,7 +37,13 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
         },
         ..CreateOptions::default()
     };
-    create(Some(src(&old).as_ref()), src(&new).as_ref(), &pkg, &options).unwrap();
+    create(
+        Some(common::open_archive(&old).as_ref()),
+        common::open_archive(&new).as_ref(),
+        &pkg,
+        &options,
+    )
+    .unwrap();
     let good = std::fs::read(&pkg).unwrap();
     let half = u64::MAX / 2 + 10;
     let bad = common::edit_package(&good, |h| {
@@ -70,7 +65,7 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
     let r = Package::open_with(&bad_pkg, &limits).and_then(|p| {
         apply(
             &p,
-            Some(src(&old).as_ref()),
+            Some(common::open_archive(&old).as_ref()),
             &dest,
             &ApplyOptions::default(),
         )

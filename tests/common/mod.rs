@@ -9,6 +9,29 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+/// Opens the docker-archive at `path` with default options (panics on error).
+pub fn open_archive(path: &Path) -> Box<dyn docker_delta::ImageSource> {
+    open_archive_with(path, docker_delta::transport::Limits::default())
+}
+
+/// Opens the docker-archive at `path` under `limits` (panics on error).
+pub fn open_archive_with(
+    path: &Path,
+    limits: docker_delta::transport::Limits,
+) -> Box<dyn docker_delta::ImageSource> {
+    docker_delta::open(
+        &docker_delta::ImageReference::DockerArchive {
+            path: path.to_path_buf(),
+            selector: None,
+        },
+        &docker_delta::OpenOptions {
+            platform: None,
+            limits,
+        },
+    )
+    .unwrap()
+}
+
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
