@@ -7,7 +7,7 @@
 
 use std::io::{BufWriter, Read, Write};
 
-use crate::daemon::DockerClient;
+use crate::daemon::{DockerClient, ImageInspect};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
@@ -47,9 +47,7 @@ impl DockerDaemon {
                 wanted: name.clone(),
                 available: vec![],
             })?;
-        let mut daemon = Self::export(client, reference, &inspect.id, options)?;
-        daemon.image.repo_tags = inspect.repo_tags;
-        Ok(daemon)
+        Self::export(client, reference, inspect, options)
     }
 
     /// Finds the image whose ID (config digest) is `image_id` and whose layers are
@@ -69,8 +67,8 @@ impl DockerDaemon {
         let reference = ImageReference::DockerDaemon {
             name: image_id.to_string(),
         };
-        if client.inspect_image(&image_id.to_string())?.is_some() {
-            return Self::open_with(client, &reference, options);
+        if let Some(inspect) = client.inspect_image(&image_id.to_string())? {
+            return Self::export(client, &reference, inspect, options);
         }
         tracing::debug!(image = %image_id, "not known by its config digest: looking for it by its layers (containerd image store)");
         let mut candidates = client.list_images()?;
@@ -84,9 +82,8 @@ impl DockerDaemon {
                 continue;
             }
             tracing::debug!(candidate = %candidate.id, tags = ?candidate.repo_tags, "same layers: exporting to compare configs");
-            let mut daemon = Self::export(client, &reference, &candidate.id, options)?;
+            let daemon = Self::export(client, &reference, inspect, options)?;
             if daemon.image.config_digest == *image_id {
-                daemon.image.repo_tags = inspect.repo_tags;
                 return Ok(daemon);
             }
         }
@@ -97,13 +94,15 @@ impl DockerDaemon {
         })
     }
 
-    /// Exports the image the daemon calls `id` and checks that the export is that image.
+    /// Exports the image `inspect` describes (by its `Id`), checks that the export is that
+    /// image, and gives it the daemon's tags.
     fn export(
         client: &DockerClient,
         reference: &ImageReference,
-        id: &Digest,
+        inspect: ImageInspect,
         options: &OpenOptions,
     ) -> Result<DockerDaemon> {
+        let id = &inspect.id;
         tracing::debug!(image = %reference, id = %id, "exporting from the daemon");
         let spool = tempfile::Builder::new()
             .prefix("docker-delta-export-")
@@ -130,6 +129,7 @@ impl DockerDaemon {
             });
         }
         image.transport = Transport::DockerDaemon;
+        image.repo_tags = inspect.repo_tags;
         Ok(DockerDaemon { archive, image })
     }
 }
