@@ -28,6 +28,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::platform::Platform;
 use crate::transport::Limits;
+use zstd::zstd_safe::CParameter;
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
@@ -691,6 +692,14 @@ impl PackageWriter {
                 e.multithread(threads).at(&spool_path)?;
                 e.long_distance_matching(true).at(&spool_path)?;
                 e.window_log(27).at(&spool_path)?;
+                // Jobs of 16 MiB, each seeing the last 32 MiB before it (overlap log 7 of
+                // the 128 MiB window): compression runs on every core while blobs are still
+                // being encoded, instead of in one job at the end (zstd's default job is
+                // four windows). Kernel pair: create 45 -> 31 s, package 0.06 % larger.
+                e.set_parameter(CParameter::JobSize(16 << 20))
+                    .at(&spool_path)?;
+                e.set_parameter(CParameter::OverlapSizeLog(7))
+                    .at(&spool_path)?;
                 e.include_checksum(true).at(&spool_path)?;
                 PayloadEncoder::Zstd(e)
             }
