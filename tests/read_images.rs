@@ -340,6 +340,58 @@ fn bad_docker_archives_are_refused_with_precise_errors() {
         .err()
         .unwrap();
     assert!(matches!(e, Error::ImageNotFound { .. }), "{e}");
+    let arch = |r: &str, platform: Option<&str>| {
+        open_ref(r, platform).map(|s| s.image().platform.architecture.clone())
+    };
+    // Two different images stay ambiguous without --platform (above); --platform picks.
+    assert_eq!(
+        arch(&format!("docker-archive:{m}"), Some("linux/arm64")).unwrap(),
+        "arm64"
+    );
+
+    // One image's platforms (the same tags, as Docker's containerd image store saves a
+    // multi-platform image): the platform chooses, the host's by default.
+    let plat = d.join("platforms.tar");
+    common::Members::new()
+        .add(&format!("{cfg_hex}.json"), cfg.clone())
+        .add(&format!("{cfg_b_hex}.json"), cfg_b.clone())
+        .add("l1/layer.tar", l1.clone())
+        .add("l2/layer.tar", l2.clone())
+        .add(
+            "manifest.json",
+            serde_json::to_vec(&serde_json::json!([
+                { "Config": format!("{cfg_hex}.json"), "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"] },
+                { "Config": format!("{cfg_b_hex}.json"), "RepoTags": ["docker.io/library/app:1"], "Layers": ["l1/layer.tar"] },
+            ]))
+            .unwrap(),
+        )
+        .write(&plat);
+    let p = plat.display();
+    assert_eq!(
+        arch(&format!("docker-archive:{p}"), Some("linux/arm64")).unwrap(),
+        "arm64"
+    );
+    assert_eq!(
+        arch(&format!("docker-archive:{p}:app:1"), Some("linux/amd64")).unwrap(),
+        "amd64"
+    );
+    let host = Platform::host();
+    if host.os == "linux" && ["amd64", "arm64"].contains(&host.architecture.as_str()) {
+        assert_eq!(
+            arch(&format!("docker-archive:{p}"), None).unwrap(),
+            host.architecture
+        );
+    }
+    let e = open_ref(&format!("docker-archive:{p}"), Some("linux/s390x"))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, Error::ImageNotFound { .. })
+            && msg.contains("@0 (linux/amd64)")
+            && msg.contains("@1 (linux/arm64)"),
+        "{msg}"
+    );
 }
 
 /// Malformed OCI layouts.

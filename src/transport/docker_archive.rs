@@ -79,7 +79,14 @@ impl DockerArchive {
                 })
             }
         };
-        let (position, entry) = select(&path, &entries, selector)?;
+        let (position, entry) = match select(&path, &entries, selector) {
+            Err(Error::AmbiguousImage { .. }) | Ok(_)
+                if wants_platform_choice(&entries, selector, options) =>
+            {
+                choose_platform(&store, &path, &entries, selector, options)?
+            }
+            other => other?,
+        };
         tracing::debug!(archive = %path.display(), image = position, config = %entry.config, layers = entry.layers.len(), "selected image in archive");
 
         let config = store.read_small(&entry.config, "config", options.limits.max_json_size)?;
@@ -197,6 +204,13 @@ impl DockerArchive {
     }
 }
 
+impl DockerArchive {
+    /// Gives back the archive, to read it another way.
+    pub fn into_store(self) -> TarStore {
+        self.store
+    }
+}
+
 impl ImageSource for DockerArchive {
     fn image(&self) -> &Image {
         &self.image
@@ -281,6 +295,101 @@ fn select<'a>(
                         .collect(),
                 })
         }
+    }
+}
+
+/// The entries a selector names: all of them for none, every entry tagged with the name,
+/// or the one at the index.
+fn named(entries: &[ArchiveEntry], selector: Option<&ArchiveSelector>) -> Vec<usize> {
+    match selector {
+        None => (0..entries.len()).collect(),
+        Some(ArchiveSelector::Index(i)) => (*i < entries.len()).then_some(*i).into_iter().collect(),
+        Some(ArchiveSelector::Name(name)) => {
+            let wanted = normalize_name(name);
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    e.repo_tags
+                        .iter()
+                        .flatten()
+                        .any(|t| normalize_name(t) == wanted)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        }
+    }
+}
+
+/// Whether the platform decides between the entries a selector names: when there are
+/// several and either `--platform` was given or they are one image's platforms (the
+/// same tags, as Docker's containerd image store saves a multi-platform image). Two
+/// different images in one archive stay ambiguous without `--platform`.
+fn wants_platform_choice(
+    entries: &[ArchiveEntry],
+    selector: Option<&ArchiveSelector>,
+    options: &OpenOptions,
+) -> bool {
+    let named = named(entries, selector);
+    if named.len() < 2 {
+        return false;
+    }
+    let tags = |i: usize| {
+        let mut t: Vec<String> = entries[i]
+            .repo_tags
+            .iter()
+            .flatten()
+            .map(|t| normalize_name(t))
+            .collect();
+        t.sort();
+        t
+    };
+    options.platform.is_some() || named.iter().all(|&i| tags(i) == tags(named[0]))
+}
+
+/// Chooses, among the entries a selector names, the one whose config is for the wanted
+/// platform (`--platform`, or the host's).
+fn choose_platform<'a>(
+    store: &TarStore,
+    path: &Path,
+    entries: &'a [ArchiveEntry],
+    selector: Option<&ArchiveSelector>,
+    options: &OpenOptions,
+) -> Result<(usize, &'a ArchiveEntry)> {
+    let wanted = options
+        .platform
+        .clone()
+        .unwrap_or_else(crate::platform::Platform::host);
+    let mut available = Vec::new();
+    let mut found = Vec::new();
+    for i in named(entries, selector) {
+        let e = &entries[i];
+        let raw = store.read_small(&e.config, "config", options.limits.max_json_size)?;
+        let view = ConfigView::parse(&raw, &format!("{}:{}", path.display(), e.config))?;
+        available.push(format!("@{i} ({})", view.platform));
+        if wanted.matches(&view.platform) {
+            found.push(i);
+        }
+    }
+    match found.as_slice() {
+        [] => Err(Error::ImageNotFound {
+            path: path.to_path_buf(),
+            wanted: format!("platform {wanted}"),
+            available,
+        }),
+        // A name picks its first entry for the platform, as it picks its first entry.
+        [i] | [i, ..] if found.len() == 1 || matches!(selector, Some(ArchiveSelector::Name(_))) => {
+            tracing::debug!(platform = %wanted, image = i, "selected image in archive by platform");
+            Ok((*i, &entries[*i]))
+        }
+        many => Err(Error::AmbiguousImage {
+            path: path.to_path_buf(),
+            reason: format!("{} images in the archive are for {wanted}", many.len()),
+            choices: many
+                .iter()
+                .map(|i| format!("docker-archive:{}:@{i}", path.display()))
+                .collect(),
+        }),
     }
 }
 
