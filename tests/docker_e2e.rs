@@ -314,3 +314,108 @@ fn unreachable_daemon_is_a_missing_dependency() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the Docker daemon"));
 }
+
+/// A multi-platform image in Docker's containerd image store: its export's manifest.json
+/// names only the host's platform, and `--platform` reaches the others through the
+/// export's OCI index. On the classic store (one platform per image) another platform is
+/// refused, naming the one there is.
+#[test]
+fn docker_daemon_sources_honour_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut blobs = common::Members::new();
+    let mut put = |data: Vec<u8>| -> (String, usize) {
+        let d = common::sha256(&data);
+        let n = data.len();
+        blobs = std::mem::replace(&mut blobs, common::Members::new())
+            .add(&format!("blobs/sha256/{}", &d[7..]), data);
+        (d, n)
+    };
+    let mut manifests = Vec::new();
+    let mut configs = HashMap::new();
+    for arch in ["amd64", "arm64"] {
+        let layer = common::layer(&[("hello.txt", format!("hello from {arch}").as_bytes())]);
+        let config = common::config(std::slice::from_ref(&layer), arch);
+        let (ld, ls) = put(layer);
+        let (cd, cs) = put(config);
+        configs.insert(arch, cd.clone());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls }],
+        }))
+        .unwrap();
+        let (md, ms) = put(manifest);
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "platform": { "os": "linux", "architecture": arch },
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let (id, is) = put(index);
+    let name = "dd-e2e/multiplatform:1";
+    let archive = tmp.path().join("multiplatform.tar");
+    blobs
+        .add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())
+        .add(
+            "index.json",
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{
+                    "mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is,
+                    "annotations": { "io.containerd.image.name": format!("docker.io/{name}") },
+                }],
+            }))
+            .unwrap(),
+        )
+        .write(&archive);
+    let inspect = |e: &Engine, platform: &str| {
+        dd(Some(e))
+            .args(["inspect", "--json", "--platform", platform])
+            .arg(format!("docker-daemon:{name}"))
+            .output()
+            .unwrap()
+    };
+    for e in engines() {
+        if !e.c8d {
+            // The classic store keeps one platform: load the host's, ask for the other.
+            let (other, _) = common::docker_archive(
+                tmp.path(),
+                "classic.tar",
+                Some(name),
+                &[common::layer(&[("x", b"classic")])],
+            );
+            run(docker(&e).arg("load").arg("-i").arg(&other));
+            let o = inspect(&e, "linux/arm64");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success()
+                    && err.contains("platform linux/arm64")
+                    && err.contains("linux/amd64"),
+                "{}: {err}",
+                e.name
+            );
+            continue;
+        }
+        run(docker(&e).arg("load").arg("-i").arg(&archive));
+        assert_eq!(docker_id(&e, name), id, "{}", e.name);
+        for arch in ["amd64", "arm64"] {
+            let o = inspect(&e, &format!("linux/{arch}"));
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["image_id"], configs[arch].as_str(), "{arch}");
+            assert_eq!(v["platform"]["architecture"], arch);
+        }
+        let o = inspect(&e, "linux/s390x");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("linux/amd64, linux/arm64"),
+            "{err}"
+        );
+    }
+}

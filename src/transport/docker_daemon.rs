@@ -13,12 +13,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::reference::{ImageReference, Transport};
 use crate::transport::docker_archive::DockerArchive;
-use crate::transport::store::TarStore;
+use crate::transport::oci::OciLayout;
+use crate::transport::store::{Store, TarStore};
 use crate::transport::{ImageSource, OpenOptions};
 
 /// An image exported from a Docker daemon.
 pub struct DockerDaemon {
-    archive: DockerArchive,
+    /// The export, read through its `manifest.json` or, for another platform of a
+    /// multi-platform image, through its OCI index.
+    source: Box<dyn ImageSource>,
     image: Image,
 }
 
@@ -118,7 +121,7 @@ impl DockerDaemon {
         }
         let store = TarStore::open_spooled(spool)?;
         let archive = DockerArchive::from_store(store, reference.clone(), None, options)?;
-        let mut image = archive.image().clone();
+        let image = archive.image().clone();
         // The classic image store calls an image by its config digest; the containerd
         // store by the digest of its manifest (or index), which the export then holds.
         if image.config_digest != *id && !archive.describes(id)? {
@@ -128,9 +131,60 @@ impl DockerDaemon {
                 found: image.config_digest.to_string(),
             });
         }
+        let (source, mut image): (Box<dyn ImageSource>, Image) = match &options.platform {
+            Some(wanted) if !wanted.matches(&image.platform) => {
+                let host = image.platform.to_string();
+                let oci = Self::other_platform(client, reference, id, archive, options)?;
+                if !wanted.matches(&oci.image().platform) {
+                    return Err(Error::ImageNotFound {
+                        path: client.endpoint().into(),
+                        wanted: format!("{reference} for platform {wanted}"),
+                        available: vec![host],
+                    });
+                }
+                let image = oci.image().clone();
+                (Box::new(oci), image)
+            }
+            _ => (Box::new(archive), image),
+        };
         image.transport = Transport::DockerDaemon;
         image.repo_tags = inspect.repo_tags;
-        Ok(DockerDaemon { archive, image })
+        Ok(DockerDaemon { source, image })
+    }
+
+    /// The wanted platform of a multi-platform image, from the export's OCI index: Docker's
+    /// containerd image store exports every platform it has, but its `manifest.json` names
+    /// only the host's. The index.json entry must be the image the daemon calls `id`.
+    fn other_platform(
+        client: &DockerClient,
+        reference: &ImageReference,
+        id: &Digest,
+        archive: DockerArchive,
+        options: &OpenOptions,
+    ) -> Result<OciLayout> {
+        let have = archive.image().platform.to_string();
+        let store = archive.into_store();
+        let wanted = options
+            .platform
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if !store.exists("index.json")? {
+            return Err(Error::ImageNotFound {
+                path: client.endpoint().into(),
+                wanted: format!("{reference} for platform {wanted}"),
+                available: vec![have],
+            });
+        }
+        let oci = OciLayout::from_store(Box::new(store), reference.clone(), None, options)?;
+        if oci.top_digest() != id && oci.image().config_digest != *id {
+            return Err(Error::DigestMismatch {
+                what: format!("{reference} export (index.json)"),
+                expected: id.to_string(),
+                found: oci.top_digest().to_string(),
+            });
+        }
+        Ok(oci)
     }
 }
 
@@ -140,10 +194,10 @@ impl ImageSource for DockerDaemon {
     }
 
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
-        self.archive.open_blob(index)
+        self.source.open_blob(index)
     }
 
     fn layer_section(&self, index: usize) -> Result<Option<super::store::FileSection>> {
-        self.archive.layer_section(index)
+        self.source.layer_section(index)
     }
 }

@@ -27,6 +27,7 @@ pub struct OciLayout {
     store: Box<dyn Store>,
     image: Image,
     limits: Limits,
+    top: Digest,
 }
 
 /// Path of a blob inside a layout.
@@ -48,6 +49,20 @@ impl OciLayout {
                 )))
             }
         };
+        let name = name.clone();
+        Self::from_store(store, reference.clone(), name.as_deref(), options)
+    }
+
+    /// Reads the image `name` (an `org.opencontainers.image.ref.name`, or the only or
+    /// platform-matching entry when `None`) from an already opened layout. Used by the
+    /// docker-daemon transport too: an export from Docker's containerd image store is an
+    /// OCI layout with every platform the daemon has, while its `manifest.json` names one.
+    pub fn from_store(
+        store: Box<dyn Store>,
+        reference: ImageReference,
+        name: Option<&str>,
+        options: &OpenOptions,
+    ) -> Result<OciLayout> {
         let root = store.root().to_path_buf();
         let limits = &options.limits;
         match store.size("oci-layout")? {
@@ -107,7 +122,7 @@ impl OciLayout {
             visited: HashSet::new(),
             kinds: vec![index.kind],
         };
-        let top = walker.choose_top(&index, name.as_deref())?;
+        let top = walker.choose_top(&index, name)?;
         let mut tags: Vec<String> = Vec::new();
         if let Some(n) = top.annotations.get(ANNOTATION_CONTAINERD_NAME) {
             tags.push(n.clone());
@@ -173,7 +188,14 @@ impl OciLayout {
             store,
             image,
             limits: options.limits.clone(),
+            top: top.digest.clone(),
         })
+    }
+
+    /// The digest of the index.json entry the image was reached from (a manifest, or an
+    /// index for a multi-platform image).
+    pub fn top_digest(&self) -> &Digest {
+        &self.top
     }
 }
 
