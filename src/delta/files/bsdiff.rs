@@ -160,7 +160,9 @@ pub struct Streams {
 
 /// Computes a patch from `old` to `new`, appending to `out`.
 pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
-    if old.is_empty() || new.is_empty() {
+    // Nothing to find (no source, or compressed or unrelated data, where a suffix array
+    // and a search at every byte would cost seconds per MiB): the new bytes as they are.
+    if old.is_empty() || new.is_empty() || !shares_stretches(old, new) {
         if !new.is_empty() {
             out.controls.push(Control {
                 add: 0,
@@ -169,17 +171,6 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
             });
             out.extra.extend_from_slice(new);
         }
-        return;
-    }
-    if !shares_stretches(old, new) {
-        // Nothing to find (compressed or unrelated data): a suffix array and a search at
-        // every byte would cost seconds per MiB for a patch of new bytes alone.
-        out.controls.push(Control {
-            add: 0,
-            copy: new.len() as u64,
-            seek: 0,
-        });
-        out.extra.extend_from_slice(new);
         return;
     }
     let sa = Index::new(old);
