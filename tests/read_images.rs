@@ -289,21 +289,30 @@ fn bad_docker_archives_are_refused_with_precise_errors() {
     // Multi-image archive: selection by tag, by index, and the errors listing choices.
     let cfg_b = common::config(std::slice::from_ref(&l1), "arm64");
     let cfg_b_hex = common::sha256(&cfg_b)[7..].to_string();
-    let multi = d.join("multi.tar");
-    common::Members::new()
-        .add(&format!("{cfg_hex}.json"), cfg.clone())
-        .add(&format!("{cfg_b_hex}.json"), cfg_b.clone())
-        .add("l1/layer.tar", l1.clone())
-        .add("l2/layer.tar", l2.clone())
-        .add(
-            "manifest.json",
-            serde_json::to_vec(&serde_json::json!([
-                { "Config": format!("{cfg_hex}.json"), "RepoTags": ["docker.io/library/app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"] },
-                { "Config": format!("{cfg_b_hex}.json"), "RepoTags": null, "Layers": ["l1/layer.tar"] },
-            ]))
-            .unwrap(),
-        )
-        .write(&multi);
+    // Two images (amd64 with two layers, arm64 with one), tagged as given.
+    let two_images = |name: &str, tags_a: serde_json::Value, tags_b: serde_json::Value| {
+        let path = d.join(name);
+        common::Members::new()
+            .add(&format!("{cfg_hex}.json"), cfg.clone())
+            .add(&format!("{cfg_b_hex}.json"), cfg_b.clone())
+            .add("l1/layer.tar", l1.clone())
+            .add("l2/layer.tar", l2.clone())
+            .add(
+                "manifest.json",
+                serde_json::to_vec(&serde_json::json!([
+                    { "Config": format!("{cfg_hex}.json"), "RepoTags": tags_a, "Layers": ["l1/layer.tar", "l2/layer.tar"] },
+                    { "Config": format!("{cfg_b_hex}.json"), "RepoTags": tags_b, "Layers": ["l1/layer.tar"] },
+                ]))
+                .unwrap(),
+            )
+            .write(&path);
+        path
+    };
+    let multi = two_images(
+        "multi.tar",
+        serde_json::json!(["docker.io/library/app:1"]),
+        serde_json::Value::Null,
+    );
     let m = multi.display();
     assert_eq!(
         open_ref(&format!("docker-archive:{m}:app:1"), None)
@@ -351,21 +360,11 @@ fn bad_docker_archives_are_refused_with_precise_errors() {
 
     // One image's platforms (the same tags, as Docker's containerd image store saves a
     // multi-platform image): the platform chooses, the host's by default.
-    let plat = d.join("platforms.tar");
-    common::Members::new()
-        .add(&format!("{cfg_hex}.json"), cfg.clone())
-        .add(&format!("{cfg_b_hex}.json"), cfg_b.clone())
-        .add("l1/layer.tar", l1.clone())
-        .add("l2/layer.tar", l2.clone())
-        .add(
-            "manifest.json",
-            serde_json::to_vec(&serde_json::json!([
-                { "Config": format!("{cfg_hex}.json"), "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"] },
-                { "Config": format!("{cfg_b_hex}.json"), "RepoTags": ["docker.io/library/app:1"], "Layers": ["l1/layer.tar"] },
-            ]))
-            .unwrap(),
-        )
-        .write(&plat);
+    let plat = two_images(
+        "platforms.tar",
+        serde_json::json!(["app:1"]),
+        serde_json::json!(["docker.io/library/app:1"]),
+    );
     let p = plat.display();
     assert_eq!(
         arch(&format!("docker-archive:{p}"), Some("linux/arm64")).unwrap(),

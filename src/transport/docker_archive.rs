@@ -274,27 +274,18 @@ fn select<'a>(
                         .collect(),
                 })
         }
-        Some(ArchiveSelector::Name(name)) => {
-            let wanted = normalize_name(name);
-            entries
-                .iter()
-                .enumerate()
-                .find(|(_, e)| {
-                    e.repo_tags
-                        .iter()
-                        .flatten()
-                        .any(|t| normalize_name(t) == wanted)
-                })
-                .ok_or_else(|| Error::ImageNotFound {
-                    path: path.to_path_buf(),
-                    wanted: name.clone(),
-                    available: entries
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| describe(i, e))
-                        .collect(),
-                })
-        }
+        Some(ArchiveSelector::Name(name)) => named(entries, selector)
+            .first()
+            .map(|&i| (i, &entries[i]))
+            .ok_or_else(|| Error::ImageNotFound {
+                path: path.to_path_buf(),
+                wanted: name.clone(),
+                available: entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| describe(i, e))
+                    .collect(),
+            }),
     }
 }
 
