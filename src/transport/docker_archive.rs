@@ -79,13 +79,11 @@ impl DockerArchive {
                 })
             }
         };
-        let (position, entry) = match select(&path, &entries, selector) {
-            Err(Error::AmbiguousImage { .. }) | Ok(_)
-                if wants_platform_choice(&entries, selector, options) =>
-            {
-                choose_platform(&store, &path, &entries, selector, options)?
-            }
-            other => other?,
+        let candidates = named(&entries, selector);
+        let (position, entry) = if wants_platform_choice(&entries, &candidates, options) {
+            choose_platform(&store, &path, &entries, &candidates, selector, options)?
+        } else {
+            select(&path, &entries, selector)?
         };
         tracing::debug!(archive = %path.display(), image = position, config = %entry.config, layers = entry.layers.len(), "selected image in archive");
 
@@ -202,9 +200,7 @@ impl DockerArchive {
             Document::Index(_) | Document::Archive(_) => Ok(false),
         }
     }
-}
 
-impl DockerArchive {
     /// Gives back the archive, to read it another way.
     pub fn into_store(self) -> TarStore {
         self.store
@@ -316,12 +312,7 @@ fn named(entries: &[ArchiveEntry], selector: Option<&ArchiveSelector>) -> Vec<us
 /// several and either `--platform` was given or they are one image's platforms (the
 /// same tags, as Docker's containerd image store saves a multi-platform image). Two
 /// different images in one archive stay ambiguous without `--platform`.
-fn wants_platform_choice(
-    entries: &[ArchiveEntry],
-    selector: Option<&ArchiveSelector>,
-    options: &OpenOptions,
-) -> bool {
-    let named = named(entries, selector);
+fn wants_platform_choice(entries: &[ArchiveEntry], named: &[usize], options: &OpenOptions) -> bool {
     if named.len() < 2 {
         return false;
     }
@@ -338,12 +329,13 @@ fn wants_platform_choice(
     options.platform.is_some() || named.iter().all(|&i| tags(i) == tags(named[0]))
 }
 
-/// Chooses, among the entries a selector names, the one whose config is for the wanted
-/// platform (`--platform`, or the host's).
+/// Chooses, among the entries `named` (those `selector` names), the one whose config is
+/// for the wanted platform (`--platform`, or the host's).
 fn choose_platform<'a>(
     store: &TarStore,
     path: &Path,
     entries: &'a [ArchiveEntry],
+    named: &[usize],
     selector: Option<&ArchiveSelector>,
     options: &OpenOptions,
 ) -> Result<(usize, &'a ArchiveEntry)> {
@@ -353,7 +345,7 @@ fn choose_platform<'a>(
         .unwrap_or_else(crate::platform::Platform::host);
     let mut available = Vec::new();
     let mut found = Vec::new();
-    for i in named(entries, selector) {
+    for &i in named {
         let e = &entries[i];
         let raw = store.read_small(&e.config, "config", options.limits.max_json_size)?;
         let view = ConfigView::parse(&raw, &format!("{}:{}", path.display(), e.config))?;
@@ -369,7 +361,7 @@ fn choose_platform<'a>(
             available,
         }),
         // A name picks its first entry for the platform, as it picks its first entry.
-        [i] | [i, ..] if found.len() == 1 || matches!(selector, Some(ArchiveSelector::Name(_))) => {
+        [i, ..] if found.len() == 1 || matches!(selector, Some(ArchiveSelector::Name(_))) => {
             tracing::debug!(platform = %wanted, image = i, "selected image in archive by platform");
             Ok((*i, &entries[*i]))
         }

@@ -134,16 +134,19 @@ impl DockerDaemon {
         let (source, mut image): (Box<dyn ImageSource>, Image) = match &options.platform {
             Some(wanted) if !wanted.matches(&image.platform) => {
                 let host = image.platform.to_string();
-                let oci = Self::other_platform(client, reference, id, archive, options)?;
-                if !wanted.matches(&oci.image().platform) {
-                    return Err(Error::ImageNotFound {
-                        path: client.endpoint().into(),
-                        wanted: format!("{reference} for platform {wanted}"),
-                        available: vec![host],
-                    });
+                match Self::other_platform(reference, id, archive, options)? {
+                    Some(oci) if wanted.matches(&oci.image().platform) => {
+                        let image = oci.image().clone();
+                        (Box::new(oci), image)
+                    }
+                    _ => {
+                        return Err(Error::ImageNotFound {
+                            path: client.endpoint().into(),
+                            wanted: format!("{reference} for platform {wanted}"),
+                            available: vec![host],
+                        })
+                    }
                 }
-                let image = oci.image().clone();
-                (Box::new(oci), image)
             }
             _ => (Box::new(archive), image),
         };
@@ -155,26 +158,16 @@ impl DockerDaemon {
     /// The wanted platform of a multi-platform image, from the export's OCI index: Docker's
     /// containerd image store exports every platform it has, but its `manifest.json` names
     /// only the host's. The index.json entry must be the image the daemon calls `id`.
+    /// `None` when the export has no OCI index (Docker < 25: one platform only).
     fn other_platform(
-        client: &DockerClient,
         reference: &ImageReference,
         id: &Digest,
         archive: DockerArchive,
         options: &OpenOptions,
-    ) -> Result<OciLayout> {
-        let have = archive.image().platform.to_string();
+    ) -> Result<Option<OciLayout>> {
         let store = archive.into_store();
-        let wanted = options
-            .platform
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
         if !store.exists("index.json")? {
-            return Err(Error::ImageNotFound {
-                path: client.endpoint().into(),
-                wanted: format!("{reference} for platform {wanted}"),
-                available: vec![have],
-            });
+            return Ok(None);
         }
         let oci = OciLayout::from_store(Box::new(store), reference.clone(), None, options)?;
         if oci.top_digest() != id && oci.image().config_digest != *id {
@@ -184,7 +177,7 @@ impl DockerDaemon {
                 found: oci.top_digest().to_string(),
             });
         }
-        Ok(oci)
+        Ok(Some(oci))
     }
 }
 

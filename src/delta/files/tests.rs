@@ -54,8 +54,6 @@ fn open(bytes: &[u8]) -> (tempfile::NamedTempFile, OldLayer) {
     (f, OldLayer { data, index })
 }
 
-/// Encodes `new` against `olds`, decodes it, checks the bytes; returns the stats with
-/// `encoded_size` set to the stream's zstd-compressed size.
 /// Encodes the tar `new` against the one old layer `old`: the old layer's file (keep it
 /// alive while the layer is read), the layer, and the stream.
 fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer, Vec<u8>) {
@@ -73,6 +71,8 @@ fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer,
     (of, old_layer, stream)
 }
 
+/// Encodes `new` against `olds`, decodes it, checks the bytes; returns the stats with
+/// `encoded_size` set to the stream's zstd-compressed size.
 fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
     let opened: Vec<_> = olds.iter().map(|o| open(o)).collect();
     let (_nf, new_layer) = open(new);
