@@ -158,6 +158,69 @@ pub struct Streams {
     pub extra: Vec<u8>,
 }
 
+/// How a patch's difference bytes are computed from the bytes it adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Differences {
+    /// Byte by byte: `new - old` for each byte, wrapping (bsdiff's own).
+    Bytes,
+    /// In 32-bit little-endian words aligned to the start of the patch's output: `new - old`
+    /// for each word, wrapping (a word cut by the end of an added stretch is the shorter
+    /// number its bytes make). A field whose value moved by a constant (a symbol index, a
+    /// BTF type id, a relocation's offset) then differs by that constant whatever carries
+    /// the change causes; byte differences vary with every carry. Relocatable ELF files
+    /// (kernel modules) are mostly such tables (relocations, symbols, BTF): by words the
+    /// kernel pair's package is 2 % smaller (21.39 -> 20.96 MB), while linked programs and
+    /// text come out no smaller.
+    Words,
+}
+
+/// Applies `f` to `a` and `b` (equally long) in little-endian 32-bit words, appending the
+/// results to `out`. The first word starts `phase` bytes before `a[0]` (it holds the first
+/// `4 - phase` bytes), and a word cut short by either end is the number its bytes make, so
+/// `f` must be wrapping arithmetic, whose low bytes do not depend on the high ones.
+fn by_words(a: &[u8], b: &[u8], phase: usize, out: &mut Vec<u8>, f: impl Fn(u32, u32) -> u32) {
+    let n = a.len().min(b.len());
+    out.reserve(n);
+    let word = |x: &[u8]| {
+        let mut w = [0u8; 4];
+        w[..x.len()].copy_from_slice(x);
+        u32::from_le_bytes(w)
+    };
+    let head = ((4 - phase % 4) % 4).min(n);
+    if head > 0 {
+        out.extend_from_slice(&f(word(&a[..head]), word(&b[..head])).to_le_bytes()[..head]);
+    }
+    let (a, b) = (&a[head..n], &b[head..n]);
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        out.extend_from_slice(&f(word(x), word(y)).to_le_bytes());
+    }
+    if !ra.is_empty() {
+        out.extend_from_slice(&f(word(ra), word(rb)).to_le_bytes()[..ra.len()]);
+    }
+}
+
+/// The difference bytes of a patch from `old` to `new` made by [`diff`] (whose own are
+/// [`Differences::Bytes`]), computed as [`Differences::Words`] instead; `None` if the
+/// controls do not fit the two inputs.
+pub fn word_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut np, mut op) = (0usize, 0i64);
+    for c in controls {
+        let add = usize::try_from(c.add).ok()?;
+        let from = usize::try_from(op).ok()?;
+        let to = new.get(np..np.checked_add(add)?)?;
+        let source = old.get(from..from.checked_add(add)?)?;
+        by_words(to, source, np % 4, &mut out, u32::wrapping_sub);
+        np = np
+            .checked_add(add)?
+            .checked_add(usize::try_from(c.copy).ok()?)?;
+        op = op.checked_add(c.add as i64)?.checked_add(c.seek)?;
+    }
+    Some(out)
+}
+
 /// Computes a patch from `old` to `new`, appending to `out`.
 pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     // Nothing to find (no source, or compressed or unrelated data, where a suffix array
@@ -401,6 +464,7 @@ fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize) -> Streams {
 pub fn patch(
     old: &[u8],
     controls: &[Control],
+    differences: Differences,
     diff: &mut &[u8],
     extra: &mut &[u8],
     new_len: u64,
@@ -430,12 +494,16 @@ pub fn patch(
         if from.checked_add(add).is_none_or(|e| e > old.len()) {
             return Err(bad("patch reads past the source"));
         }
-        out.extend(
-            old[from..from + add]
-                .iter()
-                .zip(&diff[..add])
-                .map(|(o, d)| o.wrapping_add(*d)),
-        );
+        let (source, step) = (&old[from..from + add], &diff[..add]);
+        match differences {
+            Differences::Bytes => {
+                out.extend(source.iter().zip(step).map(|(o, d)| o.wrapping_add(*d)));
+            }
+            Differences::Words => {
+                let phase = (out.len() - start) % 4;
+                by_words(source, step, phase, out, u32::wrapping_add);
+            }
+        }
         *diff = &diff[add..];
         if copy > extra.len() {
             return Err(bad("extra stream ends early"));
@@ -489,10 +557,74 @@ mod tests {
         diff(old, new, &mut s);
         let mut out = Vec::new();
         let (mut d, mut e) = (&s.diff[..], &s.extra[..]);
-        patch(old, &s.controls, &mut d, &mut e, new.len() as u64, &mut out).unwrap();
+        let n = new.len() as u64;
+        patch(
+            old,
+            &s.controls,
+            Differences::Bytes,
+            &mut d,
+            &mut e,
+            n,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, new);
         assert!(d.is_empty() && e.is_empty());
+        // The same patch by words, appended after other output (words align to the patch).
+        let words = word_differences(old, new, &s.controls).unwrap();
+        assert_eq!(words.len(), s.diff.len());
+        let mut out = b"xyz".to_vec();
+        let (mut d, mut e) = (&words[..], &s.extra[..]);
+        patch(
+            old,
+            &s.controls,
+            Differences::Words,
+            &mut d,
+            &mut e,
+            n,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(&out[3..], new);
+        assert!(d.is_empty() && e.is_empty());
         s
+    }
+
+    #[test]
+    fn word_differences_of_shifted_fields_are_constant() {
+        // A table of 32-bit ids, each moved by 200: bytewise the carries make the
+        // differences vary, by words they are all the same.
+        let ids = |shift: u32| -> Vec<u8> {
+            (0..20_000u32)
+                .flat_map(|i| (i * 37 + 1000 + shift).to_le_bytes())
+                .collect()
+        };
+        let (old, new) = (ids(0), ids(200));
+        let c = [Control {
+            add: old.len() as u64,
+            copy: 0,
+            seek: 0,
+        }];
+        let words = word_differences(&old, &new, &c).unwrap();
+        assert!(words.chunks(4).all(|w| w == [200, 0, 0, 0]));
+        let bytes: std::collections::HashSet<_> = new
+            .chunks(4)
+            .zip(old.chunks(4))
+            .map(|(n, o)| [n[0].wrapping_sub(o[0]), n[1].wrapping_sub(o[1])])
+            .collect();
+        assert!(bytes.len() > 1);
+        let mut out = Vec::new();
+        let (mut d, mut e) = (&words[..], &[][..]);
+        let n = new.len() as u64;
+        patch(&old, &c, Differences::Words, &mut d, &mut e, n, &mut out).unwrap();
+        assert_eq!(out, new);
+        // Controls that do not fit the inputs give no differences, and no panic.
+        let long = [Control {
+            add: old.len() as u64 + 1,
+            copy: 0,
+            seek: 0,
+        }];
+        assert!(word_differences(&old, &new, &long).is_none());
     }
 
     #[test]
@@ -581,14 +713,14 @@ mod tests {
         }];
         let mut out = Vec::new();
         let (mut d, mut e) = (&[0u8; 10][..], &[][..]);
-        assert!(patch(b"abc", &c, &mut d, &mut e, 10, &mut out).is_err());
+        assert!(patch(b"abc", &c, Differences::Bytes, &mut d, &mut e, 10, &mut out).is_err());
         let c = [Control {
             add: 0,
             copy: u64::MAX,
             seek: i64::MIN,
         }];
         let (mut d, mut e) = (&[][..], &[][..]);
-        assert!(patch(b"abc", &c, &mut d, &mut e, 10, &mut out).is_err());
+        assert!(patch(b"abc", &c, Differences::Bytes, &mut d, &mut e, 10, &mut out).is_err());
     }
 
     proptest! {
@@ -597,6 +729,18 @@ mod tests {
         fn any_pair_round_trips(old in proptest::collection::vec(0u8..4, 0..2000),
                                 new in proptest::collection::vec(0u8..4, 0..2000)) {
             roundtrip(&old, &new);
+        }
+
+        #[test]
+        fn words_of_any_phase_round_trip(old in proptest::collection::vec(any::<u8>(), 0..64),
+                                         diff in proptest::collection::vec(any::<u8>(), 0..64),
+                                         phase in 0usize..4) {
+            let n = old.len().min(diff.len());
+            let mut new = Vec::new();
+            by_words(&old[..n], &diff[..n], phase, &mut new, u32::wrapping_add);
+            let mut back = Vec::new();
+            by_words(&new, &old[..n], phase, &mut back, u32::wrapping_sub);
+            prop_assert_eq!(back, &diff[..n]);
         }
     }
 }
