@@ -28,7 +28,7 @@
 
 
 /**
- * Pass as `level` to use the compression's default level (zstd 19, gzip 9, xz 6).
+ * Pass as `level` to use the compression's default level (xz 6, zstd 19, gzip 9).
  */
 #define DD_LEVEL_DEFAULT -1
 
@@ -168,17 +168,18 @@ typedef enum {
  */
 typedef enum {
     /**
-     * Zstandard with long-distance matching (the default), levels 1-22.
+     * xz (LZMA2, a dictionary of at least 16 MiB; the default), levels 0-9. Zero, so that
+     * a zeroed options struct in a binding means the default.
      */
-    DD_COMPRESSION_ZSTD = 0,
+    DD_COMPRESSION_XZ = 0,
     /**
      * gzip, levels 1-9.
      */
     DD_COMPRESSION_GZIP = 1,
     /**
-     * xz, levels 0-9.
+     * Zstandard with long-distance matching, levels 1-22.
      */
-    DD_COMPRESSION_XZ = 2,
+    DD_COMPRESSION_ZSTD = 2,
     /**
      * No compression.
      */
@@ -461,7 +462,7 @@ dd_status dd_create_options_set_method(dd_create_options *options,
 
 /**
  * Payload compression: a `dd_compression` value and a level in its range, or
- * `DD_LEVEL_DEFAULT` (default: zstd level 19).
+ * `DD_LEVEL_DEFAULT` (default: xz level 6).
  *
  * # Safety
  *
@@ -917,7 +918,7 @@ dd_status dd_package_verify(const dd_package *package,
  * ```json
  * {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
  *  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
- *  "compression": {"algorithm": "zstd", "level": 19},
+ *  "compression": {"algorithm": "xz", "level": 6},
  *  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
  *           "reference": "...", "platform": {...}} | null,
  *  "target": {same fields as base},

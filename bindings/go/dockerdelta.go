@@ -292,9 +292,9 @@ type Compression uint32
 
 // The compressions.
 const (
-	CompressionZstd Compression = C.DD_COMPRESSION_ZSTD
+	CompressionXz   Compression = C.DD_COMPRESSION_XZ // the default (zero value)
 	CompressionGzip Compression = C.DD_COMPRESSION_GZIP
-	CompressionXz   Compression = C.DD_COMPRESSION_XZ
+	CompressionZstd Compression = C.DD_COMPRESSION_ZSTD
 	CompressionNone Compression = C.DD_COMPRESSION_NONE
 )
 
@@ -303,7 +303,7 @@ type CreateOptions struct {
 	Method      Method
 	Compression Compression
 	// Level is the compression level in the algorithm's range; 0 means its default
-	// (zstd 19, gzip 9, xz 6).
+	// (xz 6, zstd 19, gzip 9).
 	Level          int
 	Platform       string // "" for the host's
 	Force          bool

@@ -34,9 +34,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Method::Auto)]
     method: Method,
     /// Compression of the package payload.
-    #[arg(long, value_enum, default_value_t = PayloadCompression::Zstd)]
+    #[arg(long, value_enum, default_value_t = PayloadCompression::default())]
     compression: PayloadCompression,
-    /// Compression level (zstd 1-22, gzip 1-9, xz 0-9; default 19, 9, 6).
+    /// Compression level (xz 0-9, zstd 1-22, gzip 1-9; default 6, 19, 9).
     #[arg(long)]
     level: Option<i32>,
     /// Platform to choose from multi-platform indexes (os/arch[/variant]).

@@ -36,8 +36,8 @@ impl Default for CreateOptions<'_> {
         CreateOptions {
             method: Method::Auto,
             compression: CompressionSpec {
-                algorithm: PayloadCompression::Zstd,
-                level: PayloadCompression::Zstd.default_level(),
+                algorithm: PayloadCompression::default(),
+                level: PayloadCompression::default().default_level(),
             },
             max_layer_memory: default_max_layer_memory(),
             force: false,

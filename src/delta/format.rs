@@ -44,14 +44,22 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadCompression {
-    /// Zstandard with long-distance matching (the default).
+    /// Zstandard with long-distance matching.
     Zstd,
     /// gzip.
     Gzip,
-    /// xz (LZMA2).
+    /// xz (LZMA2, a dictionary of at least 16 MiB; the default).
     Xz,
     /// No compression.
     None,
+}
+
+impl Default for PayloadCompression {
+    /// xz: on every bench pair its package is smaller than zstd -19's with long-distance
+    /// matching (2.9-7 %; see docs/BENCHMARKS.md), and it needs less memory to create.
+    fn default() -> Self {
+        PayloadCompression::Xz
+    }
 }
 
 impl PayloadCompression {
@@ -505,7 +513,19 @@ impl Package {
                 Box::new(d)
             }
             PayloadCompression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-            PayloadCompression::Xz => Box::new(xz2::bufread::XzDecoder::new(raw)),
+            PayloadCompression::Xz => {
+                let stream = xz2::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
+                    .map_err(io::Error::from)
+                    .at(&self.path)?;
+                Box::new(xz2::bufread::XzDecoder::new_stream(raw, stream))
+            }
+        };
+        // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
+        // layer and decompressing the payload then share the cores instead of taking turns
+        // (xz decodes at about 100 MB/s, which alone would hold apply near that rate).
+        let stream: Box<dyn Read + Send> = match self.header.compression.algorithm {
+            PayloadCompression::None => stream,
+            _ => Box::new(ReadAhead::new(stream)),
         };
         Ok(BlobReader {
             path: self.path.clone(),
@@ -513,6 +533,85 @@ impl Package {
             blobs: self.header.blobs.clone(),
             next: 0,
         })
+    }
+}
+
+/// A reader that reads its source on another thread, up to [`READ_AHEAD`] blocks ahead.
+struct ReadAhead {
+    blocks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+/// Blocks a [`ReadAhead`] may hold ready (of 1 MiB each).
+const READ_AHEAD: usize = 4;
+
+impl ReadAhead {
+    fn new(mut source: Box<dyn Read + Send>) -> ReadAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        std::thread::spawn(move || loop {
+            let mut block = vec![0u8; 1 << 20];
+            let mut filled = 0;
+            let result = loop {
+                match source.read(&mut block[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == block.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            block.truncate(filled);
+            // An empty block is the end; a failed send means the reader is gone.
+            let last = filled == 0 || result.is_err();
+            let sent = match result {
+                Ok(()) => tx.send(Ok(block)),
+                Err(e) if filled > 0 => tx.send(Ok(block)).and_then(|_| tx.send(Err(e))),
+                Err(e) => tx.send(Err(e)),
+            };
+            if last || sent.is_err() {
+                return;
+            }
+        });
+        ReadAhead {
+            blocks: rx,
+            block: Vec::new(),
+            at: 0,
+            ended: false,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.blocks.recv() {
+                Ok(Ok(block)) => {
+                    self.ended = block.is_empty();
+                    (self.block, self.at) = (block, 0);
+                }
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.ended = true;
+                    return Err(io::Error::other("the payload reader thread stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -667,6 +766,31 @@ impl PayloadEncoder {
     }
 }
 
+/// The most memory the xz decoder may use: a 64 MiB dictionary (level 9) and its state.
+/// A payload that claims a larger dictionary is refused instead of allocated.
+const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
+
+/// An xz encoder at `level`: the preset, with a dictionary of at least 16 MiB and no
+/// position bits in the match and literal contexts (`pb=0`). Measured on the payloads of
+/// the bench pairs, against preset 6 alone: the 16 MiB dictionary reaches the far copies of
+/// a layer of upgraded tools (13.19 -> 12.17 MB, where zstd's 128 MiB window gets 12.27),
+/// `pb=0` saves 0.2-0.5 % on every pair (the payload's sections are bytes and varints,
+/// not aligned words). The encoder then needs about 190 MiB.
+fn xz_encoder(level: u32) -> io::Result<xz2::stream::Stream> {
+    let mut options = xz2::stream::LzmaOptions::new_preset(level)?;
+    // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
+    if level <= 7 {
+        options.dict_size(16 << 20);
+    }
+    options.position_bits(0);
+    let mut filters = xz2::stream::Filters::new();
+    filters.lzma2(&options);
+    Ok(xz2::stream::Stream::new_stream_encoder(
+        &filters,
+        xz2::stream::Check::Crc64,
+    )?)
+}
+
 impl PackageWriter {
     /// Starts a package whose payload spools in `spool_dir`.
     pub fn new(compression: CompressionSpec, spool_dir: &Path) -> Result<PackageWriter> {
@@ -707,9 +831,10 @@ impl PackageWriter {
                 file,
                 flate2::Compression::new(compression.level as u32),
             )),
-            PayloadCompression::Xz => {
-                PayloadEncoder::Xz(xz2::write::XzEncoder::new(file, compression.level as u32))
-            }
+            PayloadCompression::Xz => PayloadEncoder::Xz(xz2::write::XzEncoder::new_stream(
+                file,
+                xz_encoder(compression.level as u32).at(&spool_path)?,
+            )),
         };
         Ok(PackageWriter {
             compression,

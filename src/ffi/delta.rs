@@ -18,7 +18,7 @@ use crate::platform::Platform;
 use crate::reference::ImageReference;
 use crate::transport::OpenOptions;
 
-/// Pass as `level` to use the compression's default level (zstd 19, gzip 9, xz 6).
+/// Pass as `level` to use the compression's default level (xz 6, zstd 19, gzip 9).
 pub const DD_LEVEL_DEFAULT: i32 = -1;
 
 /// How `dd_create` encodes changed layers (`--method`).
@@ -42,12 +42,13 @@ pub enum dd_method {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum dd_compression {
-    /// Zstandard with long-distance matching (the default), levels 1-22.
-    Zstd = 0,
+    /// xz (LZMA2, a dictionary of at least 16 MiB; the default), levels 0-9. Zero, so that
+    /// a zeroed options struct in a binding means the default.
+    Xz = 0,
     /// gzip, levels 1-9.
     Gzip = 1,
-    /// xz, levels 0-9.
-    Xz = 2,
+    /// Zstandard with long-distance matching, levels 1-22.
+    Zstd = 2,
     /// No compression.
     None = 3,
 }
@@ -70,7 +71,7 @@ impl Default for dd_create_options {
     fn default() -> Self {
         dd_create_options {
             method: Method::Auto,
-            compression: PayloadCompression::Zstd,
+            compression: PayloadCompression::default(),
             level: None,
             platform: None,
             force: false,
@@ -479,7 +480,7 @@ pub unsafe extern "C" fn dd_create_options_set_method(
 }
 
 /// Payload compression: a `dd_compression` value and a level in its range, or
-/// `DD_LEVEL_DEFAULT` (default: zstd level 19).
+/// `DD_LEVEL_DEFAULT` (default: xz level 6).
 ///
 /// # Safety
 ///

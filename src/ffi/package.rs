@@ -101,7 +101,7 @@ pub unsafe extern "C" fn dd_package_verify(
 /// ```json
 /// {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
 ///  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
-///  "compression": {"algorithm": "zstd", "level": 19},
+///  "compression": {"algorithm": "xz", "level": 6},
 ///  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
 ///           "reference": "...", "platform": {...}} | null,
 ///  "target": {same fields as base},

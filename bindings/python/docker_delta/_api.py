@@ -44,7 +44,7 @@ LogCallback = Callable[[LogLevel, str], None]
 """``log(level, message)``."""
 
 _METHODS = {"auto": 0, "xdelta3": 1, "zstd": 2, "layer": 3, "files": 4}
-_COMPRESSIONS = {"zstd": 0, "gzip": 1, "xz": 2, "none": 3}
+_COMPRESSIONS = {"xz": 0, "gzip": 1, "zstd": 2, "none": 3}
 _LEVEL_DEFAULT = -1
 
 
@@ -337,7 +337,7 @@ def create(
     old: Optional[PathLike] = None,
     *,
     method: str = "auto",
-    compression: str = "zstd",
+    compression: str = "xz",
     level: Optional[int] = None,
     platform: Optional[str] = None,
     force: bool = False,
@@ -350,8 +350,8 @@ def create(
     """Creates a package at ``output`` that rebuilds ``new`` from ``old`` (or a full
     package when ``old`` is None). Returns the report (``docker-delta create --json``).
 
-    ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``zstd`` |
-    ``gzip`` | ``xz`` | ``none`` with ``level`` in its range (None: the default).
+    ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``xz`` |
+    ``zstd`` | ``gzip`` | ``none`` with ``level`` in its range (None: the default).
     """
     cbs = _Callbacks(progress, log)
     with _Options("dd_create_options") as o:
