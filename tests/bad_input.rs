@@ -415,6 +415,16 @@ fn packages_whose_header_lies() {
     for case in &cases {
         check(&w, case);
     }
+    check(
+        &w,
+        &Case::new(
+            "an xz payload that claims a 1 GiB dictionary",
+            greedy_xz(&w),
+            &w.old,
+            "invalid_package",
+            "needs more than 96 MiB of memory",
+        ),
+    );
     // Invalid UTF-8 inside a JSON string of the header.
     let (h, _, _) = common::package_parts(&good);
     let mut b = good.clone();
@@ -436,6 +446,29 @@ fn packages_whose_header_lies() {
             "package header",
         ),
     );
+}
+
+/// An xz package whose block header claims a 1 GiB dictionary (the decoder would need that
+/// much memory), re-signed so that only the decoder's memory limit stands in the way.
+fn greedy_xz(w: &World) -> Vec<u8> {
+    let mut bytes = package_with(w, PayloadCompression::Xz, Method::Layer);
+    let (header_len, _, at) = common::package_parts(&bytes);
+    // The xz stream header (12 bytes), then the first block header: its size / 4 - 1,
+    // flags (one filter, no sizes), LZMA2's id and one property byte, the dictionary size
+    // code; padding; a CRC-32 of all that.
+    let b = at + 12;
+    let len = (bytes[b] as usize + 1) * 4;
+    assert_eq!(
+        bytes[b + 1..b + 4],
+        [0x00, 0x21, 0x01],
+        "an unexpected xz block header"
+    );
+    bytes[b + 4] = 36; // (2 | 36 & 1) << (36 / 2 + 11) = 1 GiB
+    let mut crc = flate2::Crc::new();
+    crc.update(&bytes[b..b + len - 4]);
+    bytes[b + len - 4..b + len].copy_from_slice(&crc.sum().to_le_bytes());
+    common::resign_package(&mut bytes, header_len);
+    bytes
 }
 
 /// The package with blob `i` replaced by `blob`, its size and digest in the header made to

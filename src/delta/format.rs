@@ -517,7 +517,10 @@ impl Package {
                 let stream = xz2::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
                     .map_err(io::Error::from)
                     .at(&self.path)?;
-                Box::new(xz2::bufread::XzDecoder::new_stream(raw, stream))
+                Box::new(XzPayload {
+                    inner: xz2::bufread::XzDecoder::new_stream(raw, stream),
+                    path: self.path.clone(),
+                })
             }
         };
         // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
@@ -532,6 +535,37 @@ impl Package {
             stream,
             blobs: self.header.blobs.clone(),
             next: 0,
+        })
+    }
+}
+
+/// An xz payload's decoder, whose errors name the package and say what is wrong with it
+/// (liblzma's own say only "memory limit reached" or "corrupt data").
+struct XzPayload<R> {
+    inner: xz2::bufread::XzDecoder<R>,
+    path: PathBuf,
+}
+
+impl<R: io::BufRead> Read for XzPayload<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let reason = match e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<xz2::stream::Error>())
+            {
+                Some(xz2::stream::Error::MemLimit) => format!(
+                    "its xz payload needs more than {} MiB of memory to decode (a larger \
+                     dictionary than docker-delta writes)",
+                    MAX_XZ_DECODER_MEMORY >> 20
+                ),
+                Some(x) => format!("its xz payload is damaged: {x}"),
+                None => return e,
+            };
+            Error::InvalidPackage {
+                path: self.path.clone(),
+                reason,
+            }
+            .into_io()
         })
     }
 }
