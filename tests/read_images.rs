@@ -143,6 +143,27 @@ fn inspect_cli_json_matches_library() {
         err.contains(":@1") && err.contains("dd-test/app:2"),
         "{err}"
     );
+    // Text output: the indexes walked to the manifest, outermost first, once each.
+    let out = Command::new(common::bin())
+        .args([
+            "inspect",
+            "--no-verify",
+            "--platform",
+            "linux/arm64",
+            &format!("oci:{}/multiarch:new", dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Manifest:    OCI image manifest (via OCI image index > OCI image index)\n"),
+        "{text}"
+    );
 }
 
 #[test]

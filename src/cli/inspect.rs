@@ -47,8 +47,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     println!("Reference:   {}", report.reference);
     println!("Transport:   {}", report.transport);
     let mut format = report.manifest_format.to_string();
-    for k in report.index_formats.iter().rev() {
-        format.push_str(&format!(" (via {k})"));
+    if !report.index_formats.is_empty() {
+        // Outermost first: "OCI image manifest (via OCI image index > OCI image index)".
+        let path: Vec<String> = report.index_formats.iter().map(|k| k.to_string()).collect();
+        format.push_str(&format!(" (via {})", path.join(" > ")));
     }
     println!("Manifest:    {format}");
     println!("Image ID:    {}", report.image_id);
