@@ -319,9 +319,14 @@ fn unreachable_daemon_is_a_missing_dependency() {
 /// names only the host's platform, and `--platform` reaches the others through the
 /// export's OCI index. On the classic store (one platform per image) another platform is
 /// refused, naming the one there is.
-#[test]
-fn docker_daemon_sources_honour_platform() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Writes an OCI archive of a two-platform image (linux/amd64 and linux/arm64, one layer
+/// each holding `hello.txt` with `content(arch)`) named `name` for the containerd store;
+/// returns the index digest and each platform's config digest.
+fn multiplatform_archive(
+    path: &std::path::Path,
+    name: &str,
+    content: &dyn Fn(&str) -> String,
+) -> (String, HashMap<&'static str, String>) {
     let mut blobs = common::Members::new();
     let mut put = |data: Vec<u8>| -> (String, usize) {
         let d = common::sha256(&data);
@@ -333,7 +338,7 @@ fn docker_daemon_sources_honour_platform() {
     let mut manifests = Vec::new();
     let mut configs = HashMap::new();
     for arch in ["amd64", "arm64"] {
-        let layer = common::layer(&[("hello.txt", format!("hello from {arch}").as_bytes())]);
+        let layer = common::layer(&[("hello.txt", content(arch).as_bytes())]);
         let config = common::config(std::slice::from_ref(&layer), arch);
         let (ld, ls) = put(layer);
         let (cd, cs) = put(config);
@@ -358,8 +363,6 @@ fn docker_daemon_sources_honour_platform() {
     }))
     .unwrap();
     let (id, is) = put(index);
-    let name = "dd-e2e/multiplatform:1";
-    let archive = tmp.path().join("multiplatform.tar");
     blobs
         .add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())
         .add(
@@ -373,7 +376,16 @@ fn docker_daemon_sources_honour_platform() {
             }))
             .unwrap(),
         )
-        .write(&archive);
+        .write(path);
+    (id, configs)
+}
+
+#[test]
+fn docker_daemon_sources_honour_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "dd-e2e/multiplatform:1";
+    let archive = tmp.path().join("multiplatform.tar");
+    let (id, configs) = multiplatform_archive(&archive, name, &|arch| format!("hello from {arch}"));
     let inspect = |e: &Engine, platform: &str| {
         dd(Some(e))
             .args(["inspect", "--json", "--platform", platform])
@@ -417,5 +429,26 @@ fn docker_daemon_sources_honour_platform() {
             !o.status.success() && err.contains("linux/amd64, linux/arm64"),
             "{err}"
         );
+        // A delta between two versions of the arm64 image, applied with no --base: the
+        // daemon lists the base's tag with the host's layers, and the base is found anyway.
+        let v2 = tmp.path().join("multiplatform-2.tar");
+        let (_, configs2) = multiplatform_archive(&v2, "dd-e2e/multiplatform:2", &|arch| {
+            format!("hello again from {arch}, with more to say")
+        });
+        let pkg = tmp.path().join("arm64.ddelta");
+        let out = tmp.path().join("arm64-2.tar");
+        run(dd(Some(&e))
+            .args(["create", "--platform", "linux/arm64"])
+            .arg(format!("docker-daemon:{name}"))
+            .arg(format!("oci-archive:{}", v2.display()))
+            .arg("-o")
+            .arg(&pkg));
+        run(dd(Some(&e)).arg("apply").arg(&pkg).arg("-o").arg(&out));
+        let o = run(dd(None)
+            .args(["inspect", "--json"])
+            .arg(format!("docker-archive:{}", out.display())));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["image_id"], configs2["arm64"].as_str());
+        assert_eq!(v["platform"]["architecture"], "arm64");
     }
 }

@@ -90,6 +90,7 @@ pub fn open_base(
                 &recorded.image_id,
                 &recorded.diff_ids,
                 &recorded.repo_tags,
+                &recorded.platform,
                 options,
             )?;
             Ok(Some(Box::new(found)))

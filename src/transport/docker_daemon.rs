@@ -7,10 +7,11 @@
 
 use std::io::{BufWriter, Read, Write};
 
-use crate::daemon::{DockerClient, ImageInspect};
+use crate::daemon::{DockerClient, ImageInspect, ImageSummary};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
+use crate::platform::Platform;
 use crate::reference::{ImageReference, Transport};
 use crate::transport::docker_archive::DockerArchive;
 use crate::transport::oci::OciLayout;
@@ -59,12 +60,16 @@ impl DockerDaemon {
     /// With the classic image store the daemon knows the image by that ID. The containerd
     /// image store knows it by its manifest digest instead, so there every image whose
     /// layers are `diff_ids` is a candidate (those tagged with one of `tags` first), and the
-    /// first whose export holds the config `image_id` is the one. `ImageNotFound` if none.
+    /// first whose export holds the config `image_id` is the one. That store reports a
+    /// multi-platform image's layers for the host's platform only, so an image tagged with
+    /// one of `tags` is a candidate whatever its layers, and is exported for `platform` (the
+    /// base's, unless `options` names one). `ImageNotFound` if none.
     pub fn find(
         client: &DockerClient,
         image_id: &Digest,
         diff_ids: &[Digest],
         tags: &[String],
+        platform: &Platform,
         options: &OpenOptions,
     ) -> Result<DockerDaemon> {
         let reference = ImageReference::DockerDaemon {
@@ -75,17 +80,32 @@ impl DockerDaemon {
         }
         tracing::debug!(image = %image_id, "not known by its config digest: looking for it by its layers (containerd image store)");
         let mut candidates = client.list_images()?;
+        let tagged = |c: &ImageSummary| c.repo_tags.iter().any(|t| tags.contains(t));
         // Tagged as recorded first, then the rest in the daemon's order.
-        candidates.sort_by_key(|c| !c.repo_tags.iter().any(|t| tags.contains(t)));
+        candidates.sort_by_key(|c| !tagged(c));
+        let for_platform = OpenOptions {
+            platform: Some(options.platform.clone().unwrap_or_else(|| platform.clone())),
+            ..options.clone()
+        };
         for candidate in candidates {
             let Some(inspect) = client.inspect_image(&candidate.id.to_string())? else {
                 continue;
             };
-            if inspect.rootfs_layers != diff_ids {
+            let daemon = if inspect.rootfs_layers == diff_ids {
+                tracing::debug!(candidate = %candidate.id, tags = ?candidate.repo_tags, "same layers: exporting to compare configs");
+                Self::export(client, &reference, inspect, options)?
+            } else if tagged(&candidate) {
+                // Other layers, but tagged as the base was: perhaps a multi-platform image
+                // whose other platform is the base. An image without it is no candidate.
+                tracing::debug!(candidate = %candidate.id, tags = ?candidate.repo_tags, %platform, "tagged as the base: exporting its platform to compare configs");
+                match Self::export(client, &reference, inspect, &for_platform) {
+                    Ok(daemon) => daemon,
+                    Err(Error::ImageNotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
                 continue;
-            }
-            tracing::debug!(candidate = %candidate.id, tags = ?candidate.repo_tags, "same layers: exporting to compare configs");
-            let daemon = Self::export(client, &reference, inspect, options)?;
+            };
             if daemon.image.config_digest == *image_id {
                 return Ok(daemon);
             }
