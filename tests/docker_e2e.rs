@@ -452,3 +452,51 @@ fn docker_daemon_sources_honour_platform() {
         assert_eq!(v["platform"]["architecture"], "arm64");
     }
 }
+
+/// With no --base, a base image the daemon does not have is named in the error, with what
+/// to do about it.
+#[test]
+fn a_base_missing_from_the_daemon_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::layer(&[("base.txt", b"never loaded anywhere".as_slice())]);
+    let (old, _) = common::docker_archive(
+        tmp.path(),
+        "old.tar",
+        Some("dd-e2e/absent-base:1"),
+        std::slice::from_ref(&base),
+    );
+    let (new, _) = common::docker_archive(
+        tmp.path(),
+        "new.tar",
+        Some("dd-e2e/absent-base:2"),
+        &[
+            base.clone(),
+            common::layer(&[("app.txt", b"v2".as_slice())]),
+        ],
+    );
+    let pkg = tmp.path().join("p.ddelta");
+    run(dd(None)
+        .arg("create")
+        .arg(format!("docker-archive:{}", old.display()))
+        .arg(format!("docker-archive:{}", new.display()))
+        .arg("-o")
+        .arg(&pkg));
+    for e in engines() {
+        let o = dd(Some(&e))
+            .arg("apply")
+            .arg(&pkg)
+            .arg("-o")
+            .arg(tmp.path().join("out.tar"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{}: {err}", e.name);
+        assert!(
+            err.contains("the package's base image, tagged dd-e2e/absent-base:1 for linux/amd64")
+                && err.contains("name it with --base"),
+            "{}: {err}",
+            e.name
+        );
+        assert!(!tmp.path().join("out.tar").exists());
+    }
+}

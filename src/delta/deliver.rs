@@ -92,7 +92,30 @@ pub fn open_base(
                 &recorded.repo_tags,
                 &recorded.platform,
                 options,
-            )?;
+            )
+            .map_err(|e| match e {
+                // Say what the image is and what to do, when the user named none.
+                Error::ImageNotFound {
+                    path,
+                    wanted,
+                    available,
+                } if explicit.is_none() => Error::ImageNotFound {
+                    path,
+                    wanted: format!(
+                        "{wanted} (the package's base image, {} for {}, read from {}; load it \
+                         into the daemon or name it with --base)",
+                        if recorded.repo_tags.is_empty() {
+                            "untagged".to_string()
+                        } else {
+                            format!("tagged {}", recorded.repo_tags.join(", "))
+                        },
+                        recorded.platform,
+                        recorded.reference
+                    ),
+                    available,
+                },
+                e => e,
+            })?;
             Ok(Some(Box::new(found)))
         }
         None => crate::transport::open(&reference, options).map(Some),
