@@ -44,12 +44,12 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadCompression {
+    /// xz (LZMA2, a dictionary of at least 16 MiB; the default).
+    Xz,
     /// Zstandard with long-distance matching.
     Zstd,
     /// gzip.
     Gzip,
-    /// xz (LZMA2, a dictionary of at least 16 MiB; the default).
-    Xz,
     /// No compression.
     None,
 }
