@@ -453,6 +453,7 @@ fn lengths_near_u64_max_are_refused_not_wrapped() {
     let mut ops = vec![OP_HDIFF];
     put_patch(
         &mut ops,
+        None,
         0,
         0,
         10,
@@ -472,7 +473,7 @@ fn lengths_near_u64_max_are_refused_not_wrapped() {
 fn a_patch_source_outside_the_layer_allocates_nothing() {
     let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
     let mut ops = vec![OP_DIFF];
-    put_patch(&mut ops, 0, 1 << 40, 2 * WINDOW, 1, &[]);
+    put_patch(&mut ops, None, 0, 1 << 40, 2 * WINDOW, 1, &[]);
     let e = decode_err(&one_chunk(1, &ops, &[], &[]), &old.data);
     assert!(e.contains("outside the"), "{e}");
     assert!(old.data.read(u64::MAX, 2).is_err());
@@ -602,4 +603,66 @@ fn a_gzip_patch_length_near_u64_max_is_refused() {
     let input = include_bytes!("../../../fuzz/regressions/files/gzip-patch-length-near-u64-max");
     let e = decode_err(&input[1..], &old.data);
     assert!(e.contains("files"), "{e}");
+}
+
+/// A split chunk (controls in sections of their own) must use every control byte, and
+/// one whose control sections end early is refused.
+#[test]
+fn split_control_sections_are_checked() {
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let chunk = |ops: &[u8], meta: &[u8], controls: [&[u8]; 3]| {
+        let mut s = MAGIC.to_vec();
+        s.push(CHUNK_SPLIT);
+        let sections: [&[u8]; 8] = [
+            ops,
+            meta,
+            &[],
+            &[],
+            &[],
+            controls[0],
+            controls[1],
+            controls[2],
+        ];
+        put(&mut s, 5);
+        for x in &sections {
+            put(&mut s, x.len() as u64);
+        }
+        for x in &sections {
+            s.extend_from_slice(x);
+        }
+        s.push(0);
+        s
+    };
+    // An HDIFF of 5 bytes from the old layer's first 5: one control, add 5.
+    let mut ops = vec![OP_HDIFF];
+    let mut ctl = ControlSections::default();
+    let c = [Control {
+        add: 5,
+        copy: 0,
+        seek: 0,
+    }];
+    put_patch(&mut ops, Some(&mut ctl), 0, 0, 10, 5, &c);
+    assert_eq!(ops.len(), 1 + 5, "the triple is not in ops");
+    let stream = |controls: [&[u8]; 3]| chunk(&ops, &[], controls);
+    // No difference bytes: the runs section is empty, so the patch reads past it.
+    let e = decode_err(&stream([&ctl.add, &ctl.copy, &ctl.seek]), &old.data);
+    assert!(e.contains("difference stream ends early"), "{e}");
+    // A META chunk with a stray control byte left over.
+    let mut ops = vec![OP_META];
+    put(&mut ops, 5);
+    let e = decode_err(&chunk(&ops, b"hello", [&[7], &[], &[]]), &old.data);
+    assert!(e.contains("do not add up"), "{e}");
+    // Control sections that end inside a triple.
+    let mut ops = vec![OP_HDIFF];
+    put_patch(
+        &mut ops,
+        Some(&mut ControlSections::default()),
+        0,
+        0,
+        10,
+        5,
+        &c,
+    );
+    let e = decode_err(&chunk(&ops, &[], [&[5], &[0], &[]]), &old.data);
+    assert!(e.contains("truncated or overlong varint"), "{e}");
 }
