@@ -93,17 +93,23 @@ fn inspect_cli_json_matches_library() {
     let Some(dir) = common::fixtures() else {
         return;
     };
+    let inspect = |args: &[&str]| {
+        Command::new(common::bin())
+            .arg("inspect")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let stdout = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
     let r = format!("docker-archive:{}/d26/new.tar", dir.display());
-    let out = Command::new(common::bin())
-        .args(["inspect", "--json", &r])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&stdout(inspect(&["--json", &r]))).unwrap();
     let src = open_ref(&r, None).unwrap();
     assert_eq!(v["image_id"], src.image().config_digest.to_string());
     assert_eq!(v["transport"], "docker-archive");
@@ -114,29 +120,12 @@ fn inspect_cli_json_matches_library() {
     );
     assert!(v["layers"][0]["uncompressed_size"].as_u64().unwrap() > 0);
     // Bare path: transport detected from content.
-    let out = Command::new(common::bin())
-        .args([
-            "inspect",
-            "--json",
-            &format!("{}/oci-archive/new.tar", dir.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bare = format!("{}/oci-archive/new.tar", dir.display());
+    let v: serde_json::Value =
+        serde_json::from_slice(&stdout(inspect(&["--json", &bare]))).unwrap();
     assert_eq!(v["transport"], "oci-archive");
     // Several images and no selector: exit code 3 and the choices listed.
-    let out = Command::new(common::bin())
-        .args([
-            "inspect",
-            &format!("docker-archive:{}/d20/multi.tar", dir.display()),
-        ])
-        .output()
-        .unwrap();
+    let out = inspect(&[&format!("docker-archive:{}/d20/multi.tar", dir.display())]);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -144,22 +133,14 @@ fn inspect_cli_json_matches_library() {
         "{err}"
     );
     // Text output: the indexes walked to the manifest, outermost first, once each.
-    let out = Command::new(common::bin())
-        .args([
-            "inspect",
-            "--no-verify",
-            "--platform",
-            "linux/arm64",
-            &format!("oci:{}/multiarch:new", dir.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let multiarch = format!("oci:{}/multiarch:new", dir.display());
+    let out = stdout(inspect(&[
+        "--no-verify",
+        "--platform",
+        "linux/arm64",
+        &multiarch,
+    ]));
+    let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("Manifest:    OCI image manifest (via OCI image index > OCI image index)\n"),
         "{text}"
