@@ -58,7 +58,7 @@ pub enum PayloadCompression {
 
 impl Default for PayloadCompression {
     /// xz: on every bench pair its package is smaller than zstd -19's with long-distance
-    /// matching (2.9-7 %; see docs/BENCHMARKS.md), and it needs less memory to create.
+    /// matching (1.2-6.7 %; see docs/BENCHMARKS.md), and it needs less memory to create.
     fn default() -> Self {
         PayloadCompression::Xz
     }
@@ -527,7 +527,7 @@ impl Package {
         };
         // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
         // layer and decompressing the payload then share the cores instead of taking turns
-        // (xz decodes at about 100 MB/s, which alone would hold apply near that rate).
+        // (xz decodes at 60-100 MB/s here, which alone would hold apply near that rate).
         let stream: Box<dyn Read + Send> = match self.header.compression.algorithm {
             PayloadCompression::None => stream,
             _ => Box::new(ReadAhead::new(stream)),
