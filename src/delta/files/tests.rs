@@ -406,21 +406,20 @@ proptest! {
 
 /// A stream of one chunk with the given sections (meta, runs, lits, extra) and ops.
 fn one_chunk(output: u64, ops: &[u8], meta: &[u8], extra: &[u8]) -> Vec<u8> {
+    chunk_stream(CHUNK_INLINE, output, &[ops, meta, &[], &[], extra])
+}
+
+/// A stream of one chunk with tag `tag` and the given sections, in order.
+fn chunk_stream(tag: u8, output: u64, sections: &[&[u8]]) -> Vec<u8> {
     let mut s = MAGIC.to_vec();
-    s.push(1);
-    for v in [
-        output,
-        ops.len() as u64,
-        meta.len() as u64,
-        0,
-        0,
-        extra.len() as u64,
-    ] {
-        put(&mut s, v);
+    s.push(tag);
+    put(&mut s, output);
+    for x in sections {
+        put(&mut s, x.len() as u64);
     }
-    s.extend_from_slice(ops);
-    s.extend_from_slice(meta);
-    s.extend_from_slice(extra);
+    for x in sections {
+        s.extend_from_slice(x);
+    }
     s.push(0);
     s
 }
@@ -610,28 +609,8 @@ fn a_gzip_patch_length_near_u64_max_is_refused() {
 #[test]
 fn split_control_sections_are_checked() {
     let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
-    let chunk = |ops: &[u8], meta: &[u8], controls: [&[u8]; 3]| {
-        let mut s = MAGIC.to_vec();
-        s.push(CHUNK_SPLIT);
-        let sections: [&[u8]; 8] = [
-            ops,
-            meta,
-            &[],
-            &[],
-            &[],
-            controls[0],
-            controls[1],
-            controls[2],
-        ];
-        put(&mut s, 5);
-        for x in &sections {
-            put(&mut s, x.len() as u64);
-        }
-        for x in &sections {
-            s.extend_from_slice(x);
-        }
-        s.push(0);
-        s
+    let chunk = |ops: &[u8], meta: &[u8], [a, c, s]: [&[u8]; 3]| {
+        chunk_stream(CHUNK_SPLIT, 5, &[ops, meta, &[], &[], &[], a, c, s])
     };
     // An HDIFF of 5 bytes from the old layer's first 5: one control, add 5.
     let mut ops = vec![OP_HDIFF];
@@ -643,9 +622,11 @@ fn split_control_sections_are_checked() {
     }];
     put_patch(&mut ops, Some(&mut ctl), 0, 0, 10, 5, &c);
     assert_eq!(ops.len(), 1 + 5, "the triple is not in ops");
-    let stream = |controls: [&[u8]; 3]| chunk(&ops, &[], controls);
     // No difference bytes: the runs section is empty, so the patch reads past it.
-    let e = decode_err(&stream([&ctl.add, &ctl.copy, &ctl.seek]), &old.data);
+    let e = decode_err(
+        &chunk(&ops, &[], [&ctl.add, &ctl.copy, &ctl.seek]),
+        &old.data,
+    );
     assert!(e.contains("difference stream ends early"), "{e}");
     // A META chunk with a stray control byte left over.
     let mut ops = vec![OP_META];
