@@ -1,9 +1,9 @@
-//! The delta package file format, version 3 (documented in `docs/FORMAT.md`).
+//! The delta package file format, version 4 (documented in `docs/FORMAT.md`).
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic  89 44 44 45 4C 54 41 0A  ("\x89DDELTA\n")
-//! 8       4     format version, u32 little-endian (3; 1 and 2 are still read)
+//! 8       4     format version, u32 little-endian (4; 1 to 3 are still read)
 //! 12      4     flags, u32 LE (0; a reader refuses unknown flags)
 //! 16      8     header length H, u64 LE
 //! 24      32    SHA-256 of the header bytes
@@ -34,9 +34,10 @@ use zstd::zstd_safe::CParameter;
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// The format version this build writes, and the highest it reads. Version 2 added the
 /// `files` layer method; version 3 its word differences (WDIFF) and chunks with control
-/// sections of their own, which a version 2 reader would refuse only deep in the payload.
-/// Packages of versions 1 and 2 are read as they are.
-pub const FORMAT_VERSION: u32 = 3;
+/// sections of their own, which a version 2 reader would refuse only deep in the payload;
+/// version 4 the BTF map and its BDIFF patches for kernel modules. Packages of versions 1
+/// to 3 are read as they are.
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).

@@ -13,19 +13,23 @@
 //! and is stored as a bsdiff-class patch against it, or literally when it has no source or is
 //! itself compressed (a patch of compressed bytes saves nothing). A gzip member that zlib
 //! re-makes byte for byte is shipped as its text instead, patched against the old member's
-//! text, and deflated again by the decoder (see [`gz`]). Tar headers are patched
+//! text, and deflated again by the decoder (see [`gz`]). A kernel module is patched against
+//! its old build with the old build's BTF first renumbered the way the new kernel renumbered
+//! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] are diffed in windows,
 //! so memory stays bounded whatever the file size.
 //!
 //! # Stream
 //!
-//! The blob is `MAGIC`, then chunks, then a zero byte. A chunk rebuilds up to about
+//! The blob is `MAGIC`, then the layer's BTF map if it has one, then chunks, then a zero
+//! byte. A chunk rebuilds up to about
 //! [`CHUNK`] bytes of the layer and carries eight sections, so that like bytes sit
 //! together in the package's compressed payload (the package compressor sees every layer's
 //! headers, differences and new bytes in one strong stream). Encoders write tag 0x02;
 //! decoders also read 0x01, whose patches keep their control triples in ops:
 //!
 //! ```text
+//! btfmap  = 0x03 shifts(types) shifts(names)        see btf::BtfMap::write
 //! chunk   = 0x02 varint(output_len) varint(ops_len) varint(meta_len) varint(runs_len)
 //!           varint(lits_len) varint(extra_len) varint(adds_len) varint(copies_len)
 //!           varint(seeks_len) ops meta runs lits extra adds copies seeks
@@ -43,6 +47,8 @@
 //!                                                     text deflated at level, CRC, size
 //!         | 0x06 patch                                WDIFF: as DIFF, its differences in
 //!                                                     32-bit words (bsdiff::Differences)
+//!         | 0x07 patch                                BDIFF: as WDIFF, the source (a whole
+//!                                                     module) rewritten by btf::rewrite
 //! gz      = 0x00 varint(text_len)                     the text from extra
 //!         | 0x01 patch                                the text patched against the text
 //!                                                     of the old gzip member it names
@@ -60,6 +66,7 @@
 
 pub mod access;
 pub mod bsdiff;
+pub mod btf;
 pub mod gz;
 pub mod tarscan;
 
@@ -99,6 +106,7 @@ const OP_DIFF: u8 = 3;
 const OP_HDIFF: u8 = 4;
 const OP_GZIP: u8 = 5;
 const OP_WDIFF: u8 = 6;
+const OP_BDIFF: u8 = 7;
 /// OP_GZIP: the text follows in extra.
 const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.
@@ -123,6 +131,8 @@ pub struct EncodeStats {
     pub files_literal: u64,
     /// Gzip members considered for shipping as text (see [`gz`]).
     pub files_gzip: u64,
+    /// Kernel modules patched with their BTF renumbered first (see [`btf`]).
+    pub files_btf: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).
@@ -162,6 +172,9 @@ enum Region {
         src_len: u64,
         /// The file is a relocatable ELF object (its differences go by words).
         relocatable: bool,
+        /// The source is a whole kernel module whose BTF is rewritten through the
+        /// layer's map before diffing (see [`btf`]).
+        btf: bool,
     },
     Lit {
         off: u64,
@@ -367,6 +380,9 @@ fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Ve
                         src_off: s.data_offset + src_off,
                         src_len,
                         relocatable,
+                        // A candidate if the source is the whole old file; `encode`
+                        // decides once it has learnt the layer's map.
+                        btf: relocatable && src_len == s.size && len == size,
                     });
                     done += len;
                 }
@@ -441,7 +457,29 @@ pub fn encode(
     // Number the old layers actually used 0.. so the package names only those: a base
     // image then needs just the layers the delta reads.
     stats.sources = renumber_sources(&mut regions);
-    tracing::debug!(regions = regions.len(), "planned the files codec's regions");
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
+    let learnt = learn_btf(&mut regions, &refs, &new.data)?;
+    // The map as the decoder will read it, so that the round-trip check covers its encoding.
+    let mut map_bytes = Vec::new();
+    if !learnt.is_empty() {
+        map_bytes.push(CHUNK_BTF_MAP);
+        learnt.write(&mut map_bytes, put);
+    }
+    let map = match map_bytes.split_first() {
+        Some((_, mut rest)) => btf::BtfMap::read(&mut || get(&mut rest))?,
+        None => btf::BtfMap::default(),
+    };
+    stats.files_btf = regions
+        .iter()
+        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
+        .count() as u64;
+    tracing::debug!(
+        regions = regions.len(),
+        btf_modules = stats.files_btf,
+        btf_type_pieces = map.types.len(),
+        btf_name_pieces = map.names.len(),
+        "planned the files codec's regions"
+    );
     // Group regions into chunks of about CHUNK output bytes.
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
@@ -463,11 +501,12 @@ pub fn encode(
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
     let mut written = MAGIC.len() as u64;
+    out.write_all(&map_bytes).map_err(io_err)?;
+    written += map_bytes.len() as u64;
     // Chunks are encoded on every core and written in order. A worker takes the next chunk
     // as soon as it is free (chunks differ widely in cost: a copied file is free, a patched
     // one is not), but never runs more than `ahead` chunks past the writer, so memory stays
     // bounded.
-    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
@@ -483,8 +522,8 @@ pub fn encode(
         workers,
         2 * workers,
         |i| {
-            let bytes = encode_chunk(chunks[i], &refs, &new.data)?;
-            let decoded = decode_chunk(&bytes, &refs)?;
+            let bytes = encode_chunk(chunks[i], &refs, &new.data, &map)?;
+            let decoded = decode_chunk(&bytes, &refs, &map)?;
             Ok((bytes, decoded))
         },
         |(bytes, decoded)| write(bytes, decoded),
@@ -602,15 +641,128 @@ fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
     used
 }
 
-/// Decodes one encoded chunk (as [`encode_chunk`] made it).
-fn decode_chunk(bytes: &[u8], old: &[&LayerData]) -> Result<Vec<u8>> {
+/// Learns the layer's BTF map from the kernel modules among the patched files (see
+/// [`btf`]), and keeps the rewrite for the modules of the kernel it learnt it from. Both
+/// passes read the sections again, so that no more than a pair per core is held at a time.
+fn learn_btf(regions: &mut [Region], old: &[&LayerData], new: &LayerData) -> Result<btf::BtfMap> {
+    let candidates = |regions: &[Region]| -> Vec<usize> {
+        let btf = |r: &Region| matches!(r, Region::Diff { btf: true, .. });
+        (0..regions.len()).filter(|&i| btf(&regions[i])).collect()
+    };
+    let sections = |r: &Region| -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Region::Diff {
+            off,
+            len,
+            src,
+            src_off,
+            src_len,
+            btf: true,
+            ..
+        } = *r
+        else {
+            return Ok(None);
+        };
+        let a = read_btf(old[src], src_off, src_len)?;
+        let b = match a {
+            Some(_) => read_btf(new, off, len)?,
+            None => None,
+        };
+        Ok(a.zip(b))
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pairs = candidates(regions);
+    let surveys = on_every_core(workers, |k| {
+        let mine = pairs.iter().skip(k).step_by(workers);
+        mine.map(|&i| {
+            let survey = sections(&regions[i])?.and_then(|(a, b)| btf::Survey::new(&a, &b));
+            Ok((i, survey))
+        })
+        .collect::<Result<Vec<_>>>()
+    })?;
+    let surveys: Vec<(usize, btf::Survey)> = surveys
+        .into_iter()
+        .flatten()
+        .filter_map(|(i, s)| Some((i, s?)))
+        .collect();
+    let kernel = btf::Kernel::settle(surveys.iter().map(|(_, s)| s));
+    for &i in &pairs {
+        if let Region::Diff { btf, .. } = &mut regions[i] {
+            *btf = false;
+        }
+    }
+    let Some(kernel) = kernel else {
+        return Ok(btf::BtfMap::default());
+    };
+    for (i, s) in &surveys {
+        if let Region::Diff { btf, .. } = &mut regions[*i] {
+            *btf = kernel.owns(s);
+        }
+    }
+    let pairs = candidates(regions);
+    let regions = &*regions;
+    let votes = on_every_core(workers, |k| {
+        let mut votes = btf::Votes::default();
+        for &i in pairs.iter().skip(k).step_by(workers) {
+            if let Some((a, b)) = sections(&regions[i])? {
+                votes.align(&kernel, &a, &b);
+            }
+        }
+        Ok(votes)
+    })?;
+    let mut all = btf::Votes::default();
+    for v in votes {
+        all.merge(v);
+    }
+    Ok(all.finish(&kernel))
+}
+
+/// Runs `work(0..workers)` on as many threads and returns the results in that order.
+fn on_every_core<T: Send>(
+    workers: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let threads: Vec<_> = (0..workers).map(|k| scope.spawn(move || work(k))).collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(Error::Other("files codec: a BTF worker panicked".into()))
+                })
+            })
+            .collect()
+    })
+}
+
+/// The `.BTF` section of the ELF file at `off` (`size` bytes) of a layer, if it has one.
+fn read_btf(d: &LayerData, off: u64, size: u64) -> Result<Option<Vec<u8>>> {
+    let mut read = |o: u64, l: u64| {
+        let o = o.min(size);
+        d.read(off + o, l.min(size - o))
+    };
+    match btf::find_section(size, &mut read)? {
+        Some((o, l)) => Ok(Some(d.read(off + o, l)?)),
+        None => Ok(None),
+    }
+}
+
+/// Decodes one encoded chunk (as [`encode_chunk`] made it), `map` being the stream's BTF
+/// map.
+fn decode_chunk(bytes: &[u8], old: &[&LayerData], map: &btf::BtfMap) -> Result<Vec<u8>> {
     let mut d = Decoder::new(bytes, old.to_vec());
     d.started = true;
+    d.btf = (!map.is_empty()).then(|| map.clone());
     d.next_chunk()?;
     Ok(d.buf)
 }
 
-fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Result<Vec<u8>> {
+fn encode_chunk(
+    regions: &[Region],
+    old: &[&LayerData],
+    new: &LayerData,
+    map: &btf::BtfMap,
+) -> Result<Vec<u8>> {
     let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ctl = ControlSections::default();
     let mut output = 0u64;
@@ -649,9 +801,13 @@ fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Resu
                 src_off,
                 src_len,
                 relocatable,
+                btf,
             } => {
                 let bytes = new.read(off, len)?;
-                let source = old[src].read(src_off, src_len)?;
+                let mut source = old[src].read(src_off, src_len)?;
+                if btf {
+                    btf::rewrite(&mut source, map);
+                }
                 let mut s = Streams::default();
                 bsdiff::diff(&source, &bytes, &mut s);
                 if s.extra.len() as u64 * 10 > len * 9 {
@@ -666,7 +822,16 @@ fn encode_chunk(regions: &[Region], old: &[&LayerData], new: &LayerData) -> Resu
                     let words = relocatable
                         .then(|| bsdiff::word_differences(&source, &bytes, &s.controls))
                         .flatten();
-                    ops.push(if words.is_some() { OP_WDIFF } else { OP_DIFF });
+                    ops.push(match (btf, words.is_some()) {
+                        (true, true) => OP_BDIFF,
+                        (false, true) => OP_WDIFF,
+                        (false, false) => OP_DIFF,
+                        (true, false) => {
+                            return Err(Error::Other(
+                                "files codec: word differences do not fit a BTF patch".into(),
+                            ))
+                        }
+                    });
                     put_patch(
                         &mut ops,
                         Some(&mut ctl),
@@ -744,6 +909,9 @@ const CHUNK_INLINE: u8 = 1;
 /// kernel pair the operations and controls come out 6 % smaller; every bench package
 /// 0.2-0.4 %).
 const CHUNK_SPLIT: u8 = 2;
+/// Not a chunk: the stream's BTF map (see [`btf`]), at most once; encoders write it before
+/// the first chunk.
+const CHUNK_BTF_MAP: u8 = 3;
 
 /// The control sections of a [`CHUNK_SPLIT`] chunk: each triple's `add`, `copy` and
 /// zigzag `seek` as varints.
@@ -845,6 +1013,8 @@ pub struct Decoder<'a, R> {
     pos: usize,
     started: bool,
     done: bool,
+    /// The stream's BTF map, once read.
+    btf: Option<btf::BtfMap>,
 }
 
 impl<'a, R: Read> Decoder<'a, R> {
@@ -857,6 +1027,7 @@ impl<'a, R: Read> Decoder<'a, R> {
             pos: 0,
             started: false,
             done: false,
+            btf: None,
         }
     }
 
@@ -902,7 +1073,15 @@ impl<'a, R: Read> Decoder<'a, R> {
             }
             self.started = true;
         }
-        let count = match self.byte()? {
+        let mut tag = self.byte()?;
+        while tag == CHUNK_BTF_MAP {
+            if self.btf.is_some() {
+                return Err(bad("a second BTF map"));
+            }
+            self.btf = Some(btf::BtfMap::read(&mut || self.varint())?);
+            tag = self.byte()?;
+        }
+        let count = match tag {
             0 => {
                 self.expect_end()?;
                 self.done = true;
@@ -953,7 +1132,14 @@ impl<'a, R: Read> Decoder<'a, R> {
             &diff[..],
             &sections[4][..],
         ];
-        run_ops(streams, controls, &self.old, output, &mut out)?;
+        run_ops(
+            streams,
+            controls,
+            &self.old,
+            self.btf.as_ref(),
+            output,
+            &mut out,
+        )?;
         self.buf = out;
         self.pos = 0;
         Ok(())
@@ -961,11 +1147,13 @@ impl<'a, R: Read> Decoder<'a, R> {
 }
 
 /// Runs a chunk's operations: `streams` are its ops, meta, difference bytes (expanded) and
-/// extra; `controls` its control sections, if it has them ([`CHUNK_SPLIT`]).
+/// extra; `controls` its control sections, if it has them ([`CHUNK_SPLIT`]); `map` the
+/// stream's BTF map, if it has one.
 fn run_ops(
     streams: [&[u8]; 4],
     mut controls: Option<[&[u8]; 3]>,
     old: &[&LayerData],
+    map: Option<&btf::BtfMap>,
     output: u64,
     out: &mut Vec<u8>,
 ) -> Result<()> {
@@ -1014,16 +1202,21 @@ fn run_ops(
                 out.resize(start + len as usize, 0);
                 layer(src)?.read_into(off, &mut out[start..])?;
             }
-            OP_DIFF | OP_WDIFF | OP_HDIFF => {
+            OP_DIFF | OP_WDIFF | OP_BDIFF | OP_HDIFF => {
                 let p = get_patch(&mut ops, &mut controls)?;
                 room(out, p.len)?;
-                let source = layer(p.src)?.read(p.off, p.src_len)?;
+                let mut source = layer(p.src)?.read(p.off, p.src_len)?;
+                if op == OP_BDIFF {
+                    let map =
+                        map.ok_or_else(|| bad("a BTF patch in a stream without a BTF map"))?;
+                    btf::rewrite(&mut source, map);
+                }
                 let news = if op == OP_HDIFF {
                     &mut meta
                 } else {
                     &mut extra
                 };
-                let differences = if op == OP_WDIFF {
+                let differences = if op == OP_WDIFF || op == OP_BDIFF {
                     Differences::Words
                 } else {
                     Differences::Bytes

@@ -647,3 +647,104 @@ fn split_control_sections_are_checked() {
     let e = decode_err(&chunk(&ops, &[], [&[5], &[0], &[]]), &old.data);
     assert!(e.contains("truncated or overlong varint"), "{e}");
 }
+
+/// A layer of `n` kernel modules built for `build` (see `btf::tests`), each with its own
+/// code and its BTF in a section named `section`.
+fn modules_layer(n: u64, build: btf::tests::Build, section: &str) -> Vec<u8> {
+    let members: Vec<Member> = (0..n)
+        .map(|i| {
+            let btf = btf::tests::generated(i, build);
+            let code = binary(i as u32, 3000);
+            let path = format!("lib/modules/6.1.0-{}/m{i}.ko", build.type_base);
+            Member::File(path, btf::tests::module_with(&btf, &code, section))
+        })
+        .collect();
+    build_tar(&members)
+}
+
+#[test]
+fn kernel_modules_are_patched_with_their_btf_renumbered() {
+    use btf::tests::{NEW, OLD};
+    let size = |section: &str| {
+        let old = modules_layer(12, OLD, section);
+        let new = modules_layer(12, NEW, section);
+        let stats = roundtrip(std::slice::from_ref(&old), &new);
+        assert_eq!(stats.files_patched, 12);
+        let (_f, _old, stream) = encode_against(&old, &new);
+        (stats, stream)
+    };
+    let (mapped, stream) = size(".BTF");
+    assert_eq!(mapped.files_btf, 12);
+    assert_eq!(stream[MAGIC.len()], CHUNK_BTF_MAP, "the map comes first");
+    // The same modules, their BTF not found (another section name): patched by words.
+    let (unmapped, _) = size(".BTX");
+    assert_eq!(unmapped.files_btf, 0);
+    assert!(
+        mapped.encoded_size * 3 < unmapped.encoded_size,
+        "with the map {}, without {}",
+        mapped.encoded_size,
+        unmapped.encoded_size
+    );
+}
+
+#[test]
+fn btf_maps_are_checked() {
+    use btf::tests::{generated, module, OLD};
+    let m = module(&generated(1, OLD), b"code");
+    let (_f, old) = open(&build_tar(&[Member::File("m.ko".into(), m.clone())]));
+    // A BDIFF of the module (a copy: add it all, differences all zero) whose source sits
+    // at the module's offset in the old layer.
+    let off = old.index.files[0].data_offset;
+    let c = [Control {
+        add: m.len() as u64,
+        copy: 0,
+        seek: 0,
+    }];
+    let mut ops = vec![OP_BDIFF];
+    let mut ctl = ControlSections::default();
+    put_patch(
+        &mut ops,
+        Some(&mut ctl),
+        0,
+        off,
+        m.len() as u64,
+        m.len() as u64,
+        &c,
+    );
+    let mut runs = Vec::new();
+    put(&mut runs, m.len() as u64);
+    put(&mut runs, 0);
+    let sections: [&[u8]; 8] = [&ops, &[], &runs, &[], &[], &ctl.add, &ctl.copy, &ctl.seek];
+    let chunk = chunk_stream(CHUNK_SPLIT, m.len() as u64, &sections);
+    let with_map = |map: &[u8]| {
+        let mut s = chunk[..MAGIC.len()].to_vec();
+        s.push(CHUNK_BTF_MAP);
+        s.extend_from_slice(map);
+        s.extend_from_slice(&chunk[MAGIC.len()..]);
+        s
+    };
+    let decode = |s: &[u8]| {
+        let mut out = Vec::new();
+        Decoder::new(s, vec![&old.data])
+            .read_to_end(&mut out)
+            .map(|_| out)
+    };
+    // Without a map the patch is refused; with an empty one the module comes out as it
+    // was; with one that moves type ids, as the map says.
+    let e = decode_err(&chunk, &old.data);
+    assert!(e.contains("without a BTF map"), "{e}");
+    assert!(decode(&with_map(&[0, 0])).unwrap() == m);
+    let mut moved = m.clone();
+    let map = btf::BtfMap {
+        types: btf::Shifts::from_pieces(vec![(1, 7)]).unwrap(),
+        names: btf::Shifts::default(),
+    };
+    btf::rewrite(&mut moved, &map);
+    assert!(moved != m);
+    assert!(decode(&with_map(&[1, 1, 14, 0])).unwrap() == moved);
+    // Two maps; a map whose pieces do not rise.
+    let e = decode_err(&with_map(&[0, 0, CHUNK_BTF_MAP, 0, 0]), &old.data);
+    assert!(e.contains("a second BTF map"), "{e}");
+    let e = decode_err(&with_map(&[2, 3, 0, 0, 0, 0]), &old.data);
+    assert!(e.contains("not past"), "{e}");
+}
