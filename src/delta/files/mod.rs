@@ -469,17 +469,18 @@ pub fn encode(
         Some((_, mut rest)) => btf::BtfMap::read(&mut || get(&mut rest))?,
         None => btf::BtfMap::default(),
     };
-    stats.files_btf = regions
-        .iter()
-        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
-        .count() as u64;
     tracing::debug!(
         regions = regions.len(),
         btf_modules = stats.files_btf,
         btf_type_pieces = map.types.len(),
         btf_name_pieces = map.names.len(),
+        btf_map_bytes = map_bytes.len(),
         "planned the files codec's regions"
     );
+    stats.files_btf = regions
+        .iter()
+        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
+        .count() as u64;
     // Group regions into chunks of about CHUNK output bytes.
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
