@@ -70,6 +70,7 @@ pub mod btf;
 pub mod gz;
 pub mod tarscan;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
@@ -469,6 +470,10 @@ pub fn encode(
         Some((_, mut rest)) => btf::BtfMap::read(&mut || get(&mut rest))?,
         None => btf::BtfMap::default(),
     };
+    stats.files_btf = regions
+        .iter()
+        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
+        .count() as u64;
     tracing::debug!(
         regions = regions.len(),
         btf_modules = stats.files_btf,
@@ -477,10 +482,6 @@ pub fn encode(
         btf_map_bytes = map_bytes.len(),
         "planned the files codec's regions"
     );
-    stats.files_btf = regions
-        .iter()
-        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
-        .count() as u64;
     // Group regions into chunks of about CHUNK output bytes.
     let mut chunks: Vec<&[Region]> = Vec::new();
     let (mut start, mut acc) = (0usize, 0u64);
@@ -750,10 +751,10 @@ fn read_btf(d: &LayerData, off: u64, size: u64) -> Result<Option<Vec<u8>>> {
 
 /// Decodes one encoded chunk (as [`encode_chunk`] made it), `map` being the stream's BTF
 /// map.
-fn decode_chunk(bytes: &[u8], old: &[&LayerData], map: &btf::BtfMap) -> Result<Vec<u8>> {
+fn decode_chunk<'a>(bytes: &[u8], old: &[&'a LayerData], map: &'a btf::BtfMap) -> Result<Vec<u8>> {
     let mut d = Decoder::new(bytes, old.to_vec());
     d.started = true;
-    d.btf = (!map.is_empty()).then(|| map.clone());
+    d.btf = (!map.is_empty()).then_some(Cow::Borrowed(map));
     d.next_chunk()?;
     Ok(d.buf)
 }
@@ -1015,7 +1016,7 @@ pub struct Decoder<'a, R> {
     started: bool,
     done: bool,
     /// The stream's BTF map, once read.
-    btf: Option<btf::BtfMap>,
+    btf: Option<Cow<'a, btf::BtfMap>>,
 }
 
 impl<'a, R: Read> Decoder<'a, R> {
@@ -1079,7 +1080,7 @@ impl<'a, R: Read> Decoder<'a, R> {
             if self.btf.is_some() {
                 return Err(bad("a second BTF map"));
             }
-            self.btf = Some(btf::BtfMap::read(&mut || self.varint())?);
+            self.btf = Some(Cow::Owned(btf::BtfMap::read(&mut || self.varint())?));
             tag = self.byte()?;
         }
         let count = match tag {
@@ -1137,7 +1138,7 @@ impl<'a, R: Read> Decoder<'a, R> {
             streams,
             controls,
             &self.old,
-            self.btf.as_ref(),
+            self.btf.as_deref(),
             output,
             &mut out,
         )?;
