@@ -1160,6 +1160,9 @@ fn run_ops(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let [mut ops, mut meta, mut diff, mut extra] = streams;
+    // Gzip members are deflated after the operations around them, on every core (level-9
+    // deflate is the slowest step of apply on a layer with many members).
+    let (mut pending, mut pending_text) = (Vec::new(), 0usize);
     let take = |s: &mut &[u8], n: u64, what: &str| -> Result<Vec<u8>> {
         if n > s.len() as u64 {
             return Err(bad(format!("{what} section ends early")));
@@ -1277,14 +1280,22 @@ fn run_ops(
                     }
                     m => return Err(bad(format!("unknown gzip mode {m}"))),
                 };
-                gz::rebuild(&header, &raw, level as u32, out);
-                if out.len() as u64 > output {
-                    return Err(bad("chunk writes more than its declared output"));
+                pending_text += raw.len();
+                pending.push(PendingGzip {
+                    at: out.len(),
+                    header,
+                    raw,
+                    level: level as u32,
+                });
+                if pending_text > MAX_PENDING_TEXT {
+                    flush_gzip(&mut pending, out, output)?;
+                    pending_text = 0;
                 }
             }
             o => return Err(bad(format!("unknown operation {o}"))),
         }
     }
+    flush_gzip(&mut pending, out, output)?;
     let controls_left = controls.is_some_and(|c| c.iter().any(|s| !s.is_empty()));
     if out.len() as u64 != output
         || !meta.is_empty()
@@ -1294,6 +1305,78 @@ fn run_ops(
     {
         return Err(bad("chunk sections do not add up to its output"));
     }
+    Ok(())
+}
+
+/// A gzip member [`run_ops`] has yet to deflate: where it goes in the output, and what
+/// makes it.
+struct PendingGzip {
+    at: usize,
+    header: Vec<u8>,
+    raw: Vec<u8>,
+    level: u32,
+}
+
+/// Text of pending gzip members past which [`run_ops`] deflates them before going on, so
+/// that a chunk of many members holds at most this much text besides its output.
+const MAX_PENDING_TEXT: usize = 16 << 20;
+
+/// Deflates the pending gzip members, on every core, and puts each where it goes in `out`,
+/// refusing output past the chunk's declared `output`.
+fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let one = |p: &PendingGzip| {
+        let mut m = Vec::with_capacity(p.header.len() + p.raw.len() / 2 + 64);
+        gz::rebuild(&p.header, &p.raw, p.level, &mut m);
+        m
+    };
+    let text: usize = pending.iter().map(|p| p.raw.len()).sum();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let members: Vec<Vec<u8>> = if pending.len() == 1 || workers == 1 || text < 1 << 18 {
+        pending.iter().map(one).collect()
+    } else {
+        // Each worker takes the next member as soon as it is free (sizes differ widely).
+        let next = AtomicUsize::new(0);
+        let pending = &pending[..];
+        let mut done: Vec<(usize, Vec<u8>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..workers.min(pending.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(p) = pending.get(i) else {
+                                return mine;
+                            };
+                            mine.push((i, one(p)));
+                        }
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        done.sort_unstable_by_key(|d| d.0);
+        done.into_iter().map(|d| d.1).collect()
+    };
+    let total = out.len() + members.iter().map(Vec::len).sum::<usize>();
+    if total as u64 > output {
+        return Err(bad("chunk writes more than its declared output"));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut from = 0;
+    for (p, m) in pending.iter().zip(&members) {
+        all.extend_from_slice(&out[from..p.at]);
+        all.extend_from_slice(m);
+        from = p.at;
+    }
+    all.extend_from_slice(&out[from..]);
+    *out = all;
+    pending.clear();
     Ok(())
 }
 

@@ -528,6 +528,37 @@ fn changelog(entries: usize) -> Vec<u8> {
 }
 
 #[test]
+fn many_gzip_members_in_a_chunk_are_rebuilt_in_place() {
+    // Members deflated together on every core must land where each belongs: six of about
+    // 1 MiB of text, then one of 12 MiB that takes the chunk's pending text past
+    // MAX_PENDING_TEXT (deflated mid-chunk), then small ones and other files between.
+    let text = |n: usize| changelog(n);
+    let mut members = Vec::new();
+    for i in 0..6 {
+        members.push(Member::File(
+            format!("doc/{i}/changelog.gz"),
+            gzipped(&text(8_000 + i), 9),
+        ));
+        members.push(Member::File(
+            format!("doc/{i}/copyright"),
+            binary(i as u32, 700),
+        ));
+    }
+    let big = text(100_000);
+    assert!(big.len() > 12 << 20 && big.len() + (6 << 20) > MAX_PENDING_TEXT);
+    members.push(Member::File("doc/big.gz".into(), gzipped(&big, 6)));
+    for i in 0..3 {
+        members.push(Member::File(
+            format!("man/{i}.gz"),
+            gzipped(&text(20 + i), 9),
+        ));
+    }
+    let new = build_tar(&members);
+    let stats = roundtrip(&[build_tar(&[])], &new);
+    assert_eq!(stats.files_gzip, 10);
+}
+
+#[test]
 fn gzip_members_ship_as_patched_text() {
     let old_text = changelog(400);
     let new_text = changelog(402);
