@@ -511,23 +511,15 @@ impl Votes {
 
     /// Adds another's counts.
     pub fn merge(&mut self, other: Votes) {
-        for (mine, theirs) in [
-            (&mut self.types, other.types),
-            (&mut self.names, other.names),
-        ] {
+        fn add<K: std::hash::Hash + Eq>(mine: &mut HashMap<K, u64>, theirs: HashMap<K, u64>) {
             for (k, c) in theirs {
                 *mine.entry(k).or_default() += c;
             }
         }
-        let own = [
-            (&mut self.own_types, other.own_types),
-            (&mut self.own_names, other.own_names),
-        ];
-        for (mine, theirs) in own {
-            for (k, c) in theirs {
-                *mine.entry(k).or_default() += c;
-            }
-        }
+        add(&mut self.types, other.types);
+        add(&mut self.names, other.names);
+        add(&mut self.own_types, other.own_types);
+        add(&mut self.own_names, other.own_names);
     }
 
     /// The map: each kernel id or offset goes where most of its aligned fields went (ties

@@ -681,25 +681,17 @@ fn learn_btf(regions: &mut [Region], old: &[&LayerData], new: &LayerData) -> Res
         })
         .collect::<Result<Vec<_>>>()
     })?;
-    let surveys: Vec<(usize, btf::Survey)> = surveys
-        .into_iter()
-        .flatten()
-        .filter_map(|(i, s)| Some((i, s?)))
-        .collect();
-    let kernel = btf::Kernel::settle(surveys.iter().map(|(_, s)| s));
-    for &i in &pairs {
-        if let Region::Diff { btf, .. } = &mut regions[i] {
-            *btf = false;
+    let surveys: Vec<(usize, Option<btf::Survey>)> = surveys.into_iter().flatten().collect();
+    let kernel = btf::Kernel::settle(surveys.iter().filter_map(|(_, s)| s.as_ref()));
+    // Only the pairs of the kernel learnt keep their candidacy.
+    for (i, s) in &surveys {
+        if let Region::Diff { btf, .. } = &mut regions[*i] {
+            *btf = kernel.zip(*s).is_some_and(|(k, s)| k.owns(&s));
         }
     }
     let Some(kernel) = kernel else {
         return Ok(btf::BtfMap::default());
     };
-    for (i, s) in &surveys {
-        if let Region::Diff { btf, .. } = &mut regions[*i] {
-            *btf = kernel.owns(s);
-        }
-    }
     let pairs = candidates(regions);
     let regions = &*regions;
     let votes = on_every_core(workers, |k| {
@@ -730,7 +722,7 @@ fn on_every_core<T: Send>(
             .into_iter()
             .map(|t| {
                 t.join().unwrap_or_else(|_| {
-                    Err(Error::Other("files codec: a BTF worker panicked".into()))
+                    Err(Error::Other("files codec: a worker thread panicked".into()))
                 })
             })
             .collect()
@@ -1340,26 +1332,17 @@ fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) ->
         // Each worker takes the next member as soon as it is free (sizes differ widely).
         let next = AtomicUsize::new(0);
         let pending = &pending[..];
-        let mut done: Vec<(usize, Vec<u8>)> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..workers.min(pending.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(p) = pending.get(i) else {
-                                return mine;
-                            };
-                            mine.push((i, one(p)));
-                        }
-                    })
-                })
-                .collect();
-            threads
-                .into_iter()
-                .flat_map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
+        let done = on_every_core(workers.min(pending.len()), |_| {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = pending.get(i) else {
+                    return Ok(mine);
+                };
+                mine.push((i, one(p)));
+            }
+        })?;
+        let mut done: Vec<(usize, Vec<u8>)> = done.into_iter().flatten().collect();
         done.sort_unstable_by_key(|d| d.0);
         done.into_iter().map(|d| d.1).collect()
     };
