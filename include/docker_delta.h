@@ -473,6 +473,20 @@ dd_status dd_create_options_set_compression(dd_create_options *options,
                                             int32_t level);
 
 /**
+ * Compression of the new bytes of file-aware layers, which the payload keeps in a lane of
+ * their own (`--new-bytes-compression`): a `dd_compression` value and a level in its range,
+ * or `DD_LEVEL_DEFAULT` (default: zstd level 18 when the payload compression is xz, else
+ * the payload compression).
+ *
+ * # Safety
+ *
+ * `options` must be NULL or a live options object.
+ */
+dd_status dd_create_options_set_new_bytes_compression(dd_create_options *options,
+                                                      uint32_t compression,
+                                                      int32_t level);
+
+/**
  * Name the rebuilt image `NAME[:TAG]` (NULL: the tag in the output reference, else the
  * new image's own tag recorded in the package). An invalid name gives
  * `DD_STATUS_INVALID_INPUT`.
@@ -919,6 +933,8 @@ dd_status dd_package_verify(const dd_package *package,
  * {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
  *  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
  *  "compression": {"algorithm": "xz", "level": 6},
+ *  "lanes": [{"compression": {"algorithm": "xz", "level": 6}, "length": 90,
+ *             "uncompressed_size": 400}, ...],
  *  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
  *           "reference": "...", "platform": {...}} | null,
  *  "target": {same fields as base},

@@ -233,16 +233,28 @@ fn check(w: &World, case: &Case) {
     );
 }
 
-/// Blob `i`'s offset and size in an uncompressed payload.
+/// Blob `i`'s offset and size in an uncompressed payload: after the lanes before its lane
+/// and the blobs before it in its lane.
 fn blob_span(bytes: &[u8], i: usize) -> (usize, usize) {
     let (_, header, payload_at) = common::package_parts(bytes);
-    let sizes: Vec<usize> = header["blobs"]
+    let blobs: Vec<(usize, usize)> = header["blobs"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| b["size"].as_u64().unwrap() as usize)
+        .map(|b| {
+            let lane = b["lane"].as_u64().unwrap_or(0) as usize;
+            (b["size"].as_u64().unwrap() as usize, lane)
+        })
         .collect();
-    (payload_at + sizes[..i].iter().sum::<usize>(), sizes[i])
+    let lane = blobs[i].1;
+    let lanes_before: usize = header["lanes"].as_array().map_or(0, |l| {
+        l[..lane]
+            .iter()
+            .map(|l| l["length"].as_u64().unwrap() as usize)
+            .sum()
+    });
+    let before: usize = blobs[..i].iter().filter(|b| b.1 == lane).map(|b| b.0).sum();
+    (payload_at + lanes_before + before, blobs[i].0)
 }
 
 #[test]
@@ -482,6 +494,12 @@ fn replace_blob(bytes: &[u8], i: usize, blob: &[u8]) -> Vec<u8> {
     common::edit_package(&spliced, |h| {
         h["blobs"][i]["size"] = blob.len().into();
         h["blobs"][i]["digest"] = common::sha256(blob).into();
+        // An uncompressed lane is as long as its blobs.
+        let lane = h["blobs"][i]["lane"].as_u64().unwrap_or(0) as usize;
+        if let Some(l) = h["lanes"].get_mut(lane) {
+            let length = l["length"].as_u64().unwrap() as usize + blob.len() - size;
+            l["length"] = length.into();
+        }
     })
 }
 
@@ -519,6 +537,15 @@ fn files_layers_damaged_or_lying() {
     let i = layer["blob"].as_u64().unwrap() as usize;
     let (at, size) = blob_span(&good, i);
     let blob = good[at..at + size].to_vec();
+    // Its new bytes, in a lane of their own.
+    let e = layer["extra_blob"].as_u64().unwrap() as usize;
+    let (e_at, e_size) = blob_span(&good, e);
+    let new_bytes = good[e_at..e_at + e_size].to_vec();
+    assert!(
+        e_size > 0,
+        "the files layer should have new bytes: {header:#}"
+    );
+    assert_eq!(header["blobs"][e]["lane"], 1, "{header:#}");
     let max_chunk = docker_delta::delta::files::MAX_CHUNK_OUTPUT;
     let edit = |f: &dyn Fn(&mut serde_json::Value)| common::edit_package(&good, f);
     let cases = vec![
@@ -597,6 +624,55 @@ fn files_layers_damaged_or_lying() {
             &w.old,
             "codec",
             "more than its declared output",
+        ),
+        Case::new(
+            "new-bytes blob cut in half",
+            replace_blob(&good, e, &new_bytes[..e_size / 2]),
+            &w.old,
+            "codec",
+            &format!("rebuilt layer 1 (blob {i}): the stream of new bytes ends early"),
+        ),
+        Case::new(
+            "new-bytes blob with a byte after its end",
+            replace_blob(&good, e, &[&new_bytes[..], &[0]].concat()),
+            &w.old,
+            "codec",
+            "data after the end of the stream of new bytes",
+        ),
+        Case::new(
+            "a files layer's two blobs in one lane",
+            edit(&|h| h["blobs"][e]["lane"] = 0.into()),
+            &w.old,
+            "invalid_package",
+            &format!("layer 1's blobs {i} and {e} are both in lane 0"),
+        ),
+        Case::new(
+            "a blob in a lane the payload lacks",
+            edit(&|h| h["blobs"][e]["lane"] = 5.into()),
+            &w.old,
+            "invalid_package",
+            &format!("blob {e} is in lane 5, but the payload has 2 lanes"),
+        ),
+        Case::new(
+            "lanes that do not add up to the payload",
+            edit(&|h| {
+                let l = h["lanes"][1]["length"].as_u64().unwrap();
+                h["lanes"][1]["length"] = (l + 1).into();
+            }),
+            &w.old,
+            "invalid_package",
+            "the lanes add up to",
+        ),
+        Case::new(
+            "nine lanes",
+            edit(&|h| {
+                let lanes = h["lanes"].as_array_mut().unwrap();
+                let none = serde_json::json!({"compression": {"algorithm": "none", "level": 0}, "length": 0});
+                lanes.resize(9, none);
+            }),
+            &w.old,
+            "invalid_package",
+            "9 payload lanes, more than the 8 allowed",
         ),
         Case::new(
             "files source names an old layer out of range",

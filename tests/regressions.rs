@@ -137,7 +137,13 @@ fn files_fuzz_seeds_decode_to_their_layers() {
             .map(|&i| &old[i])
             .collect();
         let mut out = Vec::new();
-        docker_delta::delta::files::Decoder::new(&input[1..], sources)
+        let mut decoder = match fuzz_harness::files_split(input[0], &input[1..]) {
+            Some((stream, new_bytes)) => {
+                docker_delta::delta::files::Decoder::with_new_bytes(stream, new_bytes, sources)
+            }
+            None => docker_delta::delta::files::Decoder::new(&input[1..], sources),
+        };
+        decoder
             .read_to_end(&mut out)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(out == layer, "{name}: decodes to other bytes");

@@ -304,14 +304,19 @@ type CreateOptions struct {
 	Compression Compression
 	// Level is the compression level in the algorithm's range; 0 means its default
 	// (xz 6, zstd 19, gzip 9).
-	Level          int
-	Platform       string // "" for the host's
-	Force          bool
-	DryRun         bool
-	MaxLayerMemory uint64 // 0: DOCKER_DELTA_MAX_MEMORY or 2 GiB
-	Progress       ProgressFunc
-	Log            LogFunc
-	LogLevel       LogLevel // most detailed level passed to Log (0: LogInfo)
+	Level int
+	// NewBytesCompression, if set, compresses the new bytes of file-aware layers, which the
+	// payload keeps in a stream of their own, at NewBytesLevel (0: the algorithm's
+	// default). Unset: zstd level 18 beside xz, else Compression.
+	NewBytesCompression *Compression
+	NewBytesLevel       int
+	Platform            string // "" for the host's
+	Force               bool
+	DryRun              bool
+	MaxLayerMemory      uint64 // 0: DOCKER_DELTA_MAX_MEMORY or 2 GiB
+	Progress            ProgressFunc
+	Log                 LogFunc
+	LogLevel            LogLevel // most detailed level passed to Log (0: LogInfo)
 }
 
 // ImageIdentity identifies an image in a report.
@@ -431,6 +436,15 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 	}
 	if st := C.dd_create_options_set_compression(o, C.uint32_t(opts.Compression), level); st != C.DD_STATUS_OK {
 		return nil, fromNative(st, nil)
+	}
+	if c := opts.NewBytesCompression; c != nil {
+		level := C.int32_t(C.DD_LEVEL_DEFAULT)
+		if opts.NewBytesLevel != 0 {
+			level = C.int32_t(opts.NewBytesLevel)
+		}
+		if st := C.dd_create_options_set_new_bytes_compression(o, C.uint32_t(*c), level); st != C.DD_STATUS_OK {
+			return nil, fromNative(st, nil)
+		}
 	}
 	if err := check(C.dd_create_options_set_platform(o, cplat, &cerr), cerr); err != nil {
 		return nil, err

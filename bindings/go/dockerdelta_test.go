@@ -121,6 +121,8 @@ func TestInspect(t *testing.T) {
 	}
 }
 
+var gzipCompression = CompressionGzip
+
 func TestRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	oldRef, newRef := samples(t)
@@ -129,9 +131,11 @@ func TestRoundTrip(t *testing.T) {
 	var logs []string
 	pkg := filepath.Join(dir, "u.ddelta")
 	report, err := Create(context.Background(), oldRef, newRef, pkg, &CreateOptions{
-		Method:      MethodAuto,
-		Compression: CompressionZstd,
-		Level:       3,
+		Method:              MethodAuto,
+		Compression:         CompressionZstd,
+		Level:               3,
+		NewBytesCompression: &gzipCompression,
+		NewBytesLevel:       1,
 		Progress: func(p Phase, done, total uint64) bool {
 			events = append(events, event{p, done, total})
 			return true
@@ -169,6 +173,10 @@ func TestRoundTrip(t *testing.T) {
 	info, err := p.InfoJSON()
 	if err != nil || !strings.Contains(string(info), `"payload_verified":true`) {
 		t.Fatalf("info %s %v", info, err)
+	}
+	// The file-aware layer's new bytes, in a lane of their own, as asked.
+	if !strings.Contains(string(info), `"compression":{"algorithm":"gzip","level":1}`) {
+		t.Fatalf("info %s: no gzip lane", info)
 	}
 	if _, err := p.LayersJSON(); err != nil {
 		t.Fatal(err)

@@ -416,12 +416,14 @@ pub const FILES_SOURCES: [&[usize]; 4] = [&[0, 1], &[1], &[0], &[]];
 /// layers can claim far more, and reading past this proves nothing new.
 pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
 
-/// The `files` codec's decoder on a hostile stream: the first byte picks the source list
-/// (see [`FILES_SOURCES`]), the rest is the stream. It must end in an error or the end of
-/// the stream, never panic, and never allocate from a size the stream merely claims
+/// The `files` codec's decoder on a hostile stream. The first byte picks the source list
+/// (`% 4`, see [`FILES_SOURCES`]) and whether the new bytes are in a stream of their own
+/// (bit 2, as packages carry them: then a little-endian u32 gives the stream's length, and
+/// the new bytes follow the stream); the rest is the stream. It must end in an error or the
+/// end of the stream, never panic, and never allocate from a size the stream merely claims
 /// (scripts/fuzz.sh runs this target with a malloc limit).
 pub fn files(data: &[u8]) {
-    let Some((&selector, stream)) = data.split_first() else {
+    let Some((&selector, rest)) = data.split_first() else {
         return;
     };
     let old = files_old();
@@ -429,11 +431,27 @@ pub fn files(data: &[u8]) {
         .iter()
         .map(|&i| &old[i])
         .collect();
-    let mut decoder = files::Decoder::new(stream, sources).take(FILES_MAX_OUTPUT);
-    if let Err(e) = std::io::copy(&mut decoder, &mut std::io::sink()) {
+    let decoder = match files_split(selector, rest) {
+        Some((stream, new_bytes)) => files::Decoder::with_new_bytes(stream, new_bytes, sources),
+        None => files::Decoder::new(rest, sources),
+    };
+    if let Err(e) = std::io::copy(&mut decoder.take(FILES_MAX_OUTPUT), &mut std::io::sink()) {
         let e = docker_delta::Error::io("files stream", e);
         let _ = (e.to_string(), e.kind());
     }
+}
+
+/// The stream and the new bytes of a `files` input whose selector has bit 2 set (see
+/// [`files`]); `None` for one without.
+pub fn files_split(selector: u8, rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    if selector & 4 == 0 {
+        return None;
+    }
+    let (len, rest) = rest.split_at(rest.len().min(4));
+    let mut le = [0u8; 4];
+    le[..len.len()].copy_from_slice(len);
+    let len = (u32::from_le_bytes(le) as usize).min(rest.len());
+    Some(rest.split_at(len))
 }
 
 /// Real `files` streams, as inputs of the `files` target (selector byte, then the stream):
@@ -474,19 +492,35 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let mut gzip = 0;
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
-        let mut stream = Vec::new();
-        let stats = files::encode(&old, &new_layer, &Digest::of(new), &mut stream, &mut |_| {
-            Ok(())
-        })
-        .expect("encode a seed layer");
-        gzip += stats.files_gzip;
-        let selector = FILES_SOURCES
-            .iter()
-            .position(|s| *s == &stats.sources[..])
-            .expect("a source list the target offers");
-        let mut input = vec![selector as u8];
-        input.extend_from_slice(&stream);
-        seeds.push((format!("layer-{n}.files"), input, new.clone()));
+        // Each layer twice: its new bytes in the stream, and in a stream of their own.
+        for split in [false, true] {
+            let (mut stream, mut new_bytes) = (Vec::new(), Vec::new());
+            let stats = files::encode(
+                &old,
+                &new_layer,
+                &Digest::of(new),
+                &mut stream,
+                split.then_some(&mut new_bytes as &mut dyn std::io::Write),
+                &mut |_| Ok(()),
+            )
+            .expect("encode a seed layer");
+            gzip += stats.files_gzip;
+            let selector = FILES_SOURCES
+                .iter()
+                .position(|s| *s == &stats.sources[..])
+                .expect("a source list the target offers");
+            let mut input = vec![selector as u8 | if split { 4 } else { 0 }];
+            if split {
+                input.extend_from_slice(&(stream.len() as u32).to_le_bytes());
+            }
+            input.extend_from_slice(&stream);
+            input.extend_from_slice(&new_bytes);
+            let name = match split {
+                false => format!("layer-{n}.files"),
+                true => format!("layer-{n}-new-bytes-apart.files"),
+            };
+            seeds.push((name, input, new.clone()));
+        }
     }
     assert!(gzip >= 2, "the seeds should reach the gzip operation");
     seeds

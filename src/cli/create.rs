@@ -18,6 +18,8 @@ Examples:
   docker-delta create docker-daemon:myapp:1 oci:./build:2 -o update.ddelta
   # No old image: a full, compressed package
   docker-delta create docker-daemon:myapp:2 -o myapp-2-full.ddelta
+  # The smallest package, for a slower apply: the new bytes in xz too
+  docker-delta create old.tar new.tar -o x.ddelta --new-bytes-compression xz
   # See what would happen
   docker-delta create old.tar new.tar -o x.ddelta --dry-run";
 
@@ -39,6 +41,14 @@ pub struct Args {
     /// Compression level (xz 0-9, zstd 1-22, gzip 1-9; default 6, 19, 9).
     #[arg(long)]
     level: Option<i32>,
+    /// Compression of the new bytes of file-aware layers, which the payload keeps apart
+    /// (default: zstd when --compression is xz, as it decodes them 7x faster; else the same
+    /// as --compression).
+    #[arg(long, value_enum, value_name = "COMPRESSION")]
+    new_bytes_compression: Option<PayloadCompression>,
+    /// Compression level of the new bytes (default: the algorithm's).
+    #[arg(long, value_name = "LEVEL", requires = "new_bytes_compression")]
+    new_bytes_level: Option<i32>,
     /// Platform to choose from multi-platform indexes (os/arch[/variant]).
     #[arg(long)]
     platform: Option<Platform>,
@@ -82,6 +92,10 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
             algorithm: args.compression,
             level: args.level.unwrap_or(args.compression.default_level()),
         },
+        new_bytes_compression: args.new_bytes_compression.map(|algorithm| CompressionSpec {
+            algorithm,
+            level: args.new_bytes_level.unwrap_or(algorithm.default_level()),
+        }),
         force: args.force,
         dry_run: args.dry_run,
         progress: &bars,

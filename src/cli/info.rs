@@ -47,12 +47,23 @@ pub fn info(args: &Args) -> Result<ExitCode> {
     println!("Package:        {}", p.path().display());
     println!("Format version: {}", p.version);
     println!("Created by:     {}", h.created_by);
+    let lanes: Vec<String> = h
+        .payload_lanes(p.payload_len)
+        .iter()
+        .map(|l| {
+            format!(
+                "{} level {} {}",
+                l.compression.algorithm.name(),
+                l.compression.level,
+                human_size(l.length)
+            )
+        })
+        .collect();
     println!(
-        "Size:           {} (payload {} {} level {}, {} uncompressed)",
+        "Size:           {} (payload {}: {}; {} uncompressed)",
         human_size(p.file_size),
         human_size(p.payload_len),
-        h.compression.algorithm.name(),
-        h.compression.level,
+        lanes.join(" + "),
         human_size(h.payload_uncompressed_size())
     );
     match &h.base {

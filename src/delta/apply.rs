@@ -233,7 +233,11 @@ pub fn apply(
                 let r = base.open_layer(b)?;
                 writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
             }
-            LayerSource::Files { old_layers, blob } => {
+            LayerSource::Files {
+                old_layers,
+                blob,
+                extra_blob,
+            } => {
                 let spool = writer.spool_dir();
                 for &o in old_layers {
                     if let std::collections::hash_map::Entry::Vacant(v) = opened.entry(o) {
@@ -246,17 +250,26 @@ pub fn apply(
                     .iter()
                     .filter_map(|o| opened.get(o))
                     .collect::<Vec<_>>();
-                let r = files::Decoder::new(blobs.open(*blob)?, sources);
-                writer
-                    .add_layer(&entry.diff_id, entry.size, tracker.reader(r))
-                    .map_err(|e| match e {
-                        // Say which layer and blob a damaged stream belongs to.
-                        Error::Codec { codec, reason } => Error::Codec {
-                            codec,
-                            reason: format!("{what} (blob {blob}): {reason}"),
-                        },
-                        e => e,
-                    })?;
+                let decoder = match extra_blob {
+                    Some(extra) => {
+                        let (stream, new_bytes) = blobs.open_pair(*blob, *extra)?;
+                        files::Decoder::with_new_bytes(stream, new_bytes, sources)
+                    }
+                    None => files::Decoder::new(blobs.open(*blob)?, sources),
+                };
+                // Chunks are decoded on every core while this thread hashes and writes.
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                files::with_parallel_reader(decoder, workers, |r| {
+                    writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                })
+                .map_err(|e| match e {
+                    // Say which layer and blob a damaged stream belongs to.
+                    Error::Codec { codec, reason } => Error::Codec {
+                        codec,
+                        reason: format!("{what} (blob {blob}): {reason}"),
+                    },
+                    e => e,
+                })?;
             }
             LayerSource::Full { blob } => {
                 let r = blobs.open(*blob)?;

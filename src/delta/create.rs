@@ -21,6 +21,9 @@ pub struct CreateOptions<'a> {
     pub method: Method,
     /// Payload compression.
     pub compression: CompressionSpec,
+    /// Compression of the new bytes of `files` layers, which go to a payload lane of their
+    /// own; `None` for [`CompressionSpec::new_bytes_default`].
+    pub new_bytes_compression: Option<CompressionSpec>,
     /// Largest layer held in memory for delta encoding; bigger layers are shipped whole.
     pub max_layer_memory: u64,
     /// Overwrite an existing output.
@@ -39,6 +42,7 @@ impl Default for CreateOptions<'_> {
                 algorithm: PayloadCompression::default(),
                 level: PayloadCompression::default().default_level(),
             },
+            new_bytes_compression: None,
             max_layer_memory: default_max_layer_memory(),
             force: false,
             dry_run: false,
@@ -163,7 +167,10 @@ pub fn create(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut writer = PackageWriter::new(options.compression, &dir)?;
+    let new_bytes_compression = options
+        .new_bytes_compression
+        .unwrap_or(options.compression.new_bytes_default());
+    let mut writer = PackageWriter::new(options.compression, new_bytes_compression, &dir)?;
     let config_blob = writer.add_bytes(&new_image.config)?;
     let total: u64 = plans
         .iter()
@@ -191,15 +198,23 @@ pub fn create(
             let index = index.unwrap_or_default();
             if !index.files.is_empty() {
                 let new_layer = files::OldLayer { data, index };
-                let (blob, stats) = writer.add_blob_with(|w| {
-                    files::encode(olds, &new_layer, &layer.diff_id, w, &mut |n| {
-                        tracker.advance(n)
-                    })
+                // The layer's new bytes go to a lane of their own: they compress among
+                // their like, and apply decodes them beside the rest.
+                let (blob, extra_blob, stats) = writer.add_blob_pair_with(|w, new_bytes| {
+                    files::encode(
+                        olds,
+                        &new_layer,
+                        &layer.diff_id,
+                        w,
+                        Some(new_bytes),
+                        &mut |n| tracker.advance(n),
+                    )
                 })?;
                 tracing::debug!(layer = p.index, ?stats, "encoded with the files codec");
                 let source = LayerSource::Files {
                     old_layers: stats.sources.clone(),
                     blob,
+                    extra_blob: Some(extra_blob),
                 };
                 let payload = writer.payload_uncompressed_size() - before;
                 outcomes.push(outcome(p, source.method(), None, size, payload));
@@ -305,6 +320,7 @@ pub fn create(
     let header = Header {
         created_by: format!("docker-delta {}", crate::VERSION),
         compression: options.compression,
+        lanes: Vec::new(),
         base: old_image.map(identity),
         target: NewImage {
             identity: identity(new_image),

@@ -21,6 +21,7 @@ pub fn info_json(p: &Package, payload_verified: bool) -> Value {
         "payload_size": p.payload_len,
         "payload_uncompressed_size": h.payload_uncompressed_size(),
         "compression": h.compression,
+        "lanes": lanes_json(p),
         "base": h.base,
         "target": h.target.identity,
         "source_manifest_digest": h.target.source_manifest.as_ref().map(|m| Digest::of(m.as_bytes())),
@@ -31,6 +32,24 @@ pub fn info_json(p: &Package, payload_verified: bool) -> Value {
         "savings_vs_uncompressed_percent": savings(p, target_size),
         "payload_verified": payload_verified,
     })
+}
+
+/// The payload's lanes: each one's compression, compressed length and uncompressed size.
+pub fn lanes_json(p: &Package) -> Value {
+    let h = &p.header;
+    let rows: Vec<Value> = h
+        .payload_lanes(p.payload_len)
+        .iter()
+        .enumerate()
+        .map(|(n, l)| {
+            json!({
+                "compression": l.compression,
+                "length": l.length,
+                "uncompressed_size": h.blobs.iter().filter(|b| b.lane == n).map(|b| b.size).sum::<u64>(),
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 /// One object per layer of the new image: how it is rebuilt, from which old layer, sizes.
@@ -61,13 +80,14 @@ pub fn layers_json(p: &Package) -> Value {
 
 /// Payload bytes (uncompressed) layer `index` of the new image takes; 0 for references.
 pub fn delta_size(p: &Package, index: usize) -> u64 {
-    p.header
-        .target
-        .layers
-        .get(index)
-        .and_then(|l| l.source.blob())
-        .and_then(|b| p.header.blobs.get(b))
-        .map_or(0, |b| b.size)
+    p.header.target.layers.get(index).map_or(0, |l| {
+        l.source
+            .blobs()
+            .iter()
+            .filter_map(|&b| p.header.blobs.get(b))
+            .map(|b| b.size)
+            .sum()
+    })
 }
 
 /// Sum of the new image's uncompressed layer sizes.

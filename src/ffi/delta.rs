@@ -60,6 +60,7 @@ pub struct dd_create_options {
     method: Method,
     compression: PayloadCompression,
     level: Option<i32>,
+    new_bytes_compression: Option<(PayloadCompression, Option<i32>)>,
     platform: Option<Platform>,
     force: bool,
     dry_run: bool,
@@ -73,6 +74,7 @@ impl Default for dd_create_options {
             method: Method::Auto,
             compression: PayloadCompression::default(),
             level: None,
+            new_bytes_compression: None,
             platform: None,
             force: false,
             dry_run: false,
@@ -494,33 +496,64 @@ pub unsafe extern "C" fn dd_create_options_set_compression(
     guard_status(|| {
         // SAFETY: caller's contract.
         let o = unsafe { handle_mut(options, "options") }?;
-        let algorithm = match compression {
-            c if c == dd_compression::Zstd as u32 => PayloadCompression::Zstd,
-            c if c == dd_compression::Gzip as u32 => PayloadCompression::Gzip,
-            c if c == dd_compression::Xz as u32 => PayloadCompression::Xz,
-            c if c == dd_compression::None as u32 => PayloadCompression::None,
-            c => {
-                return Err(Failure::InvalidArgument(format!(
-                    "compression {c} is not a dd_compression"
-                )))
-            }
-        };
-        let level = if level == DD_LEVEL_DEFAULT {
-            None
-        } else {
-            let (lo, hi) = algorithm.level_range();
-            if level < lo || level > hi {
-                return Err(Failure::InvalidArgument(format!(
-                    "level {level} is out of range for {} ({lo}..={hi})",
-                    algorithm.name()
-                )));
-            }
-            Some(level)
-        };
+        let (algorithm, level) = compression_arg(compression, level)?;
         o.compression = algorithm;
         o.level = level;
         Ok(())
     })
+}
+
+/// Compression of the new bytes of file-aware layers, which the payload keeps in a lane of
+/// their own (`--new-bytes-compression`): a `dd_compression` value and a level in its range,
+/// or `DD_LEVEL_DEFAULT` (default: zstd level 18 when the payload compression is xz, else
+/// the payload compression).
+///
+/// # Safety
+///
+/// `options` must be NULL or a live options object.
+#[no_mangle]
+pub unsafe extern "C" fn dd_create_options_set_new_bytes_compression(
+    options: *mut dd_create_options,
+    compression: u32,
+    level: i32,
+) -> dd_status {
+    guard_status(|| {
+        // SAFETY: caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        o.new_bytes_compression = Some(compression_arg(compression, level)?);
+        Ok(())
+    })
+}
+
+/// A `dd_compression` value and a level in its range (`None` for `DD_LEVEL_DEFAULT`).
+fn compression_arg(
+    compression: u32,
+    level: i32,
+) -> Result<(PayloadCompression, Option<i32>), Failure> {
+    let algorithm = match compression {
+        c if c == dd_compression::Zstd as u32 => PayloadCompression::Zstd,
+        c if c == dd_compression::Gzip as u32 => PayloadCompression::Gzip,
+        c if c == dd_compression::Xz as u32 => PayloadCompression::Xz,
+        c if c == dd_compression::None as u32 => PayloadCompression::None,
+        c => {
+            return Err(Failure::InvalidArgument(format!(
+                "compression {c} is not a dd_compression"
+            )))
+        }
+    };
+    let level = if level == DD_LEVEL_DEFAULT {
+        None
+    } else {
+        let (lo, hi) = algorithm.level_range();
+        if level < lo || level > hi {
+            return Err(Failure::InvalidArgument(format!(
+                "level {level} is out of range for {} ({lo}..={hi})",
+                algorithm.name()
+            )));
+        }
+        Some(level)
+    };
+    Ok((algorithm, level))
 }
 
 /// Name the rebuilt image `NAME[:TAG]` (NULL: the tag in the output reference, else the
@@ -637,6 +670,12 @@ pub unsafe extern "C" fn dd_create(
                     algorithm: o.compression,
                     level: o.level.unwrap_or(o.compression.default_level()),
                 },
+                new_bytes_compression: o.new_bytes_compression.map(|(algorithm, level)| {
+                    CompressionSpec {
+                        algorithm,
+                        level: level.unwrap_or(algorithm.default_level()),
+                    }
+                }),
                 max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
                 force: o.force,
                 dry_run: o.dry_run,

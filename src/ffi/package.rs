@@ -102,6 +102,8 @@ pub unsafe extern "C" fn dd_package_verify(
 /// {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
 ///  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
 ///  "compression": {"algorithm": "xz", "level": 6},
+///  "lanes": [{"compression": {"algorithm": "xz", "level": 6}, "length": 90,
+///             "uncompressed_size": 400}, ...],
 ///  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
 ///           "reference": "...", "platform": {...}} | null,
 ///  "target": {same fields as base},

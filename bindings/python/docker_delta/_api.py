@@ -339,6 +339,8 @@ def create(
     method: str = "auto",
     compression: str = "xz",
     level: Optional[int] = None,
+    new_bytes_compression: Optional[str] = None,
+    new_bytes_level: Optional[int] = None,
     platform: Optional[str] = None,
     force: bool = False,
     dry_run: bool = False,
@@ -351,13 +353,21 @@ def create(
     package when ``old`` is None). Returns the report (``docker-delta create --json``).
 
     ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``xz`` |
-    ``zstd`` | ``gzip`` | ``none`` with ``level`` in its range (None: the default).
+    ``zstd`` | ``gzip`` | ``none`` with ``level`` in its range (None: the default);
+    ``new_bytes_compression`` and ``new_bytes_level`` the same for the new bytes of file-aware
+    layers, kept in a stream of their own (None: zstd level 18 beside xz, else ``compression``).
     """
     cbs = _Callbacks(progress, log)
     with _Options("dd_create_options") as o:
         o.set("method", _choice("method", method, _METHODS))
         o.set("compression", _choice("compression", compression, _COMPRESSIONS),
               _LEVEL_DEFAULT if level is None else int(level))
+        if new_bytes_compression is not None:
+            o.set("new_bytes_compression",
+                  _choice("new_bytes_compression", new_bytes_compression, _COMPRESSIONS),
+                  _LEVEL_DEFAULT if new_bytes_level is None else int(new_bytes_level))
+        elif new_bytes_level is not None:
+            raise ValueError("new_bytes_level needs new_bytes_compression")
         o.set_checked("platform", n.arg(platform))
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))

@@ -130,6 +130,7 @@ for _kind in ("create", "apply"):
     _fn(f"{_p}_set_log", status, handle, LOG_CB, c_void_p, c_uint32)
 _fn("dd_create_options_set_method", status, handle, c_uint32)
 _fn("dd_create_options_set_compression", status, handle, c_uint32, c_int32)
+_fn("dd_create_options_set_new_bytes_compression", status, handle, c_uint32, c_int32)
 _fn("dd_apply_options_set_tag", status, handle, c_char_p, _err)
 _fn("dd_apply_options_set_docker_host", status, handle, c_char_p, _err)
 

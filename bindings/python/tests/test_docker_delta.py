@@ -75,6 +75,9 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
     with dd.Package(pkg) as p:
         info = p.info()
         assert info["compression"] == {"algorithm": "xz", "level": 6}
+        # The file-aware layer's new bytes in a zstd lane of their own.
+        assert [l["compression"]["algorithm"] for l in info["lanes"]] == ["xz", "zstd"]
+        assert sum(l["length"] for l in info["lanes"]) == info["payload_size"]
         assert p.format_version == info["format_version"] == dd.format_version_supported()
         assert p.size == pkg.stat().st_size
         with dd.Image(new_ref) as new, dd.Image(old_ref) as old:
@@ -99,7 +102,8 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
 
 def test_full_package_needs_no_base(tmp_path: Path, new_ref: str) -> None:
     pkg = tmp_path / "full.ddelta"
-    report = dd.create(new_ref, pkg, method="layer", compression="gzip")
+    report = dd.create(new_ref, pkg, method="layer", compression="gzip",
+                       new_bytes_compression="none")
     assert report["base"] is None
     with dd.Package(pkg) as p:
         assert p.base_image_id is None
@@ -142,6 +146,8 @@ def test_other_structured_errors(tmp_path: Path, package: Path, old_ref: str, ne
         dd.Image("\udcff")  # not UTF-8 once encoded: refused by the library
     with pytest.raises(dd.InvalidArgument):
         dd.create(new_ref, tmp_path / "x", compression="gzip", level=42)
+    with pytest.raises(dd.InvalidArgument):
+        dd.create(new_ref, tmp_path / "x", new_bytes_compression="zstd", new_bytes_level=23)
     with pytest.raises(dd.InvalidArgument):
         dd.create(new_ref, tmp_path / "x", method="bsdiff")
     with pytest.raises(dd.InvalidInput) as e3:

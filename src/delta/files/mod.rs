@@ -70,13 +70,12 @@ pub mod btf;
 pub mod gz;
 pub mod tarscan;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 pub use access::LayerData;
 use bsdiff::{Control, Differences, Streams};
@@ -138,6 +137,9 @@ pub struct EncodeStats {
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).
     pub encoded_size: u64,
+    /// Bytes written to the new-bytes stream, when there is one (before package
+    /// compression).
+    pub new_bytes_size: u64,
     /// The old layers the stream draws on, as indexes into the `old` slice given to
     /// [`encode`]; source number `i` in the stream is `sources[i]`, so the decoder is
     /// given exactly these layers, in this order.
@@ -440,7 +442,9 @@ fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> 
     Ok(looks_compressed(&head(new, off)?) && looks_compressed(&head(old, old_off)?))
 }
 
-/// Encodes `new` against `old` into `out`; `progress` is told of each chunk's output bytes.
+/// Encodes `new` against `old` into `out`, the chunks' new bytes (their `extra` sections)
+/// into `new_bytes` if given, else in the chunks; `progress` is told of each chunk's output
+/// bytes.
 ///
 /// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
 /// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
@@ -450,6 +454,7 @@ pub fn encode(
     new: &OldLayer,
     expected: &Digest,
     out: &mut dyn Write,
+    mut new_bytes: Option<&mut dyn Write>,
     progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<EncodeStats> {
     let cat = Catalog::new(old);
@@ -466,10 +471,10 @@ pub fn encode(
         map_bytes.push(CHUNK_BTF_MAP);
         learnt.write(&mut map_bytes, put);
     }
-    let map = match map_bytes.split_first() {
+    let map = Arc::new(match map_bytes.split_first() {
         Some((_, mut rest)) => btf::BtfMap::read(&mut || get(&mut rest))?,
         None => btf::BtfMap::default(),
-    };
+    });
     stats.files_btf = regions
         .iter()
         .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
@@ -512,23 +517,33 @@ pub fn encode(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
-    let mut write = |bytes: Vec<u8>, decoded: Vec<u8>| -> Result<()> {
+    let split = new_bytes.is_some();
+    let mut write = |chunk: Chunk, decoded: Vec<u8>| -> Result<()> {
         hasher.update(&decoded);
         rebuilt += decoded.len() as u64;
-        out.write_all(&bytes).map_err(io_err)?;
-        written += bytes.len() as u64;
+        out.write_all(&chunk.bytes).map_err(io_err)?;
+        written += chunk.bytes.len() as u64;
+        if let (Some(w), Some(n)) = (new_bytes.as_mut(), &chunk.new_bytes) {
+            w.write_all(n).map_err(io_err)?;
+            stats.new_bytes_size += n.len() as u64;
+        }
         progress(decoded.len() as u64)
     };
+    let mut next = 0;
+    let take = || {
+        next += 1;
+        Ok((next <= chunks.len()).then_some(next - 1))
+    };
     in_order_parallel(
-        chunks.len(),
         workers,
         2 * workers,
-        |i| {
-            let bytes = encode_chunk(chunks[i], &refs, &new.data, &map)?;
-            let decoded = decode_chunk(&bytes, &refs, &map)?;
-            Ok((bytes, decoded))
+        take,
+        |i: usize| {
+            let chunk = encode_chunk(chunks[i], &refs, &new.data, &map, split)?;
+            let decoded = decode_chunk(&chunk, &refs, &map)?;
+            Ok((chunk, decoded))
         },
-        |(bytes, decoded)| write(bytes, decoded),
+        |(chunk, decoded)| write(chunk, decoded),
     )?;
     out.write_all(&[0]).map_err(io_err)?;
     stats.encoded_size = written + 1;
@@ -543,56 +558,89 @@ pub fn encode(
     Ok(stats)
 }
 
-/// Runs `work(0..n)` on `workers` threads and hands the results to `sink` in index order,
-/// with at most `ahead` results waiting or in progress past the one being written. The
-/// first error (from either side) stops everything and is returned.
-fn in_order_parallel<T: Send>(
-    n: usize,
+/// Runs jobs on `workers` threads and hands their results to `sink` in the order the jobs
+/// were taken. `take` gives the next job (`None` when there are no more); it is called on
+/// the worker threads, one at a time, so it may read a stream. `work` turns a job into a
+/// result, on any thread. At most `ahead` jobs are taken past the result being sunk, so
+/// memory stays bounded. The first error (from any of the three) stops everything and is
+/// returned.
+fn in_order_parallel<J: Send, T: Send>(
     workers: usize,
     ahead: usize,
-    work: impl Fn(usize) -> Result<T> + Sync,
+    take: impl FnMut() -> Result<Option<J>> + Send,
+    work: impl Fn(J) -> Result<T> + Sync,
     mut sink: impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    // The index of the next result the sink takes, and whether to stop.
-    let state = (Mutex::new((0usize, false)), Condvar::new());
+    struct State<F> {
+        take: F,
+        /// Jobs taken so far; the next job's number.
+        taken: usize,
+        /// The number of the next result the sink takes.
+        want: usize,
+        /// All jobs are taken (none left, or `take` failed).
+        ended: bool,
+        /// Stop: the sink failed or is done.
+        stop: bool,
+    }
+    let state = (
+        Mutex::new(State {
+            take,
+            taken: 0,
+            want: 0,
+            ended: false,
+            stop: false,
+        }),
+        Condvar::new(),
+    );
+    let lock = || state.0.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Result<T>)>();
-        for _ in 0..workers.min(n) {
+        for _ in 0..workers.max(1) {
             let tx = tx.clone();
-            let (next, state, work) = (&next, &state, &work);
+            let (state, work) = (&state, &work);
             scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    return;
-                }
-                {
-                    let (lock, cv) = state;
-                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    while !g.1 && i >= g.0 + ahead {
-                        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                let (i, job) = {
+                    let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
+                    while !g.stop && !g.ended && g.taken >= g.want + ahead {
+                        g = state.1.wait(g).unwrap_or_else(|e| e.into_inner());
                     }
-                    if g.1 {
+                    if g.stop || g.ended {
                         return;
                     }
-                }
-                if tx.send((i, work(i))).is_err() {
+                    let i = g.taken;
+                    match (g.take)() {
+                        Ok(Some(job)) => {
+                            g.taken += 1;
+                            (i, Ok(job))
+                        }
+                        Ok(None) => {
+                            g.ended = true;
+                            state.1.notify_all();
+                            return;
+                        }
+                        Err(e) => {
+                            // The error is the last result.
+                            g.taken += 1;
+                            g.ended = true;
+                            state.1.notify_all();
+                            (i, Err(e))
+                        }
+                    }
+                };
+                if tx.send((i, job.and_then(work))).is_err() {
                     return;
                 }
             });
         }
         drop(tx);
         let stop = || {
-            let (lock, cv) = &state;
-            lock.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-            cv.notify_all();
+            lock().stop = true;
+            state.1.notify_all();
         };
         let mut waiting = BTreeMap::new();
         let mut want = 0usize;
-        while want < n {
-            let Ok((i, r)) = rx.recv() else {
-                break;
-            };
+        // Results arrive until every worker has stopped (all jobs taken and done).
+        while let Ok((i, r)) = rx.recv() {
             waiting.insert(i, r);
             while let Some(r) = waiting.remove(&want) {
                 if let Err(e) = r.and_then(&mut sink) {
@@ -600,19 +648,113 @@ fn in_order_parallel<T: Send>(
                     return Err(e);
                 }
                 want += 1;
-                let (lock, cv) = &state;
-                lock.lock().unwrap_or_else(|e| e.into_inner()).0 = want;
-                cv.notify_all();
+                lock().want = want;
+                state.1.notify_all();
             }
         }
         stop();
-        if want < n {
-            return Err(Error::Other(
-                "files codec: an encoding worker stopped early".into(),
-            ));
+        let g = lock();
+        if want < g.taken || !g.ended {
+            return Err(Error::Other("files codec: a worker stopped early".into()));
         }
         Ok(())
     })
+}
+
+/// Rebuilds a layer as reading `decoder` would, decoding its chunks on `workers` threads;
+/// each chunk's bytes go to `sink`, in order. At most two chunks per worker are in memory.
+pub fn decode_parallel<R: Read + Send>(
+    decoder: Decoder<'_, R>,
+    workers: usize,
+    sink: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let old = decoder.old.clone();
+    let mut decoder = decoder;
+    in_order_parallel(
+        workers,
+        2 * workers.max(1),
+        move || decoder.read_chunk(),
+        |raw: RawChunk| raw.decode(&old),
+        sink,
+    )
+}
+
+/// Runs `consume` on a reader of the layer `decoder` rebuilds, while [`decode_parallel`]
+/// decodes it on `workers` threads beside: the reader's side (hashing, writing) and the
+/// chunks' decoding overlap. Errors of the decoding reach `consume` through the reader.
+pub fn with_parallel_reader<R: Read + Send, T>(
+    decoder: Decoder<'_, R>,
+    workers: usize,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let spares = decoder.spares.clone();
+    std::thread::scope(|scope| {
+        // A chunk, the end (`None`), or the error that ended the decoding.
+        let (tx, rx) = mpsc::sync_channel::<Result<Option<Vec<u8>>>>(1);
+        let producer = scope.spawn(move || {
+            let sent = decode_parallel(decoder, workers, |b| {
+                tx.send(Ok(Some(b)))
+                    .map_err(|_| Error::Other("the layer's reader stopped".into()))
+            });
+            // A failed send means the reader is gone: nobody to tell.
+            let _ = tx.send(sent.map(|()| None));
+        });
+        let mut reader = ChunkReader {
+            chunks: rx,
+            buf: Vec::new(),
+            pos: 0,
+            ended: false,
+            spares,
+        };
+        let result = consume(&mut reader);
+        // Unblocks the producer if the consumer stopped early.
+        drop(reader);
+        if producer.join().is_err() && result.is_ok() {
+            return Err(Error::Other(
+                "files codec: the decoding thread panicked".into(),
+            ));
+        }
+        result
+    })
+}
+
+/// Reads the chunks [`with_parallel_reader`]'s producer sends.
+struct ChunkReader {
+    chunks: mpsc::Receiver<Result<Option<Vec<u8>>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    /// Where read chunks go back to.
+    spares: Arc<Spares>,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(Some(chunk))) => {
+                    self.spares.give(std::mem::replace(&mut self.buf, chunk));
+                    self.pos = 0;
+                }
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return Err(e.into_io());
+                }
+                Err(_) => {
+                    self.ended = true;
+                    return Err(io::Error::other("files codec: the decoding thread stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.buf.len() - self.pos);
+        buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Renumbers the old layers the regions read from as 0.. in order of first index, and
@@ -743,20 +885,35 @@ fn read_btf(d: &LayerData, off: u64, size: u64) -> Result<Option<Vec<u8>>> {
 
 /// Decodes one encoded chunk (as [`encode_chunk`] made it), `map` being the stream's BTF
 /// map.
-fn decode_chunk<'a>(bytes: &[u8], old: &[&'a LayerData], map: &'a btf::BtfMap) -> Result<Vec<u8>> {
-    let mut d = Decoder::new(bytes, old.to_vec());
+fn decode_chunk(chunk: &Chunk, old: &[&LayerData], map: &Arc<btf::BtfMap>) -> Result<Vec<u8>> {
+    let mut d = match chunk.new_bytes {
+        Some(ref n) => Decoder::with_new_bytes(&chunk.bytes[..], &n[..], old.to_vec()),
+        None => Decoder::new(&chunk.bytes[..], old.to_vec()),
+    };
     d.started = true;
-    d.btf = (!map.is_empty()).then_some(Cow::Borrowed(map));
-    d.next_chunk()?;
-    Ok(d.buf)
+    d.btf = (!map.is_empty()).then(|| map.clone());
+    match d.read_chunk()? {
+        Some(raw) => raw.decode(old),
+        None => Err(bad("no chunk to decode")),
+    }
 }
 
+/// An encoded chunk: its bytes in the stream and, when they go to a stream of their own,
+/// its new bytes (its `extra` section).
+struct Chunk {
+    bytes: Vec<u8>,
+    new_bytes: Option<Vec<u8>>,
+}
+
+/// Encodes one chunk of regions; with `split`, its `extra` section is left out of its bytes
+/// and returned apart, for the new-bytes stream.
 fn encode_chunk(
     regions: &[Region],
     old: &[&LayerData],
     new: &LayerData,
     map: &btf::BtfMap,
-) -> Result<Vec<u8>> {
+    split: bool,
+) -> Result<Chunk> {
     let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ctl = ControlSections::default();
     let mut output = 0u64;
@@ -883,18 +1040,33 @@ fn encode_chunk(
         }
     }
     let (runs, lits) = squeeze_zeros(&diff);
+    let extra_len = extra.len() as u64;
+    let new_bytes = split.then(|| std::mem::take(&mut extra));
     let sections = [ops, meta, runs, lits, extra, ctl.add, ctl.copy, ctl.seek];
     let mut out = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 48);
     out.push(CHUNK_SPLIT);
     put(&mut out, output);
-    for s in &sections {
-        put(&mut out, s.len() as u64);
+    for (i, s) in sections.iter().enumerate() {
+        put(
+            &mut out,
+            if i == EXTRA {
+                extra_len
+            } else {
+                s.len() as u64
+            },
+        );
     }
     for s in sections {
         out.extend_from_slice(&s);
     }
-    Ok(out)
+    Ok(Chunk {
+        bytes: out,
+        new_bytes,
+    })
 }
+
+/// The index of the `extra` section among a chunk's sections.
+const EXTRA: usize = 4;
 
 /// A chunk whose patches keep their control triples in `ops` (five sections).
 const CHUNK_INLINE: u8 = 1;
@@ -1002,13 +1174,52 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
 /// layer's bytes. Every length is checked against limits before anything is allocated.
 pub struct Decoder<'a, R> {
     input: R,
+    /// The new-bytes stream, when the chunks' `extra` sections are there.
+    new_bytes: Option<R>,
     old: Vec<&'a LayerData>,
+    /// The chunk being read out, and how far.
     buf: Vec<u8>,
     pos: usize,
     started: bool,
     done: bool,
     /// The stream's BTF map, once read.
-    btf: Option<Cow<'a, btf::BtfMap>>,
+    btf: Option<Arc<btf::BtfMap>>,
+    /// Buffers to reuse.
+    spares: Arc<Spares>,
+}
+
+/// Spare byte buffers for a decoder's chunks, sections and differences: reusing them spares
+/// the page faults of fresh multi-MiB allocations (about a tenth of apply's time on a layer
+/// of new files). Holds at most [`MAX_SPARE_BYTES`].
+#[derive(Default)]
+struct Spares(Mutex<Vec<Vec<u8>>>);
+
+/// Capacity [`Spares`] keeps at most.
+const MAX_SPARE_BYTES: usize = 96 << 20;
+
+impl Spares {
+    /// An empty buffer for about `size` bytes: the smallest spare that holds them, else
+    /// the largest spare (to grow), else a new one.
+    fn take(&self, size: u64) -> Vec<u8> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = (0..g.len())
+            .filter(|&i| g[i].capacity() as u64 >= size)
+            .min_by_key(|&i| g[i].capacity());
+        match fits.or_else(|| (0..g.len()).max_by_key(|&i| g[i].capacity())) {
+            Some(i) => g.swap_remove(i),
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `v` for reuse, if there is room.
+    fn give(&self, mut v: Vec<u8>) {
+        v.clear();
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = g.iter().map(Vec::capacity).sum();
+        if v.capacity() > 0 && held + v.capacity() <= MAX_SPARE_BYTES {
+            g.push(v);
+        }
+    }
 }
 
 impl<'a, R: Read> Decoder<'a, R> {
@@ -1016,12 +1227,23 @@ impl<'a, R: Read> Decoder<'a, R> {
     pub fn new(input: R, old: Vec<&'a LayerData>) -> Self {
         Decoder {
             input,
+            new_bytes: None,
             old,
             buf: Vec::new(),
             pos: 0,
             started: false,
             done: false,
             btf: None,
+            spares: Arc::default(),
+        }
+    }
+
+    /// A decoder reading `input`, whose chunks' new bytes (`extra` sections) are in
+    /// `new_bytes` (as [`encode`] writes them when given a second writer).
+    pub fn with_new_bytes(input: R, new_bytes: R, old: Vec<&'a LayerData>) -> Self {
+        Decoder {
+            new_bytes: Some(new_bytes),
+            ..Decoder::new(input, old)
         }
     }
 
@@ -1035,14 +1257,10 @@ impl<'a, R: Read> Decoder<'a, R> {
     /// check its size and digest (so a damaged blob is reported as that, not as a layer
     /// that hashes wrong), and refuses bytes after the stream.
     fn expect_end(&mut self) -> Result<()> {
-        let mut b = [0u8; 1];
-        loop {
-            match self.input.read(&mut b) {
-                Ok(0) => return Ok(()),
-                Ok(_) => return Err(bad("data after the end of the stream")),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(stream_error(e)),
-            }
+        expect_end(&mut self.input, "")?;
+        match self.new_bytes.as_mut() {
+            Some(n) => expect_end(n, " of new bytes"),
+            None => Ok(()),
         }
     }
 
@@ -1058,7 +1276,8 @@ impl<'a, R: Read> Decoder<'a, R> {
         Err(bad("varint too long"))
     }
 
-    fn next_chunk(&mut self) -> Result<()> {
+    /// Reads the next chunk's sections; `None` after the end of the stream.
+    fn read_chunk(&mut self) -> Result<Option<RawChunk>> {
         if !self.started {
             let mut m = [0u8; 8];
             self.input.read_exact(&mut m).map_err(stream_error)?;
@@ -1072,16 +1291,14 @@ impl<'a, R: Read> Decoder<'a, R> {
             if self.btf.is_some() {
                 return Err(bad("a second BTF map"));
             }
-            self.btf = Some(Cow::Owned(btf::BtfMap::read(&mut || self.varint())?));
+            self.btf = Some(Arc::new(btf::BtfMap::read(&mut || self.varint())?));
             tag = self.byte()?;
         }
         let count = match tag {
             0 => {
                 self.expect_end()?;
                 self.done = true;
-                self.buf.clear();
-                self.pos = 0;
-                return Ok(());
+                return Ok(None);
             }
             CHUNK_INLINE => 5,
             CHUNK_SPLIT => 8,
@@ -1103,40 +1320,63 @@ impl<'a, R: Read> Decoder<'a, R> {
             }
         }
         let mut sections: Vec<Vec<u8>> = Vec::with_capacity(count);
-        for &l in &lens[..count] {
-            let mut s = Vec::new();
-            let n = (&mut self.input)
-                .take(l)
-                .read_to_end(&mut s)
-                .map_err(stream_error)?;
+        for (i, &l) in lens[..count].iter().enumerate() {
+            let (from, what) = match self.new_bytes.as_mut() {
+                Some(n) if i == EXTRA => (n, "the stream of new bytes"),
+                _ => (&mut self.input, "the stream"),
+            };
+            let mut s = self.spares.take(l);
+            let n = from.take(l).read_to_end(&mut s).map_err(stream_error)?;
             if n as u64 != l {
-                return Err(bad("the stream ends early (truncated) inside a chunk"));
+                return Err(bad(format!("{what} ends early (truncated) inside a chunk")));
             }
             sections.push(s);
         }
-        let mut out = std::mem::take(&mut self.buf);
-        out.clear();
-        out.reserve_exact(output as usize);
+        Ok(Some(RawChunk {
+            output,
+            sections,
+            map: self.btf.clone(),
+            spares: self.spares.clone(),
+        }))
+    }
+}
+
+/// A chunk's sections as read from the stream, to be decoded on any thread.
+struct RawChunk {
+    /// The output it declares.
+    output: u64,
+    /// Its five ([`CHUNK_INLINE`]) or eight ([`CHUNK_SPLIT`]) sections.
+    sections: Vec<Vec<u8>>,
+    /// The stream's BTF map, if it has one.
+    map: Option<Arc<btf::BtfMap>>,
+    /// Where its buffers go back to, and its output comes from.
+    spares: Arc<Spares>,
+}
+
+impl RawChunk {
+    /// Rebuilds the chunk's bytes from `old` (`src` index `i` naming `old[i]`).
+    fn decode(self, old: &[&LayerData]) -> Result<Vec<u8>> {
+        let s = &self.sections;
+        let mut out = self.spares.take(self.output);
+        out.reserve_exact(self.output as usize);
         // Difference bytes cover the chunk's output, plus the text of gzip members.
-        let diff = expand_zeros(&sections[2], &sections[3], output + gz::MAX_RAW)?;
-        let controls = (count == 8).then(|| [&sections[5][..], &sections[6][..], &sections[7][..]]);
-        let streams = [
-            &sections[0][..],
-            &sections[1][..],
-            &diff[..],
-            &sections[4][..],
-        ];
+        let mut diff = self.spares.take(self.output);
+        expand_zeros(&s[2], &s[3], self.output + gz::MAX_RAW, &mut diff)?;
+        let controls = (s.len() == 8).then(|| [&s[5][..], &s[6][..], &s[7][..]]);
+        let streams = [&s[0][..], &s[1][..], &diff[..], &s[4][..]];
         run_ops(
             streams,
             controls,
-            &self.old,
-            self.btf.as_deref(),
-            output,
+            old,
+            self.map.as_deref(),
+            self.output,
             &mut out,
         )?;
-        self.buf = out;
-        self.pos = 0;
-        Ok(())
+        self.spares.give(diff);
+        for s in self.sections {
+            self.spares.give(s);
+        }
+        Ok(out)
     }
 }
 
@@ -1400,8 +1640,8 @@ fn squeeze_zeros(diff: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Inverse of [`squeeze_zeros`], refusing to grow past `max` bytes.
-fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+fn expand_zeros(runs: &[u8], lits: &[u8], max: u64, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
     let (mut runs, mut lits) = (runs, lits);
     while !runs.is_empty() {
         let (zeros, n) = (get(&mut runs)?, get(&mut runs)?);
@@ -1425,12 +1665,26 @@ fn expand_zeros(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
     if !lits.is_empty() {
         return Err(bad("unused difference literals"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An error reading the stream: the end of the input inside it is a damaged stream (a codec
 /// error naming that), anything else keeps its own kind (a package blob's digest mismatch,
 /// a limit, I/O).
+/// Reads `input` to its end, which must come now: reading it lets a package blob check its
+/// size and digest, and bytes after the stream are refused.
+fn expect_end(input: &mut impl Read, what: &str) -> Result<()> {
+    let mut b = [0u8; 1];
+    loop {
+        match input.read(&mut b) {
+            Ok(0) => return Ok(()),
+            Ok(_) => return Err(bad(format!("data after the end of the stream{what}"))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(e)),
+        }
+    }
+}
+
 fn stream_error(e: io::Error) -> Error {
     // `read_exact` and this decoder's own length checks make a bare UnexpectedEof; an error
     // from below (the blob reader, a decompressor) carries a payload and keeps it.
@@ -1463,10 +1717,14 @@ fn get(s: &mut &[u8]) -> Result<u64> {
 impl<R: Read> Read for Decoder<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
-            if self.done {
-                return Ok(0);
+            match self.read_chunk().map_err(Error::into_io)? {
+                Some(raw) => {
+                    self.spares.give(std::mem::take(&mut self.buf));
+                    self.buf = raw.decode(&self.old).map_err(Error::into_io)?;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
             }
-            self.next_chunk().map_err(Error::into_io)?;
         }
         let n = buf.len().min(self.buf.len() - self.pos);
         buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -45,6 +45,12 @@ fn build_tar(members: &[Member]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// [`expand_zeros`] into a new buffer.
+fn expand(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    expand_zeros(runs, lits, max, &mut out).map(|()| out)
+}
+
 fn open(bytes: &[u8]) -> (tempfile::NamedTempFile, OldLayer) {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(bytes).unwrap();
@@ -65,6 +71,7 @@ fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer,
         &new_layer,
         &Digest::of(new),
         &mut stream,
+        None,
         &mut |_| Ok(()),
     )
     .unwrap();
@@ -89,6 +96,7 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         &new_layer,
         &Digest::of(new),
         &mut stream,
+        None,
         &mut |_| Ok(()),
     )
     .unwrap();
@@ -96,10 +104,38 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
     // The decoder gets only the layers the stream says it uses, in its order.
     let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old_layers[i].data).collect();
     let mut out = Vec::new();
-    Decoder::new(&stream[..], refs)
+    Decoder::new(&stream[..], refs.clone())
         .read_to_end(&mut out)
         .unwrap();
     assert!(out == new, "rebuilt layer differs");
+    // The same with the new bytes in a stream of their own, as packages carry them: the
+    // same sections, moved.
+    let (mut split, mut new_bytes) = (Vec::new(), Vec::new());
+    let split_stats = encode(
+        &old_layers,
+        &new_layer,
+        &Digest::of(new),
+        &mut split,
+        Some(&mut new_bytes),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(split_stats.new_bytes_size, new_bytes.len() as u64);
+    assert_eq!(split.len() + new_bytes.len(), stream.len());
+    out.clear();
+    Decoder::with_new_bytes(&split[..], &new_bytes[..], refs.clone())
+        .read_to_end(&mut out)
+        .unwrap();
+    assert!(out == new, "rebuilt layer differs (new bytes apart)");
+    // And decoded on several threads, as apply does.
+    let decoder = Decoder::with_new_bytes(&split[..], &new_bytes[..], refs);
+    let out = with_parallel_reader(decoder, 3, |r| {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(stream_error)?;
+        Ok(out)
+    })
+    .unwrap();
+    assert!(out == new, "rebuilt layer differs (decoded in parallel)");
     let packed = zstd::bulk::compress(&stream, 19).unwrap().len() as u64;
     eprintln!(
         "stream {} bytes, {packed} compressed, {stats:?}",
@@ -241,6 +277,38 @@ fn big_files_are_diffed_in_windows() {
     assert!(stats.encoded_size < 20_000, "{}", stats.encoded_size);
 }
 
+/// Decoding on several threads ends cleanly whichever side stops first: a damaged stream's
+/// error reaches the reader, and a reader that gives up does not leave the decoding
+/// blocked.
+#[test]
+fn parallel_decoding_stops_cleanly() {
+    // Three chunks, so that the decoding runs ahead of the reader.
+    let old_data = binary(60, (CHUNK * 2 + 4321) as usize);
+    let mut new_data = old_data.clone();
+    for i in (0..new_data.len()).step_by(4096) {
+        new_data[i] ^= 0x55;
+    }
+    let old = build_tar(&[Member::File("big".into(), old_data)]);
+    let new = build_tar(&[Member::File("big".into(), new_data)]);
+    let (_of, old_layer, stream) = encode_against(&old, &new);
+    let read_all = |r: &mut dyn Read| {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(stream_error).map(|_| out)
+    };
+    let whole = Decoder::new(&stream[..], vec![&old_layer.data]);
+    assert!(with_parallel_reader(whole, 2, read_all).unwrap() == new);
+    let cut = Decoder::new(&stream[..stream.len() - 9], vec![&old_layer.data]);
+    let e = with_parallel_reader(cut, 2, read_all).unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let given_up = Decoder::new(&stream[..], vec![&old_layer.data]);
+    let e = with_parallel_reader(given_up, 2, |r| {
+        r.read_exact(&mut [0u8; 10]).map_err(stream_error)?;
+        Err::<(), _>(Error::Other("the reader gave up".into()))
+    })
+    .unwrap_err();
+    assert_eq!(e.to_string(), "the reader gave up");
+}
+
 #[test]
 fn not_a_tar_still_round_trips() {
     let old = binary(30, 10_000);
@@ -291,14 +359,14 @@ fn zero_runs_never_reserve_past_the_bound() {
         put(&mut runs, 1 << 20);
         put(&mut runs, 1);
     }
-    let out = expand_zeros(&runs, &lits, max).unwrap();
+    let out = expand(&runs, &lits, max).unwrap();
     assert_eq!(out.len(), 56 * ((1 << 20) + 1));
     assert!(out.capacity() as u64 <= max, "capacity {}", out.capacity());
     assert_eq!(squeeze_zeros(&out), (runs.clone(), lits.clone()));
     // One more run goes past the bound: refused before anything is reserved for it.
     put(&mut runs, 1 << 20);
     put(&mut runs, 0);
-    assert!(expand_zeros(&runs, &lits, max).is_err());
+    assert!(expand(&runs, &lits, max).is_err());
 }
 
 #[test]
@@ -397,9 +465,9 @@ proptest! {
     #[test]
     fn zero_squeezing_round_trips(d in proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000)) {
         let (runs, lits) = squeeze_zeros(&d);
-        prop_assert_eq!(expand_zeros(&runs, &lits, d.len() as u64).unwrap(), d.clone());
+        prop_assert_eq!(expand(&runs, &lits, d.len() as u64).unwrap(), d.clone());
         if !d.is_empty() {
-            prop_assert!(expand_zeros(&runs, &lits, d.len() as u64 - 1).is_err());
+            prop_assert!(expand(&runs, &lits, d.len() as u64 - 1).is_err());
         }
     }
 }
