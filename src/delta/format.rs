@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::delta::blocks::BlockReader;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::platform::Platform;
@@ -721,7 +722,7 @@ impl Package {
         // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
         // layer and decompressing the payload then share the cores instead of taking turns
         // (xz decodes at 60-100 MB/s here, which alone would hold apply near that rate).
-        Ok(Box::new(ReadAhead::new(stream)))
+        Ok(Box::new(read_ahead(stream)))
     }
 }
 
@@ -756,97 +757,53 @@ impl<R: io::BufRead> Read for XzPayload<R> {
     }
 }
 
-/// A reader that reads its source on another thread, up to [`READ_AHEAD`] blocks ahead.
-struct ReadAhead {
-    blocks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    /// Read blocks, back to the reading thread to be filled again (fresh 1 MiB blocks
-    /// cost page faults).
-    spent: std::sync::mpsc::SyncSender<Vec<u8>>,
-    block: Vec<u8>,
-    at: usize,
-    ended: bool,
-}
-
-/// Blocks a [`ReadAhead`] may hold ready (of 1 MiB each).
+/// Blocks (of 1 MiB each) a payload lane's decompressing thread may hold ready.
 const READ_AHEAD: usize = 4;
 
-impl ReadAhead {
-    fn new(mut source: Box<dyn Read + Send>) -> ReadAhead {
-        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
-        let (spent, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD + 2);
-        std::thread::spawn(move || loop {
-            let mut block = match back.try_recv() {
-                Ok(mut b) => {
-                    b.resize(1 << 20, 0);
-                    b
-                }
-                Err(_) => vec![0u8; 1 << 20],
-            };
-            let mut filled = 0;
-            let result = loop {
-                match source.read(&mut block[filled..]) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == block.len() {
-                            break Ok(());
-                        }
+/// A reader of `source` that reads it on another thread, up to [`READ_AHEAD`] blocks ahead.
+fn read_ahead(mut source: Box<dyn Read + Send>) -> BlockReader {
+    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+    // Read blocks come back to be filled again (fresh 1 MiB blocks cost page faults).
+    let (spent, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD + 2);
+    std::thread::spawn(move || loop {
+        let mut block = match back.try_recv() {
+            Ok(mut b) => {
+                b.resize(1 << 20, 0);
+                b
+            }
+            Err(_) => vec![0u8; 1 << 20],
+        };
+        let mut filled = 0;
+        let result = loop {
+            match source.read(&mut block[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == block.len() {
+                        break Ok(());
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
                 }
-            };
-            block.truncate(filled);
-            // An empty block is the end; a failed send means the reader is gone.
-            let last = filled == 0 || result.is_err();
-            let sent = match result {
-                Ok(()) => tx.send(Ok(block)),
-                Err(e) if filled > 0 => tx.send(Ok(block)).and_then(|_| tx.send(Err(e))),
-                Err(e) => tx.send(Err(e)),
-            };
-            if last || sent.is_err() {
-                return;
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
             }
-        });
-        ReadAhead {
-            blocks: rx,
-            spent,
-            block: Vec::new(),
-            at: 0,
-            ended: false,
+        };
+        block.truncate(filled);
+        let last = filled == 0 || result.is_err();
+        // A failed send means the reader is gone.
+        let sent = match result {
+            Ok(()) if filled == 0 => tx.send(Ok(None)),
+            Ok(()) => tx.send(Ok(Some(block))),
+            Err(e) if filled > 0 => tx.send(Ok(Some(block))).and_then(|_| tx.send(Err(e))),
+            Err(e) => tx.send(Err(e)),
+        };
+        if last || sent.is_err() {
+            return;
         }
-    }
-}
-
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.block.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.blocks.recv() {
-                Ok(Ok(block)) => {
-                    self.ended = block.is_empty();
-                    let spent = std::mem::replace(&mut self.block, block);
-                    self.at = 0;
-                    // Full (or the thread is gone): the block is just dropped.
-                    let _ = self.spent.try_send(spent);
-                }
-                Ok(Err(e)) => {
-                    self.ended = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.ended = true;
-                    return Err(io::Error::other("the payload reader thread stopped"));
-                }
-            }
-        }
-        let n = buf.len().min(self.block.len() - self.at);
-        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
+    });
+    BlockReader::new(rx, "the payload reader thread", move |b| {
+        // Full (or the thread is gone): the block is just dropped.
+        let _ = spent.try_send(b);
+    })
 }
 
 fn sha(b: &[u8]) -> [u8; 32] {
@@ -1022,13 +979,12 @@ pub struct PackageWriter {
     /// Lane 1's compression.
     new_bytes_compression: CompressionSpec,
     blobs: Vec<BlobEntry>,
-    finished: bool,
 }
 
 /// One lane being written.
 struct LaneWriter {
     compression: CompressionSpec,
-    encoder: Option<PayloadEncoder>,
+    encoder: PayloadEncoder,
     spool_path: tempfile::TempPath,
 }
 
@@ -1061,15 +1017,9 @@ impl LaneWriter {
         };
         Ok(LaneWriter {
             compression,
-            encoder: Some(encoder),
+            encoder,
             spool_path,
         })
-    }
-
-    fn encoder(&mut self) -> Result<&mut PayloadEncoder> {
-        self.encoder
-            .as_mut()
-            .ok_or_else(|| Error::Other("package writer already finished".into()))
     }
 }
 
@@ -1183,15 +1133,11 @@ impl PackageWriter {
             lanes: vec![LaneWriter::new(compression, spool_dir, cores, (27, 7))?],
             new_bytes_compression,
             blobs: Vec::new(),
-            finished: false,
         })
     }
 
     /// Lane `n`'s encoder, starting lane 1 on first use.
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
-        if self.finished {
-            return Err(Error::Other("package writer already finished".into()));
-        }
         if n == LANE_NEW_BYTES && self.lanes.len() == 1 {
             // zstd on the calling thread, with a 16 MiB window like xz's dictionary. Measured
             // on tools' new bytes (31.6 MB): with one worker thread in 16 MiB jobs the lane
@@ -1202,8 +1148,8 @@ impl PackageWriter {
         }
         self.lanes
             .get_mut(n)
-            .ok_or_else(|| Error::Other(format!("internal: no payload lane {n}")))?
-            .encoder()
+            .map(|l| &mut l.encoder)
+            .ok_or_else(|| Error::Other(format!("internal: no payload lane {n}")))
     }
 
     /// Appends a blob from a reader to lane 0; returns its index.
@@ -1251,11 +1197,11 @@ impl PackageWriter {
         );
         let mut a = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(
             1 << 20,
-            main.encoder()?,
+            &mut main.encoder,
         ));
         let mut b = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(
             1 << 20,
-            new_bytes.encoder()?,
+            &mut new_bytes.encoder,
         ));
         let value = f(&mut a, &mut b)?;
         let (digest_a, size_a) = finish_blob(a, &path_a)?;
@@ -1283,21 +1229,13 @@ impl PackageWriter {
     /// Finishes the lanes and writes the whole package to `out`. The header's `blobs`,
     /// `lanes` and `compression` are filled in here.
     pub fn finish(mut self, mut header: Header, out: &mut impl Write) -> Result<u64> {
-        if self.finished {
-            return Err(Error::Other("package writer already finished".into()));
-        }
-        self.finished = true;
         header.blobs = std::mem::take(&mut self.blobs);
         header.compression = self.compression;
         header.lanes.clear();
         let mut files = Vec::with_capacity(self.lanes.len());
         let mut payload = Sha256::new();
-        for lane in &mut self.lanes {
-            let enc = lane
-                .encoder
-                .take()
-                .ok_or_else(|| Error::Other("package writer already finished".into()))?;
-            let mut file = enc.finish().at(&lane.spool_path)?;
+        for lane in std::mem::take(&mut self.lanes) {
+            let mut file = lane.encoder.finish().at(&lane.spool_path)?;
             file.flush().at(&lane.spool_path)?;
             file.seek(SeekFrom::Start(0)).at(&lane.spool_path)?;
             let length = io::copy(&mut file, &mut ShaWriter(&mut payload)).at(&lane.spool_path)?;
@@ -1306,6 +1244,7 @@ impl PackageWriter {
                 compression: lane.compression,
                 length,
             });
+            // The spool file's name goes (with `lane`); the open file stays readable.
             files.push(file);
         }
         let payload_len: u64 = header.lanes.iter().map(|l| l.length).sum();

@@ -2,6 +2,7 @@
 //! and the create and apply operations.
 
 pub mod apply;
+mod blocks;
 pub mod codec;
 pub mod create;
 pub mod deliver;

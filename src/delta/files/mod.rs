@@ -77,6 +77,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
+use crate::delta::blocks::BlockReader;
 pub use access::LayerData;
 use bsdiff::{Control, Differences, Streams};
 use tarscan::TarIndex;
@@ -689,23 +690,18 @@ pub fn with_parallel_reader<R: Read + Send, T>(
 ) -> Result<T> {
     let spares = decoder.spares.clone();
     std::thread::scope(|scope| {
-        // A chunk, the end (`None`), or the error that ended the decoding.
-        let (tx, rx) = mpsc::sync_channel::<Result<Option<Vec<u8>>>>(1);
+        let (tx, rx) = mpsc::sync_channel(1);
         let producer = scope.spawn(move || {
             let sent = decode_parallel(decoder, workers, |b| {
                 tx.send(Ok(Some(b)))
                     .map_err(|_| Error::Other("the layer's reader stopped".into()))
             });
             // A failed send means the reader is gone: nobody to tell.
-            let _ = tx.send(sent.map(|()| None));
+            let _ = tx.send(sent.map(|()| None).map_err(Error::into_io));
         });
-        let mut reader = ChunkReader {
-            chunks: rx,
-            buf: Vec::new(),
-            pos: 0,
-            ended: false,
-            spares,
-        };
+        let mut reader = BlockReader::new(rx, "files codec: the decoding thread", move |b| {
+            spares.give(b)
+        });
         let result = consume(&mut reader);
         // Unblocks the producer if the consumer stopped early.
         drop(reader);
@@ -716,45 +712,6 @@ pub fn with_parallel_reader<R: Read + Send, T>(
         }
         result
     })
-}
-
-/// Reads the chunks [`with_parallel_reader`]'s producer sends.
-struct ChunkReader {
-    chunks: mpsc::Receiver<Result<Option<Vec<u8>>>>,
-    buf: Vec<u8>,
-    pos: usize,
-    ended: bool,
-    /// Where read chunks go back to.
-    spares: Arc<Spares>,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.chunks.recv() {
-                Ok(Ok(Some(chunk))) => {
-                    self.spares.give(std::mem::replace(&mut self.buf, chunk));
-                    self.pos = 0;
-                }
-                Ok(Ok(None)) => self.ended = true,
-                Ok(Err(e)) => {
-                    self.ended = true;
-                    return Err(e.into_io());
-                }
-                Err(_) => {
-                    self.ended = true;
-                    return Err(io::Error::other("files codec: the decoding thread stopped"));
-                }
-            }
-        }
-        let n = buf.len().min(self.buf.len() - self.pos);
-        buf[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Renumbers the old layers the regions read from as 0.. in order of first index, and
