@@ -530,15 +530,11 @@ pub fn encode(
         }
         progress(decoded.len() as u64)
     };
-    let mut next = 0;
-    let take = || {
-        next += 1;
-        Ok((next <= chunks.len()).then_some(next - 1))
-    };
+    let mut indexes = 0..chunks.len();
     in_order_parallel(
         workers,
         2 * workers,
-        take,
+        move || Ok(indexes.next()),
         |i: usize| {
             let chunk = encode_chunk(chunks[i], &refs, &new.data, &map, split)?;
             let decoded = decode_chunk(&chunk, &refs, &map)?;
