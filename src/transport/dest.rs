@@ -46,7 +46,7 @@ pub enum OutputKind {
 
 enum Sink {
     Tar {
-        builder: tar::Builder<BufWriter<File>>,
+        builder: tar::Builder<BufWriter<WriteBehind<File>>>,
         temp: tempfile::TempPath,
     },
     Dir {
@@ -121,7 +121,8 @@ impl ImageWriter {
                     .tempfile_in(&parent)
                     .at(&parent)?;
                 let (file, temp) = temp.into_parts();
-                let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+                let mut builder =
+                    tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
                 builder.mode(tar::HeaderMode::Deterministic);
                 Sink::Tar { builder, temp }
             }
@@ -233,7 +234,8 @@ impl ImageWriter {
                     .tempfile_in(&dir)
                     .at(&dir)?;
                 {
-                    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+                    let mut w =
+                        BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.as_file_mut()));
                     io::copy(&mut verify, &mut w).map_err(|e| Error::io(&final_path, e))?;
                     w.flush().at(&final_path)?;
                 }
@@ -344,7 +346,8 @@ impl ImageWriter {
                 let writer = builder.into_inner().map_err(|e| Error::io(&*temp, e))?;
                 let file = writer
                     .into_inner()
-                    .map_err(|e| Error::io(&*temp, e.into_error()))?;
+                    .map_err(|e| Error::io(&*temp, e.into_error()))?
+                    .inner;
                 file.sync_all().at(&*temp)?;
                 temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
             }
@@ -481,5 +484,59 @@ impl<R: Read> Verify<R> {
             });
         }
         Ok(())
+    }
+}
+
+/// Bytes after which [`WriteBehind`] asks the kernel to start writing them out.
+const WRITE_BEHIND: u64 = 8 << 20;
+
+/// A file writer that has the kernel start writing each [`WRITE_BEHIND`] bytes to disk as
+/// soon as they are written (Linux `sync_file_range`), so that the `fsync` that makes an
+/// output durable before it takes its name finds little left to do. On the tools bench
+/// pair, writing the 89 MB image and then syncing it took about 0.1 s of apply's 0.5 s.
+struct WriteBehind<F> {
+    inner: F,
+    written: u64,
+    started: u64,
+}
+
+impl<F> WriteBehind<F> {
+    fn new(inner: F) -> WriteBehind<F> {
+        WriteBehind {
+            inner,
+            written: 0,
+            started: 0,
+        }
+    }
+}
+
+impl<F: Write + std::os::fd::AsFd> Write for WriteBehind<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITE_BEHIND {
+            self.inner.flush()?;
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: the descriptor is open for as long as `inner` lives; the call
+                // only reads its arguments. Its result is ignored: it is a hint, and the
+                // fsync at the end reports any write error.
+                unsafe {
+                    libc::sync_file_range(
+                        self.inner.as_fd().as_raw_fd(),
+                        self.started as libc::off64_t,
+                        (self.written - self.started) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
