@@ -546,6 +546,15 @@ fn files_layers_damaged_or_lying() {
         "the files layer should have new bytes: {header:#}"
     );
     assert_eq!(header["blobs"][e]["lane"], 1, "{header:#}");
+    // Its difference literals, in a third.
+    let d = layer["lits_blob"].as_u64().unwrap() as usize;
+    let (d_at, d_size) = blob_span(&good, d);
+    let lits = good[d_at..d_at + d_size].to_vec();
+    assert!(
+        d_size > 0,
+        "the files layer should have differences: {header:#}"
+    );
+    assert_eq!(header["blobs"][d]["lane"], 2, "{header:#}");
     let max_chunk = docker_delta::delta::files::MAX_CHUNK_OUTPUT;
     let edit = |f: &dyn Fn(&mut serde_json::Value)| common::edit_package(&good, f);
     let cases = vec![
@@ -640,6 +649,27 @@ fn files_layers_damaged_or_lying() {
             "data after the end of the stream of new bytes",
         ),
         Case::new(
+            "difference-literals blob cut in half",
+            replace_blob(&good, d, &lits[..d_size / 2]),
+            &w.old,
+            "codec",
+            "the stream of difference literals ends early",
+        ),
+        Case::new(
+            "difference-literals blob with a byte after its end",
+            replace_blob(&good, d, &[&lits[..], &[0]].concat()),
+            &w.old,
+            "codec",
+            "data after the end of the stream of difference literals",
+        ),
+        Case::new(
+            "a files layer's new bytes and differences in one lane",
+            edit(&|h| h["blobs"][d]["lane"] = 1.into()),
+            &w.old,
+            "invalid_package",
+            &format!("layer 1's blobs {e} and {d} are both in lane 1"),
+        ),
+        Case::new(
             "a files layer's two blobs in one lane",
             edit(&|h| h["blobs"][e]["lane"] = 0.into()),
             &w.old,
@@ -651,7 +681,7 @@ fn files_layers_damaged_or_lying() {
             edit(&|h| h["blobs"][e]["lane"] = 5.into()),
             &w.old,
             "invalid_package",
-            &format!("blob {e} is in lane 5, but the payload has 2 lanes"),
+            &format!("blob {e} is in lane 5, but the payload has 3 lanes"),
         ),
         Case::new(
             "lanes that do not add up to the payload",

@@ -137,9 +137,9 @@ fn files_fuzz_seeds_decode_to_their_layers() {
             .map(|&i| &old[i])
             .collect();
         let mut out = Vec::new();
-        let mut decoder = match fuzz_harness::files_split(input[0], &input[1..]) {
-            Some((stream, new_bytes)) => {
-                docker_delta::delta::files::Decoder::with_new_bytes(stream, new_bytes, sources)
+        let mut decoder = match fuzz_harness::files_apart(input[0], &input[1..]) {
+            Some((stream, apart)) => {
+                docker_delta::delta::files::Decoder::with_apart(stream, apart.map(Some), sources)
             }
             None => docker_delta::delta::files::Decoder::new(&input[1..], sources),
         };

@@ -417,9 +417,9 @@ pub const FILES_SOURCES: [&[usize]; 4] = [&[0, 1], &[1], &[0], &[]];
 pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
 
 /// The `files` codec's decoder on a hostile stream. The first byte picks the source list
-/// (`% 4`, see [`FILES_SOURCES`]) and whether the new bytes are in a stream of their own
-/// (bit 2, as packages carry them: then a little-endian u32 gives the stream's length, and
-/// the new bytes follow the stream); the rest is the stream. It must end in an error or the
+/// (`% 4`, see [`FILES_SOURCES`]) and whether the sections a stream may keep apart are in
+/// streams of their own (bit 2, as packages carry them: see [`files_apart`]); the rest is
+/// the stream. It must end in an error or the
 /// end of the stream, never panic, and never allocate from a size the stream merely claims
 /// (scripts/fuzz.sh runs this target with a malloc limit).
 pub fn files(data: &[u8]) {
@@ -431,8 +431,8 @@ pub fn files(data: &[u8]) {
         .iter()
         .map(|&i| &old[i])
         .collect();
-    let decoder = match files_split(selector, rest) {
-        Some((stream, new_bytes)) => files::Decoder::with_new_bytes(stream, new_bytes, sources),
+    let decoder = match files_apart(selector, rest) {
+        Some((stream, apart)) => files::Decoder::with_apart(stream, apart.map(Some), sources),
         None => files::Decoder::new(rest, sources),
     };
     if let Err(e) = std::io::copy(&mut decoder.take(FILES_MAX_OUTPUT), &mut std::io::sink()) {
@@ -441,17 +441,26 @@ pub fn files(data: &[u8]) {
     }
 }
 
-/// The stream and the new bytes of a `files` input whose selector has bit 2 set (see
-/// [`files`]); `None` for one without.
-pub fn files_split(selector: u8, rest: &[u8]) -> Option<(&[u8], &[u8])> {
+/// The stream and the streams of the sections it keeps apart (new bytes, difference
+/// literals) of a `files` input whose selector has bit 2 set: two little-endian u32 give
+/// the lengths of the stream and of the new bytes, which follow in that order; the rest is
+/// the difference literals. `None` for an input without bit 2.
+pub fn files_apart(selector: u8, rest: &[u8]) -> Option<(&[u8], [&[u8]; 2])> {
     if selector & 4 == 0 {
         return None;
     }
-    let (len, rest) = rest.split_at(rest.len().min(4));
-    let mut le = [0u8; 4];
-    le[..len.len()].copy_from_slice(len);
-    let len = (u32::from_le_bytes(le) as usize).min(rest.len());
-    Some(rest.split_at(len))
+    let len = |rest: &mut &[u8]| {
+        let (l, r) = rest.split_at(rest.len().min(4));
+        *rest = r;
+        let mut le = [0u8; 4];
+        le[..l.len()].copy_from_slice(l);
+        u32::from_le_bytes(le) as usize
+    };
+    let mut rest = rest;
+    let (stream_len, new_len) = (len(&mut rest), len(&mut rest));
+    let (stream, rest) = rest.split_at(stream_len.min(rest.len()));
+    let (new_bytes, lits) = rest.split_at(new_len.min(rest.len()));
+    Some((stream, [new_bytes, lits]))
 }
 
 /// Real `files` streams, as inputs of the `files` target (selector byte, then the stream):
@@ -492,15 +501,19 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let mut gzip = 0;
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
-        // Each layer twice: its new bytes in the stream, and in a stream of their own.
+        // Each layer twice: everything in the stream, and the sections it may keep apart
+        // in streams of their own.
         for split in [false, true] {
-            let (mut stream, mut new_bytes) = (Vec::new(), Vec::new());
+            let (mut stream, mut new_bytes, mut lits) = (Vec::new(), Vec::new(), Vec::new());
             let stats = files::encode(
                 &old,
                 &new_layer,
                 &Digest::of(new),
                 &mut stream,
-                split.then_some(&mut new_bytes as &mut dyn std::io::Write),
+                [
+                    split.then_some(&mut new_bytes as &mut dyn std::io::Write),
+                    split.then_some(&mut lits as &mut dyn std::io::Write),
+                ],
                 &mut |_| Ok(()),
             )
             .expect("encode a seed layer");
@@ -512,12 +525,14 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             let mut input = vec![selector as u8 | if split { 4 } else { 0 }];
             if split {
                 input.extend_from_slice(&(stream.len() as u32).to_le_bytes());
+                input.extend_from_slice(&(new_bytes.len() as u32).to_le_bytes());
             }
             input.extend_from_slice(&stream);
             input.extend_from_slice(&new_bytes);
+            input.extend_from_slice(&lits);
             let name = match split {
                 false => format!("layer-{n}.files"),
-                true => format!("layer-{n}-new-bytes-apart.files"),
+                true => format!("layer-{n}-apart.files"),
             };
             seeds.push((name, input, new.clone()));
         }

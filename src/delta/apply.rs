@@ -172,6 +172,9 @@ pub fn apply(
         .clone()
         .or_else(|| name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()))
         .or_else(|| default_name(&target.identity));
+    // The payload's lanes start decompressing (into memory, a few MiB ahead) while the
+    // payload's checksum is verified; nothing is read from them before it is.
+    let blobs = (!options.dry_run).then(|| package.blobs()).transpose()?;
     let mut verify = Tracker::start(options.progress, Phase::Verify, package.payload_len)?;
     package.verify_payload()?;
     verify.advance(package.payload_len)?;
@@ -197,11 +200,9 @@ pub fn apply(
         base_image_id: base.map(|b| b.image().config_digest.clone()),
         layers: layers.clone(),
     };
-    if options.dry_run {
+    let Some(mut blobs) = blobs else {
         return Ok(report(None, None));
-    }
-
-    let mut blobs = package.blobs()?;
+    };
     let config = blobs.read(
         target.config_blob,
         crate::transport::Limits::default().max_json_size,
@@ -237,6 +238,7 @@ pub fn apply(
                 old_layers,
                 blob,
                 extra_blob,
+                lits_blob,
             } => {
                 let spool = writer.spool_dir();
                 for &o in old_layers {
@@ -250,13 +252,17 @@ pub fn apply(
                     .iter()
                     .filter_map(|o| opened.get(o))
                     .collect::<Vec<_>>();
-                let decoder = match extra_blob {
-                    Some(extra) => {
-                        let (stream, new_bytes) = blobs.open_pair(*blob, *extra)?;
-                        files::Decoder::with_new_bytes(stream, new_bytes, sources)
-                    }
-                    None => files::Decoder::new(blobs.open(*blob)?, sources),
-                };
+                // The stream and the sections it keeps apart, each from its own lane.
+                let wanted = [Some(*blob), *extra_blob, *lits_blob];
+                let mut streams = blobs
+                    .open_many(&wanted.iter().flatten().copied().collect::<Vec<_>>())?
+                    .into_iter();
+                let mut next = |b: Option<usize>| b.and_then(|_| streams.next());
+                let stream = next(Some(*blob)).ok_or_else(|| {
+                    Error::Other(format!("internal: {what} (blob {blob}) did not open"))
+                })?;
+                let apart = [next(*extra_blob), next(*lits_blob)];
+                let decoder = files::Decoder::with_apart(stream, apart, sources);
                 // Chunks are decoded on every core while this thread hashes and writes.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
                 files::with_parallel_reader(decoder, workers, |r| {

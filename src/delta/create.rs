@@ -7,7 +7,7 @@ use crate::delta::codec::{self, Codec, EncodeOptions};
 use crate::delta::files::{self, LayerData};
 use crate::delta::format::{
     CompressionSpec, Header, ImageIdentity, LayerEntry, LayerSource, NewImage, Package,
-    PackageWriter, PayloadCompression,
+    PackageWriter, PayloadCompression, LANE_DIFFERENCES, LANE_MAIN, LANE_NEW_BYTES,
 };
 use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
@@ -200,21 +200,26 @@ pub fn create(
                 let new_layer = files::OldLayer { data, index };
                 // The layer's new bytes go to a lane of their own: they compress among
                 // their like, and apply decodes them beside the rest.
-                let (blob, extra_blob, stats) = writer.add_blob_pair_with(|w, new_bytes| {
+                let lanes = [LANE_MAIN, LANE_NEW_BYTES, LANE_DIFFERENCES];
+                let (blobs, stats) = writer.add_blobs_with(&lanes, |w| {
+                    let [stream, new_bytes, lits] = w else {
+                        return Err(Error::Other("internal: three payload lanes".into()));
+                    };
                     files::encode(
                         olds,
                         &new_layer,
                         &layer.diff_id,
-                        w,
-                        Some(new_bytes),
+                        *stream,
+                        [Some(*new_bytes), Some(*lits)],
                         &mut |n| tracker.advance(n),
                     )
                 })?;
                 tracing::debug!(layer = p.index, ?stats, "encoded with the files codec");
                 let source = LayerSource::Files {
                     old_layers: stats.sources.clone(),
-                    blob,
-                    extra_blob: Some(extra_blob),
+                    blob: blobs[0],
+                    extra_blob: Some(blobs[1]),
+                    lits_blob: Some(blobs[2]),
                 };
                 let payload = writer.payload_uncompressed_size() - before;
                 outcomes.push(outcome(p, source.method(), None, size, payload));

@@ -1,9 +1,9 @@
-//! The delta package file format, version 5 (documented in `docs/FORMAT.md`).
+//! The delta package file format, version 6 (documented in `docs/FORMAT.md`).
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic  89 44 44 45 4C 54 41 0A  ("\x89DDELTA\n")
-//! 8       4     format version, u32 little-endian (5; 1 to 4 are still read)
+//! 8       4     format version, u32 little-endian (6; 1 to 5 are still read)
 //! 12      4     flags, u32 LE (0; a reader refuses unknown flags)
 //! 16      8     header length H, u64 LE
 //! 24      32    SHA-256 of the header bytes
@@ -17,8 +17,9 @@
 //!
 //! A package without `lanes` (versions 1 to 4) has one lane: the whole payload, compressed
 //! with header.compression. Lanes let like bytes compress together and be decoded on
-//! separate threads: a `files` layer writes its stream's structure to lane 0 and its new
-//! bytes to lane 1 ([`LANE_NEW_BYTES`]).
+//! separate threads: a `files` layer writes its stream's structure to lane 0, its new
+//! bytes to lane 1 ([`LANE_NEW_BYTES`]) and its difference literals to lane 2
+//! ([`LANE_DIFFERENCES`]).
 //!
 //! The file ends exactly after the payload. Every blob is also checksummed on its own
 //! (uncompressed), so a damaged package is refused before any output is written, and a
@@ -44,8 +45,10 @@ pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// `files` layer method; version 3 its word differences (WDIFF) and chunks with control
 /// sections of their own, which a version 2 reader would refuse only deep in the payload;
 /// version 4 the BTF map and its BDIFF patches for kernel modules; version 5 the payload's
-/// lanes. Packages of versions 1 to 4 are read as they are.
-pub const FORMAT_VERSION: u32 = 5;
+/// lanes and a `files` layer's new bytes in a lane of their own; version 6 its difference
+/// literals in another (`lits_blob`, which a version 5 reader would not know). Packages of
+/// versions 1 to 5 are read as they are.
+pub const FORMAT_VERSION: u32 = 6;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).
@@ -54,6 +57,8 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 pub const LANE_MAIN: usize = 0;
 /// The lane of the new bytes of `files` layers (their `extra_blob`).
 pub const LANE_NEW_BYTES: usize = 1;
+/// The lane of the difference literals of `files` layers (their `lits_blob`).
+pub const LANE_DIFFERENCES: usize = 2;
 /// Most lanes a package may have.
 pub const MAX_LANES: usize = 8;
 
@@ -171,6 +176,10 @@ pub enum LayerSource {
         /// of its own; `None` when they are in the stream (format 4 and older).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         extra_blob: Option<usize>,
+        /// The blob holding the stream's difference literals (its chunks' `lits`
+        /// sections), in a lane of its own; `None` when they are in the stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lits_blob: Option<usize>,
     },
     /// The whole layer is in the payload.
     Full {
@@ -205,11 +214,18 @@ impl LayerSource {
 
     /// Every payload blob this layer needs.
     pub fn blobs(&self) -> Vec<usize> {
-        let extra = match self {
-            LayerSource::Files { extra_blob, .. } => *extra_blob,
-            _ => None,
+        let apart = match self {
+            LayerSource::Files {
+                extra_blob,
+                lits_blob,
+                ..
+            } => [*extra_blob, *lits_blob],
+            _ => [None, None],
         };
-        self.blob().into_iter().chain(extra).collect()
+        self.blob()
+            .into_iter()
+            .chain(apart.into_iter().flatten())
+            .collect()
     }
 
     /// The old layer this layer needs (the first, for `files`), if any.
@@ -455,9 +471,12 @@ impl Header {
             for &b in &blobs {
                 expect_blob(b, &format!("layer {i}"))?;
             }
-            // Both blobs of a `files` layer are read at once: from two lanes.
-            if let [a, b] = blobs[..] {
-                if self.blobs[a].lane == self.blobs[b].lane {
+            // The blobs of a `files` layer are read at once: each from a lane of its own.
+            for (k, &a) in blobs.iter().enumerate() {
+                if let Some(&b) = blobs[k + 1..]
+                    .iter()
+                    .find(|&&b| self.blobs[b].lane == self.blobs[a].lane)
+                {
                     return Err(bad(format!(
                         "layer {i}'s blobs {a} and {b} are both in lane {}",
                         self.blobs[a].lane
@@ -757,7 +776,7 @@ impl<R: io::BufRead> Read for XzPayload<R> {
     }
 }
 
-/// Blocks (of 1 MiB each) a payload lane's decompressing thread may hold ready.
+/// Blocks (of up to 1 MiB each) a payload lane's decompressing thread may hold ready.
 const READ_AHEAD: usize = 4;
 
 /// A reader of `source` that reads it on another thread, up to [`READ_AHEAD`] blocks ahead.
@@ -765,14 +784,18 @@ fn read_ahead(mut source: Box<dyn Read + Send>) -> BlockReader {
     let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
     // Read blocks come back to be filled again (fresh 1 MiB blocks cost page faults).
     let (spent, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD + 2);
+    // The first blocks are small, so that the first bytes (a package's config) come
+    // without waiting for a whole MiB to be decompressed.
+    let mut size = 64 << 10;
     std::thread::spawn(move || loop {
         let mut block = match back.try_recv() {
             Ok(mut b) => {
-                b.resize(1 << 20, 0);
+                b.resize(size, 0);
                 b
             }
-            Err(_) => vec![0u8; 1 << 20],
+            Err(_) => vec![0u8; size],
         };
+        size = (size * 2).min(1 << 20);
         let mut filled = 0;
         let result = loop {
             match source.read(&mut block[filled..]) {
@@ -832,32 +855,29 @@ impl BlobReader {
         Ok(BlobStream::new(&self.path, index, entry, stream))
     }
 
-    /// Opens blobs `a` and `b`, which must be in different lanes, to be read side by side.
-    pub fn open_pair(&mut self, a: usize, b: usize) -> Result<(BlobStream<'_>, BlobStream<'_>)> {
-        let (ea, eb) = (self.take(a)?, self.take(b)?);
+    /// Opens `blobs`, which must be in different lanes, to be read side by side.
+    pub fn open_many(&mut self, blobs: &[usize]) -> Result<Vec<BlobStream<'_>>> {
+        let entries = blobs
+            .iter()
+            .map(|&b| self.take(b))
+            .collect::<Result<Vec<_>>>()?;
         let path = &self.path;
-        let mut sa = None;
-        let mut sb = None;
+        let mut streams: Vec<Option<BlobStream<'_>>> = blobs.iter().map(|_| None).collect();
         for (lane, stream) in self.lanes.iter_mut().enumerate() {
-            if lane == ea.lane {
-                sa = Some(stream);
-            } else if lane == eb.lane {
-                sb = Some(stream);
+            if let Some(k) = entries.iter().position(|e| e.lane == lane) {
+                if entries[k + 1..].iter().any(|e| e.lane == lane) {
+                    break;
+                }
+                streams[k] = Some(BlobStream::new(path, blobs[k], entries[k].clone(), stream));
             }
         }
-        match (sa, sb) {
-            (Some(sa), Some(sb)) => Ok((
-                BlobStream::new(path, a, ea, sa),
-                BlobStream::new(path, b, eb, sb),
-            )),
-            _ => Err(Error::InvalidPackage {
+        streams
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::InvalidPackage {
                 path: path.clone(),
-                reason: format!(
-                    "blobs {a} and {b} must be in two lanes (they are in lanes {} and {})",
-                    ea.lane, eb.lane
-                ),
-            }),
-        }
+                reason: format!("blobs {blobs:?} must each be in a lane of their own"),
+            })
     }
 
     /// Blob `index`'s entry, if it is the next one of its lane.
@@ -988,13 +1008,21 @@ struct LaneWriter {
     spool_path: tempfile::TempPath,
 }
 
+/// How a lane's encoder is set up beyond its compression.
+struct LaneSettings {
+    /// zstd: worker threads (0: on the writing thread), window log and overlap log.
+    zstd: (u32, u32, u32),
+    /// xz: the dictionary size for presets 0-7 (8 and 9 keep theirs).
+    xz_dict: u32,
+}
+
 impl LaneWriter {
     fn new(
         compression: CompressionSpec,
         spool_dir: &Path,
-        workers: u32,
-        (window_log, overlap_log): (u32, u32),
+        settings: LaneSettings,
     ) -> Result<LaneWriter> {
+        let (workers, window_log, overlap_log) = settings.zstd;
         let spool = tempfile::Builder::new()
             .prefix(".docker-delta-payload-")
             .tempfile_in(spool_dir)
@@ -1012,7 +1040,7 @@ impl LaneWriter {
             )),
             PayloadCompression::Xz => PayloadEncoder::Xz(xz2::write::XzEncoder::new_stream(
                 file,
-                xz_encoder(compression.level as u32).at(&spool_path)?,
+                xz_encoder(compression.level as u32, settings.xz_dict).at(&spool_path)?,
             )),
         };
         Ok(LaneWriter {
@@ -1070,11 +1098,11 @@ const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
 /// a layer of upgraded tools (13.19 -> 12.17 MB, where zstd's 128 MiB window gets 12.27),
 /// `pb=0` saves 0.2-0.5 % on every pair (the payload's sections are bytes and varints,
 /// not aligned words). The encoder then needs about 190 MiB.
-fn xz_encoder(level: u32) -> io::Result<xz2::stream::Stream> {
+fn xz_encoder(level: u32, dict: u32) -> io::Result<xz2::stream::Stream> {
     let mut options = xz2::stream::LzmaOptions::new_preset(level)?;
     // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
     if level <= 7 {
-        options.dict_size(16 << 20);
+        options.dict_size(dict);
     }
     options.position_bits(0);
     let mut filters = xz2::stream::Filters::new();
@@ -1130,20 +1158,46 @@ impl PackageWriter {
         Ok(PackageWriter {
             compression,
             spool_dir: spool_dir.to_path_buf(),
-            lanes: vec![LaneWriter::new(compression, spool_dir, cores, (27, 7))?],
+            lanes: vec![LaneWriter::new(
+                compression,
+                spool_dir,
+                LaneSettings {
+                    zstd: (cores, 27, 7),
+                    xz_dict: 16 << 20,
+                },
+            )?],
             new_bytes_compression,
             blobs: Vec::new(),
         })
     }
 
-    /// Lane `n`'s encoder, starting lane 1 on first use.
+    /// Lane `n`'s encoder, starting lanes up to `n` on first use.
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
-        if n == LANE_NEW_BYTES && self.lanes.len() == 1 {
-            // zstd on the calling thread, with a 16 MiB window like xz's dictionary. Measured
-            // on tools' new bytes (31.6 MB): with one worker thread in 16 MiB jobs the lane
-            // is 2.5 % larger (matches do not cross jobs), and a 128 MiB window saves under
-            // 0.1 % for 40 MB more memory, to create and to apply; create time is the same.
-            let lane = LaneWriter::new(self.new_bytes_compression, &self.spool_dir, 0, (24, 9))?;
+        while self.lanes.len() <= n {
+            let (compression, settings) = match self.lanes.len() {
+                // zstd on the calling thread, with a 16 MiB window like xz's dictionary.
+                // Measured on tools' new bytes (31.6 MB): with one worker thread in 16 MiB
+                // jobs the lane is 2.5 % larger (matches do not cross jobs), and a 128 MiB
+                // window saves under 0.1 % for 40 MB more memory, to create and to apply.
+                LANE_NEW_BYTES => (
+                    self.new_bytes_compression,
+                    LaneSettings {
+                        zstd: (0, 24, 9),
+                        xz_dict: 16 << 20,
+                    },
+                ),
+                // The difference literals: a 4 MiB dictionary does as well as 16 MiB on
+                // every bench pair (kernel +0.1 %) for 120 MiB less memory.
+                LANE_DIFFERENCES => (
+                    self.compression,
+                    LaneSettings {
+                        zstd: (0, 24, 9),
+                        xz_dict: 4 << 20,
+                    },
+                ),
+                other => return Err(Error::Other(format!("internal: no payload lane {other}"))),
+            };
+            let lane = LaneWriter::new(compression, &self.spool_dir, settings)?;
             self.lanes.push(lane);
         }
         self.lanes
@@ -1181,34 +1235,52 @@ impl PackageWriter {
         Ok((self.push(size, digest, LANE_MAIN), value))
     }
 
-    /// Appends two blobs written side by side by `f`: the first writer's to lane 0, the
-    /// second's to lane 1 ([`LANE_NEW_BYTES`]). Returns their indexes and what `f` returned.
-    pub fn add_blob_pair_with<T>(
+    /// Appends blobs written side by side by `f`, one to each of `lanes` (in that order,
+    /// each lane at most once). Returns their indexes and what `f` returned.
+    pub fn add_blobs_with<T>(
         &mut self,
-        f: impl FnOnce(&mut dyn Write, &mut dyn Write) -> Result<T>,
-    ) -> Result<(usize, usize, T)> {
-        self.lane(LANE_NEW_BYTES)?;
-        let [main, new_bytes] = &mut self.lanes[..] else {
-            return Err(Error::Other("internal: payload lanes not started".into()));
+        lanes: &[usize],
+        f: impl FnOnce(&mut [&mut dyn Write]) -> Result<T>,
+    ) -> Result<(Vec<usize>, T)> {
+        for &n in lanes {
+            self.lane(n)?;
+        }
+        let mut writers: Vec<Option<(PathBuf, &mut PayloadEncoder)>> =
+            lanes.iter().map(|_| None).collect();
+        for (n, lane) in self.lanes.iter_mut().enumerate() {
+            if let Some(k) = lanes.iter().position(|&l| l == n) {
+                writers[k] = Some((lane.spool_path.to_path_buf(), &mut lane.encoder));
+            }
+        }
+        let writers = writers
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .filter(|w| w.len() == lanes.len())
+            .ok_or_else(|| Error::Other(format!("internal: payload lanes {lanes:?}")))?;
+        let mut hashing: Vec<_> = writers
+            .into_iter()
+            .map(|(path, enc)| {
+                let w = io::BufWriter::with_capacity(1 << 20, enc);
+                (path, crate::digest::HashingWriter::new(w))
+            })
+            .collect();
+        let value = {
+            let mut dyns: Vec<&mut dyn Write> = hashing
+                .iter_mut()
+                .map(|(_, h)| h as &mut dyn Write)
+                .collect();
+            f(&mut dyns)?
         };
-        let (path_a, path_b) = (
-            main.spool_path.to_path_buf(),
-            new_bytes.spool_path.to_path_buf(),
-        );
-        let mut a = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(
-            1 << 20,
-            &mut main.encoder,
-        ));
-        let mut b = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(
-            1 << 20,
-            &mut new_bytes.encoder,
-        ));
-        let value = f(&mut a, &mut b)?;
-        let (digest_a, size_a) = finish_blob(a, &path_a)?;
-        let (digest_b, size_b) = finish_blob(b, &path_b)?;
-        let ia = self.push(size_a, digest_a, LANE_MAIN);
-        let ib = self.push(size_b, digest_b, LANE_NEW_BYTES);
-        Ok((ia, ib, value))
+        let mut done = Vec::with_capacity(lanes.len());
+        for (path, h) in hashing {
+            done.push(finish_blob(h, &path)?);
+        }
+        let indexes = done
+            .into_iter()
+            .zip(lanes)
+            .map(|((digest, size), &lane)| self.push(size, digest, lane))
+            .collect();
+        Ok((indexes, value))
     }
 
     /// Appends a blob from memory to lane 0; returns its index.

@@ -138,9 +138,9 @@ pub struct EncodeStats {
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).
     pub encoded_size: u64,
-    /// Bytes written to the new-bytes stream, when there is one (before package
-    /// compression).
-    pub new_bytes_size: u64,
+    /// Bytes written to the streams of the sections kept apart ([`APART`]), when there are
+    /// such streams (before package compression).
+    pub apart_sizes: [u64; 2],
     /// The old layers the stream draws on, as indexes into the `old` slice given to
     /// [`encode`]; source number `i` in the stream is `sources[i]`, so the decoder is
     /// given exactly these layers, in this order.
@@ -444,7 +444,8 @@ fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> 
 }
 
 /// Encodes `new` against `old` into `out`, the chunks' new bytes (their `extra` sections)
-/// into `new_bytes` if given, else in the chunks; `progress` is told of each chunk's output
+/// and difference literals (`lits`) into `apart[0]` and `apart[1]` if given (see
+/// [`APART`]), else in the chunks; `progress` is told of each chunk's output
 /// bytes.
 ///
 /// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
@@ -455,7 +456,7 @@ pub fn encode(
     new: &OldLayer,
     expected: &Digest,
     out: &mut dyn Write,
-    mut new_bytes: Option<&mut dyn Write>,
+    mut apart: [Option<&mut dyn Write>; 2],
     progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<EncodeStats> {
     let cat = Catalog::new(old);
@@ -518,15 +519,18 @@ pub fn encode(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
-    let split = new_bytes.is_some();
+    let split = [apart[0].is_some(), apart[1].is_some()];
     let mut write = |chunk: Chunk, decoded: Vec<u8>| -> Result<()> {
         hasher.update(&decoded);
         rebuilt += decoded.len() as u64;
         out.write_all(&chunk.bytes).map_err(io_err)?;
         written += chunk.bytes.len() as u64;
-        if let (Some(w), Some(n)) = (new_bytes.as_mut(), &chunk.new_bytes) {
-            w.write_all(n).map_err(io_err)?;
-            stats.new_bytes_size += n.len() as u64;
+        let sizes = stats.apart_sizes.iter_mut();
+        for ((w, n), size) in apart.iter_mut().zip(&chunk.apart).zip(sizes) {
+            if let (Some(w), Some(n)) = (w, n) {
+                w.write_all(n).map_err(io_err)?;
+                *size += n.len() as u64;
+            }
         }
         progress(decoded.len() as u64)
     };
@@ -839,10 +843,8 @@ fn read_btf(d: &LayerData, off: u64, size: u64) -> Result<Option<Vec<u8>>> {
 /// Decodes one encoded chunk (as [`encode_chunk`] made it), `map` being the stream's BTF
 /// map.
 fn decode_chunk(chunk: &Chunk, old: &[&LayerData], map: &Arc<btf::BtfMap>) -> Result<Vec<u8>> {
-    let mut d = match chunk.new_bytes {
-        Some(ref n) => Decoder::with_new_bytes(&chunk.bytes[..], &n[..], old.to_vec()),
-        None => Decoder::new(&chunk.bytes[..], old.to_vec()),
-    };
+    let apart = [chunk.apart[0].as_deref(), chunk.apart[1].as_deref()];
+    let mut d = Decoder::with_apart(&chunk.bytes[..], apart, old.to_vec());
     d.started = true;
     d.btf = (!map.is_empty()).then(|| map.clone());
     match d.read_chunk()? {
@@ -855,17 +857,18 @@ fn decode_chunk(chunk: &Chunk, old: &[&LayerData], map: &Arc<btf::BtfMap>) -> Re
 /// its new bytes (its `extra` section).
 struct Chunk {
     bytes: Vec<u8>,
-    new_bytes: Option<Vec<u8>>,
+    /// The sections kept apart ([`APART`]), if they are.
+    apart: [Option<Vec<u8>>; 2],
 }
 
-/// Encodes one chunk of regions; with `split`, its `extra` section is left out of its bytes
-/// and returned apart, for the new-bytes stream.
+/// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
+/// its bytes and returned apart, for a stream of its own.
 fn encode_chunk(
     regions: &[Region],
     old: &[&LayerData],
     new: &LayerData,
     map: &btf::BtfMap,
-    split: bool,
+    split: [bool; 2],
 ) -> Result<Chunk> {
     let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ctl = ControlSections::default();
@@ -993,33 +996,35 @@ fn encode_chunk(
         }
     }
     let (runs, lits) = squeeze_zeros(&diff);
-    let extra_len = extra.len() as u64;
-    let new_bytes = split.then(|| std::mem::take(&mut extra));
-    let sections = [ops, meta, runs, lits, extra, ctl.add, ctl.copy, ctl.seek];
+    let mut sections = [ops, meta, runs, lits, extra, ctl.add, ctl.copy, ctl.seek];
     let mut out = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 48);
     out.push(CHUNK_SPLIT);
     put(&mut out, output);
-    for (i, s) in sections.iter().enumerate() {
-        put(
-            &mut out,
-            if i == EXTRA {
-                extra_len
-            } else {
-                s.len() as u64
-            },
-        );
+    for s in &sections {
+        put(&mut out, s.len() as u64);
+    }
+    let mut apart = [None, None];
+    for (k, &i) in APART.iter().enumerate() {
+        if split[k] {
+            apart[k] = Some(std::mem::take(&mut sections[i]));
+        }
     }
     for s in sections {
         out.extend_from_slice(&s);
     }
-    Ok(Chunk {
-        bytes: out,
-        new_bytes,
-    })
+    Ok(Chunk { bytes: out, apart })
 }
 
-/// The index of the `extra` section among a chunk's sections.
+/// The index of the `lits` section (the difference literals) among a chunk's sections.
+const LITS: usize = 3;
+/// The index of the `extra` section (the new bytes) among a chunk's sections.
 const EXTRA: usize = 4;
+/// The sections a stream may keep in streams of their own, so that the package compresses
+/// each among its like and apply decodes them side by side: the new bytes, then the
+/// difference literals.
+pub const APART: [usize; 2] = [EXTRA, LITS];
+/// What [`APART`]'s streams hold, for messages.
+const APART_NAMES: [&str; 2] = ["new bytes", "difference literals"];
 
 /// A chunk whose patches keep their control triples in `ops` (five sections).
 const CHUNK_INLINE: u8 = 1;
@@ -1127,8 +1132,8 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
 /// layer's bytes. Every length is checked against limits before anything is allocated.
 pub struct Decoder<'a, R> {
     input: R,
-    /// The new-bytes stream, when the chunks' `extra` sections are there.
-    new_bytes: Option<R>,
+    /// The streams of the sections kept apart ([`APART`]), when they are.
+    apart: [Option<R>; 2],
     old: Vec<&'a LayerData>,
     /// The chunk being read out, and how far.
     buf: Vec<u8>,
@@ -1180,7 +1185,7 @@ impl<'a, R: Read> Decoder<'a, R> {
     pub fn new(input: R, old: Vec<&'a LayerData>) -> Self {
         Decoder {
             input,
-            new_bytes: None,
+            apart: [None, None],
             old,
             buf: Vec::new(),
             pos: 0,
@@ -1191,11 +1196,11 @@ impl<'a, R: Read> Decoder<'a, R> {
         }
     }
 
-    /// A decoder reading `input`, whose chunks' new bytes (`extra` sections) are in
-    /// `new_bytes` (as [`encode`] writes them when given a second writer).
-    pub fn with_new_bytes(input: R, new_bytes: R, old: Vec<&'a LayerData>) -> Self {
+    /// A decoder reading `input`, whose chunks' sections [`APART`]`[k]` are in `apart[k]`
+    /// where given (as [`encode`] writes them when given those writers).
+    pub fn with_apart(input: R, apart: [Option<R>; 2], old: Vec<&'a LayerData>) -> Self {
         Decoder {
-            new_bytes: Some(new_bytes),
+            apart,
             ..Decoder::new(input, old)
         }
     }
@@ -1211,10 +1216,12 @@ impl<'a, R: Read> Decoder<'a, R> {
     /// that hashes wrong), and refuses bytes after the stream.
     fn expect_end(&mut self) -> Result<()> {
         expect_end(&mut self.input, "")?;
-        match self.new_bytes.as_mut() {
-            Some(n) => expect_end(n, " of new bytes"),
-            None => Ok(()),
+        for (k, a) in self.apart.iter_mut().enumerate() {
+            if let Some(a) = a {
+                expect_end(a, &format!(" of {}", APART_NAMES[k]))?;
+            }
         }
+        Ok(())
     }
 
     fn varint(&mut self) -> Result<u64> {
@@ -1274,9 +1281,10 @@ impl<'a, R: Read> Decoder<'a, R> {
         }
         let mut sections: Vec<Vec<u8>> = Vec::with_capacity(count);
         for (i, &l) in lens[..count].iter().enumerate() {
-            let (from, what) = match self.new_bytes.as_mut() {
-                Some(n) if i == EXTRA => (n, "the stream of new bytes"),
-                _ => (&mut self.input, "the stream"),
+            let k = APART.iter().position(|&a| a == i);
+            let (from, what) = match k.and_then(|k| Some((self.apart[k].as_mut()?, k))) {
+                Some((a, k)) => (a, format!("the stream of {}", APART_NAMES[k])),
+                None => (&mut self.input, "the stream".to_string()),
             };
             let mut s = self.spares.take(l);
             let n = from.take(l).read_to_end(&mut s).map_err(stream_error)?;

@@ -71,7 +71,7 @@ fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer,
         &new_layer,
         &Digest::of(new),
         &mut stream,
-        None,
+        [None, None],
         &mut |_| Ok(()),
     )
     .unwrap();
@@ -96,7 +96,7 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         &new_layer,
         &Digest::of(new),
         &mut stream,
-        None,
+        [None, None],
         &mut |_| Ok(()),
     )
     .unwrap();
@@ -108,34 +108,43 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         .read_to_end(&mut out)
         .unwrap();
     assert!(out == new, "rebuilt layer differs");
-    // The same with the new bytes in a stream of their own, as packages carry them: the
-    // same sections, moved.
-    let (mut split, mut new_bytes) = (Vec::new(), Vec::new());
-    let split_stats = encode(
-        &old_layers,
-        &new_layer,
-        &Digest::of(new),
-        &mut split,
-        Some(&mut new_bytes),
-        &mut |_| Ok(()),
-    )
-    .unwrap();
-    assert_eq!(split_stats.new_bytes_size, new_bytes.len() as u64);
-    assert_eq!(split.len() + new_bytes.len(), stream.len());
-    out.clear();
-    Decoder::with_new_bytes(&split[..], &new_bytes[..], refs.clone())
-        .read_to_end(&mut out)
+    // The same with the new bytes, the difference literals or both in streams of their
+    // own, as packages carry them: the same sections, moved.
+    for split in [[true, false], [false, true], [true, true]] {
+        let (mut main, mut a0, mut a1) = (Vec::new(), Vec::new(), Vec::new());
+        let split_stats = encode(
+            &old_layers,
+            &new_layer,
+            &Digest::of(new),
+            &mut main,
+            [
+                split[0].then_some(&mut a0 as &mut dyn Write),
+                split[1].then_some(&mut a1 as &mut dyn Write),
+            ],
+            &mut |_| Ok(()),
+        )
         .unwrap();
-    assert!(out == new, "rebuilt layer differs (new bytes apart)");
-    // And decoded on several threads, as apply does.
-    let decoder = Decoder::with_new_bytes(&split[..], &new_bytes[..], refs);
-    let out = with_parallel_reader(decoder, 3, |r| {
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).map_err(stream_error)?;
-        Ok(out)
-    })
-    .unwrap();
-    assert!(out == new, "rebuilt layer differs (decoded in parallel)");
+        assert_eq!(split_stats.apart_sizes, [a0.len() as u64, a1.len() as u64]);
+        assert_eq!(main.len() + a0.len() + a1.len(), stream.len());
+        let apart = || [split[0].then_some(&a0[..]), split[1].then_some(&a1[..])];
+        out.clear();
+        Decoder::with_apart(&main[..], apart(), refs.clone())
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == new, "rebuilt layer differs ({split:?} apart)");
+        // And decoded on several threads, as apply does.
+        let decoder = Decoder::with_apart(&main[..], apart(), refs.clone());
+        let rebuilt = with_parallel_reader(decoder, 3, |r| {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map_err(stream_error)?;
+            Ok(out)
+        })
+        .unwrap();
+        assert!(
+            rebuilt == new,
+            "rebuilt layer differs ({split:?} apart, in parallel)"
+        );
+    }
     let packed = zstd::bulk::compress(&stream, 19).unwrap().len() as u64;
     eprintln!(
         "stream {} bytes, {packed} compressed, {stats:?}",
