@@ -537,24 +537,17 @@ fn files_layers_damaged_or_lying() {
     let i = layer["blob"].as_u64().unwrap() as usize;
     let (at, size) = blob_span(&good, i);
     let blob = good[at..at + size].to_vec();
-    // Its new bytes, in a lane of their own.
-    let e = layer["extra_blob"].as_u64().unwrap() as usize;
-    let (e_at, e_size) = blob_span(&good, e);
-    let new_bytes = good[e_at..e_at + e_size].to_vec();
-    assert!(
-        e_size > 0,
-        "the files layer should have new bytes: {header:#}"
-    );
-    assert_eq!(header["blobs"][e]["lane"], 1, "{header:#}");
-    // Its difference literals, in a third.
-    let d = layer["lits_blob"].as_u64().unwrap() as usize;
-    let (d_at, d_size) = blob_span(&good, d);
-    let lits = good[d_at..d_at + d_size].to_vec();
-    assert!(
-        d_size > 0,
-        "the files layer should have differences: {header:#}"
-    );
-    assert_eq!(header["blobs"][d]["lane"], 2, "{header:#}");
+    // The sections it keeps apart, each non-empty and in a lane of its own: its new bytes
+    // (lane 1) and its difference literals (lane 2).
+    let apart = |key: &str, lane: u64| {
+        let b = layer[key].as_u64().unwrap() as usize;
+        let (at, size) = blob_span(&good, b);
+        assert!(size > 0, "the files layer's {key} is empty: {header:#}");
+        assert_eq!(header["blobs"][b]["lane"], lane, "{header:#}");
+        (b, good[at..at + size].to_vec())
+    };
+    let (e, new_bytes) = apart("extra_blob", 1);
+    let (d, lits) = apart("lits_blob", 2);
     let max_chunk = docker_delta::delta::files::MAX_CHUNK_OUTPUT;
     let edit = |f: &dyn Fn(&mut serde_json::Value)| common::edit_package(&good, f);
     let cases = vec![
@@ -636,7 +629,7 @@ fn files_layers_damaged_or_lying() {
         ),
         Case::new(
             "new-bytes blob cut in half",
-            replace_blob(&good, e, &new_bytes[..e_size / 2]),
+            replace_blob(&good, e, &new_bytes[..new_bytes.len() / 2]),
             &w.old,
             "codec",
             &format!("rebuilt layer 1 (blob {i}): the stream of new bytes ends early"),
@@ -650,7 +643,7 @@ fn files_layers_damaged_or_lying() {
         ),
         Case::new(
             "difference-literals blob cut in half",
-            replace_blob(&good, d, &lits[..d_size / 2]),
+            replace_blob(&good, d, &lits[..lits.len() / 2]),
             &w.old,
             "codec",
             "the stream of difference literals ends early",
