@@ -1092,12 +1092,13 @@ impl PayloadEncoder {
 /// A payload that claims a larger dictionary is refused instead of allocated.
 const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
 
-/// An xz encoder at `level`: the preset, with a dictionary of at least 16 MiB and no
-/// position bits in the match and literal contexts (`pb=0`). Measured on the payloads of
-/// the bench pairs, against preset 6 alone: the 16 MiB dictionary reaches the far copies of
-/// a layer of upgraded tools (13.19 -> 12.17 MB, where zstd's 128 MiB window gets 12.27),
-/// `pb=0` saves 0.2-0.5 % on every pair (the payload's sections are bytes and varints,
-/// not aligned words). The encoder then needs about 190 MiB.
+/// An xz encoder at `level`: the preset, with a dictionary of `dict` bytes for presets 0-7
+/// (8 and 9 keep their 32 and 64 MiB) and no position bits in the match and literal
+/// contexts (`pb=0`). Measured on the payloads of the bench pairs, against preset 6 alone:
+/// a 16 MiB dictionary reaches the far copies of a layer of upgraded tools (13.19 -> 12.17
+/// MB, where zstd's 128 MiB window gets 12.27), `pb=0` saves 0.2-0.5 % on every pair (the
+/// payload's sections are bytes and varints, not aligned words). The encoder then needs
+/// about 190 MiB (50 MiB with 4 MiB).
 fn xz_encoder(level: u32, dict: u32) -> io::Result<xz2::stream::Stream> {
     let mut options = xz2::stream::LzmaOptions::new_preset(level)?;
     // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
