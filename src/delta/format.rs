@@ -784,8 +784,9 @@ fn read_ahead(mut source: Box<dyn Read + Send>) -> BlockReader {
     let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
     // Read blocks come back to be filled again (fresh 1 MiB blocks cost page faults).
     let (spent, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD + 2);
-    // The first blocks are small, so that the first bytes (a package's config) come
-    // without waiting for a whole MiB to be decompressed.
+    // The first block is small, so that the first bytes (a package's config) come without
+    // waiting for a whole MiB to be decompressed; the others are 1 MiB, so that a lane
+    // runs up to 4 MiB ahead while the payload is verified and the first layers copied.
     let mut size = 64 << 10;
     std::thread::spawn(move || loop {
         let mut block = match back.try_recv() {
@@ -795,7 +796,7 @@ fn read_ahead(mut source: Box<dyn Read + Send>) -> BlockReader {
             }
             Err(_) => vec![0u8; size],
         };
-        size = (size * 2).min(1 << 20);
+        size = 1 << 20;
         let mut filled = 0;
         let result = loop {
             match source.read(&mut block[filled..]) {
