@@ -501,7 +501,7 @@ struct LaneOrder {
     lanes: Vec<Vec<usize>>,
     /// Per lane, how many were taken.
     next: Vec<usize>,
-    /// Each blob's lane (or `usize::MAX` for an index past the header's blobs).
+    /// Each blob's lane.
     lane_of: Vec<usize>,
 }
 

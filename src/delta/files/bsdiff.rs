@@ -6,7 +6,7 @@
 //! file would.
 //!
 //! The suffix array comes from the `suffix_array` crate (libdivsufsort underneath); the
-//! searches in it are this module's (see [`Index`]).
+//! searches in it are this module's (see `Index`).
 
 use suffix_array::SuffixArray;
 

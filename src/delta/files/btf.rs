@@ -105,7 +105,7 @@ impl Shifts {
         }
     }
 
-    /// Reads what [`Shifts::write`] wrote, from a varint source.
+    /// Reads what `Shifts::write` wrote, from a varint source.
     fn read(next: &mut dyn FnMut() -> Result<u64>) -> Result<Shifts> {
         let n = next()?;
         if n > MAX_PIECES {
@@ -146,7 +146,7 @@ impl BtfMap {
         self.types.is_empty() && self.names.is_empty()
     }
 
-    /// Appends the map: the type shift, then the name shift (see [`Shifts::write`]).
+    /// Appends the map: the type shift, then the name shift (see `Shifts::write`).
     pub fn write(&self, out: &mut Vec<u8>, put: fn(&mut Vec<u8>, u64)) {
         self.types.write(out, put);
         self.names.write(out, put);

@@ -664,7 +664,7 @@ fn in_order_parallel<J: Send, T: Send>(
 
 /// Rebuilds a layer as reading `decoder` would, decoding its chunks on `workers` threads;
 /// each chunk's bytes go to `sink`, in order. At most two chunks per worker are in memory.
-pub fn decode_parallel<R: Read + Send>(
+fn decode_parallel<R: Read + Send>(
     decoder: Decoder<'_, R>,
     workers: usize,
     sink: impl FnMut(Vec<u8>) -> Result<()>,
@@ -680,9 +680,9 @@ pub fn decode_parallel<R: Read + Send>(
     )
 }
 
-/// Runs `consume` on a reader of the layer `decoder` rebuilds, while [`decode_parallel`]
-/// decodes it on `workers` threads beside: the reader's side (hashing, writing) and the
-/// chunks' decoding overlap. Errors of the decoding reach `consume` through the reader.
+/// Runs `consume` on a reader of the layer `decoder` rebuilds, while its chunks are decoded
+/// on `workers` threads beside: the reader's side (hashing, writing) and the chunks'
+/// decoding overlap. Errors of the decoding reach `consume` through the reader.
 pub fn with_parallel_reader<R: Read + Send, T>(
     decoder: Decoder<'_, R>,
     workers: usize,
