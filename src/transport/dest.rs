@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use serde_json::json;
 
@@ -182,18 +184,15 @@ impl ImageWriter {
     /// `diff_id`. A layer seen before (same diff_id) is stored once.
     pub fn add_layer(&mut self, diff_id: &Digest, size: u64, data: impl Read) -> Result<()> {
         self.layers.push((diff_id.clone(), size));
+        let what = format!("layer {}", self.layers.len() - 1);
         if self.written.contains(diff_id) {
-            // Still consume the stream so its own verification runs.
-            let mut data = data;
-            io::copy(&mut data, &mut io::sink()).map_err(|e| Error::io(&self.dest, e))?;
-            return Ok(());
+            // Written already; this copy is still read to its end and verified, so that a
+            // package that rebuilds a repeated layer wrongly is refused all the same.
+            let mut verify = Verify::new(data, size, diff_id, &what);
+            io::copy(&mut verify, &mut io::sink()).map_err(|e| Error::io(&self.dest, e))?;
+            return verify.check();
         }
-        self.put_blob(
-            diff_id,
-            size,
-            data,
-            &format!("layer {}", self.layers.len() - 1),
-        )?;
+        self.put_blob(diff_id, size, data, &what)?;
         self.written.insert(diff_id.clone());
         Ok(())
     }
@@ -201,12 +200,7 @@ impl ImageWriter {
     fn put_blob(&mut self, digest: &Digest, size: u64, data: impl Read, what: &str) -> Result<()> {
         let name = blob_path(digest);
 
-        let mut verify = Verify {
-            inner: HashingReader::new(data),
-            size,
-            digest: digest.clone(),
-            what: format!("{what} ({digest})"),
-        };
+        let mut verify = Verify::new(data, size, digest, what);
         match &mut self.sink {
             Sink::Tar { builder, temp } => {
                 let mut h = tar_header(size);
@@ -237,7 +231,10 @@ impl ImageWriter {
                     let mut w =
                         BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.as_file_mut()));
                     io::copy(&mut verify, &mut w).map_err(|e| Error::io(&final_path, e))?;
-                    w.flush().at(&final_path)?;
+                    w.into_inner()
+                        .map_err(|e| Error::io(&final_path, e.into_error()))?
+                        .finish()
+                        .at(&final_path)?;
                 }
                 verify.check()?;
                 tmp.as_file().sync_all().at(&final_path)?;
@@ -347,7 +344,8 @@ impl ImageWriter {
                 let file = writer
                     .into_inner()
                     .map_err(|e| Error::io(&*temp, e.into_error()))?
-                    .inner;
+                    .finish()
+                    .at(&*temp)?;
                 file.sync_all().at(&*temp)?;
                 temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
             }
@@ -460,6 +458,16 @@ impl<R: Read> Read for Verify<R> {
 }
 
 impl<R: Read> Verify<R> {
+    /// Checks that `data` is `size` bytes with digest `digest`; `what` names it in errors.
+    fn new(data: R, size: u64, digest: &Digest, what: &str) -> Verify<R> {
+        Verify {
+            inner: HashingReader::new(data),
+            size,
+            digest: digest.clone(),
+            what: format!("{what} ({digest})"),
+        }
+    }
+
     fn check(mut self) -> Result<()> {
         // Anything left means the stream is longer than recorded.
         let mut extra = [0u8; 1];
@@ -487,56 +495,196 @@ impl<R: Read> Verify<R> {
     }
 }
 
-/// Bytes after which [`WriteBehind`] asks the kernel to start writing them out.
+/// Bytes after which [`WriteBehind`] asks the kernel to start writing them out and has
+/// them made durable in the background.
 const WRITE_BEHIND: u64 = 8 << 20;
 
-/// A file writer that has the kernel start writing each [`WRITE_BEHIND`] bytes to disk as
-/// soon as they are written (Linux `sync_file_range`), so that the `fsync` that makes an
-/// output durable before it takes its name finds little left to do. On the tools bench
-/// pair, writing the 89 MB image and then syncing it took about 0.1 s of apply's 0.5 s.
+/// A file writer that makes its output durable while it is being written, so that the
+/// `fsync` that makes an output durable before it takes its name finds little left to do.
+///
+/// Every [`WRITE_BEHIND`] bytes it has the kernel start writing them out (Linux
+/// `sync_file_range`) and wakes a thread of its own that calls `fdatasync` on the file. The
+/// second part matters on disks with a write cache (virtual machines' disks among them):
+/// there the final `fsync` pays for flushing everything written since the last flush,
+/// however early the kernel handed it to the disk. On the tools bench pair the final
+/// `fsync` of the 89 MB image took 62-66 ms with `sync_file_range` alone and 6 ms with the
+/// flushes made along the way, at no cost to the writing thread.
+///
+/// [`WriteBehind::finish`] stops the thread and reports an error it met: an error a flush
+/// on a shared file description reports is not reported again to the final `fsync`.
 struct WriteBehind<F> {
     inner: F,
     written: u64,
     started: u64,
+    syncer: Option<Syncer>,
 }
 
-impl<F> WriteBehind<F> {
+impl<F: Write + AsFd> WriteBehind<F> {
     fn new(inner: F) -> WriteBehind<F> {
         WriteBehind {
             inner,
             written: 0,
             started: 0,
+            syncer: None,
+        }
+    }
+
+    /// Stops the background flushes and returns the file, or the first error a flush met.
+    fn finish(mut self) -> io::Result<F> {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.stop()?;
+        }
+        Ok(self.inner)
+    }
+
+    /// Starts writing out what was written since the last call and wakes the flusher.
+    fn write_behind(&mut self) -> io::Result<()> {
+        self.inner.flush()?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor is open for as long as `inner` lives; the call only
+            // reads its arguments. Its result is ignored: it is a hint, and the flushes
+            // report any write error.
+            unsafe {
+                libc::sync_file_range(
+                    self.inner.as_fd().as_raw_fd(),
+                    self.started as libc::off64_t,
+                    (self.written - self.started) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.started = self.written;
+        let syncer = match &mut self.syncer {
+            Some(s) => s,
+            None => self.syncer.insert(Syncer::start(File::from(
+                self.inner.as_fd().try_clone_to_owned()?,
+            ))?),
+        };
+        match syncer.wake.as_ref().map(|w| w.try_send(())) {
+            // Woken, or already due to flush again: either way it flushes these bytes.
+            Some(Ok(())) | Some(Err(mpsc::TrySendError::Full(()))) => Ok(()),
+            // It stopped: a flush failed.
+            _ => match self.syncer.take() {
+                Some(s) => s.stop(),
+                None => Ok(()),
+            },
         }
     }
 }
 
-impl<F: Write + std::os::fd::AsFd> Write for WriteBehind<F> {
+impl<F: Write + AsFd> Write for WriteBehind<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.written += n as u64;
         if self.written - self.started >= WRITE_BEHIND {
-            self.inner.flush()?;
-            #[cfg(target_os = "linux")]
-            {
-                use std::os::fd::AsRawFd;
-                // SAFETY: the descriptor is open for as long as `inner` lives; the call
-                // only reads its arguments. Its result is ignored: it is a hint, and the
-                // fsync at the end reports any write error.
-                unsafe {
-                    libc::sync_file_range(
-                        self.inner.as_fd().as_raw_fd(),
-                        self.started as libc::off64_t,
-                        (self.written - self.started) as libc::off64_t,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    );
-                }
-            }
-            self.started = self.written;
+            self.write_behind()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// The thread behind [`WriteBehind`]: flushes the file (`fdatasync`) each time it is woken,
+/// until the waker is dropped or a flush fails.
+struct Syncer {
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Syncer {
+    fn start(file: File) -> io::Result<Syncer> {
+        // One pending wake-up at most: wakes that come while a flush runs fold into one.
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })?;
+        Ok(Syncer {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    /// Lets the thread finish its flush, and returns the error it met if any.
+    fn stop(mut self) -> io::Result<()> {
+        self.wake = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the write-behind thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    /// An output abandoned on an error still waits for its flusher, so no thread outlives
+    /// the writer.
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes written through the write-behind (three flushes' worth, in writes of odd
+    /// sizes) all arrive, in order.
+    #[test]
+    fn write_behind_keeps_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let data: Vec<u8> = (0..(3 * WRITE_BEHIND + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut w = BufWriter::new(WriteBehind::new(File::create(&path).unwrap()));
+        for piece in data.chunks(65521) {
+            w.write_all(piece).unwrap();
+        }
+        let file = w.into_inner().map_err(|e| e.into_error()).unwrap();
+        let file = file.finish().unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        assert!(fs::read(&path).unwrap() == data);
+    }
+
+    /// A flush that fails in the background is reported, by a later write or by `finish`:
+    /// the final `fsync` on the same open file would not report it again. (`/dev/null`
+    /// cannot be flushed: `fdatasync` fails with EINVAL.)
+    #[test]
+    fn write_behind_reports_a_failed_flush() {
+        let null = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let mut w = WriteBehind::new(null);
+        let block = vec![7u8; 1 << 20];
+        let mut failed = None;
+        for _ in 0..(4 * WRITE_BEHIND) >> 20 {
+            if let Err(e) = w.write_all(&block) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => match w.finish() {
+                Err(e) => e,
+                Ok(_) => panic!("the failed flush was not reported"),
+            },
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
     }
 }
