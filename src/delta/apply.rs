@@ -174,7 +174,13 @@ pub fn apply(
         .or_else(|| default_name(&target.identity));
     // The payload's lanes start decompressing (into memory, a few MiB ahead) while the
     // payload's checksum is verified; nothing is read from them before it is.
-    let blobs = (!options.dry_run).then(|| package.blobs()).transpose()?;
+    let mut blobs = (!options.dry_run).then(|| package.blobs()).transpose()?;
+    if let Some(b) = &mut blobs {
+        // Every blob ends in the config (checked against the image ID below) or in a layer
+        // checked against its diff_id as it is written: hashing the blobs too would only
+        // repeat those checks.
+        b.check_digests(false);
+    }
     let mut verify = Tracker::start(options.progress, Phase::Verify, package.payload_len)?;
     package.verify_payload()?;
     verify.advance(package.payload_len)?;
