@@ -81,7 +81,7 @@ impl Compression {
                 d.window_log_max(31)?;
                 Box::new(d)
             }
-            Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+            Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
             Compression::Bzip2 => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,

@@ -730,11 +730,11 @@ impl Package {
             }
             PayloadCompression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
             PayloadCompression::Xz => {
-                let stream = xz2::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
+                let stream = liblzma::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
                     .map_err(io::Error::from)
                     .at(&self.path)?;
                 Box::new(XzPayload {
-                    inner: xz2::bufread::XzDecoder::new_stream(raw, stream),
+                    inner: liblzma::bufread::XzDecoder::new_stream(raw, stream),
                     path: self.path.clone(),
                 })
             }
@@ -749,7 +749,7 @@ impl Package {
 /// An xz payload's decoder, whose errors name the package and say what is wrong with it
 /// (liblzma's own say only "memory limit reached" or "corrupt data").
 struct XzPayload<R> {
-    inner: xz2::bufread::XzDecoder<R>,
+    inner: liblzma::bufread::XzDecoder<R>,
     path: PathBuf,
 }
 
@@ -758,9 +758,9 @@ impl<R: io::BufRead> Read for XzPayload<R> {
         self.inner.read(buf).map_err(|e| {
             let reason = match e
                 .get_ref()
-                .and_then(|i| i.downcast_ref::<xz2::stream::Error>())
+                .and_then(|i| i.downcast_ref::<liblzma::stream::Error>())
             {
-                Some(xz2::stream::Error::MemLimit) => format!(
+                Some(liblzma::stream::Error::MemLimit) => format!(
                     "its xz payload needs more than {} MiB of memory to decode (a larger \
                      dictionary than docker-delta writes)",
                     MAX_XZ_DECODER_MEMORY >> 20
@@ -1077,7 +1077,7 @@ impl LaneWriter {
                 file,
                 flate2::Compression::new(compression.level as u32),
             )),
-            PayloadCompression::Xz => PayloadEncoder::Xz(xz2::write::XzEncoder::new_stream(
+            PayloadCompression::Xz => PayloadEncoder::Xz(liblzma::write::XzEncoder::new_stream(
                 file,
                 xz_encoder(compression.level as u32, settings.xz_dict).at(&spool_path)?,
             )),
@@ -1094,7 +1094,7 @@ enum PayloadEncoder {
     None(File),
     Zstd(zstd::stream::write::Encoder<'static, File>),
     Gzip(flate2::write::GzEncoder<File>),
-    Xz(xz2::write::XzEncoder<File>),
+    Xz(liblzma::write::XzEncoder<File>),
 }
 
 impl Write for PayloadEncoder {
@@ -1138,18 +1138,18 @@ const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
 /// MB, where zstd's 128 MiB window gets 12.27), `pb=0` saves 0.2-0.5 % on every pair (the
 /// payload's sections are bytes and varints, not aligned words). The encoder then needs
 /// about 190 MiB (50 MiB with 4 MiB).
-fn xz_encoder(level: u32, dict: u32) -> io::Result<xz2::stream::Stream> {
-    let mut options = xz2::stream::LzmaOptions::new_preset(level)?;
+fn xz_encoder(level: u32, dict: u32) -> io::Result<liblzma::stream::Stream> {
+    let mut options = liblzma::stream::LzmaOptions::new_preset(level)?;
     // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
     if level <= 7 {
         options.dict_size(dict);
     }
     options.position_bits(0);
-    let mut filters = xz2::stream::Filters::new();
+    let mut filters = liblzma::stream::Filters::new();
     filters.lzma2(&options);
-    Ok(xz2::stream::Stream::new_stream_encoder(
+    Ok(liblzma::stream::Stream::new_stream_encoder(
         &filters,
-        xz2::stream::Check::Crc64,
+        liblzma::stream::Check::Crc64,
     )?)
 }
 
