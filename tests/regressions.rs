@@ -132,7 +132,7 @@ fn files_fuzz_seeds_decode_to_their_layers() {
     use std::io::Read;
     let old = fuzz_harness::files_old();
     for (name, input, layer) in fuzz_harness::files_seeds() {
-        let sources = fuzz_harness::FILES_SOURCES[usize::from(input[0] % 4)]
+        let sources = fuzz_harness::files_sources(input[0])
             .iter()
             .map(|&i| &old[i])
             .collect();

@@ -216,6 +216,34 @@ pub fn base_layers() -> Vec<Vec<u8>> {
     ]
 }
 
+/// Synthetic kernel modules with split BTF: the library's own generator (its tests use
+/// it too), included rather than copied.
+mod btf_sample {
+    include!("../../src/delta/files/btf/sample.rs");
+}
+
+/// A layer of `n` kernel modules of `build` under `lib/modules/6.1.0-<build>/` (the
+/// directory renamed between builds, as Debian's kernel packages do): their `.BTF`
+/// sections are generated for the build, their code is random.
+pub fn modules_layer(n: u64, build: btf_sample::Build) -> Vec<u8> {
+    let modules: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let btf = btf_sample::generated(i, build);
+            let name = format!("lib/modules/6.1.0-{}/m{i}.ko", build.type_base);
+            (name, btf_sample::module(&btf, &content(100 + i, 1500)))
+        })
+        .collect();
+    let files: Vec<(&str, &[u8])> = modules
+        .iter()
+        .map(|(n, m)| (n.as_str(), m.as_slice()))
+        .collect();
+    layer(&files)
+}
+
+/// Kernel modules in the `files` target's old layers, and rebuilt for the next kernel in
+/// a seed: enough for the encoder to learn a BTF map and patch them with BDIFF.
+const SEED_MODULES: u64 = 4;
+
 /// Layers of a new image: the same base, a changed app layer, an extra layer.
 pub fn new_layers() -> Vec<Vec<u8>> {
     let mut lib = content(2, 8000);
@@ -398,7 +426,7 @@ pub fn apply(data: &[u8]) {
 pub fn files_old() -> &'static [LayerData] {
     static OLD: OnceLock<Vec<LayerData>> = OnceLock::new();
     OLD.get_or_init(|| {
-        base_layers()
+        files_old_layers()
             .iter()
             .enumerate()
             .map(|(i, l)| {
@@ -408,16 +436,31 @@ pub fn files_old() -> &'static [LayerData] {
     })
 }
 
-/// The source lists a `files` input may select with its first byte (index = byte % 4): the
-/// layers of [`files_old`] that the stream's `src` numbers 0, 1, ... name.
-pub const FILES_SOURCES: [&[usize]; 4] = [&[0, 1], &[1], &[0], &[]];
+/// The `files` target's old layers: the base image's two, then old kernel modules.
+pub fn files_old_layers() -> Vec<Vec<u8>> {
+    let mut layers = base_layers();
+    layers.push(modules_layer(SEED_MODULES, btf_sample::OLD));
+    layers
+}
+
+/// The source lists a `files` input may select with its first byte (see
+/// [`files_sources`]): the layers of [`files_old`] that the stream's `src` numbers 0, 1,
+/// ... name. Layer 2 (the kernel modules) is in the last four.
+pub const FILES_SOURCES: [&[usize]; 8] =
+    [&[0, 1], &[1], &[0], &[], &[2], &[2, 0], &[0, 1, 2], &[1, 2]];
+
+/// The source list a `files` input's first byte selects: bits 0-1 and 3 index
+/// [`FILES_SOURCES`] (bit 2 says whether sections are kept apart, see [`files_apart`]).
+pub fn files_sources(selector: u8) -> &'static [usize] {
+    FILES_SOURCES[usize::from(selector & 3 | (selector >> 1) & 4)]
+}
 
 /// Most layer bytes one `files` input may decode; a stream of many small copies of the old
 /// layers can claim far more, and reading past this proves nothing new.
 pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
 
 /// The `files` codec's decoder on a hostile stream. The first byte picks the source list
-/// (`% 4`, see [`FILES_SOURCES`]) and whether the sections a stream may keep apart are in
+/// (see [`files_sources`]) and whether the sections a stream may keep apart are in
 /// streams of their own (bit 2, as packages carry them: see [`files_apart`]); the rest is
 /// the stream. It must end in an error or the
 /// end of the stream, never panic, and never allocate from a size the stream merely claims
@@ -427,10 +470,7 @@ pub fn files(data: &[u8]) {
         return;
     };
     let old = files_old();
-    let sources = FILES_SOURCES[usize::from(selector % 4)]
-        .iter()
-        .map(|&i| &old[i])
-        .collect();
+    let sources = files_sources(selector).iter().map(|&i| &old[i]).collect();
     let decoder = match files_apart(selector, rest) {
         Some((stream, apart)) => files::Decoder::with_apart(stream, apart.map(Some), sources),
         None => files::Decoder::new(rest, sources),
@@ -473,8 +513,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         data: LayerData::from_file(&input_file(name, bytes)).expect("layer"),
         index: tarscan::scan(bytes, None).expect("tar index"),
     };
-    let base = base_layers();
-    let old: Vec<OldLayer> = base
+    let old: Vec<OldLayer> = files_old_layers()
         .iter()
         .enumerate()
         .map(|(i, l)| open(&format!("seed-old-{i}.tar"), l))
@@ -496,9 +535,11 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         ]),
         // An empty layer (just the end-of-archive blocks).
         layer(&[]),
+        // The old kernel modules rebuilt for the next kernel: a BTF map and BDIFF.
+        modules_layer(SEED_MODULES, btf_sample::NEW),
     ]);
     let mut seeds = Vec::new();
-    let mut gzip = 0;
+    let (mut gzip, mut btf) = (0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -518,11 +559,13 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             )
             .expect("encode a seed layer");
             gzip += stats.files_gzip;
-            let selector = FILES_SOURCES
+            btf += stats.files_btf;
+            let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
-                .expect("a source list the target offers");
-            let mut input = vec![selector as u8 | if split { 4 } else { 0 }];
+                .expect("a source list the target offers") as u8;
+            let mut input = vec![list & 3 | (list & 4) << 1 | if split { 4 } else { 0 }];
+            assert_eq!(files_sources(input[0]), &stats.sources[..]);
             if split {
                 input.extend_from_slice(&(stream.len() as u32).to_le_bytes());
                 input.extend_from_slice(&(new_bytes.len() as u32).to_le_bytes());
@@ -538,6 +581,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         }
     }
     assert!(gzip >= 2, "the seeds should reach the gzip operation");
+    assert!(btf >= 2, "the seeds should reach BDIFF and the BTF map");
     seeds
 }
 

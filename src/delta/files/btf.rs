@@ -558,6 +558,8 @@ impl Votes {
 }
 
 #[cfg(test)]
+pub(super) mod sample;
+#[cfg(test)]
 pub(super) mod tests;
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
