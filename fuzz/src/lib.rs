@@ -460,24 +460,74 @@ pub fn files_sources(selector: u8) -> &'static [usize] {
 pub const FILES_MAX_OUTPUT: u64 = 256 << 20;
 
 /// The `files` codec's decoder on a hostile stream. The first byte picks the source list
-/// (see [`files_sources`]) and whether the sections a stream may keep apart are in
-/// streams of their own (bit 2, as packages carry them: see [`files_apart`]); the rest is
-/// the stream. It must end in an error or the
-/// end of the stream, never panic, and never allocate from a size the stream merely claims
-/// (scripts/fuzz.sh runs this target with a malloc limit).
+/// (see [`files_sources`]), whether the sections a stream may keep apart are in streams of
+/// their own (bit 2, as packages carry them: see [`files_apart`]) and whether the stream is
+/// decoded a second time as `apply` decodes it, chunks on two threads
+/// (`files::with_parallel_reader`), which must give the same bytes and the same verdict
+/// (bit 4); the rest is the stream. It must end in an error or the end of the stream,
+/// never panic, and never allocate from a size the stream merely claims (scripts/fuzz.sh
+/// runs this target with a malloc limit).
 pub fn files(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
+    let sequential = files_decode(selector, rest, None);
+    if selector & 16 != 0 {
+        let parallel = files_decode(selector, rest, Some(2));
+        assert!(
+            sequential == parallel,
+            "sequential decoding gave {sequential:?}, parallel {parallel:?}"
+        );
+    }
+}
+
+/// What decoding a `files` input gave: whether it decoded to its end (or to
+/// [`FILES_MAX_OUTPUT`]), and how many bytes came out before, and their SHA-256.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FilesOutcome {
+    pub decoded: bool,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Decodes a `files` input's stream (`selector` and the rest, as [`files`] takes them) in
+/// the calling thread, or with its chunks decoded on `workers` threads as `apply` does.
+pub fn files_decode(selector: u8, rest: &[u8], workers: Option<usize>) -> FilesOutcome {
+    /// Hashes and counts what is written to it.
+    struct Sink(Sha256, u64);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            self.1 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let old = files_old();
     let sources = files_sources(selector).iter().map(|&i| &old[i]).collect();
     let decoder = match files_apart(selector, rest) {
         Some((stream, apart)) => files::Decoder::with_apart(stream, apart.map(Some), sources),
         None => files::Decoder::new(rest, sources),
     };
-    if let Err(e) = std::io::copy(&mut decoder.take(FILES_MAX_OUTPUT), &mut std::io::sink()) {
-        let e = docker_delta::Error::io("files stream", e);
+    let mut sink = Sink(Sha256::new(), 0);
+    let copy = |r: &mut dyn Read, sink: &mut Sink| {
+        std::io::copy(&mut r.take(FILES_MAX_OUTPUT), sink)
+            .map(|_| ())
+            .map_err(|e| docker_delta::Error::io("files stream", e))
+    };
+    let result = match workers {
+        None => copy(&mut { decoder }, &mut sink),
+        Some(w) => files::with_parallel_reader(decoder, w, |r| copy(r, &mut sink)),
+    };
+    if let Err(e) = &result {
         let _ = (e.to_string(), e.kind());
+    }
+    FilesOutcome {
+        decoded: result.is_ok(),
+        bytes: sink.1,
+        sha256: sink.0.finalize().into(),
     }
 }
 
@@ -564,7 +614,8 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                 .iter()
                 .position(|s| *s == &stats.sources[..])
                 .expect("a source list the target offers") as u8;
-            let mut input = vec![list & 3 | (list & 4) << 1 | if split { 4 } else { 0 }];
+            // Kept apart as packages keep them, and then also decoded as apply decodes.
+            let mut input = vec![list & 3 | (list & 4) << 1 | if split { 4 | 16 } else { 0 }];
             assert_eq!(files_sources(input[0]), &stats.sources[..]);
             if split {
                 input.extend_from_slice(&(stream.len() as u32).to_le_bytes());
