@@ -16,8 +16,11 @@
 //! text, and deflated again by the decoder (see [`gz`]). A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
-//! against the source file's headers. Files larger than [`WINDOW`] are diffed in windows,
-//! so memory stays bounded whatever the file size.
+//! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
+//! diffed in pieces of half that, each against a source window half a [`WINDOW`] wider on
+//! either side, and the chunks
+//! encoded at once share a memory budget for their difference searches
+//! ([`SEARCH_MEMORY`]), so memory stays bounded whatever the file size.
 //!
 //! # Stream
 //!
@@ -89,8 +92,21 @@ use crate::error::{Error, Result};
 
 /// The first bytes of a `files` blob.
 pub const MAGIC: &[u8; 8] = b"DDFILES1";
-/// Largest piece of a file diffed at once (the source window is up to twice this).
+/// Largest piece of a file a decoder accepts diffed at once (the source window is up to
+/// twice this). Encoders diff a file and its source whole when neither is larger, else in
+/// pieces of half this, each against the source from half this before it to half this
+/// after it (see [`SEARCH_MEMORY`]).
 pub const WINDOW: u64 = 16 << 20;
+/// Memory the difference searches of the chunks encoded at once may take together (a
+/// suffix array of the source, 4 bytes a byte, plus source, target and output: about
+/// 5 x source + 3 x target; a whole 16 MiB file against a 16 MiB source takes 128 MiB, an
+/// 8 MiB piece of a larger file against its 24 MiB window 144 MiB). A chunk whose search
+/// does not fit beside those running
+/// waits; one larger than the budget runs alone. Create's other large parts, the payload
+/// lanes' encoders (up to about 300 MiB at the default compression), then leave create
+/// under 512 MiB. Measured on the kernel pair with a changed 256 MiB file added to its
+/// layer: 718 MiB on two cores before the budget and the smaller pieces.
+pub const SEARCH_MEMORY: u64 = 160 << 20;
 /// Output bytes per chunk (a chunk may exceed it by one region of up to [`WINDOW`]).
 pub const CHUNK: u64 = 8 << 20;
 /// Largest chunk output a decoder accepts.
@@ -196,6 +212,21 @@ enum Region {
 }
 
 impl Region {
+    /// Memory its difference search takes (see [`SEARCH_MEMORY`]); 0 for what is not
+    /// searched, or only a header's worth.
+    fn search_memory(&self) -> u64 {
+        let search = |source: u64, target: u64| 5 * source + 3 * target;
+        match *self {
+            Region::Diff { len, src_len, .. } => search(src_len, len),
+            // The old member's text is about as long as the new one's (or it is not
+            // patched against it).
+            Region::Gzip {
+                text, src: Some(_), ..
+            } => search(text, text),
+            _ => 0,
+        }
+    }
+
     fn len(&self) -> u64 {
         match self {
             Region::Meta { len, .. }
@@ -366,16 +397,20 @@ fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Ve
             {
                 stats.files_patched += 1;
                 let relocatable = is_relocatable_elf(&new.data.read(off, size.min(18))?);
+                let whole = s.size <= WINDOW && size <= WINDOW;
+                let piece = if whole { WINDOW } else { WINDOW / 2 };
                 let mut done = 0;
                 while done < size {
-                    let len = (size - done).min(WINDOW);
-                    // The source window sits where this piece sits, proportionally.
-                    let (src_off, src_len) = if s.size <= 2 * WINDOW && size <= WINDOW {
+                    let len = (size - done).min(piece);
+                    // The source window starts where this piece starts, proportionally,
+                    // and reaches half a window before and after it: content that moved
+                    // by up to 8 MiB is still found.
+                    let (src_off, src_len) = if whole {
                         (0, s.size)
                     } else {
-                        let centre = (done as u128 * s.size as u128 / size as u128) as u64;
-                        let start = centre.saturating_sub(WINDOW / 2).min(s.size);
-                        (start, (2 * WINDOW).min(s.size - start))
+                        let at = (done as u128 * s.size as u128 / size as u128) as u64;
+                        let start = at.saturating_sub(WINDOW / 2).min(s.size);
+                        (start, (piece + WINDOW).min(s.size - start))
                     };
                     regions.push(Region::Diff {
                         off: off + done,
@@ -535,11 +570,15 @@ pub fn encode(
         progress(decoded.len() as u64)
     };
     let mut indexes = 0..chunks.len();
+    let budget = MemoryBudget::new(SEARCH_MEMORY);
     in_order_parallel(
         workers,
         2 * workers,
         move || Ok(indexes.next()),
         |i: usize| {
+            // A chunk's regions are searched one after the other: the largest counts.
+            let memory = chunks[i].iter().map(Region::search_memory).max();
+            let _held = budget.hold(memory.unwrap_or(0));
             let chunk = encode_chunk(chunks[i], &refs, &new.data, &map, split)?;
             let decoded = decode_chunk(&chunk, &refs, &map)?;
             Ok((chunk, decoded))
@@ -557,6 +596,55 @@ pub fn encode(
         });
     }
     Ok(stats)
+}
+
+/// Memory shared by jobs running at once: a job holds its share while it runs, and waits
+/// until it fits beside those held (or nothing is held: a job larger than the whole runs
+/// alone). Jobs only ever wait for running ones, which need nothing from them, so the
+/// waits end.
+struct MemoryBudget {
+    held: Mutex<u64>,
+    freed: Condvar,
+    total: u64,
+}
+
+/// A share of a [`MemoryBudget`], given back when dropped (also when its job panics).
+struct Held<'a> {
+    budget: &'a MemoryBudget,
+    bytes: u64,
+}
+
+impl MemoryBudget {
+    fn new(total: u64) -> MemoryBudget {
+        MemoryBudget {
+            held: Mutex::new(0),
+            freed: Condvar::new(),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` fit, and holds them.
+    fn hold(&self, bytes: u64) -> Held<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while bytes > 0 && *held > 0 && *held + bytes > self.total {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        *held += bytes;
+        Held {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
+            *held -= self.bytes;
+            self.budget.freed.notify_all();
+        }
+    }
 }
 
 /// Runs jobs on `workers` threads and hands their results to `sink` in the order the jobs

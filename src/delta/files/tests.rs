@@ -856,3 +856,61 @@ fn btf_maps_are_checked() {
     let e = decode_err(&with_map(&[2, 3, 0, 0, 0, 0]), &old.data);
     assert!(e.contains("not past"), "{e}");
 }
+
+/// A job waits until its share fits beside those held, a job of no share never waits, and
+/// one larger than the whole runs once nothing else is held.
+#[test]
+fn memory_budget_holds_jobs_back_until_they_fit() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let budget = MemoryBudget::new(10);
+    std::thread::scope(|s| {
+        let first = budget.hold(6);
+        let (tx, rx) = mpsc::channel();
+        s.spawn(|| {
+            let tx = tx;
+            let _second = budget.hold(6);
+            tx.send("second").unwrap();
+            let _third = budget.hold(0);
+            tx.send("third").unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "6 + 6 held at once in a budget of 10"
+        );
+        drop(first);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("second"));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("third"));
+    });
+    let _alone = budget.hold(25);
+    assert_eq!(*budget.held.lock().unwrap(), 25);
+}
+
+/// The searches of a chunk's regions are counted: a piece of a large file against its
+/// window and a whole 16 MiB file against a 16 MiB source each fit the budget, two of
+/// them at once do not.
+#[test]
+fn search_memory_fits_the_budget_one_at_a_time() {
+    let diff = |len, src_len| Region::Diff {
+        off: 0,
+        len,
+        src: 0,
+        src_off: 0,
+        src_len,
+        relocatable: false,
+        btf: false,
+    };
+    let whole = diff(WINDOW, WINDOW).search_memory();
+    let piece = diff(WINDOW / 2, WINDOW / 2 + WINDOW).search_memory();
+    assert_eq!((whole, piece), (128 << 20, 144 << 20));
+    assert!(whole <= SEARCH_MEMORY && piece <= SEARCH_MEMORY);
+    assert!(2 * whole.min(piece) > SEARCH_MEMORY);
+    assert_eq!(
+        Region::Lit {
+            off: 0,
+            len: 1 << 30
+        }
+        .search_memory(),
+        0
+    );
+}
