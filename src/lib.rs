@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod threads;
 pub mod transport;
 
 pub use digest::Digest;

@@ -270,7 +270,7 @@ pub fn apply(
                 let apart = [next(*extra_blob), next(*lits_blob)];
                 let decoder = files::Decoder::with_apart(stream, apart, sources);
                 // Chunks are decoded on every core while this thread hashes and writes.
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = crate::threads::threads();
                 files::with_parallel_reader(decoder, workers, |r| {
                     writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))
                 })

@@ -1194,7 +1194,7 @@ impl PackageWriter {
                 )));
             }
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let cores = crate::threads::threads() as u32;
         Ok(PackageWriter {
             compression,
             spool_dir: spool_dir.to_path_buf(),

@@ -551,7 +551,7 @@ pub fn encode(
     // as soon as it is free (chunks differ widely in cost: a copied file is free, a patched
     // one is not), but never runs more than `ahead` chunks past the writer, so memory stays
     // bounded.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = crate::threads::threads();
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
     let split = [apart[0].is_some(), apart[1].is_some()];
@@ -858,7 +858,7 @@ fn learn_btf(regions: &mut [Region], old: &[&LayerData], new: &LayerData) -> Res
         };
         Ok(a.zip(b))
     };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = crate::threads::threads();
     let pairs = candidates(regions);
     let surveys = on_every_core(workers, |k| {
         let mine = pairs.iter().skip(k).step_by(workers);
@@ -1614,7 +1614,7 @@ fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) ->
         m
     };
     let text: usize = pending.iter().map(|p| p.raw.len()).sum();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = crate::threads::threads();
     let members: Vec<Vec<u8>> = if pending.len() == 1 || workers == 1 || text < 1 << 18 {
         pending.iter().map(one).collect()
     } else {
