@@ -966,7 +966,6 @@ pub struct BlobStream<'a> {
     what: String,
     inner: io::Take<&'a mut Box<dyn Read + Send>>,
     hasher: Option<Sha256>,
-    count: u64,
     entry: BlobEntry,
     done: bool,
 }
@@ -983,7 +982,6 @@ impl<'a> BlobStream<'a> {
             what: format!("{}: blob {index}", path.display()),
             inner: stream.take(entry.size),
             hasher: check_digest.then(Sha256::new),
-            count: 0,
             entry,
             done: false,
         }
@@ -996,18 +994,19 @@ impl Read for BlobStream<'_> {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
         }
         if n == 0 && !buf.is_empty() {
             self.done = true;
-            if self.count != self.entry.size {
+            // What the blob's `take` did not reach.
+            let count = self.entry.size - self.inner.limit();
+            if count != self.entry.size {
                 return Err(Error::InvalidPackage {
                     path: PathBuf::from(&self.what),
                     reason: format!(
-                        "payload ends inside the blob ({} of {} bytes)",
-                        self.count, self.entry.size
+                        "payload ends inside the blob ({count} of {} bytes)",
+                        self.entry.size
                     ),
                 }
                 .into_io());

@@ -18,9 +18,8 @@
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
 //! diffed in pieces of half that, each against a source window half a [`WINDOW`] wider on
-//! either side, and the chunks
-//! encoded at once share a memory budget for their difference searches
-//! ([`SEARCH_MEMORY`]), so memory stays bounded whatever the file size.
+//! either side, and the chunks encoded at once share a memory budget for their difference
+//! searches ([`SEARCH_MEMORY`]), so memory stays bounded whatever the file size.
 //!
 //! # Stream
 //!
@@ -101,11 +100,11 @@ pub const WINDOW: u64 = 16 << 20;
 /// suffix array of the source, 4 bytes a byte, plus source, target and output: about
 /// 5 x source + 3 x target; a whole 16 MiB file against a 16 MiB source takes 128 MiB, an
 /// 8 MiB piece of a larger file against its 24 MiB window 144 MiB). A chunk whose search
-/// does not fit beside those running
-/// waits; one larger than the budget runs alone. Create's other large parts, the payload
-/// lanes' encoders (up to about 300 MiB at the default compression), then leave create
-/// under 512 MiB. Measured on the kernel pair with a changed 256 MiB file added to its
-/// layer: 718 MiB on two cores before the budget and the smaller pieces.
+/// does not fit beside those running waits; one larger than the budget runs alone.
+/// Create's other large parts, the payload lanes' encoders (up to about 300 MiB at the
+/// default compression), then leave create under 512 MiB on two worker threads. Measured on
+/// the kernel pair with a changed 256 MiB file added to its layer: 718 MiB on two cores
+/// before the budget and the smaller pieces, 476 MiB after.
 pub const SEARCH_MEMORY: u64 = 160 << 20;
 /// Output bytes per chunk (a chunk may exceed it by one region of up to [`WINDOW`]).
 pub const CHUNK: u64 = 8 << 20;
