@@ -18,8 +18,8 @@
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
 //! diffed in pieces of half that, each against a source window half a [`WINDOW`] wider on
-//! either side, and the chunks encoded at once share a memory budget for their difference
-//! searches ([`SEARCH_MEMORY`]), so memory stays bounded whatever the file size.
+//! either side, and the chunks encoded at once share a memory budget ([`CHUNK_MEMORY`]), so
+//! memory stays bounded whatever the file size and the number of threads.
 //!
 //! # Stream
 //!
@@ -94,18 +94,27 @@ pub const MAGIC: &[u8; 8] = b"DDFILES1";
 /// Largest piece of a file a decoder accepts diffed at once (the source window is up to
 /// twice this). Encoders diff a file and its source whole when neither is larger, else in
 /// pieces of half this, each against the source from half this before it to half this
-/// after it (see [`SEARCH_MEMORY`]).
+/// after it (see [`CHUNK_MEMORY`]).
 pub const WINDOW: u64 = 16 << 20;
-/// Memory the difference searches of the chunks encoded at once may take together (a
-/// suffix array of the source, 4 bytes a byte, plus source, target and output: about
-/// 5 x source + 3 x target; a whole 16 MiB file against a 16 MiB source takes 128 MiB, an
-/// 8 MiB piece of a larger file against its 24 MiB window 144 MiB). A chunk whose search
-/// does not fit beside those running waits; one larger than the budget runs alone.
-/// Create's other large parts, the payload lanes' encoders (up to about 300 MiB at the
-/// default compression), then leave create under 512 MiB on two worker threads. Measured on
-/// the kernel pair with a changed 256 MiB file added to its layer: 718 MiB on two cores
-/// before the budget and the smaller pieces, 476 MiB after.
-pub const SEARCH_MEMORY: u64 = 160 << 20;
+/// Memory the chunks being encoded, and encoded ahead of the writer, may take together,
+/// however many threads encode them. A chunk's share is its difference searches (a suffix
+/// array of the source, 4 bytes a byte, plus source, target and output: about 5 times the
+/// source plus 3 times the target, the largest of its regions; a whole 16 MiB file against
+/// a 16 MiB source takes 128 MiB, an 8 MiB piece of a larger file against its 24 MiB window
+/// 144 MiB) and three times its output (the new bytes, the sections, the copy decoded
+/// again); an encoded chunk then holds its bytes until written. A chunk that does not fit
+/// beside the others waits; one larger than the whole runs alone.
+///
+/// With the payload lanes' encoders (up to about 300 MiB at the default compression),
+/// create stays under 512 MiB on any number of threads. Measured on the kernel pair with a
+/// changed 256 MiB file added to its layer, with 2, 4 and 8 threads on two cores: before
+/// this limit (only the searches were limited, to 160 MiB) 487, 621 and 833 MiB; see
+/// docs/BENCHMARKS.md for the numbers with it.
+pub const CHUNK_MEMORY: u64 = 192 << 20;
+/// Memory the chunks being decoded, and decoded ahead of the reader, may take together
+/// (apply's counterpart of [`CHUNK_MEMORY`]): their sections, outputs and difference
+/// bytes.
+pub const DECODE_MEMORY: u64 = 96 << 20;
 /// Output bytes per chunk (a chunk may exceed it by one region of up to [`WINDOW`]).
 pub const CHUNK: u64 = 8 << 20;
 /// Largest chunk output a decoder accepts.
@@ -211,7 +220,7 @@ enum Region {
 }
 
 impl Region {
-    /// Memory its difference search takes (see [`SEARCH_MEMORY`]); 0 for what is not
+    /// Memory its difference search takes (see [`CHUNK_MEMORY`]); 0 for what is not
     /// searched, or only a header's worth.
     fn search_memory(&self) -> u64 {
         let search = |source: u64, target: u64| 5 * source + 3 * target;
@@ -524,22 +533,21 @@ pub fn encode(
         "planned the files codec's regions"
     );
     // Group regions into chunks of about CHUNK output bytes.
-    let mut chunks: Vec<&[Region]> = Vec::new();
-    let (mut start, mut acc) = (0usize, 0u64);
+    let mut chunks: Vec<ChunkJob<'_>> = Vec::new();
+    let (mut start, mut acc, mut at) = (0usize, 0u64, 0u64);
     for (i, r) in regions.iter().enumerate() {
         // A gzip member's text passes through memory too: count the larger of the two.
         acc += match *r {
             Region::Gzip { len, text, .. } => len.max(text),
             _ => r.len(),
         };
-        if acc >= CHUNK {
-            chunks.push(&regions[start..=i]);
+        if acc >= CHUNK || i + 1 == regions.len() {
+            let job = ChunkJob::new(&regions[start..=i], at);
+            at += job.output;
+            chunks.push(job);
             start = i + 1;
             acc = 0;
         }
-    }
-    if start < regions.len() {
-        chunks.push(&regions[start..]);
     }
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
@@ -548,15 +556,24 @@ pub fn encode(
     written += map_bytes.len() as u64;
     // Chunks are encoded on every core and written in order. A worker takes the next chunk
     // as soon as it is free (chunks differ widely in cost: a copied file is free, a patched
-    // one is not), but never runs more than `ahead` chunks past the writer, so memory stays
-    // bounded.
+    // one is not), as memory allows (see CHUNK_MEMORY).
+    //
+    // Each chunk is decoded again by the worker that made it and compared with the layer's
+    // bytes; the writer hashes the layer's bytes in order, which must give its diff_id.
     let workers = crate::threads::threads();
     let mut hasher = Sha256::new();
     let mut rebuilt = 0u64;
+    let mut layer_bytes = Vec::new();
     let split = [apart[0].is_some(), apart[1].is_some()];
-    let mut write = |chunk: Chunk, decoded: Vec<u8>| -> Result<()> {
-        hasher.update(&decoded);
-        rebuilt += decoded.len() as u64;
+    let mut write = |chunk: Chunk| -> Result<()> {
+        hash_range(
+            &new.data,
+            rebuilt,
+            chunk.output,
+            &mut hasher,
+            &mut layer_bytes,
+        )?;
+        rebuilt += chunk.output;
         out.write_all(&chunk.bytes).map_err(io_err)?;
         written += chunk.bytes.len() as u64;
         let sizes = stats.apart_sizes.iter_mut();
@@ -566,23 +583,21 @@ pub fn encode(
                 *size += n.len() as u64;
             }
         }
-        progress(decoded.len() as u64)
+        progress(chunk.output)
     };
-    let mut indexes = 0..chunks.len();
-    let budget = MemoryBudget::new(SEARCH_MEMORY);
+    let mut jobs = chunks.into_iter();
     in_order_parallel(
         workers,
         2 * workers,
-        move || Ok(indexes.next()),
-        |i: usize| {
-            // A chunk's regions are searched one after the other: the largest counts.
-            let memory = chunks[i].iter().map(Region::search_memory).max();
-            let _held = budget.hold(memory.unwrap_or(0));
-            let chunk = encode_chunk(chunks[i], &refs, &new.data, &map, split)?;
+        CHUNK_MEMORY,
+        move || Ok(jobs.next()),
+        |job: ChunkJob<'_>| {
+            let chunk = encode_chunk(job.regions, &refs, &new.data, &map, split)?;
             let decoded = decode_chunk(&chunk, &refs, &map)?;
-            Ok((chunk, decoded))
+            same_as_layer(&decoded, job.output, &new.data, job.at)?;
+            Ok(chunk)
         },
-        |(chunk, decoded)| write(chunk, decoded),
+        &mut write,
     )?;
     out.write_all(&[0]).map_err(io_err)?;
     stats.encoded_size = written + 1;
@@ -597,64 +612,141 @@ pub fn encode(
     Ok(stats)
 }
 
-/// Memory shared by jobs running at once: a job holds its share while it runs, and waits
-/// until it fits beside those held (or nothing is held: a job larger than the whole runs
-/// alone). Jobs only ever wait for running ones, which need nothing from them, so the
-/// waits end.
-struct MemoryBudget {
-    held: Mutex<u64>,
-    freed: Condvar,
-    total: u64,
+/// A chunk of regions to encode, and where its output starts in the new layer.
+struct ChunkJob<'r> {
+    regions: &'r [Region],
+    at: u64,
+    output: u64,
 }
 
-/// A share of a [`MemoryBudget`], given back when dropped (also when its job panics).
-struct Held<'a> {
-    budget: &'a MemoryBudget,
-    bytes: u64,
-}
-
-impl MemoryBudget {
-    fn new(total: u64) -> MemoryBudget {
-        MemoryBudget {
-            held: Mutex::new(0),
-            freed: Condvar::new(),
-            total,
-        }
-    }
-
-    /// Waits until `bytes` fit, and holds them.
-    fn hold(&self, bytes: u64) -> Held<'_> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        while bytes > 0 && *held > 0 && *held + bytes > self.total {
-            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
-        }
-        *held += bytes;
-        Held {
-            budget: self,
-            bytes,
+impl<'r> ChunkJob<'r> {
+    fn new(regions: &'r [Region], at: u64) -> ChunkJob<'r> {
+        let output = regions.iter().map(Region::len).sum();
+        ChunkJob {
+            regions,
+            at,
+            output,
         }
     }
 }
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if self.bytes > 0 {
-            let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
-            *held -= self.bytes;
-            self.budget.freed.notify_all();
+impl Footprint for ChunkJob<'_> {
+    /// Nothing until it runs.
+    fn held(&self) -> u64 {
+        0
+    }
+
+    /// Its regions are searched one after the other (the largest search counts), beside
+    /// the new bytes read, the sections made and the copy decoded again (each about the
+    /// output; a gzip member's text is counted as its length, up to [`gz::MAX_RAW`]).
+    fn running(&self) -> u64 {
+        let search = self.regions.iter().map(Region::search_memory).max();
+        let text: u64 = self
+            .regions
+            .iter()
+            .map(|r| match *r {
+                Region::Gzip { len, text, .. } => text.saturating_sub(len),
+                _ => 0,
+            })
+            .sum();
+        search.unwrap_or(0) + 3 * (self.output + text)
+    }
+}
+
+impl Footprint for Chunk {
+    fn held(&self) -> u64 {
+        let apart = self
+            .apart
+            .iter()
+            .flatten()
+            .map(Vec::capacity)
+            .sum::<usize>();
+        (self.bytes.capacity() + apart) as u64
+    }
+}
+
+/// Bytes compared at a time by [`same_as_layer`] and hashed at a time by [`hash_range`].
+const COMPARE_PIECE: u64 = 1 << 20;
+
+/// Checks that `decoded` is the `len` bytes of the layer from `at`.
+fn same_as_layer(decoded: &[u8], len: u64, layer: &LayerData, at: u64) -> Result<()> {
+    if decoded.len() as u64 != len {
+        return Err(Error::Codec {
+            codec: "files".into(),
+            reason: format!(
+                "round-trip check: the stream rebuilds {} bytes of {} at offset {at}, not {len}",
+                decoded.len(),
+                layer.description()
+            ),
+        });
+    }
+    let mut piece = Vec::new();
+    for (k, want) in decoded.chunks(COMPARE_PIECE as usize).enumerate() {
+        let from = at + k as u64 * COMPARE_PIECE;
+        piece.resize(want.len(), 0);
+        layer.read_into(from, &mut piece)?;
+        if piece != want {
+            let first = piece.iter().zip(want).position(|(a, b)| a != b);
+            return Err(Error::Codec {
+                codec: "files".into(),
+                reason: format!(
+                    "round-trip check: the stream rebuilds byte {} of {} wrong",
+                    from + first.unwrap_or(0) as u64,
+                    layer.description()
+                ),
+            });
         }
+    }
+    Ok(())
+}
+
+/// Feeds `len` bytes of the layer from `at` to `hasher`, through `buf`.
+fn hash_range(
+    layer: &LayerData,
+    at: u64,
+    len: u64,
+    hasher: &mut Sha256,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(COMPARE_PIECE);
+        buf.resize(n as usize, 0);
+        layer.read_into(at + done, buf)?;
+        hasher.update(&buf[..]);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Memory a job or a result of [`in_order_parallel`] holds, in bytes: an estimate that errs
+/// high.
+trait Footprint {
+    /// What it holds as it is: a job taken and not yet running, a result not yet sunk.
+    fn held(&self) -> u64;
+    /// The most a job holds while it runs (counted instead of [`held`](Self::held) from
+    /// the time it starts until its result is made).
+    fn running(&self) -> u64 {
+        self.held()
     }
 }
 
 /// Runs jobs on `workers` threads and hands their results to `sink` in the order the jobs
 /// were taken. `take` gives the next job (`None` when there are no more); it is called on
 /// the worker threads, one at a time, so it may read a stream. `work` turns a job into a
-/// result, on any thread. At most `ahead` jobs are taken past the result being sunk, so
-/// memory stays bounded. The first error (from any of the three) stops everything and is
+/// result, on any thread. The first error (from any of the three) stops everything and is
 /// returned.
-fn in_order_parallel<J: Send, T: Send>(
+///
+/// Memory stays bounded whatever the number of workers: at most `ahead` jobs are taken
+/// past the result being sunk, and a job starts only when its [`Footprint::running`] fits
+/// in `memory` beside what the others hold (jobs waiting or running, results not yet sunk),
+/// or nothing else is held (a job larger than `memory` runs alone). The job whose result
+/// the sink waits for counts only the jobs running: the results held ahead of it wait for
+/// it, so it must not wait for them.
+fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
     workers: usize,
     ahead: usize,
+    memory: u64,
     take: impl FnMut() -> Result<Option<J>> + Send,
     work: impl Fn(J) -> Result<T> + Sync,
     mut sink: impl FnMut(T) -> Result<()>,
@@ -665,6 +757,10 @@ fn in_order_parallel<J: Send, T: Send>(
         taken: usize,
         /// The number of the next result the sink takes.
         want: usize,
+        /// Bytes held by the jobs taken and not done, and by the results not yet sunk.
+        held: u64,
+        /// Bytes held by the jobs running.
+        running: u64,
         /// All jobs are taken (none left, or `take` failed).
         ended: bool,
         /// Stop: the sink failed or is done.
@@ -675,6 +771,8 @@ fn in_order_parallel<J: Send, T: Send>(
             take,
             taken: 0,
             want: 0,
+            held: 0,
+            running: 0,
             ended: false,
             stop: false,
         }),
@@ -682,40 +780,73 @@ fn in_order_parallel<J: Send, T: Send>(
     );
     let lock = || state.0.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<T>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Result<T>, u64)>();
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
             let (state, work) = (&state, &work);
             scope.spawn(move || loop {
-                let (i, job) = {
-                    let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
-                    while !g.stop && !g.ended && g.taken >= g.want + ahead {
-                        g = state.1.wait(g).unwrap_or_else(|e| e.into_inner());
+                let wait = |g| state.1.wait(g).unwrap_or_else(|e| e.into_inner());
+                let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
+                while !g.stop && !g.ended && g.taken >= g.want + ahead {
+                    g = wait(g);
+                }
+                if g.stop || g.ended {
+                    return;
+                }
+                let i = g.taken;
+                let job = match (g.take)() {
+                    Ok(Some(job)) => {
+                        g.taken += 1;
+                        job
                     }
-                    if g.stop || g.ended {
+                    Ok(None) => {
+                        g.ended = true;
+                        state.1.notify_all();
                         return;
                     }
-                    let i = g.taken;
-                    match (g.take)() {
-                        Ok(Some(job)) => {
-                            g.taken += 1;
-                            (i, Ok(job))
-                        }
-                        Ok(None) => {
-                            g.ended = true;
-                            state.1.notify_all();
-                            return;
-                        }
-                        Err(e) => {
-                            // The error is the last result.
-                            g.taken += 1;
-                            g.ended = true;
-                            state.1.notify_all();
-                            (i, Err(e))
-                        }
+                    Err(e) => {
+                        // The error is the last result.
+                        g.taken += 1;
+                        g.ended = true;
+                        state.1.notify_all();
+                        drop(g);
+                        let _ = tx.send((i, Err(e), 0));
+                        return;
                     }
                 };
-                if tx.send((i, job.and_then(work))).is_err() {
+                let (held, run) = (job.held(), job.running());
+                g.held += held;
+                loop {
+                    if g.stop {
+                        g.held -= held;
+                        return;
+                    }
+                    let fits = if i == g.want {
+                        g.running == 0 || g.running + run <= memory
+                    } else {
+                        g.held == held || g.held - held + run <= memory
+                    };
+                    if fits {
+                        break;
+                    }
+                    g = wait(g);
+                }
+                g.held = g.held - held + run;
+                g.running += run;
+                drop(g);
+                // A panic becomes an error: the result must arrive, or the sink and the
+                // workers waiting for it would wait forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Other("files codec: a worker thread panicked".into()))
+                    });
+                let kept = result.as_ref().map_or(0, Footprint::held);
+                let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
+                g.held = g.held - run + kept;
+                g.running -= run;
+                state.1.notify_all();
+                drop(g);
+                if tx.send((i, result, kept)).is_err() {
                     return;
                 }
             });
@@ -728,15 +859,18 @@ fn in_order_parallel<J: Send, T: Send>(
         let mut waiting = BTreeMap::new();
         let mut want = 0usize;
         // Results arrive until every worker has stopped (all jobs taken and done).
-        while let Ok((i, r)) = rx.recv() {
-            waiting.insert(i, r);
-            while let Some(r) = waiting.remove(&want) {
+        while let Ok((i, r, kept)) = rx.recv() {
+            waiting.insert(i, (r, kept));
+            while let Some((r, kept)) = waiting.remove(&want) {
                 if let Err(e) = r.and_then(&mut sink) {
                     stop();
                     return Err(e);
                 }
                 want += 1;
-                lock().want = want;
+                let mut g = lock();
+                g.want = want;
+                g.held -= kept;
+                drop(g);
                 state.1.notify_all();
             }
         }
@@ -750,7 +884,8 @@ fn in_order_parallel<J: Send, T: Send>(
 }
 
 /// Rebuilds a layer as reading `decoder` would, decoding its chunks on `workers` threads;
-/// each chunk's bytes go to `sink`, in order. At most two chunks per worker are in memory.
+/// each chunk's bytes go to `sink`, in order. The chunks read, being decoded and decoded
+/// ahead of the sink take at most [`DECODE_MEMORY`] together (or one chunk, if larger).
 fn decode_parallel<R: Read + Send>(
     decoder: Decoder<'_, R>,
     workers: usize,
@@ -761,6 +896,7 @@ fn decode_parallel<R: Read + Send>(
     in_order_parallel(
         workers,
         2 * workers.max(1),
+        DECODE_MEMORY,
         move || decoder.read_chunk(),
         |raw: RawChunk| raw.decode(&old),
         sink,
@@ -944,6 +1080,8 @@ fn decode_chunk(chunk: &Chunk, old: &[&LayerData], map: &Arc<btf::BtfMap>) -> Re
 /// its new bytes (its `extra` section).
 struct Chunk {
     bytes: Vec<u8>,
+    /// The bytes it rebuilds.
+    output: u64,
     /// The sections kept apart ([`APART`]), if they are.
     apart: [Option<Vec<u8>>; 2],
 }
@@ -1099,7 +1237,11 @@ fn encode_chunk(
     for s in sections {
         out.extend_from_slice(&s);
     }
-    Ok(Chunk { bytes: out, apart })
+    Ok(Chunk {
+        bytes: out,
+        output,
+        apart,
+    })
 }
 
 /// The index of the `lits` section (the difference literals) among a chunk's sections.
@@ -1386,6 +1528,24 @@ impl<'a, R: Read> Decoder<'a, R> {
             map: self.btf.clone(),
             spares: self.spares.clone(),
         }))
+    }
+}
+
+impl Footprint for RawChunk {
+    /// Its sections.
+    fn held(&self) -> u64 {
+        self.sections.iter().map(|s| s.capacity() as u64).sum()
+    }
+
+    /// Its sections, its output and its difference bytes (about the output).
+    fn running(&self) -> u64 {
+        self.held() + 2 * self.output
+    }
+}
+
+impl Footprint for Vec<u8> {
+    fn held(&self) -> u64 {
+        self.capacity() as u64
     }
 }
 

@@ -857,38 +857,139 @@ fn btf_maps_are_checked() {
     assert!(e.contains("not past"), "{e}");
 }
 
-/// A job waits until its share fits beside those held, a job of no share never waits, and
-/// one larger than the whole runs once nothing else is held.
-#[test]
-fn memory_budget_holds_jobs_back_until_they_fit() {
-    use std::sync::mpsc;
+/// A job of [`in_order_parallel`]'s tests: it runs for a while and holds `run` bytes, its
+/// result `kept` bytes.
+struct TestJob {
+    n: usize,
+    run: u64,
+    kept: u64,
+    sleep_ms: u64,
+    panics: bool,
+}
+
+impl Footprint for TestJob {
+    fn held(&self) -> u64 {
+        0
+    }
+    fn running(&self) -> u64 {
+        self.run
+    }
+}
+
+struct TestResult {
+    n: usize,
+    kept: u64,
+}
+
+impl Footprint for TestResult {
+    fn held(&self) -> u64 {
+        self.kept
+    }
+}
+
+/// Runs `jobs` through [`in_order_parallel`] on `workers` threads within `memory`, in a
+/// thread of its own so that a hang fails the test; returns the results' numbers in the
+/// order sunk and the most bytes the jobs running held at once.
+fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<(Vec<usize>, u64)> {
     use std::time::Duration;
-    let budget = MemoryBudget::new(10);
-    std::thread::scope(|s| {
-        let first = budget.hold(6);
-        let (tx, rx) = mpsc::channel();
-        s.spawn(|| {
-            let tx = tx;
-            let _second = budget.hold(6);
-            tx.send("second").unwrap();
-            let _third = budget.hold(0);
-            tx.send("third").unwrap();
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_millis(200)).is_err(),
-            "6 + 6 held at once in a budget of 10"
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let running = Mutex::new((0u64, 0u64));
+        let mut jobs = jobs.into_iter();
+        let mut order = Vec::new();
+        let r = in_order_parallel(
+            workers,
+            2 * workers,
+            memory,
+            move || Ok(jobs.next()),
+            |j: TestJob| {
+                {
+                    let mut g = running.lock().unwrap();
+                    g.0 += j.run;
+                    g.1 = g.1.max(g.0);
+                }
+                std::thread::sleep(Duration::from_millis(j.sleep_ms));
+                if j.panics {
+                    panic!("job {} panics", j.n);
+                }
+                running.lock().unwrap().0 -= j.run;
+                Ok(TestResult {
+                    n: j.n,
+                    kept: j.kept,
+                })
+            },
+            |r: TestResult| {
+                order.push(r.n);
+                Ok(())
+            },
         );
-        drop(first);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("second"));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("third"));
+        let most = running.lock().unwrap().1;
+        let _ = tx.send(r.map(|()| (order, most)));
     });
-    let _alone = budget.hold(25);
-    assert_eq!(*budget.held.lock().unwrap(), 25);
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("in_order_parallel hangs")
+}
+
+/// Results come in order; the jobs running at once never hold more than the memory given,
+/// however many workers there are.
+#[test]
+fn in_order_parallel_keeps_the_jobs_within_memory() {
+    let jobs: Vec<TestJob> = (0..60)
+        .map(|n| TestJob {
+            n,
+            run: 1 + (n as u64 * 7) % 6,
+            kept: (n as u64 * 5) % 4,
+            sleep_ms: 1 + (n as u64 * 3) % 4,
+            panics: false,
+        })
+        .collect();
+    let (order, most) = run_jobs(8, 10, jobs).unwrap();
+    assert_eq!(order, (0..60).collect::<Vec<_>>());
+    assert!(most <= 10, "jobs holding {most} bytes ran at once in 10");
+    // With room for all, they do run side by side.
+    let jobs = (0..8)
+        .map(|n| TestJob {
+            n,
+            run: 1,
+            kept: 0,
+            sleep_ms: 50,
+            panics: false,
+        })
+        .collect();
+    let (_, most) = run_jobs(8, 1 << 20, jobs).unwrap();
+    assert!(most >= 2, "no two jobs ran at once");
+}
+
+/// A job larger than the memory runs (alone); the job the sink waits for runs even when
+/// the results held ahead of it fill the memory (else nothing would ever move); a job
+/// that panics stops everything with an error instead of a hang.
+#[test]
+fn in_order_parallel_always_runs_the_job_the_sink_waits_for() {
+    let job = |n, run, kept, sleep_ms| TestJob {
+        n,
+        run,
+        kept,
+        sleep_ms,
+        panics: false,
+    };
+    let (order, most) = run_jobs(2, 10, vec![job(0, 1, 0, 0), job(1, 25, 0, 0)]).unwrap();
+    assert_eq!((order, most), (vec![0, 1], 25));
+    // Job 1 does not fit beside job 0 and waits; job 2 runs and its result fills the
+    // memory; once job 0 is sunk, job 1 is the one wanted and must run.
+    let jobs = vec![job(0, 1, 1, 200), job(1, 10, 0, 0), job(2, 1, 9, 0)];
+    let (order, _) = run_jobs(3, 10, jobs).unwrap();
+    assert_eq!(order, vec![0, 1, 2]);
+    let jobs = (0..20).map(|n| TestJob {
+        panics: n == 5,
+        ..job(n, 1, 0, 1)
+    });
+    let e = run_jobs(3, 10, jobs.collect()).expect_err("a panic is an error");
+    assert!(e.to_string().contains("panicked"), "{e}");
 }
 
 /// The searches of a chunk's regions are counted: a piece of a large file against its
-/// window and a whole 16 MiB file against a 16 MiB source each fit the budget, two of
-/// them at once do not.
+/// window and a whole 16 MiB file against a 16 MiB source each fit [`CHUNK_MEMORY`],
+/// two of them at once do not.
 #[test]
 fn search_memory_fits_the_budget_one_at_a_time() {
     let diff = |len, src_len| Region::Diff {
@@ -903,8 +1004,8 @@ fn search_memory_fits_the_budget_one_at_a_time() {
     let whole = diff(WINDOW, WINDOW).search_memory();
     let piece = diff(WINDOW / 2, WINDOW / 2 + WINDOW).search_memory();
     assert_eq!((whole, piece), (128 << 20, 144 << 20));
-    assert!(whole <= SEARCH_MEMORY && piece <= SEARCH_MEMORY);
-    assert!(2 * whole.min(piece) > SEARCH_MEMORY);
+    assert!(whole <= CHUNK_MEMORY && piece <= CHUNK_MEMORY);
+    assert!(2 * whole.min(piece) > CHUNK_MEMORY);
     assert_eq!(
         Region::Lit {
             off: 0,
