@@ -135,14 +135,23 @@ impl LayerData {
 
     /// Reads `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_to(offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads `len` bytes at `offset` into `buf`, replacing what it held (its allocation is
+    /// reused).
+    pub fn read_to(&self, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         // `len` may come from a delta stream: refuse a range outside the layer before
         // allocating for it.
         if offset.checked_add(len).is_none_or(|e| e > self.section.len) {
             return Err(self.range_error(offset, len));
         }
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| self.range_error(offset, len))?];
-        self.read_into(offset, &mut buf)?;
-        Ok(buf)
+        let n = usize::try_from(len).map_err(|_| self.range_error(offset, len))?;
+        buf.clear();
+        buf.resize(n, 0);
+        self.read_into(offset, buf)
     }
 
     /// Fills `buf` from `offset`.

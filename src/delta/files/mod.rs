@@ -1603,14 +1603,17 @@ fn run_ops(
     // Gzip members are deflated after the operations around them, on every core (level-9
     // deflate is the slowest step of apply on a layer with many members).
     let (mut pending, mut pending_text) = (Vec::new(), 0usize);
-    let take = |s: &mut &[u8], n: u64, what: &str| -> Result<Vec<u8>> {
+    fn take<'s>(s: &mut &'s [u8], n: u64, what: &str) -> Result<&'s [u8]> {
         if n > s.len() as u64 {
             return Err(bad(format!("{what} section ends early")));
         }
         let (a, b) = s.split_at(n as usize);
         *s = b;
-        Ok(a.to_vec())
-    };
+        Ok(a)
+    }
+    // The sources of patches, read into one buffer (fresh multi-MiB buffers cost page
+    // faults).
+    let mut source = Vec::new();
     let room = |out: &Vec<u8>, n: u64| -> Result<()> {
         // `n` is read from the stream: checked, since a claim near 2^64 would wrap.
         if (out.len() as u64)
@@ -1634,7 +1637,7 @@ fn run_ops(
                 let len = get(&mut ops)?;
                 room(out, len)?;
                 let src = if op == OP_META { &mut meta } else { &mut extra };
-                out.extend_from_slice(&take(
+                out.extend_from_slice(take(
                     src,
                     len,
                     if op == OP_META { "meta" } else { "extra" },
@@ -1650,7 +1653,7 @@ fn run_ops(
             OP_DIFF | OP_WDIFF | OP_BDIFF | OP_HDIFF => {
                 let p = get_patch(&mut ops, &mut controls)?;
                 room(out, p.len)?;
-                let mut source = layer(p.src)?.read(p.off, p.src_len)?;
+                layer(p.src)?.read_to(p.off, p.src_len, &mut source)?;
                 if op == OP_BDIFF {
                     let map =
                         map.ok_or_else(|| bad("a BTF patch in a stream without a BTF map"))?;
@@ -1685,14 +1688,14 @@ fn run_ops(
                 if header_len > 4096 + 11 {
                     return Err(bad("gzip header too long"));
                 }
-                let header = take(&mut meta, header_len, "meta")?;
+                let header = take(&mut meta, header_len, "meta")?.to_vec();
                 let raw = match get(&mut ops)? {
                     GZ_TEXT => {
                         let n = get(&mut ops)?;
                         if n > gz::MAX_RAW {
                             return Err(bad(format!("gzip text of {n} bytes is too large")));
                         }
-                        take(&mut extra, n, "extra")?
+                        take(&mut extra, n, "extra")?.to_vec()
                     }
                     GZ_PATCH => {
                         let p = get_patch(&mut ops, &mut controls)?;
