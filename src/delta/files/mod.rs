@@ -738,11 +738,12 @@ trait Footprint {
 /// returned.
 ///
 /// Memory stays bounded whatever the number of workers: at most `ahead` jobs are taken
-/// past the result being sunk, and a job starts only when its [`Footprint::running`] fits
-/// in `memory` beside what the others hold (jobs waiting or running, results not yet sunk),
-/// or nothing else is held (a job larger than `memory` runs alone). The job whose result
-/// the sink waits for counts only the jobs running: the results held ahead of it wait for
-/// it, so it must not wait for them.
+/// past the result being sunk, and only while less than `memory` is held; a job starts
+/// only when its [`Footprint::running`] fits in `memory` beside what the others hold (jobs
+/// waiting or running, results not yet sunk), or nothing else is held (a job larger than
+/// `memory` runs alone). The job whose result the sink waits for is taken and started
+/// counting only the jobs running: the results held ahead of it wait for it, so it must
+/// not wait for them.
 fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
     workers: usize,
     ahead: usize,
@@ -787,7 +788,12 @@ fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
             scope.spawn(move || loop {
                 let wait = |g| state.1.wait(g).unwrap_or_else(|e| e.into_inner());
                 let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
-                while !g.stop && !g.ended && g.taken >= g.want + ahead {
+                // A job is taken (a stream may be read for it) only while memory is left,
+                // unless it is the one the sink waits for.
+                while !g.stop
+                    && !g.ended
+                    && (g.taken >= g.want + ahead || (g.taken != g.want && g.held >= memory))
+                {
                     g = wait(g);
                 }
                 if g.stop || g.ended {

@@ -857,10 +857,13 @@ fn btf_maps_are_checked() {
     assert!(e.contains("not past"), "{e}");
 }
 
-/// A job of [`in_order_parallel`]'s tests: it runs for a while and holds `run` bytes, its
-/// result `kept` bytes.
+/// A job of [`in_order_parallel`]'s tests: taken, it holds `held` bytes (a chunk's
+/// sections read from a stream); it runs for a while holding `run` bytes; its result
+/// holds `kept` bytes.
+#[derive(Clone, Copy, Default)]
 struct TestJob {
     n: usize,
+    held: u64,
     run: u64,
     kept: u64,
     sleep_ms: u64,
@@ -869,7 +872,7 @@ struct TestJob {
 
 impl Footprint for TestJob {
     fn held(&self) -> u64 {
-        0
+        self.held
     }
     fn running(&self) -> u64 {
         self.run
@@ -887,77 +890,114 @@ impl Footprint for TestResult {
     }
 }
 
+/// What [`run_jobs`] saw.
+#[derive(Debug)]
+struct Ran {
+    /// The results' numbers, in the order sunk.
+    order: Vec<usize>,
+    /// The most bytes the jobs running held at once.
+    running: u64,
+    /// The most bytes held at once by the jobs taken (waiting or running) and the results
+    /// not yet sunk.
+    live: u64,
+}
+
 /// Runs `jobs` through [`in_order_parallel`] on `workers` threads within `memory`, in a
-/// thread of its own so that a hang fails the test; returns the results' numbers in the
-/// order sunk and the most bytes the jobs running held at once.
-fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<(Vec<usize>, u64)> {
+/// thread of its own so that a hang fails the test.
+fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<Ran> {
     use std::time::Duration;
+    // (running, most running, live, most live)
+    #[derive(Default)]
+    struct Seen(u64, u64, u64, u64);
+    impl Seen {
+        fn change(&mut self, running: i64, live: i64) {
+            self.0 = self.0.wrapping_add_signed(running);
+            self.2 = self.2.wrapping_add_signed(live);
+            self.1 = self.1.max(self.0);
+            self.3 = self.3.max(self.2);
+        }
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let running = Mutex::new((0u64, 0u64));
+        let seen = Mutex::new(Seen::default());
         let mut jobs = jobs.into_iter();
         let mut order = Vec::new();
         let r = in_order_parallel(
             workers,
             2 * workers,
             memory,
-            move || Ok(jobs.next()),
-            |j: TestJob| {
-                {
-                    let mut g = running.lock().unwrap();
-                    g.0 += j.run;
-                    g.1 = g.1.max(g.0);
+            || {
+                let j = jobs.next();
+                if let Some(j) = &j {
+                    seen.lock().unwrap().change(0, j.held as i64);
                 }
+                Ok(j)
+            },
+            |j: TestJob| {
+                let (run, held) = (j.run as i64, j.held as i64);
+                seen.lock().unwrap().change(run, run - held);
                 std::thread::sleep(Duration::from_millis(j.sleep_ms));
                 if j.panics {
                     panic!("job {} panics", j.n);
                 }
-                running.lock().unwrap().0 -= j.run;
+                seen.lock().unwrap().change(-run, j.kept as i64 - run);
                 Ok(TestResult {
                     n: j.n,
                     kept: j.kept,
                 })
             },
             |r: TestResult| {
+                seen.lock().unwrap().change(0, -(r.kept as i64));
                 order.push(r.n);
                 Ok(())
             },
         );
-        let most = running.lock().unwrap().1;
-        let _ = tx.send(r.map(|()| (order, most)));
+        let seen = seen.lock().unwrap();
+        let _ = tx.send(r.map(|()| Ran {
+            order,
+            running: seen.1,
+            live: seen.3,
+        }));
     });
     rx.recv_timeout(Duration::from_secs(30))
         .expect("in_order_parallel hangs")
 }
 
 /// Results come in order; the jobs running at once never hold more than the memory given,
+/// and what the jobs taken and the results ahead hold passes it by one job at most,
 /// however many workers there are.
 #[test]
 fn in_order_parallel_keeps_the_jobs_within_memory() {
     let jobs: Vec<TestJob> = (0..60)
         .map(|n| TestJob {
             n,
-            run: 1 + (n as u64 * 7) % 6,
+            held: 1 + n as u64 % 3,
+            run: 3 + (n as u64 * 7) % 4,
             kept: (n as u64 * 5) % 4,
             sleep_ms: 1 + (n as u64 * 3) % 4,
             panics: false,
         })
         .collect();
-    let (order, most) = run_jobs(8, 10, jobs).unwrap();
-    assert_eq!(order, (0..60).collect::<Vec<_>>());
-    assert!(most <= 10, "jobs holding {most} bytes ran at once in 10");
+    for workers in [2, 8, 32] {
+        let ran = run_jobs(workers, 10, jobs.clone()).unwrap();
+        assert_eq!(ran.order, (0..60).collect::<Vec<_>>());
+        assert!(ran.running <= 10, "{workers} workers: {ran:?}");
+        // Over by a job at most: one taken while less than the memory was held (up to 3
+        // bytes), one started as the job the sink waits for beside the others' results
+        // and waiting jobs (up to 6).
+        assert!(ran.live <= 10 + 3 + 6, "{workers} workers: {ran:?}");
+    }
     // With room for all, they do run side by side.
     let jobs = (0..8)
         .map(|n| TestJob {
             n,
             run: 1,
-            kept: 0,
             sleep_ms: 50,
-            panics: false,
+            ..TestJob::default()
         })
         .collect();
-    let (_, most) = run_jobs(8, 1 << 20, jobs).unwrap();
-    assert!(most >= 2, "no two jobs ran at once");
+    let ran = run_jobs(8, 1 << 20, jobs).unwrap();
+    assert!(ran.running >= 2, "no two jobs ran at once: {ran:?}");
 }
 
 /// A job larger than the memory runs (alone); the job the sink waits for runs even when
@@ -970,15 +1010,14 @@ fn in_order_parallel_always_runs_the_job_the_sink_waits_for() {
         run,
         kept,
         sleep_ms,
-        panics: false,
+        ..TestJob::default()
     };
-    let (order, most) = run_jobs(2, 10, vec![job(0, 1, 0, 0), job(1, 25, 0, 0)]).unwrap();
-    assert_eq!((order, most), (vec![0, 1], 25));
+    let ran = run_jobs(2, 10, vec![job(0, 1, 0, 0), job(1, 25, 0, 0)]).unwrap();
+    assert_eq!((ran.order, ran.running), (vec![0, 1], 25));
     // Job 1 does not fit beside job 0 and waits; job 2 runs and its result fills the
     // memory; once job 0 is sunk, job 1 is the one wanted and must run.
     let jobs = vec![job(0, 1, 1, 200), job(1, 10, 0, 0), job(2, 1, 9, 0)];
-    let (order, _) = run_jobs(3, 10, jobs).unwrap();
-    assert_eq!(order, vec![0, 1, 2]);
+    assert_eq!(run_jobs(3, 10, jobs).unwrap().order, vec![0, 1, 2]);
     let jobs = (0..20).map(|n| TestJob {
         panics: n == 5,
         ..job(n, 1, 0, 1)
