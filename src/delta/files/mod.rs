@@ -566,12 +566,15 @@ pub fn encode(
     let mut layer_bytes = Vec::new();
     let split = [apart[0].is_some(), apart[1].is_some()];
     let mut write = |chunk: Chunk| -> Result<()> {
-        hash_range(
+        layer_pieces(
             &new.data,
             rebuilt,
             chunk.output,
-            &mut hasher,
             &mut layer_bytes,
+            |_, piece| {
+                hasher.update(piece);
+                Ok(())
+            },
         )?;
         rebuilt += chunk.output;
         out.write_all(&chunk.bytes).map_err(io_err)?;
@@ -638,7 +641,7 @@ impl Footprint for ChunkJob<'_> {
 
     /// Its regions are searched one after the other (the largest search counts), beside
     /// the new bytes read, the sections made and the copy decoded again (each about the
-    /// output; a gzip member's text is counted as its length, up to [`gz::MAX_RAW`]).
+    /// output, a gzip member counted as its text where that is longer).
     fn running(&self) -> u64 {
         let search = self.regions.iter().map(Region::search_memory).max();
         let text: u64 = self
@@ -665,58 +668,48 @@ impl Footprint for Chunk {
     }
 }
 
-/// Bytes compared at a time by [`same_as_layer`] and hashed at a time by [`hash_range`].
-const COMPARE_PIECE: u64 = 1 << 20;
+/// Bytes of a layer read at a time by [`layer_pieces`].
+const LAYER_PIECE: u64 = 1 << 20;
 
-/// Checks that `decoded` is the `len` bytes of the layer from `at`.
-fn same_as_layer(decoded: &[u8], len: u64, layer: &LayerData, at: u64) -> Result<()> {
-    if decoded.len() as u64 != len {
-        return Err(Error::Codec {
-            codec: "files".into(),
-            reason: format!(
-                "round-trip check: the stream rebuilds {} bytes of {} at offset {at}, not {len}",
-                decoded.len(),
-                layer.description()
-            ),
-        });
-    }
-    let mut piece = Vec::new();
-    for (k, want) in decoded.chunks(COMPARE_PIECE as usize).enumerate() {
-        let from = at + k as u64 * COMPARE_PIECE;
-        piece.resize(want.len(), 0);
-        layer.read_into(from, &mut piece)?;
-        if piece != want {
-            let first = piece.iter().zip(want).position(|(a, b)| a != b);
-            return Err(Error::Codec {
-                codec: "files".into(),
-                reason: format!(
-                    "round-trip check: the stream rebuilds byte {} of {} wrong",
-                    from + first.unwrap_or(0) as u64,
-                    layer.description()
-                ),
-            });
-        }
+/// Reads the `len` bytes of the layer from `at` piece by piece into `buf`, giving each
+/// piece and its offset to `f`.
+fn layer_pieces(
+    layer: &LayerData,
+    at: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(LAYER_PIECE);
+        layer.read_to(at + done, n, buf)?;
+        f(at + done, buf)?;
+        done += n;
     }
     Ok(())
 }
 
-/// Feeds `len` bytes of the layer from `at` to `hasher`, through `buf`.
-fn hash_range(
-    layer: &LayerData,
-    at: u64,
-    len: u64,
-    hasher: &mut Sha256,
-    buf: &mut Vec<u8>,
-) -> Result<()> {
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(COMPARE_PIECE);
-        buf.resize(n as usize, 0);
-        layer.read_into(at + done, buf)?;
-        hasher.update(&buf[..]);
-        done += n;
+/// Checks that `decoded` is the `len` bytes of the layer from `at`.
+fn same_as_layer(decoded: &[u8], len: u64, layer: &LayerData, at: u64) -> Result<()> {
+    let wrong = |what: String| Error::Codec {
+        codec: "files".into(),
+        reason: format!(
+            "round-trip check: the stream rebuilds {what} ({})",
+            layer.description()
+        ),
+    };
+    if decoded.len() as u64 != len {
+        let what = format!("{} bytes at offset {at}, not {len}", decoded.len());
+        return Err(wrong(what));
     }
-    Ok(())
+    layer_pieces(layer, at, len, &mut Vec::new(), |from, piece| {
+        let want = &decoded[(from - at) as usize..][..piece.len()];
+        match piece.iter().zip(want).position(|(a, b)| a != b) {
+            Some(k) => Err(wrong(format!("byte {} wrong", from + k as u64))),
+            None => Ok(()),
+        }
+    })
 }
 
 /// Memory a job or a result of [`in_order_parallel`] holds, in bytes: an estimate that errs

@@ -1054,3 +1054,39 @@ fn search_memory_fits_the_budget_one_at_a_time() {
         0
     );
 }
+
+/// The round-trip check compares a decoded chunk with the layer's bytes piece by piece
+/// and names the first wrong byte, or a wrong length.
+#[test]
+fn round_trip_check_names_the_first_wrong_byte() {
+    let bytes: Vec<u8> = (0..3 * LAYER_PIECE + 100)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let (_f, layer) = open(&bytes);
+    let at = 1000u64;
+    let len = 2 * LAYER_PIECE + 10;
+    let mut decoded = bytes[at as usize..(at + len) as usize].to_vec();
+    same_as_layer(&decoded, len, &layer.data, at).unwrap();
+    // The writer's pieces, in order, are the layer.
+    let mut read = Vec::new();
+    layer_pieces(
+        &layer.data,
+        0,
+        bytes.len() as u64,
+        &mut Vec::new(),
+        |at, piece| {
+            assert_eq!(at, read.len() as u64);
+            read.extend_from_slice(piece);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(read == bytes);
+    let wrong = LAYER_PIECE as usize + 5;
+    decoded[wrong] ^= 1;
+    let e = same_as_layer(&decoded, len, &layer.data, at).unwrap_err();
+    let byte = format!("byte {} wrong", at + wrong as u64);
+    assert!(e.to_string().contains(&byte), "{e}");
+    let e = same_as_layer(&decoded[1..], len, &layer.data, at).unwrap_err();
+    assert!(e.to_string().contains("not 2097162"), "{e}");
+}
