@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Check issue 6's memory bound (create and apply under 512 MiB peak RSS, whatever the image)
-# where the bench pairs do not reach it: layers with one big changed file.
+# where the bench pairs do not reach it, layers with one big changed file, and that a big
+# file's content is found however far it moved.
 #
 # Run by hand (not by CI), after bench/corpus.sh has made the kernel pair:
-#     bash bench/bigfile.sh              # both images (~6 min on 2 cores, ~7 GB of disk)
+#     bash bench/bigfile.sh              # the three images (~12 min on 2 cores, ~9 GB of disk)
 #     BIG_CASES=combo bash bench/bigfile.sh
 #
 # Cases:
 #   big    a 1 GiB file of random bytes, changed by three overwrites (64 KiB, 1 MiB,
 #          64 KiB), a 4 KiB insert, a 1 MiB delete and 8 MiB appended
+#   moved  a 512 MiB file of random bytes whose 128 MiB from 64 MiB on moved to its end,
+#          with a 64 KiB overwrite (content moved much further than a diff window reaches
+#          from the piece's proportional position)
 #   combo  the kernel pair's layers with a 256 MiB file of random bytes added, changed by
 #          a 64 KiB overwrite, a 4 KiB insert and a 1 MiB delete (the files codec's
 #          searches of the big file beside the payload encoders busy with the modules)
@@ -18,7 +22,7 @@
 # bench/.cache/bigfile/ (gitignored); the images are made once and kept.
 #
 # Env:
-#   BIG_CASES   cases to run (default: "big combo")
+#   BIG_CASES   cases to run (default: "big moved combo")
 #   BENCH_BIN   binary (default: target/release/docker-delta)
 set -euo pipefail
 
@@ -27,7 +31,7 @@ ROOT=$(dirname "$HERE")
 BIN=${BENCH_BIN:-$ROOT/target/release/docker-delta}
 CORPUS=$HERE/.cache/corpus
 WORK=$HERE/.cache/bigfile
-CASES=${BIG_CASES:-big combo}
+CASES=${BIG_CASES:-big moved combo}
 LIMIT_KB=$((512 * 1024))
 
 log() { printf '[bigfile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -43,8 +47,8 @@ random() {
     [[ $(stat -c %s "$1") == "$2" ]]
 }
 
-# edit OLD NEW APPEND EDIT...: NEW is OLD with each EDIT (MiB:kind:bytes, kind over|ins|del,
-# in rising order) applied, then APPEND random bytes added
+# edit OLD NEW APPEND EDIT...: NEW is OLD with each EDIT (MiB:kind:bytes, kind over|ins|del|mv,
+# in rising order; mv moves the bytes to the end) applied, then APPEND random bytes added
 edit() {
     python3 - "$@" <<'EOF'
 import hashlib, sys
@@ -57,7 +61,7 @@ def noise(n, seed):
         i += 1
     return bytes(out[:n])
 with open(src, "rb") as f, open(dst, "wb") as o:
-    pos = 0
+    pos, moved = 0, []
     for k, e in enumerate(edits):
         at, kind, n = e.split(":")
         at, n = int(at) * MB, int(n)
@@ -74,8 +78,18 @@ with open(src, "rb") as f, open(dst, "wb") as o:
         elif kind == "del":
             f.seek(n, 1)
             pos += n
+        elif kind == "mv":
+            moved.append((f.tell(), n))
+            f.seek(n, 1)
+            pos += n
     while b := f.read(8 * MB):
         o.write(b)
+    for at, n in moved:
+        f.seek(at)
+        while n:
+            b = f.read(min(8 * MB, n))
+            o.write(b)
+            n -= len(b)
     o.write(noise(append, 99))
 EOF
 }
@@ -98,6 +112,21 @@ make_big() {
     rm -rf "$w/old" "$w/new"
     python3 "$HERE/mkimage.py" "$w/old-image.tar" bigfile/big:old "$w/old.tar" >"$w/old.id"
     python3 "$HERE/mkimage.py" "$w/new-image.tar" bigfile/big:new "$w/new.tar" >"$w/new.id"
+    rm -f "$w/old.tar" "$w/new.tar"
+}
+
+make_moved() {
+    local w=$WORK/moved
+    [[ -s $w/new-image.tar ]] && return
+    log "moved: making the 512 MiB pair"
+    rm -rf "$w" && mkdir -p "$w/old/data" "$w/new/data"
+    random "$w/old/data/big.bin" $((512 << 20)) moved
+    edit "$w/old/data/big.bin" "$w/new/data/big.bin" 0 \
+        64:mv:$((128 << 20)) 300:over:65536
+    layer "$w/old" "$w/old.tar" && layer "$w/new" "$w/new.tar"
+    rm -rf "$w/old" "$w/new"
+    python3 "$HERE/mkimage.py" "$w/old-image.tar" bigfile/moved:old "$w/old.tar" >"$w/old.id"
+    python3 "$HERE/mkimage.py" "$w/new-image.tar" bigfile/moved:new "$w/new.tar" >"$w/new.id"
     rm -f "$w/old.tar" "$w/new.tar"
 }
 
@@ -154,6 +183,7 @@ status=0
 for c in $CASES; do
     case $c in
         big) make_big ;;
+        moved) make_moved ;;
         combo) make_combo ;;
         *) log "unknown case $c"; exit 2 ;;
     esac

@@ -17,9 +17,11 @@
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
-//! diffed in pieces of half that, each against a source window half a [`WINDOW`] wider on
-//! either side, and the chunks encoded at once share a memory budget ([`CHUNK_MEMORY`]), so
-//! memory stays bounded whatever the file size and the number of threads.
+//! diffed in pieces of up to half that, each against a source window half a [`WINDOW`]
+//! wider on either side, placed where the piece's content sits in the old file (found by
+//! content anchors both files share, see [`align`]), and the chunks encoded at once share a
+//! memory budget ([`CHUNK_MEMORY`]), so memory stays bounded whatever the file size and the
+//! number of threads.
 //!
 //! # Stream
 //!
@@ -67,6 +69,7 @@
 //! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
 
 pub mod access;
+pub mod align;
 pub mod bsdiff;
 pub mod btf;
 pub mod gz;
@@ -81,6 +84,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use crate::delta::blocks::BlockReader;
 pub use access::LayerData;
+use align::{Alignment, Span};
 use bsdiff::{Control, Differences, Streams};
 use tarscan::TarIndex;
 
@@ -407,18 +411,38 @@ fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Ve
                 let relocatable = is_relocatable_elf(&new.data.read(off, size.min(18))?);
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
+                let alignment = if whole {
+                    Alignment::default()
+                } else {
+                    let old_file = Span {
+                        data: &cat.old[l].data,
+                        offset: s.data_offset,
+                        len: s.size,
+                    };
+                    let new_file = Span {
+                        data: &new.data,
+                        offset: off,
+                        len: size,
+                    };
+                    let started = std::time::Instant::now();
+                    let a = Alignment::find(old_file, new_file)?;
+                    tracing::debug!(
+                        path = %String::from_utf8_lossy(&f.path),
+                        size,
+                        source_size = s.size,
+                        shared_anchors = a.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "aligned a big file with its source"
+                    );
+                    a
+                };
                 let mut done = 0;
                 while done < size {
-                    let len = (size - done).min(piece);
-                    // The source window starts where this piece starts, proportionally,
-                    // and reaches half a window before and after it: content that moved
-                    // by up to 8 MiB is still found.
+                    let len = alignment.piece_len(done, (size - done).min(piece), WINDOW / 2);
                     let (src_off, src_len) = if whole {
                         (0, s.size)
                     } else {
-                        let at = (done as u128 * s.size as u128 / size as u128) as u64;
-                        let start = at.saturating_sub(WINDOW / 2).min(s.size);
-                        (start, (piece + WINDOW).min(s.size - start))
+                        piece_source(&alignment, done, len, size, s.size)
                     };
                     regions.push(Region::Diff {
                         off: off + done,
@@ -472,6 +496,20 @@ fn plan(cat: &Catalog<'_>, new: &OldLayer, stats: &mut EncodeStats) -> Result<Ve
     }
     push_meta(&mut regions, cursor, new.index.len, None);
     Ok(regions)
+}
+
+/// The source window of the piece `done..done + len` of a file of `size` bytes diffed
+/// against an old file of `old_size` bytes: where the piece's content sits in the old file
+/// (by the shift most of its shared anchors agree on, else by its proportional position),
+/// from half a [`WINDOW`] before it to half a window after, kept inside the old file.
+fn piece_source(a: &Alignment, done: u64, len: u64, size: u64, old_size: u64) -> (u64, u64) {
+    let span = (len + WINDOW).min(old_size);
+    let at = match a.shift(done, len, WINDOW / 2, 2) {
+        Some(shift) => (done as i64).saturating_add(shift).max(0) as u64,
+        None => (done as u128 * old_size as u128 / size.max(1) as u128) as u64,
+    };
+    let start = at.saturating_sub(WINDOW / 2).min(old_size - span);
+    (start, span)
 }
 
 /// Whether bytes start like a relocatable ELF object (a `.o`, a kernel module), little

@@ -286,6 +286,25 @@ fn big_files_are_diffed_in_windows() {
     assert!(stats.encoded_size < 20_000, "{}", stats.encoded_size);
 }
 
+/// Content of a big file that moved further than half a window (here: the file's two
+/// halves swapped, 20 MiB each) is still found: each piece's window is placed by the
+/// anchors it shares with the old file, not by its proportional position.
+#[test]
+fn big_files_find_content_moved_far() {
+    let half = (WINDOW + WINDOW / 4) as usize;
+    let old_data = binary(22, 2 * half);
+    let mut new_data = old_data[half..].to_vec();
+    new_data.extend_from_slice(&old_data[..half]);
+    for i in (0..new_data.len()).step_by(1 << 20) {
+        new_data[i] = new_data[i].wrapping_add(1);
+    }
+    let old = build_tar(&[Member::File("db.bin".into(), old_data)]);
+    let new = build_tar(&[Member::File("db.bin".into(), new_data)]);
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(stats.files_patched, 1);
+    assert!(stats.encoded_size < 40_000, "{}", stats.encoded_size);
+}
+
 /// Decoding on several threads ends cleanly whichever side stops first: a damaged stream's
 /// error reaches the reader, and a reader that gives up does not leave the decoding
 /// blocked.
