@@ -406,6 +406,65 @@ fn existing_output_needs_force_and_dry_run_writes_nothing() {
     assert!(matches!(e, Error::OutputExists { .. }));
 }
 
+/// The process's umask, from `/proc/self/status` (reading it with umask(2) would change it
+/// for the other tests' threads for a moment).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Packages and images are written through temporary files (owner-only by default) but end
+/// with the permissions of any new file: 0666 / 0777 less the umask, so that another user
+/// or a web server can read them as they read files the user made.
+#[test]
+fn outputs_get_the_permissions_of_new_files() {
+    let (file, dir) = (0o666 & !umask(), 0o777 & !umask());
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(mode(&pkg), file, "package");
+    let package = Package::open(&pkg).unwrap();
+    let to = |r: &str| {
+        let dest = ImageReference::parse(r).unwrap();
+        apply(
+            &package,
+            Some(src(&p.old).as_ref()),
+            &dest,
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    };
+    let tar = p.dir.join("out.tar");
+    to(&format!("docker-archive:{}", tar.display()));
+    assert_eq!(mode(&tar), file, "docker-archive");
+    let layout = p.dir.join("layout");
+    to(&format!("oci:{}:app:2", layout.display()));
+    // A second image into the existing layout: its new blobs and index.json are replaced.
+    to(&format!("oci:{}:again", layout.display()));
+    assert_eq!(mode(&layout), dir, "layout directory");
+    for f in ["oci-layout", "index.json"] {
+        assert_eq!(mode(&layout.join(f)), file, "{f}");
+    }
+    let blobs = std::fs::read_dir(layout.join("blobs/sha256")).unwrap();
+    for b in blobs {
+        let b = b.unwrap().path();
+        assert_eq!(mode(&b), file, "{}", b.display());
+    }
+    assert!(leftovers(&p.dir).is_empty(), "{:?}", leftovers(&p.dir));
+}
+
 #[test]
 fn info_and_list_cli() {
     let p = pair();

@@ -13,6 +13,7 @@ use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
+use crate::transport::dest::output_temp_file;
 use crate::transport::ImageSource;
 
 /// Options for [`create`].
@@ -340,11 +341,7 @@ pub fn create(
     };
     let progress = options.progress;
     let write = Tracker::start(progress, Phase::Write, 0)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".docker-delta-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .at(&dir)?;
+    let mut temp = output_temp_file(&dir, ".docker-delta-", ".tmp")?;
     let package_size = writer.finish(header, &mut io::BufWriter::new(temp.as_file_mut()))?;
     temp.as_file().sync_all().at(temp.path().to_path_buf())?;
     // Verify what was written before it takes the output's name.

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use serde_json::json;
@@ -33,6 +34,37 @@ use crate::reference::{ArchiveSelector, ImageReference};
 use crate::transport::oci::blob_path;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Mode asked for an output file (files) or a new layout directory (directories), before the
+/// process's umask: outputs get the permissions any file a user creates gets (`0644` under
+/// the usual umask), not the owner-only ones of a temporary file.
+const FILE_MODE: u32 = 0o666;
+const DIR_MODE: u32 = 0o777;
+
+/// A temporary file in `dir` that becomes an output when persisted: created with the
+/// permissions of a new file (0666 less the umask), named `{prefix}…{suffix}` (hidden).
+pub(crate) fn output_temp_file(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .permissions(fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)
+        .at(dir)
+}
+
+/// A temporary directory in `dir` that becomes an output when renamed: created with the
+/// permissions of a new directory (0777 less the umask).
+fn output_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(DIR_MODE))
+        .tempdir_in(dir)
+        .at(dir)
+}
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What the writer produces.
@@ -117,11 +149,7 @@ impl ImageWriter {
                         reason: "is a directory; an archive output must be a file".into(),
                     });
                 }
-                let temp = tempfile::Builder::new()
-                    .prefix(".docker-delta-")
-                    .suffix(".tmp")
-                    .tempfile_in(&parent)
-                    .at(&parent)?;
+                let temp = output_temp_file(&parent, ".docker-delta-", ".tmp")?;
                 let (file, temp) = temp.into_parts();
                 let mut builder =
                     tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
@@ -145,10 +173,7 @@ impl ImageWriter {
                         staging: None,
                     }
                 } else {
-                    let staging = tempfile::Builder::new()
-                        .prefix(".docker-delta-")
-                        .tempdir_in(&parent)
-                        .at(&parent)?;
+                    let staging = output_temp_dir(&parent, ".docker-delta-")?;
                     fs::create_dir_all(staging.path().join("blobs/sha256")).at(staging.path())?;
                     Sink::Dir {
                         root: staging.path().to_path_buf(),
@@ -223,10 +248,7 @@ impl ImageWriter {
                     }
                 }
                 let dir = root.join("blobs/sha256");
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".tmp-")
-                    .tempfile_in(&dir)
-                    .at(&dir)?;
+                let mut tmp = output_temp_file(&dir, ".tmp-", "")?;
                 {
                     let mut w =
                         BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.as_file_mut()));
@@ -385,10 +407,7 @@ impl ImageWriter {
                 }
                 manifests.push(descriptor);
                 let raw = to_json(&index)?;
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".index-")
-                    .tempfile_in(&root)
-                    .at(&root)?;
+                let mut tmp = output_temp_file(&root, ".index-", "")?;
                 tmp.write_all(&raw).at(tmp.path().to_path_buf())?;
                 tmp.as_file().sync_all().at(&index_path)?;
                 tmp.persist(&index_path)
