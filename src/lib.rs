@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod temp;
 pub mod threads;
 pub mod transport;
 

@@ -12,7 +12,62 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     keep_large_blocks_out_of_arenas();
+    remove_temporary_files_on_signals();
     std::process::exit(cli::run());
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes the temporary files being written (outputs not yet
+/// renamed into place, spools; see [`docker_delta::temp`]) and then dies of the signal, as
+/// it would have without this (the shell sees 130 for Ctrl-C). Destructors do not run when
+/// a signal ends a process, so without this an interrupted create or apply left hidden
+/// files of up to an image's size next to its output.
+///
+/// The signals are blocked in every thread (they inherit the mask set here, before any
+/// exists) and taken by one thread with `sigwait`, so the cleaning runs as ordinary code,
+/// not in a signal handler.
+fn remove_temporary_files_on_signals() {
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    // SAFETY: plain calls on a local signal set; the mask is changed before any other
+    // thread exists.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` and `signal` are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                continue;
+            }
+            docker_delta::temp::remove_all();
+            // SAFETY: restoring the default action and unblocking the signal in this thread
+            // so that raising it ends the process with it.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                let mut one: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut one);
+                libc::sigaddset(&mut one, signal);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &one, std::ptr::null_mut());
+                libc::raise(signal);
+            }
+            std::process::exit(128 + signal);
+        });
+    if spawned.is_err() {
+        // No thread to take them: let the signals act as before.
+        // SAFETY: as above.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
 }
 
 /// glibc serves a block of 128 KiB or more with its own mapping, given back when freed, but

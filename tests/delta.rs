@@ -523,3 +523,97 @@ fn closed_stdout_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Noise that no codec shrinks (xorshift), so that the interrupted runs below take long
+/// enough to be interrupted.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs `args`, sends it `signal` as soon as a hidden file (a temporary output or spool)
+/// appears in `dir`, and checks that it died of that signal and left no hidden file there.
+fn interrupt_when_writing(args: &[&std::ffi::OsStr], dir: &Path, signal: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(common::bin())
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while leftovers(dir).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before writing anything"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "nothing written in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own child, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(signal), "{status:?}");
+    assert!(leftovers(dir).is_empty(), "{:?}", leftovers(dir));
+}
+
+/// Ctrl-C (or a TERM from a service manager) during create or apply leaves nothing behind:
+/// the command removes the temporary files it was writing before it dies of the signal.
+#[test]
+fn interrupted_commands_leave_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old_layer = common::layer(&[("data/a.bin", &noise(1, 24 << 20))]);
+    let mut changed = noise(1, 24 << 20);
+    changed.splice(1000..1000, noise(2, 4 << 20));
+    let new_layer = common::layer(&[("data/a.bin", &changed)]);
+    let (old, _) = common::docker_archive(d, "old.tar", Some("t/a:1"), &[old_layer]);
+    let (new, _) = common::docker_archive(d, "new.tar", Some("t/a:2"), &[new_layer]);
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let arg = |s: String| std::ffi::OsString::from(s);
+    let (old_ref, new_ref) = (
+        arg(format!("docker-archive:{}", old.display())),
+        arg(format!("docker-archive:{}", new.display())),
+    );
+    let pkg = out.join("d.ddelta");
+    interrupt_when_writing(
+        &[
+            "create".as_ref(),
+            &old_ref,
+            &new_ref,
+            "-o".as_ref(),
+            pkg.as_os_str(),
+        ],
+        &out,
+        libc::SIGINT,
+    );
+    assert!(!pkg.exists());
+
+    let whole = d.join("whole.ddelta");
+    create(None, src(&new).as_ref(), &whole, &CreateOptions::default()).unwrap();
+    for (to, signal) in [
+        (
+            format!("docker-archive:{}/new.tar", out.display()),
+            libc::SIGTERM,
+        ),
+        (format!("oci:{}/layout", out.display()), libc::SIGINT),
+    ] {
+        interrupt_when_writing(
+            &["apply".as_ref(), whole.as_os_str(), "-o".as_ref(), &arg(to)],
+            &out,
+            signal,
+        );
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}

@@ -342,6 +342,7 @@ pub fn create(
     let progress = options.progress;
     let write = Tracker::start(progress, Phase::Write, 0)?;
     let mut temp = output_temp_file(&dir, ".docker-delta-", ".tmp")?;
+    let _tracked = crate::temp::track(temp.path());
     let package_size = writer.finish(header, &mut io::BufWriter::new(temp.as_file_mut()))?;
     temp.as_file().sync_all().at(temp.path().to_path_buf())?;
     // Verify what was written before it takes the output's name.

@@ -137,6 +137,7 @@ pub fn apply_and_load(
         .prefix("docker-delta-load-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let _tracked = crate::temp::track(dir.path());
     let archive = dir.path().join("image.tar");
     let dest = ImageReference::DockerArchive {
         path: archive.clone(),

@@ -1044,6 +1044,7 @@ struct LaneWriter {
     compression: CompressionSpec,
     encoder: PayloadEncoder,
     spool_path: tempfile::TempPath,
+    _tracked: crate::temp::Tracked,
 }
 
 /// How a lane's encoder is set up beyond its compression.
@@ -1065,6 +1066,7 @@ impl LaneWriter {
             .prefix(".docker-delta-payload-")
             .tempfile_in(spool_dir)
             .at(spool_dir)?;
+        let _tracked = crate::temp::track(spool.path());
         let (file, spool_path) = spool.into_parts();
         let encoder = match compression.algorithm {
             PayloadCompression::None => PayloadEncoder::None(file),
@@ -1085,6 +1087,7 @@ impl LaneWriter {
             compression,
             encoder,
             spool_path,
+            _tracked,
         })
     }
 }

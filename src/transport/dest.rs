@@ -31,6 +31,7 @@ use crate::manifest::{
     MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::{ArchiveSelector, ImageReference};
+use crate::temp::{track, Tracked};
 use crate::transport::oci::blob_path;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -82,12 +83,14 @@ enum Sink {
     Tar {
         builder: tar::Builder<BufWriter<WriteBehind<File>>>,
         temp: tempfile::TempPath,
+        _tracked: Tracked,
     },
     Dir {
         /// Where blobs are written (a staging directory for a new layout, the layout itself
         /// when adding to an existing one).
         root: PathBuf,
         staging: Option<tempfile::TempDir>,
+        _tracked: Option<Tracked>,
     },
 }
 
@@ -150,11 +153,16 @@ impl ImageWriter {
                     });
                 }
                 let temp = output_temp_file(&parent, ".docker-delta-", ".tmp")?;
+                let _tracked = track(temp.path());
                 let (file, temp) = temp.into_parts();
                 let mut builder =
                     tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
                 builder.mode(tar::HeaderMode::Deterministic);
-                Sink::Tar { builder, temp }
+                Sink::Tar {
+                    builder,
+                    temp,
+                    _tracked,
+                }
             }
             OutputKind::Oci => {
                 if path.exists() {
@@ -171,12 +179,14 @@ impl ImageWriter {
                     Sink::Dir {
                         root: path.clone(),
                         staging: None,
+                        _tracked: None,
                     }
                 } else {
                     let staging = output_temp_dir(&parent, ".docker-delta-")?;
                     fs::create_dir_all(staging.path().join("blobs/sha256")).at(staging.path())?;
                     Sink::Dir {
                         root: staging.path().to_path_buf(),
+                        _tracked: Some(track(staging.path())),
                         staging: Some(staging),
                     }
                 }
@@ -227,7 +237,7 @@ impl ImageWriter {
 
         let mut verify = Verify::new(data, size, digest, what);
         match &mut self.sink {
-            Sink::Tar { builder, temp } => {
+            Sink::Tar { builder, temp, .. } => {
                 let mut h = tar_header(size);
                 builder
                     .append_data(&mut h, &name, &mut verify)
@@ -249,6 +259,7 @@ impl ImageWriter {
                 }
                 let dir = root.join("blobs/sha256");
                 let mut tmp = output_temp_file(&dir, ".tmp-", "")?;
+                let _tracked = track(tmp.path());
                 {
                     let mut w =
                         BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.as_file_mut()));
@@ -316,7 +327,7 @@ impl ImageWriter {
         }
         let kind = self.kind;
         match &mut self.sink {
-            Sink::Tar { builder, temp } => {
+            Sink::Tar { builder, temp, .. } => {
                 let index = json!({
                     "schemaVersion": 2,
                     "mediaType": MEDIA_TYPE_OCI_INDEX,
@@ -361,7 +372,7 @@ impl ImageWriter {
     fn commit(self, descriptor: serde_json::Value) -> Result<PathBuf> {
         let dest = self.dest;
         match self.sink {
-            Sink::Tar { builder, temp } => {
+            Sink::Tar { builder, temp, .. } => {
                 let writer = builder.into_inner().map_err(|e| Error::io(&*temp, e))?;
                 let file = writer
                     .into_inner()
@@ -371,7 +382,7 @@ impl ImageWriter {
                 file.sync_all().at(&*temp)?;
                 temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
             }
-            Sink::Dir { root, staging } => {
+            Sink::Dir { root, staging, .. } => {
                 let index_path = root.join("index.json");
                 let mut index = if staging.is_none() {
                     let raw = fs::read(&index_path).at(&index_path)?;
@@ -408,6 +419,7 @@ impl ImageWriter {
                 manifests.push(descriptor);
                 let raw = to_json(&index)?;
                 let mut tmp = output_temp_file(&root, ".index-", "")?;
+                let _tracked = track(tmp.path());
                 tmp.write_all(&raw).at(tmp.path().to_path_buf())?;
                 tmp.as_file().sync_all().at(&index_path)?;
                 tmp.persist(&index_path)

@@ -132,6 +132,7 @@ impl DockerDaemon {
             .suffix(".tar")
             .tempfile()
             .at(std::env::temp_dir())?;
+        let _tracked = crate::temp::track(spool.path());
         {
             let mut w = BufWriter::with_capacity(1 << 20, spool.as_file());
             // Export by ID: a tag could move between the inspect and the export.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
+use crate::temp::{track, Tracked};
 use crate::transport::{Counter, CountingReader, ExpansionGuard, Limits, ENV_MAX_JSON_SIZE};
 
 /// A set of named files.
@@ -163,7 +164,7 @@ pub struct TarStore {
     path: PathBuf,
     file: Arc<File>,
     entries: HashMap<String, TarEntry>,
-    _spool: Option<tempfile::NamedTempFile>,
+    _spool: Option<(tempfile::NamedTempFile, Tracked)>,
 }
 
 impl TarStore {
@@ -186,6 +187,7 @@ impl TarStore {
         } else {
             tracing::debug!(path = %path.display(), compression = compression.name(), "archive is compressed; decompressing to a temporary file");
             let mut spool = tempfile::NamedTempFile::new().at(std::env::temp_dir())?;
+            let tracked = track(spool.path());
             let input = Counter::default();
             let counted = CountingReader {
                 inner: file,
@@ -213,7 +215,7 @@ impl TarStore {
                 ours => ours,
             })?;
             let f = spool.reopen().at(spool.path())?;
-            (f, Some(spool))
+            (f, Some((spool, tracked)))
         };
         let entries = index_tar(&file, path, limits)?;
         tracing::debug!(path = %path.display(), entries = entries.len(), "indexed archive");
@@ -228,13 +230,14 @@ impl TarStore {
     /// Indexes an archive spooled into a temporary file, which lives as long as the store.
     pub fn open_spooled(spool: tempfile::NamedTempFile) -> Result<TarStore> {
         let path = spool.path().to_path_buf();
+        let tracked = track(&path);
         let file = spool.reopen().at(&path)?;
         let entries = index_tar(&file, &path, &Limits::default())?;
         Ok(TarStore {
             path,
             file: Arc::new(file),
             entries,
-            _spool: Some(spool),
+            _spool: Some((spool, tracked)),
         })
     }
 

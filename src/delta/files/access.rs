@@ -22,7 +22,7 @@ use crate::transport::ImageSource;
 pub struct LayerData {
     section: FileSection,
     description: String,
-    _spool: Option<tempfile::TempPath>,
+    _spool: Option<(tempfile::TempPath, crate::temp::Tracked)>,
 }
 
 impl LayerData {
@@ -70,6 +70,7 @@ impl LayerData {
                     .prefix(".docker-delta-layer-")
                     .tempfile_in(spool_dir)
                     .at(spool_dir)?;
+                let tracked = crate::temp::track(temp.path());
                 let (file, path) = temp.into_parts();
                 let mut r = src.open_layer(index)?;
                 let mut w = BufWriter::with_capacity(1 << 20, &file);
@@ -95,7 +96,7 @@ impl LayerData {
                             len,
                         },
                         description,
-                        _spool: Some(path),
+                        _spool: Some((path, tracked)),
                     },
                     idx,
                 ))
