@@ -1637,3 +1637,47 @@ fn existing_output_is_kept() {
     assert!(e.to_string().contains(&case.msg), "{e}");
     assert_eq!(common::snapshot(&w.out), before);
 }
+
+/// Bad arguments are invalid input (3), not clap's 2, which this command gives a missing
+/// Docker daemon; `--help` and `--version` succeed.
+#[test]
+fn usage_errors_exit_with_invalid_input() {
+    let run = |args: &[&str]| Command::new(common::bin()).args(args).output().unwrap();
+    for args in [
+        &["create", "--method", "bogus", "a", "b", "-o", "c"][..],
+        &["apply", "x.ddelta"],
+        &["info"],
+        &["frobnicate"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+        assert!(!o.stderr.is_empty(), "{args:?}");
+    }
+    for args in [&["--help"][..], &["--version"], &["apply", "--help"]] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!o.stdout.is_empty());
+    }
+}
+
+/// A report that cannot be written (stdout on a full disk) is an error naming standard
+/// output, not a panic.
+#[test]
+fn unwritable_stdout_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = common::layer(&[("a", b"a")]);
+    let (archive, _) = common::docker_archive(dir.path(), "i.tar", Some("t/i:1"), &[layer]);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(common::bin())
+        .args(["inspect", &format!("docker-archive:{}", archive.display())])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("standard output: No space left"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -84,14 +84,14 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         print_json(&report)?;
     } else if !quiet {
         if args.dry_run {
-            println!("dry run: the package and the base image check out; nothing written");
+            outln!("dry run: the package and the base image check out; nothing written");
         } else if let Some(p) = &report.output {
-            println!("wrote {} (image {})", p.display(), report.image_id);
+            outln!("wrote {} (image {})", p.display(), report.image_id);
         }
         if args.load && !args.dry_run && tag_error.is_none() {
             match &report.name {
-                Some(n) => println!("loaded {} as {n}", report.image_id),
-                None => println!(
+                Some(n) => outln!("loaded {} as {n}", report.image_id),
+                None => outln!(
                     "loaded {} (untagged: pass --tag to name it)",
                     report.image_id
                 ),

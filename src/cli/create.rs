@@ -117,7 +117,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
             (m, Some(o)) => format!("{m} against old layer {o}"),
             (m, None) => m.to_string(),
         };
-        println!(
+        outln!(
             "layer {:>2}  {}  {:>10}  {}",
             l.index,
             l.diff_id.short(),
@@ -126,14 +126,14 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         );
     }
     match &report.package {
-        None => println!("dry run: nothing written"),
+        None => outln!("dry run: nothing written"),
         Some(p) => {
             let saving = if report.target_stored_size > 0 {
                 100.0 * (1.0 - report.package_size as f64 / report.target_stored_size as f64)
             } else {
                 0.0
             };
-            println!(
+            outln!(
                 "wrote {} ({}): {:.1}% smaller than the new image's {} of stored layers ({} uncompressed)",
                 p.display(),
                 human_size(report.package_size),

@@ -44,9 +44,9 @@ pub fn info(args: &Args) -> Result<ExitCode> {
     let target_size = info::target_layers_size(&p);
     let source_size = info::target_stored_size(&p);
     let methods = info::methods(&p);
-    println!("Package:        {}", p.path().display());
-    println!("Format version: {}", p.version);
-    println!("Created by:     {}", h.created_by);
+    outln!("Package:        {}", p.path().display());
+    outln!("Format version: {}", p.version);
+    outln!("Created by:     {}", h.created_by);
     let lanes: Vec<String> = h
         .payload_lanes(p.payload_len)
         .iter()
@@ -59,7 +59,7 @@ pub fn info(args: &Args) -> Result<ExitCode> {
             )
         })
         .collect();
-    println!(
+    outln!(
         "Size:           {} (payload {}: {}; {} uncompressed)",
         human_size(p.file_size),
         human_size(p.payload_len),
@@ -67,28 +67,28 @@ pub fn info(args: &Args) -> Result<ExitCode> {
         human_size(h.payload_uncompressed_size())
     );
     match &h.base {
-        Some(b) => println!("Old image:      {} [{}]", describe(b), b.platform),
-        None => println!("Old image:      none (full package)"),
+        Some(b) => outln!("Old image:      {} [{}]", describe(b), b.platform),
+        None => outln!("Old image:      none (full package)"),
     }
-    println!(
+    outln!(
         "New image:      {} [{}]",
         describe(&h.target.identity),
         h.target.identity.platform
     );
-    println!(
+    outln!(
         "Layers:         {} ({} uncompressed, {} as stored in the source)",
         h.target.layers.len(),
         human_size(target_size),
         human_size(source_size)
     );
-    println!("Methods:        {}", methods.join(", "));
-    println!(
+    outln!("Methods:        {}", methods.join(", "));
+    outln!(
         "Savings:        {:.1}% vs the stored layers, {:.1}% vs uncompressed",
         info::savings(&p, source_size),
         info::savings(&p, target_size)
     );
     if args.verify {
-        println!("Payload:        checksum verified");
+        outln!("Payload:        checksum verified");
     }
     Ok(ExitCode::Ok)
 }
@@ -103,9 +103,13 @@ pub fn list(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let h = &p.header;
-    println!(
+    outln!(
         "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
-        "#", "DIFF_ID", "REBUILT FROM", "DELTA", "SIZE"
+        "#",
+        "DIFF_ID",
+        "REBUILT FROM",
+        "DELTA",
+        "SIZE"
     );
     for (i, l) in h.target.layers.iter().enumerate() {
         let from = match &l.source {
@@ -119,7 +123,7 @@ pub fn list(args: &Args) -> Result<ExitCode> {
             LayerSource::Full { .. } => "full layer".to_string(),
         };
         let delta = info::delta_size(&p, i);
-        println!(
+        outln!(
             "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
             i,
             l.diff_id.short(),

@@ -44,17 +44,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         print_json(&report)?;
         return Ok(ExitCode::Ok);
     }
-    println!("Reference:   {}", report.reference);
-    println!("Transport:   {}", report.transport);
+    outln!("Reference:   {}", report.reference);
+    outln!("Transport:   {}", report.transport);
     let mut format = report.manifest_format.to_string();
     if !report.index_formats.is_empty() {
         // Outermost first: "OCI image manifest (via OCI image index > OCI image index)".
         let path: Vec<String> = report.index_formats.iter().map(|k| k.to_string()).collect();
         format.push_str(&format!(" (via {})", path.join(" > ")));
     }
-    println!("Manifest:    {format}");
-    println!("Image ID:    {}", report.image_id);
-    println!(
+    outln!("Manifest:    {format}");
+    outln!("Image ID:    {}", report.image_id);
+    outln!(
         "Tags:        {}",
         if report.repo_tags.is_empty() {
             "<none>".to_string()
@@ -62,9 +62,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             report.repo_tags.join(", ")
         }
     );
-    println!("Platform:    {}", report.platform);
+    outln!("Platform:    {}", report.platform);
     let total: u64 = report.layers.iter().map(|l| l.size).sum();
-    println!(
+    outln!(
         "Layers:      {} ({} stored){}",
         report.layers.len(),
         human_size(total),
@@ -75,14 +75,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     );
     for l in &report.layers {
-        println!("  [{}] diff_id {}", l.index, l.diff_id);
-        println!(
+        outln!("  [{}] diff_id {}", l.index, l.diff_id);
+        outln!(
             "      digest  {}",
             l.digest
                 .as_ref()
                 .map_or("(unknown: not verified)".to_string(), ToString::to_string)
         );
-        println!(
+        outln!(
             "      {}  {} stored, {} uncompressed",
             l.media_type,
             human_size(l.size),

@@ -4,6 +4,14 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use docker_delta::{Error, ExitCode};
 
+/// `println!` that returns the error (with `?`) where `println!` would panic: stdout on a
+/// full disk or a closed file.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(format_args!($($arg)*))?
+    };
+}
+
 mod apply;
 mod create;
 mod info;
@@ -21,7 +29,7 @@ Image references (skopeo syntax):
 Write a colon that belongs to a path as \\:
 
 Exit codes:
-  0 ok, 1 error, 2 missing dependency (no daemon), 3 invalid input,
+  0 ok, 1 error, 2 missing dependency (no daemon), 3 invalid input (arguments too),
   4 operation failed, 5 loaded but tagging failed (the docker tag command is printed)";
 
 /// Ship container-image updates as small deltas, and rebuild the new image exactly.
@@ -67,7 +75,19 @@ pub fn open_image(
 
 /// Parses arguments, runs the command, prints errors, and returns the exit code.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error, the code this command gives a missing Docker
+    // daemon: a script must not read a typo as that. Bad arguments are invalid input.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::InvalidInput as i32
+            } else {
+                0 // --help, --version
+            };
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Command::Create(args) => create::run(args, cli.quiet),
