@@ -128,7 +128,17 @@ impl ImageReference {
                         "the {prefix:?} transport is not supported; use one of docker-archive:, oci:, oci-archive:, docker-daemon:"
                     )))
                 }
-                _ => None,
+                _ => {
+                    // A mistyped transport would otherwise become a daemon image name
+                    // (`docker-archiv:app.tar` is a valid name and tag) and fail as
+                    // "cannot reach the Docker daemon".
+                    if let Some(meant) = near_transport(prefix) {
+                        return Err(invalid(&format!(
+                            "unknown transport {prefix:?}; did you mean {meant}:?"
+                        )));
+                    }
+                    None
+                }
             };
             if transport == Some(Transport::DockerDaemon) {
                 if rest.is_empty() {
@@ -146,6 +156,25 @@ impl ImageReference {
         let path = PathBuf::from(unescape(input));
         if path.exists() {
             return Self::detect_path(&path);
+        }
+        // `DIR:REF` or `ARCHIVE:NAME:TAG` without a transport: the path exists, the whole
+        // does not; say which reference was meant instead of asking the daemon.
+        if let Some((head, _)) = input.split_once(':') {
+            let head = PathBuf::from(unescape(head));
+            if head.exists() {
+                if let Ok(found) = Self::detect_path(&head) {
+                    return Err(invalid(&format!(
+                        "{} exists but {input:?} does not; to pick an image in it write {}:{input}",
+                        head.display(),
+                        found.transport().name(),
+                    )));
+                }
+            }
+        }
+        if ARCHIVE_SUFFIXES.iter().any(|x| input.ends_with(x)) {
+            return Err(invalid(&format!(
+                "no such file or directory (to name an image in the Docker daemon, write docker-daemon:{input})"
+            )));
         }
         if looks_like_image_name(input) {
             tracing::debug!(
@@ -343,6 +372,40 @@ fn escape(path: &Path) -> String {
 }
 
 /// Whether `s` could be a Docker image name, `name:tag`, `name@digest` or `sha256:<id>`.
+/// File names that say a reference was meant as a file, not a daemon image name.
+const ARCHIVE_SUFFIXES: [&str; 7] = [
+    ".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".ddelta", ".oci",
+];
+
+/// The transport `prefix` is a near miss of, if any: the same name in other case (image
+/// names are lowercase, so `OCI:` names no image), or a long transport name mistyped by
+/// up to two letters (short ones would catch real image names such as `ocs:1`).
+fn near_transport(prefix: &str) -> Option<&'static str> {
+    const NAMES: [&str; 4] = ["docker-archive", "oci-archive", "docker-daemon", "oci"];
+    let lower = prefix.to_ascii_lowercase();
+    NAMES.into_iter().find(|&n| {
+        lower == n || (n.len() >= 6 && prefix.len() >= 6 && edit_distance(&lower, n) <= 2)
+    })
+}
+
+/// Levenshtein distance between two ASCII strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let next = (diag + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 fn looks_like_image_name(s: &str) -> bool {
     if let Some(hex) = s.strip_prefix("sha256:") {
         return hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
@@ -487,6 +550,11 @@ mod tests {
             ("oci:/x:", "empty ref name"),
             ("docker-daemon:", "needs an image name"),
             ("/no/such/file.tar", "no such file"),
+            ("nope.tar", "write docker-daemon:nope.tar"),
+            ("docker-archiv:app.tar", "did you mean docker-archive:?"),
+            ("OCI:layout", "did you mean oci:?"),
+            ("oci-archiv:x.tar", "did you mean oci-archive:?"),
+            ("dokcer-daemon:app:1", "did you mean docker-daemon:?"),
         ];
         for (input, want) in cases {
             let e = ImageReference::parse(input).expect_err(input);
@@ -496,5 +564,39 @@ mod tests {
             );
             assert!(e.to_string().contains(want), "{input}: {e}");
         }
+        // Short names close to a transport are image names all the same.
+        for name in ["ocs:1", "oca:latest", "docker-arch:1"] {
+            assert!(
+                matches!(p(name), ImageReference::DockerDaemon { .. }),
+                "{name}"
+            );
+        }
+    }
+
+    /// `LAYOUT:REF` and `ARCHIVE:NAME:TAG` without a transport name the reference meant.
+    #[test]
+    fn an_existing_path_before_a_colon_gets_its_transport_suggested() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        std::fs::create_dir(&layout).unwrap();
+        std::fs::write(
+            layout.join("index.json"),
+            br#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let input = format!("{}:v1", layout.display());
+        let e = ImageReference::parse(&input).unwrap_err();
+        assert!(e.to_string().contains(&format!("write oci:{input}")), "{e}");
+        // A directory that holds no image is no reason to suggest one (relative, such a
+        // name goes to the daemon: a project directory named like its image).
+        let plain = dir.path().join("myapp");
+        std::fs::create_dir(&plain).unwrap();
+        let e = ImageReference::parse(&format!("{}:1", plain.display())).unwrap_err();
+        assert!(!e.to_string().contains("to pick an image"), "{e}");
     }
 }

@@ -231,8 +231,14 @@ fn compression_of(media_type: Option<&str>) -> Compression {
     }
 }
 
+/// Names a file of the layout for messages: its path in a directory, `ARCHIVE:NAME` in an
+/// archive.
 fn display(root: &Path, name: &str) -> String {
-    format!("{}:{}", root.display(), name)
+    if root.is_dir() {
+        root.join(name).display().to_string()
+    } else {
+        format!("{}:{}", root.display(), name)
+    }
 }
 
 /// Reads a JSON blob, checking its size before reading and its digest after.
@@ -326,7 +332,16 @@ impl Walker<'_> {
                 }
                 let mut choices: Vec<String> = many
                     .iter()
-                    .filter_map(|d| d.ref_name().map(|r| format!("{}:{r}", self.root.display())))
+                    .filter_map(|d| d.ref_name())
+                    .map(|r| {
+                        let (path, name) = (self.root.to_path_buf(), Some(r.to_string()));
+                        // A reference to paste back: with its transport, colons escaped.
+                        if self.root.is_dir() {
+                            ImageReference::Oci { path, name }.to_string()
+                        } else {
+                            ImageReference::OciArchive { path, name }.to_string()
+                        }
+                    })
                     .collect();
                 choices.dedup();
                 Err(Error::AmbiguousImage {
