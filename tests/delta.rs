@@ -617,3 +617,106 @@ fn interrupted_commands_leave_no_temporary_files() {
     }
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
+
+/// An existing OCI layout as output: checked before any work (dry run too), a ref it has
+/// is moved to another image only with --force, and a write that fails leaves its blobs
+/// as they were. An empty directory is a new layout.
+#[test]
+fn existing_layouts_are_checked_first_and_left_as_they_were() {
+    let p = pair();
+    let delta = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &delta,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let whole_old = p.dir.join("old.ddelta");
+    create(
+        None,
+        src(&p.old).as_ref(),
+        &whole_old,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let (delta, whole_old) = (
+        Package::open(&delta).unwrap(),
+        Package::open(&whole_old).unwrap(),
+    );
+    let layout = p.dir.join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    let to = |package: &Package, r: &str, dry_run: bool, force: bool| {
+        let base = src(&p.old);
+        apply(
+            package,
+            Some(base.as_ref()),
+            &ImageReference::parse(&format!("oci:{}{r}", layout.display())).unwrap(),
+            &ApplyOptions {
+                dry_run,
+                force,
+                ..ApplyOptions::default()
+            },
+        )
+    };
+    // An empty directory becomes the layout; the same image again under its ref is fine.
+    to(&whole_old, ":v1", false, false).unwrap();
+    to(&whole_old, ":v1", false, false).unwrap();
+    let before = common::snapshot(&layout);
+    // Another image under that ref: refused, dry run or not, unless forced.
+    for dry_run in [true, false] {
+        let e = to(&delta, ":v1", dry_run, false).unwrap_err();
+        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        assert!(e.to_string().contains("(ref \"v1\")"), "{e}");
+    }
+    assert!(common::snapshot(&layout) == before);
+    // The ref from the image's name (test/app:2 -> "2") is known only when the image is
+    // written: the blobs written by then are removed again.
+    to(&whole_old, ":2", false, false).unwrap();
+    let before = common::snapshot(&layout);
+    let e = to(&delta, "", false, false).unwrap_err();
+    assert!(e.to_string().contains("(ref \"2\")"), "{e}");
+    assert!(common::snapshot(&layout) == before, "blobs left behind");
+    to(&delta, ":v1", false, true).unwrap();
+    assert_ne!(common::snapshot(&layout), before);
+    // A damaged index.json is found before anything is written.
+    std::fs::write(layout.join("index.json"), b"{\"manifests\": [\n  oops").unwrap();
+    let before = common::snapshot(&layout);
+    for dry_run in [true, false] {
+        let e = to(&delta, ":v3", dry_run, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("index.json") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+    assert!(common::snapshot(&layout) == before);
+}
+
+/// `apply --dry-run` refuses an existing output as the real run does.
+#[test]
+fn dry_run_refuses_an_existing_output() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let out = p.dir.join("exists.tar");
+    std::fs::write(&out, b"keep me").unwrap();
+    let e = apply(
+        &Package::open(&pkg).unwrap(),
+        Some(src(&p.old).as_ref()),
+        &ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap(),
+        &ApplyOptions {
+            dry_run: true,
+            ..ApplyOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+}

@@ -46,7 +46,10 @@ pub struct Args {
     /// Overwrite OUT if it exists.
     #[arg(long)]
     force: bool,
-    /// Check the package and the base image; write nothing.
+    /// Check, writing nothing, what can be checked without rebuilding: the package's
+    /// checksums, that the base image has every layer it needs, and that OUT can be
+    /// written. Layers are not rebuilt, so a damaged base layer is found only by a real
+    /// run (which then writes nothing either).
     #[arg(long)]
     dry_run: bool,
     /// Print the report as JSON.
@@ -84,7 +87,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         print_json(&report)?;
     } else if !quiet {
         if args.dry_run {
-            outln!("dry run: the package and the base image check out; nothing written");
+            outln!("dry run: the package, the base image's layers and the output check out (no layer rebuilt); nothing written");
         } else if let Some(p) = &report.output {
             outln!("wrote {} (image {})", p.display(), report.image_id);
         }

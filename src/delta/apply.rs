@@ -167,6 +167,9 @@ pub fn apply(
     let header = &package.header;
     let target = &header.target;
     let base_map = check_base(package, base)?;
+    // Refuse an output that cannot be written before any work, dry run or not (the
+    // writer checks again when it starts).
+    ImageWriter::check_for(dest, options.force, Some(&target.identity.image_id))?;
     let name = options
         .name
         .clone()

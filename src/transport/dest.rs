@@ -91,6 +91,8 @@ enum Sink {
         root: PathBuf,
         staging: Option<tempfile::TempDir>,
         _tracked: Option<Tracked>,
+        /// Blobs this writer added to an existing layout.
+        added: AddedBlobs,
     },
 }
 
@@ -114,6 +116,105 @@ pub struct ImageWriter {
     written: std::collections::HashSet<Digest>,
     /// `ref` of an `oci:DIR:REF` / `oci-archive:PATH:REF` destination.
     oci_ref: Option<String>,
+    /// Whether an existing output (archive, or a ref of an existing layout) may be
+    /// replaced.
+    force: bool,
+}
+
+/// Blobs added to an existing layout, removed again unless the image is committed: a
+/// failed write leaves the layout as it was.
+#[derive(Default)]
+struct AddedBlobs {
+    paths: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl Drop for AddedBlobs {
+    fn drop(&mut self) {
+        if !self.keep {
+            for p in &self.paths {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// What an `oci:` destination path holds.
+enum LayoutTarget {
+    /// Nothing, or an empty directory: a new layout is staged and renamed there.
+    New,
+    /// An OCI image layout: the image is added to it; the refs its index has, with the
+    /// digests of the manifests they name.
+    Existing(Vec<(String, String)>),
+}
+
+/// Looks at an `oci:` destination: refuses anything but nothing, an empty directory or
+/// a layout whose index.json parses and has a manifests array.
+fn layout_target(path: &Path) -> Result<LayoutTarget> {
+    if !path.exists() {
+        return Ok(LayoutTarget::New);
+    }
+    if path.is_dir() && fs::read_dir(path).at(path)?.next().is_none() {
+        return Ok(LayoutTarget::New);
+    }
+    let is_layout = path.join("oci-layout").is_file() && path.join("index.json").is_file();
+    if !is_layout {
+        return Err(Error::InvalidLayout {
+            path: path.to_path_buf(),
+            reason: "exists and is not an OCI image layout; choose a new or empty directory".into(),
+        });
+    }
+    let index = read_index(&path.join("index.json"))?;
+    Ok(LayoutTarget::Existing(
+        index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let r = m.pointer("/annotations/org.opencontainers.image.ref.name")?;
+                let digest = m.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+                Some((r.as_str()?.to_string(), digest.to_string()))
+            })
+            .collect(),
+    ))
+}
+
+/// Reads an existing layout's index.json as JSON, checking it has a manifests array.
+fn read_index(index_path: &Path) -> Result<serde_json::Value> {
+    let raw = fs::read(index_path).at(index_path)?;
+    let index =
+        serde_json::from_slice::<serde_json::Value>(&raw).map_err(|e| Error::InvalidJson {
+            file: index_path.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+    if !index.get("manifests").is_some_and(|m| m.is_array()) {
+        return Err(Error::InvalidField {
+            file: index_path.display().to_string(),
+            field: "manifests".into(),
+            reason: "missing or not an array".into(),
+        });
+    }
+    Ok(index)
+}
+
+/// The config digest of the manifest `digest` in the layout at `layout`, if it reads.
+fn config_of(layout: &Path, digest: &str) -> Option<String> {
+    let hex = digest.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let raw = fs::read(layout.join("blobs/sha256").join(hex)).ok()?;
+    let m: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    Some(m.pointer("/config/digest")?.as_str()?.to_string())
+}
+
+/// The error for a ref of an existing layout that `--force` would be needed to move.
+fn ref_exists(layout: &Path, r: &str) -> Error {
+    Error::OutputExists {
+        path: PathBuf::from(format!("{} (ref {r:?})", layout.display())),
+    }
 }
 
 impl ImageWriter {
@@ -121,6 +222,77 @@ impl ImageWriter {
     /// reference). An existing archive is refused unless `force`; an existing OCI layout
     /// directory gets the image added (its `ref` replaced), anything else there is refused.
     pub fn create(dest: &ImageReference, force: bool) -> Result<ImageWriter> {
+        let (kind, path, parent) = ImageWriter::check(dest, force)?;
+        let sink = match kind {
+            OutputKind::DockerArchive | OutputKind::OciArchive => {
+                let temp = output_temp_file(&parent, ".docker-delta-", ".tmp")?;
+                let _tracked = track(temp.path());
+                let (file, temp) = temp.into_parts();
+                let mut builder =
+                    tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
+                builder.mode(tar::HeaderMode::Deterministic);
+                Sink::Tar {
+                    builder,
+                    temp,
+                    _tracked,
+                }
+            }
+            OutputKind::Oci => match layout_target(&path)? {
+                LayoutTarget::Existing(_) => {
+                    fs::create_dir_all(path.join("blobs/sha256")).at(&path)?;
+                    Sink::Dir {
+                        root: path.clone(),
+                        staging: None,
+                        _tracked: None,
+                        added: AddedBlobs::default(),
+                    }
+                }
+                LayoutTarget::New => {
+                    let staging = output_temp_dir(&parent, ".docker-delta-")?;
+                    fs::create_dir_all(staging.path().join("blobs/sha256")).at(staging.path())?;
+                    Sink::Dir {
+                        root: staging.path().to_path_buf(),
+                        _tracked: Some(track(staging.path())),
+                        staging: Some(staging),
+                        added: AddedBlobs::default(),
+                    }
+                }
+            },
+        };
+        Ok(ImageWriter {
+            kind,
+            dest: path.clone(),
+            sink,
+            layers: Vec::new(),
+            written: Default::default(),
+            oci_ref: match dest {
+                ImageReference::Oci { name, .. } | ImageReference::OciArchive { name, .. } => {
+                    name.clone()
+                }
+                _ => None,
+            },
+            force,
+        })
+    }
+
+    /// Checks, writing nothing, what [`ImageWriter::create`] checks before it writes:
+    /// the output's directory exists; an archive is not a directory and does not exist
+    /// unless `force`; an `oci:` path is new, an empty directory or a layout whose
+    /// index.json parses. Returns the output's kind, path and directory. (A ref the layout
+    /// already has is checked when the image is written, or up front by
+    /// [`ImageWriter::check_for`].)
+    pub fn check(dest: &ImageReference, force: bool) -> Result<(OutputKind, PathBuf, PathBuf)> {
+        ImageWriter::check_for(dest, force, None)
+    }
+
+    /// [`ImageWriter::check`], and, given the image's ID, that an explicit ref of an
+    /// existing layout names no other image unless `force` (naming this image already,
+    /// the write just keeps it).
+    pub fn check_for(
+        dest: &ImageReference,
+        force: bool,
+        image_id: Option<&Digest>,
+    ) -> Result<(OutputKind, PathBuf, PathBuf)> {
         let (kind, path) = match dest {
             ImageReference::DockerArchive { path, .. } => (OutputKind::DockerArchive, path),
             ImageReference::Oci { path, .. } => (OutputKind::Oci, path),
@@ -141,70 +313,34 @@ impl ImageWriter {
                 source: io::Error::new(io::ErrorKind::NotFound, "output directory does not exist"),
             });
         }
-        let sink = match kind {
+        match kind {
             OutputKind::DockerArchive | OutputKind::OciArchive => {
-                if path.exists() && !force {
-                    return Err(Error::OutputExists { path: path.clone() });
-                }
                 if path.is_dir() {
                     return Err(Error::InvalidLayout {
                         path: path.clone(),
                         reason: "is a directory; an archive output must be a file".into(),
                     });
                 }
-                let temp = output_temp_file(&parent, ".docker-delta-", ".tmp")?;
-                let _tracked = track(temp.path());
-                let (file, temp) = temp.into_parts();
-                let mut builder =
-                    tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
-                builder.mode(tar::HeaderMode::Deterministic);
-                Sink::Tar {
-                    builder,
-                    temp,
-                    _tracked,
+                if path.exists() && !force {
+                    return Err(Error::OutputExists { path: path.clone() });
                 }
             }
             OutputKind::Oci => {
-                if path.exists() {
-                    let is_layout =
-                        path.join("oci-layout").is_file() && path.join("index.json").is_file();
-                    if !is_layout {
-                        return Err(Error::InvalidLayout {
-                            path: path.clone(),
-                            reason: "exists and is not an OCI image layout; choose a new directory"
-                                .into(),
-                        });
-                    }
-                    fs::create_dir_all(path.join("blobs/sha256")).at(path)?;
-                    Sink::Dir {
-                        root: path.clone(),
-                        staging: None,
-                        _tracked: None,
-                    }
-                } else {
-                    let staging = output_temp_dir(&parent, ".docker-delta-")?;
-                    fs::create_dir_all(staging.path().join("blobs/sha256")).at(staging.path())?;
-                    Sink::Dir {
-                        root: staging.path().to_path_buf(),
-                        _tracked: Some(track(staging.path())),
-                        staging: Some(staging),
+                if let LayoutTarget::Existing(refs) = layout_target(path)? {
+                    if let ImageReference::Oci { name: Some(r), .. } = dest {
+                        let other = |manifest: &str| {
+                            image_id.is_some_and(|id| {
+                                config_of(path, manifest).is_none_or(|c| c != id.to_string())
+                            })
+                        };
+                        if !force && refs.iter().any(|(n, m)| n == r && other(m)) {
+                            return Err(ref_exists(path, r));
+                        }
                     }
                 }
             }
-        };
-        Ok(ImageWriter {
-            kind,
-            dest: path.clone(),
-            sink,
-            layers: Vec::new(),
-            written: Default::default(),
-            oci_ref: match dest {
-                ImageReference::Oci { name, .. } | ImageReference::OciArchive { name, .. } => {
-                    name.clone()
-                }
-                _ => None,
-            },
-        })
+        }
+        Ok((kind, path.clone(), parent))
     }
 
     /// A directory on the output's filesystem for temporary files.
@@ -243,7 +379,7 @@ impl ImageWriter {
                     .append_data(&mut h, &name, &mut verify)
                     .map_err(|e| Error::io(&**temp, e))?;
             }
-            Sink::Dir { root, .. } => {
+            Sink::Dir { root, added, .. } => {
                 let final_path = root.join(&name);
                 if final_path.is_file() {
                     // Content-addressed: an existing blob with this name is this blob,
@@ -273,6 +409,7 @@ impl ImageWriter {
                 tmp.as_file().sync_all().at(&final_path)?;
                 tmp.persist(&final_path)
                     .map_err(|e| Error::io(&final_path, e.error))?;
+                added.paths.push(final_path);
                 return Ok(());
             }
         }
@@ -382,18 +519,15 @@ impl ImageWriter {
                 file.sync_all().at(&*temp)?;
                 temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
             }
-            Sink::Dir { root, staging, .. } => {
+            Sink::Dir {
+                root,
+                staging,
+                mut added,
+                ..
+            } => {
                 let index_path = root.join("index.json");
                 let mut index = if staging.is_none() {
-                    let raw = fs::read(&index_path).at(&index_path)?;
-                    serde_json::from_slice::<serde_json::Value>(&raw).map_err(|e| {
-                        Error::InvalidJson {
-                            file: index_path.display().to_string(),
-                            line: e.line(),
-                            column: e.column(),
-                            message: e.to_string(),
-                        }
-                    })?
+                    read_index(&index_path)?
                 } else {
                     json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": [] })
                 };
@@ -410,11 +544,21 @@ impl ImageWriter {
                         reason: "missing or not an array".into(),
                     })?;
                 if let Some(tag) = &tag {
-                    manifests.retain(|m| {
+                    let named = |m: &serde_json::Value| {
                         m.pointer("/annotations/org.opencontainers.image.ref.name")
                             .and_then(|v| v.as_str())
-                            != Some(tag.as_str())
-                    });
+                            == Some(tag.as_str())
+                    };
+                    // The ref may come from the image's name, known only now; moving it
+                    // to another image needs --force (pointing it at this image again is
+                    // a no-op).
+                    let moved = manifests
+                        .iter()
+                        .any(|m| named(m) && m.get("digest") != descriptor.get("digest"));
+                    if moved && !self.force {
+                        return Err(ref_exists(&dest, tag));
+                    }
+                    manifests.retain(|m| !named(m));
                 }
                 manifests.push(descriptor);
                 let raw = to_json(&index)?;
@@ -424,6 +568,7 @@ impl ImageWriter {
                 tmp.as_file().sync_all().at(&index_path)?;
                 tmp.persist(&index_path)
                     .map_err(|e| Error::io(&index_path, e.error))?;
+                added.keep = true;
                 if let Some(staging) = staging {
                     let staged = staging.keep();
                     fs::rename(&staged, &dest).map_err(|e| {
