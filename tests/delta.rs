@@ -720,3 +720,90 @@ fn dry_run_refuses_an_existing_output() {
     assert!(matches!(e, Error::OutputExists { .. }), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }
+
+/// An OCI layout holding one image per architecture (`(arch, layers)`), each manifest
+/// annotated with its platform in index.json.
+fn multi_platform_layout(dir: &Path, images: &[(&str, Vec<Vec<u8>>)]) -> PathBuf {
+    let root = dir.join("multi");
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = common::sha256(data);
+        std::fs::write(blobs.join(&d[7..]), data).unwrap();
+        (d, data.len())
+    };
+    let mut entries = Vec::new();
+    for (arch, layers) in images {
+        let (cfg, cfg_size) = put(&common::config(layers, arch));
+        let layer_descs: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                let (d, n) = put(l);
+                serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})
+            })
+            .collect();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
+            "layers": layer_descs,
+        }))
+        .unwrap();
+        let (m, m_size) = put(&manifest);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": m, "size": m_size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    root
+}
+
+/// A package made from one platform of a multi-platform base applies against that base
+/// without `--platform`: the base is resolved for the platform the package recorded, not
+/// the host's.
+#[test]
+fn a_multi_platform_base_is_resolved_for_the_packages_platform() {
+    use docker_delta::delta::deliver::open_base;
+    let p = pair();
+    let amd = vec![common::layer(&[("a", &content(5, 40_000))])];
+    let arm = vec![common::layer(&[("a", &content(6, 40_000))])];
+    let layout = multi_platform_layout(&p.dir, &[("amd64", amd), ("s390x", arm.clone())]);
+    let base_ref = format!("oci:{}", layout.display());
+    let s390x = OpenOptions {
+        platform: Some("linux/s390x".parse().unwrap()),
+        ..OpenOptions::default()
+    };
+    let old = open(&ImageReference::parse(&base_ref).unwrap(), &s390x).unwrap();
+    assert_eq!(old.image().platform.architecture, "s390x");
+    let pkg = p.dir.join("s390x.ddelta");
+    create(
+        Some(old.as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let package = Package::open(&pkg).unwrap();
+    let base = open_base(&package, Some(&base_ref), &OpenOptions::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(base.image().platform.architecture, "s390x");
+    let out = p.dir.join("out.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    let report = apply(
+        &package,
+        Some(base.as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.image_id.to_string(), p.new_id);
+}

@@ -40,7 +40,8 @@ pub struct Args {
     /// Name the image NAME:TAG instead of the new image's own tag.
     #[arg(long, value_name = "NAME:TAG")]
     tag: Option<String>,
-    /// Platform to choose if the base is a multi-platform index.
+    /// Platform to choose if the base is a multi-platform index (default: the platform
+    /// the package was made from).
     #[arg(long)]
     platform: Option<Platform>,
     /// Overwrite OUT if it exists.

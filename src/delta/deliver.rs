@@ -118,7 +118,17 @@ pub fn open_base(
             })?;
             Ok(Some(Box::new(found)))
         }
-        None => crate::transport::open(&reference, options).map(Some),
+        None => {
+            // A multi-platform base is resolved for the platform the package was made
+            // from, not the host's, unless told otherwise (a package made for arm64 on an
+            // amd64 machine applies there without --platform).
+            let recorded = package.header.base.as_ref().map(|b| b.platform.clone());
+            let options = OpenOptions {
+                platform: options.platform.clone().or(recorded),
+                limits: options.limits.clone(),
+            };
+            crate::transport::open(&reference, &options).map(Some)
+        }
     }
 }
 
