@@ -1681,3 +1681,72 @@ fn unwritable_stdout_is_an_error_not_a_panic() {
     assert!(err.contains("standard output: No space left"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// An output that is one of the inputs is refused even with --force (it would replace
+/// the image or package being read), and so is a directory as the package; both before
+/// any work, and the inputs are left as they were.
+#[test]
+fn outputs_that_are_inputs_or_directories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, _) = common::docker_archive(
+        d,
+        "old.tar",
+        Some("t/a:1"),
+        &[common::layer(&[("a", b"1")])],
+    );
+    let (new, _) = common::docker_archive(
+        d,
+        "new.tar",
+        Some("t/a:2"),
+        &[common::layer(&[("a", b"2")])],
+    );
+    let before = common::snapshot(d);
+    let run = |args: &[&std::ffi::OsStr]| Command::new(common::bin()).args(args).output().unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let pkg = d.join("p.ddelta");
+    for out in [&new, &old] {
+        let o = run(&[
+            "create".as_ref(),
+            &s(&old),
+            &s(&new),
+            "-o".as_ref(),
+            &s(out),
+            "--force".as_ref(),
+        ]);
+        assert_eq!(o.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is also an input"));
+    }
+    let o = run(&["create".as_ref(), &s(&old), &s(&new), "-o".as_ref(), &s(d)]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+    assert!(common::snapshot(d) == before);
+    let o = run(&[
+        "create".as_ref(),
+        &s(&old),
+        &s(&new),
+        "-o".as_ref(),
+        &s(&pkg),
+    ]);
+    assert!(o.status.success());
+    let before = common::snapshot(d);
+    for out in [&pkg, &old] {
+        let o = run(&[
+            "apply".as_ref(),
+            &s(&pkg),
+            "--base".as_ref(),
+            &s(&old),
+            "-o".as_ref(),
+            &s(out),
+            "--force".as_ref(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is also an input"));
+    }
+    assert!(common::snapshot(d) == before);
+}

@@ -7,7 +7,7 @@ use docker_delta::delta::apply::{self, ApplyOptions};
 use docker_delta::delta::deliver;
 use docker_delta::delta::format::Package;
 use docker_delta::transport::dest::ImageName;
-use docker_delta::{ExitCode, OpenOptions, Platform, Result};
+use docker_delta::{ExitCode, ImageReference, OpenOptions, Platform, Result};
 
 use super::output::print_json;
 use super::progress::Bars;
@@ -80,6 +80,16 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         })
     } else {
         let dest = deliver::output_reference(args.output.as_deref().unwrap_or_default())?;
+        if let Some(out) = dest.path() {
+            let base = args
+                .base
+                .as_deref()
+                .map(ImageReference::parse)
+                .transpose()?;
+            let mut inputs = vec![args.package.as_path()];
+            inputs.extend(base.as_ref().and_then(|b| b.path()));
+            super::refuse_output_among_inputs(out, &inputs)?;
+        }
         apply::apply(&package, base.as_deref(), &dest, &options).map(|r| (r, None))
     };
     bars.finish();

@@ -80,6 +80,12 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
             ))
         }
     };
+    let inputs: Vec<&std::path::Path> = old_ref
+        .iter()
+        .chain([&new_ref])
+        .filter_map(|r| r.path())
+        .collect();
+    super::refuse_output_among_inputs(&args.output, &inputs)?;
     let old = old_ref
         .as_ref()
         .map(|r| super::open_image(r, &open))

@@ -73,6 +73,32 @@ pub fn open_image(
     docker_delta::open(reference, options)
 }
 
+/// Refuses an output that is one of the command's inputs (`--force` would replace the
+/// image or package being read with what is made from it).
+pub fn refuse_output_among_inputs(
+    output: &std::path::Path,
+    inputs: &[&std::path::Path],
+) -> docker_delta::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    for input in inputs {
+        if let Ok(m) = std::fs::metadata(input) {
+            if (m.dev(), m.ino()) == (out.dev(), out.ino()) {
+                return Err(Error::InvalidLayout {
+                    path: output.to_path_buf(),
+                    reason: format!(
+                        "is also an input ({}); write the output elsewhere",
+                        input.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses arguments, runs the command, prints errors, and returns the exit code.
 pub fn run() -> i32 {
     // clap exits with 2 on a usage error, the code this command gives a missing Docker

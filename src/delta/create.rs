@@ -114,9 +114,26 @@ pub fn create(
     output: &Path,
     options: &CreateOptions<'_>,
 ) -> Result<CreateReport> {
-    if output.exists() && !options.force && !options.dry_run {
+    // The output's checks come first, dry run too: a run that would be refused says so.
+    if output.is_dir() {
+        return Err(Error::InvalidLayout {
+            path: output.to_path_buf(),
+            reason: "is a directory; the package must be a file".into(),
+        });
+    }
+    if output.exists() && !options.force {
         return Err(Error::OutputExists {
             path: output.to_path_buf(),
+        });
+    }
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: dir,
+            source: io::Error::new(io::ErrorKind::NotFound, "output directory does not exist"),
         });
     }
     let new_image = new.image();
