@@ -807,3 +807,53 @@ fn a_multi_platform_base_is_resolved_for_the_packages_platform() {
     .unwrap();
     assert_eq!(report.image_id.to_string(), p.new_id);
 }
+
+/// A base layer damaged after the package was made: apply names the base image's layer,
+/// not the package (whose rebuilt layer merely fails its diff_id).
+#[test]
+fn a_damaged_base_layer_is_named_not_the_package() {
+    let p = pair();
+    let pkg = p.dir.join("d.ddelta");
+    create(
+        Some(src(&p.old).as_ref()),
+        src(&p.new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    // Flip a byte in the middle of the old image's second layer (the app layer the new
+    // one is diffed against).
+    let bytes = std::fs::read(&p.old).unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let app_layer = src(&p.old).image().layers[1].diff_id.to_string();
+    let at = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| {
+            e.path()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&app_layer[7..])
+        })
+        .map(|e| e.raw_file_position() + e.size() / 2)
+        .unwrap() as usize;
+    let damaged = p.dir.join("damaged.tar");
+    let mut b = bytes.clone();
+    b[at] ^= 0xff;
+    std::fs::write(&damaged, b).unwrap();
+    let out = p.dir.join("out.tar");
+    let e = apply(
+        &Package::open(&pkg).unwrap(),
+        Some(src(&damaged).as_ref()),
+        &ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap(),
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("damaged.tar layer 1") && msg.contains(&app_layer[7..]),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}

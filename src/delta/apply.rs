@@ -241,7 +241,9 @@ pub fn apply(
             LayerSource::Reference { old_layer } => {
                 let (base, b) = base_layer(base, &base_map, *old_layer)?;
                 let r = base.open_layer(b)?;
-                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+                writer
+                    .add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                    .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
             }
             LayerSource::Files {
                 old_layers,
@@ -284,7 +286,8 @@ pub fn apply(
                         reason: format!("{what} (blob {blob}): {reason}"),
                     },
                     e => e,
-                })?;
+                })
+                .map_err(|e| blame_base(e, base, &base_map, old_layers))?;
             }
             LayerSource::Full { blob } => {
                 let r = blobs.open(*blob)?;
@@ -318,7 +321,8 @@ pub fn apply(
                     entry.size,
                     &entry.diff_id,
                     &what,
-                )?;
+                )
+                .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
                 writer.add_layer(&entry.diff_id, entry.size, tracker.reader(&rebuilt[..]))?;
                 cached = Some((b, source));
             }
@@ -328,6 +332,53 @@ pub fn apply(
     let written = writer.finish(&config, name.as_ref())?;
     tracing::info!(output = %written.path.display(), image_id = %target.identity.image_id, manifest = %written.manifest_digest, "image rebuilt");
     Ok(report(Some(written.path), Some(written.manifest_digest)))
+}
+
+/// A rebuilt layer that fails its check (or a stream that fails to decode) may be the
+/// base image's fault: a base layer damaged since it was read, whose bytes the rebuild
+/// used. Only then, on the failure path, the base layers used are hashed against their
+/// diff_ids; a damaged one is named instead of the package, else `e` stands.
+fn blame_base(
+    e: Error,
+    base: Option<&dyn ImageSource>,
+    map: &HashMap<usize, usize>,
+    old_layers: &[usize],
+) -> Error {
+    if !matches!(
+        e,
+        Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Codec { .. }
+    ) {
+        return e;
+    }
+    for &o in old_layers {
+        let Ok((base, b)) = base_layer(base, map, o) else {
+            continue;
+        };
+        let Ok(layer) = base.layer(b) else { continue };
+        let found = match base.open_layer(b).and_then(|r| {
+            crate::digest::digest_reader(r).map_err(|e| Error::io(base.describe_layer(layer), e))
+        }) {
+            Ok(found) => found,
+            // Sources that verify as they read say so themselves, naming the layer.
+            Err(found @ (Error::DigestMismatch { .. } | Error::SizeMismatch { .. })) => {
+                tracing::debug!(error = %e, "a rebuilt layer failed; a base layer it used is damaged");
+                return found;
+            }
+            Err(_) => continue,
+        };
+        if found.0 != layer.diff_id {
+            tracing::debug!(error = %e, "a rebuilt layer failed; a base layer it used is damaged");
+            return Error::DigestMismatch {
+                what: format!(
+                    "base image {} (its bytes differ from its diff_id; the package is not at fault)",
+                    base.describe_layer(layer)
+                ),
+                expected: layer.diff_id.to_string(),
+                found: found.0.to_string(),
+            };
+        }
+    }
+    e
 }
 
 fn base_layer<'b>(
