@@ -242,6 +242,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// An option's value is outside what it accepts (a compression level out of range).
+    #[error("{option}: {reason}")]
+    InvalidOption {
+        /// The option, as the command line names it.
+        option: String,
+        /// What is wrong, and what is accepted.
+        reason: String,
+    },
+
     /// The output path exists and `--force` was not given.
     #[error("{path}: output exists; use --force to overwrite")]
     OutputExists {
@@ -330,6 +339,7 @@ impl Error {
             | UnsupportedPackageVersion { .. }
             | WrongBaseImage { .. }
             | LimitExceeded { .. }
+            | InvalidOption { .. }
             | OutputExists { .. } => ExitCode::InvalidInput,
             DaemonUnavailable { .. } => ExitCode::MissingDependency,
             Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
@@ -369,6 +379,7 @@ impl Error {
             WrongBaseImage { .. } => "wrong_base_image",
             LimitExceeded { .. } => "limit_exceeded",
             Codec { .. } => "codec",
+            InvalidOption { .. } => "invalid_option",
             OutputExists { .. } => "output_exists",
             DaemonUnavailable { .. } => "daemon_unavailable",
             Daemon { .. } => "daemon",
@@ -441,6 +452,7 @@ impl Error {
                 diff_ids,
             } => json!({"file": file, "manifest_layers": manifest_layers, "diff_ids": diff_ids}),
             InvalidPackage { path, reason } => json!({"path": path, "reason": reason}),
+            InvalidOption { option, reason } => json!({"option": option, "reason": reason}),
             UnsupportedPackageVersion {
                 path,
                 found,

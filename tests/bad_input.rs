@@ -1750,3 +1750,46 @@ fn outputs_that_are_inputs_or_directories_are_refused() {
     }
     assert!(common::snapshot(d) == before);
 }
+
+/// A compression level out of range is invalid input naming the option; a new-bytes level
+/// alone sets the level of the default new-bytes compression.
+#[test]
+fn compression_levels_are_checked_and_new_bytes_level_stands_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, _) = common::docker_archive(
+        d,
+        "old.tar",
+        Some("t/a:1"),
+        &[common::layer(&[("a", b"1")])],
+    );
+    let (new, _) = common::docker_archive(
+        d,
+        "new.tar",
+        Some("t/a:2"),
+        &[common::layer(&[("a", b"2")])],
+    );
+    let pkg = d.join("p.ddelta");
+    let create = |extra: &[&str]| {
+        Command::new(common::bin())
+            .arg("create")
+            .args([&old, &new])
+            .arg("-o")
+            .arg(&pkg)
+            .arg("--force")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = create(&["--compression", "xz", "--level", "10"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--level: compression level 10"));
+    let o = create(&["--new-bytes-level", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = Command::new(common::bin())
+        .arg("info")
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("zstd level 3"));
+}

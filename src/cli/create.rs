@@ -46,8 +46,9 @@ pub struct Args {
     /// as --compression).
     #[arg(long, value_enum, value_name = "COMPRESSION")]
     new_bytes_compression: Option<PayloadCompression>,
-    /// Compression level of the new bytes (default: the algorithm's).
-    #[arg(long, value_name = "LEVEL", requires = "new_bytes_compression")]
+    /// Compression level of the new bytes (default: the algorithm's; zstd 18 beside xz).
+    /// Alone, it sets the level of the default new-bytes compression.
+    #[arg(long, value_name = "LEVEL")]
     new_bytes_level: Option<i32>,
     /// Platform to choose from multi-platform indexes (os/arch[/variant]).
     #[arg(long)]
@@ -98,10 +99,21 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
             algorithm: args.compression,
             level: args.level.unwrap_or(args.compression.default_level()),
         },
-        new_bytes_compression: args.new_bytes_compression.map(|algorithm| CompressionSpec {
-            algorithm,
-            level: args.new_bytes_level.unwrap_or(algorithm.default_level()),
-        }),
+        new_bytes_compression: match (args.new_bytes_compression, args.new_bytes_level) {
+            (Some(algorithm), level) => Some(CompressionSpec {
+                algorithm,
+                level: level.unwrap_or(algorithm.default_level()),
+            }),
+            (None, Some(level)) => Some(CompressionSpec {
+                level,
+                ..CompressionSpec {
+                    algorithm: args.compression,
+                    level: 0,
+                }
+                .new_bytes_default()
+            }),
+            (None, None) => None,
+        },
         force: args.force,
         dry_run: args.dry_run,
         progress: &bars,

@@ -1186,14 +1186,20 @@ impl PackageWriter {
         new_bytes_compression: CompressionSpec,
         spool_dir: &Path,
     ) -> Result<PackageWriter> {
-        for c in [compression, new_bytes_compression] {
+        for (c, option) in [
+            (compression, "--level"),
+            (new_bytes_compression, "--new-bytes-level"),
+        ] {
             let (lo, hi) = c.algorithm.level_range();
             if c.level < lo || c.level > hi {
-                return Err(Error::Other(format!(
-                    "compression level {} is out of range for {} ({lo}..={hi})",
-                    c.level,
-                    c.algorithm.name()
-                )));
+                return Err(Error::InvalidOption {
+                    option: option.into(),
+                    reason: format!(
+                        "compression level {} is out of range for {} ({lo}..={hi})",
+                        c.level,
+                        c.algorithm.name()
+                    ),
+                });
             }
         }
         let cores = crate::threads::threads() as u32;

@@ -128,7 +128,8 @@ pub unsafe extern "C" fn dd_error_code(err: *const dd_error) -> dd_status {
 
 /// The error's kind: a short stable name for what went wrong. One of the library's error
 /// kinds (`wrong_base_image`, `digest_mismatch`, `size_mismatch`, `invalid_package`,
-/// `unsupported_package_version`, `output_exists`, `invalid_reference`, `invalid_platform`,
+/// `unsupported_package_version`, `output_exists`, `invalid_option`, `invalid_reference`,
+/// `invalid_platform`,
 /// `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
 /// `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
 /// `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
