@@ -441,6 +441,22 @@ fn packages_whose_header_lies() {
             "needs more than 96 MiB of memory",
         ),
     );
+    // A zstd payload damaged behind a valid checksum: the decoder's complaint names the
+    // package (it was a bare "Data corruption detected", exit 1).
+    let (h, _, payload_at) = common::package_parts(&zstd);
+    let mut b = zstd.clone();
+    b[payload_at + 1] ^= 0x5a; // the frame's magic number
+    common::resign_package(&mut b, h);
+    check(
+        &w,
+        &Case::new(
+            "zstd payload damaged, re-signed",
+            b,
+            &w.old,
+            "invalid_package",
+            "zstd payload is damaged",
+        ),
+    );
     // Invalid UTF-8 inside a JSON string of the header.
     let (h, _, _) = common::package_parts(&good);
     let mut b = good.clone();
@@ -1088,15 +1104,16 @@ fn bombs_are_refused_by_the_limits() {
     let m = m.add("manifest.json", archive_manifest(&cfg, &[l0, l1]));
     let p = w.dir.join("layer-bomb.tar");
     m.write(&p);
-    // The output writer stops it first, at the size the package recorded.
+    // The output writer stops it first, at the size the package recorded; apply then
+    // finds the base's layer does not hash to its diff_id and names it.
     check(
         &w,
         &Case::new(
             "gzip layer bomb",
             good.clone(),
             &p,
-            "size_mismatch",
-            "layer 0",
+            "digest_mismatch",
+            "layer-bomb.tar layer 0",
         ),
     );
     // Read on its own (inspect, create), the limit stops it.

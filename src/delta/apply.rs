@@ -344,10 +344,16 @@ fn blame_base(
     map: &HashMap<usize, usize>,
     old_layers: &[usize],
 ) -> Error {
-    if !matches!(
-        e,
-        Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Codec { .. }
-    ) {
+    // Only the rebuilt layer's own failures: an error the base raised while being read
+    // (a size or digest it checks itself, a limit) already names the base's layer.
+    let rebuilt = match &e {
+        Error::DigestMismatch { what, .. } | Error::SizeMismatch { what, .. } => {
+            what.starts_with("layer ") || what.starts_with("rebuilt layer ")
+        }
+        Error::Codec { .. } => true,
+        _ => false,
+    };
+    if !rebuilt {
         return e;
     }
     for &o in old_layers {

@@ -726,9 +726,17 @@ impl Package {
             PayloadCompression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(raw).at(&self.path)?;
                 d.window_log_max(31).at(&self.path)?;
-                Box::new(d)
+                Box::new(DamageNamed {
+                    inner: d,
+                    path: self.path.clone(),
+                    what: "zstd",
+                })
             }
-            PayloadCompression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+            PayloadCompression::Gzip => Box::new(DamageNamed {
+                inner: flate2::bufread::MultiGzDecoder::new(raw),
+                path: self.path.clone(),
+                what: "gzip",
+            }),
             PayloadCompression::Xz => {
                 let stream = liblzma::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
                     .map_err(io::Error::from)
@@ -771,6 +779,31 @@ impl<R: io::BufRead> Read for XzPayload<R> {
             Error::InvalidPackage {
                 path: self.path.clone(),
                 reason,
+            }
+            .into_io()
+        })
+    }
+}
+
+/// A zstd or gzip payload's decoder whose errors name the package: a lane damaged behind
+/// a valid checksum said only "Data corruption detected" (exit 1). Errors of the file
+/// itself (an OS error) and the library's own pass as they are.
+struct DamageNamed<R> {
+    inner: R,
+    path: PathBuf,
+    what: &'static str,
+}
+
+impl<R: Read> Read for DamageNamed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let ours = e.get_ref().is_some_and(|i| i.is::<Error>());
+            if ours || e.raw_os_error().is_some() || e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            Error::InvalidPackage {
+                path: self.path.clone(),
+                reason: format!("its {} payload is damaged: {e}", self.what),
             }
             .into_io()
         })
