@@ -1810,3 +1810,38 @@ fn compression_levels_are_checked_and_new_bytes_level_stands_alone() {
         .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("zstd level 3"));
 }
+
+/// A directory given as an archive or a package is invalid input that says so (it was a
+/// bare "Is a directory", exit 1), pointing an OCI layout to `oci:`.
+#[test]
+fn directories_as_archives_or_packages_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        br#"{"schemaVersion":2,"manifests":[]}"#,
+    )
+    .unwrap();
+    let run = |args: &[String]| Command::new(common::bin()).args(args).output().unwrap();
+    let cases = [
+        (
+            vec!["inspect".into(), format!("docker-archive:{}", layout.display())],
+            format!("is a directory; docker-archive: needs an archive file; it is an OCI layout: oci:{}", layout.display()),
+        ),
+        (
+            vec!["inspect".into(), format!("oci-archive:{}", dir.path().display())],
+            "is a directory; oci-archive: needs an archive file".to_string(),
+        ),
+        (
+            vec!["info".into(), dir.path().display().to_string()],
+            "is a directory, not a package file".to_string(),
+        ),
+    ];
+    for (args, want) in cases {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+}

@@ -735,9 +735,13 @@ fn parse_endpoint(endpoint: &str) -> Result<Target> {
         endpoint: endpoint.to_string(),
         reason,
     };
+    let bad_setting = |reason: &str| Error::InvalidOption {
+        option: "DOCKER_HOST".into(),
+        reason: format!("{endpoint:?}: {reason}"),
+    };
     if let Some(path) = endpoint.strip_prefix("unix://") {
         if path.is_empty() {
-            return Err(err("the unix:// endpoint has no socket path".into()));
+            return Err(bad_setting("the unix:// endpoint has no socket path"));
         }
         return Ok(Target::Unix(PathBuf::from(path)));
     }
@@ -753,8 +757,13 @@ fn parse_endpoint(endpoint: &str) -> Result<Target> {
             "https" => "https (TLS) endpoints are not supported; use the daemon's Unix socket or plain tcp://".to_string(),
             "ssh" => "ssh:// endpoints are not supported; forward the socket instead, e.g. `ssh -L /tmp/docker.sock:/var/run/docker.sock host` and use unix:///tmp/docker.sock".to_string(),
             "npipe" => "Windows named pipes are not supported".to_string(),
-            "" => "expected unix:///path/to/docker.sock or tcp://host:port".to_string(),
-            other => format!("unsupported scheme {other}://; expected unix:// or tcp://"),
+            // Not an endpoint at all: a mistake in the setting, not a missing daemon.
+            "" => return Err(bad_setting("expected unix:///path/to/docker.sock or tcp://host:port")),
+            other => {
+                return Err(bad_setting(&format!(
+                    "unknown scheme {other}://; expected unix:// or tcp://"
+                )))
+            }
         };
         return Err(err(reason));
     };
@@ -974,14 +983,26 @@ mod tests {
             ("https://h:2376", "TLS"),
             ("ssh://user@host", "ssh -L"),
             ("npipe:////./pipe/docker_engine", "named pipes"),
-            ("unix://", "no socket path"),
             ("tcp://:2375", "no host"),
             ("tcp://h:99999", "invalid port"),
-            ("docker.sock", "expected unix://"),
-            ("fd://", "unsupported scheme fd://"),
         ] {
             let e = DockerClient::new(bad).unwrap_err();
             assert!(matches!(e, Error::DaemonUnavailable { .. }), "{bad}: {e:?}");
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        // Not an endpoint at all: the setting is wrong (invalid input, exit 3), no daemon
+        // is missing.
+        for (bad, want) in [
+            ("unix://", "no socket path"),
+            ("docker.sock", "expected unix://"),
+            ("fd://", "unknown scheme fd://"),
+            ("bogus://x", "unknown scheme bogus://"),
+        ] {
+            let e = DockerClient::new(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption { .. }), "{bad}: {e:?}");
+            assert_eq!(e.exit_code(), crate::ExitCode::InvalidInput);
+            assert!(e.to_string().contains("DOCKER_HOST"), "{bad}: {e}");
             assert!(e.to_string().contains(want), "{bad}: {e}");
             assert!(e.to_string().contains(bad), "{bad}: {e}");
         }

@@ -577,7 +577,11 @@ impl Package {
             reason,
         };
         let mut f = File::open(path).at(path)?;
-        let file_size = f.metadata().at(path)?.len();
+        let meta = f.metadata().at(path)?;
+        if meta.is_dir() {
+            return Err(bad("is a directory, not a package file".into()));
+        }
+        let file_size = meta.len();
         let mut prefix = [0u8; PREFIX_LEN as usize];
         if file_size < PREFIX_LEN {
             if file_size >= 8 {

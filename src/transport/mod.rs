@@ -287,6 +287,25 @@ pub trait ImageSource: Send + Sync {
 /// Opens the image a reference names.
 pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<Box<dyn ImageSource>> {
     tracing::debug!(reference = %reference, transport = %reference.transport(), "opening image");
+    // An archive transport given a directory would fail reading it ("Is a directory").
+    if let ImageReference::DockerArchive { path, .. } | ImageReference::OciArchive { path, .. } =
+        reference
+    {
+        if path.is_dir() {
+            let hint = if path.join("index.json").is_file() {
+                format!("; it is an OCI layout: oci:{}", path.display())
+            } else {
+                String::new()
+            };
+            return Err(Error::InvalidLayout {
+                path: path.clone(),
+                reason: format!(
+                    "is a directory; {}: needs an archive file{hint}",
+                    reference.transport()
+                ),
+            });
+        }
+    }
     match reference {
         ImageReference::DockerArchive { .. } => Ok(Box::new(docker_archive::DockerArchive::open(
             reference, options,
