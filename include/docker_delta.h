@@ -255,6 +255,17 @@ const char *dd_status_name(uint32_t status);
 const char *dd_version(void);
 
 /**
+ * Removes the temporary files and directories the library is writing in this process
+ * (outputs not yet renamed into place, spools of layers, payloads and daemon exports) and
+ * returns how many it removed. A program that handles its own signals calls this before
+ * it exits on one: a signal that ends the process runs no cleanup, and interrupted work
+ * would leave hidden files of up to an image's size beside its outputs. Operations still
+ * running on other threads then fail. Callable from any thread, not from a signal
+ * handler.
+ */
+uint32_t dd_remove_temporary_files(void);
+
+/**
  * The highest delta package format version this library reads and the one it writes.
  */
 uint32_t dd_package_format_version_supported(void);

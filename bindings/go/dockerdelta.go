@@ -33,6 +33,13 @@ import (
 // Version is the library's version, e.g. "0.1.0".
 func Version() string { return C.GoString(C.dd_version()) }
 
+// RemoveTemporaryFiles removes the temporary files the library is writing in this process
+// (outputs not yet renamed into place, spools) and returns how many it removed. A program
+// that exits on a signal (signal.Notify) calls it first: os.Exit runs no cleanup, and
+// interrupted work would leave hidden files of up to an image's size beside its outputs.
+// Operations still running then fail.
+func RemoveTemporaryFiles() int { return int(C.dd_remove_temporary_files()) }
+
 // FormatVersionSupported is the newest package format version the library reads (older
 // ones are read too).
 func FormatVersionSupported() uint32 { return uint32(C.dd_package_format_version_supported()) }

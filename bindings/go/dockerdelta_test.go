@@ -342,3 +342,32 @@ func TestApplyLoadTagsInTheDaemon(t *testing.T) {
 		t.Fatalf("%s resolves to %s, want %s", tag, img.ID(), want)
 	}
 }
+
+// While a package is being encoded its payload spools exist beside the output; a program
+// exiting on a signal removes them with RemoveTemporaryFiles.
+func TestRemoveTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	oldRef, newRef := samples(t)
+	removed := -1
+	_, _ = Create(context.Background(), oldRef, newRef, filepath.Join(dir, "u.ddelta"), &CreateOptions{
+		Progress: func(p Phase, done, total uint64) bool {
+			if p == PhaseEncode && removed < 0 {
+				removed = RemoveTemporaryFiles()
+			}
+			return true
+		},
+	})
+	// Writing on after the removal may fail or not; either way nothing is left behind.
+	if removed < 1 {
+		t.Fatalf("removed %d temporary files during encoding", removed)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Fatalf("left behind: %s", e.Name())
+		}
+	}
+}

@@ -131,6 +131,18 @@ pub extern "C" fn dd_version() -> *const c_char {
     V.as_ptr()
 }
 
+/// Removes the temporary files and directories the library is writing in this process
+/// (outputs not yet renamed into place, spools of layers, payloads and daemon exports) and
+/// returns how many it removed. A program that handles its own signals calls this before
+/// it exits on one: a signal that ends the process runs no cleanup, and interrupted work
+/// would leave hidden files of up to an image's size beside its outputs. Operations still
+/// running on other threads then fail. Callable from any thread, not from a signal
+/// handler.
+#[no_mangle]
+pub extern "C" fn dd_remove_temporary_files() -> u32 {
+    std::panic::catch_unwind(crate::temp::remove_all).map_or(0, |n| n as u32)
+}
+
 /// The highest delta package format version this library reads and the one it writes.
 #[no_mangle]
 pub extern "C" fn dd_package_format_version_supported() -> u32 {

@@ -20,6 +20,7 @@ from ._api import (
     apply,
     create,
     format_version_supported,
+    remove_temporary_files,
     version,
 )
 from .errors import (
@@ -76,5 +77,6 @@ __all__ = [
     "apply",
     "create",
     "format_version_supported",
+    "remove_temporary_files",
     "version",
 ]

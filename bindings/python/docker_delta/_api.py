@@ -53,6 +53,15 @@ def version() -> str:
     return n.text(n.lib.dd_version()) or ""
 
 
+def remove_temporary_files() -> int:
+    """Removes the temporary files the library is writing in this process and returns how
+    many it removed. Call it before exiting on a signal (e.g. from a ``signal.signal``
+    handler for SIGTERM): a signal that ends the process runs no cleanup, and interrupted
+    work would leave hidden files beside its outputs. Operations still running then fail
+    or write to removed files."""
+    return int(n.lib.dd_remove_temporary_files())
+
+
 def format_version_supported() -> int:
     """The newest package format version this library reads (older ones are read too)."""
     return int(n.lib.dd_package_format_version_supported())

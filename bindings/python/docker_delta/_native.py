@@ -80,6 +80,7 @@ _out = POINTER(handle)  # T ** / char **
 _fn("dd_version", c_char_p)
 _fn("dd_status_name", c_char_p, c_uint32)
 _fn("dd_package_format_version_supported", c_uint32)
+_fn("dd_remove_temporary_files", c_uint32)
 _fn("dd_string_free", None, c_void_p)
 
 for _n in ("dd_error_kind", "dd_error_message", "dd_error_path", "dd_error_expected",

@@ -210,3 +210,22 @@ def test_no_daemon_is_missing_dependency(package: Path, old_ref: str, tmp_path: 
         dd.apply(package, load=True, base=old_ref, docker_host=f"unix://{sock}")
     assert e.value.kind == "daemon_unavailable"
     assert e.value.fields["endpoint"].endswith("nothing.sock")
+
+
+def test_remove_temporary_files_removes_what_is_being_written(
+        tmp_path: Path, old_ref: str, new_ref: str) -> None:
+    # While the package is being encoded its payload spools exist beside the output;
+    # a program exiting on a signal removes them this way.
+    removed: List[int] = []
+
+    def progress(phase: dd.Phase, done: int, total: int) -> bool:
+        if phase == dd.Phase.ENCODE and not removed:
+            removed.append(dd.remove_temporary_files())
+        return True
+
+    try:
+        dd.create(new_ref, tmp_path / "u.ddelta", old=old_ref, progress=progress)
+    except dd.DeltaError:
+        pass  # writing on after the removal may fail; either way nothing is left
+    assert removed and removed[0] >= 1, removed
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
