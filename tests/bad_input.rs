@@ -1670,6 +1670,11 @@ fn usage_errors_exit_with_invalid_input() {
         assert_eq!(o.status.code(), Some(3), "{args:?}");
         assert!(!o.stderr.is_empty(), "{args:?}");
     }
+    // `-o -` made a file named `-`: refused, before any image is opened.
+    let o = run(&["create", "docker-daemon:a:1", "-o", "-"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("standard output is not supported"));
+    assert!(!Path::new("-").exists());
     for args in [&["--help"][..], &["--version"], &["apply", "--help"]] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");

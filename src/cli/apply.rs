@@ -79,7 +79,9 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
             deliver::apply_and_load(&client, &package, base.as_deref(), &options)
         })
     } else {
-        let dest = deliver::output_reference(args.output.as_deref().unwrap_or_default())?;
+        let output = args.output.as_deref().unwrap_or_default();
+        super::refuse_stdout_output(std::path::Path::new(output))?;
+        let dest = deliver::output_reference(output)?;
         if let Some(out) = dest.path() {
             let base = args
                 .base

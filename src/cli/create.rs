@@ -86,6 +86,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
         .chain([&new_ref])
         .filter_map(|r| r.path())
         .collect();
+    super::refuse_stdout_output(&args.output)?;
     super::refuse_output_among_inputs(&args.output, &inputs)?;
     let old = old_ref
         .as_ref()

@@ -99,6 +99,20 @@ pub fn refuse_output_among_inputs(
     Ok(())
 }
 
+/// Refuses `-o -`: outputs are written beside their final name and renamed once verified,
+/// which standard output cannot do (it made a file named `-`).
+pub fn refuse_stdout_output(output: &std::path::Path) -> docker_delta::Result<()> {
+    if output.as_os_str() == "-" {
+        return Err(Error::InvalidOption {
+            option: "-o".into(),
+            reason: "writing to standard output is not supported (outputs are verified \
+                     before they take their name); give a file path"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Parses arguments, runs the command, prints errors, and returns the exit code.
 pub fn run() -> i32 {
     // clap exits with 2 on a usage error, the code this command gives a missing Docker
