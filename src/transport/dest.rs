@@ -35,6 +35,7 @@ use crate::temp::{track, Tracked};
 use crate::transport::oci::blob_path;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Mode asked for an output file (files) or a new layout directory (directories), before the
 /// process's umask: outputs get the permissions any file a user creates gets (`0644` under
@@ -66,7 +67,6 @@ fn output_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
         .tempdir_in(dir)
         .at(dir)
 }
-const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What the writer produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,13 +182,8 @@ fn layout_target(path: &Path) -> Result<LayoutTarget> {
 /// Reads an existing layout's index.json as JSON, checking it has a manifests array.
 fn read_index(index_path: &Path) -> Result<serde_json::Value> {
     let raw = fs::read(index_path).at(index_path)?;
-    let index =
-        serde_json::from_slice::<serde_json::Value>(&raw).map_err(|e| Error::InvalidJson {
-            file: index_path.display().to_string(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+    let index: serde_json::Value =
+        crate::manifest::parse_json(&raw, &index_path.display().to_string())?;
     if !index.get("manifests").is_some_and(|m| m.is_array()) {
         return Err(Error::InvalidField {
             file: index_path.display().to_string(),
