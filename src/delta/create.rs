@@ -13,7 +13,7 @@ use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
-use crate::transport::dest::output_temp_file;
+use crate::transport::dest::{output_dir, output_temp_file};
 use crate::transport::ImageSource;
 
 /// Options for [`create`].
@@ -126,16 +126,7 @@ pub fn create(
             path: output.to_path_buf(),
         });
     }
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Io {
-            path: dir,
-            source: io::Error::new(io::ErrorKind::NotFound, "output directory does not exist"),
-        });
-    }
+    let dir = output_dir(output)?;
     let new_image = new.image();
     let old_image = old.map(|o| o.image());
     if let Some(o) = old_image {
@@ -181,10 +172,6 @@ pub fn create(
         return Ok(report(None, 0, old_image, new_image, &sizes, layers));
     }
 
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let new_bytes_compression = options
         .new_bytes_compression
         .unwrap_or(options.compression.new_bytes_default());

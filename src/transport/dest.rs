@@ -43,6 +43,27 @@ const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const FILE_MODE: u32 = 0o666;
 const DIR_MODE: u32 = 0o777;
 
+/// The directory an output at `path` is written in: its parent (`.` for a bare name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The directory an output at `path` is written in, which must exist (its temporary files
+/// are made there, to be renamed into place).
+pub(crate) fn output_dir(path: &Path) -> Result<PathBuf> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            path: dir,
+            source: io::Error::new(io::ErrorKind::NotFound, "output directory does not exist"),
+        });
+    }
+    Ok(dir)
+}
+
 /// A temporary file in `dir` that becomes an output when persisted: created with the
 /// permissions of a new file (0666 less the umask), named `{prefix}…{suffix}` (hidden).
 pub(crate) fn output_temp_file(
@@ -298,16 +319,7 @@ impl ImageWriter {
                 )))
             }
         };
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !parent.is_dir() {
-            return Err(Error::Io {
-                path: parent,
-                source: io::Error::new(io::ErrorKind::NotFound, "output directory does not exist"),
-            });
-        }
+        let parent = output_dir(path)?;
         match kind {
             OutputKind::DockerArchive | OutputKind::OciArchive => {
                 if path.is_dir() {
@@ -340,10 +352,7 @@ impl ImageWriter {
 
     /// A directory on the output's filesystem for temporary files.
     pub fn spool_dir(&self) -> PathBuf {
-        match self.dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        parent_dir(&self.dest)
     }
 
     /// Adds the next layer (base first): `size` bytes from `data` that must hash to

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 
+use super::bsdiff::GEAR;
 use super::LayerData;
 use crate::error::{Error, Result};
 
@@ -30,22 +31,6 @@ pub const MIN_PIECE: u64 = 1 << 20;
 pub const RUN: usize = 8;
 /// Bytes read at a time.
 const READ: u64 = 1 << 20;
-
-/// The gear table: 256 fixed pseudo-random words (splitmix64), one per byte value.
-const GEAR: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut i = 0;
-    while i < 256 {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        t[i] = z ^ (z >> 31);
-        i += 1;
-    }
-    t
-};
 
 /// A file within a layer.
 #[derive(Clone, Copy)]

@@ -319,8 +319,9 @@ fn anchors(data: &[u8], mut f: impl FnMut(u64)) {
     }
 }
 
-/// 256 fixed pseudo-random words (splitmix64) for [`anchors`].
-const GEAR: [u64; 256] = {
+/// 256 fixed pseudo-random words (splitmix64) for [`anchors`] (and the big-file anchors of
+/// [`super::align`]).
+pub(super) const GEAR: [u64; 256] = {
     let mut t = [0u64; 256];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut i = 0;
