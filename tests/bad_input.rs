@@ -22,20 +22,6 @@ use docker_delta::delta::plan::Method;
 use docker_delta::transport::Limits;
 use docker_delta::{open, Error, ImageReference, OpenOptions};
 
-/// Deterministic, not very compressible content.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(99);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 struct World {
     _tmp: tempfile::TempDir,
     /// Inputs live here.
@@ -56,11 +42,14 @@ fn world() -> World {
     common::write_file(&out.join("keep.txt"), b"the user's own file\n");
     let base = common::layer(&[
         ("etc/os-release", b"ID=t\n"),
-        ("bin/tool", &content(1, 60_000)),
+        ("bin/tool", &common::noise(1, 60_000)),
     ]);
-    let app1 = common::layer(&[("app/lib", &content(2, 90_000)), ("app/conf", b"v=1\n")]);
-    let mut lib2 = content(2, 90_000);
-    lib2[500..600].copy_from_slice(&content(7, 100));
+    let app1 = common::layer(&[
+        ("app/lib", &common::noise(2, 90_000)),
+        ("app/conf", b"v=1\n"),
+    ]);
+    let mut lib2 = common::noise(2, 90_000);
+    lib2[500..600].copy_from_slice(&common::noise(7, 100));
     let app2 = common::layer(&[("app/lib", &lib2), ("app/conf", b"v=2\n")]);
     // Unrelated to every old layer (a hash chain), so `auto` ships it whole.
     let mut noise = Vec::new();
@@ -1550,7 +1539,7 @@ fn full_disk() {
     let d = tmp.path();
     let base = common::layer(&[("etc/os-release", b"ID=t\n")]);
     // 2 MiB that does not compress: the package fits on disk, the image does not.
-    let big = common::layer(&[("data/blob", &content(11, 2 << 20))]);
+    let big = common::layer(&[("data/blob", &common::noise(11, 2 << 20))]);
     let (old, _) = common::docker_archive(d, "old.tar", Some("t/f:1"), std::slice::from_ref(&base));
     let (new, _) = common::docker_archive(d, "new.tar", Some("t/f:2"), &[base, big]);
     let pkg = d.join("f.ddelta");

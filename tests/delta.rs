@@ -87,6 +87,21 @@ fn pair() -> Pair {
     }
 }
 
+impl Pair {
+    /// `d.ddelta`: the delta from the old image to the new one, default options.
+    fn delta(&self) -> PathBuf {
+        let pkg = self.dir.join("d.ddelta");
+        create(
+            Some(src(&self.old).as_ref()),
+            src(&self.new).as_ref(),
+            &pkg,
+            &CreateOptions::default(),
+        )
+        .unwrap();
+        pkg
+    }
+}
+
 /// Reads the layers of a docker-archive written by apply, in manifest order.
 fn layers_of(archive: &Path) -> Vec<Vec<u8>> {
     let s = src(archive);
@@ -192,14 +207,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[test]
 fn wrong_base_is_refused_before_any_work() {
     let p = pair();
-    let pkg = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &pkg,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let pkg = p.delta();
     let other = common::layer(&[("x", b"unrelated")]);
     let (wrong, _) = common::docker_archive(&p.dir, "wrong.tar", Some("other:1"), &[other]);
     let out = p.dir.join("out.tar");
@@ -244,14 +252,7 @@ fn wrong_base_is_refused_before_any_work() {
 #[test]
 fn damaged_packages_are_refused_and_leave_nothing() {
     let p = pair();
-    let pkg = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &pkg,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let pkg = p.delta();
     let good = std::fs::read(&pkg).unwrap();
     let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
     let payload_at = PREFIX_LEN as usize + header_len;
@@ -426,14 +427,7 @@ fn mode(path: &Path) -> u32 {
 fn outputs_get_the_permissions_of_new_files() {
     let (file, dir) = (0o666 & !umask(), 0o777 & !umask());
     let p = pair();
-    let pkg = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &pkg,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let pkg = p.delta();
     assert_eq!(mode(&pkg), file, "package");
     let package = Package::open(&pkg).unwrap();
     let to = |r: &str| {
@@ -524,21 +518,6 @@ fn closed_stdout_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Noise that no codec shrinks (xorshift), so that the interrupted runs below take long
-/// enough to be interrupted.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Runs `args`, sends it `signal` as soon as a hidden file (a temporary output or spool)
 /// appears in `dir`, and checks that it died of that signal and left no hidden file there.
 fn interrupt_when_writing(args: &[&std::ffi::OsStr], dir: &Path, signal: i32) {
@@ -573,9 +552,9 @@ fn interrupt_when_writing(args: &[&std::ffi::OsStr], dir: &Path, signal: i32) {
 fn interrupted_commands_leave_no_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let old_layer = common::layer(&[("data/a.bin", &noise(1, 24 << 20))]);
-    let mut changed = noise(1, 24 << 20);
-    changed.splice(1000..1000, noise(2, 4 << 20));
+    let old_layer = common::layer(&[("data/a.bin", &common::noise(1, 24 << 20))]);
+    let mut changed = common::noise(1, 24 << 20);
+    changed.splice(1000..1000, common::noise(2, 4 << 20));
     let new_layer = common::layer(&[("data/a.bin", &changed)]);
     let (old, _) = common::docker_archive(d, "old.tar", Some("t/a:1"), &[old_layer]);
     let (new, _) = common::docker_archive(d, "new.tar", Some("t/a:2"), &[new_layer]);
@@ -624,14 +603,7 @@ fn interrupted_commands_leave_no_temporary_files() {
 #[test]
 fn existing_layouts_are_checked_first_and_left_as_they_were() {
     let p = pair();
-    let delta = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &delta,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let delta = p.delta();
     let whole_old = p.dir.join("old.ddelta");
     create(
         None,
@@ -697,14 +669,7 @@ fn existing_layouts_are_checked_first_and_left_as_they_were() {
 #[test]
 fn dry_run_refuses_an_existing_output() {
     let p = pair();
-    let pkg = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &pkg,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let pkg = p.delta();
     let out = p.dir.join("exists.tar");
     std::fs::write(&out, b"keep me").unwrap();
     let e = apply(
@@ -813,14 +778,7 @@ fn a_multi_platform_base_is_resolved_for_the_packages_platform() {
 #[test]
 fn a_damaged_base_layer_is_named_not_the_package() {
     let p = pair();
-    let pkg = p.dir.join("d.ddelta");
-    create(
-        Some(src(&p.old).as_ref()),
-        src(&p.new).as_ref(),
-        &pkg,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let pkg = p.delta();
     // Flip a byte in the middle of the old image's second layer (the app layer the new
     // one is diffed against).
     let bytes = std::fs::read(&p.old).unwrap();
