@@ -38,7 +38,7 @@ APT_PACKAGES=(
     docker.io containerd runc tini
     skopeo umoci
     xdelta3 zstd
-    libclang-dev clang
+    pkg-config cmake
     gcc libc6-dev
     golang-go
     valgrind

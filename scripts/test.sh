@@ -58,8 +58,8 @@ setup() {
 
 # --- suites: one function per suite, named suite_<name> -------------------
 suite_cargo() {
-    log "+ cargo test --all-targets"
-    cargo test --all-targets
+    log "+ cargo test --workspace --all-targets"
+    cargo test --workspace --all-targets
 }
 
 suite_fmt() {
@@ -78,38 +78,31 @@ suite_demo() {
     DEMO_DIR="$REPO/target/demo-ci" "$REPO/scripts/demo.sh"
 }
 
-# The C ABI's shared library (target/release/libdocker_delta.so) for the binding suites.
-build_cdylib() {
-    log "+ cargo build --release --lib"
-    cargo build --release --lib --quiet
+# The C library installed into a private prefix the way users install it
+# (scripts/install-c.sh: SONAME, static library, header, docker-delta.pc), for the Go
+# and Python suites, which build against it from outside the source tree.
+C_PREFIX=$REPO/target/c-prefix
+install_c() {
+    log "+ scripts/install-c.sh --prefix $C_PREFIX"
+    "$REPO/scripts/install-c.sh" --prefix "$C_PREFIX"
 }
 
 suite_c() {
-    build_cdylib
-    log "+ bindings/c/test.sh (example.c: happy and error paths under valgrind)"
+    log "+ bindings/c/test.sh (install, pkg-config shared and static builds of example.c, valgrind)"
     "$REPO/bindings/c/test.sh"
 }
 
 suite_python() {
-    build_cdylib
-    log "+ pytest bindings/python ($(command -v python3), $(python3 --version 2>&1))"
-    cd "$REPO/bindings/python"
-    DOCKER_DELTA_LIB="$REPO/target/release/libdocker_delta.so" \
-        python3 -m pytest -q -p no:cacheprovider tests
+    install_c
+    log "+ bindings/python/test-installed.sh (wheel in a fresh venv, tests outside the repository)"
+    DOCKER_DELTA_PREBUILT_LIB="$C_PREFIX/lib/libdocker_delta.so" \
+        "$REPO/bindings/python/test-installed.sh"
 }
 
 suite_go() {
-    build_cdylib
-    cd "$REPO/bindings/go"
-    # Debian's Go, no module downloads; caches stay in the repo's .cache.
-    export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
-    export GOCACHE="$REPO/.cache/go/build" GOPATH="$REPO/.cache/go/path"
-    log "+ gofmt -l, go vet, go test ($(go version))"
-    local unformatted
-    unformatted=$(gofmt -l .)
-    [ -z "$unformatted" ] || { log "gofmt: not formatted: $unformatted"; return 1; }
-    go vet ./...
-    go test -count=1 ./...
+    install_c
+    log "+ bindings/go/test-installed.sh (the module copied out of the tree, pkg-config)"
+    "$REPO/bindings/go/test-installed.sh" "$C_PREFIX"
 }
 
 main() {

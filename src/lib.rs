@@ -17,7 +17,6 @@ pub mod daemon;
 pub mod delta;
 pub mod digest;
 pub mod error;
-pub mod ffi;
 pub mod image;
 pub mod manifest;
 pub mod platform;

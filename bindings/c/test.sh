@@ -1,20 +1,54 @@
 #!/usr/bin/env bash
-# Builds bindings/c/example.c against libdocker_delta and runs its happy path (inspect,
-# create, package info, apply, rebuilt image ID check) and its error path (NULL argument,
-# wrong base image, missing package) under valgrind; any leak or memory error fails.
+# Installs the C library into a private prefix with scripts/install-c.sh, then builds
+# bindings/c/example.c twice with nothing but pkg-config, as a C user would:
+#   shared: cc example.c $(pkg-config --cflags --libs docker-delta)
+#   static: the same with --static, against a copy of the prefix without the .so files
+#           (as a distribution's static package has it), so Libs.private must be right
+# and runs each one's happy path (inspect, create, package info, apply, rebuilt image ID
+# check) and error path (NULL argument, wrong base image, missing package); the shared
+# build runs under valgrind, where any leak or memory error fails.
 #
-# Env: DOCKER_DELTA_LIBDIR (default target/release; build it with `cargo build --release --lib`)
-#      DOCKER_DELTA_VALGRIND=0 to run without valgrind
+# Env: DOCKER_DELTA_VALGRIND=0 to run without valgrind
+#      DOCKER_DELTA_C_NO_BUILD=1 to install target/release as it is (install-c.sh --no-build)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-LIBDIR=${DOCKER_DELTA_LIBDIR:-$REPO/target/release}
 OUT=$REPO/target/c-example
+rm -rf "$OUT"
 mkdir -p "$OUT"
-[ -e "$LIBDIR/libdocker_delta.so" ] || { echo "no $LIBDIR/libdocker_delta.so: run cargo build --release --lib" >&2; exit 2; }
+command -v pkg-config >/dev/null || { echo "pkg-config is missing (scripts/install-deps.sh)" >&2; exit 2; }
 
-echo "+ cc bindings/c/example.c -> $OUT/example"
-cc -std=c11 -Wall -Wextra -Werror -g -I "$REPO/include" "$REPO/bindings/c/example.c" \
-    -L "$LIBDIR" -Wl,-rpath,"$LIBDIR" -ldocker_delta -o "$OUT/example"
+PREFIX=$OUT/prefix
+args=(--prefix "$PREFIX")
+[ "${DOCKER_DELTA_C_NO_BUILD:-0}" != 1 ] || args+=(--no-build)
+"$REPO/scripts/install-c.sh" "${args[@]}"
+soname=$(objdump -p "$PREFIX/lib/libdocker_delta.so" | awk '$1 == "SONAME" {print $2}')
+case $soname in
+    libdocker_delta.so.[0-9]*) echo "installed library's SONAME: $soname" ;;
+    *) echo "the installed library has no versioned SONAME (got '$soname')" >&2; exit 1 ;;
+esac
+# The static-only prefix: the same files without the shared library.
+STATIC=$OUT/static-prefix
+mkdir -p "$STATIC/lib/pkgconfig"
+cp -r "$PREFIX/include" "$STATIC/"
+cp "$PREFIX/lib/libdocker_delta.a" "$STATIC/lib/"
+sed "s#$PREFIX#$STATIC#g" "$PREFIX/lib/pkgconfig/docker-delta.pc" >"$STATIC/lib/pkgconfig/docker-delta.pc"
+
+CFLAGS=(-std=c11 -Wall -Wextra -Werror -g)
+echo "+ cc example.c \$(pkg-config --cflags --libs docker-delta)   [prefix $PREFIX]"
+# shellcheck disable=SC2046
+cc "${CFLAGS[@]}" "$REPO/bindings/c/example.c" \
+    $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --cflags --libs docker-delta) \
+    -o "$OUT/example"
+readelf -d "$OUT/example" | grep -q "NEEDED.*\[$soname\]" \
+    || { echo "example does not record $soname" >&2; exit 1; }
+echo "+ cc example.c \$(pkg-config --cflags --libs --static docker-delta)   [prefix $STATIC]"
+# shellcheck disable=SC2046
+cc "${CFLAGS[@]}" "$REPO/bindings/c/example.c" \
+    $(PKG_CONFIG_PATH=$STATIC/lib/pkgconfig pkg-config --cflags --libs --static docker-delta) \
+    -o "$OUT/example-static"
+if readelf -d "$OUT/example-static" | grep -q "NEEDED.*docker_delta"; then
+    echo "example-static needs a shared libdocker_delta" >&2; exit 1
+fi
 
 RUN=()
 if [ "${DOCKER_DELTA_VALGRIND:-1}" != 0 ]; then
@@ -24,18 +58,25 @@ if [ "${DOCKER_DELTA_VALGRIND:-1}" != 0 ]; then
          --suppressions="$REPO/bindings/c/valgrind.supp")
 fi
 rc=0
-for path in happy error; do
-    work=$(mktemp -d "$OUT/$path.XXXXXX")
-    echo "+ ${RUN[*]} example $path"
-    if "${RUN[@]}" "$OUT/example" "$path" "$REPO/samples/app-1.tar" "$REPO/samples/app-2.tar" "$work" \
+for run in shared static; do
+  for path in happy error; do
+    work=$(mktemp -d "$OUT/$run-$path.XXXXXX")
+    if [ $run = shared ]; then
+        cmd=(env LD_LIBRARY_PATH="$PREFIX/lib" "${RUN[@]}" "$OUT/example")
+    else
+        cmd=("$OUT/example-static")
+    fi
+    echo "+ ${cmd[*]} $path"
+    if "${cmd[@]}" "$path" "$REPO/samples/app-1.tar" "$REPO/samples/app-2.tar" "$work" \
         >"$work.log" 2>&1; then
         tail -1 "$work.log"
     else
         r=$?
         cat "$work.log"
-        echo "example $path: FAILED (exit $r; 99 = valgrind found errors or leaks)" >&2
+        echo "example ($run) $path: FAILED (exit $r; 99 = valgrind found errors or leaks)" >&2
         rc=1
     fi
     rm -rf "$work"
+  done
 done
 exit $rc

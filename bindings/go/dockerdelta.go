@@ -1,9 +1,13 @@
 // Package dockerdelta is the Go binding of docker-delta: ship container-image updates as
 // small deltas and rebuild the new image exactly on the far side.
 //
-// It calls the docker-delta C ABI (include/docker_delta.h, libdocker_delta.so) through
-// cgo. By default it links the library in the source tree's target/release; set
-// CGO_LDFLAGS="-L DIR -Wl,-rpath,DIR" to use another build.
+// It calls the docker-delta C library (libdocker_delta) through cgo and finds it with
+// pkg-config (`docker-delta.pc`), as installed by the repository's scripts/install-c.sh:
+// with a prefix other than /usr or /usr/local, set PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
+// (and LD_LIBRARY_PATH=PREFIX/lib to run). The module carries its own copy of the header
+// (docker_delta.h), so it builds from this folder alone. At start-up it checks that the
+// library it loaded is compatible with that header (same major.minor while 0.x, same
+// major from 1.0) and panics with both versions if not.
 //
 // Long operations take a context.Context: cancelling it makes the next progress report
 // stop the operation (reports come at least every MiB of work), which then fails with an
@@ -11,8 +15,7 @@
 package dockerdelta
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -Wl,-rpath,${SRCDIR}/../../target/release -ldocker_delta
+#cgo pkg-config: docker-delta
 #include <stdlib.h>
 #include "docker_delta.h"
 
@@ -25,8 +28,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"runtime"
 	"runtime/cgo"
+	"strings"
 	"unsafe"
 )
 
@@ -46,6 +51,33 @@ func FormatVersionSupported() uint32 { return uint32(C.dd_package_format_version
 
 // HeaderVersion is the version of the header this package was compiled against.
 const HeaderVersion = C.DOCKER_DELTA_VERSION
+
+func init() {
+	if err := checkVersion(Version(), HeaderVersion); err != nil {
+		panic(err)
+	}
+}
+
+// checkVersion tells whether a library of version lib can serve a module built for the
+// header version header: the same major.minor while the major is 0 (a 0.x minor release
+// may change the ABI), the same major from 1.0 on.
+func checkVersion(lib, header string) error {
+	key := func(v string) string {
+		parts := strings.SplitN(v, ".", 3)
+		if len(parts) < 2 {
+			return v
+		}
+		if parts[0] == "0" {
+			return parts[0] + "." + parts[1]
+		}
+		return parts[0]
+	}
+	if key(lib) != key(header) {
+		return fmt.Errorf("dockerdelta: the loaded libdocker_delta is version %s, but this module "+
+			"was built for %s; install the matching C library (scripts/install-c.sh)", lib, header)
+	}
+	return nil
+}
 
 // cstr is a C copy of s ("" gives NULL when nullable); free it with freeStr.
 func cstr(s string, nullable bool) *C.char {

@@ -16,10 +16,15 @@ type event struct {
 	done, total uint64
 }
 
+// samples are the repository's sample images: $DOCKER_DELTA_SAMPLES, else ../../samples
+// (the module's place in the repository).
 func samples(t *testing.T) (oldRef, newRef string) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "samples")
+	dir := os.Getenv("DOCKER_DELTA_SAMPLES")
+	if dir == "" {
+		_, file, _, _ := runtime.Caller(0)
+		dir = filepath.Join(filepath.Dir(file), "..", "..", "samples")
+	}
 	return "docker-archive:" + filepath.Join(dir, "app-1.tar"), "docker-archive:" + filepath.Join(dir, "app-2.tar")
 }
 
@@ -368,6 +373,33 @@ func TestRemoveTemporaryFiles(t *testing.T) {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Fatalf("left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestLoadedLibraryMatchesHeader(t *testing.T) {
+	if err := checkVersion(Version(), HeaderVersion); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckVersionRule(t *testing.T) {
+	for _, c := range []struct {
+		lib, header string
+		ok          bool
+	}{
+		{"0.1.0", "0.1.0", true},
+		{"0.1.3", "0.1.0", true},
+		{"0.2.0", "0.1.0", false},
+		{"1.4.0", "1.0.2", true},
+		{"2.0.0", "1.9.0", false},
+	} {
+		err := checkVersion(c.lib, c.header)
+		if (err == nil) != c.ok {
+			t.Errorf("checkVersion(%q, %q) = %v, want ok=%v", c.lib, c.header, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), c.lib) {
+			t.Errorf("error %q does not name the library version %s", err, c.lib)
 		}
 	}
 }

@@ -63,7 +63,8 @@ pub const LANE_DIFFERENCES: usize = 2;
 pub const MAX_LANES: usize = 8;
 
 /// Compression of the payload stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadCompression {
     /// xz (LZMA2, a dictionary of at least 16 MiB; the default).

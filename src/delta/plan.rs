@@ -13,9 +13,8 @@ use crate::digest::Digest;
 use crate::image::Image;
 
 /// How `create` encodes changed layers (`--method`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// The file-aware codec for layers that are tars, else the smallest whole-layer delta.

@@ -14,7 +14,7 @@ use super::*;
 
 fn sample(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("samples")
+        .join("../samples")
         .join(name)
         .display()
         .to_string()
@@ -322,7 +322,7 @@ fn package_accessors_and_json() {
         );
         assert_eq!(
             dd_package_format_version(h),
-            crate::delta::format::FORMAT_VERSION
+            docker_delta::delta::format::FORMAT_VERSION
         );
         assert_eq!(
             text(dd_package_target_image_id(h)).unwrap(),
@@ -341,7 +341,10 @@ fn package_accessors_and_json() {
         assert_eq!(dd_package_info_json(h, &mut j, null_mut()), dd_status::Ok);
         let info: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
         assert_eq!(info["payload_verified"], true);
-        assert_eq!(info["format_version"], crate::delta::format::FORMAT_VERSION);
+        assert_eq!(
+            info["format_version"],
+            docker_delta::delta::format::FORMAT_VERSION
+        );
         assert_eq!(dd_package_layers_json(h, &mut j, null_mut()), dd_status::Ok);
         let layers: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
         assert_eq!(layers.as_array().unwrap().len(), n);
@@ -479,7 +482,7 @@ fn a_panic_becomes_a_status_with_its_message() {
 #[test]
 fn version_and_status_names() {
     unsafe {
-        assert_eq!(text(dd_version()).unwrap(), crate::VERSION);
+        assert_eq!(text(dd_version()).unwrap(), docker_delta::VERSION);
         assert_eq!(
             text(dd_status_name(dd_status::TagFailed as u32)).unwrap(),
             "tag_failed"
@@ -488,16 +491,19 @@ fn version_and_status_names() {
     }
     assert_eq!(
         dd_package_format_version_supported(),
-        crate::delta::format::FORMAT_VERSION
+        docker_delta::delta::format::FORMAT_VERSION
     );
 }
 
 #[test]
 fn every_library_error_maps_to_its_exit_code_status() {
-    let e = crate::Error::OutputExists { path: "/x".into() };
+    let e = docker_delta::Error::OutputExists { path: "/x".into() };
     assert_eq!(status_of(&e), dd_status::InvalidInput);
-    assert_eq!(status_of(&crate::Error::Cancelled), dd_status::Cancelled);
-    let e = crate::Error::TagFailed {
+    assert_eq!(
+        status_of(&docker_delta::Error::Cancelled),
+        dd_status::Cancelled
+    );
+    let e = docker_delta::Error::TagFailed {
         image_id: "sha256:1".into(),
         tag: "a:b".into(),
         reason: "r".into(),

@@ -17,7 +17,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 use super::cstring;
-use crate::progress::{Phase, Progress, ProgressEvent};
+use docker_delta::progress::{Phase, Progress, ProgressEvent};
 
 /// The phases of create and apply, in the order they happen. Create goes through
 /// ANALYZE (only with an old image and a delta method), ENCODE, WRITE; apply through

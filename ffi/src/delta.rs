@@ -8,15 +8,15 @@ use super::error::{dd_error, Failure};
 use super::{
     dd_status, guard, guard_status, handle_mut, opt_str_arg, out_arg, put_string, str_arg, to_json,
 };
-use crate::daemon::{DockerClient, ImageName};
-use crate::delta::apply::{self, ApplyOptions};
-use crate::delta::create::{self, default_max_layer_memory, CreateOptions};
-use crate::delta::deliver;
-use crate::delta::format::{CompressionSpec, Package, PayloadCompression};
-use crate::delta::plan::Method;
-use crate::platform::Platform;
-use crate::reference::ImageReference;
-use crate::transport::OpenOptions;
+use docker_delta::daemon::{DockerClient, ImageName};
+use docker_delta::delta::apply::{self, ApplyOptions};
+use docker_delta::delta::create::{self, default_max_layer_memory, CreateOptions};
+use docker_delta::delta::deliver;
+use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression};
+use docker_delta::delta::plan::Method;
+use docker_delta::platform::Platform;
+use docker_delta::reference::ImageReference;
+use docker_delta::transport::OpenOptions;
 
 /// Pass as `level` to use the compression's default level (xz 6, zstd 19, gzip 9).
 pub const DD_LEVEL_DEFAULT: i32 = -1;
@@ -660,9 +660,9 @@ pub unsafe extern "C" fn dd_create(
                 ..OpenOptions::default()
             };
             let old = old_ref
-                .map(|r| crate::transport::open(&ImageReference::parse(r)?, &open))
+                .map(|r| docker_delta::transport::open(&ImageReference::parse(r)?, &open))
                 .transpose()?;
-            let new = crate::transport::open(&ImageReference::parse(new_ref)?, &open)?;
+            let new = docker_delta::transport::open(&ImageReference::parse(new_ref)?, &open)?;
             let progress = o.callbacks.progress();
             let options = CreateOptions {
                 method: o.method,
@@ -693,7 +693,7 @@ pub unsafe extern "C" fn dd_create(
 /// What apply needs, prepared from the arguments.
 struct Prepared {
     package: Package,
-    base: Option<Box<dyn crate::transport::ImageSource>>,
+    base: Option<Box<dyn docker_delta::transport::ImageSource>>,
 }
 
 fn prepare(
@@ -712,7 +712,7 @@ fn prepare(
 
 fn apply_options<'a>(
     o: &dd_apply_options,
-    progress: &'a dyn crate::progress::Progress,
+    progress: &'a dyn docker_delta::progress::Progress,
 ) -> ApplyOptions<'a> {
     ApplyOptions {
         name: o.tag.clone(),

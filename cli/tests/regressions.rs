@@ -5,7 +5,7 @@
 mod common;
 
 /// The fuzz targets' bodies (fuzz/src/lib.rs), to replay kept inputs through them.
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod fuzz_harness;
 
 use std::process::Command;
@@ -94,7 +94,7 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
 /// runs: they must neither panic nor leave output behind.
 #[test]
 fn fuzz_inputs_replay() {
-    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     type Target = (&'static str, fn(&[u8]));
     let targets: [Target; 7] = [
         ("manifest", fuzz_harness::manifest),

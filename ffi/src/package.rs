@@ -8,8 +8,8 @@ use super::error::dd_error;
 use super::{
     cstring, guard, guard_value, handle_arg, out_arg, ptr_of, put_string, str_arg, to_json,
 };
-use crate::delta::format::Package;
-use crate::delta::info;
+use docker_delta::delta::format::Package;
+use docker_delta::delta::info;
 
 /// An opened delta package: its structure and header checksum were checked when it was
 /// opened; the payload is checked by `dd_package_verify` (and by apply). Strings returned

@@ -1,4 +1,5 @@
-//! The C ABI: `include/docker_delta.h`, generated from this module by cbindgen.
+//! The docker-delta C ABI (`libdocker_delta`): `include/docker_delta.h`, generated from
+//! this crate by cbindgen, over the `docker_delta` library.
 //!
 //! Conventions (modelled on rustls-ffi):
 //!
@@ -23,6 +24,8 @@
 //!   descriptions) are returned as JSON documents, documented at each function.
 
 #![allow(non_camel_case_types)]
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
 
 use std::any::Any;
 use std::ffi::{c_char, CStr, CString};
@@ -140,13 +143,13 @@ pub extern "C" fn dd_version() -> *const c_char {
 /// handler.
 #[no_mangle]
 pub extern "C" fn dd_remove_temporary_files() -> u32 {
-    std::panic::catch_unwind(crate::temp::remove_all).map_or(0, |n| n as u32)
+    std::panic::catch_unwind(docker_delta::temp::remove_all).map_or(0, |n| n as u32)
 }
 
 /// The highest delta package format version this library reads and the one it writes.
 #[no_mangle]
 pub extern "C" fn dd_package_format_version_supported() -> u32 {
-    crate::delta::format::FORMAT_VERSION
+    docker_delta::delta::format::FORMAT_VERSION
 }
 
 /// Frees a string returned through a `char **` out-parameter. NULL is ignored.
@@ -299,8 +302,11 @@ pub(crate) unsafe fn put_string(out: *mut *mut c_char, s: impl Into<String>) {
 
 /// Serialises a value for a JSON out-parameter.
 pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value)
-        .map_err(|e| Failure::Lib(crate::Error::Other(format!("cannot encode JSON: {e}"))))
+    serde_json::to_string(value).map_err(|e| {
+        Failure::Lib(docker_delta::Error::Other(format!(
+            "cannot encode JSON: {e}"
+        )))
+    })
 }
 
 /// A borrowed C string from a handle, or NULL.

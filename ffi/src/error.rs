@@ -6,7 +6,7 @@ use std::ffi::{c_char, CString};
 use serde_json::json;
 
 use super::{cstring, dd_status, guard_value, ptr_of};
-use crate::error::{Error, ExitCode};
+use docker_delta::error::{Error, ExitCode};
 
 /// Why an exported function failed, before it becomes a [`dd_error`].
 #[derive(Debug)]

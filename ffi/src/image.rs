@@ -8,10 +8,10 @@ use super::{
     cstring, guard, guard_value, handle_arg, opt_str_arg, out_arg, ptr_of, put_string, str_arg,
     to_json,
 };
-use crate::image::LayerCheck;
-use crate::platform::Platform;
-use crate::reference::ImageReference;
-use crate::transport::{ImageSource, OpenOptions};
+use docker_delta::image::LayerCheck;
+use docker_delta::platform::Platform;
+use docker_delta::reference::ImageReference;
+use docker_delta::transport::{ImageSource, OpenOptions};
 
 /// An opened image. Its metadata was read and checked when it was opened; layers are read
 /// only by `dd_image_verify`. Strings returned by the accessors are borrowed and live
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn dd_image_open(
             platform: platform.map(Platform::parse).transpose()?,
             ..OpenOptions::default()
         };
-        let source = crate::transport::open(&ImageReference::parse(reference)?, &options)?;
+        let source = docker_delta::transport::open(&ImageReference::parse(reference)?, &options)?;
         *out = Box::into_raw(Box::new(dd_image::new(source)));
         Ok(())
     })
@@ -366,7 +366,7 @@ pub unsafe extern "C" fn dd_image_json(
         let checks = image
             .checks
             .lock()
-            .map_err(|_| Failure::Lib(crate::Error::Other("image state poisoned".into())))?;
+            .map_err(|_| Failure::Lib(docker_delta::Error::Other("image state poisoned".into())))?;
         let report = image.source.image().report(checks.as_deref());
         let text = to_json(&report)?;
         // SAFETY: `json` is a valid out-parameter (checked above).
