@@ -14,6 +14,7 @@
 //! codec decoded a layer, the caller verifies the result against the recorded digest
 //! ([`decode_verified`] does both).
 
+pub mod vcdiff;
 pub mod xdelta3;
 pub mod zstd;
 

@@ -837,3 +837,5 @@ proptest! {
         }
     }
 }
+
+mod vcdiff_interop;
