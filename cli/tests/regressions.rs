@@ -150,3 +150,33 @@ fn files_fuzz_seeds_decode_to_their_layers() {
         fuzz_harness::files(&input);
     }
 }
+
+/// Packages made while the xdelta3 method went through the xdelta3 C library must keep
+/// applying with our own VCDIFF decoder. tests/fixtures/xdelta3-c.ddelta was made by that
+/// version with `docker-delta create samples/app-1.tar samples/app-2.tar --method xdelta3`.
+#[test]
+fn xdelta3_packages_from_the_c_library_still_apply() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let package = Package::open(&root.join("tests/fixtures/xdelta3-c.ddelta")).unwrap();
+    let methods: Vec<&str> = package
+        .header
+        .target
+        .layers
+        .iter()
+        .map(|l| l.source.method())
+        .collect();
+    assert!(methods.contains(&"xdelta3"), "{methods:?}");
+    let old = common::open_archive(&root.join("samples/app-1.tar"));
+    let new = common::open_archive(&root.join("samples/app-2.tar"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rebuilt.tar");
+    let dest = ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap();
+    let report = apply(
+        &package,
+        Some(old.as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.image_id, new.image().config_digest);
+}

@@ -3,9 +3,9 @@
 //!
 //! Two codecs are available ([`Codec`]):
 //!
-//! * [`xdelta3`](mod@xdelta3): VCDIFF through the xdelta3 C library, in memory. Fast, and
-//!   the output decodes with the stock `xdelta3 -d -s SOURCE` tool; limited to 1 GiB
-//!   sources and 2 GiB targets.
+//! * `xdelta3` ([`vcdiff`]): VCDIFF (RFC 3284), encoded and decoded in memory by our own
+//!   code. The output decodes with the stock `xdelta3 -d -s SOURCE` tool; limited to
+//!   1 GiB sources and 2 GiB targets.
 //! * [`zstd`](mod@zstd): zstd with the source as a reference prefix (`--patch-from`).
 //!   Usually smaller (matches and literals are entropy-coded), streams the target, and
 //!   handles sources and targets of any size (matches reach back at most 2 GiB).
@@ -14,7 +14,7 @@
 //! codec decoded a layer, the caller verifies the result against the recorded digest
 //! ([`decode_verified`] does both).
 
-pub mod xdelta3;
+pub mod vcdiff;
 pub mod zstd;
 
 use std::fmt;
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
-    /// VCDIFF produced by the xdelta3 library ([`xdelta3`](mod@xdelta3)).
+    /// VCDIFF, as the xdelta3 tool reads and writes it ([`vcdiff`]).
     Xdelta3,
     /// zstd with the source as reference prefix ([`zstd`](mod@zstd)).
     Zstd,
@@ -51,7 +51,7 @@ impl Codec {
     /// `source_len` bytes.
     pub fn applicable(self, source_len: u64, target_len: u64) -> bool {
         match self {
-            Codec::Xdelta3 => xdelta3::sizes_fit(source_len, target_len),
+            Codec::Xdelta3 => vcdiff::sizes_fit(source_len, target_len),
             Codec::Zstd => true,
         }
     }
@@ -86,7 +86,7 @@ impl FromStr for Codec {
 pub struct EncodeOptions {
     /// The codecs to try.
     pub codecs: Vec<Codec>,
-    /// xdelta3 level, 0–9 (default [`xdelta3::DEFAULT_LEVEL`]).
+    /// xdelta3 level, 0–9 (default [`vcdiff::DEFAULT_LEVEL`]).
     pub xdelta3_level: u32,
     /// zstd level, 1–22 (default [`zstd::DEFAULT_LEVEL`]).
     pub zstd_level: i32,
@@ -96,7 +96,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             codecs: Codec::ALL.to_vec(),
-            xdelta3_level: xdelta3::DEFAULT_LEVEL,
+            xdelta3_level: vcdiff::DEFAULT_LEVEL,
             zstd_level: zstd::DEFAULT_LEVEL,
         }
     }
@@ -119,7 +119,7 @@ pub struct Encoded {
 /// compressed as a whole shrinks it further, while zstd output is already compressed; on
 /// a tie the earlier codec in `options.codecs` wins. xdelta3 is skipped, not an error,
 /// when the sizes exceed its limits. Each later codec is capped at the best size so far
-/// where the codec allows it (xdelta3 stops as soon as it would exceed it).
+/// where the codec allows it (xdelta3 gives up after the first window that exceeds it).
 pub fn encode_best(
     source: &[u8],
     target: &[u8],
@@ -137,9 +137,7 @@ pub fn encode_best(
             .map_or(target.len(), |b| b.data.len())
             .saturating_sub(1);
         let data = match codec {
-            Codec::Xdelta3 => {
-                xdelta3::encode_within(source, target, options.xdelta3_level, budget)?
-            }
+            Codec::Xdelta3 => vcdiff::encode_within(source, target, options.xdelta3_level, budget)?,
             Codec::Zstd => {
                 let mut out = Vec::new();
                 zstd::encode_sized(source, target, target_len, &mut out, options.zstd_level)?;
@@ -158,7 +156,7 @@ pub fn encode_best(
 /// (fewer bytes) or [`Error::Codec`] (more).
 pub fn decode(codec: Codec, source: &[u8], patch: &[u8], target_len: u64) -> Result<Vec<u8>> {
     match codec {
-        Codec::Xdelta3 => xdelta3::decode(source, patch, target_len),
+        Codec::Xdelta3 => vcdiff::decode(source, patch, target_len),
         Codec::Zstd => {
             let capacity = usize::try_from(target_len).map_err(|_| Error::LimitExceeded {
                 what: "decoded delta target".into(),
