@@ -242,6 +242,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The package needs gzip members re-made, and this build's deflater does not make stock
+    /// zlib's bytes (see `docker_delta::delta::files::gz::remake_supported`).
+    #[error("{what}: the package ships gzip members to be re-deflated, but this build's zlib (e.g. zlib-ng) does not re-make stock zlib's deflate streams byte for byte; rebuild docker-delta without the libz-sys/zlib-ng or flate2/zlib-ng feature")]
+    DeflaterMismatch {
+        /// What needed it (the layer).
+        what: String,
+    },
+
     /// An option's value is outside what it accepts (a compression level out of range).
     #[error("{option}: {reason}")]
     InvalidOption {
@@ -341,7 +349,7 @@ impl Error {
             | LimitExceeded { .. }
             | InvalidOption { .. }
             | OutputExists { .. } => ExitCode::InvalidInput,
-            DaemonUnavailable { .. } => ExitCode::MissingDependency,
+            DaemonUnavailable { .. } | DeflaterMismatch { .. } => ExitCode::MissingDependency,
             Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
             TagFailed { .. } => ExitCode::TagWarning,
             Io { source, .. } => {
@@ -379,6 +387,7 @@ impl Error {
             WrongBaseImage { .. } => "wrong_base_image",
             LimitExceeded { .. } => "limit_exceeded",
             Codec { .. } => "codec",
+            DeflaterMismatch { .. } => "deflater_mismatch",
             InvalidOption { .. } => "invalid_option",
             OutputExists { .. } => "output_exists",
             DaemonUnavailable { .. } => "daemon_unavailable",
@@ -473,6 +482,7 @@ impl Error {
                 json!({"what": what, "limit": limit, "max": max, "found": found, "option": option})
             }
             Codec { codec, reason } => json!({"codec": codec, "reason": reason}),
+            DeflaterMismatch { what } => json!({ "what": what }),
             OutputExists { path } => json!({ "path": path }),
             DaemonUnavailable { endpoint, reason } => {
                 json!({"endpoint": endpoint, "reason": reason})

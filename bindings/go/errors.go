@@ -88,6 +88,7 @@ var (
 	ErrInvalidPlatform           error = kindError("invalid_platform")
 	ErrImageNotFound             error = kindError("image_not_found")
 	ErrDaemonUnavailable         error = kindError("daemon_unavailable")
+	ErrDeflaterMismatch          error = kindError("deflater_mismatch")
 	ErrTagFailed                 error = kindError("tag_failed")
 	ErrCancelled                 error = kindError("cancelled")
 	ErrInvalidArgument           error = kindError("invalid_argument")

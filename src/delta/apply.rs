@@ -285,6 +285,9 @@ pub fn apply(
                         codec,
                         reason: format!("{what} (blob {blob}): {reason}"),
                     },
+                    Error::DeflaterMismatch { .. } => Error::DeflaterMismatch {
+                        what: format!("{what} (blob {blob})"),
+                    },
                     e => e,
                 })
                 .map_err(|e| blame_base(e, base, &base_map, old_layers))?;

@@ -26,6 +26,7 @@ from ._api import (
 from .errors import (
     Cancelled,
     DaemonUnavailable,
+    DeflaterMismatch,
     DeltaError,
     DigestMismatch,
     Error,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cancelled",
     "DaemonUnavailable",
+    "DeflaterMismatch",
     "DeltaError",
     "DigestMismatch",
     "Error",

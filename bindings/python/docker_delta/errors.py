@@ -81,6 +81,11 @@ class DaemonUnavailable(MissingDependency):
     """The Docker daemon cannot be reached."""
 
 
+class DeflaterMismatch(MissingDependency):
+    """The package ships gzip members to re-deflate, and the library's zlib is not stock
+    zlib (zlib-ng, say), which would not re-make them byte for byte."""
+
+
 class InvalidInput(DeltaError):
     """Bad reference, malformed image, corrupted package, wrong base image, output exists."""
 
@@ -151,6 +156,7 @@ _BY_KIND: Dict[str, Type[DeltaError]] = {
     "invalid_reference": InvalidReference,
     "image_not_found": ImageNotFound,
     "daemon_unavailable": DaemonUnavailable,
+    "deflater_mismatch": DeflaterMismatch,
     "tag_failed": TagFailed,
     "cancelled": Cancelled,
     "invalid_argument": InvalidArgument,

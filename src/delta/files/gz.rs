@@ -8,10 +8,20 @@
 //! The encoder only chooses this after re-deflating and comparing every byte, and the
 //! layer's diff_id is checked at the end either way.
 //!
-//! The deflater is the zlib bundled in this crate (built from source, never the system's),
-//! so the bytes do not depend on the machine.
+//! The deflater is the stock zlib bundled in this crate (built from source, never the
+//! system's), so the bytes do not depend on the machine. A build can still end up with
+//! another deflater (zlib-ng, through a feature another crate turns on; see Cargo.toml),
+//! which makes other bytes: [`remake_supported`] checks, once, that this build's deflater
+//! makes stock zlib's. Where it does not, create ships gzip members whole and apply refuses
+//! packages that need one re-made ([`Error::DeflaterMismatch`]).
+
+use std::fmt::Write as _;
+use std::sync::{Once, OnceLock};
 
 use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::Error;
 
 /// The largest uncompressed member handled (larger ones are stored as they are).
 pub const MAX_RAW: u64 = 32 << 20;
@@ -155,6 +165,174 @@ fn deflate_equals(raw: &[u8], level: u32, body: &[u8]) -> bool {
     }
 }
 
+/// Length and SHA-256 of stock zlib's raw deflate of [`sample_text`] at levels 1 to 9
+/// (32 KiB window, memLevel 8, default strategy). Checked identical with zlib 1.2.11,
+/// 1.2.13 and 1.3.2 (the bundled one), with Python's `zlib.compressobj(level,
+/// zlib.DEFLATED, -15, 8)` over the system's zlib 1.2.13, and, for levels 6 and 9, with the
+/// body of `gzip -n -6` and `gzip -n -9`.
+const STOCK_DEFLATE: [(usize, &str); 9] = [
+    (
+        3178,
+        "2ad6bc95bb16a351e77616857b1afea7c70bda98bd8b78cf0938194d5959fa99",
+    ),
+    (
+        3110,
+        "63ca7fe534edf0a7be5ae36afcf3ee51d9ec1582c22ff1072ecd9c5171dbdf8e",
+    ),
+    (
+        3030,
+        "d8c4c9e5bc2606e9f93a9a98612d6b40d692af9440991d9ac92ec9e9a225d57d",
+    ),
+    (
+        2887,
+        "4117ca9e0f42e82ea3f87f07c6b0789acb41a08de52491118ad8a78180980119",
+    ),
+    (
+        2799,
+        "9bf69ffa81830d683cce30b555b8fb0da6bed8ff767107165e8bce4926627104",
+    ),
+    (
+        2772,
+        "f1cf90e95511bb0407b4bb9f9d1248da26a696f615723a8d5137d55ffa6dded8",
+    ),
+    (
+        2766,
+        "fab96a835369bd0224aecfaeab173cee4464cf859e7a862eeaad5b53b95e059d",
+    ),
+    (
+        2743,
+        "597bdc08dc90a862d00073be5ed0a77c95e433088458bbf8ee1115ddefa214b0",
+    ),
+    (
+        2743,
+        "597bdc08dc90a862d00073be5ed0a77c95e433088458bbf8ee1115ddefa214b0",
+    ),
+];
+
+/// The known input of the self-check: 13,273 bytes of a Debian-changelog-like text, made
+/// from a fixed xorshift sequence so that no file has to be shipped.
+fn sample_text() -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "fix",
+        "update",
+        "package",
+        "upstream",
+        "release",
+        "build",
+        "the",
+        "for",
+        "with",
+        "new",
+        "version",
+        "patch",
+        "security",
+        "debian",
+        "policy",
+        "standards",
+        "bump",
+        "drop",
+        "add",
+        "support",
+        "test",
+        "docs",
+        "man",
+        "page",
+    ];
+    let mut x: u32 = 0x2545_f491;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as usize
+    };
+    let mut out = String::with_capacity(14 << 10);
+    // Writing to a String cannot fail.
+    for e in 0..40 {
+        let _ = write!(
+            out,
+            "pkg (2.{}.{}-{}) unstable; urgency=medium\n\n",
+            e / 10,
+            e % 10,
+            1 + next() % 3
+        );
+        for _ in 0..2 + next() % 4 {
+            let n = 3 + next() % 8;
+            let words: Vec<&str> = (0..n).map(|_| WORDS[next() % WORDS.len()]).collect();
+            let closes = 100_000 + next() % 900_000;
+            let _ = writeln!(out, "  * {} (Closes: #{closes})", words.join(" "));
+        }
+        let day = 1 + next() % 28;
+        let _ = write!(
+            out,
+            "\n -- Jane Doe <jane@example.org>  Mon, {day:02} Jan 2024 12:00:00 +0000\n\n"
+        );
+    }
+    out.into_bytes()
+}
+
+/// The levels at which this build's deflater does not make stock zlib's bytes from the
+/// self-check's known input (empty on a stock zlib build).
+pub fn self_check_failures() -> Vec<u32> {
+    let text = sample_text();
+    let mut out = Vec::new();
+    (1..=9)
+        .zip(STOCK_DEFLATE)
+        .filter(|&(level, (len, sha))| {
+            out.clear();
+            deflate(&text, level, &mut out);
+            out.len() != len || hex::encode(Sha256::digest(&out)) != sha
+        })
+        .map(|(level, _)| level)
+        .collect()
+}
+
+/// Whether this build's deflater re-makes stock zlib's deflate streams byte for byte, as
+/// the gzip members of the files codec need (computed once: nine deflates of 13 KB).
+///
+/// False when the build links another deflater than stock zlib, such as zlib-ng through the
+/// `libz-sys/zlib-ng` or `flate2/zlib-ng` features (see Cargo.toml). Such a build's
+/// packages ship gzip members whole, and it refuses packages that need one re-made
+/// ([`Error::DeflaterMismatch`]).
+pub fn remake_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let failures = self_check_failures();
+        if !failures.is_empty() {
+            tracing::debug!(levels = ?failures, "the deflater does not make stock zlib's bytes");
+        }
+        failures.is_empty()
+    })
+}
+
+/// [`remake_supported`] for create: when false, says once why gzip members are shipped
+/// whole.
+pub(crate) fn remake_at_create() -> bool {
+    let supported = remake_supported();
+    if !supported {
+        static WARNED: Once = Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "this build's zlib (e.g. zlib-ng) does not re-make stock zlib's deflate \
+                 streams byte for byte: gzip members are shipped whole (a larger package); \
+                 rebuild docker-delta without the libz-sys/zlib-ng or flate2/zlib-ng feature"
+            )
+        });
+    }
+    supported
+}
+
+/// Fails with [`Error::DeflaterMismatch`] for `what` unless [`remake_supported`]: apply's
+/// check before re-making a gzip member.
+pub(crate) fn require_remake(what: &str) -> Result<(), Error> {
+    if remake_supported() {
+        Ok(())
+    } else {
+        Err(Error::DeflaterMismatch {
+            what: what.to_string(),
+        })
+    }
+}
+
 /// Appends the member rebuilt from its header, text and level.
 pub fn rebuild(header: &[u8], raw: &[u8], level: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(header);
@@ -245,6 +423,26 @@ mod tests {
         }
         // A stored (level 0) member is valid gzip, but not one zlib's levels 1-9 re-make.
         assert!(split(&gzip(&raw, 0, None)).is_none());
+    }
+
+    #[test]
+    fn the_self_check_input_is_the_one_the_constants_were_made_from() {
+        let t = sample_text();
+        assert_eq!(t.len(), 13_273);
+        assert_eq!(
+            hex::encode(Sha256::digest(&t)),
+            "3e6ac6e1acb85856da524f882cd42ce1f20116f02ef4a361bf02ab2615d01591"
+        );
+    }
+
+    /// On a stock zlib build (every build but the zlib-ng one of cli/tests/zlib.rs, which runs
+    /// only that file's ignored tests) the self-check passes at every level.
+    #[test]
+    fn the_self_check_passes_on_stock_zlib() {
+        assert_eq!(self_check_failures(), Vec::<u32>::new());
+        assert!(remake_supported());
+        assert!(remake_at_create());
+        assert!(require_remake("a test").is_ok());
     }
 
     #[test]

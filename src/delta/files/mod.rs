@@ -1219,7 +1219,10 @@ fn encode_chunk(
             }
             Region::Gzip { off, len, src, .. } => {
                 let bytes = new.read(off, len)?;
-                let Some(m) = gz::split(&bytes) else {
+                // A deflater other than stock zlib would make members a stock build cannot
+                // re-make (or fail to re-make stock members): they go whole.
+                let split = gz::remake_at_create().then(|| gz::split(&bytes)).flatten();
+                let Some(m) = split else {
                     ops.push(OP_LIT);
                     put(&mut ops, len);
                     extra.extend_from_slice(&bytes);
@@ -1720,6 +1723,7 @@ fn run_ops(
                 )?;
             }
             OP_GZIP => {
+                gz::require_remake("a gzip member of the layer")?;
                 let level = get(&mut ops)?;
                 if !(1..=9).contains(&level) {
                     return Err(bad(format!("gzip level {level} is not 1-9")));
