@@ -92,10 +92,11 @@ suite_c() {
 
 suite_python() {
     build_cdylib
-    log "+ pytest bindings/python ($(command -v python3), $(python3 --version 2>&1))"
-    cd "$REPO/bindings/python"
-    DOCKER_DELTA_LIB="$REPO/target/release/libdocker_delta.so" \
-        python3 -m pytest -q -p no:cacheprovider tests
+    # The wheel as users install it (the library built above inside), in a fresh venv
+    # outside the repository, with a copy of the tests.
+    log "+ bindings/python/test-installed.sh ($(command -v python3), $(python3 --version 2>&1))"
+    DOCKER_DELTA_PREBUILT_LIB="$REPO/target/release/libdocker_delta.so" \
+        "$REPO/bindings/python/test-installed.sh"
 }
 
 suite_go() {
