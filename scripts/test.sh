@@ -108,7 +108,9 @@ suite_c() {
 
 suite_python() {
     install_c
-    log "+ bindings/python/test-installed.sh (wheel in a fresh venv, tests outside the repository)"
+    # The wheel as users install it (the installed library inside), in a fresh venv
+    # outside the repository, with a copy of the tests.
+    log "+ bindings/python/test-installed.sh ($(command -v python3), $(python3 --version 2>&1))"
     DOCKER_DELTA_PREBUILT_LIB="$C_PREFIX/lib/libdocker_delta.so" \
         "$REPO/bindings/python/test-installed.sh"
 }

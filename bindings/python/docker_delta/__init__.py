@@ -1,7 +1,7 @@
 """docker-delta: ship container-image updates as small deltas, rebuild the new image exactly.
 
-Python bindings over the docker-delta C ABI (``libdocker_delta.so``, loaded with ctypes;
-see :mod:`docker_delta._native` for how it is found).
+Python bindings over the docker-delta C ABI: ``libdocker_delta.so``, shipped inside this
+package and loaded with ctypes (see :mod:`docker_delta._native`).
 
 >>> import docker_delta as dd
 >>> report = dd.create("docker-archive:app-2.tar", "u.ddelta", old="docker-archive:app-1.tar")
@@ -23,6 +23,7 @@ from ._api import (
     remove_temporary_files,
     version,
 )
+from ._version import __version__
 from .errors import (
     Cancelled,
     DaemonUnavailable,
@@ -46,7 +47,6 @@ from .errors import (
     WrongBaseImage,
 )
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Cancelled",

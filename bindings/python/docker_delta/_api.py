@@ -6,11 +6,13 @@ import ctypes
 import enum
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _native as n
-from .errors import Cancelled, DeltaError, InvalidArgument, Status, TagFailed, from_native
+from .errors import DeltaError, InvalidArgument, Status, TagFailed, from_native
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -258,48 +260,122 @@ class Package:
         return n.text(n.lib.dd_package_base_image_id(self._handle()))
 
 
-class _Callbacks:
-    """Wraps Python callables as C callbacks for one call. An exception raised by a
-    callable cancels the operation and is re-raised from the call."""
+class _Call:
+    """Runs one create or apply on a worker thread so that Ctrl-C stays responsive.
+
+    ctypes holds a KeyboardInterrupt until the C call returns, which for a large image is
+    minutes. So the C call runs on a worker thread, and the calling thread waits on a queue
+    in short intervals, running the caller's callbacks as the worker posts them: callbacks
+    run on the calling thread, as when the call was made directly. On KeyboardInterrupt
+    (or any exception raised by a callback) the call is cancelled the only way the C ABI
+    offers: its progress callback, always installed, returns false at its next report (at
+    least every MiB of work). The call then ends with ``DD_STATUS_CANCELLED``, having
+    removed what it was writing, and the exception is re-raised from the call.
+    """
+
+    _POLL_SECONDS = 0.1
 
     def __init__(self, progress: Optional[ProgressCallback], log: Optional[LogCallback]) -> None:
+        self.progress = progress
+        self.log = log
+        self.cancel = threading.Event()
         self.error: Optional[BaseException] = None
-        self.progress_c = None
-        self.log_c = None
-        if progress is not None:
+        self._events: "queue.SimpleQueue[Tuple[str, Any]]" = queue.SimpleQueue()
+        self._answers: "queue.SimpleQueue[bool]" = queue.SimpleQueue()
+        self.progress_c = n.PROGRESS_CB(self._on_progress)
+        self.log_c = n.LOG_CB(self._on_log) if log is not None else None
 
-            def on_progress(_ud: Any, phase: int, done: int, total: int) -> bool:
-                if self.error is not None:
+    # -- on the worker thread, called by the library --------------------------------
+
+    def _on_progress(self, _ud: Any, phase: int, done: int, total: int) -> bool:
+        if self.cancel.is_set():
+            return False
+        if self.progress is None:
+            return True
+        self._events.put(("progress", (phase, done, total)))
+        while True:
+            try:
+                return self._answers.get(timeout=self._POLL_SECONDS)
+            except queue.Empty:
+                # The calling thread may have been interrupted before it could answer.
+                if self.cancel.is_set():
                     return False
+
+    def _on_log(self, _ud: Any, level: int, message: bytes) -> None:
+        if not self.cancel.is_set():
+            self._events.put(("log", (level, message.decode("utf-8", "replace"))))
+
+    # -- on the calling thread --------------------------------------------------------
+
+    def _fail(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = e
+        self.cancel.set()
+
+    def _deliver(self, kind: str, args: Tuple[Any, ...]) -> None:
+        if kind == "log":
+            if self.log is not None and not self.cancel.is_set():
                 try:
-                    return progress(Phase(phase), done, total) is not False
+                    self.log(LogLevel(args[0]), args[1])
                 except BaseException as e:  # noqa: BLE001 - re-raised after the call
-                    self.error = e
-                    return False
-
-            self.progress_c = n.PROGRESS_CB(on_progress)
-        if log is not None:
-
-            def on_log(_ud: Any, level: int, message: bytes) -> None:
-                if self.error is not None:
-                    return
-                try:
-                    log(LogLevel(level), message.decode("utf-8", "replace"))
-                except BaseException as e:  # noqa: BLE001 - re-raised after the call
-                    self.error = e
-
-            self.log_c = n.LOG_CB(on_log)
+                    self._fail(e)
+            return
+        go = False
+        try:
+            if self.progress is not None and not self.cancel.is_set():
+                phase, done, total = args
+                go = self.progress(Phase(phase), done, total) is not False
+        except BaseException as e:  # noqa: BLE001 - re-raised after the call
+            self._fail(e)
+        finally:
+            self._answers.put(go)
 
     def install(self, prefix: str, opts: ctypes.c_void_p, log_level: LogLevel) -> None:
-        if self.progress_c is not None:
-            getattr(n.lib, f"{prefix}_set_progress")(opts, self.progress_c, None)
+        getattr(n.lib, f"{prefix}_set_progress")(opts, self.progress_c, None)
         if self.log_c is not None:
             getattr(n.lib, f"{prefix}_set_log")(opts, self.log_c, None, int(log_level))
 
-    def raise_pending(self, err: DeltaError) -> None:
-        if self.error is not None and isinstance(err, Cancelled):
+    def run(self, fn: Callable[..., int], *args: Any) -> int:
+        """Calls ``fn(*args)`` on a worker thread and returns its status once it ended.
+        Never returns before the worker ended (the options and strings it uses are freed
+        after this returns), whatever is raised meanwhile."""
+        result: List[int] = []
+        failure: List[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - e.g. a ctypes ArgumentError
+                failure.append(e)
+            finally:
+                self._events.put(("done", ()))
+
+        worker = threading.Thread(target=work, name="docker_delta call", daemon=True)
+        worker.start()
+        while True:
+            try:
+                try:
+                    kind, payload = self._events.get(timeout=self._POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if kind == "done":
+                    break
+                self._deliver(kind, payload)
+            except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt, mostly
+                self._fail(e)
+        worker.join()
+        if failure:
+            raise failure[0]
+        return result[0]
+
+    def check(self, err: Optional[DeltaError]) -> None:
+        """Raises what the call ended with: an exception raised while it ran (Ctrl-C's
+        KeyboardInterrupt, a callback's exception: they cancelled it, and are raised even
+        when the call finished before it noticed), else the library's error."""
+        if self.error is not None:
             raise self.error from err
-        raise err
+        if err is not None:
+            raise err
 
 
 class _Options:
@@ -366,7 +442,7 @@ def create(
     ``new_bytes_compression`` and ``new_bytes_level`` the same for the new bytes of file-aware
     layers, kept in a stream of their own (None: zstd level 18 beside xz, else ``compression``).
     """
-    cbs = _Callbacks(progress, log)
+    call = _Call(progress, log)
     with _Options("dd_create_options") as o:
         o.set("method", _choice("method", method, _METHODS))
         o.set("compression", _choice("compression", compression, _COMPRESSIONS),
@@ -381,14 +457,13 @@ def create(
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))
         o.set("max_layer_memory", int(max_layer_memory or 0))
-        cbs.install(o.prefix, o.h, log_level)
+        call.install(o.prefix, o.h, log_level)
         report = ctypes.c_void_p()
         err = ctypes.c_void_p()
-        code = n.lib.dd_create(n.arg(old), n.arg(new), n.arg(output), o.h,
-                               ctypes.byref(report), ctypes.byref(err))
+        code = call.run(n.lib.dd_create, n.arg(old), n.arg(new), n.arg(output), o.h,
+                        ctypes.byref(report), ctypes.byref(err))
         text = n.take_string(report)
-        if code != Status.OK:
-            cbs.raise_pending(from_native(code, err.value))
+        call.check(None if code == Status.OK else from_native(code, err.value))
     return json.loads(text or "null")
 
 
@@ -420,7 +495,7 @@ def apply(
     if load == (output is not None):
         raise InvalidArgument(Status.INVALID_ARGUMENT, "invalid_argument",
                               "give either output or load=True")
-    cbs = _Callbacks(progress, log)
+    call = _Call(progress, log)
     with _Options("dd_apply_options") as o:
         o.set_checked("platform", n.arg(platform))
         o.set_checked("tag", n.arg(tag))
@@ -428,19 +503,20 @@ def apply(
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))
         o.set("max_layer_memory", int(max_layer_memory or 0))
-        cbs.install(o.prefix, o.h, log_level)
+        call.install(o.prefix, o.h, log_level)
         report = ctypes.c_void_p()
         err = ctypes.c_void_p()
         if load:
-            code = n.lib.dd_apply_load(n.arg(package), n.arg(base), o.h,
-                                       ctypes.byref(report), ctypes.byref(err))
+            code = call.run(n.lib.dd_apply_load, n.arg(package), n.arg(base), o.h,
+                            ctypes.byref(report), ctypes.byref(err))
         else:
-            code = n.lib.dd_apply(n.arg(package), n.arg(base), n.arg(output), o.h,
-                                  ctypes.byref(report), ctypes.byref(err))
+            code = call.run(n.lib.dd_apply, n.arg(package), n.arg(base), n.arg(output), o.h,
+                            ctypes.byref(report), ctypes.byref(err))
         text = n.take_string(report)
+        e = None
         if code != Status.OK:
             e = from_native(code, err.value)
             if isinstance(e, TagFailed):
                 e.report = json.loads(text) if text else None
-            cbs.raise_pending(e)
+        call.check(e)
     return json.loads(text or "null")

@@ -1,11 +1,15 @@
 """ctypes declarations for libdocker_delta (include/docker_delta.h).
 
-The library is found, in order, at:
+The library is loaded from, in order:
 
-1. ``$DOCKER_DELTA_LIB`` (a path to the shared library);
-2. ``target/release/libdocker_delta.so`` then ``target/debug/libdocker_delta.so`` in the
-   docker-delta source tree this package sits in (``bindings/python/../../target``);
-3. the system's library search path (``ctypes.util.find_library("docker_delta")``).
+1. ``$DOCKER_DELTA_LIB``, when set: a path to the shared library (an explicit override,
+   e.g. to try a library built from another checkout). Nothing else is tried then.
+2. ``libdocker_delta.so`` in this package's directory: the wheel carries it there.
+3. The system's library search path (``ctypes.util.find_library("docker_delta")``), for
+   installations that ship the library separately.
+
+Its ``dd_version()`` must be compatible with the package's version (see
+:func:`compatible`), else importing raises ImportError naming both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -25,40 +30,75 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-_LIB_NAME = "libdocker_delta.so"
+from ._version import __version__
+
+LIB_NAME = "libdocker_delta.so"
+ENV_LIB = "DOCKER_DELTA_LIB"
 
 
-def _candidates() -> List[str]:
-    env = os.environ.get("DOCKER_DELTA_LIB")
+def _version_tuple(v: str) -> Optional[Tuple[int, int, int]]:
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", v)
+    return None if m is None else (int(m[1]), int(m[2]), int(m[3]))
+
+
+def compatible(library: str, package: str) -> bool:
+    """Whether a library of version ``library`` serves a package of version ``package``:
+    the same major.minor while the major is 0 (0.x minors may change the C ABI), the same
+    major from 1.0 on."""
+    lv, pv = _version_tuple(library), _version_tuple(package)
+    if lv is None or pv is None:
+        return library == package
+    if lv[0] != pv[0]:
+        return False
+    return lv[0] != 0 or lv[1] == pv[1]
+
+
+def candidates() -> List[str]:
+    """Where the library is looked for, in order (see the module's documentation)."""
+    env = os.environ.get(ENV_LIB)
     if env:
         return [env]
-    repo = Path(__file__).resolve().parent.parent.parent.parent
-    out = [str(repo / "target" / p / _LIB_NAME) for p in ("release", "debug")]
+    out = [str(Path(__file__).resolve().parent / LIB_NAME)]
     found = ctypes.util.find_library("docker_delta")
     if found:
         out.append(found)
     return out
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> Tuple[ctypes.CDLL, str]:
     tried = []
-    for path in _candidates():
+    for path in candidates():
         if os.sep in path and not os.path.exists(path):
             tried.append(f"{path} (missing)")
             continue
         try:
-            return ctypes.CDLL(path)
+            return ctypes.CDLL(path), path
         except OSError as e:
             tried.append(f"{path} ({e})")
+    if not os.environ.get(ENV_LIB):
+        tried.append(f"{ENV_LIB} (not set)")
     raise ImportError(
-        "docker_delta: cannot load the docker-delta shared library; build it with "
-        "`cargo build --release --lib` or set DOCKER_DELTA_LIB. Tried: " + "; ".join(tried)
+        "docker_delta: cannot load the docker-delta shared library " + LIB_NAME + ". "
+        "The wheel carries it inside the package; a package installed without it (e.g. "
+        "from a source tree that was not built) needs " + ENV_LIB + " set to the library's "
+        "path. Looked at: " + "; ".join(tried)
     )
 
 
-lib = _load()
+lib, lib_path = _load()
+
+lib.dd_version.restype = c_char_p
+lib.dd_version.argtypes = []
+lib_version = (lib.dd_version() or b"").decode("utf-8", "replace")
+if not compatible(lib_version, __version__):
+    raise ImportError(
+        f"docker_delta: the library {lib_path} is docker-delta {lib_version or '(unknown)'}, "
+        f"but this Python package is {__version__}; they must have the same major.minor "
+        f"version (same major from 1.0). Reinstall the package, or point {ENV_LIB} at a "
+        f"matching library."
+    )
 
 # Opaque handles are void pointers on this side.
 handle = c_void_p

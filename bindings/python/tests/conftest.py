@@ -1,17 +1,22 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+# The tests import the installed docker_delta (test-installed.sh runs a copy of them
+# against the wheel installed in a fresh venv), never the source tree's.
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent.parent
-sys.path.insert(0, str(HERE.parent))
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
-    return REPO / "samples"
+    """samples/ of the docker-delta checkout: $DOCKER_DELTA_SAMPLES (test-installed.sh sets
+    it, the tests then running from a copy), else found from here (bindings/python/tests)."""
+    env = os.environ.get("DOCKER_DELTA_SAMPLES")
+    path = Path(env) if env else HERE.parent.parent.parent / "samples"
+    if not (path / "app-1.tar").is_file():
+        pytest.fail(f"no sample images in {path}: set DOCKER_DELTA_SAMPLES to the checkout's samples/")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -177,12 +177,12 @@ def test_exception_in_callback_propagates(tmp_path: Path, package: Path, old_ref
     assert not (tmp_path / "o.tar").exists()
 
 
-def test_handles_are_freed() -> None:
+def test_handles_are_freed(samples: Path) -> None:
     # Double close and garbage collection of unclosed handles are harmless.
-    img = dd.Image(str(Path(__file__).resolve().parents[3] / "samples" / "app-1.tar"))
+    img = dd.Image(str(samples / "app-1.tar"))
     img.close()
     img.close()
-    dd.Image(str(Path(__file__).resolve().parents[3] / "samples" / "app-1.tar"))
+    dd.Image(str(samples / "app-1.tar"))
     gc.collect()
 
 
