@@ -18,7 +18,7 @@ cd "$REPO"
 
 log() { printf '[test] %s\n' "$*" >&2; }
 
-SUITES=(fmt cargo zlibng fuzz demo c python go)
+SUITES=(fmt deps cargo zlibng msrv fuzz demo c python go)
 
 ENGINES_STARTED=()
 cleanup() {
@@ -57,6 +57,44 @@ setup() {
 }
 
 # --- suites: one function per suite, named suite_<name> -------------------
+# What a Rust project depending on docker-delta builds: no bindgen or libclang anywhere
+# (a C compiler is all the native code needs), and no CLI crates in the library.
+suite_deps() {
+    local p
+    for p in bindgen clang-sys; do
+        log "+ cargo tree --workspace -e normal,build -i $p (must find nothing)"
+        if cargo tree --workspace -e normal,build -i "$p" 2>/dev/null | grep .; then
+            log "$p is in the build"; return 1
+        fi
+    done
+    # A new project that depends on the library, as the README's Install says (its own
+    # Cargo.toml, this lock file's versions, the build artifacts shared with target/).
+    local user=$REPO/target/dependent
+    rm -rf "$user" && mkdir -p "$user/src"
+    printf '%s\n' '[package]' 'name = "dependent"' 'version = "0.0.0"' 'edition = "2021"' \
+        'publish = false' '' '[dependencies]' "docker-delta = { path = \"$REPO\" }" '' \
+        '[workspace]' >"$user/Cargo.toml"
+    printf '%s\n' 'fn main() {' \
+        '    let r = docker_delta::ImageReference::parse("docker-archive:app.tar").expect("parses");' \
+        '    println!("docker-delta {} parses {r:?}", docker_delta::VERSION);' '}' >"$user/src/main.rs"
+    cp "$REPO/Cargo.lock" "$user/Cargo.lock"
+    log "+ a project depending on docker-delta: cargo tree -e normal (no clap, indicatif, tracing-subscriber)"
+    if (cd "$user" && cargo tree -e normal) | grep -E " (clap|indicatif|tracing-subscriber) v"; then
+        log "the library depends on CLI crates"; return 1
+    fi
+    log "+ a project depending on docker-delta: cargo run"
+    (cd "$user" && CARGO_TARGET_DIR=$REPO/target/dependent/target cargo run --quiet)
+    if find "$user/target" -name 'libdocker_delta*.so' -o -name 'libdocker_delta*.a' | grep .; then
+        log "building the library made a C library too"; return 1
+    fi
+}
+
+# The stated minimum Rust version, checked with Debian's Rust of that version.
+suite_msrv() {
+    log "+ scripts/msrv.sh"
+    "$REPO/scripts/msrv.sh"
+}
+
 suite_cargo() {
     log "+ cargo test --workspace --all-targets"
     cargo test --workspace --all-targets
@@ -90,6 +128,12 @@ suite_fuzz() {
 suite_demo() {
     log "+ scripts/demo.sh (the README's run-it command)"
     DEMO_DIR="$REPO/target/demo-ci" "$REPO/scripts/demo.sh"
+    # The README's CLI install (sharing target/ so that nothing is compiled twice).
+    log "+ cargo install --path cli --root target/cli-install"
+    rm -rf "$REPO/target/cli-install"
+    cargo install --quiet --locked --path "$REPO/cli" --root "$REPO/target/cli-install" \
+        --target-dir "$REPO/target"
+    "$REPO/target/cli-install/bin/docker-delta" --version
 }
 
 # The C library installed into a private prefix the way users install it
