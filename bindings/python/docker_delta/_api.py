@@ -7,6 +7,7 @@ import enum
 import json
 import os
 import queue
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -350,20 +351,41 @@ class _Call:
             finally:
                 self._events.put(("done", ()))
 
-        worker = threading.Thread(target=work, name="docker_delta call", daemon=True)
-        worker.start()
-        while True:
-            try:
+        # Ctrl-C while the worker runs: Python's default handler raises KeyboardInterrupt
+        # wherever the main thread is, and at a loop's back edge that is outside any try
+        # (seen: the exception escaped and the worker ran on with freed options). So while
+        # the call runs, SIGINT only records the interrupt and cancels; KeyboardInterrupt
+        # is raised once the worker has ended.
+        interrupted: List[bool] = []
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            interrupted.append(True)
+            self.cancel.set()
+
+        previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            worker = threading.Thread(target=work, name="docker_delta call", daemon=True)
+            worker.start()
+            while True:
                 try:
-                    kind, payload = self._events.get(timeout=self._POLL_SECONDS)
-                except queue.Empty:
-                    continue
-                if kind == "done":
-                    break
-                self._deliver(kind, payload)
-            except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt, mostly
-                self._fail(e)
-        worker.join()
+                    try:
+                        kind, payload = self._events.get(timeout=self._POLL_SECONDS)
+                    except queue.Empty:
+                        continue
+                    if kind == "done":
+                        break
+                    self._deliver(kind, payload)
+                except BaseException as e:  # noqa: BLE001 - a KeyboardInterrupt not ours
+                    self._fail(e)
+            worker.join()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            self._fail(KeyboardInterrupt())
         if failure:
             raise failure[0]
         return result[0]
