@@ -665,6 +665,91 @@ fn existing_layouts_are_checked_first_and_left_as_they_were() {
     assert!(common::snapshot(&layout) == before);
 }
 
+/// A layout made by `umoci init` (`"manifests": null`, what Debian's umoci writes) takes
+/// the image as skopeo and umoci would add one, and umoci then lists it under its ref.
+#[test]
+fn a_layout_made_by_umoci_init_takes_the_image() {
+    if !common::tool_available("umoci") {
+        return;
+    }
+    let p = pair();
+    let delta = Package::open(&p.delta()).unwrap();
+    let layout = p.dir.join("umoci-layout");
+    let init = std::process::Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(
+        index.contains("\"manifests\":null"),
+        "umoci init wrote {index}"
+    );
+    apply(
+        &delta,
+        Some(src(&p.old).as_ref()),
+        &ImageReference::parse(&format!("oci:{}:v2", layout.display())).unwrap(),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    let ls = std::process::Command::new("umoci")
+        .args(["ls", "--layout"])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "{ls:?}");
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "v2");
+    let rebuilt = open(
+        &ImageReference::parse(&format!("oci:{}:v2", layout.display())).unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(rebuilt.image().id().to_string(), p.new_id);
+}
+
+/// A name in the output reference is checked as `--tag` is: an invalid one is refused
+/// before anything is written, not dropped for the image's old name.
+#[test]
+fn an_invalid_name_in_the_output_reference_is_refused() {
+    let p = pair();
+    let delta = Package::open(&p.delta()).unwrap();
+    let out = p.dir.join("named.tar");
+    for name in [
+        "UPPER:tag",
+        "has space:tag",
+        "new\nline:tag",
+        "ok/name:bad tag",
+    ] {
+        let dest =
+            ImageReference::parse(&format!("docker-archive:{}:{name}", out.display())).unwrap();
+        let e = apply(
+            &delta,
+            Some(src(&p.old).as_ref()),
+            &dest,
+            &ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidReference { .. }), "{name:?}: {e}");
+        assert_eq!(
+            e.exit_code(),
+            docker_delta::ExitCode::InvalidInput,
+            "{name:?}"
+        );
+        assert!(!out.exists(), "{name:?} wrote {}", out.display());
+    }
+    let dest =
+        ImageReference::parse(&format!("docker-archive:{}:ok/name:v2", out.display())).unwrap();
+    apply(
+        &delta,
+        Some(src(&p.old).as_ref()),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(src(&out).image().repo_tags, vec!["ok/name:v2"]);
+}
+
 /// `apply --dry-run` refuses an existing output as the real run does.
 #[test]
 fn dry_run_refuses_an_existing_output() {

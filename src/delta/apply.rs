@@ -19,7 +19,7 @@ use crate::delta::format::{ImageIdentity, LayerSource, Package};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
-use crate::reference::ImageReference;
+use crate::reference::{ArchiveSelector, ImageReference};
 use crate::transport::dest::{name_in_reference, ImageName, ImageWriter};
 use crate::transport::ImageSource;
 
@@ -166,6 +166,15 @@ pub fn apply(
 ) -> Result<ApplyReport> {
     let header = &package.header;
     let target = &header.target;
+    // A name written into the output reference (`docker-archive:out.tar:NAME:TAG`) must
+    // be a valid image name, as `--tag` must: refused, not dropped for the old name.
+    let named_in_reference = match dest {
+        ImageReference::DockerArchive {
+            selector: Some(ArchiveSelector::Name(n)),
+            ..
+        } => Some(ImageName::parse(n)?),
+        _ => name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()),
+    };
     let base_map = check_base(package, base)?;
     // Refuse an output that cannot be written before any work, dry run or not (the
     // writer checks again when it starts).
@@ -173,7 +182,7 @@ pub fn apply(
     let name = options
         .name
         .clone()
-        .or_else(|| name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()))
+        .or(named_in_reference)
         .or_else(|| default_name(&target.identity));
     // The payload's lanes start decompressing (into memory, a few MiB ahead) while the
     // payload's checksum is verified; nothing is read from them before it is.

@@ -201,10 +201,15 @@ fn layout_target(path: &Path) -> Result<LayoutTarget> {
 }
 
 /// Reads an existing layout's index.json as JSON, checking it has a manifests array.
+/// `"manifests": null`, what `umoci init` writes for a layout with no image yet (and what
+/// skopeo and umoci add images to), is read as an empty list.
 fn read_index(index_path: &Path) -> Result<serde_json::Value> {
     let raw = fs::read(index_path).at(index_path)?;
-    let index: serde_json::Value =
+    let mut index: serde_json::Value =
         crate::manifest::parse_json(&raw, &index_path.display().to_string())?;
+    if let Some(m) = index.get_mut("manifests").filter(|m| m.is_null()) {
+        *m = serde_json::Value::Array(Vec::new());
+    }
     if !index.get("manifests").is_some_and(|m| m.is_array()) {
         return Err(Error::InvalidField {
             file: index_path.display().to_string(),

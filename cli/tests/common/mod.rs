@@ -236,3 +236,19 @@ pub fn write_then(path: &Path, data: &[u8]) -> PathBuf {
     write_file(path, data);
     path.to_path_buf()
 }
+
+/// Whether the reference tool `name` is installed: tests that need it skip when it is not,
+/// unless `DOCKER_DELTA_REQUIRE_ENGINES=1` (scripts/test.sh, after scripts/install-deps.sh
+/// installed it), which makes a missing tool a failure.
+pub fn tool_available(name: &str) -> bool {
+    match std::process::Command::new(name).arg("--version").output() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") {
+                panic!("the `{name}` tool is missing ({e}), but DOCKER_DELTA_REQUIRE_ENGINES=1");
+            }
+            println!("SKIPPED: `{name}` is not installed");
+            false
+        }
+    }
+}
