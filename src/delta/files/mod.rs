@@ -1923,9 +1923,6 @@ fn expand_zeros(runs: &[u8], lits: &[u8], max: u64, out: &mut Vec<u8>) -> Result
     Ok(())
 }
 
-/// An error reading the stream: the end of the input inside it is a damaged stream (a codec
-/// error naming that), anything else keeps its own kind (a package blob's digest mismatch,
-/// a limit, I/O).
 /// Reads `input` to its end, which must come now: reading it lets a package blob check its
 /// size and digest, and bytes after the stream are refused.
 fn expect_end(input: &mut impl Read, what: &str) -> Result<()> {
@@ -1940,6 +1937,9 @@ fn expect_end(input: &mut impl Read, what: &str) -> Result<()> {
     }
 }
 
+/// An error reading the stream: the end of the input inside it is a damaged stream (a codec
+/// error naming that), anything else keeps its own kind (a package blob's digest mismatch,
+/// a limit, I/O).
 fn stream_error(e: io::Error) -> Error {
     // `read_exact` and this decoder's own length checks make a bare UnexpectedEof; an error
     // from below (the blob reader, a decompressor) carries a payload and keeps it.
