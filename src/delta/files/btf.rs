@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::bad;
+use super::stream::bad;
 use crate::error::Result;
 
 /// BTF's magic number (little endian in the section).

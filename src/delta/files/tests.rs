@@ -2,7 +2,21 @@ use std::io::Write;
 
 use proptest::prelude::*;
 
+use std::io::Read;
+use std::sync::{mpsc, Mutex};
+
+use super::bsdiff::Control;
+use super::decode::{stream_error, MAX_PENDING_TEXT};
+use super::encode::{layer_pieces, same_as_layer, LAYER_PIECE};
+use super::plan::Region;
+use super::schedule::{in_order_parallel, Footprint};
+use super::stream::{
+    expand_zeros, put, put_patch, squeeze_zeros, ControlSections, CHUNK_BTF_MAP, CHUNK_INLINE,
+    CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_META,
+};
 use super::*;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 
 /// One tar member for generated layers.
 #[derive(Debug, Clone)]

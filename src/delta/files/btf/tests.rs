@@ -245,9 +245,9 @@ proptest! {
         pairs.sort_unstable();
         let map = BtfMap { types: Shifts::fit(pairs.clone()), names: Shifts::default() };
         let mut bytes = Vec::new();
-        map.write(&mut bytes, crate::delta::files::put);
+        map.write(&mut bytes, crate::delta::files::stream::put);
         let mut rest = &bytes[..];
-        let back = BtfMap::read(&mut || crate::delta::files::get(&mut rest)).unwrap();
+        let back = BtfMap::read(&mut || crate::delta::files::stream::get(&mut rest)).unwrap();
         prop_assert!(rest.is_empty());
         prop_assert_eq!(&back, &map);
         // Each pair maps exactly where the first of its old value said; anything else as

@@ -1,0 +1,424 @@
+//! Encoding: [`encode`] plans a layer, groups its regions into chunks, encodes them on
+//! every core into the stream's sections and checks that each chunk decodes back to the
+//! layer's bytes.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use super::bsdiff::{self, Streams};
+use super::btf;
+use super::decode::decode_chunk;
+use super::gz;
+use super::matching::Catalog;
+use super::plan::{learn_btf, plan, renumber_sources, Region};
+use super::schedule::{in_order_parallel, Footprint};
+use super::stream::{
+    get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
+    GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
+    OP_META, OP_WDIFF,
+};
+use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// Encodes `new` against `old` into `out`, the chunks' new bytes (their `extra` sections)
+/// and difference literals (`lits`) into `apart[0]` and `apart[1]` if given (see
+/// [`APART`]), else in the chunks; `progress` is told of each chunk's output
+/// bytes.
+///
+/// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
+/// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
+/// exactly is never shipped.
+pub fn encode(
+    old: &[OldLayer],
+    new: &OldLayer,
+    expected: &Digest,
+    out: &mut dyn Write,
+    mut apart: [Option<&mut dyn Write>; 2],
+    progress: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<EncodeStats> {
+    let cat = Catalog::new(old);
+    let mut stats = EncodeStats::default();
+    let mut regions = plan(&cat, new, &mut stats)?;
+    // The catalog's maps (a few hundred bytes a file) are not needed past the plan: on a
+    // layer of 400 000 files they are over 100 MiB that the encoding needs for itself.
+    drop(cat);
+    // Number the old layers actually used 0.. so the package names only those: a base
+    // image then needs just the layers the delta reads.
+    stats.sources = renumber_sources(&mut regions);
+    let refs: Vec<&LayerData> = stats.sources.iter().map(|&i| &old[i].data).collect();
+    let learnt = learn_btf(&mut regions, &refs, &new.data)?;
+    // The map as the decoder will read it, so that the round-trip check covers its encoding.
+    let mut map_bytes = Vec::new();
+    if !learnt.is_empty() {
+        map_bytes.push(CHUNK_BTF_MAP);
+        learnt.write(&mut map_bytes, put);
+    }
+    let map = Arc::new(match map_bytes.split_first() {
+        Some((_, mut rest)) => btf::BtfMap::read(&mut || get(&mut rest))?,
+        None => btf::BtfMap::default(),
+    });
+    stats.files_btf = regions
+        .iter()
+        .filter(|r| matches!(r, Region::Diff { btf: true, .. }))
+        .count() as u64;
+    tracing::debug!(
+        regions = regions.len(),
+        btf_modules = stats.files_btf,
+        btf_type_pieces = map.types.len(),
+        btf_name_pieces = map.names.len(),
+        btf_map_bytes = map_bytes.len(),
+        "planned the files codec's regions"
+    );
+    // Group regions into chunks of about CHUNK output bytes.
+    let mut chunks: Vec<ChunkJob<'_>> = Vec::new();
+    let (mut start, mut acc, mut at) = (0usize, 0u64, 0u64);
+    for (i, r) in regions.iter().enumerate() {
+        // A gzip member's text passes through memory too: count the larger of the two.
+        acc += match *r {
+            Region::Gzip { len, text, .. } => len.max(text),
+            _ => r.len(),
+        };
+        if acc >= CHUNK || i + 1 == regions.len() {
+            let job = ChunkJob::new(&regions[start..=i], at);
+            at += job.output;
+            chunks.push(job);
+            start = i + 1;
+            acc = 0;
+        }
+    }
+    let io_err = |e: io::Error| Error::io("files delta output", e);
+    out.write_all(MAGIC).map_err(io_err)?;
+    let mut written = MAGIC.len() as u64;
+    out.write_all(&map_bytes).map_err(io_err)?;
+    written += map_bytes.len() as u64;
+    // Chunks are encoded on every core and written in order. A worker takes the next chunk
+    // as soon as it is free (chunks differ widely in cost: a copied file is free, a patched
+    // one is not), as memory allows (see CHUNK_MEMORY).
+    //
+    // Each chunk is decoded again by the worker that made it and compared with the layer's
+    // bytes; the writer hashes the layer's bytes in order, which must give its diff_id.
+    let workers = crate::threads::threads();
+    let mut hasher = Sha256::new();
+    let mut rebuilt = 0u64;
+    let mut layer_bytes = Vec::new();
+    let split = [apart[0].is_some(), apart[1].is_some()];
+    let mut write = |chunk: Chunk| -> Result<()> {
+        layer_pieces(
+            &new.data,
+            rebuilt,
+            chunk.output,
+            &mut layer_bytes,
+            |_, piece| {
+                hasher.update(piece);
+                Ok(())
+            },
+        )?;
+        rebuilt += chunk.output;
+        out.write_all(&chunk.bytes).map_err(io_err)?;
+        written += chunk.bytes.len() as u64;
+        let sizes = stats.apart_sizes.iter_mut();
+        for ((w, n), size) in apart.iter_mut().zip(&chunk.apart).zip(sizes) {
+            if let (Some(w), Some(n)) = (w, n) {
+                w.write_all(n).map_err(io_err)?;
+                *size += n.len() as u64;
+            }
+        }
+        progress(chunk.output)
+    };
+    let mut jobs = chunks.into_iter();
+    in_order_parallel(
+        workers,
+        2 * workers,
+        CHUNK_MEMORY,
+        move || Ok(jobs.next()),
+        |job: ChunkJob<'_>| {
+            let chunk = encode_chunk(job.regions, &refs, &new.data, &map, split)?;
+            let decoded = decode_chunk(&chunk, &refs, &map)?;
+            same_as_layer(&decoded, job.output, &new.data, job.at)?;
+            Ok(chunk)
+        },
+        &mut write,
+    )?;
+    out.write_all(&[0]).map_err(io_err)?;
+    stats.encoded_size = written + 1;
+    let found = Digest::from_sha256(hasher.finalize().into());
+    if &found != expected || rebuilt != new.data.len() {
+        return Err(Error::DigestMismatch {
+            what: format!("{} (files codec round-trip check)", new.data.description()),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        });
+    }
+    Ok(stats)
+}
+
+/// A chunk of regions to encode, and where its output starts in the new layer.
+struct ChunkJob<'r> {
+    regions: &'r [Region],
+    at: u64,
+    output: u64,
+}
+
+impl<'r> ChunkJob<'r> {
+    fn new(regions: &'r [Region], at: u64) -> ChunkJob<'r> {
+        let output = regions.iter().map(Region::len).sum();
+        ChunkJob {
+            regions,
+            at,
+            output,
+        }
+    }
+}
+
+impl Footprint for ChunkJob<'_> {
+    /// Nothing until it runs.
+    fn held(&self) -> u64 {
+        0
+    }
+
+    /// Its regions are searched one after the other (the largest search counts), beside
+    /// the new bytes read, the sections made and the copy decoded again (each about the
+    /// output, a gzip member counted as its text where that is longer).
+    fn running(&self) -> u64 {
+        let search = self.regions.iter().map(Region::search_memory).max();
+        let text: u64 = self
+            .regions
+            .iter()
+            .map(|r| match *r {
+                Region::Gzip { len, text, .. } => text.saturating_sub(len),
+                _ => 0,
+            })
+            .sum();
+        search.unwrap_or(0) + 3 * (self.output + text)
+    }
+}
+
+impl Footprint for Chunk {
+    fn held(&self) -> u64 {
+        let apart = self
+            .apart
+            .iter()
+            .flatten()
+            .map(Vec::capacity)
+            .sum::<usize>();
+        (self.bytes.capacity() + apart) as u64
+    }
+}
+
+/// Bytes of a layer read at a time by [`layer_pieces`].
+pub(super) const LAYER_PIECE: u64 = 1 << 20;
+
+/// Reads the `len` bytes of the layer from `at` piece by piece into `buf`, giving each
+/// piece and its offset to `f`.
+pub(super) fn layer_pieces(
+    layer: &LayerData,
+    at: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(LAYER_PIECE);
+        layer.read_to(at + done, n, buf)?;
+        f(at + done, buf)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Checks that `decoded` is the `len` bytes of the layer from `at`.
+pub(super) fn same_as_layer(decoded: &[u8], len: u64, layer: &LayerData, at: u64) -> Result<()> {
+    let wrong = |what: String| Error::Codec {
+        codec: "files".into(),
+        reason: format!(
+            "round-trip check: the stream rebuilds {what} ({})",
+            layer.description()
+        ),
+    };
+    if decoded.len() as u64 != len {
+        let what = format!("{} bytes at offset {at}, not {len}", decoded.len());
+        return Err(wrong(what));
+    }
+    layer_pieces(layer, at, len, &mut Vec::new(), |from, piece| {
+        let want = &decoded[(from - at) as usize..][..piece.len()];
+        match piece.iter().zip(want).position(|(a, b)| a != b) {
+            Some(k) => Err(wrong(format!("byte {} wrong", from + k as u64))),
+            None => Ok(()),
+        }
+    })
+}
+
+/// An encoded chunk: its bytes in the stream and, when they go to a stream of their own,
+/// its new bytes (its `extra` section).
+pub(super) struct Chunk {
+    pub(super) bytes: Vec<u8>,
+    /// The bytes it rebuilds.
+    output: u64,
+    /// The sections kept apart ([`APART`]), if they are.
+    pub(super) apart: [Option<Vec<u8>>; 2],
+}
+
+/// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
+/// its bytes and returned apart, for a stream of its own.
+fn encode_chunk(
+    regions: &[Region],
+    old: &[&LayerData],
+    new: &LayerData,
+    map: &btf::BtfMap,
+    split: [bool; 2],
+) -> Result<Chunk> {
+    let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ctl = ControlSections::default();
+    let mut output = 0u64;
+    for r in regions {
+        output += r.len();
+        match *r {
+            Region::Meta { off, len, src } => {
+                let bytes = new.read(off, len)?;
+                match src {
+                    Some((l, soff, slen)) if len <= MAX_META_PATCH && slen <= MAX_META_PATCH => {
+                        let source = old[l].read(soff, slen)?;
+                        let mut s = Streams::default();
+                        bsdiff::diff(&source, &bytes, &mut s);
+                        ops.push(OP_HDIFF);
+                        put_patch(&mut ops, Some(&mut ctl), l, soff, slen, len, &s.controls);
+                        diff.extend_from_slice(&s.diff);
+                        meta.extend_from_slice(&s.extra);
+                    }
+                    _ => {
+                        ops.push(OP_META);
+                        put(&mut ops, len);
+                        meta.extend_from_slice(&bytes);
+                    }
+                }
+            }
+            Region::Copy { src, off, len } => {
+                ops.push(OP_COPY);
+                put(&mut ops, src as u64);
+                put(&mut ops, off);
+                put(&mut ops, len);
+            }
+            Region::Diff {
+                off,
+                len,
+                src,
+                src_off,
+                src_len,
+                relocatable,
+                btf,
+            } => {
+                let bytes = new.read(off, len)?;
+                let mut source = old[src].read(src_off, src_len)?;
+                if btf {
+                    btf::rewrite(&mut source, map);
+                }
+                let mut s = Streams::default();
+                bsdiff::diff(&source, &bytes, &mut s);
+                if s.extra.len() as u64 * 10 > len * 9 {
+                    // Hardly anything matched: the bytes alone are cheaper.
+                    ops.push(OP_LIT);
+                    put(&mut ops, len);
+                    extra.extend_from_slice(&bytes);
+                } else {
+                    // Words only for relocatable objects: on other files (linked programs,
+                    // text) they come out no smaller, or larger, in the package, even where
+                    // they compress smaller on their own (measured on every bench pair).
+                    let words = relocatable
+                        .then(|| bsdiff::word_differences(&source, &bytes, &s.controls))
+                        .flatten();
+                    ops.push(match (btf, words.is_some()) {
+                        (true, true) => OP_BDIFF,
+                        (false, true) => OP_WDIFF,
+                        (false, false) => OP_DIFF,
+                        (true, false) => {
+                            return Err(Error::Other(
+                                "files codec: word differences do not fit a BTF patch".into(),
+                            ))
+                        }
+                    });
+                    put_patch(
+                        &mut ops,
+                        Some(&mut ctl),
+                        src,
+                        src_off,
+                        src_len,
+                        len,
+                        &s.controls,
+                    );
+                    diff.extend_from_slice(words.as_ref().unwrap_or(&s.diff));
+                    extra.extend_from_slice(&s.extra);
+                }
+            }
+            Region::Gzip { off, len, src, .. } => {
+                let bytes = new.read(off, len)?;
+                // A deflater other than stock zlib would make members a stock build cannot
+                // re-make (or fail to re-make stock members): they go whole.
+                let split = gz::remake_at_create().then(|| gz::split(&bytes)).flatten();
+                let Some(m) = split else {
+                    ops.push(OP_LIT);
+                    put(&mut ops, len);
+                    extra.extend_from_slice(&bytes);
+                    continue;
+                };
+                ops.push(OP_GZIP);
+                put(&mut ops, m.level as u64);
+                put(&mut ops, m.header_len as u64);
+                meta.extend_from_slice(&bytes[..m.header_len]);
+                let source = match src {
+                    Some((l, soff, slen)) => gz::inflate_member(&old[l].read(soff, slen)?)
+                        .map(|raw| (l, soff, slen, raw)),
+                    None => None,
+                };
+                let mut s = Streams::default();
+                if let Some((_, _, _, sraw)) = &source {
+                    bsdiff::diff(sraw, &m.raw, &mut s);
+                }
+                match source {
+                    Some((l, soff, slen, _)) if s.extra.len() * 10 <= m.raw.len() * 9 => {
+                        put(&mut ops, GZ_PATCH);
+                        let n = m.raw.len() as u64;
+                        put_patch(&mut ops, Some(&mut ctl), l, soff, slen, n, &s.controls);
+                        diff.extend_from_slice(&s.diff);
+                        extra.extend_from_slice(&s.extra);
+                    }
+                    _ => {
+                        put(&mut ops, GZ_TEXT);
+                        put(&mut ops, m.raw.len() as u64);
+                        extra.extend_from_slice(&m.raw);
+                    }
+                }
+            }
+            Region::Lit { off, len } => {
+                ops.push(OP_LIT);
+                put(&mut ops, len);
+                extra.extend_from_slice(&new.read(off, len)?);
+            }
+        }
+    }
+    let (runs, lits) = squeeze_zeros(&diff);
+    let mut sections = [ops, meta, runs, lits, extra, ctl.add, ctl.copy, ctl.seek];
+    let mut out = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 48);
+    out.push(CHUNK_SPLIT);
+    put(&mut out, output);
+    for s in &sections {
+        put(&mut out, s.len() as u64);
+    }
+    let mut apart = [None, None];
+    for (k, &i) in APART.iter().enumerate() {
+        if split[k] {
+            apart[k] = Some(std::mem::take(&mut sections[i]));
+        }
+    }
+    for s in sections {
+        out.extend_from_slice(&s);
+    }
+    Ok(Chunk {
+        bytes: out,
+        output,
+        apart,
+    })
+}

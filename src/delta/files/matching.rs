@@ -1,0 +1,108 @@
+//! Choosing each new file's source: where the old files are, by content, path, folded path
+//! and file name ([`Catalog`]), and which old file a new file is copied or patched from
+//! ([`Pick`]; the order of preference is in the module doc of [`super`]).
+
+use std::collections::HashMap;
+
+use super::tarscan;
+use super::OldLayer;
+
+/// How a new file is sourced.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pick {
+    Same(usize, usize),
+    Similar(usize, usize),
+    None,
+}
+
+/// Where old files are, by content, path, folded path and file name.
+pub(super) struct Catalog<'a> {
+    pub(super) old: &'a [OldLayer],
+    by_hash: HashMap<[u8; 32], (usize, usize)>,
+    by_path: HashMap<&'a [u8], (usize, usize)>,
+    by_folded: HashMap<Vec<u8>, Vec<(usize, usize)>>,
+    by_name: HashMap<&'a [u8], Vec<(usize, usize)>>,
+}
+
+impl<'a> Catalog<'a> {
+    pub(super) fn new(old: &'a [OldLayer]) -> Catalog<'a> {
+        let mut c = Catalog {
+            old,
+            by_hash: HashMap::new(),
+            by_path: HashMap::new(),
+            by_folded: HashMap::new(),
+            by_name: HashMap::new(),
+        };
+        for (l, layer) in old.iter().enumerate() {
+            for (i, f) in layer.index.files.iter().enumerate() {
+                c.by_hash.entry(f.hash).or_insert((l, i));
+                // Upper layers hide lower ones.
+                c.by_path.insert(&f.path, (l, i));
+                c.by_folded.entry(fold(&f.path)).or_default().push((l, i));
+                c.by_name
+                    .entry(file_name(&f.path))
+                    .or_default()
+                    .push((l, i));
+            }
+        }
+        c
+    }
+
+    pub(super) fn file(&self, (l, i): (usize, usize)) -> &tarscan::FileEntry {
+        &self.old[l].index.files[i]
+    }
+
+    pub(super) fn pick(&self, f: &tarscan::FileEntry) -> Pick {
+        if let Some(&(l, i)) = self.by_hash.get(&f.hash) {
+            if self.file((l, i)).size == f.size {
+                return Pick::Same(l, i);
+            }
+        }
+        if let Some(&s) = self.by_path.get(&f.path[..]) {
+            return Pick::Similar(s.0, s.1);
+        }
+        let closest = |cands: Option<&Vec<(usize, usize)>>| {
+            cands.and_then(|v| {
+                v.iter()
+                    .copied()
+                    .min_by_key(|&s| self.file(s).size.abs_diff(f.size))
+            })
+        };
+        if let Some(s) = closest(self.by_folded.get(&fold(&f.path))) {
+            return Pick::Similar(s.0, s.1);
+        }
+        if let Some(s) = closest(self.by_name.get(file_name(&f.path))) {
+            // A moved file must look like the same file: similar size.
+            let size = self.file(s).size;
+            if size.min(f.size) * 2 >= size.max(f.size) {
+                return Pick::Similar(s.0, s.1);
+            }
+        }
+        Pick::None
+    }
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(p) => &path[p + 1..],
+        None => path,
+    }
+}
+
+/// A path with every run of digits replaced by `#`.
+fn fold(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut digits = false;
+    for &b in path {
+        if b.is_ascii_digit() {
+            if !digits {
+                out.push(b'#');
+            }
+            digits = true;
+        } else {
+            digits = false;
+            out.push(b);
+        }
+    }
+    out
+}

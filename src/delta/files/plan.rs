@@ -1,0 +1,376 @@
+//! Planning a layer: cutting the new layer into regions ([`Region`]), each with its source
+//! and how it is made (copied, patched whole or in pieces, shipped as gzip text, or
+//! literally); then numbering the old layers the regions use and settling which kernel
+//! modules are patched through the layer's BTF map.
+
+use super::align::{Alignment, Span};
+use super::btf;
+use super::gz;
+use super::matching::{Catalog, Pick};
+use super::schedule::on_every_core;
+use super::{EncodeStats, LayerData, OldLayer, CHUNK, WINDOW};
+use crate::error::Result;
+
+/// A piece of the new layer and how to make it.
+#[derive(Debug, Clone)]
+pub(super) enum Region {
+    Meta {
+        off: u64,
+        len: u64,
+        src: Option<(usize, u64, u64)>,
+    },
+    Copy {
+        src: usize,
+        off: u64,
+        len: u64,
+    },
+    Diff {
+        off: u64,
+        len: u64,
+        src: usize,
+        src_off: u64,
+        src_len: u64,
+        /// The file is a relocatable ELF object (its differences go by words).
+        relocatable: bool,
+        /// The source is a whole kernel module whose BTF is rewritten through the
+        /// layer's map before diffing (see [`btf`]).
+        btf: bool,
+    },
+    Lit {
+        off: u64,
+        len: u64,
+    },
+    /// A gzip member: its text is shipped (patched against `src`, a gzip member of an old
+    /// layer, when there is one) and deflated again, if zlib re-makes it exactly.
+    Gzip {
+        off: u64,
+        len: u64,
+        /// The text length the member claims.
+        text: u64,
+        src: Option<(usize, u64, u64)>,
+    },
+}
+
+impl Region {
+    /// Memory its difference search takes (see [`CHUNK_MEMORY`](super::CHUNK_MEMORY)); 0 for what is not
+    /// searched, or only a header's worth.
+    pub(super) fn search_memory(&self) -> u64 {
+        let search = |source: u64, target: u64| 5 * source + 3 * target;
+        match *self {
+            Region::Diff { len, src_len, .. } => search(src_len, len),
+            // The old member's text is about as long as the new one's (or it is not
+            // patched against it).
+            Region::Gzip {
+                text, src: Some(_), ..
+            } => search(text, text),
+            _ => 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Region::Meta { len, .. }
+            | Region::Copy { len, .. }
+            | Region::Diff { len, .. }
+            | Region::Lit { len, .. }
+            | Region::Gzip { len, .. } => *len,
+        }
+    }
+}
+
+/// Whether bytes start like a compressed stream (gzip, xz, zstd, bzip2, zip, lzma).
+fn looks_compressed(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh")
+        || head.starts_with(b"PK\x03\x04")
+        || head.starts_with(&[0x5d, 0, 0])
+}
+
+/// The text length a gzip member at `off` claims (its ISIZE), if it starts like one and
+/// claims at most [`gz::MAX_RAW`] bytes.
+fn gzip_text_len(d: &LayerData, off: u64, size: u64) -> Result<Option<u64>> {
+    if size < 18 || d.read(off, 3)? != [0x1f, 0x8b, 8] {
+        return Ok(None);
+    }
+    let t = d.read(off + size - 4, 4)?;
+    let isize = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as u64;
+    Ok((isize <= gz::MAX_RAW).then_some(isize))
+}
+
+/// Cuts the new layer into regions, each with its source.
+pub(super) fn plan(
+    cat: &Catalog<'_>,
+    new: &OldLayer,
+    stats: &mut EncodeStats,
+) -> Result<Vec<Region>> {
+    let mut regions = Vec::new();
+    let mut cursor = 0u64;
+    let push_meta =
+        |regions: &mut Vec<Region>, off: u64, end: u64, src: Option<(usize, u64, u64)>| {
+            let mut o = off;
+            while o < end {
+                let len = (end - o).min(CHUNK);
+                regions.push(Region::Meta {
+                    off: o,
+                    len,
+                    src: if o == off { src } else { None },
+                });
+                o += len;
+            }
+        };
+    for f in &new.index.files {
+        let pick = cat.pick(f);
+        let src_entry = match pick {
+            Pick::Same(l, i) | Pick::Similar(l, i) => Some((l, cat.file((l, i)))),
+            Pick::None => None,
+        };
+        let meta_src = src_entry.map(|(l, s)| (l, s.meta_offset, s.meta_len()));
+        push_meta(&mut regions, cursor, f.data_offset, meta_src);
+        let (off, size) = (f.data_offset, f.size);
+        match (pick, src_entry) {
+            (Pick::Same(..), Some((l, s))) => {
+                stats.files_copied += 1;
+                stats.bytes_copied += size;
+                let mut done = 0;
+                while done < size {
+                    let len = (size - done).min(CHUNK);
+                    regions.push(Region::Copy {
+                        src: l,
+                        off: s.data_offset + done,
+                        len,
+                    });
+                    done += len;
+                }
+            }
+            (Pick::Similar(..), Some((l, s)))
+                if !compressed_pair(&new.data, off, &cat.old[l].data, s.data_offset)? =>
+            {
+                stats.files_patched += 1;
+                let relocatable = is_relocatable_elf(&new.data.read(off, size.min(18))?);
+                let whole = s.size <= WINDOW && size <= WINDOW;
+                let piece = if whole { WINDOW } else { WINDOW / 2 };
+                let alignment = if whole {
+                    Alignment::default()
+                } else {
+                    let old_file = Span {
+                        data: &cat.old[l].data,
+                        offset: s.data_offset,
+                        len: s.size,
+                    };
+                    let new_file = Span {
+                        data: &new.data,
+                        offset: off,
+                        len: size,
+                    };
+                    let started = std::time::Instant::now();
+                    let a = Alignment::find(old_file, new_file)?;
+                    tracing::debug!(
+                        path = %String::from_utf8_lossy(&f.path),
+                        size,
+                        source_size = s.size,
+                        shared_anchors = a.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "aligned a big file with its source"
+                    );
+                    a
+                };
+                let mut done = 0;
+                while done < size {
+                    let len = alignment.piece_len(done, (size - done).min(piece), WINDOW / 2);
+                    let (src_off, src_len) = if whole {
+                        (0, s.size)
+                    } else {
+                        piece_source(&alignment, done, len, size, s.size)
+                    };
+                    regions.push(Region::Diff {
+                        off: off + done,
+                        len,
+                        src: l,
+                        src_off: s.data_offset + src_off,
+                        src_len,
+                        relocatable,
+                        // A candidate if the source is the whole old file; `encode`
+                        // decides once it has learnt the layer's map.
+                        btf: relocatable && src_len == s.size && len == size,
+                    });
+                    done += len;
+                }
+            }
+            _ if size <= CHUNK && gzip_text_len(&new.data, off, size)?.is_some() => {
+                // Shipped as text if zlib re-makes it (decided when the chunk is encoded).
+                stats.files_gzip += 1;
+                let src = match src_entry {
+                    Some((l, s))
+                        if s.size <= CHUNK
+                            && gzip_text_len(&cat.old[l].data, s.data_offset, s.size)?
+                                .is_some() =>
+                    {
+                        Some((l, s.data_offset, s.size))
+                    }
+                    _ => None,
+                };
+                let text = gzip_text_len(&new.data, off, size)?.unwrap_or_default();
+                regions.push(Region::Gzip {
+                    off,
+                    len: size,
+                    text,
+                    src,
+                });
+            }
+            _ => {
+                stats.files_literal += 1;
+                let mut done = 0;
+                while done < size {
+                    let len = (size - done).min(CHUNK);
+                    regions.push(Region::Lit {
+                        off: off + done,
+                        len,
+                    });
+                    done += len;
+                }
+            }
+        }
+        cursor = f.data_end();
+    }
+    push_meta(&mut regions, cursor, new.index.len, None);
+    Ok(regions)
+}
+
+/// The source window of the piece `done..done + len` of a file of `size` bytes diffed
+/// against an old file of `old_size` bytes: where the piece's content sits in the old file
+/// (by the shift most of its shared anchors agree on, else by its proportional position),
+/// from half a [`WINDOW`] before it to half a window after, kept inside the old file.
+fn piece_source(a: &Alignment, done: u64, len: u64, size: u64, old_size: u64) -> (u64, u64) {
+    let span = (len + WINDOW).min(old_size);
+    let at = match a.shift(done, len, WINDOW / 2, 2) {
+        Some(shift) => (done as i64).saturating_add(shift).max(0) as u64,
+        None => (done as u128 * old_size as u128 / size.max(1) as u128) as u64,
+    };
+    let start = at.saturating_sub(WINDOW / 2).min(old_size - span);
+    (start, span)
+}
+
+/// Whether bytes start like a relocatable ELF object (a `.o`, a kernel module), little
+/// endian: mostly tables of fields that a rebuild moves by constants (relocations,
+/// symbols, BTF type ids), which differ best by words (see [`Differences::Words`](super::bsdiff::Differences::Words)).
+fn is_relocatable_elf(head: &[u8]) -> bool {
+    head.len() >= 18 && head.starts_with(b"\x7fELF") && head[5] == 1 && head[16..18] == [1, 0]
+}
+
+fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> Result<bool> {
+    let head = |d: &LayerData, o: u64| -> Result<Vec<u8>> { d.read(o, 6.min(d.len() - o)) };
+    Ok(looks_compressed(&head(new, off)?) && looks_compressed(&head(old, old_off)?))
+}
+
+/// Renumbers the old layers the regions read from as 0.. in order of first index, and
+/// returns the original index of each.
+pub(super) fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
+    let mut used: Vec<usize> = regions
+        .iter()
+        .filter_map(|r| match *r {
+            Region::Meta { src, .. } | Region::Gzip { src, .. } => src.map(|(l, _, _)| l),
+            Region::Copy { src, .. } | Region::Diff { src, .. } => Some(src),
+            Region::Lit { .. } => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let number = |l: usize| used.binary_search(&l).unwrap_or_default();
+    for r in regions.iter_mut() {
+        match r {
+            Region::Meta { src: Some(s), .. } | Region::Gzip { src: Some(s), .. } => {
+                s.0 = number(s.0)
+            }
+            Region::Copy { src, .. } | Region::Diff { src, .. } => *src = number(*src),
+            Region::Meta { src: None, .. }
+            | Region::Gzip { src: None, .. }
+            | Region::Lit { .. } => {}
+        }
+    }
+    used
+}
+
+/// Learns the layer's BTF map from the kernel modules among the patched files (see
+/// [`btf`]), and keeps the rewrite for the modules of the kernel it learnt it from. Both
+/// passes read the sections again, so that no more than a pair per core is held at a time.
+pub(super) fn learn_btf(
+    regions: &mut [Region],
+    old: &[&LayerData],
+    new: &LayerData,
+) -> Result<btf::BtfMap> {
+    let candidates = |regions: &[Region]| -> Vec<usize> {
+        let btf = |r: &Region| matches!(r, Region::Diff { btf: true, .. });
+        (0..regions.len()).filter(|&i| btf(&regions[i])).collect()
+    };
+    let sections = |r: &Region| -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Region::Diff {
+            off,
+            len,
+            src,
+            src_off,
+            src_len,
+            btf: true,
+            ..
+        } = *r
+        else {
+            return Ok(None);
+        };
+        let a = read_btf(old[src], src_off, src_len)?;
+        let b = match a {
+            Some(_) => read_btf(new, off, len)?,
+            None => None,
+        };
+        Ok(a.zip(b))
+    };
+    let workers = crate::threads::threads();
+    let pairs = candidates(regions);
+    let surveys = on_every_core(workers, |k| {
+        let mine = pairs.iter().skip(k).step_by(workers);
+        mine.map(|&i| {
+            let survey = sections(&regions[i])?.and_then(|(a, b)| btf::Survey::new(&a, &b));
+            Ok((i, survey))
+        })
+        .collect::<Result<Vec<_>>>()
+    })?;
+    let surveys: Vec<(usize, Option<btf::Survey>)> = surveys.into_iter().flatten().collect();
+    let kernel = btf::Kernel::settle(surveys.iter().filter_map(|(_, s)| s.as_ref()));
+    // Only the pairs of the kernel learnt keep their candidacy.
+    for (i, s) in &surveys {
+        if let Region::Diff { btf, .. } = &mut regions[*i] {
+            *btf = kernel.zip(*s).is_some_and(|(k, s)| k.owns(&s));
+        }
+    }
+    let Some(kernel) = kernel else {
+        return Ok(btf::BtfMap::default());
+    };
+    let pairs = candidates(regions);
+    let regions = &*regions;
+    let votes = on_every_core(workers, |k| {
+        let mut votes = btf::Votes::default();
+        for &i in pairs.iter().skip(k).step_by(workers) {
+            if let Some((a, b)) = sections(&regions[i])? {
+                votes.align(&kernel, &a, &b);
+            }
+        }
+        Ok(votes)
+    })?;
+    let mut all = btf::Votes::default();
+    for v in votes {
+        all.merge(v);
+    }
+    Ok(all.finish(&kernel))
+}
+
+/// The `.BTF` section of the ELF file at `off` (`size` bytes) of a layer, if it has one.
+fn read_btf(d: &LayerData, off: u64, size: u64) -> Result<Option<Vec<u8>>> {
+    let mut read = |o: u64, l: u64| {
+        let o = o.min(size);
+        d.read(off + o, l.min(size - o))
+    };
+    match btf::find_section(size, &mut read)? {
+        Some((o, l)) => Ok(Some(d.read(off + o, l)?)),
+        None => Ok(None),
+    }
+}
