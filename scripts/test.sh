@@ -68,7 +68,8 @@ suite_deps() {
         fi
     done
     # A new project that depends on the library, as the README's Install says (its own
-    # Cargo.toml, this lock file's versions, the build artifacts shared with target/).
+    # Cargo.toml, this lock file's versions, a target dir of its own so that the check for
+    # C libraries sees only what it built).
     local user=$REPO/target/dependent
     rm -rf "$user" && mkdir -p "$user/src"
     printf '%s\n' '[package]' 'name = "dependent"' 'version = "0.0.0"' 'edition = "2021"' \
@@ -137,8 +138,9 @@ suite_demo() {
 }
 
 # The C library installed into a private prefix the way users install it
-# (scripts/install-c.sh: SONAME, static library, header, docker-delta.pc), for the Go
-# and Python suites, which build against it from outside the source tree.
+# (scripts/install-c.sh: SONAME, static library, header, docker-delta.pc), for the C, Go
+# and Python suites, which build against it from outside the source tree. Each suite
+# installs it (a no-op build when it is current), so that each also runs alone.
 C_PREFIX=$REPO/target/c-prefix
 install_c() {
     log "+ scripts/install-c.sh --prefix $C_PREFIX"
@@ -146,8 +148,9 @@ install_c() {
 }
 
 suite_c() {
-    log "+ bindings/c/test.sh (install, pkg-config shared and static builds of example.c, valgrind)"
-    "$REPO/bindings/c/test.sh"
+    install_c
+    log "+ bindings/c/test.sh (pkg-config shared and static builds of example.c, valgrind)"
+    "$REPO/bindings/c/test.sh" "$C_PREFIX"
 }
 
 suite_python() {

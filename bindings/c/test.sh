@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the C library into a private prefix with scripts/install-c.sh, then builds
-# bindings/c/example.c twice with nothing but pkg-config, as a C user would:
+# Builds bindings/c/example.c against the C library installed in PREFIX (by
+# scripts/install-c.sh --prefix PREFIX) twice, with nothing but pkg-config, as a C user would:
 #   shared: cc example.c $(pkg-config --cflags --libs docker-delta)
 #   static: the same with --static, against a copy of the prefix without the .so files
 #           (as a distribution's static package has it), so Libs.private must be right
@@ -8,19 +8,17 @@
 # check) and error path (NULL argument, wrong base image, missing package); the shared
 # build runs under valgrind, where any leak or memory error fails.
 #
+# Usage: bindings/c/test.sh PREFIX
 # Env: DOCKER_DELTA_VALGRIND=0 to run without valgrind
-#      DOCKER_DELTA_C_NO_BUILD=1 to install target/release as it is (install-c.sh --no-build)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
+PREFIX=${1:?usage: $0 PREFIX}
+[ -e "$PREFIX/lib/pkgconfig/docker-delta.pc" ] || { echo "no docker-delta.pc in $PREFIX/lib/pkgconfig: run scripts/install-c.sh --prefix $PREFIX" >&2; exit 2; }
 OUT=$REPO/target/c-example
 rm -rf "$OUT"
 mkdir -p "$OUT"
 command -v pkg-config >/dev/null || { echo "pkg-config is missing (scripts/install-deps.sh)" >&2; exit 2; }
 
-PREFIX=$OUT/prefix
-args=(--prefix "$PREFIX")
-[ "${DOCKER_DELTA_C_NO_BUILD:-0}" != 1 ] || args+=(--no-build)
-"$REPO/scripts/install-c.sh" "${args[@]}"
 soname=$(objdump -p "$PREFIX/lib/libdocker_delta.so" | awk '$1 == "SONAME" {print $2}')
 case $soname in
     libdocker_delta.so.[0-9]*) echo "installed library's SONAME: $soname" ;;
