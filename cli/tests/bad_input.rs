@@ -1839,3 +1839,18 @@ fn directories_as_archives_or_packages_say_so() {
         assert!(err.contains(&want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn measured_runs_report_the_childs_own_peak_memory() {
+    // The harness the memory cases rely on: a child that touches 64 MiB reports at least
+    // that, and one that touches little reports far less.
+    let big = common::run_measured(Command::new("python3").args([
+        "-c",
+        "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096])",
+    ]));
+    assert!(big.status.success(), "{}", big.stderr_text());
+    assert!(big.peak_rss >= 64 << 20, "peak {}", big.peak_rss);
+    let small = common::run_measured(&mut Command::new("true"));
+    assert!(small.status.success());
+    assert!(small.peak_rss < 32 << 20, "peak {}", small.peak_rss);
+}

@@ -252,3 +252,69 @@ pub fn tool_available(name: &str) -> bool {
         }
     }
 }
+
+/// What a child process did, with its peak resident memory as the kernel counted it.
+#[derive(Debug)]
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Peak resident set size of the child (`ru_maxrss` from `wait4`), in bytes.
+    pub peak_rss: u64,
+}
+
+impl Measured {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to its end and reads its own rusage with `wait4` (not `getrusage(CHILDREN)`,
+/// which mixes every child the test process ever reaped). stdin is null; stdout and stderr
+/// are collected.
+///
+/// The figure is an upper bound: Linux carries the high-water mark of the address space
+/// that `exec` replaces (the test process's, shared by vfork) into the child's `ru_maxrss`,
+/// so it includes what the test process had resident when it spawned the command. That is
+/// safe for "stays below the bound" assertions, which is what the suite makes.
+pub fn run_measured(cmd: &mut std::process::Command) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).map(|_| v).unwrap_or_default()
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).map(|_| v).unwrap_or_default()
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child's pid with valid out-pointers; the Child is
+    // never waited on afterwards (dropping it does not wait).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = loop {
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break rc;
+    };
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    Measured {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+        // Linux reports ru_maxrss in KiB.
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+    }
+}
