@@ -266,6 +266,32 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A path is not the kind of file it must be (a FIFO, socket or device where a regular
+    /// file or directory is expected, or a symbolic link inside an image layout).
+    #[error("{}: {found} where {expected} is expected", .path.display())]
+    UnsupportedFileType {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`FIFO`, `socket`, `character device`, `block device`, `symbolic link`,
+        /// `directory`, `regular file`).
+        found: String,
+        /// What it must be.
+        expected: String,
+    },
+
+    /// A conversation with the Docker daemon or a registry took longer than its timeout.
+    #[error("{endpoint}: {operation}: no answer within {seconds} s; raise it with {option}")]
+    Timeout {
+        /// The socket or URL.
+        endpoint: String,
+        /// What was under way (`connect`, `GET /version`, `reading the load reply`, ...).
+        operation: String,
+        /// The timeout that ran out, in seconds.
+        seconds: u64,
+        /// How to raise it (CLI option or environment variable).
+        option: String,
+    },
+
     /// The Docker daemon cannot be reached.
     #[error("cannot reach the Docker daemon at {endpoint}: {reason}")]
     DaemonUnavailable {
@@ -348,8 +374,11 @@ impl Error {
             | WrongBaseImage { .. }
             | LimitExceeded { .. }
             | InvalidOption { .. }
-            | OutputExists { .. } => ExitCode::InvalidInput,
-            DaemonUnavailable { .. } | DeflaterMismatch { .. } => ExitCode::MissingDependency,
+            | OutputExists { .. }
+            | UnsupportedFileType { .. } => ExitCode::InvalidInput,
+            DaemonUnavailable { .. } | DeflaterMismatch { .. } | Timeout { .. } => {
+                ExitCode::MissingDependency
+            }
             Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
             TagFailed { .. } => ExitCode::TagWarning,
             Io { source, .. } => {
@@ -390,6 +419,8 @@ impl Error {
             DeflaterMismatch { .. } => "deflater_mismatch",
             InvalidOption { .. } => "invalid_option",
             OutputExists { .. } => "output_exists",
+            UnsupportedFileType { .. } => "unsupported_file_type",
+            Timeout { .. } => "timeout",
             DaemonUnavailable { .. } => "daemon_unavailable",
             Daemon { .. } => "daemon",
             TagFailed { .. } => "tag_failed",
@@ -484,6 +515,19 @@ impl Error {
             Codec { codec, reason } => json!({"codec": codec, "reason": reason}),
             DeflaterMismatch { what } => json!({ "what": what }),
             OutputExists { path } => json!({ "path": path }),
+            UnsupportedFileType {
+                path,
+                found,
+                expected,
+            } => json!({"path": path, "found": found, "expected": expected}),
+            Timeout {
+                endpoint,
+                operation,
+                seconds,
+                option,
+            } => {
+                json!({"endpoint": endpoint, "operation": operation, "seconds": seconds, "option": option})
+            }
             DaemonUnavailable { endpoint, reason } => {
                 json!({"endpoint": endpoint, "reason": reason})
             }
@@ -524,6 +568,7 @@ impl Error {
             | InvalidPackage { path, .. }
             | UnsupportedPackageVersion { path, .. }
             | OutputExists { path }
+            | UnsupportedFileType { path, .. }
             | Io { path, .. } => Some(path.display().to_string()),
             MissingFile { container, .. } | PathOutsideArchive { container, .. } => {
                 Some(container.display().to_string())

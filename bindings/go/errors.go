@@ -88,6 +88,8 @@ var (
 	ErrInvalidPlatform           error = kindError("invalid_platform")
 	ErrImageNotFound             error = kindError("image_not_found")
 	ErrDaemonUnavailable         error = kindError("daemon_unavailable")
+	ErrTimeout                   error = kindError("timeout")
+	ErrUnsupportedFileType       error = kindError("unsupported_file_type")
 	ErrDeflaterMismatch          error = kindError("deflater_mismatch")
 	ErrTagFailed                 error = kindError("tag_failed")
 	ErrCancelled                 error = kindError("cancelled")

@@ -81,6 +81,12 @@ class DaemonUnavailable(MissingDependency):
     """The Docker daemon cannot be reached."""
 
 
+class Timeout(MissingDependency):
+    """The Docker daemon (or a registry) did not answer within its timeout;
+    ``fields["endpoint"]``, ``fields["operation"]`` and ``fields["option"]`` say which and
+    how to raise it."""
+
+
 class DeflaterMismatch(MissingDependency):
     """The package ships gzip members to re-deflate, and the library's zlib is not stock
     zlib (zlib-ng, say), which would not re-make them byte for byte."""
@@ -113,6 +119,11 @@ class UnsupportedPackageVersion(InvalidInput):
 
 class OutputExists(InvalidInput):
     """The output exists; pass ``force=True`` to overwrite it."""
+
+
+class UnsupportedFileType(InvalidInput):
+    """A path is a FIFO, socket or device (or a symbolic link inside an image layout) where
+    a regular file or directory is expected; nothing was read from it or written to it."""
 
 
 class InvalidReference(InvalidInput):
@@ -156,6 +167,8 @@ _BY_KIND: Dict[str, Type[DeltaError]] = {
     "invalid_reference": InvalidReference,
     "image_not_found": ImageNotFound,
     "daemon_unavailable": DaemonUnavailable,
+    "timeout": Timeout,
+    "unsupported_file_type": UnsupportedFileType,
     "deflater_mismatch": DeflaterMismatch,
     "tag_failed": TagFailed,
     "cancelled": Cancelled,
