@@ -277,6 +277,7 @@ impl Measured {
 /// that `exec` replaces (the test process's, shared by vfork) into the child's `ru_maxrss`,
 /// so it includes what the test process had resident when it spawned the command. That is
 /// safe for "stays below the bound" assertions, which is what the suite makes.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below
 pub fn run_measured(cmd: &mut std::process::Command) -> Measured {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
