@@ -333,8 +333,9 @@ dd_status dd_create_options_set_dry_run(dd_create_options *options,
                                         bool dry_run);
 
 /**
- * Largest layer held in memory for delta encoding or decoding, in bytes (default:
- * `DOCKER_DELTA_MAX_MEMORY` or 2 GiB); 0 restores the default.
+ * The run's memory bound in bytes, which decides whether a whole-layer (xdelta3, zstd)
+ * delta, holding both layers in memory, may be encoded or decoded (default:
+ * `DOCKER_DELTA_MAX_MEMORY` or 512 MiB); 0 restores the default.
  *
  * # Safety
  *
@@ -424,8 +425,9 @@ dd_status dd_apply_options_set_dry_run(dd_apply_options *options,
                                        bool dry_run);
 
 /**
- * Largest layer held in memory for delta encoding or decoding, in bytes (default:
- * `DOCKER_DELTA_MAX_MEMORY` or 2 GiB); 0 restores the default.
+ * The run's memory bound in bytes, which decides whether a whole-layer (xdelta3, zstd)
+ * delta, holding both layers in memory, may be encoded or decoded (default:
+ * `DOCKER_DELTA_MAX_MEMORY` or 512 MiB); 0 restores the default.
  *
  * # Safety
  *

@@ -352,7 +352,7 @@ type CreateOptions struct {
 	Platform            string // "" for the host's
 	Force               bool
 	DryRun              bool
-	MaxLayerMemory      uint64 // 0: DOCKER_DELTA_MAX_MEMORY or 2 GiB
+	MaxLayerMemory      uint64 // the run's memory bound; 0: DOCKER_DELTA_MAX_MEMORY or 512 MiB
 	Progress            ProgressFunc
 	Log                 LogFunc
 	LogLevel            LogLevel // most detailed level passed to Log (0: LogInfo)

@@ -236,8 +236,9 @@ pub unsafe extern "C" fn dd_create_options_set_dry_run(
     }
 }
 
-/// Largest layer held in memory for delta encoding or decoding, in bytes (default:
-/// `DOCKER_DELTA_MAX_MEMORY` or 2 GiB); 0 restores the default.
+/// The run's memory bound in bytes, which decides whether a whole-layer (xdelta3, zstd)
+/// delta, holding both layers in memory, may be encoded or decoded (default:
+/// `DOCKER_DELTA_MAX_MEMORY` or 512 MiB); 0 restores the default.
 ///
 /// # Safety
 ///
@@ -386,8 +387,9 @@ pub unsafe extern "C" fn dd_apply_options_set_dry_run(
     }
 }
 
-/// Largest layer held in memory for delta encoding or decoding, in bytes (default:
-/// `DOCKER_DELTA_MAX_MEMORY` or 2 GiB); 0 restores the default.
+/// The run's memory bound in bytes, which decides whether a whole-layer (xdelta3, zstd)
+/// delta, holding both layers in memory, may be encoded or decoded (default:
+/// `DOCKER_DELTA_MAX_MEMORY` or 512 MiB); 0 restores the default.
 ///
 /// # Safety
 ///

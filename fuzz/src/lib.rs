@@ -35,8 +35,9 @@ pub fn limits() -> Limits {
     }
 }
 
-/// Largest layer an apply under fuzzing decodes in memory.
-pub const MAX_LAYER_MEMORY: u64 = 16 << 20;
+/// The memory bound of an apply under fuzzing: whole-layer deltas of up to 16 MiB of
+/// source and target together are decoded (see `codec::whole_layer_memory`).
+pub const MAX_LAYER_MEMORY: u64 = docker_delta::delta::codec::RESERVED_MEMORY + (128 << 20);
 
 /// A scratch directory for this process, in `TMPDIR` (scripts/fuzz.sh points it to a
 /// directory in /dev/shm that it removes afterwards: inputs are written to files at every

@@ -32,7 +32,9 @@ pub struct ApplyOptions<'a> {
     pub force: bool,
     /// Check everything, write nothing.
     pub dry_run: bool,
-    /// Largest layer held in memory to decode a delta.
+    /// The memory bound of the run, in bytes (`DOCKER_DELTA_MAX_MEMORY`, default 512 MiB):
+    /// a whole-layer delta is decoded only within it (the bound create kept to, see
+    /// `CreateOptions::max_layer_memory`).
     pub max_layer_memory: u64,
     /// Progress sink.
     pub progress: &'a dyn Progress,
@@ -312,20 +314,37 @@ pub fn apply(
                     Codec::Zstd
                 };
                 let (base, b) = base_layer(base, &base_map, *old_layer)?;
+                // The same bound create kept to: a package made within it applies within it.
+                let max = options.max_layer_memory;
+                let over = |old_len: u64| {
+                    Error::LimitExceeded {
+                    what: format!("{what} (a whole-layer {codec} delta against old layer {old_layer})"),
+                    limit: format!(
+                        "memory bound (both layers, the delta and {codec}'s tables, beside {} MiB for the rest of the run)",
+                        codec::RESERVED_MEMORY >> 20
+                    ),
+                    max,
+                    found: codec::whole_layer_memory(codec, old_len, entry.size)
+                        .saturating_add(codec::RESERVED_MEMORY),
+                    option: "DOCKER_DELTA_MAX_MEMORY".into(),
+                }
+                };
+                let cap = codec::max_source_len(codec, entry.size, max).ok_or_else(|| over(0))?;
                 let source = match cached.take() {
                     Some((i, bytes)) if i == b => bytes,
-                    _ => base.read_layer(b, options.max_layer_memory)?,
+                    _ => base.read_layer(b, cap).map_err(|e| match e {
+                        Error::LimitExceeded { found, .. } => over(found),
+                        e => e,
+                    })?,
                 };
-                if entry.size > options.max_layer_memory {
-                    return Err(Error::LimitExceeded {
-                        what: what.clone(),
-                        limit: "max in-memory layer size".into(),
-                        max: options.max_layer_memory,
-                        found: entry.size,
-                        option: "DOCKER_DELTA_MAX_MEMORY".into(),
-                    });
+                if codec::whole_layer_memory(codec, source.len() as u64, entry.size)
+                    .saturating_add(codec::RESERVED_MEMORY)
+                    > max
+                {
+                    return Err(over(source.len() as u64));
                 }
-                let patch = blobs.read(*blob, options.max_layer_memory)?;
+                // A delta is only ever kept when smaller than its layer.
+                let patch = blobs.read(*blob, entry.size.saturating_add(1 << 20))?;
                 let rebuilt = codec::decode_verified(
                     codec,
                     &source,
@@ -335,8 +354,16 @@ pub fn apply(
                     &what,
                 )
                 .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
+                drop(patch);
                 writer.add_layer(&entry.diff_id, entry.size, tracker.reader(&rebuilt[..]))?;
-                cached = Some((b, source));
+                // Kept only for the next layer, if it is rebuilt from the same old one.
+                let next_uses = target.layers.get(index + 1).is_some_and(|n| {
+                    matches!(n.source, LayerSource::Xdelta3 { old_layer: x, .. }
+                        | LayerSource::Zstd { old_layer: x, .. } if x == *old_layer)
+                });
+                if next_uses {
+                    cached = Some((b, source));
+                }
             }
         }
     }

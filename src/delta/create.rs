@@ -25,7 +25,10 @@ pub struct CreateOptions<'a> {
     /// Compression of the new bytes of `files` layers, which go to a payload lane of their
     /// own; `None` for [`CompressionSpec::new_bytes_default`].
     pub new_bytes_compression: Option<CompressionSpec>,
-    /// Largest layer held in memory for delta encoding; bigger layers are shipped whole.
+    /// The memory bound of the run, in bytes (`DOCKER_DELTA_MAX_MEMORY`, default 512 MiB).
+    /// The whole-layer codecs hold both layers in memory: one is used only when
+    /// [`codec::whole_layer_memory`] plus [`codec::RESERVED_MEMORY`] fits; otherwise the
+    /// layer is shipped whole, or refused when `xdelta3` or `zstd` was asked for by name.
     pub max_layer_memory: u64,
     /// Overwrite an existing output.
     pub force: bool,
@@ -52,12 +55,13 @@ impl Default for CreateOptions<'_> {
     }
 }
 
-/// The default for [`CreateOptions::max_layer_memory`]: `DOCKER_DELTA_MAX_MEMORY` or 2 GiB.
+/// The default for [`CreateOptions::max_layer_memory`] and `ApplyOptions::max_layer_memory`:
+/// `DOCKER_DELTA_MAX_MEMORY` (bytes) or [`codec::DEFAULT_MAX_MEMORY`] (512 MiB).
 pub fn default_max_layer_memory() -> u64 {
     std::env::var("DOCKER_DELTA_MAX_MEMORY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2 << 30)
+        .unwrap_or(codec::DEFAULT_MAX_MEMORY)
 }
 
 /// What one layer became.
@@ -192,7 +196,7 @@ pub fn create(
     let mut entries = Vec::with_capacity(plans.len());
     let mut outcomes = Vec::with_capacity(plans.len());
     let mut cached_old: Option<(usize, Vec<u8>)> = None;
-    for p in &plans {
+    for (i, p) in plans.iter().enumerate() {
         let layer = &new_image.layers[p.index];
         let size = sizes[p.index];
         let before = writer.payload_uncompressed_size();
@@ -236,38 +240,78 @@ pub fn create(
                 "layer is not a tar with files; using a whole-layer delta"
             );
         }
-        // The old layer a delta is encoded against, when it fits in memory; a layer whose
-        // source does not is shipped whole, like any other full layer.
+        // The old layer a whole-layer delta is encoded against, and the codecs that can
+        // encode this layer against it within the memory bound; a layer none can is
+        // shipped whole (`auto`, `layer`) or refused (`xdelta3`, `zstd` asked for by name).
+        let wanted = match options.method {
+            Method::Xdelta3 => vec![Codec::Xdelta3],
+            Method::Zstd => vec![Codec::Zstd],
+            Method::Auto | Method::Files | Method::Layer => Codec::ALL.to_vec(),
+        };
         let delta_source = match p.action {
             Action::Delta(o) => {
-                let bytes = match (old, cached_old.take()) {
-                    (_, Some((i, bytes))) if i == o => Some(bytes),
-                    (Some(old), _) if size <= options.max_layer_memory => {
-                        match old.read_layer(o, options.max_layer_memory) {
-                            Ok(b) => Some(b),
-                            Err(Error::LimitExceeded { .. }) => None,
-                            Err(e) => return Err(e),
-                        }
-                    }
+                let max = options.max_layer_memory;
+                let cap = wanted
+                    .iter()
+                    .filter_map(|&c| codec::max_source_len(c, size, max))
+                    .max();
+                let bytes = match (old, cached_old.take(), cap) {
+                    (_, Some((i, bytes)), _) if i == o => Some(bytes),
+                    (Some(old), _, Some(cap)) => match old.read_layer(o, cap) {
+                        Ok(b) => Some(b),
+                        Err(Error::LimitExceeded { .. }) => None,
+                        Err(e) => return Err(e),
+                    },
                     _ => None,
                 };
-                if bytes.is_none() {
-                    tracing::warn!(layer = p.index, old_layer = o, limit = options.max_layer_memory, "layer too large to diff in memory; shipping it whole (raise DOCKER_DELTA_MAX_MEMORY to diff it)");
+                let fitting: Vec<Codec> = match &bytes {
+                    Some(b) => wanted
+                        .iter()
+                        .copied()
+                        .filter(|&c| {
+                            codec::whole_layer_memory(c, b.len() as u64, size)
+                                .saturating_add(codec::RESERVED_MEMORY)
+                                <= max
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                match bytes {
+                    Some(b) if !fitting.is_empty() => Some((o, b, fitting)),
+                    _ if matches!(options.method, Method::Xdelta3 | Method::Zstd) => {
+                        let old_len = old
+                            .and_then(|old| old.image().layers.get(o))
+                            .and_then(|l| l.uncompressed_size)
+                            .or(cap.map(|c| c.saturating_add(1)))
+                            .unwrap_or(0);
+                        let codec = wanted[0];
+                        return Err(Error::LimitExceeded {
+                            what: format!(
+                                "{} (a whole-layer {codec} delta against old layer {o})",
+                                new.describe_layer(layer)
+                            ),
+                            limit: format!(
+                                "memory bound (both layers, the delta and {codec}'s tables, beside {} MiB for the rest of the run; --method files streams within it)",
+                                codec::RESERVED_MEMORY >> 20
+                            ),
+                            max,
+                            found: codec::whole_layer_memory(codec, old_len, size)
+                                .saturating_add(codec::RESERVED_MEMORY),
+                            option: "DOCKER_DELTA_MAX_MEMORY".into(),
+                        });
+                    }
+                    _ => {
+                        tracing::warn!(layer = p.index, old_layer = o, limit = max, "layer too large to diff whole within the memory bound; shipping it whole (raise DOCKER_DELTA_MAX_MEMORY to diff it)");
+                        None
+                    }
                 }
-                bytes
             }
             _ => None,
         };
         let source = match (&p.action, delta_source) {
             (Action::Reference(o), _) => LayerSource::Reference { old_layer: *o },
-            (Action::Delta(o), Some(source_bytes)) => {
-                let o = *o;
+            (Action::Delta(_), Some((o, source_bytes, codecs))) => {
                 let target = new.read_layer(p.index, options.max_layer_memory)?;
-                let codecs = match options.method {
-                    Method::Xdelta3 => vec![Codec::Xdelta3],
-                    Method::Zstd => vec![Codec::Zstd],
-                    Method::Auto | Method::Files | Method::Layer => Codec::ALL.to_vec(),
-                };
                 let encoded = codec::encode_best(
                     &source_bytes,
                     &target,
@@ -280,7 +324,9 @@ pub fn create(
                 let source = match encoded {
                     Some(enc) => {
                         // Decode it back now: a delta that would not rebuild the layer
-                        // exactly is never shipped.
+                        // exactly is never shipped. (The target goes first: decoding makes
+                        // it again, and memory holds one of them at a time.)
+                        drop(target);
                         codec::decode_verified(
                             enc.codec,
                             &source_bytes,
@@ -305,7 +351,13 @@ pub fn create(
                         LayerSource::Full { blob }
                     }
                 };
-                cached_old = Some((o, source_bytes));
+                // Kept only for the next layer, if it is diffed against the same old one.
+                if plans
+                    .get(i + 1)
+                    .is_some_and(|n| matches!(n.action, Action::Delta(x) if x == o))
+                {
+                    cached_old = Some((o, source_bytes));
+                }
                 source
             }
             (Action::Full, _) | (Action::Delta(_), None) => {

@@ -253,7 +253,10 @@ pub trait ImageSource: Send + Sync {
     /// `max` bytes with [`Error::LimitExceeded`].
     fn read_layer(&self, index: usize, max: u64) -> Result<Vec<u8>> {
         let mut r = self.open_layer(index)?;
-        let mut buf = Vec::new();
+        // Sized up front when the size is known, so that growing the buffer never holds
+        // the layer twice; a claimed size is still only a hint (the reader verifies it).
+        let hint = self.layer(index)?.uncompressed_size.unwrap_or(0).min(max);
+        let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
         let n = (&mut r)
             .take(max.saturating_add(1))
             .read_to_end(&mut buf)

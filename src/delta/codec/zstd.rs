@@ -133,6 +133,93 @@ fn encode_impl(
     }
 }
 
+/// Encodes `target` against `source` in one call, both held in memory, into a buffer of at
+/// most `budget` bytes: `None` when the delta would not fit (the caller keeps something
+/// smaller). The same frame as [`encode_sized`] (window over source + target, long distance
+/// matching, checksum, content size), without the streaming encoder's input buffer of one
+/// window: memory is the two inputs, the output and the level's tables
+/// ([`encode_memory`]).
+pub fn encode_within(
+    source: &[u8],
+    target: &[u8],
+    level: i32,
+    budget: usize,
+) -> Result<Option<Vec<u8>>> {
+    use ::zstd::zstd_safe::{CCtx, CParameter};
+    let window_log = window_log_for(source.len() as u64, target.len() as u64);
+    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Codec {
+        codec: CODEC.into(),
+        reason: "cannot create the encoder (out of memory)".into(),
+    })?;
+    let params = [
+        CParameter::CompressionLevel(level),
+        CParameter::WindowLog(window_log),
+        CParameter::EnableLongDistanceMatching(true),
+        CParameter::ChecksumFlag(true),
+        CParameter::ContentSizeFlag(true),
+    ];
+    for p in params {
+        cctx.set_parameter(p).map_err(|code| {
+            zstd_error(
+                &format!("cannot configure the encoder (level {level}, window log {window_log})"),
+                code,
+            )
+        })?;
+    }
+    cctx.ref_prefix(source)
+        .map_err(|code| zstd_error("cannot set the source as prefix", code))?;
+    // Pages of the output are only touched as zstd writes them.
+    let mut out = Vec::with_capacity(budget);
+    match cctx.compress2(&mut out, target) {
+        Ok(_) => Ok(Some(out)),
+        Err(code) if ::zstd::zstd_safe::get_error_name(code).contains("too small") => Ok(None),
+        Err(code) => Err(zstd_error("encoding failed", code)),
+    }
+}
+
+/// Decodes a patch held in memory against `source` into a buffer of exactly `target_len`
+/// bytes, in one call (no window buffer beside the output): [`Error::SizeMismatch`] when the
+/// frame holds fewer bytes, [`Error::Codec`] when it holds more or is damaged.
+pub fn decode_to_vec(source: &[u8], patch: &[u8], target_len: usize) -> Result<Vec<u8>> {
+    use ::zstd::zstd_safe::{DCtx, DParameter};
+    let mut dctx = DCtx::try_create().ok_or_else(|| Error::Codec {
+        codec: CODEC.into(),
+        reason: "cannot create the decoder (out of memory)".into(),
+    })?;
+    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|code| zstd_error("cannot configure the decoder", code))?;
+    dctx.ref_prefix(source)
+        .map_err(|code| zstd_error("cannot set the source as prefix", code))?;
+    let mut out = Vec::with_capacity(target_len);
+    dctx.decompress(&mut out, patch).map_err(|code| {
+        if ::zstd::zstd_safe::get_error_name(code).contains("too small") {
+            Error::Codec {
+                codec: CODEC.into(),
+                reason: format!(
+                    "the delta decodes to more than the recorded target size of {target_len} bytes"
+                ),
+            }
+        } else {
+            zstd_error("decoding failed", code)
+        }
+    })?;
+    if out.len() != target_len {
+        return Err(Error::SizeMismatch {
+            what: "zstd decoded target".into(),
+            expected: target_len as u64,
+            found: out.len() as u64,
+        });
+    }
+    Ok(out)
+}
+
+fn zstd_error(what: &str, code: usize) -> Error {
+    Error::Codec {
+        codec: CODEC.into(),
+        reason: format!("{what}: {}", ::zstd::zstd_safe::get_error_name(code)),
+    }
+}
+
 /// Decodes a patch made by [`encode`] or [`encode_sized`] (or by
 /// `zstd --patch-from=SOURCE`) against the same `source`, writing the target to `out`.
 /// Returns the number of bytes written.
