@@ -120,7 +120,7 @@ fn small_talk(req: &Request, s: &mut UnixStream) -> bool {
 /// a regression here is a hang, which must fail rather than hold the suite.
 fn output(cmd: &mut Command) -> std::process::Output {
     use std::process::Stdio;
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

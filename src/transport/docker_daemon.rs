@@ -185,7 +185,7 @@ impl DockerDaemon {
                     inner: spool.as_file(),
                     written: 0,
                     max: options.limits.max_entry_size,
-                    what: format!("{reference} export (spooled to {})", spool.path().display()),
+                    what: format!("{reference} export"),
                 },
             );
             // Export by ID: a tag could move between the inspect and the export.
