@@ -24,6 +24,7 @@ pub mod progress;
 pub mod reference;
 pub mod temp;
 pub mod threads;
+pub mod timeouts;
 pub mod transport;
 
 pub use digest::Digest;
@@ -31,6 +32,7 @@ pub use error::{Error, ExitCode, Result};
 pub use image::{Image, Layer};
 pub use platform::Platform;
 pub use reference::{ImageReference, Transport};
+pub use timeouts::Timeouts;
 pub use transport::{open, ImageSource, OpenOptions};
 
 /// The library version (the crate version).

@@ -58,10 +58,11 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
+pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
     let package = Package::open(&args.package)?;
     let open = OpenOptions {
         platform: args.platform.clone(),
+        timeouts: Some(timeouts),
         ..OpenOptions::default()
     };
     let base = deliver::open_base(&package, args.base.as_deref(), &open)?;
@@ -76,6 +77,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
     };
     let result = if args.load {
         DockerClient::from_env().and_then(|client| {
+            let client = client.with_timeouts(timeouts);
             deliver::apply_and_load(&client, &package, base.as_deref(), &options)
         })
     } else {

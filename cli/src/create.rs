@@ -64,9 +64,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, quiet: bool) -> Result<ExitCode> {
+pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
     let open = OpenOptions {
         platform: args.platform.clone(),
+        timeouts: Some(timeouts),
         ..OpenOptions::default()
     };
     let (old_ref, new_ref) = match args.images.as_slice() {

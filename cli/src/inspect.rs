@@ -27,10 +27,11 @@ pub struct Args {
     no_verify: bool,
 }
 
-pub fn run(args: &Args) -> Result<ExitCode> {
+pub fn run(args: &Args, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
     let reference = ImageReference::parse(&args.reference)?;
     let options = OpenOptions {
         platform: args.platform.clone(),
+        timeouts: Some(timeouts),
         ..OpenOptions::default()
     };
     let source = docker_delta::open(&reference, &options)?;

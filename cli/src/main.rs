@@ -43,6 +43,19 @@ pub struct Cli {
     /// Only errors on stderr; no progress bars.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Give up when the Docker daemon sends nothing (or takes nothing we send) for this
+    /// long; a load or export that keeps moving is never cut [env:
+    /// DOCKER_DELTA_DAEMON_TIMEOUT; default: 600]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    daemon_timeout: Option<u64>,
+    /// Give up when a small daemon request (version, inspect, list, tag) is not over
+    /// within this time [env: DOCKER_DELTA_DAEMON_REQUEST_TIMEOUT; default: 120]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    daemon_request_timeout: Option<u64>,
+    /// Give up connecting to the Docker daemon after this long [env:
+    /// DOCKER_DELTA_DAEMON_CONNECT_TIMEOUT; default: 10]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    daemon_connect_timeout: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +77,29 @@ enum Command {
     /// Show what an image is made of: transport, manifest format, image ID, tags, layers.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+}
+
+/// Whole seconds, from 1 to a week, for the timeout options.
+fn seconds() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=docker_delta::timeouts::MAX_TIMEOUT_SECONDS)
+}
+
+impl Cli {
+    /// The daemon timeouts: the environment's (or the defaults), then the options'.
+    fn timeouts(&self) -> docker_delta::Result<docker_delta::Timeouts> {
+        use docker_delta::timeouts::TimeoutKind;
+        let mut t = docker_delta::Timeouts::from_env()?;
+        for (kind, value) in [
+            (TimeoutKind::Idle, self.daemon_timeout),
+            (TimeoutKind::Request, self.daemon_request_timeout),
+            (TimeoutKind::Connect, self.daemon_connect_timeout),
+        ] {
+            if let Some(s) = value {
+                t.set(kind, std::time::Duration::from_secs(s));
+            }
+        }
+        Ok(t)
+    }
 }
 
 /// Opens an image for a command.
@@ -131,11 +167,11 @@ pub fn run() -> i32 {
     };
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
-        Command::Create(args) => create::run(args, cli.quiet),
-        Command::Apply(args) => apply::run(args, cli.quiet),
+        Command::Create(args) => cli.timeouts().and_then(|t| create::run(args, cli.quiet, t)),
+        Command::Apply(args) => cli.timeouts().and_then(|t| apply::run(args, cli.quiet, t)),
         Command::Info(args) => info::info(args),
         Command::List(args) => info::list(args),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => cli.timeouts().and_then(|t| inspect::run(args, t)),
     };
     match result {
         Ok(code) => code as i32,

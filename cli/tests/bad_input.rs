@@ -172,6 +172,7 @@ fn check(w: &World, case: &Case) {
         let options = OpenOptions {
             platform: None,
             limits: case.limits.clone(),
+            timeouts: None,
         };
         let base = open(&ImageReference::parse(&case.base)?, &options)?;
         apply(&p, Some(base.as_ref()), &dest, &ApplyOptions::default())?;

@@ -833,7 +833,8 @@ pub unsafe extern "C" fn dd_apply_load(
         };
         o.callbacks.with_logs(|| -> Result<(), Failure> {
             let client = match &o.docker_host {
-                Some(h) => DockerClient::new(h)?,
+                // The environment's timeouts apply to an endpoint given here too.
+                Some(h) => DockerClient::new(h)?.with_timeouts(docker_delta::Timeouts::from_env()?),
                 None => DockerClient::from_env()?,
             };
             let p = prepare(package, base_ref, o)?;

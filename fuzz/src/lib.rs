@@ -315,6 +315,7 @@ fn read_image(reference: ImageReference, platform: Option<docker_delta::Platform
     let options = OpenOptions {
         platform,
         limits: limits(),
+        timeouts: None,
     };
     let Ok(src) = docker_delta::open(&reference, &options) else {
         return;

@@ -14,6 +14,9 @@ const MAX_HEADERS: usize = 256;
 const MAX_CHUNK_LINE: usize = 8 * 1024;
 /// Largest trailer section we accept.
 const MAX_TRAILER_BYTES: usize = 64 * 1024;
+/// Most interim (`1xx`) responses accepted before the final one: a server needs one or
+/// two (`100 Continue`, `103 Early Hints`); one that sends them forever is refused.
+pub(crate) const MAX_INTERIM_RESPONSES: usize = 16;
 /// Buffer size for streaming bodies.
 pub(crate) const COPY_BUF: usize = 64 * 1024;
 
@@ -249,11 +252,20 @@ pub(crate) fn parse_status_line(line: &[u8]) -> io::Result<(u16, String)> {
     Ok((status, reason.trim().to_string()))
 }
 
-/// Reads a response head, skipping interim `1xx` responses.
+/// Reads a response head, skipping interim `1xx` responses (at most
+/// [`MAX_INTERIM_RESPONSES`] of them).
 pub(crate) fn read_head(r: &mut dyn BufRead) -> io::Result<ResponseHead> {
+    let mut interim = 0;
     loop {
         let head = read_one_head(r)?;
         if (100..200).contains(&head.status) && head.status != 101 {
+            interim += 1;
+            if interim > MAX_INTERIM_RESPONSES {
+                return Err(invalid(format!(
+                    "more than {MAX_INTERIM_RESPONSES} interim responses ({} {}) and no final one",
+                    head.status, head.reason
+                )));
+            }
             continue;
         }
         return Ok(head);
@@ -738,6 +750,22 @@ mod tests {
         assert_eq!(head.status, 201);
         assert_eq!(head.header("x-long"), Some("a b"));
         assert!(body.is_empty());
+    }
+
+    #[test]
+    fn endless_interim_responses_are_refused() {
+        let mut raw = Vec::new();
+        for _ in 0..MAX_INTERIM_RESPONSES {
+            raw.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let mut ok = raw.clone();
+        ok.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let head = read_head(&mut BufReader::new(Cursor::new(ok))).unwrap();
+        assert_eq!(head.status, 200);
+        raw.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n");
+        let e = read_head(&mut BufReader::new(Cursor::new(raw))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("interim responses"), "{e}");
     }
 
     #[test]

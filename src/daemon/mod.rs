@@ -20,17 +20,20 @@ mod name;
 
 pub use name::ImageName;
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::timeouts::{TimeoutKind, Timeouts};
 use http::{RequestBody, ResponseHead, SendError};
 
 /// The endpoint used when `DOCKER_HOST` is not set.
@@ -45,10 +48,24 @@ pub const MIN_API_VERSION: (u32, u32) = (1, 24);
 
 /// Port used for `tcp://host` without a port (the daemon's plain-HTTP port).
 const DEFAULT_TCP_PORT: u16 = 2375;
-/// How long to wait for a TCP connection when no timeout is configured.
-const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest JSON response (inspect, version) or error body we read into memory.
-const MAX_JSON_BODY: u64 = 16 * 1024 * 1024;
+/// Largest `version` response we read (a real one is a few hundred bytes).
+const MAX_SMALL_BODY: u64 = 1024 * 1024;
+/// Largest image inspect document we read: it is kept whole (as [`ImageInspect::raw`]),
+/// and a JSON tree takes up to about 16 times its text. A real one is a few KiB (tens with
+/// a thousand layers).
+const MAX_INSPECT_BODY: u64 = 4 * 1024 * 1024;
+/// Largest image list we read (about 500 bytes an image: some 30 000 images). Only the IDs
+/// and tags are kept.
+const MAX_LIST_BODY: u64 = 16 * 1024 * 1024;
+/// Largest message of a `docker load` reply stream (a real one is a line of text, or a
+/// progress report of a few hundred bytes).
+pub const MAX_LOAD_MESSAGE: usize = 1024 * 1024;
+/// How many of the last message texts of a `docker load` reply [`LoadResult::messages`]
+/// keeps, and how long each may be.
+const LOAD_MESSAGES_KEPT: usize = 64;
+const LOAD_MESSAGE_TEXT: usize = 4096;
+/// Most names and IDs of loaded images [`LoadResult`] keeps (one load loads one image).
+const LOAD_RESULTS_KEPT: usize = 256;
 /// Largest error body we read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// How much of the end of an export stream we keep to look for an in-band error.
@@ -109,13 +126,17 @@ pub struct ImageSummary {
 }
 
 /// What `POST /images/load` reported.
+///
+/// The reply is read message by message and only this is kept, so a daemon cannot make it
+/// large: at most 256 names and 256 IDs, and the last 64 message texts, each cut at 4 KiB.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadResult {
     /// Names reported as `Loaded image: NAME` (archives with tags).
     pub names: Vec<String>,
     /// IDs reported as `Loaded image ID: sha256:...` (archives without tags).
     pub ids: Vec<Digest>,
-    /// Every message of the response stream, trimmed, in order.
+    /// The texts (`stream` or `status`) of the last messages of the response stream,
+    /// trimmed, in order; progress reports are left out.
     pub messages: Vec<String>,
 }
 
@@ -124,7 +145,7 @@ pub struct LoadResult {
 pub struct DockerClient {
     endpoint: String,
     target: Target,
-    timeout: Option<Duration>,
+    timeouts: Timeouts,
     api_prefix: OnceLock<String>,
 }
 
@@ -133,6 +154,7 @@ impl DockerClient {
     ///
     /// `DOCKER_API_VERSION`, if set, pins the API version instead of negotiating it.
     /// A `tcp://` endpoint with `DOCKER_TLS_VERIFY` set is refused: TLS is not supported.
+    /// The timeouts are [`Timeouts::from_env`].
     pub fn from_env() -> Result<DockerClient> {
         let host = std::env::var("DOCKER_HOST").unwrap_or_default();
         let endpoint = if host.trim().is_empty() {
@@ -140,7 +162,7 @@ impl DockerClient {
         } else {
             host.trim().to_string()
         };
-        let client = DockerClient::new(&endpoint)?;
+        let client = DockerClient::new(&endpoint)?.with_timeouts(Timeouts::from_env()?);
         let tls = std::env::var("DOCKER_TLS_VERIFY").unwrap_or_default();
         if matches!(client.target, Target::Tcp { .. }) && !tls.is_empty() {
             return Err(Error::DaemonUnavailable {
@@ -160,21 +182,29 @@ impl DockerClient {
     /// `tcp://host[:port]` (plain HTTP, port 2375 by default). `https://`, `ssh://` and
     /// `npipe://` endpoints are refused with [`Error::DaemonUnavailable`].
     ///
-    /// No connection is made until the first request.
+    /// No connection is made until the first request. The timeouts are
+    /// [`Timeouts::DEFAULT`] (see [`DockerClient::with_timeouts`]).
     pub fn new(endpoint: &str) -> Result<DockerClient> {
         Ok(DockerClient {
             endpoint: endpoint.to_string(),
             target: parse_endpoint(endpoint)?,
-            timeout: None,
+            timeouts: Timeouts::DEFAULT,
             api_prefix: OnceLock::new(),
         })
     }
 
-    /// Sets a read/write timeout for every socket operation (none by default: loading a
-    /// large image can keep the daemon silent for minutes).
-    pub fn with_timeout(mut self, timeout: Option<Duration>) -> DockerClient {
-        self.timeout = timeout;
+    /// Sets the timeouts of every request: connecting, the longest silence, and the whole
+    /// of a small request (everything but [`export_image`](Self::export_image) and
+    /// [`load_image`](Self::load_image), which only the silence bounds). When one runs
+    /// out, the request fails with [`Error::Timeout`].
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> DockerClient {
+        self.timeouts = timeouts;
         self
+    }
+
+    /// The timeouts in use.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Uses API version `version` (`1.41` or `v1.41`) instead of negotiating one.
@@ -207,27 +237,36 @@ impl DockerClient {
 
     /// Checks that the daemon answers (`GET /_ping`).
     pub fn ping(&self) -> Result<()> {
-        let resp = self.send("GET", "/_ping", None, RequestBody::Empty, "ping")?;
+        let resp = self.send("GET", "/_ping", None, RequestBody::Empty, "ping", true)?;
         self.check(resp, "ping").map(drop)
     }
 
     /// The daemon's version (`GET /version`).
     pub fn version(&self) -> Result<VersionInfo> {
         let op = "version";
-        let resp = self.send("GET", "/version", None, RequestBody::Empty, op)?;
-        let v = self.json_body(self.check(resp, op)?, op)?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let api_version = s("ApiVersion").ok_or_else(|| Error::Daemon {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Version {
+            version: Option<String>,
+            api_version: Option<String>,
+            #[serde(rename = "MinAPIVersion")]
+            min_api_version: Option<String>,
+            os: Option<String>,
+            arch: Option<String>,
+        }
+        let resp = self.send("GET", "/version", None, RequestBody::Empty, op, true)?;
+        let v: Version = self.json_body(self.check(resp, op)?, op, MAX_SMALL_BODY)?;
+        let api_version = v.api_version.ok_or_else(|| Error::Daemon {
             operation: op.into(),
             status: 200,
             message: "the response has no ApiVersion".into(),
         })?;
         Ok(VersionInfo {
-            version: s("Version").unwrap_or_default(),
+            version: v.version.unwrap_or_default(),
             api_version,
-            min_api_version: s("MinAPIVersion"),
-            os: s("Os").unwrap_or_default(),
-            arch: s("Arch").unwrap_or_default(),
+            min_api_version: v.min_api_version,
+            os: v.os.unwrap_or_default(),
+            arch: v.arch.unwrap_or_default(),
         })
     }
 
@@ -237,11 +276,11 @@ impl DockerClient {
         let op = format!("inspect image {name}");
         check_name_arg(name)?;
         let path = format!("{}/images/{}/json", self.api()?, http::encode_path(name));
-        let resp = self.send("GET", &path, None, RequestBody::Empty, &op)?;
+        let resp = self.send("GET", &path, None, RequestBody::Empty, &op, true)?;
         if resp.head.status == 404 {
             return Ok(None);
         }
-        let v = self.json_body(self.check(resp, &op)?, &op)?;
+        let v = self.json_body(self.check(resp, &op)?, &op, MAX_INSPECT_BODY)?;
         parse_inspect(v).map(Some)
     }
 
@@ -249,39 +288,28 @@ impl DockerClient {
     /// images of the legacy builder are left out).
     pub fn list_images(&self) -> Result<Vec<ImageSummary>> {
         let op = "list images";
+        // Only the fields used are built; the others are skipped as they are parsed.
+        #[derive(Deserialize)]
+        struct Item {
+            #[serde(rename = "Id")]
+            id: String,
+            #[serde(rename = "RepoTags", default)]
+            repo_tags: Option<Vec<String>>,
+        }
         let path = format!("{}/images/json", self.api()?);
-        let resp = self.send("GET", &path, None, RequestBody::Empty, op)?;
-        let v = self.json_body(self.check(resp, op)?, op)?;
-        let items = v.as_array().ok_or_else(|| Error::InvalidField {
-            file: format!("{op} response from {}", self.endpoint),
-            field: "(top level)".into(),
-            reason: "not an array".into(),
-        })?;
+        let resp = self.send("GET", &path, None, RequestBody::Empty, op, true)?;
+        let items: Vec<Item> = self.json_body(self.check(resp, op)?, op, MAX_LIST_BODY)?;
         items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let id =
-                    item.get("Id")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| Error::InvalidField {
-                            file: format!("{op} response from {}", self.endpoint),
-                            field: format!("[{i}].Id"),
-                            reason: "missing".into(),
-                        })?;
+            .into_iter()
+            .map(|item| {
                 Ok(ImageSummary {
-                    id: Digest::parse_in(id, Some("image list Id"))?,
+                    id: Digest::parse_in(&item.id, Some("image list Id"))?,
                     repo_tags: item
-                        .get("RepoTags")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .filter(|t| *t != "<none>:<none>")
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                        .repo_tags
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|t| t != "<none>:<none>")
+                        .collect(),
                 })
             })
             .collect()
@@ -297,7 +325,7 @@ impl DockerClient {
         let op = format!("export image {name}");
         check_name_arg(name)?;
         let path = http::with_query(&format!("{}/images/get", self.api()?), &[("names", name)]);
-        let resp = self.send("GET", &path, None, RequestBody::Empty, &op)?;
+        let resp = self.send("GET", &path, None, RequestBody::Empty, &op, false)?;
         let mut resp = self.check(resp, &op)?;
         let mut buf = vec![0u8; http::COPY_BUF];
         let mut tail: Vec<u8> = Vec::with_capacity(2 * EXPORT_TAIL);
@@ -338,7 +366,7 @@ impl DockerClient {
         Ok(total)
     }
 
-    /// Loads an image archive (`docker load`, `POST /images/load?quiet=1`), streaming `src`
+    /// Loads an image archive (`docker load`, `POST /images/load?quiet=0`), streaming `src`
     /// as the request body: with `Content-Length` if `len` is given (then `src` must hold
     /// exactly `len` bytes), chunked otherwise.
     ///
@@ -352,51 +380,45 @@ impl DockerClient {
             Some(n) => RequestBody::Sized(&mut src, n),
             None => RequestBody::Chunked(&mut src),
         };
-        let path = format!("{}/images/load?quiet=1", self.api()?);
-        let resp = self.send("POST", &path, Some("application/x-tar"), body, op)?;
-        let mut resp = self.check(resp, op)?;
+        // Not quiet: with the classic image store the daemon then reports its progress
+        // while it registers each layer, which keeps the idle timeout from cutting a long
+        // load (quiet, it says nothing until the end).
+        let path = format!("{}/images/load?quiet=0", self.api()?);
+        let resp = self.send("POST", &path, Some("application/x-tar"), body, op, false)?;
+        let resp = self.check(resp, op)?;
+        let mut reader = BufReader::with_capacity(http::COPY_BUF, resp.body);
         let mut result = LoadResult::default();
-        let stream = serde_json::Deserializer::from_reader(&mut resp.body).into_iter::<Value>();
-        for item in stream {
-            let msg = match item {
-                Ok(v) => v,
-                Err(e) if e.is_io() => {
-                    let e = io::Error::from(e);
-                    return Err(self.connection_error(op, "reading the load response", &e));
-                }
-                Err(e) => {
-                    return Err(Error::InvalidJson {
-                        file: format!("{op} response from {}", self.endpoint),
-                        line: e.line(),
-                        column: e.column(),
-                        message: e.to_string(),
-                    })
-                }
-            };
-            if let Some(message) = stream_error(&msg) {
+        let mut line = Vec::new();
+        loop {
+            let more = read_message(&mut reader, &mut line, MAX_LOAD_MESSAGE)
+                .map_err(|e| self.connection_error(op, "reading the load reply", &e))?;
+            let Some(complete) = more else { break };
+            if !complete {
                 return Err(Error::Daemon {
                     operation: op.into(),
                     status: 0,
-                    message,
+                    message: format!(
+                        "a message of the daemon's reply is longer than {MAX_LOAD_MESSAGE} bytes \
+                         (the largest accepted); the daemon is not answering as Docker does"
+                    ),
                 });
             }
-            let text = msg
-                .get("stream")
-                .or_else(|| msg.get("status"))
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or("");
-            if text.is_empty() {
-                continue;
+            // Docker ends each message with a newline; values written back to back on one
+            // line are read one after the other too. Only the fields used are built.
+            let stream = serde_json::Deserializer::from_slice(&line).into_iter::<LoadMessage>();
+            for msg in stream {
+                let msg = msg.map_err(|e| Error::InvalidJson {
+                    file: format!("{op} response from {}", self.endpoint),
+                    line: e.line(),
+                    column: e.column(),
+                    message: e.to_string(),
+                })?;
+                msg.record(&mut result).map_err(|message| Error::Daemon {
+                    operation: op.into(),
+                    status: 0,
+                    message,
+                })?;
             }
-            if let Some(id) = text.strip_prefix("Loaded image ID:") {
-                if let Ok(d) = Digest::parse(id.trim()) {
-                    result.ids.push(d);
-                }
-            } else if let Some(name) = text.strip_prefix("Loaded image:") {
-                result.names.push(name.trim().to_string());
-            }
-            result.messages.push(text.to_string());
         }
         Ok(result)
     }
@@ -411,7 +433,7 @@ impl DockerClient {
             &format!("{}/images/{}/tag", self.api()?, http::encode_path(source)),
             &[("repo", target.repo()), ("tag", target.tag())],
         );
-        let resp = self.send("POST", &path, None, RequestBody::Empty, &op)?;
+        let resp = self.send("POST", &path, None, RequestBody::Empty, &op, true)?;
         self.check(resp, &op).map(drop)
     }
 
@@ -500,14 +522,22 @@ impl DockerClient {
             .get_or_init(|| format!("/v{}.{}", chosen.0, chosen.1)))
     }
 
-    fn connect(&self) -> Result<Conn> {
+    /// Opens a connection; a small request's time runs from `deadline`.
+    fn connect(&self, operation: &str, deadline: Option<Instant>) -> Result<Conn> {
         let unavailable = |reason: String| Error::DaemonUnavailable {
             endpoint: self.endpoint.clone(),
             reason,
         };
-        let conn = match &self.target {
+        let connect = self.timeouts.connect;
+        let timed_out = |e: &io::Error| {
+            is_timeout(e).then(|| self.timeout_error(operation, "connecting", TimeoutKind::Connect))
+        };
+        let stream = match &self.target {
             Target::Unix(path) => {
-                let s = UnixStream::connect(path).map_err(|e| {
+                let s = connect_unix(path, connect).map_err(|e| {
+                    if let Some(t) = timed_out(&e) {
+                        return t;
+                    }
                     let hint = match e.kind() {
                         io::ErrorKind::NotFound => " (is the Docker daemon running?)",
                         io::ErrorKind::PermissionDenied => {
@@ -520,10 +550,7 @@ impl DockerClient {
                     };
                     unavailable(format!("{e}{hint}"))
                 })?;
-                s.set_read_timeout(self.timeout)
-                    .and_then(|()| s.set_write_timeout(self.timeout))
-                    .map_err(|e| unavailable(e.to_string()))?;
-                Conn::Unix(s)
+                Stream::Unix(s)
             }
             Target::Tcp { host, port } => {
                 let addrs = (host.as_str(), *port)
@@ -532,10 +559,7 @@ impl DockerClient {
                 let mut last = None;
                 let mut stream = None;
                 for addr in addrs {
-                    match TcpStream::connect_timeout(
-                        &addr,
-                        self.timeout.unwrap_or(TCP_CONNECT_TIMEOUT),
-                    ) {
+                    match TcpStream::connect_timeout(&addr, connect) {
                         Ok(s) => {
                             stream = Some(s);
                             break;
@@ -545,16 +569,24 @@ impl DockerClient {
                 }
                 let s = match (stream, last) {
                     (Some(s), _) => s,
-                    (None, Some(e)) => return Err(unavailable(e.to_string())),
+                    (None, Some(e)) => {
+                        return Err(timed_out(&e).unwrap_or_else(|| unavailable(e.to_string())))
+                    }
                     (None, None) => return Err(unavailable(format!("{host} has no addresses"))),
                 };
-                s.set_read_timeout(self.timeout)
-                    .and_then(|()| s.set_write_timeout(self.timeout))
-                    .and_then(|()| s.set_nodelay(true))
+                s.set_nodelay(true)
                     .map_err(|e| unavailable(e.to_string()))?;
-                Conn::Tcp(s)
+                Stream::Tcp(s)
             }
         };
+        let conn = Conn {
+            stream,
+            idle: self.timeouts.idle,
+            deadline,
+            read_timeout: None,
+        };
+        conn.set_write_timeout(self.timeouts.idle)
+            .map_err(|e| unavailable(e.to_string()))?;
         Ok(conn)
     }
 
@@ -566,7 +598,9 @@ impl DockerClient {
         }
     }
 
-    /// Sends one request and reads the response head.
+    /// Sends one request and reads the response head. A `small` request must be over,
+    /// response read, within [`Timeouts::request`]; every request waits at most
+    /// [`Timeouts::idle`] for the next byte.
     fn send(
         &self,
         method: &str,
@@ -574,8 +608,10 @@ impl DockerClient {
         content_type: Option<&str>,
         body: RequestBody<'_>,
         operation: &str,
+        small: bool,
     ) -> Result<Response> {
-        let mut conn = self.connect()?;
+        let deadline = small.then(|| Instant::now() + self.timeouts.request);
+        let mut conn = self.connect(operation, deadline)?;
         let host = self.host_header();
         let agent = format!("docker-delta/{}", crate::VERSION);
         let mut headers = vec![("Host", host.as_str()), ("User-Agent", agent.as_str())];
@@ -591,12 +627,15 @@ impl DockerClient {
             }
             Err(SendError::Connection(e)) => {
                 // The daemon may have answered early (e.g. rejected the body) and closed
-                // the connection: prefer its answer to the broken-pipe error.
-                if let Ok(head) = http::read_head(&mut reader) {
-                    if head.status >= 400 {
-                        let resp = Response::new(method, head, reader);
-                        if let Ok(resp) = resp {
-                            return Err(self.error_from(resp, operation));
+                // the connection: prefer its answer to the broken-pipe error. A daemon
+                // that stopped reading is not waited for a second time.
+                if !is_timeout(&e) {
+                    if let Ok(head) = http::read_head(&mut reader) {
+                        if head.status >= 400 {
+                            let resp = Response::new(method, head, reader);
+                            if let Ok(resp) = resp {
+                                return Err(self.error_from(resp, operation));
+                            }
                         }
                     }
                 }
@@ -604,7 +643,7 @@ impl DockerClient {
             }
         }
         let head = http::read_head(&mut reader)
-            .map_err(|e| self.connection_error(operation, "reading the response", &e))?;
+            .map_err(|e| self.connection_error(operation, "waiting for the response", &e))?;
         Response::new(method, head, reader)
             .map_err(|e| self.connection_error(operation, "reading the response", &e))
     }
@@ -631,7 +670,12 @@ impl DockerClient {
         }
     }
 
+    /// The error for a failed read or write on the connection: [`Error::Timeout`] when a
+    /// timeout ran out, else [`Error::Daemon`].
     fn connection_error(&self, operation: &str, doing: &str, e: &io::Error) -> Error {
+        if let Some(TimedOut(kind)) = e.get_ref().and_then(|i| i.downcast_ref::<TimedOut>()) {
+            return self.timeout_error(operation, doing, *kind);
+        }
         Error::Daemon {
             operation: operation.to_string(),
             status: 0,
@@ -639,18 +683,38 @@ impl DockerClient {
         }
     }
 
-    /// Reads a JSON response body (bounded).
-    fn json_body(&self, resp: Response, operation: &str) -> Result<Value> {
+    fn timeout_error(&self, operation: &str, doing: &str, kind: TimeoutKind) -> Error {
+        let d = self.timeouts.get(kind);
+        let what = match kind {
+            TimeoutKind::Connect => "connect timeout",
+            TimeoutKind::Idle => "idle timeout: nothing received or taken",
+            TimeoutKind::Request => "request timeout: the whole request",
+        };
+        Error::Timeout {
+            endpoint: self.endpoint.clone(),
+            operation: format!("{operation}: {doing} ({what})"),
+            seconds: d.as_secs() + u64::from(d.subsec_nanos() > 0),
+            option: kind.option().to_string(),
+        }
+    }
+
+    /// Reads a JSON response body of at most `max` bytes and parses it as a `T`.
+    fn json_body<T: DeserializeOwned>(
+        &self,
+        resp: Response,
+        operation: &str,
+        max: u64,
+    ) -> Result<T> {
         let mut body = Vec::new();
         resp.body
-            .take(MAX_JSON_BODY + 1)
+            .take(max + 1)
             .read_to_end(&mut body)
             .map_err(|e| self.connection_error(operation, "reading the response", &e))?;
-        if body.len() as u64 > MAX_JSON_BODY {
+        if body.len() as u64 > max {
             return Err(Error::Daemon {
                 operation: operation.to_string(),
                 status: 0,
-                message: format!("the response is larger than {MAX_JSON_BODY} bytes"),
+                message: format!("the response is larger than {max} bytes (the largest accepted)"),
             });
         }
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson {
@@ -659,6 +723,118 @@ impl DockerClient {
             column: e.column(),
             message: e.to_string(),
         })
+    }
+}
+
+/// One message of a `docker load` reply: only the fields used are built, the others are
+/// skipped as they are parsed.
+#[derive(Deserialize)]
+struct LoadMessage {
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default, rename = "errorDetail")]
+    error_detail: Option<Value>,
+    #[serde(default, rename = "progressDetail")]
+    progress_detail: Option<serde::de::IgnoredAny>,
+}
+
+impl LoadMessage {
+    /// Adds what this message says to `result`; the daemon's error message if it reports
+    /// one.
+    fn record(self, result: &mut LoadResult) -> std::result::Result<(), String> {
+        let as_text = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).map(str::to_string);
+        let detail = self
+            .error_detail
+            .as_ref()
+            .and_then(|d| d.get("message"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string);
+        let plain = as_text(&self.error).filter(|s| !s.trim().is_empty());
+        if let Some(message) = detail.or(plain) {
+            return Err(message.trim().to_string());
+        }
+        if self.progress_detail.is_some() {
+            return Ok(());
+        }
+        let Some(text) = as_text(&self.stream).or_else(|| as_text(&self.status)) else {
+            return Ok(());
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        if let Some(id) = text.strip_prefix("Loaded image ID:") {
+            if let Ok(d) = Digest::parse(id.trim()) {
+                if result.ids.len() < LOAD_RESULTS_KEPT {
+                    result.ids.push(d);
+                }
+            }
+        } else if let Some(name) = text.strip_prefix("Loaded image:") {
+            let name = name.trim();
+            if result.names.len() < LOAD_RESULTS_KEPT && name.len() <= LOAD_MESSAGE_TEXT {
+                result.names.push(name.to_string());
+            }
+        }
+        if result.messages.len() == LOAD_MESSAGES_KEPT {
+            result.messages.remove(0);
+        }
+        let mut end = text.len().min(LOAD_MESSAGE_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        result.messages.push(text[..end].to_string());
+        Ok(())
+    }
+}
+
+/// Reads the next message of a newline-delimited stream into `line` (without the line
+/// end), holding at most `max` bytes: `Some(true)` for a message, `Some(false)` for one
+/// longer than `max` (what was read of it is discarded), `None` at the end of the stream.
+/// Blank lines are skipped.
+fn read_message(r: &mut dyn BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Option<bool>> {
+    loop {
+        line.clear();
+        let mut seen = false;
+        loop {
+            let available = match r.fill_buf() {
+                Ok(b) => b,
+                Err(e) if http::is_eintr(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                if !seen {
+                    return Ok(None);
+                }
+                break;
+            }
+            seen = true;
+            let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            if line.len() + taken > max + 2 {
+                return Ok(Some(false));
+            }
+            line.extend_from_slice(&available[..taken]);
+            r.consume(taken);
+            if done {
+                break;
+            }
+        }
+        while line.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            line.pop();
+        }
+        if line.len() > max {
+            return Ok(Some(false));
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Some(true));
+        }
     }
 }
 
@@ -678,33 +854,157 @@ impl Response {
     }
 }
 
-/// A connection to the daemon.
-enum Conn {
+/// The socket to the daemon.
+enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
 
+/// A connection to the daemon, whose reads and writes wait at most the idle timeout (and,
+/// for a small request, no later than its deadline).
+struct Conn {
+    stream: Stream,
+    idle: Duration,
+    deadline: Option<Instant>,
+    /// The receive timeout last set on the socket.
+    read_timeout: Option<Duration>,
+}
+
+/// The payload of the `io::Error` a [`Conn`] returns when a timeout runs out.
+#[derive(Debug)]
+struct TimedOut(TimeoutKind);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} timeout", self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// True for the error a socket operation gives when its timeout ran out (or our own).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Conn {
+    /// How long the next read may wait, and which timeout that is.
+    fn budget(&self) -> io::Result<(Duration, TimeoutKind)> {
+        let Some(deadline) = self.deadline else {
+            return Ok((self.idle, TimeoutKind::Idle));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                TimedOut(TimeoutKind::Request),
+            ));
+        }
+        Ok(if left < self.idle {
+            (left, TimeoutKind::Request)
+        } else {
+            (self.idle, TimeoutKind::Idle)
+        })
+    }
+
+    fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
+        match &self.stream {
+            Stream::Unix(s) => s.set_write_timeout(Some(d)),
+            Stream::Tcp(s) => s.set_write_timeout(Some(d)),
+        }
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
+        let (wait, kind) = self.budget()?;
+        if self.read_timeout != Some(wait) {
+            match &self.stream {
+                Stream::Unix(s) => s.set_read_timeout(Some(wait))?,
+                Stream::Tcp(s) => s.set_read_timeout(Some(wait))?,
+            }
+            self.read_timeout = Some(wait);
+        }
+        let r = match &mut self.stream {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        };
+        match r {
+            Err(e) if is_timeout(&e) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, TimedOut(kind)))
+            }
+            other => other,
         }
     }
 }
 
 impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => send_no_sigpipe(s, buf),
+        let r = match &mut self.stream {
+            Stream::Unix(s) => send_no_sigpipe(s, buf),
             // std sends with MSG_NOSIGNAL on TCP sockets already.
-            Conn::Tcp(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        };
+        match r {
+            Err(e) if is_timeout(&e) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                TimedOut(TimeoutKind::Idle),
+            )),
+            other => other,
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Connects to the Unix socket at `path`, waiting at most `timeout`. A daemon that does not
+/// accept connections fills its listen queue, and a plain `connect` then blocks until a
+/// slot frees; the socket's send timeout bounds that wait (Linux returns `EAGAIN`).
+fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the socket path is longer than {} bytes or holds a NUL byte",
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    stream.set_write_timeout(Some(timeout))?;
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes, alive for the call.
+    let r = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 /// Writes to a Unix socket without raising SIGPIPE if the daemon has closed it: std's
@@ -1195,7 +1495,7 @@ mod tests {
             "{e:?}"
         );
         let heads = handle.join().unwrap();
-        assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=1 HTTP/1.1\r\n"));
+        assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=0 HTTP/1.1\r\n"));
         assert!(heads[0].contains("Content-Type: application/x-tar\r\n"));
         assert!(heads[0].contains("Content-Length: 10\r\n"));
     }
@@ -1284,5 +1584,216 @@ mod tests {
         assert!(matches!(e, Error::Cancelled), "{e:?}");
         drop(c);
         handle.join().unwrap();
+    }
+
+    /// A daemon on a Unix socket that accepts one connection, reads the request head (and
+    /// a `Content-Length` body), then hands the connection to `reply`.
+    fn serve_one(
+        reply: impl FnOnce(UnixStream) + Send + 'static,
+    ) -> (tempfile::TempDir, String, thread::JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let handle = thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            reply(s);
+        });
+        (dir, format!("unix://{}", sock.display()), handle)
+    }
+
+    fn client(endpoint: &str, idle_ms: u64, request_ms: u64) -> DockerClient {
+        DockerClient::new(endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap()
+            .with_timeouts(Timeouts {
+                connect: Duration::from_millis(500),
+                idle: Duration::from_millis(idle_ms),
+                request: Duration::from_millis(request_ms),
+            })
+    }
+
+    #[test]
+    fn a_daemon_that_never_answers_times_out() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (_dir, endpoint, handle) = serve_one(move |s| {
+            // Hold the connection open, silent, until the client gave up.
+            let _ = wait.recv();
+            drop(s);
+        });
+        let c = client(&endpoint, 300, 60_000);
+        let start = Instant::now();
+        let e = c.inspect_image("app:1").unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        match &e {
+            Error::Timeout {
+                endpoint: ep,
+                operation,
+                option,
+                ..
+            } => {
+                assert_eq!(ep, &endpoint);
+                assert!(operation.contains("inspect image app:1"), "{operation}");
+                assert!(
+                    operation.contains("waiting for the response"),
+                    "{operation}"
+                );
+                assert!(option.contains("DOCKER_DELTA_DAEMON_TIMEOUT"), "{option}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.exit_code(), crate::ExitCode::MissingDependency);
+        release.send(()).unwrap();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn interim_heads_sent_slowly_forever_end_at_the_request_deadline() {
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            // One `100 Continue` every 50 ms: never idle, never done, until the client
+            // hangs up.
+            while s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_ok() {
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let c = client(&endpoint, 10_000, 400);
+        let start = Instant::now();
+        let e = c.tag_image("app:1", "app", "2").unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(&e, Error::Timeout { option, .. } if option.contains("DOCKER_DELTA_DAEMON_REQUEST_TIMEOUT")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("tag app:1 as app:2"), "{e}");
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_daemon_that_accepts_no_connection_times_out_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        // Listening, never accepting: once the listen queue is full, connect blocks.
+        let _listener = UnixListener::bind(&sock).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match connect_unix(&sock, Duration::from_millis(50)) {
+                Ok(s) => queued.push(s),
+                Err(e) if is_timeout(&e) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000, "the listen queue never filled");
+        }
+        let endpoint = format!("unix://{}", sock.display());
+        let c = client(&endpoint, 10_000, 60_000);
+        let start = Instant::now();
+        let e = c.ping().unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(&e, Error::Timeout { operation, option, .. }
+                if operation.contains("ping: connecting")
+                    && option.contains("DOCKER_DELTA_DAEMON_CONNECT_TIMEOUT")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_load_that_keeps_reporting_is_not_cut() {
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+                .unwrap();
+            // 20 progress reports 100 ms apart: 2 s in all, far past the 1 s idle timeout.
+            for i in 0..20 {
+                let m = format!(
+                    "{{\"status\":\"Loading layer\",\"progressDetail\":{{\"current\":{i},\"total\":20}},\"id\":\"abc\"}}\r\n"
+                );
+                s.write_all(m.as_bytes()).unwrap();
+                thread::sleep(Duration::from_millis(100));
+            }
+            s.write_all(b"{\"stream\":\"Loaded image: app:2\\n\"}\r\n")
+                .unwrap();
+        });
+        let c = client(&endpoint, 1000, 1000);
+        let start = Instant::now();
+        let r = c.load_image(&b"tar"[..], Some(3)).unwrap();
+        assert!(start.elapsed() > Duration::from_millis(1500));
+        assert_eq!(r.names, vec!["app:2"]);
+        // Progress reports are not kept.
+        assert_eq!(r.messages, vec!["Loaded image: app:2"]);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_load_reply_is_read_message_by_message_and_bounded() {
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap();
+            let mut chunk = String::new();
+            for i in 0..1000 {
+                chunk.push_str(&format!("{{\"stream\":\"step {i}\\n\"}}\r\n"));
+            }
+            // Two values on one line, and one cut across chunks.
+            chunk.push_str("{\"stream\":\"Loaded image: a:1\\n\"}{\"stream\":\"Loaded im");
+            let rest = "age ID: sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\\n\"}\r\n";
+            for part in [chunk.as_str(), rest] {
+                s.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                    .unwrap();
+            }
+            s.write_all(b"0\r\n\r\n").unwrap();
+        });
+        let c = client(&endpoint, 5000, 5000);
+        let r = c.load_image(&b"tar"[..], Some(3)).unwrap();
+        assert_eq!(r.names, vec!["a:1"]);
+        assert_eq!(r.ids, vec![Digest::of(b"")]);
+        assert_eq!(r.messages.len(), LOAD_MESSAGES_KEPT);
+        assert_eq!(r.messages[LOAD_MESSAGES_KEPT - 3], "step 999");
+        handle.join().unwrap();
+
+        // One message longer than the cap: refused after reading the cap, not kept whole.
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n{\"stream\":\"");
+            let block = vec![b'x'; 64 * 1024];
+            for _ in 0..(4 * MAX_LOAD_MESSAGE / block.len()) {
+                if s.write_all(&block).is_err() {
+                    return;
+                }
+            }
+        });
+        let e = c_for(&endpoint)
+            .load_image(&b"tar"[..], Some(3))
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { message, .. } if message.contains("longer than 1048576 bytes")),
+            "{e:?}"
+        );
+        handle.join().unwrap();
+    }
+
+    fn c_for(endpoint: &str) -> DockerClient {
+        client(endpoint, 5000, 5000)
     }
 }

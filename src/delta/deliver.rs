@@ -84,7 +84,7 @@ pub fn open_base(
     };
     match by_id {
         Some(recorded) => {
-            let client = DockerClient::from_env()?;
+            let client = crate::transport::docker_daemon::client_for(options)?;
             let found = DockerDaemon::find(
                 &client,
                 &recorded.image_id,
@@ -126,6 +126,7 @@ pub fn open_base(
             let options = OpenOptions {
                 platform: options.platform.clone().or(recorded),
                 limits: options.limits.clone(),
+                timeouts: options.timeouts,
             };
             crate::transport::open(&reference, &options).map(Some)
         }

@@ -18,6 +18,47 @@ use crate::transport::oci::OciLayout;
 use crate::transport::store::{Store, TarStore};
 use crate::transport::{ImageSource, OpenOptions};
 
+/// A client for the daemon at `DOCKER_HOST`, with the timeouts of `options` if it has any.
+pub(crate) fn client_for(options: &OpenOptions) -> Result<DockerClient> {
+    let client = DockerClient::from_env()?;
+    Ok(match options.timeouts {
+        Some(t) => client.with_timeouts(t),
+        None => client,
+    })
+}
+
+/// Refuses to write more than `max` bytes: the spool of an export, which a daemon could
+/// make endless.
+struct LimitedWriter<W> {
+    inner: W,
+    written: u64,
+    max: u64,
+    what: String,
+}
+
+impl<W: Write> Write for LimitedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let after = self.written.saturating_add(buf.len() as u64);
+        if after > self.max {
+            return Err(Error::LimitExceeded {
+                what: self.what.clone(),
+                limit: "max entry size".into(),
+                max: self.max,
+                found: after,
+                option: crate::transport::ENV_MAX_ENTRY_SIZE.into(),
+            }
+            .into_io());
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// An image exported from a Docker daemon.
 pub struct DockerDaemon {
     /// The export, read through its `manifest.json` or, for another platform of a
@@ -28,8 +69,9 @@ pub struct DockerDaemon {
 
 impl DockerDaemon {
     /// Exports the image a `docker-daemon:` reference names, using `DOCKER_HOST`.
+    /// The timeouts are those of `options`, else those of the environment.
     pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<DockerDaemon> {
-        let client = DockerClient::from_env()?;
+        let client = client_for(options)?;
         Self::open_with(&client, reference, options)
     }
 
@@ -134,7 +176,18 @@ impl DockerDaemon {
             .at(std::env::temp_dir())?;
         let _tracked = crate::temp::track(spool.path());
         {
-            let mut w = BufWriter::with_capacity(1 << 20, spool.as_file());
+            // The export is one archive: it may not exceed the largest entry allowed (an
+            // endless export would fill the disk). On error the spool is removed as it
+            // is dropped.
+            let mut w = BufWriter::with_capacity(
+                1 << 20,
+                LimitedWriter {
+                    inner: spool.as_file(),
+                    written: 0,
+                    max: options.limits.max_entry_size,
+                    what: format!("{reference} export"),
+                },
+            );
             // Export by ID: a tag could move between the inspect and the export.
             let n = client.export_image(&id.to_string(), &mut w)?;
             w.flush().at(spool.path())?;

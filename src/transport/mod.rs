@@ -191,6 +191,9 @@ pub struct OpenOptions {
     pub platform: Option<Platform>,
     /// Safety limits.
     pub limits: Limits,
+    /// Timeouts of the conversations with a daemon (`docker-daemon:` images); `None`:
+    /// [`Timeouts::from_env`](crate::Timeouts::from_env).
+    pub timeouts: Option<crate::Timeouts>,
 }
 
 /// A readable image.

@@ -27,6 +27,7 @@ pub fn open_archive_with(
         &docker_delta::OpenOptions {
             platform: None,
             limits,
+            timeouts: None,
         },
     )
     .unwrap()
