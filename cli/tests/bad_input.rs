@@ -1842,9 +1842,11 @@ fn directories_as_archives_or_packages_say_so() {
 }
 
 #[test]
-fn measured_runs_report_the_childs_own_peak_memory() {
-    // The harness the memory cases rely on: a child that touches 64 MiB reports at least
-    // that, and one that touches little reports far less.
+fn measured_runs_report_the_commands_own_peak_memory() {
+    // The harness the memory cases rely on: a command that touches 64 MiB reports at least
+    // that, and one that touches little reports far less, even while the test process
+    // itself holds (and has touched) 256 MiB.
+    let held = vec![1u8; 256 << 20];
     let big = common::run_measured(Command::new("python3").args([
         "-c",
         "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096])",
@@ -1854,4 +1856,16 @@ fn measured_runs_report_the_childs_own_peak_memory() {
     let small = common::run_measured(&mut Command::new("true"));
     assert!(small.status.success());
     assert!(small.peak_rss < 32 << 20, "peak {}", small.peak_rss);
+    assert_eq!(held.iter().map(|&b| b as usize).sum::<usize>(), 256 << 20);
+    // Exit codes and deaths by signal come through as the command's own.
+    let code =
+        common::run_measured(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]));
+    assert_eq!(code.status.code(), Some(3));
+    assert_eq!(
+        (code.stdout.as_slice(), code.stderr.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
+    let killed = common::run_measured(Command::new("sh").args(["-c", "kill -TERM $$"]));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(killed.status.signal(), Some(15));
 }

@@ -260,7 +260,7 @@ pub struct Measured {
     pub status: std::process::ExitStatus,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Peak resident set size of the child (`ru_maxrss` from `wait4`), in bytes.
+    /// Peak resident set size of the command (`ru_maxrss` from `wait4`), in bytes.
     pub peak_rss: u64,
 }
 
@@ -270,53 +270,78 @@ impl Measured {
     }
 }
 
-/// Runs `cmd` to its end and reads its own rusage with `wait4` (not `getrusage(CHILDREN)`,
-/// which mixes every child the test process ever reaped). stdin is null; stdout and stderr
-/// are collected.
-///
-/// The figure is an upper bound: Linux carries the high-water mark of the address space
-/// that `exec` replaces (the test process's, shared by vfork) into the child's `ru_maxrss`,
-/// so it includes what the test process had resident when it spawned the command. That is
-/// safe for "stays below the bound" assertions, which is what the suite makes.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below
+/// Forks and execs its arguments (after the path it reports to), waits with `wait4`, writes
+/// the child's `ru_maxrss` (KiB) to that path and exits as the child did. It stands
+/// between the test and the command because Linux carries the high-water mark of the
+/// address space an `exec` replaces into `ru_maxrss`: a command spawned by the test process
+/// itself (vfork) would be charged the test process's peak. Forked from this small
+/// interpreter instead, it starts from the interpreter's few MiB. The signals Python
+/// ignores (SIGPIPE, SIGXFSZ) are restored for the command.
+const MEASURE: &str = r#"
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+while True:
+    try:
+        _, status, usage = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        pass
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.WEXITSTATUS(status))
+"#;
+
+/// Runs `cmd` to its end and reads its own peak RSS (`ru_maxrss` from `wait4`, taken by a
+/// small wrapper process, see [`MEASURE`]: within a few MiB of the command's own figure,
+/// whatever the test process holds). stdin is null; stdout and stderr are collected; the
+/// command's program, arguments, environment and directory are kept.
 pub fn run_measured(cmd: &mut std::process::Command) -> Measured {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
-    let mut child = cmd
+    let report = tempfile::NamedTempFile::new().expect("a temporary file");
+    let mut wrapped = std::process::Command::new("python3");
+    wrapped
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrapped.current_dir(d);
+    }
+    let out = wrapped
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the command");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        out.read_to_end(&mut v).map(|_| v).unwrap_or_default()
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        err.read_to_end(&mut v).map(|_| v).unwrap_or_default()
-    });
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child's pid with valid out-pointers; the Child is
-    // never waited on afterwards (dropping it does not wait).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = loop {
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break rc;
-    };
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+        .output()
+        .expect("run the command under python3 (the measuring wrapper)");
+    let kib: u64 = std::fs::read_to_string(report.path())
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the measuring wrapper reported nothing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     Measured {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-        // Linux reports ru_maxrss in KiB.
-        peak_rss: usage.ru_maxrss as u64 * 1024,
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        peak_rss: kib * 1024,
     }
 }
