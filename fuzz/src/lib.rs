@@ -32,6 +32,7 @@ pub fn limits() -> Limits {
         max_entry_size: 64 << 20,
         max_expansion_ratio: 100,
         expansion_check_after: 1 << 20,
+        max_archive_index: 1 << 20,
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Limits {
     /// The ratio is only enforced once this many bytes came out of a stream (default
     /// 1 GiB), so that small, very compressible files are never refused.
     pub expansion_check_after: u64,
+    /// Most memory, in bytes, the index of an archive's members may take: each member
+    /// counts its name and link target plus 96 bytes (`DOCKER_DELTA_MAX_ARCHIVE_INDEX`,
+    /// default 64 MiB, some 400 000 members; an image archive has a few per layer).
+    pub max_archive_index: u64,
 }
 
 /// Environment variable for [`Limits::max_json_size`].
@@ -59,6 +63,8 @@ pub const ENV_MAX_INDEX_DEPTH: &str = "DOCKER_DELTA_MAX_INDEX_DEPTH";
 pub const ENV_MAX_ENTRY_SIZE: &str = "DOCKER_DELTA_MAX_ENTRY_SIZE";
 /// Environment variable for [`Limits::max_expansion_ratio`].
 pub const ENV_MAX_EXPANSION_RATIO: &str = "DOCKER_DELTA_MAX_EXPANSION_RATIO";
+/// Environment variable for [`Limits::max_archive_index`].
+pub const ENV_MAX_ARCHIVE_INDEX: &str = "DOCKER_DELTA_MAX_ARCHIVE_INDEX";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -69,6 +75,7 @@ impl Default for Limits {
             max_entry_size: env_u64(ENV_MAX_ENTRY_SIZE).unwrap_or(64 << 30),
             max_expansion_ratio: env_u64(ENV_MAX_EXPANSION_RATIO).unwrap_or(2000),
             expansion_check_after: 1 << 30,
+            max_archive_index: env_u64(ENV_MAX_ARCHIVE_INDEX).unwrap_or(64 << 20),
         }
     }
 }
