@@ -80,6 +80,29 @@ impl Default for Limits {
     }
 }
 
+/// Reads a whole JSON file from outside the library's control (a part of an existing
+/// layout), refusing one larger than `max` bytes (a [`Limits::max_json_size`]). The read
+/// itself stops past `max`: the file's metadata is not believed, so that a link to an
+/// endless device cannot make it read until memory runs out.
+pub(crate) fn read_json_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    let n = file
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if n as u64 > max {
+        return Err(Error::LimitExceeded {
+            what: path.display().to_string(),
+            limit: "max JSON document size".into(),
+            max,
+            found: n as u64,
+            option: ENV_MAX_JSON_SIZE.into(),
+        });
+    }
+    Ok(buf)
+}
+
 impl Limits {
     /// Checks a manifest's layer list against the config's `rootfs.diff_ids` and the
     /// layer limit; `file` names the manifest in errors.

@@ -42,20 +42,27 @@ pub trait Store: Send + Sync {
             what: what.to_string(),
             name: name.to_string(),
         })?;
+        let too_big = |found: u64| Error::LimitExceeded {
+            what: format!("{} {name}", self.root().display()),
+            limit: "max JSON document size".into(),
+            max,
+            found,
+            option: ENV_MAX_JSON_SIZE.into(),
+        };
         if size > max {
-            return Err(Error::LimitExceeded {
-                what: format!("{} {name}", self.root().display()),
-                limit: "max JSON document size".into(),
-                max,
-                found: size,
-                option: ENV_MAX_JSON_SIZE.into(),
-            });
+            return Err(too_big(size));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        self.open(name, what)?
-            .take(max + 1)
+        let n = self
+            .open(name, what)?
+            .take(max.saturating_add(1))
             .read_to_end(&mut buf)
             .at(self.root().join(name))?;
+        // The size said, and the bytes read, are two things: a file that grew, or a link
+        // to an endless device, is held to the limit too.
+        if n as u64 > max {
+            return Err(too_big(n as u64));
+        }
         Ok(buf)
     }
 }
