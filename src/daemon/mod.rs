@@ -51,6 +51,10 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_JSON_BODY: u64 = 16 * 1024 * 1024;
 /// Largest error body we read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// Largest line of a `load` reply (one JSON message; moby ends each with a newline).
+const MAX_LOAD_LINE: u64 = 1 << 20;
+/// Most bytes of a `load` reply's messages, names and IDs kept.
+const MAX_LOAD_KEPT: u64 = 1 << 20;
 /// How much of the end of an export stream we keep to look for an in-band error.
 const EXPORT_TAIL: usize = 8 * 1024;
 
@@ -356,12 +360,22 @@ impl DockerClient {
         let resp = self.send("POST", &path, Some("application/x-tar"), body, op)?;
         let mut resp = self.check(resp, op)?;
         let mut result = LoadResult::default();
-        let stream = serde_json::Deserializer::from_reader(&mut resp.body).into_iter::<Value>();
+        let what = format!("{op} response from {}", self.endpoint);
+        let bounded = LineBounded {
+            inner: &mut resp.body,
+            line: 0,
+            what: &what,
+        };
+        let stream = serde_json::Deserializer::from_reader(bounded).into_iter::<Value>();
+        let mut kept = 0usize;
         for item in stream {
             let msg = match item {
                 Ok(v) => v,
                 Err(e) if e.is_io() => {
                     let e = io::Error::from(e);
+                    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+                        return Err(Error::io(&what, e));
+                    }
                     return Err(self.connection_error(op, "reading the load response", &e));
                 }
                 Err(e) => {
@@ -388,6 +402,18 @@ impl DockerClient {
                 .unwrap_or("");
             if text.is_empty() {
                 continue;
+            }
+            // What is kept of the reply is bounded too, however many messages it has.
+            kept = kept.saturating_add(text.len() + 32);
+            if kept as u64 > MAX_LOAD_KEPT {
+                return Err(Error::LimitExceeded {
+                    what,
+                    limit: "kept load messages (bytes)".into(),
+                    max: MAX_LOAD_KEPT,
+                    found: kept as u64,
+                    option: "no option: it is fixed (a daemon loading one image says far less)"
+                        .into(),
+                });
             }
             if let Some(id) = text.strip_prefix("Loaded image ID:") {
                 if let Ok(d) = Digest::parse(id.trim()) {
@@ -653,12 +679,44 @@ impl DockerClient {
                 message: format!("the response is larger than {MAX_JSON_BODY} bytes"),
             });
         }
+        let file = format!("{operation} response from {}", self.endpoint);
+        crate::manifest::check_json_values(&body, &file, crate::manifest::max_json_values())?;
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson {
-            file: format!("{operation} response from {}", self.endpoint),
+            file,
             line: e.line(),
             column: e.column(),
             message: e.to_string(),
         })
+    }
+}
+
+/// Reads a newline-separated JSON message stream, failing (with [`Error::LimitExceeded`]
+/// carried in the `io::Error`) on a line longer than [`MAX_LOAD_LINE`], so that one
+/// message is never held whole however long the daemon makes it.
+struct LineBounded<'a, R> {
+    inner: R,
+    /// Bytes since the last newline.
+    line: u64,
+    what: &'a str,
+}
+
+impl<R: Read> Read for LineBounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            self.line = if b == b'\n' { 0 } else { self.line + 1 };
+            if self.line > MAX_LOAD_LINE {
+                return Err(Error::LimitExceeded {
+                    what: self.what.to_string(),
+                    limit: "load reply line (bytes)".into(),
+                    max: MAX_LOAD_LINE,
+                    found: self.line,
+                    option: "no option: it is fixed (a load reply message is a short line)".into(),
+                }
+                .into_io());
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -1198,6 +1256,55 @@ mod tests {
         assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=1 HTTP/1.1\r\n"));
         assert!(heads[0].contains("Content-Type: application/x-tar\r\n"));
         assert!(heads[0].contains("Content-Length: 10\r\n"));
+    }
+
+    #[test]
+    fn load_replies_and_json_bodies_are_bounded() {
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        // One message as one long line (no newline in 2 MiB).
+        let mut long = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"stream\":\"".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 2 << 20));
+        long.extend_from_slice(b"\"}\r\n");
+        // Many short messages, more than the kept budget.
+        let mut many = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        for i in 0..40_000 {
+            many.extend_from_slice(
+                format!("{{\"stream\":\"Loaded image: x/y:{i}\"}}\r\n").as_bytes(),
+            );
+        }
+        // An inspect reply under the byte cap with millions of values.
+        let mut body = b"{\"Id\":\"x\",\"Junk\":[".to_vec();
+        body.extend(std::iter::repeat_n(&b"0,"[..], 3 << 20).flatten());
+        body.extend_from_slice(b"0]}");
+        let mut inspect = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        inspect.extend_from_slice(&body);
+        let (_dir, endpoint, handle) =
+            fake_daemon(vec![leak(long), leak(many), leak(inspect)], true);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        for (name, max) in [
+            ("load reply line (bytes)", MAX_LOAD_LINE),
+            ("kept load messages (bytes)", MAX_LOAD_KEPT),
+        ] {
+            let e = c.load_image(&b"x"[..], Some(1)).unwrap_err();
+            assert!(
+                matches!(&e, Error::LimitExceeded { limit, max: m, what, .. }
+                    if limit == name && *m == max && what.contains("load image response")),
+                "{e:?}"
+            );
+        }
+        let e = c.inspect_image("x").unwrap_err();
+        assert!(
+            matches!(&e, Error::LimitExceeded { option, .. } if option == crate::manifest::ENV_MAX_JSON_VALUES),
+            "{e:?}"
+        );
+        handle.join().unwrap();
     }
 
     #[test]
