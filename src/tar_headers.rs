@@ -184,21 +184,34 @@ impl<R: Read> Source for Stream<R> {
     }
 }
 
-/// A source that can seek: data is passed over without reading it. A seek past the end
-/// is noticed when the next header is read.
-pub struct Seekable<R>(pub R);
+/// A source that can seek: data is passed over without reading it (a skip past the end
+/// stops at the end, so that a truncated member is noticed as when reading).
+pub struct Seekable<R> {
+    inner: R,
+    /// The source's length, learnt at the first skip.
+    len: Option<u64>,
+}
 
 impl<R: Read> Read for Seekable<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        self.inner.read(buf)
     }
 }
 
 impl<R: Read + Seek> Source for Seekable<R> {
     fn skip(&mut self, n: u64) -> io::Result<u64> {
-        let step = i64::try_from(n).map_err(|_| io::Error::other("seek too far"))?;
-        self.0.seek(SeekFrom::Current(step))?;
-        Ok(n)
+        let pos = self.inner.stream_position()?;
+        let len = match self.len {
+            Some(len) => len,
+            None => {
+                let len = self.inner.seek(SeekFrom::End(0))?;
+                self.inner.seek(SeekFrom::Start(pos))?;
+                *self.len.insert(len)
+            }
+        };
+        let step = n.min(len.saturating_sub(pos));
+        self.inner.seek(SeekFrom::Start(pos + step))?;
+        Ok(step)
     }
 }
 
@@ -259,9 +272,13 @@ impl<R: Read> TarHeaders<Stream<R>> {
 }
 
 impl<R: Read + Seek> TarHeaders<Seekable<R>> {
-    /// Reads a source that can seek, from its current position (taken as offset 0).
+    /// Reads a source that can seek, from its current position (taken as offset 0); it
+    /// must not change length while it is read.
     pub fn seekable(r: R) -> Self {
-        Self::from_source(Seekable(r))
+        Self::from_source(Seekable {
+            inner: r,
+            len: None,
+        })
     }
 }
 
@@ -667,6 +684,10 @@ mod tests {
         let mut short = good.to_vec();
         short.extend_from_slice(&[1, 2, 3]);
         let mut it = TarHeaders::new(&short[..]);
+        assert!(it.next_member().unwrap().is_some());
+        assert!(it.next_member().is_err());
+        // The same when the data is passed over by seeking.
+        let mut it = TarHeaders::seekable(io::Cursor::new(&short));
         assert!(it.next_member().unwrap().is_some());
         assert!(it.next_member().is_err());
         // A partial header.
