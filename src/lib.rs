@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod tar_headers;
 pub mod temp;
 pub mod threads;
 pub mod timeouts;

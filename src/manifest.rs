@@ -14,9 +14,8 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -81,7 +80,12 @@ impl fmt::Display for ManifestKind {
 
 /// Parses JSON bytes, reporting syntax errors with line and column and data errors with the
 /// JSON path of the offending field.
+///
+/// Every document is first held to [`max_json_values`] values (see [`check_json_values`]),
+/// so that what a parse builds stays in proportion to that limit, not to the document's
+/// bytes alone.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8], file: &str) -> Result<T> {
+    check_json_values(raw, file, max_json_values())?;
     let mut de = serde_json::Deserializer::from_slice(raw);
     let parsed: std::result::Result<T, serde_path_to_error::Error<serde_json::Error>> =
         serde_path_to_error::deserialize(&mut de);
@@ -111,6 +115,63 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8], file: &str) -> Result<T> {
     }
 }
 
+/// Environment variable for [`max_json_values`].
+pub const ENV_MAX_JSON_VALUES: &str = "DOCKER_DELTA_MAX_JSON_VALUES";
+
+/// Most values (array elements, object members, the document itself) a JSON document from
+/// outside may hold: `DOCKER_DELTA_MAX_JSON_VALUES`, default 1 048 576.
+///
+/// A document of 64 MiB (`DOCKER_DELTA_MAX_JSON_SIZE`) can hold 30 million values, which
+/// as a `serde_json::Value` or as typed collections take some 40 bytes each and more: a
+/// gigabyte. Real documents hold a few thousand (an image with 1024 layers, a config with
+/// a long history), so the default bounds a parse at some 100 MiB and refuses no image.
+pub fn max_json_values() -> u64 {
+    std::env::var(ENV_MAX_JSON_VALUES)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
+/// Refuses a document holding more than `max` values, counted by one pass over its bytes
+/// before anything is parsed: each `[`, `{` and `,` outside strings starts a value (an
+/// upper bound; a malformed document is left to the parser to report with its position).
+pub fn check_json_values(raw: &[u8], file: &str, max: u64) -> Result<()> {
+    let found = count_json_values(raw);
+    if found > max {
+        return Err(Error::LimitExceeded {
+            what: file.to_string(),
+            limit: "JSON values".into(),
+            max,
+            found,
+            option: ENV_MAX_JSON_VALUES.into(),
+        });
+    }
+    Ok(())
+}
+
+/// The number of values in a JSON text, as [`check_json_values`] counts them.
+fn count_json_values(raw: &[u8]) -> u64 {
+    let (mut count, mut in_string, mut escaped) = (1u64, false, false);
+    for &b in raw {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
 fn json_syntax_error(file: &str, e: &serde_json::Error) -> Error {
     Error::InvalidJson {
         file: file.to_string(),
@@ -130,20 +191,287 @@ fn strip_position(msg: &str) -> String {
 
 /// Detects the kind of a manifest document from its content.
 pub fn detect(raw: &[u8], file: &str) -> Result<ManifestKind> {
-    let value: Value = parse_json(raw, file)?;
-    detect_value(&value, file)
+    let shape: Shape = parse_json(raw, file)?;
+    detect_shape(&shape, file)
 }
 
-fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
+/// What kind detection needs of a document, read without building it: the top-level
+/// type, an array's entries' `Layers` key, an object's keys and its `schemaVersion` and
+/// `mediaType`. Every other value is skipped ([`Skip`]), so that detecting a large
+/// document allocates nothing in proportion to it.
+enum Shape {
+    Array {
+        len: usize,
+        all_have_layers: bool,
+    },
+    Object {
+        schema: Option<i64>,
+        media_type: Option<String>,
+        has_manifests: bool,
+        has_layers: bool,
+        has_fs_layers: bool,
+        has_rootfs: bool,
+    },
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Shape, D::Error> {
+        d.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON document")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("number"))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("string"))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Shape, E> {
+        Ok(Shape::Other("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Shape, A::Error> {
+        let (mut len, mut all_have_layers) = (0, true);
+        while let Some(HasLayers(has)) = seq.next_element()? {
+            len += 1;
+            all_have_layers &= has;
+        }
+        Ok(Shape::Array {
+            len,
+            all_have_layers,
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Shape, A::Error> {
+        let (mut schema, mut media_type) = (None, None);
+        let (mut has_manifests, mut has_layers, mut has_fs_layers, mut has_rootfs) =
+            (false, false, false, false);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "schemaVersion" => schema = map.next_value::<Scalar>()?.int(),
+                "mediaType" => media_type = map.next_value::<Scalar>()?.string(),
+                other => {
+                    match other {
+                        "manifests" => has_manifests = true,
+                        "layers" => has_layers = true,
+                        "fsLayers" => has_fs_layers = true,
+                        "rootfs" => has_rootfs = true,
+                        _ => {}
+                    }
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(Shape::Object {
+            schema,
+            media_type,
+            has_manifests,
+            has_layers,
+            has_fs_layers,
+            has_rootfs,
+        })
+    }
+}
+
+/// Whether a value is an object with a `Layers` key (its values skipped).
+struct HasLayers(bool);
+
+impl<'de> Deserialize<'de> for HasLayers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<HasLayers, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HasLayers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HasLayers, A::Error> {
+                let mut has = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    has |= key == "Layers";
+                    map.next_value::<Skip>()?;
+                }
+                Ok(HasLayers(has))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<HasLayers, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(HasLayers(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<HasLayers, E> {
+                Ok(HasLayers(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, checked and dropped as it is read: unlike `serde::de::IgnoredAny`,
+/// strings are read as strings, so a document that is not UTF-8 is refused as a
+/// `Value` parse refuses it, and nothing is kept.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Skip, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A scalar kept when it is an integer or a string (what `Value::as_i64`/`as_str` give);
+/// any other value, a container included, is skipped without being built.
+enum Scalar {
+    Int(i64),
+    Str(String),
+    Other,
+}
+
+impl Scalar {
+    fn int(self) -> Option<i64> {
+        match self {
+            Scalar::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+    fn string(self) -> Option<String> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Scalar, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Scalar, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Scalar, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Scalar, E> {
+                Ok(i64::try_from(v).map_or(Scalar::Other, Scalar::Int))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn detect_shape(shape: &Shape, file: &str) -> Result<ManifestKind> {
     let unsupported = |found: String| Error::UnsupportedManifest {
         file: file.to_string(),
         found,
     };
-    match value {
-        Value::Array(items) => {
-            if !items.is_empty() && items.iter().all(|i| i.get("Layers").is_some()) {
+    match shape {
+        Shape::Array {
+            len,
+            all_have_layers,
+        } => {
+            if *len > 0 && *all_have_layers {
                 Ok(ManifestKind::DockerArchiveManifest)
-            } else if items.is_empty() {
+            } else if *len == 0 {
                 Err(unsupported(
                     "an empty JSON array (a docker-archive manifest.json lists at least one image)"
                         .into(),
@@ -152,9 +480,15 @@ fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
                 Err(unsupported("a JSON array whose entries have no \"Layers\" (not a docker-archive manifest.json)".into()))
             }
         }
-        Value::Object(map) => {
-            let schema = map.get("schemaVersion").and_then(Value::as_i64);
-            let media_type = map.get("mediaType").and_then(Value::as_str);
+        Shape::Object {
+            schema,
+            media_type,
+            has_manifests,
+            has_layers,
+            has_fs_layers,
+            has_rootfs,
+        } => {
+            let media_type = media_type.as_deref();
             let seen = || {
                 format!(
                     "schemaVersion {}, mediaType {}",
@@ -162,13 +496,13 @@ fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
                     media_type.map_or("absent".to_string(), |m| format!("{m:?}"))
                 )
             };
-            if schema == Some(1) || map.contains_key("fsLayers") {
+            if *schema == Some(1) || *has_fs_layers {
                 return Err(unsupported(format!(
                     "a Docker schema1 manifest ({}); only schema2 and OCI manifests are supported",
                     seen()
                 )));
             }
-            if map.contains_key("manifests") {
+            if *has_manifests {
                 return match media_type {
                     Some(MEDIA_TYPE_DOCKER_LIST) => Ok(ManifestKind::DockerManifestList),
                     None | Some(MEDIA_TYPE_OCI_INDEX) => Ok(ManifestKind::OciIndex),
@@ -178,7 +512,7 @@ fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
                     ))),
                 };
             }
-            if map.contains_key("layers") {
+            if *has_layers {
                 return match media_type {
                     Some(MEDIA_TYPE_DOCKER_MANIFEST) => Ok(ManifestKind::DockerSchema2),
                     None | Some(MEDIA_TYPE_OCI_MANIFEST) => Ok(ManifestKind::OciManifest),
@@ -188,7 +522,7 @@ fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
                     ))),
                 };
             }
-            if map.contains_key("rootfs") {
+            if *has_rootfs {
                 return Err(unsupported(format!(
                     "an image config, not a manifest ({})",
                     seen()
@@ -199,18 +533,7 @@ fn detect_value(value: &Value, file: &str) -> Result<ManifestKind> {
                 seen()
             )))
         }
-        other => Err(unsupported(format!("a JSON {}", json_type(other)))),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Shape::Other(kind) => Err(unsupported(format!("a JSON {kind}"))),
     }
 }
 
@@ -397,18 +720,26 @@ struct RawRootFs {
 impl ConfigView {
     /// Parses an image config (OCI or Docker; they agree on the fields we read).
     pub fn parse(raw: &[u8], file: &str) -> Result<ConfigView> {
-        let value: Value = parse_json(raw, file)?;
-        if !value.is_object() {
-            return Err(Error::InvalidField {
-                file: file.to_string(),
-                field: "(document)".into(),
-                reason: format!(
-                    "an image config is a JSON object, found a JSON {}",
-                    json_type(&value)
-                ),
-            });
-        }
-        if value.get("layers").is_some() || value.get("manifests").is_some() {
+        let shape: Shape = parse_json(raw, file)?;
+        let (has_layers, has_manifests) = match shape {
+            Shape::Object {
+                has_layers,
+                has_manifests,
+                ..
+            } => (has_layers, has_manifests),
+            Shape::Array { .. } | Shape::Other(_) => {
+                let found = match shape {
+                    Shape::Other(kind) => kind,
+                    _ => "array",
+                };
+                return Err(Error::InvalidField {
+                    file: file.to_string(),
+                    field: "(document)".into(),
+                    reason: format!("an image config is a JSON object, found a JSON {found}"),
+                });
+            }
+        };
+        if has_layers || has_manifests {
             return Err(Error::InvalidField {
                 file: file.to_string(),
                 field: "(document)".into(),
@@ -454,6 +785,38 @@ mod tests {
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{MEDIA_TYPE_OCI_CONFIG}","digest":"{D}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{D}","size":10}}]}}"#
         )
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert_eq!(count_json_values(b"0"), 1);
+        assert_eq!(count_json_values(br#"{"a":[1,2,3],"b":{}}"#), 7);
+        // Brackets, commas and escaped quotes inside strings do not count.
+        assert_eq!(count_json_values(br#"["[,{\",]", ","]"#), 3);
+        let many = format!("[{}0]", "0,".repeat(100));
+        assert!(check_json_values(many.as_bytes(), "f.json", 102).is_ok());
+        let e = check_json_values(many.as_bytes(), "f.json", 101).unwrap_err();
+        assert!(
+            matches!(&e, Error::LimitExceeded { what, max: 101, found: 102, option, .. }
+                if what == "f.json" && option == ENV_MAX_JSON_VALUES),
+            "{e:?}"
+        );
+        // parse_json applies it (default limit) before building anything.
+        let huge = format!("{{\"layers\":[],\"x\":[{}0]}}", "0,".repeat(1 << 20));
+        assert!(matches!(
+            detect(huge.as_bytes(), "m.json"),
+            Err(Error::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn detection_skips_values_but_still_checks_them() {
+        // Unknown fields of every shape are skipped; the kind is still found.
+        let doc = br#"{"x":{"y":[1,"s",null,true,1.5,{"z":[]}]},"layers":[],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#;
+        assert_eq!(detect(doc, "m.json").unwrap(), ManifestKind::OciManifest);
+        // A string that is not UTF-8, even in a skipped value, is invalid JSON as before.
+        let e = detect(b"[{\"Config\":\"\xff\xfe\",\"Layers\":[]}]", "m.json").unwrap_err();
+        assert!(matches!(e, Error::InvalidJson { line: 1, .. }), "{e:?}");
     }
 
     #[test]

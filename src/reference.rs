@@ -431,14 +431,11 @@ fn sniff_archive(path: &Path) -> Result<Transport> {
     let reader: Box<dyn Read> = compression
         .decoder(Box::new(buf))
         .map_err(|e| Error::io(path, e))?;
-    let mut archive = tar::Archive::new(reader);
     let mut saw_oci = false;
     let mut saw_repositories = false;
-    let entries = archive.entries().map_err(|e| not_a_tar(path, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| not_a_tar(path, e))?;
-        let name = entry.path_bytes();
-        let name = String::from_utf8_lossy(&name);
+    for member in crate::tar_headers::TarHeaders::new(reader) {
+        let member = member.map_err(|e| e.into_error(path))?;
+        let name = String::from_utf8_lossy(&member.path);
         match name.trim_start_matches("./") {
             "manifest.json" => return Ok(Transport::DockerArchive),
             "index.json" | "oci-layout" => saw_oci = true,
@@ -456,13 +453,6 @@ fn sniff_archive(path: &Path) -> Result<Transport> {
             path: path.to_path_buf(),
             reason: "tar archive holds neither manifest.json (docker-archive) nor index.json/oci-layout (oci-archive)".into(),
         })
-    }
-}
-
-fn not_a_tar(path: &Path, e: std::io::Error) -> Error {
-    Error::InvalidLayout {
-        path: path.to_path_buf(),
-        reason: format!("not a readable tar archive: {e}"),
     }
 }
 

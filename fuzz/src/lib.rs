@@ -32,6 +32,7 @@ pub fn limits() -> Limits {
         max_entry_size: 64 << 20,
         max_expansion_ratio: 100,
         expansion_check_after: 1 << 20,
+        max_archive_index: 1 << 20,
     }
 }
 
@@ -290,6 +291,46 @@ pub fn manifest(data: &[u8]) {
     if let Ok(c) = ConfigView::parse(data, "config.json") {
         let _ = c.platform.to_string();
     }
+}
+
+/// The tar header reader: never panics, holds no record past its limit (the target runs
+/// under a malloc limit), reads the same members whether it skips data by reading or by
+/// seeking, and gives members whose offsets are in order. The files codec's scanner, which
+/// shares its block functions, never panics on the same bytes and accounts for them all.
+pub fn tar_headers(data: &[u8]) {
+    use docker_delta::tar_headers::{TarHeaders, BLOCK, MAX_EXTENSION_RECORD};
+    fn read_all<S: docker_delta::tar_headers::Source>(
+        mut it: TarHeaders<S>,
+    ) -> (Vec<docker_delta::tar_headers::Member>, Option<String>) {
+        let mut members = Vec::new();
+        loop {
+            match it.next_member() {
+                Ok(Some(m)) => members.push(m),
+                Ok(None) => return (members, None),
+                Err(e) => return (members, Some(e.to_string())),
+            }
+        }
+    }
+    let (streamed, stream_err) = read_all(TarHeaders::new(data));
+    let (sought, seek_err) = read_all(TarHeaders::seekable(std::io::Cursor::new(data)));
+    assert_eq!(streamed, sought);
+    assert_eq!(
+        stream_err.is_some(),
+        seek_err.is_some(),
+        "{stream_err:?} / {seek_err:?}"
+    );
+    let mut end = 0u64;
+    for m in &streamed {
+        assert!(m.header_offset >= end);
+        assert!(m.data_offset >= m.header_offset + BLOCK as u64);
+        assert_eq!(m.data_offset % BLOCK as u64, 0);
+        assert!(m.path.len() as u64 <= MAX_EXTENSION_RECORD.max(256));
+        assert!(m.link.len() as u64 <= MAX_EXTENSION_RECORD.max(100));
+        end = m.data_offset.saturating_add(m.size);
+    }
+    let idx = files::tarscan::scan(data, None).expect("scanning a slice cannot fail");
+    assert_eq!(idx.len, data.len() as u64);
+    let _ = docker_delta::delta::plan::TarSummary::read(data);
 }
 
 /// Image references: parse never panics, and whatever parses prints back to a string that

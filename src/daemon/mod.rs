@@ -717,8 +717,10 @@ impl DockerClient {
                 message: format!("the response is larger than {max} bytes (the largest accepted)"),
             });
         }
+        let file = format!("{operation} response from {}", self.endpoint);
+        crate::manifest::check_json_values(&body, &file, crate::manifest::max_json_values())?;
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson {
-            file: format!("{operation} response from {}", self.endpoint),
+            file,
             line: e.line(),
             column: e.column(),
             message: e.to_string(),
@@ -1498,6 +1500,53 @@ mod tests {
         assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=0 HTTP/1.1\r\n"));
         assert!(heads[0].contains("Content-Type: application/x-tar\r\n"));
         assert!(heads[0].contains("Content-Length: 10\r\n"));
+    }
+
+    #[test]
+    fn load_replies_and_json_bodies_are_bounded() {
+        let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+        // One message as one long line (no newline in 2 MiB).
+        let mut long = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"stream\":\"".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 2 << 20));
+        long.extend_from_slice(b"\"}\r\n");
+        // Many short messages, more than the kept budget.
+        let mut many = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        for i in 0..40_000 {
+            many.extend_from_slice(
+                format!("{{\"stream\":\"Loaded image: x/y:{i}\"}}\r\n").as_bytes(),
+            );
+        }
+        // An inspect reply under the byte cap with more values than the value budget.
+        let mut body = b"{\"Id\":\"x\",\"Junk\":[".to_vec();
+        body.extend(std::iter::repeat_n(&b"0,"[..], 3 << 19).flatten());
+        body.extend_from_slice(b"0]}");
+        let mut inspect = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        inspect.extend_from_slice(&body);
+        let (_dir, endpoint, handle) =
+            fake_daemon(vec![leak(long), leak(many), leak(inspect)], true);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let e = c.load_image(&b"x"[..], Some(1)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { message, .. } if message.contains("longer than")),
+            "{e:?}"
+        );
+        let loaded = c.load_image(&b"x"[..], Some(1)).unwrap();
+        assert_eq!(loaded.names.len(), LOAD_RESULTS_KEPT);
+        assert_eq!(loaded.messages.len(), LOAD_MESSAGES_KEPT);
+        assert_eq!(loaded.messages.last().unwrap(), "Loaded image: x/y:39999");
+        let e = c.inspect_image("x").unwrap_err();
+        assert!(
+            matches!(&e, Error::LimitExceeded { option, .. } if option == crate::manifest::ENV_MAX_JSON_VALUES),
+            "{e:?}"
+        );
+        handle.join().unwrap();
     }
 
     #[test]

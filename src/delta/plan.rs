@@ -11,6 +11,7 @@ use std::io::Read;
 
 use crate::digest::Digest;
 use crate::image::Image;
+use crate::tar_headers::{TarError, TarHeaders};
 
 /// How `create` encodes changed layers (`--method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,6 +53,13 @@ pub struct LayerPlan {
     pub action: Action,
 }
 
+/// Most bytes of names (plus [`SUMMARY_ENTRY_OVERHEAD`] each) a [`TarSummary`] keeps: a
+/// tiny compressed layer can claim millions of members, and the overlap score does not
+/// need them all (16 MiB is some 200 000 typical paths).
+const MAX_SUMMARY_NAME_BYTES: usize = 16 << 20;
+/// What one kept name costs besides its bytes (the map slot, the string's header).
+const SUMMARY_ENTRY_OVERHEAD: usize = 64;
+
 /// A summary of a layer tar: entry paths (versions folded) and sizes.
 #[derive(Debug, Default, Clone)]
 pub struct TarSummary {
@@ -67,22 +75,29 @@ impl TarSummary {
     /// valid tar gives an empty summary with `is_tar == false`.
     pub fn read(r: impl Read) -> std::io::Result<TarSummary> {
         let mut s = TarSummary::default();
-        let mut archive = tar::Archive::new(r);
-        let entries = match archive.entries() {
-            Ok(e) => e,
-            Err(_) => return Ok(s),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
+        let mut key_bytes = 0usize;
+        for member in TarHeaders::new(r) {
+            let member = match member {
+                Ok(m) => m,
                 // A verification failure of the underlying layer stream must surface.
-                Err(e) if e.get_ref().is_some_and(|i| i.is::<crate::Error>()) => return Err(e),
+                Err(TarError::Io(e)) if e.get_ref().is_some_and(|i| i.is::<crate::Error>()) => {
+                    return Err(e)
+                }
                 Err(_) => return Ok(TarSummary::default()),
             };
-            let size = entry.size();
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            s.file_bytes += size;
-            *s.entries.entry(fold_versions(&name)).or_insert(0) += size.max(1);
+            let size = member.size;
+            s.file_bytes = s.file_bytes.saturating_add(size);
+            // A heuristic: past the budget, names are no longer collected (the layer is
+            // still read to its end, so that a damaged stream is noticed).
+            if key_bytes > MAX_SUMMARY_NAME_BYTES {
+                continue;
+            }
+            let name = fold_versions(&String::from_utf8_lossy(&member.path));
+            let slot = s.entries.entry(name).or_insert_with_key(|k| {
+                key_bytes += k.len() + SUMMARY_ENTRY_OVERHEAD;
+                0
+            });
+            *slot = slot.saturating_add(size.max(1));
         }
         s.is_tar = true;
         Ok(s)
@@ -216,5 +231,83 @@ mod tests {
         assert_eq!(sa.overlap(&sb), 1000);
         let junk = TarSummary::read(&b"not a tar at all, just text"[..]).unwrap();
         assert!(!junk.is_tar);
+    }
+
+    /// Gives a header block, then `size` bytes of 'a' made on demand, counting what was
+    /// read from it.
+    struct Claim {
+        head: Vec<u8>,
+        left: u64,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Read for Claim {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = if !self.head.is_empty() {
+                let n = self.head.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.head[..n]);
+                self.head.drain(..n);
+                n
+            } else {
+                let n = (self.left.min(buf.len() as u64)) as usize;
+                buf[..n].fill(b'a');
+                self.left -= n as u64;
+                n
+            };
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn summary_does_not_hold_a_long_record() {
+        // A GNU long-name record claiming 300 MB: the summary gives up at its header
+        // instead of reading it into memory.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(300 << 20);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_cksum();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let s = TarSummary::read(Claim {
+            head: h.as_bytes().to_vec(),
+            left: 300 << 20,
+            read: read.clone(),
+        })
+        .unwrap();
+        assert!(!s.is_tar);
+        assert!(read.get() < 2 << 20, "read {} bytes", read.get());
+    }
+
+    #[test]
+    fn summary_keeps_a_bounded_number_of_names() {
+        // Members with distinct 1000-byte names, past the summary's name budget.
+        let n = MAX_SUMMARY_NAME_BYTES / 1000 + 1000;
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..n {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_cksum();
+            // Letters, not digits: digits fold to one name.
+            let tag: String = (0..6)
+                .map(|k| (b'a' + (i / 26usize.pow(k) % 26) as u8) as char)
+                .collect();
+            let name = format!("{}{tag}", "x".repeat(994));
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        }
+        let s = TarSummary::read(&b.into_inner().unwrap()[..]).unwrap();
+        assert!(s.is_tar);
+        let min = MAX_SUMMARY_NAME_BYTES / (1000 + SUMMARY_ENTRY_OVERHEAD);
+        assert!(
+            (min..n).contains(&s.entries.len()),
+            "{} of {n} names kept",
+            s.entries.len()
+        );
+        let kept: usize = s
+            .entries
+            .keys()
+            .map(|k| k.len() + SUMMARY_ENTRY_OVERHEAD)
+            .sum();
+        assert!(kept <= MAX_SUMMARY_NAME_BYTES + 1100);
     }
 }

@@ -204,7 +204,7 @@ fn layout_target(path: &Path) -> Result<LayoutTarget> {
 /// `"manifests": null`, what `umoci init` writes for a layout with no image yet (and what
 /// skopeo and umoci add images to), is read as an empty list.
 fn read_index(index_path: &Path) -> Result<serde_json::Value> {
-    let raw = fs::read(index_path).at(index_path)?;
+    let raw = super::read_json_file(index_path, super::Limits::default().max_json_size)?;
     let mut index: serde_json::Value =
         crate::manifest::parse_json(&raw, &index_path.display().to_string())?;
     if let Some(m) = index.get_mut("manifests").filter(|m| m.is_null()) {
@@ -220,15 +220,32 @@ fn read_index(index_path: &Path) -> Result<serde_json::Value> {
     Ok(index)
 }
 
-/// The config digest of the manifest `digest` in the layout at `layout`, if it reads.
-fn config_of(layout: &Path, digest: &str) -> Option<String> {
-    let hex = digest.strip_prefix("sha256:")?;
+/// The config digest of the manifest `digest` in the layout at `layout`, if it reads; a
+/// manifest past the JSON size or value limits is an error (it is read bounded, whatever
+/// the file is).
+fn config_of(layout: &Path, digest: &str) -> Result<Option<String>> {
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        return Ok(None);
+    };
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+        return Ok(None);
     }
-    let raw = fs::read(layout.join("blobs/sha256").join(hex)).ok()?;
-    let m: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    Some(m.pointer("/config/digest")?.as_str()?.to_string())
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        config: Config,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        digest: String,
+    }
+    let path = layout.join("blobs/sha256").join(hex);
+    let parsed = super::read_json_file(&path, super::Limits::default().max_json_size)
+        .and_then(|raw| crate::manifest::parse_json::<Manifest>(&raw, &path.display().to_string()));
+    match parsed {
+        Ok(m) => Ok(Some(m.config.digest)),
+        Err(e @ Error::LimitExceeded { .. }) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The error for a ref of an existing layout that `--force` would be needed to move.
@@ -340,13 +357,20 @@ impl ImageWriter {
             OutputKind::Oci => {
                 if let LayoutTarget::Existing(refs) = layout_target(path)? {
                     if let ImageReference::Oci { name: Some(r), .. } = dest {
-                        let other = |manifest: &str| {
-                            image_id.is_some_and(|id| {
-                                config_of(path, manifest).is_none_or(|c| c != id.to_string())
+                        let other = |manifest: &str| -> Result<bool> {
+                            Ok(match image_id {
+                                Some(id) => {
+                                    config_of(path, manifest)?.is_none_or(|c| c != id.to_string())
+                                }
+                                None => false,
                             })
                         };
-                        if !force && refs.iter().any(|(n, m)| n == r && other(m)) {
-                            return Err(ref_exists(path, r));
+                        if !force {
+                            for (n, m) in &refs {
+                                if n == r && other(m)? {
+                                    return Err(ref_exists(path, r));
+                                }
+                            }
                         }
                     }
                 }

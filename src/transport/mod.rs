@@ -47,6 +47,10 @@ pub struct Limits {
     /// The ratio is only enforced once this many bytes came out of a stream (default
     /// 1 GiB), so that small, very compressible files are never refused.
     pub expansion_check_after: u64,
+    /// Most memory, in bytes, the index of an archive's members may take: each member
+    /// counts its name and link target plus 96 bytes (`DOCKER_DELTA_MAX_ARCHIVE_INDEX`,
+    /// default 64 MiB, some 400 000 members; an image archive has a few per layer).
+    pub max_archive_index: u64,
 }
 
 /// Environment variable for [`Limits::max_json_size`].
@@ -59,6 +63,8 @@ pub const ENV_MAX_INDEX_DEPTH: &str = "DOCKER_DELTA_MAX_INDEX_DEPTH";
 pub const ENV_MAX_ENTRY_SIZE: &str = "DOCKER_DELTA_MAX_ENTRY_SIZE";
 /// Environment variable for [`Limits::max_expansion_ratio`].
 pub const ENV_MAX_EXPANSION_RATIO: &str = "DOCKER_DELTA_MAX_EXPANSION_RATIO";
+/// Environment variable for [`Limits::max_archive_index`].
+pub const ENV_MAX_ARCHIVE_INDEX: &str = "DOCKER_DELTA_MAX_ARCHIVE_INDEX";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -69,8 +75,32 @@ impl Default for Limits {
             max_entry_size: env_u64(ENV_MAX_ENTRY_SIZE).unwrap_or(64 << 30),
             max_expansion_ratio: env_u64(ENV_MAX_EXPANSION_RATIO).unwrap_or(2000),
             expansion_check_after: 1 << 30,
+            max_archive_index: env_u64(ENV_MAX_ARCHIVE_INDEX).unwrap_or(64 << 20),
         }
     }
+}
+
+/// Reads a whole JSON file from outside the library's control (a part of an existing
+/// layout), refusing one larger than `max` bytes (a [`Limits::max_json_size`]). The read
+/// itself stops past `max`: the file's metadata is not believed, so that a link to an
+/// endless device cannot make it read until memory runs out.
+pub(crate) fn read_json_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    let n = file
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if n as u64 > max {
+        return Err(Error::LimitExceeded {
+            what: path.display().to_string(),
+            limit: "max JSON document size".into(),
+            max,
+            found: n as u64,
+            option: ENV_MAX_JSON_SIZE.into(),
+        });
+    }
+    Ok(buf)
 }
 
 impl Limits {

@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
+use crate::tar_headers::{display_name, TarHeaders};
 use crate::temp::{track, Tracked};
-use crate::transport::{Counter, CountingReader, ExpansionGuard, Limits, ENV_MAX_JSON_SIZE};
+use crate::transport::{
+    Counter, CountingReader, ExpansionGuard, Limits, ENV_MAX_ARCHIVE_INDEX, ENV_MAX_JSON_SIZE,
+};
 
 /// A set of named files.
 pub trait Store: Send + Sync {
@@ -39,20 +42,27 @@ pub trait Store: Send + Sync {
             what: what.to_string(),
             name: name.to_string(),
         })?;
+        let too_big = |found: u64| Error::LimitExceeded {
+            what: format!("{} {name}", self.root().display()),
+            limit: "max JSON document size".into(),
+            max,
+            found,
+            option: ENV_MAX_JSON_SIZE.into(),
+        };
         if size > max {
-            return Err(Error::LimitExceeded {
-                what: format!("{} {name}", self.root().display()),
-                limit: "max JSON document size".into(),
-                max,
-                found: size,
-                option: ENV_MAX_JSON_SIZE.into(),
-            });
+            return Err(too_big(size));
         }
         let mut buf = Vec::with_capacity(size as usize);
-        self.open(name, what)?
-            .take(max + 1)
+        let n = self
+            .open(name, what)?
+            .take(max.saturating_add(1))
             .read_to_end(&mut buf)
             .at(self.root().join(name))?;
+        // The size said, and the bytes read, are two things: a file that grew, or a link
+        // to an endless device, is held to the limit too.
+        if n as u64 > max {
+            return Err(too_big(n as u64));
+        }
         Ok(buf)
     }
 }
@@ -292,21 +302,23 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// What one indexed member costs besides its name and link bytes (map slot, strings'
+/// headers, the record), for [`Limits::max_archive_index`].
+const INDEX_ENTRY_OVERHEAD: u64 = 96;
+
 fn index_tar(file: &File, path: &Path, limits: &Limits) -> Result<HashMap<String, TarEntry>> {
     let file_size = file.metadata().at(path)?.len();
     let bad = |reason: String| Error::InvalidLayout {
         path: path.to_path_buf(),
         reason,
     };
-    let mut archive = tar::Archive::new(file);
     let mut entries = HashMap::new();
-    let iter = archive
-        .entries_with_seek()
-        .map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
-    for entry in iter {
-        let entry = entry.map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
-        let raw_name = entry.path_bytes();
-        let name_str = String::from_utf8_lossy(&raw_name).into_owned();
+    let mut index_bytes = 0u64;
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0)).at(path)?;
+    for member in TarHeaders::seekable(reader) {
+        let member = member.map_err(|e| e.into_error(path))?;
+        let name_str = String::from_utf8_lossy(&member.path).into_owned();
         let Some(name) = normalize(&name_str) else {
             tracing::warn!(archive = %path.display(), entry = %name_str, "ignoring archive entry outside the root");
             continue;
@@ -314,16 +326,14 @@ fn index_tar(file: &File, path: &Path, limits: &Limits) -> Result<HashMap<String
         if name.is_empty() {
             continue;
         }
-        let header = entry.header();
         let link = || -> Result<String> {
-            let l = entry
-                .link_name_bytes()
-                .ok_or_else(|| bad(format!("link entry {name:?} has no target")))?;
-            Ok(String::from_utf8_lossy(&l).into_owned())
+            if member.link.is_empty() {
+                return Err(bad(format!("link entry {name:?} has no target")));
+            }
+            Ok(String::from_utf8_lossy(&member.link).into_owned())
         };
-        let kind = header.entry_type();
-        let record = if kind.is_file() || kind == tar::EntryType::Continuous {
-            let (offset, size) = (entry.raw_file_position(), entry.size());
+        let record = if member.is_file() {
+            let (offset, size) = (member.data_offset, member.size);
             limits.check_entry_size(&format!("{} member {name:?}", path.display()), size)?;
             // A member claiming more bytes than the file holds is truncated; say so now
             // rather than when it is read.
@@ -334,19 +344,40 @@ fn index_tar(file: &File, path: &Path, limits: &Limits) -> Result<HashMap<String
                 )));
             }
             TarEntry::File { offset, size }
-        } else if kind.is_symlink() {
+        } else if member.is_symlink() {
             TarEntry::Symlink { target: link()? }
-        } else if kind.is_hard_link() {
+        } else if member.is_hard_link() {
             TarEntry::HardLink { target: link()? }
-        } else if kind.is_dir() {
+        } else if member.is_dir() {
             TarEntry::Dir
-        } else if kind.is_gnu_sparse() {
+        } else if member.is_gnu_sparse() {
             return Err(bad(format!(
                 "sparse archive entry {name:?} is not supported in an image archive"
             )));
         } else {
             continue;
         };
+        // The index lives as long as the store: a tiny compressed archive must not make it
+        // hold millions of members.
+        let cost = match &record {
+            TarEntry::Symlink { target } | TarEntry::HardLink { target } => target.len() as u64,
+            _ => 0,
+        } + name.len() as u64
+            + INDEX_ENTRY_OVERHEAD;
+        index_bytes = index_bytes.saturating_add(cost);
+        if index_bytes > limits.max_archive_index {
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "{} (index of its members, at member {:?})",
+                    path.display(),
+                    display_name(name.as_bytes())
+                ),
+                limit: "archive index size".into(),
+                max: limits.max_archive_index,
+                found: index_bytes,
+                option: ENV_MAX_ARCHIVE_INDEX.into(),
+            });
+        }
         if matches!(record, TarEntry::Dir) {
             entries.entry(name).or_insert(record);
             continue;

@@ -5,11 +5,17 @@
 //! end-of-archive blocks) and *data* regions (the contents of regular files). Rebuilding is
 //! concatenation, so the cut only has to be good, not right: where the scanner does not
 //! understand the stream (a damaged header, an unknown extension), everything from there on
-//! is one meta region and the layer still rebuilds byte for byte.
+//! is one meta region and the layer still rebuilds byte for byte. Headers are parsed by
+//! [`crate::tar_headers`]'s functions; an extension record larger than its limit ends the
+//! scan (the rest is meta), which is safe here because nothing is refused.
 
 use std::io::{self, Read, Write};
 
 use sha2::{Digest as _, Sha256};
+
+use crate::tar_headers::{
+    checksum_ok, padding, parse_size, pax_records, ustar_name, BLOCK, MAX_EXTENSION_RECORD,
+};
 
 /// A regular file found in a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +55,6 @@ pub struct TarIndex {
     pub complete: bool,
 }
 
-const BLOCK: usize = 512;
-/// Largest PAX or GNU long-name record the scanner reads (bigger ones end the scan).
-const MAX_EXTENSION: u64 = 1 << 20;
-
 /// Reads a tar stream to its end, indexing its regular files. Every byte read is also
 /// written to `copy` when given (to spool the layer while indexing it).
 pub fn scan(r: impl Read, copy: Option<&mut dyn Write>) -> io::Result<TarIndex> {
@@ -89,7 +91,7 @@ pub fn scan(r: impl Read, copy: Option<&mut dyn Write>) -> io::Result<TarIndex> 
         };
         match kind {
             b'x' | b'g' | b'L' | b'K' => {
-                if size > MAX_EXTENSION {
+                if size > MAX_EXTENSION_RECORD {
                     break;
                 }
                 let mut data = vec![0u8; size as usize];
@@ -208,107 +210,16 @@ impl<R: Read> Scanner<'_, R> {
     }
 }
 
-fn padding(size: u64) -> u64 {
-    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
-}
-
-fn checksum_ok(block: &[u8; BLOCK]) -> bool {
-    let Some(stored) = parse_octal(&block[148..156]) else {
-        return false;
-    };
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u64
-            }
-        })
-        .sum();
-    sum == stored
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let s: Vec<u8> = field
-        .iter()
-        .copied()
-        .skip_while(|&b| b == b' ')
-        .take_while(|&b| b != 0 && b != b' ')
-        .collect();
-    if s.is_empty() {
-        return Some(0);
-    }
-    let mut v: u64 = 0;
-    for b in s {
-        if !(b'0'..=b'7').contains(&b) {
-            return None;
-        }
-        v = v.checked_mul(8)?.checked_add((b - b'0') as u64)?;
-    }
-    Some(v)
-}
-
-/// A size field: octal, or GNU base-256 (high bit set).
-fn parse_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(b as u64)?;
-        }
-        Some(v)
-    } else {
-        parse_octal(field)
-    }
-}
-
-fn cstr(b: &[u8]) -> &[u8] {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    &b[..end]
-}
-
-fn ustar_name(block: &[u8; BLOCK]) -> Vec<u8> {
-    let name = cstr(&block[0..100]);
-    if &block[257..262] == b"ustar" {
-        let prefix = cstr(&block[345..500]);
-        if !prefix.is_empty() {
-            let mut p = prefix.to_vec();
-            p.push(b'/');
-            p.extend_from_slice(name);
-            return p;
-        }
-    }
-    name.to_vec()
-}
-
-/// The `path` and `size` records of a PAX extended header.
-fn parse_pax(mut data: &[u8]) -> (Option<Vec<u8>>, Option<u64>) {
+/// The `path` and `size` records of a PAX extended header; a record that does not parse
+/// ends the reading (what came before it still counts).
+fn parse_pax(data: &[u8]) -> (Option<Vec<u8>>, Option<u64>) {
     let (mut path, mut size) = (None, None);
-    while !data.is_empty() {
-        let Some(sp) = data.iter().position(|&b| b == b' ') else {
-            break;
-        };
-        let Some(len) = std::str::from_utf8(&data[..sp])
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
-            break;
-        };
-        if len <= sp || len > data.len() {
-            break;
+    for (k, v) in pax_records(data).map_while(|r| r.ok()) {
+        match k {
+            b"path" => path = Some(v.to_vec()),
+            b"size" => size = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+            _ => {}
         }
-        let record = &data[sp + 1..len];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(eq) = record.iter().position(|&b| b == b'=') {
-            let (k, v) = (&record[..eq], &record[eq + 1..]);
-            match k {
-                b"path" => path = Some(v.to_vec()),
-                b"size" => size = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
-                _ => {}
-            }
-        }
-        data = &data[len..];
     }
     (path, size)
 }
