@@ -456,8 +456,9 @@ impl Dir {
     }
 
     /// Makes a temporary entry with `make` under a fresh name and locks it. An entry a
-    /// sweeping run removed between its creation and the lock (it has no links left once
-    /// the lock is ours) is made again under another name.
+    /// sweeping run removed between its creation and the lock (gone when a directory is
+    /// opened after `mkdir`, or with no links left once the lock is ours) is made again
+    /// under another name.
     fn make_temp(
         &self,
         make: impl Fn(BorrowedFd<'_>, &str) -> std::result::Result<OwnedFd, Errno>,
@@ -466,7 +467,8 @@ impl Dir {
             let name = temp_name();
             let fd = match make(self.fd.as_fd(), &name) {
                 Ok(fd) => fd,
-                Err(Errno::EXIST) => continue,
+                // Taken; or (a directory, made then opened) swept away in between.
+                Err(Errno::EXIST | Errno::NOENT) => continue,
                 Err(e) => return Err(Error::io(self.path.join(&name), errno_io(e))),
             };
             let path = self.path.join(&name);
@@ -769,6 +771,43 @@ mod tests {
             dir.walk("real/flink", OFlags::RDONLY).err(),
             Some(Errno::LOOP)
         );
+    }
+
+    /// Runs making temporary files and directories while others sweep the same directory:
+    /// a sweep never removes one its run is still making or writing (making it again under
+    /// another name when it caught one between `mkdir` and the lock), and every make works.
+    #[test]
+    fn sweeping_never_breaks_a_live_run() {
+        let d = tempfile::tempdir().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let dir = Dir::open(d.path()).unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        dir.sweep();
+                    }
+                });
+            }
+            let makers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let dir = Dir::open(d.path()).unwrap();
+                        for _ in 0..500 {
+                            let t = dir.temp_dir().unwrap();
+                            t.dir().create_subdirs("blobs/sha256").unwrap();
+                            let f = dir.temp_file().unwrap();
+                            assert!(f.path().exists() && t.dir().path().exists());
+                        }
+                    })
+                })
+                .collect();
+            let made: Vec<bool> = makers.into_iter().map(|m| m.join().is_ok()).collect();
+            // Stop the sweepers before failing, or the scope would wait for them forever.
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(made, [true, true], "a make failed");
+        });
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]

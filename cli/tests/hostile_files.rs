@@ -532,6 +532,40 @@ fn fifos_as_inputs_do_not_hang() {
     );
     refused(&r, "FIFO where", "FIFO manifest blob");
     assert_eq!(snapshot(&lay), before);
+
+    // A source layout whose layer blob is a FIFO.
+    let src = w.out.join("src");
+    let made = run(
+        w.cmd(&[
+            "apply",
+            full.to_str().unwrap(),
+            "-o",
+            &format!("oci:{}:b", src.display()),
+        ]),
+        "source layout",
+    );
+    ok(&made, "source layout");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    let manifest = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("blobs/sha256").join(manifest)).unwrap())
+            .unwrap();
+    let layer = &manifest["layers"][0]["digest"].as_str().unwrap()[7..];
+    let blob = src.join("blobs/sha256").join(layer);
+    std::fs::remove_file(&blob).unwrap();
+    mkfifo(&blob);
+    o(
+        &[
+            "apply",
+            pkg,
+            "--base",
+            &format!("oci:{}:b", src.display()),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        "FIFO layer blob in a source layout",
+    );
     w.check_untouched();
 }
 
