@@ -126,6 +126,32 @@ pub(crate) fn check_output(path: &Path, expected: &str) -> Result<()> {
 /// filter): then paths are walked one `O_NOFOLLOW` open at a time.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: Linux 5.6 and later.
+#[cfg(target_os = "linux")]
+fn openat2_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlags,
+) -> std::result::Result<OwnedFd, Errno> {
+    rustix::fs::openat2(
+        dir,
+        rel,
+        flags,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+    )
+}
+
+/// Elsewhere there is no `openat2`: the `O_NOFOLLOW` walk does its work.
+#[cfg(not(target_os = "linux"))]
+fn openat2_beneath(
+    _dir: BorrowedFd<'_>,
+    _rel: &str,
+    _flags: OFlags,
+) -> std::result::Result<OwnedFd, Errno> {
+    Err(Errno::NOSYS)
+}
+
 /// A directory opened once; paths inside it are resolved relative to its descriptor and
 /// may not pass through a symbolic link.
 #[derive(Debug)]
@@ -169,13 +195,7 @@ impl Dir {
         let result = if NO_OPENAT2.load(Ordering::Relaxed) {
             self.walk(rel, flags)
         } else {
-            match rustix::fs::openat2(
-                &self.fd,
-                rel,
-                flags,
-                Mode::empty(),
-                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
-            ) {
+            match openat2_beneath(self.fd.as_fd(), rel, flags) {
                 Err(Errno::NOSYS) => {
                     NO_OPENAT2.store(true, Ordering::Relaxed);
                     self.walk(rel, flags)
