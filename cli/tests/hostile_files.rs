@@ -416,6 +416,9 @@ fn device_nodes_and_fifos_are_not_outputs() {
     let link = w.out.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).unwrap();
     nodes.push((link, "FIFO"));
+    let sock = w.out.join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    nodes.push((sock.clone(), "socket"));
     for (node, found) in &nodes {
         let p = node.to_str().unwrap();
         let archive = format!("docker-archive:{p}");
@@ -444,11 +447,41 @@ fn device_nodes_and_fifos_are_not_outputs() {
             refused(&o, &format!("{found} where"), &what);
             let t = std::fs::metadata(node).unwrap().file_type();
             assert!(
-                t.is_fifo() || t.is_char_device(),
+                t.is_fifo() || t.is_char_device() || t.is_socket(),
                 "{what}: the node was replaced"
             );
         }
     }
+    // A socket as the package: refused, naming it (it cannot even be opened).
+    let base = format!("docker-archive:{}", w.old.display());
+    let out = w.out.join("x.tar");
+    let o = run(
+        w.cmd(&[
+            "apply",
+            sock.to_str().unwrap(),
+            "--base",
+            &base,
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        "socket package",
+    );
+    refused(&o, "socket where", "socket package");
+    // A regular file is still replaced with --force, and kept without it.
+    let plain = w.out.join("plain.tar");
+    std::fs::write(&plain, b"old").unwrap();
+    let dest = format!("docker-archive:{}", plain.display());
+    refused(
+        &run(w.apply(&dest, &[]), "no --force"),
+        "output exists",
+        "no --force",
+    );
+    assert_eq!(std::fs::read(&plain).unwrap(), b"old");
+    ok(
+        &run(w.apply(&dest, &["--force"]), "--force"),
+        "--force on a file",
+    );
+    assert!(std::fs::metadata(&plain).unwrap().len() > 10_000);
     assert!(temps(&w.out).is_empty(), "{:?}", temps(&w.out));
     w.check_untouched();
 }
