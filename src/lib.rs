@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod delta;
 pub mod digest;
 pub mod error;
+mod fs_safe;
 pub mod image;
 pub mod manifest;
 pub mod platform;

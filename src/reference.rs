@@ -19,7 +19,6 @@
 //! `oci-layout` is `oci-archive`); otherwise a `name[:tag]` or `sha256:<id>` is a daemon image.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -424,7 +423,7 @@ fn looks_like_image_name(s: &str) -> bool {
 
 /// Looks inside a (possibly compressed) tar to tell docker-archive from oci-archive.
 fn sniff_archive(path: &Path) -> Result<Transport> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::fs_safe::open_input(path, "an archive file")?;
     let mut buf = BufReader::new(file);
     let magic = buf.fill_buf().map_err(|e| Error::io(path, e))?;
     let compression = Compression::detect(magic);

@@ -13,7 +13,7 @@ use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
-use crate::transport::dest::{output_dir, output_temp_file};
+use crate::transport::dest::{open_output_dir, output_dir, output_name};
 use crate::transport::ImageSource;
 
 /// Options for [`create`].
@@ -119,6 +119,8 @@ pub fn create(
     options: &CreateOptions<'_>,
 ) -> Result<CreateReport> {
     // The output's checks come first, dry run too: a run that would be refused says so.
+    // `--force` replaces a file, never a FIFO, socket or device.
+    crate::fs_safe::check_output(output, "a regular file")?;
     if output.is_dir() {
         return Err(Error::InvalidLayout {
             path: output.to_path_buf(),
@@ -397,21 +399,19 @@ pub fn create(
     };
     let progress = options.progress;
     let write = Tracker::start(progress, Phase::Write, 0)?;
-    let mut temp = output_temp_file(&dir, ".docker-delta-", ".tmp")?;
-    let _tracked = crate::temp::track(temp.path());
-    let package_size = writer.finish(header, &mut io::BufWriter::new(temp.as_file_mut()))?;
-    temp.as_file().sync_all().at(temp.path().to_path_buf())?;
+    let name = output_name(output)?;
+    let temp = open_output_dir(&dir)?.temp_file()?;
+    let package_size = writer.finish(header, &mut io::BufWriter::new(temp.file()))?;
+    temp.file().sync_all().at(temp.path())?;
     // Verify what was written before it takes the output's name.
-    let check = Package::open(temp.path())?;
+    let check = Package::open(&temp.path())?;
     check.verify_payload()?;
     write.finish()?;
-    if output.exists() && !options.force {
-        return Err(Error::OutputExists {
-            path: output.to_path_buf(),
-        });
-    }
-    temp.persist(output)
-        .map_err(|e| Error::io(output, e.error))?;
+    // A new output's name is taken only if nothing has it (of two runs racing for it, one
+    // wins with the other told `output exists`); `--force` replaces a file.
+    crate::fs_safe::pause_point("persist");
+    crate::fs_safe::check_output(output, "a regular file")?;
+    temp.persist(&name, options.force)?;
     tracing::info!(package = %output.display(), size = package_size, "package written");
     Ok(report(
         Some(output.to_path_buf()),

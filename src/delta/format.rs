@@ -577,7 +577,7 @@ impl Package {
             path: path.to_path_buf(),
             reason,
         };
-        let mut f = File::open(path).at(path)?;
+        let mut f = crate::fs_safe::open_input(path, "a package file")?;
         let meta = f.metadata().at(path)?;
         if meta.is_dir() {
             return Err(bad("is a directory, not a package file".into()));
@@ -681,7 +681,7 @@ impl Package {
     /// Reads the whole payload and checks its SHA-256.
     pub fn verify_payload(&self) -> Result<()> {
         let (found, n) = {
-            let mut f = File::open(&self.path).at(&self.path)?;
+            let mut f = crate::fs_safe::open_input(&self.path, "a package file")?;
             f.seek(SeekFrom::Start(self.payload_offset))
                 .at(&self.path)?;
             crate::digest::digest_reader(f.take(self.payload_len)).at(&self.path)?
@@ -723,7 +723,7 @@ impl Package {
 
     /// A lane's decompressed bytes: `lane.length` bytes of the file from `at`.
     fn lane_stream(&self, at: u64, lane: &Lane) -> Result<Box<dyn Read + Send>> {
-        let mut f = File::open(&self.path).at(&self.path)?;
+        let mut f = crate::fs_safe::open_input(&self.path, "a package file")?;
         f.seek(SeekFrom::Start(at)).at(&self.path)?;
         let raw = BufReader::with_capacity(1 << 20, f.take(lane.length));
         let stream: Box<dyn Read + Send> = match lane.compression.algorithm {

@@ -14,10 +14,10 @@
 //! store, which ignores `RepoTags` when `oci-layout` is present.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -26,22 +26,16 @@ use serde_json::json;
 pub use crate::daemon::ImageName;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::fs_safe::{check_output, pause_point, Dir, LockedTemp, LockedTempDir};
 use crate::manifest::{
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::{ArchiveSelector, ImageReference};
-use crate::temp::{track, Tracked};
 use crate::transport::oci::blob_path;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// Mode asked for an output file (files) or a new layout directory (directories), before the
-/// process's umask: outputs get the permissions any file a user creates gets (`0644` under
-/// the usual umask), not the owner-only ones of a temporary file.
-const FILE_MODE: u32 = 0o666;
-const DIR_MODE: u32 = 0o777;
 
 /// The directory an output at `path` is written in: its parent (`.` for a bare name).
 fn parent_dir(path: &Path) -> PathBuf {
@@ -64,29 +58,24 @@ pub(crate) fn output_dir(path: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A temporary file in `dir` that becomes an output when persisted: created with the
-/// permissions of a new file (0666 less the umask), named `{prefix}…{suffix}` (hidden).
-pub(crate) fn output_temp_file(
-    dir: &Path,
-    prefix: &str,
-    suffix: &str,
-) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(suffix)
-        .permissions(fs::Permissions::from_mode(FILE_MODE))
-        .tempfile_in(dir)
-        .at(dir)
+/// The last component of an output path: the name its temporary file takes in
+/// [`output_dir`].
+pub(crate) fn output_name(path: &Path) -> Result<OsString> {
+    match path.file_name() {
+        Some(n) => Ok(n.to_os_string()),
+        None => Err(Error::InvalidLayout {
+            path: path.to_path_buf(),
+            reason: "names no file (it ends in `..` or is a root); name the output file".into(),
+        }),
+    }
 }
 
-/// A temporary directory in `dir` that becomes an output when renamed: created with the
-/// permissions of a new directory (0777 less the umask).
-fn output_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(fs::Permissions::from_mode(DIR_MODE))
-        .tempdir_in(dir)
-        .at(dir)
+/// Opens the directory an output is written in, and removes the temporary files that
+/// killed runs left there (those no live run holds).
+pub(crate) fn open_output_dir(dir: &Path) -> Result<Dir> {
+    let d = Dir::open(dir)?;
+    d.sweep();
+    Ok(d)
 }
 
 /// What the writer produces.
@@ -103,15 +92,18 @@ pub enum OutputKind {
 enum Sink {
     Tar {
         builder: tar::Builder<BufWriter<WriteBehind<File>>>,
-        temp: tempfile::TempPath,
-        _tracked: Tracked,
+        temp: LockedTemp,
+        /// The directory the archive is written in.
+        parent: Dir,
     },
     Dir {
-        /// Where blobs are written (a staging directory for a new layout, the layout itself
-        /// when adding to an existing one).
-        root: PathBuf,
-        staging: Option<tempfile::TempDir>,
-        _tracked: Option<Tracked>,
+        /// The layout: a staging directory for a new layout, the layout itself when adding
+        /// to an existing one. Nothing in it is reached through a link.
+        root: Dir,
+        /// `blobs/sha256` in `root`.
+        blobs: Dir,
+        /// A new layout's staging directory and the directory it is renamed in.
+        staging: Option<(LockedTempDir, Dir)>,
         /// Blobs this writer added to an existing layout.
         added: AddedBlobs,
     },
@@ -142,19 +134,19 @@ pub struct ImageWriter {
     force: bool,
 }
 
-/// Blobs added to an existing layout, removed again unless the image is committed: a
-/// failed write leaves the layout as it was.
-#[derive(Default)]
+/// Blobs added to an existing layout (names in its `blobs/sha256`), removed again unless
+/// the image is committed: a failed write leaves the layout as it was.
 struct AddedBlobs {
-    paths: Vec<PathBuf>,
+    blobs: Option<Dir>,
+    names: Vec<String>,
     keep: bool,
 }
 
 impl Drop for AddedBlobs {
     fn drop(&mut self) {
-        if !self.keep {
-            for p in &self.paths {
-                let _ = fs::remove_file(p);
+        if let (false, Some(blobs)) = (self.keep, &self.blobs) {
+            for n in &self.names {
+                let _ = rustix::fs::unlinkat(blobs.fd(), n.as_str(), rustix::fs::AtFlags::empty());
             }
         }
     }
@@ -164,47 +156,66 @@ impl Drop for AddedBlobs {
 enum LayoutTarget {
     /// Nothing, or an empty directory: a new layout is staged and renamed there.
     New,
-    /// An OCI image layout: the image is added to it; the refs its index has, with the
-    /// digests of the manifests they name.
-    Existing(Vec<(String, String)>),
+    /// An OCI image layout: the image is added to it; the layout, opened, and the refs its
+    /// index has, with the digests of the manifests they name.
+    Existing(Dir, Vec<(String, String)>),
 }
 
 /// Looks at an `oci:` destination: refuses anything but nothing, an empty directory or
-/// a layout whose index.json parses and has a manifests array.
+/// a layout whose index.json parses and has a manifests array. The path itself may be a
+/// link to a directory; inside it, `oci-layout`, `index.json` and `blobs` must not be
+/// links (nothing is written through one), and a FIFO, socket or device anywhere is
+/// refused.
 fn layout_target(path: &Path) -> Result<LayoutTarget> {
+    check_output(path, "a directory")?;
     if !path.exists() {
         return Ok(LayoutTarget::New);
     }
-    if path.is_dir() && fs::read_dir(path).at(path)?.next().is_none() {
+    let not_layout = || Error::InvalidLayout {
+        path: path.to_path_buf(),
+        reason: "exists and is not an OCI image layout; choose a new or empty directory".into(),
+    };
+    if !path.is_dir() {
+        return Err(not_layout());
+    }
+    let layout = Dir::open(path)?;
+    if layout.is_empty()? {
         return Ok(LayoutTarget::New);
     }
-    let is_layout = path.join("oci-layout").is_file() && path.join("index.json").is_file();
-    if !is_layout {
-        return Err(Error::InvalidLayout {
-            path: path.to_path_buf(),
-            reason: "exists and is not an OCI image layout; choose a new or empty directory".into(),
-        });
+    let has_layout_file = layout.open_file("oci-layout")?.is_some();
+    if !has_layout_file || layout.open_file("index.json")?.is_none() {
+        return Err(not_layout());
     }
-    let index = read_index(&path.join("index.json"))?;
-    Ok(LayoutTarget::Existing(
-        index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                let r = m.pointer("/annotations/org.opencontainers.image.ref.name")?;
-                let digest = m.get("digest").and_then(|d| d.as_str()).unwrap_or("");
-                Some((r.as_str()?.to_string(), digest.to_string()))
-            })
-            .collect(),
-    ))
+    if layout.open_subdir("blobs")?.is_some() {
+        layout.open_subdir("blobs/sha256")?;
+    }
+    let index = read_index(&layout)?;
+    let refs = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let r = m.pointer("/annotations/org.opencontainers.image.ref.name")?;
+            let digest = m.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+            Some((r.as_str()?.to_string(), digest.to_string()))
+        })
+        .collect();
+    Ok(LayoutTarget::Existing(layout, refs))
 }
 
 /// Reads an existing layout's index.json as JSON, checking it has a manifests array.
 /// `"manifests": null`, what `umoci init` writes for a layout with no image yet (and what
 /// skopeo and umoci add images to), is read as an empty list.
-fn read_index(index_path: &Path) -> Result<serde_json::Value> {
-    let raw = super::read_json_file(index_path, super::Limits::default().max_json_size)?;
+fn read_index(layout: &Dir) -> Result<serde_json::Value> {
+    let index_path = &layout.path().join("index.json");
+    let file = layout
+        .open_file("index.json")?
+        .ok_or_else(|| Error::MissingFile {
+            container: layout.path().to_path_buf(),
+            what: "OCI index".into(),
+            name: "index.json".into(),
+        })?;
+    let raw = super::read_json_file(file, index_path, super::Limits::default().max_json_size)?;
     let mut index: serde_json::Value =
         crate::manifest::parse_json(&raw, &index_path.display().to_string())?;
     if let Some(m) = index.get_mut("manifests").filter(|m| m.is_null()) {
@@ -220,10 +231,10 @@ fn read_index(index_path: &Path) -> Result<serde_json::Value> {
     Ok(index)
 }
 
-/// The config digest of the manifest `digest` in the layout at `layout`, if it reads; a
-/// manifest past the JSON size or value limits is an error (it is read bounded, whatever
-/// the file is).
-fn config_of(layout: &Path, digest: &str) -> Result<Option<String>> {
+/// The config digest of the manifest `digest` in `layout`, if it reads. A manifest blob
+/// that is not a regular file (a FIFO, a device, a link) is an error, not read; so is one
+/// past the JSON size or value limits (it is read bounded, whatever the file claims).
+fn config_of(layout: &Dir, digest: &str) -> Result<Option<String>> {
     let Some(hex) = digest.strip_prefix("sha256:") else {
         return Ok(None);
     };
@@ -238,8 +249,12 @@ fn config_of(layout: &Path, digest: &str) -> Result<Option<String>> {
     struct Config {
         digest: String,
     }
-    let path = layout.join("blobs/sha256").join(hex);
-    let parsed = super::read_json_file(&path, super::Limits::default().max_json_size)
+    let rel = format!("blobs/sha256/{hex}");
+    let Some(file) = layout.open_file(&rel)? else {
+        return Ok(None);
+    };
+    let path = layout.path().join(&rel);
+    let parsed = super::read_json_file(file, &path, super::Limits::default().max_json_size)
         .and_then(|raw| crate::manifest::parse_json::<Manifest>(&raw, &path.display().to_string()));
     match parsed {
         Ok(m) => Ok(Some(m.config.digest)),
@@ -263,36 +278,50 @@ impl ImageWriter {
         let (kind, path, parent) = ImageWriter::check(dest, force)?;
         let sink = match kind {
             OutputKind::DockerArchive | OutputKind::OciArchive => {
-                let temp = output_temp_file(&parent, ".docker-delta-", ".tmp")?;
-                let _tracked = track(temp.path());
-                let (file, temp) = temp.into_parts();
+                output_name(&path)?;
+                let parent = open_output_dir(&parent)?;
+                let temp = parent.temp_file()?;
+                let file = temp.file().try_clone().at(temp.path())?;
                 let mut builder =
                     tar::Builder::new(BufWriter::with_capacity(1 << 20, WriteBehind::new(file)));
                 builder.mode(tar::HeaderMode::Deterministic);
                 Sink::Tar {
                     builder,
                     temp,
-                    _tracked,
+                    parent,
                 }
             }
             OutputKind::Oci => match layout_target(&path)? {
-                LayoutTarget::Existing(_) => {
-                    fs::create_dir_all(path.join("blobs/sha256")).at(&path)?;
+                LayoutTarget::Existing(root, _) => {
+                    root.sweep();
+                    let blobs = root.create_subdirs("blobs/sha256")?;
+                    blobs.sweep();
                     Sink::Dir {
-                        root: path.clone(),
+                        added: AddedBlobs {
+                            blobs: Some(blobs.try_clone()?),
+                            names: Vec::new(),
+                            keep: false,
+                        },
+                        root,
+                        blobs,
                         staging: None,
-                        _tracked: None,
-                        added: AddedBlobs::default(),
                     }
                 }
                 LayoutTarget::New => {
-                    let staging = output_temp_dir(&parent, ".docker-delta-")?;
-                    fs::create_dir_all(staging.path().join("blobs/sha256")).at(staging.path())?;
+                    output_name(&path)?;
+                    let parent = open_output_dir(&parent)?;
+                    let staging = parent.temp_dir()?;
+                    let root = staging.dir().try_clone()?;
+                    let blobs = root.create_subdirs("blobs/sha256")?;
                     Sink::Dir {
-                        root: staging.path().to_path_buf(),
-                        _tracked: Some(track(staging.path())),
-                        staging: Some(staging),
-                        added: AddedBlobs::default(),
+                        root,
+                        blobs,
+                        staging: Some((staging, parent)),
+                        added: AddedBlobs {
+                            blobs: None,
+                            names: Vec::new(),
+                            keep: false,
+                        },
                     }
                 }
             },
@@ -344,6 +373,7 @@ impl ImageWriter {
         let parent = output_dir(path)?;
         match kind {
             OutputKind::DockerArchive | OutputKind::OciArchive => {
+                check_output(path, "a regular file")?;
                 if path.is_dir() {
                     return Err(Error::InvalidLayout {
                         path: path.clone(),
@@ -355,21 +385,15 @@ impl ImageWriter {
                 }
             }
             OutputKind::Oci => {
-                if let LayoutTarget::Existing(refs) = layout_target(path)? {
-                    if let ImageReference::Oci { name: Some(r), .. } = dest {
-                        let other = |manifest: &str| -> Result<bool> {
-                            Ok(match image_id {
-                                Some(id) => {
-                                    config_of(path, manifest)?.is_none_or(|c| c != id.to_string())
-                                }
-                                None => false,
-                            })
-                        };
-                        if !force {
-                            for (n, m) in &refs {
-                                if n == r && other(m)? {
-                                    return Err(ref_exists(path, r));
-                                }
+                if let LayoutTarget::Existing(layout, refs) = layout_target(path)? {
+                    if let (ImageReference::Oci { name: Some(r), .. }, Some(id)) = (dest, image_id)
+                    {
+                        for (n, m) in &refs {
+                            if n == r
+                                && !force
+                                && config_of(&layout, m)?.is_none_or(|c| c != id.to_string())
+                            {
+                                return Err(ref_exists(path, r));
                             }
                         }
                     }
@@ -410,28 +434,24 @@ impl ImageWriter {
                 let mut h = tar_header(size);
                 builder
                     .append_data(&mut h, &name, &mut verify)
-                    .map_err(|e| Error::io(&**temp, e))?;
+                    .map_err(|e| Error::io(temp.path(), e))?;
             }
-            Sink::Dir { root, added, .. } => {
-                let final_path = root.join(&name);
-                if final_path.is_file() {
-                    // Content-addressed: an existing blob with this name is this blob,
-                    // provided it is intact.
-                    let (found, n) =
-                        crate::digest::digest_reader(File::open(&final_path).at(&final_path)?)
-                            .at(&final_path)?;
+            Sink::Dir { blobs, added, .. } => {
+                let hex = digest.hex().to_string();
+                let final_path = blobs.path().join(&hex);
+                // Content-addressed: an existing blob with this name is this blob, provided
+                // it is intact (and a regular file: anything else is refused, not read).
+                if let Some(existing) = blobs.open_file(&hex)? {
+                    let (found, n) = crate::digest::digest_reader(existing).at(&final_path)?;
                     if found == *digest && n == size {
                         io::copy(&mut verify, &mut io::sink())
                             .map_err(|e| Error::io(&final_path, e))?;
                         return verify.check();
                     }
                 }
-                let dir = root.join("blobs/sha256");
-                let mut tmp = output_temp_file(&dir, ".tmp-", "")?;
-                let _tracked = track(tmp.path());
+                let tmp = blobs.temp_file()?;
                 {
-                    let mut w =
-                        BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.as_file_mut()));
+                    let mut w = BufWriter::with_capacity(1 << 20, WriteBehind::new(tmp.file()));
                     io::copy(&mut verify, &mut w).map_err(|e| Error::io(&final_path, e))?;
                     w.into_inner()
                         .map_err(|e| Error::io(&final_path, e.into_error()))?
@@ -439,10 +459,9 @@ impl ImageWriter {
                         .at(&final_path)?;
                 }
                 verify.check()?;
-                tmp.as_file().sync_all().at(&final_path)?;
-                tmp.persist(&final_path)
-                    .map_err(|e| Error::io(&final_path, e.error))?;
-                added.paths.push(final_path);
+                tmp.file().sync_all().at(&final_path)?;
+                tmp.persist(OsStr::new(&hex), true)?;
+                added.names.push(hex);
                 return Ok(());
             }
         }
@@ -524,12 +543,15 @@ impl ImageWriter {
                     let mut h = tar_header(data.len() as u64);
                     builder
                         .append_data(&mut h, file, &data[..])
-                        .map_err(|e| Error::io(&**temp, e))?;
+                        .map_err(|e| Error::io(temp.path(), e))?;
                 }
-                builder.finish().map_err(|e| Error::io(&**temp, e))?;
+                builder.finish().map_err(|e| Error::io(temp.path(), e))?;
             }
-            Sink::Dir { root, .. } => {
-                fs::write(root.join("oci-layout"), OCI_LAYOUT).at(root.join("oci-layout"))?;
+            Sink::Dir { root, staging, .. } => {
+                // An existing layout keeps its own (checked to be a regular file).
+                if staging.is_some() {
+                    write_file(root, "oci-layout", OCI_LAYOUT, true)?;
+                }
             }
         }
         let path = self.commit(descriptor)?;
@@ -542,15 +564,27 @@ impl ImageWriter {
     fn commit(self, descriptor: serde_json::Value) -> Result<PathBuf> {
         let dest = self.dest;
         match self.sink {
-            Sink::Tar { builder, temp, .. } => {
-                let writer = builder.into_inner().map_err(|e| Error::io(&*temp, e))?;
+            Sink::Tar {
+                builder,
+                temp,
+                parent,
+            } => {
+                let writer = builder
+                    .into_inner()
+                    .map_err(|e| Error::io(temp.path(), e))?;
                 let file = writer
                     .into_inner()
-                    .map_err(|e| Error::io(&*temp, e.into_error()))?
+                    .map_err(|e| Error::io(temp.path(), e.into_error()))?
                     .finish()
-                    .at(&*temp)?;
-                file.sync_all().at(&*temp)?;
-                temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+                    .at(temp.path())?;
+                file.sync_all().at(temp.path())?;
+                drop(file);
+                // A new output's name is taken only if nothing has it (of two runs racing
+                // for it, one wins); `--force` replaces a file, never a device or FIFO.
+                pause_point("persist");
+                check_output(&dest, "a regular file")?;
+                temp.persist(&output_name(&dest)?, self.force)?;
+                drop(parent);
             }
             Sink::Dir {
                 root,
@@ -558,9 +592,17 @@ impl ImageWriter {
                 mut added,
                 ..
             } => {
-                let index_path = root.join("index.json");
+                let index_path = root.path().join("index.json");
+                // Runs adding to one layout read, merge and replace its index.json one at a
+                // time: the lock is on the layout directory itself, so no lock file stays.
+                let _lock = if staging.is_none() {
+                    pause_point("index");
+                    Some(root.lock()?)
+                } else {
+                    None
+                };
                 let mut index = if staging.is_none() {
-                    read_index(&index_path)?
+                    read_index(&root)?
                 } else {
                     json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": [] })
                 };
@@ -595,19 +637,13 @@ impl ImageWriter {
                 }
                 manifests.push(descriptor);
                 let raw = to_json(&index)?;
-                let mut tmp = output_temp_file(&root, ".index-", "")?;
-                let _tracked = track(tmp.path());
-                tmp.write_all(&raw).at(tmp.path().to_path_buf())?;
-                tmp.as_file().sync_all().at(&index_path)?;
-                tmp.persist(&index_path)
-                    .map_err(|e| Error::io(&index_path, e.error))?;
+                write_file(&root, "index.json", &raw, true)?;
                 added.keep = true;
-                if let Some(staging) = staging {
-                    let staged = staging.keep();
-                    fs::rename(&staged, &dest).map_err(|e| {
-                        let _ = fs::remove_dir_all(&staged);
-                        Error::io(&dest, e)
-                    })?;
+                if let Some((staging, _parent)) = staging {
+                    // A new layout takes its name only if nothing has it, or an empty
+                    // directory does: of two runs racing for it, one wins.
+                    pause_point("persist");
+                    staging.persist(&output_name(&dest)?)?;
                 }
             }
         }
@@ -637,6 +673,17 @@ fn tar_header(size: u64) -> tar::Header {
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
     h
+}
+
+/// Writes `data` to `name` in `dir` through a locked temporary file there, made durable
+/// and renamed into place (replacing what is there when `replace`).
+fn write_file(dir: &Dir, name: &str, data: &[u8], replace: bool) -> Result<()> {
+    let tmp = dir.temp_file()?;
+    let path = dir.path().join(name);
+    let mut f = tmp.file();
+    f.write_all(data).at(&path)?;
+    f.sync_all().at(&path)?;
+    tmp.persist(OsStr::new(name), replace)
 }
 
 fn to_json(v: &serde_json::Value) -> Result<Vec<u8>> {
@@ -848,6 +895,7 @@ impl Drop for Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// Bytes written through the write-behind (three flushes' worth, in writes of odd
     /// sizes) all arrive, in order.

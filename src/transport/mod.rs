@@ -81,11 +81,11 @@ impl Default for Limits {
 }
 
 /// Reads a whole JSON file from outside the library's control (a part of an existing
-/// layout), refusing one larger than `max` bytes (a [`Limits::max_json_size`]). The read
-/// itself stops past `max`: the file's metadata is not believed, so that a link to an
-/// endless device cannot make it read until memory runs out.
-pub(crate) fn read_json_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// layout, opened by the caller), refusing one larger than `max` bytes (a
+/// [`Limits::max_json_size`]). The read itself stops past `max`: the file's metadata is
+/// not believed, so that a file that keeps growing cannot make it read until memory runs
+/// out.
+pub(crate) fn read_json_file(file: impl Read, path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let n = file
         .take(max.saturating_add(1))

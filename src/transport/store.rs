@@ -1,7 +1,8 @@
 //! Where an image's files live: a directory, or a tar archive indexed once and read in place.
 //!
 //! Both give the transports the same view: named files, opened as streams, with every name
-//! resolved inside the root (`..`, absolute paths and symlinks that leave it are refused).
+//! resolved inside the root (`..` and absolute paths are refused; so are symlinks that leave
+//! an archive, and any symlink inside a directory).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -86,13 +87,18 @@ pub fn normalize(name: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// A directory on disk.
+/// A directory on disk (an OCI layout), opened once. Files inside are reached relative to
+/// it without following any symbolic link (a link at any component is
+/// [`Error::UnsupportedFileType`]), and only regular files are read: a FIFO, socket or
+/// device is refused before anything reads it.
 pub struct DirStore {
     root: PathBuf,
+    dir: crate::fs_safe::Dir,
 }
 
 impl DirStore {
-    /// A store rooted at `root`, which must be a directory.
+    /// A store rooted at `root`, which must be a directory (`root` itself may be a link
+    /// to one).
     pub fn new(root: &Path) -> Result<DirStore> {
         let meta = std::fs::metadata(root).at(root)?;
         if !meta.is_dir() {
@@ -102,22 +108,16 @@ impl DirStore {
             });
         }
         let root = root.canonicalize().at(root)?;
-        Ok(DirStore { root })
+        let dir = crate::fs_safe::Dir::open(&root)?;
+        Ok(DirStore { root, dir })
     }
 
-    fn resolve(&self, name: &str) -> Result<Option<PathBuf>> {
-        let outside = || Error::PathOutsideArchive {
+    fn resolve(&self, name: &str) -> Result<Option<File>> {
+        let rel = normalize(name).ok_or_else(|| Error::PathOutsideArchive {
             container: self.root.clone(),
             name: name.to_string(),
-        };
-        let rel = normalize(name).ok_or_else(outside)?;
-        let path = self.root.join(&rel);
-        match path.canonicalize() {
-            Ok(real) if real.starts_with(&self.root) => Ok(Some(real)),
-            Ok(_) => Err(outside()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        })?;
+        self.dir.open_file(&rel)
     }
 }
 
@@ -127,21 +127,19 @@ impl Store for DirStore {
     }
 
     fn open(&self, name: &str, what: &str) -> Result<Box<dyn Read + Send + '_>> {
-        let path = self.resolve(name)?.ok_or_else(|| Error::MissingFile {
+        let f = self.resolve(name)?.ok_or_else(|| Error::MissingFile {
             container: self.root.clone(),
             what: what.to_string(),
             name: name.to_string(),
         })?;
-        let f = File::open(&path).at(&path)?;
         Ok(Box::new(f))
     }
 
     fn locate(&self, name: &str, _what: &str) -> Result<Option<FileSection>> {
-        let Some(path) = self.resolve(name)? else {
+        let Some(f) = self.resolve(name)? else {
             return Ok(None);
         };
-        let f = File::open(&path).at(&path)?;
-        let len = f.metadata().at(&path)?.len();
+        let len = f.metadata().at(self.root.join(name))?.len();
         Ok(Some(FileSection {
             file: Arc::new(f),
             offset: 0,
@@ -152,10 +150,7 @@ impl Store for DirStore {
     fn size(&self, name: &str) -> Result<Option<u64>> {
         match self.resolve(name)? {
             None => Ok(None),
-            Some(p) => {
-                let m = std::fs::metadata(&p).at(&p)?;
-                Ok(m.is_file().then_some(m.len()))
-            }
+            Some(f) => Ok(Some(f.metadata().at(self.root.join(name))?.len())),
         }
     }
 }
@@ -187,7 +182,7 @@ impl TarStore {
     /// [`Limits::max_entry_size`] or [`Limits::max_expansion_ratio`], and so is a member
     /// larger than [`Limits::max_entry_size`].
     pub fn open_with(path: &Path, limits: &Limits) -> Result<TarStore> {
-        let mut file = File::open(path).at(path)?;
+        let mut file = crate::fs_safe::open_input(path, "an archive file")?;
         let mut magic = [0u8; 6];
         let n = read_up_to(&mut file, &mut magic).at(path)?;
         file.seek(SeekFrom::Start(0)).at(path)?;
