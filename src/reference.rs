@@ -222,7 +222,10 @@ impl ImageReference {
                 let name = match tail {
                     None => None,
                     Some("") => return Err("empty ref name after the path".into()),
-                    Some(t) => Some(t.to_string()),
+                    Some(t) => {
+                        check_ref_name(t)?;
+                        Some(t.to_string())
+                    }
                 };
                 if transport == Transport::Oci {
                     ImageReference::Oci { path, name }
@@ -455,6 +458,50 @@ fn sniff_archive(path: &Path) -> Result<Transport> {
     }
 }
 
+/// Checks an OCI layout ref name (`org.opencontainers.image.ref.name`) against the image
+/// spec's grammar, as skopeo does: components of letters and digits joined by one of
+/// `-._:@+` or `--`, separated by `/`.
+fn check_ref_name(name: &str) -> std::result::Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid ref name {name:?}: {why} (the OCI image spec allows letters and digits \
+             joined by one of -._:@+ or --, in components separated by /)"
+        ))
+    };
+    for component in name.split('/') {
+        let bytes = component.as_bytes();
+        if bytes.is_empty() {
+            return bad("empty component");
+        }
+        let mut i = 0;
+        let mut last_alnum = false;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c.is_ascii_alphanumeric() {
+                last_alnum = true;
+                i += 1;
+                continue;
+            }
+            if !last_alnum {
+                return bad("a separator must follow a letter or digit");
+            }
+            match c {
+                b'-' if bytes.get(i + 1) == Some(&b'-') => i += 2,
+                b'-' | b'.' | b'_' | b':' | b'@' | b'+' => i += 1,
+                _ => {
+                    let ch = component[i..].chars().next().unwrap_or('?');
+                    return bad(&format!("{ch:?} is not allowed"));
+                }
+            }
+            last_alnum = false;
+        }
+        if !last_alnum {
+            return bad("it must end in a letter or digit");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +576,24 @@ mod tests {
     }
 
     #[test]
+    fn ref_names_follow_the_image_spec() {
+        for ok in [
+            "latest",
+            "v1.0",
+            "a--b",
+            "x/y:1.0+build",
+            "my_ref@1",
+            "A9",
+            "1",
+        ] {
+            assert_eq!(check_ref_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a b", "a---b", "_a", "a_", "a//b", "/a", "é", "a\nb"] {
+            assert!(check_ref_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn errors_say_why() {
         let cases = [
             ("", "empty reference"),
@@ -537,6 +602,10 @@ mod tests {
             ("docker-archive:x.tar:@one", "invalid image index"),
             ("docker-archive:x.tar:a@sha256:00", "not by digest"),
             ("oci:/x:", "empty ref name"),
+            ("oci:/x:bad name", "' ' is not allowed"),
+            ("oci-archive:/x.tar:-a", "must follow a letter"),
+            ("oci:/x:a/", "empty component"),
+            ("oci:/x:a.", "must end in a letter"),
             ("docker-daemon:", "needs an image name"),
             ("/no/such/file.tar", "no such file"),
             ("nope.tar", "write docker-daemon:nope.tar"),

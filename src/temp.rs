@@ -1,20 +1,30 @@
 //! The temporary files and directories the library is writing, known process-wide.
 //!
-//! Outputs are written to temporary files next to their destination and renamed once
-//! verified, and large inputs are spooled to temporary files; each is removed when its
-//! owner is dropped. A signal that ends the process runs no destructors, so a program
-//! interrupted while writing would leave them behind (hidden files of up to an image's size
-//! beside the output, or in the temporary directory). A program that handles its signals
-//! calls [`remove_all`] before it exits; the `docker-delta` command does so on SIGINT,
-//! SIGTERM and SIGHUP.
+//! Large inputs and payload lanes are spooled to unnamed temporary files ([`spool_in`]):
+//! they have no name from the start, so nothing of them outlives the process, whatever
+//! ends it. Outputs, and the archive a load sends to a daemon, need a name: they are written
+//! to locked temporary files or directories (see [`crate::fs_safe`]) and renamed once
+//! verified, or removed when their owner is dropped. A signal that ends the process runs
+//! no destructors, so a program interrupted while writing would leave those behind; a
+//! program that handles its signals calls [`remove_all`] before it exits (the
+//! `docker-delta` command does so on SIGINT, SIGTERM and SIGHUP), and what a `SIGKILL`
+//! leaves is removed by the next run writing to the same directory (its lock is free).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static LIVE: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A new temporary file in `dir` that has no name (`O_TMPFILE`, or created and unlinked at
+/// once where the file system lacks it): its space is freed when the last handle to it is
+/// closed, so no run, however it ends, leaves it behind.
+pub(crate) fn spool_in(dir: &Path) -> crate::Result<File> {
+    tempfile::tempfile_in(dir).map_err(|e| crate::Error::io(dir, e))
+}
 
 /// Keeps a temporary path in the process-wide list until dropped.
 #[derive(Debug)]

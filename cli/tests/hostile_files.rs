@@ -811,3 +811,52 @@ fn a_killed_runs_temp_files_are_removed_by_the_next_run() {
     }
     w.check_untouched();
 }
+
+/// A `create` killed (SIGKILL) with everything spooled, right before its package takes its
+/// name, leaves nothing in TMPDIR (the decompressed source archive, the layer spools and
+/// the payload lanes have no name on disk) and one locked temporary package beside the
+/// output, which the next `create` there removes.
+#[test]
+fn a_killed_create_leaves_no_spool_behind() {
+    let w = world();
+    // A gzip-compressed source archive is decompressed to a spool in TMPDIR.
+    let new = w.root.join("in/new.tar");
+    let gz = w.root.join("in/new.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&new).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    let old = format!("docker-archive:{}", w.old.display());
+    let new = format!("docker-archive:{}", gz.display());
+    let pkg = w.out.join("p.ddelta");
+    let pause = Pause::new(&w.root, 0);
+    let mut c = w.cmd(&["create", &old, &new, "-o", pkg.to_str().unwrap()]);
+    pause.hold(&mut c, "persist");
+    let mut child = c.spawn().unwrap();
+    pause.wait_arrived(1, std::slice::from_mut(&mut child));
+    child.kill().unwrap();
+    assert_eq!(
+        child.wait().unwrap().signal(),
+        Some(libc::SIGKILL),
+        "the run ended on its own"
+    );
+    assert_eq!(
+        std::fs::read_dir(&w.tmpdir).unwrap().count(),
+        0,
+        "the killed run left spools in TMPDIR"
+    );
+    let stale = temps(&w.out);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(!pkg.exists(), "no package before the rename");
+
+    let o = run(
+        w.cmd(&["create", &old, &new, "-o", pkg.to_str().unwrap()]),
+        "next create",
+    );
+    ok(&o, "next create");
+    assert!(pkg.exists());
+    assert_eq!(temps(&w.out), Vec::<String>::new(), "left over");
+    w.check_untouched();
+}

@@ -144,12 +144,10 @@ pub fn apply_and_load(
     options: &ApplyOptions<'_>,
 ) -> Result<(ApplyReport, Option<Error>)> {
     client.ping()?;
-    let dir = tempfile::Builder::new()
-        .prefix("docker-delta-load-")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let _tracked = crate::temp::track(dir.path());
-    let archive = dir.path().join("image.tar");
+    // A locked temporary directory: removed when this returns, and by the next load
+    // should a SIGKILL end this one first.
+    let dir = crate::transport::dest::open_output_dir(&std::env::temp_dir())?.temp_dir()?;
+    let archive = dir.dir().path().join("image.tar");
     let dest = ImageReference::DockerArchive {
         path: archive.clone(),
         selector: None,

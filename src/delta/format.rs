@@ -1081,8 +1081,8 @@ pub struct PackageWriter {
 struct LaneWriter {
     compression: CompressionSpec,
     encoder: PayloadEncoder,
-    spool_path: tempfile::TempPath,
-    _tracked: crate::temp::Tracked,
+    /// What messages call the lane's spool (it has no name on disk).
+    spool_path: PathBuf,
 }
 
 /// How a lane's encoder is set up beyond its compression.
@@ -1100,12 +1100,8 @@ impl LaneWriter {
         settings: LaneSettings,
     ) -> Result<LaneWriter> {
         let (workers, window_log, overlap_log) = settings.zstd;
-        let spool = tempfile::Builder::new()
-            .prefix(".docker-delta-payload-")
-            .tempfile_in(spool_dir)
-            .at(spool_dir)?;
-        let _tracked = crate::temp::track(spool.path());
-        let (file, spool_path) = spool.into_parts();
+        let file = crate::temp::spool_in(spool_dir)?;
+        let spool_path = spool_dir.join("(payload spool)");
         let encoder = match compression.algorithm {
             PayloadCompression::None => PayloadEncoder::None(file),
             PayloadCompression::Zstd => PayloadEncoder::Zstd(
@@ -1125,7 +1121,6 @@ impl LaneWriter {
             compression,
             encoder,
             spool_path,
-            _tracked,
         })
     }
 }

@@ -169,20 +169,16 @@ impl DockerDaemon {
     ) -> Result<DockerDaemon> {
         let id = &inspect.id;
         tracing::debug!(image = %reference, id = %id, "exporting from the daemon");
-        let spool = tempfile::Builder::new()
-            .prefix("docker-delta-export-")
-            .suffix(".tar")
-            .tempfile()
-            .at(std::env::temp_dir())?;
-        let _tracked = crate::temp::track(spool.path());
+        // The spool has no name, so nothing of it is left whatever ends the run.
+        let spool = crate::temp::spool_in(&std::env::temp_dir())?;
+        let name = std::path::PathBuf::from(format!("{reference} (export)"));
         {
             // The export is one archive: it may not exceed the largest entry allowed (an
-            // endless export would fill the disk). On error the spool is removed as it
-            // is dropped.
+            // endless export would fill the disk).
             let mut w = BufWriter::with_capacity(
                 1 << 20,
                 LimitedWriter {
-                    inner: spool.as_file(),
+                    inner: &spool,
                     written: 0,
                     max: options.limits.max_entry_size,
                     what: format!("{reference} export"),
@@ -190,10 +186,10 @@ impl DockerDaemon {
             );
             // Export by ID: a tag could move between the inspect and the export.
             let n = client.export_image(&id.to_string(), &mut w)?;
-            w.flush().at(spool.path())?;
-            tracing::debug!(bytes = n, spool = %spool.path().display(), "exported");
+            w.flush().at(&name)?;
+            tracing::debug!(bytes = n, "exported");
         }
-        let store = TarStore::open_spooled(spool)?;
+        let store = TarStore::open_spooled(spool, name)?;
         let archive = DockerArchive::from_store(store, reference.clone(), None, options)?;
         let image = archive.image().clone();
         // The classic image store calls an image by its config digest; the containerd

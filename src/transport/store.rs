@@ -13,7 +13,6 @@ use std::sync::Arc;
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
 use crate::tar_headers::{display_name, TarHeaders};
-use crate::temp::{track, Tracked};
 use crate::transport::{
     Counter, CountingReader, ExpansionGuard, Limits, ENV_MAX_ARCHIVE_INDEX, ENV_MAX_JSON_SIZE,
 };
@@ -169,7 +168,6 @@ pub struct TarStore {
     path: PathBuf,
     file: Arc<File>,
     entries: HashMap<String, TarEntry>,
-    _spool: Option<(tempfile::NamedTempFile, Tracked)>,
 }
 
 impl TarStore {
@@ -187,12 +185,11 @@ impl TarStore {
         let n = read_up_to(&mut file, &mut magic).at(path)?;
         file.seek(SeekFrom::Start(0)).at(path)?;
         let compression = Compression::detect(&magic[..n]);
-        let (file, spool) = if compression == Compression::None {
-            (file, None)
+        let file = if compression == Compression::None {
+            file
         } else {
             tracing::debug!(path = %path.display(), compression = compression.name(), "archive is compressed; decompressing to a temporary file");
-            let mut spool = tempfile::NamedTempFile::new().at(std::env::temp_dir())?;
-            let tracked = track(spool.path());
+            let mut spool = crate::temp::spool_in(&std::env::temp_dir())?;
             let input = Counter::default();
             let counted = CountingReader {
                 inner: file,
@@ -212,15 +209,14 @@ impl TarStore {
                 limits: limits.clone(),
                 what: format!("{} (decompressed archive)", path.display()),
             };
-            io::copy(&mut guarded, spool.as_file_mut()).map_err(|e| match Error::io(path, e) {
+            io::copy(&mut guarded, &mut spool).map_err(|e| match Error::io(path, e) {
                 Error::Io { source, .. } => Error::InvalidLayout {
                     path: path.to_path_buf(),
                     reason: format!("cannot decompress {} archive: {source}", compression.name()),
                 },
                 ours => ours,
             })?;
-            let f = spool.reopen().at(spool.path())?;
-            (f, Some((spool, tracked)))
+            spool
         };
         let entries = index_tar(&file, path, limits)?;
         tracing::debug!(path = %path.display(), entries = entries.len(), "indexed archive");
@@ -228,21 +224,18 @@ impl TarStore {
             path: path.to_path_buf(),
             file: Arc::new(file),
             entries,
-            _spool: spool,
         })
     }
 
-    /// Indexes an archive spooled into a temporary file, which lives as long as the store.
-    pub fn open_spooled(spool: tempfile::NamedTempFile) -> Result<TarStore> {
-        let path = spool.path().to_path_buf();
-        let tracked = track(&path);
-        let file = spool.reopen().at(&path)?;
+    /// Indexes an archive held in an open file, such as a spool with no name; `name` is
+    /// what messages call it. The store keeps the file open as long as it lives.
+    pub fn open_spooled(file: File, name: impl Into<PathBuf>) -> Result<TarStore> {
+        let path = name.into();
         let entries = index_tar(&file, &path, &Limits::default())?;
         Ok(TarStore {
             path,
             file: Arc::new(file),
             entries,
-            _spool: Some((spool, tracked)),
         })
     }
 

@@ -22,7 +22,6 @@ use crate::transport::ImageSource;
 pub struct LayerData {
     section: FileSection,
     description: String,
-    _spool: Option<(tempfile::TempPath, crate::temp::Tracked)>,
 }
 
 impl LayerData {
@@ -59,19 +58,14 @@ impl LayerData {
                     LayerData {
                         section,
                         description,
-                        _spool: None,
                     },
                     idx,
                 ))
             }
             None => {
                 tracing::debug!(layer = %description, "spooling the uncompressed layer for positioned reads");
-                let temp = tempfile::Builder::new()
-                    .prefix(".docker-delta-layer-")
-                    .tempfile_in(spool_dir)
-                    .at(spool_dir)?;
-                let tracked = crate::temp::track(temp.path());
-                let (file, path) = temp.into_parts();
+                let file = crate::temp::spool_in(spool_dir)?;
+                let path = spool_dir.join(format!("(spool of {description})"));
                 let mut r = src.open_layer(index)?;
                 let mut w = BufWriter::with_capacity(1 << 20, &file);
                 let mut input =
@@ -96,7 +90,6 @@ impl LayerData {
                             len,
                         },
                         description,
-                        _spool: Some((path, tracked)),
                     },
                     idx,
                 ))
@@ -115,7 +108,6 @@ impl LayerData {
                 len,
             },
             description: path.display().to_string(),
-            _spool: None,
         })
     }
 
