@@ -4,15 +4,19 @@
 # Idempotent: every step checks first and is a fast no-op when its target is
 # already present. `apt-get update` only runs when an apt package is missing.
 #
-# Two parts:
+# Three parts:
 #  1. system packages via apt (Docker 20.10 from bookworm, skopeo, umoci, ...)
-#  2. Docker 26 from Debian trixie, downloaded with a *private* apt
+#  2. Docker 26 and oras from Debian trixie, downloaded with a *private* apt
 #     configuration (own sources list / state / cache under .cache/apt-trixie)
-#     and unpacked with `dpkg -x` into .cache/docker26 -- never installed over
-#     the system.
+#     and unpacked with `dpkg -x` into .cache/docker26 and .cache/oras --
+#     never installed over the system.
+#  3. the registry for scripts/registries.sh: the system suite's
+#     `docker-registry` .deb (CNCF distribution 2.8), fetched with
+#     `apt-get download` and unpacked with `dpkg -x` into .cache/registry, so
+#     its service is never installed, enabled or started.
 #
 # Env:
-#   DOCKER_DELTA_SKIP_DOCKER26=1   skip part 2
+#   DOCKER_DELTA_SKIP_DOCKER26=1   skip Docker 26 (oras and the registry still come)
 #   DOCKER_DELTA_CACHE=DIR         cache root (default: $REPO/.cache)
 set -euo pipefail
 
@@ -44,7 +48,10 @@ APT_PACKAGES=(
     valgrind
     python3 python3-pip
     ca-certificates
+    openssl apache2-utils
 )
+# openssl: test CA and keys of scripts/registries.sh; apache2-utils: its
+# `htpasswd -B` (distribution reads bcrypt entries only).
 
 pkg_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
@@ -197,6 +204,53 @@ private_apt() {
         "$@"
 }
 
+# Write the private apt configuration for $TRIXIE_SUITE and run its
+# `apt-get update`, once per run of this script.
+TRIXIE_APT_READY=0
+trixie_apt() {
+    [ $TRIXIE_APT_READY = 1 ] && return 0
+    local src uri comps signedby
+    src=$(system_debian_source) || die "cannot derive a Debian source from /etc/apt"
+    IFS='|' read -r uri comps signedby <<<"$src"
+    [ -n "$signedby" ] || signedby=/usr/share/keyrings/debian-archive-keyring.gpg
+    log "private apt for suite $TRIXIE_SUITE from the system's Debian source ($uri)"
+
+    mkdir -p "$APTDIR"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial}
+    : >"$APTDIR/preferences"
+    [ -e "$APTDIR/state/status" ] || : >"$APTDIR/state/status"
+    printf 'deb [signed-by=%s] %s %s %s\n' "$signedby" "$uri" "$TRIXIE_SUITE" "$comps" \
+        >"$APTDIR/sources.list"
+
+    private_apt update -qq || die "private apt-get update ($TRIXIE_SUITE) failed"
+    TRIXIE_APT_READY=1
+}
+
+# unpack_debs PREFIX DEBDIR: dpkg -x every .deb of DEBDIR into PREFIX.tmp,
+# then put it in place of PREFIX (never a half-unpacked PREFIX).
+unpack_debs() {
+    local prefix=$1 debdir=$2 deb
+    rm -rf "$prefix.tmp"
+    mkdir -p "$prefix.tmp"
+    for deb in "$debdir"/*.deb; do
+        [ -e "$deb" ] || die "no .deb in $debdir"
+        log "unpack $(basename "$deb") into $prefix"
+        dpkg -x "$deb" "$prefix.tmp"
+    done
+    rm -rf "$prefix"
+    mv "$prefix.tmp" "$prefix"
+}
+
+# trixie_debs PREFIX DEBDIR PKG...: download PKG... from trixie with the
+# private apt into DEBDIR and unpack them into PREFIX.
+trixie_debs() {
+    local prefix=$1 debdir=$2; shift 2
+    trixie_apt
+    mkdir -p "$debdir"
+    (cd "$debdir" && rm -f ./*.deb && private_apt download -qq "$@") \
+        || die "apt-get download $* ($TRIXIE_SUITE) failed"
+    unpack_debs "$prefix" "$debdir"
+}
+
 install_docker26() {
     if [ "${DOCKER_DELTA_SKIP_DOCKER26:-0}" = 1 ]; then
         log "docker26: skipped (DOCKER_DELTA_SKIP_DOCKER26=1)"
@@ -206,33 +260,58 @@ install_docker26() {
         log "docker26: present ($("$PREFIX26/usr/sbin/dockerd" --version))"
         return
     fi
-    local src uri comps signedby
-    src=$(system_debian_source) || die "cannot derive a Debian source from /etc/apt"
-    IFS='|' read -r uri comps signedby <<<"$src"
-    [ -n "$signedby" ] || signedby=/usr/share/keyrings/debian-archive-keyring.gpg
-    log "docker26: private apt for suite $TRIXIE_SUITE from the system's Debian source"
-
-    mkdir -p "$APTDIR"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial,debs}
-    : >"$APTDIR/preferences"
-    [ -e "$APTDIR/state/status" ] || : >"$APTDIR/state/status"
-    printf 'deb [signed-by=%s] %s %s %s\n' "$signedby" "$uri" "$TRIXIE_SUITE" "$comps" \
-        >"$APTDIR/sources.list"
-
-    private_apt update -qq || die "private apt-get update ($TRIXIE_SUITE) failed"
-    (cd "$APTDIR/debs" && rm -f ./*.deb && private_apt download -qq "${DOCKER26_DEBS[@]}") \
-        || die "apt-get download ${DOCKER26_DEBS[*]} failed"
-
-    rm -rf "$PREFIX26.tmp"
-    mkdir -p "$PREFIX26.tmp"
-    local deb
-    for deb in "$APTDIR"/debs/*.deb; do
-        log "docker26: unpack $(basename "$deb")"
-        dpkg -x "$deb" "$PREFIX26.tmp"
-    done
-    rm -rf "$PREFIX26"
-    mv "$PREFIX26.tmp" "$PREFIX26"
+    log "docker26: from $TRIXIE_SUITE: ${DOCKER26_DEBS[*]}"
+    trixie_debs "$PREFIX26" "$APTDIR/debs" "${DOCKER26_DEBS[@]}"
     docker26_ok || die "$PREFIX26/usr/sbin/dockerd --version is not 26.x: $("$PREFIX26/usr/sbin/dockerd" --version 2>&1 || true)"
     log "docker26: installed ($("$PREFIX26/usr/sbin/dockerd" --version))"
+}
+
+# oras (the OCI registry client; the registry tests cross-check with it).
+# bookworm has no oras; trixie's only needs libc6 >= 2.34.
+PREFIX_ORAS=$CACHE/oras
+oras_ok() {
+    "$PREFIX_ORAS/usr/bin/oras" version 2>/dev/null | grep -q '^Version:'
+}
+
+install_oras() {
+    if oras_ok; then
+        log "oras: present ($("$PREFIX_ORAS/usr/bin/oras" version | sed -n 's/^Version: *//p'))"
+        return
+    fi
+    log "oras: from $TRIXIE_SUITE"
+    trixie_debs "$PREFIX_ORAS" "$APTDIR/debs-oras" oras
+    oras_ok || die "$PREFIX_ORAS/usr/bin/oras does not run: $("$PREFIX_ORAS/usr/bin/oras" version 2>&1 || true)"
+    log "oras: installed ($("$PREFIX_ORAS/usr/bin/oras" version | sed -n 's/^Version: *//p'))"
+}
+
+# ---------------------------------------------------------------------------
+# 3. CNCF distribution 2.8 (Debian's docker-registry) into a private prefix
+# ---------------------------------------------------------------------------
+# Only the binary is used: scripts/registries.sh runs it with its own config
+# files. Installing the package would create a system user and start a
+# registry service on :5000, which is not ours to run.
+PREFIX_REGISTRY=$CACHE/registry
+REGISTRY_DEBDIR=$CACHE/registry-deb
+registry_ok() {
+    "$PREFIX_REGISTRY/usr/bin/docker-registry" --version 2>/dev/null | grep -q ' v\?2\.8\.'
+}
+
+install_registry() {
+    if registry_ok; then
+        log "registry: present ($("$PREFIX_REGISTRY/usr/bin/docker-registry" --version))"
+        return
+    fi
+    log "registry: apt-get download docker-registry (system suite)"
+    mkdir -p "$REGISTRY_DEBDIR"
+    if ! (cd "$REGISTRY_DEBDIR" && rm -f ./*.deb && apt-get download -qq -o APT::Sandbox::User=root docker-registry); then
+        # a fresh machine may have no package lists yet
+        "${SUDO[@]}" apt-get update -qq
+        (cd "$REGISTRY_DEBDIR" && rm -f ./*.deb && apt-get download -qq -o APT::Sandbox::User=root docker-registry) \
+            || die "apt-get download docker-registry failed"
+    fi
+    unpack_debs "$PREFIX_REGISTRY" "$REGISTRY_DEBDIR"
+    registry_ok || die "$PREFIX_REGISTRY/usr/bin/docker-registry is not 2.8.x: $("$PREFIX_REGISTRY/usr/bin/docker-registry" --version 2>&1 || true)"
+    log "registry: installed ($("$PREFIX_REGISTRY/usr/bin/docker-registry" --version))"
 }
 
 main() {
@@ -241,6 +320,8 @@ main() {
     report_system_docker
     install_pytest
     install_docker26
+    install_oras
+    install_registry
     log "done in $((SECONDS - t0))s"
 }
 
