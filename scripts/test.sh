@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run all tests: install deps, start the three Docker engines, build fixtures,
-# run every suite. Engines this script started are stopped on exit; engines
+# start the four test registries and push the fixtures into them, run every
+# suite. Engines and registries this script started are stopped on exit; those
 # that were already running are left alone. The exit code is the first
 # failing suite's (or 0).
 #
@@ -9,6 +10,7 @@
 # Env:
 #   DOCKER_DELTA_FIXTURES     fixture dir (default tests/fixtures/generated)
 #   DOCKER_DELTA_KEEP_ENGINES=1  do not stop engines on exit
+#   DOCKER_DELTA_KEEP_REGISTRIES=1  do not stop registries on exit
 #   DOCKER_DELTA_SKIP_DEPS=1     skip install-deps.sh
 #   DOCKER_DELTA_FUZZ_SECONDS    seconds per fuzz target in the fuzz suite (default 10)
 set -euo pipefail
@@ -21,8 +23,13 @@ log() { printf '[test] %s\n' "$*" >&2; }
 SUITES=(fmt deps cargo zlibng msrv fuzz demo c python go)
 
 ENGINES_STARTED=()
+REGISTRIES_STARTED=()
 cleanup() {
     local rc=$?
+    if [ ${#REGISTRIES_STARTED[@]} -gt 0 ] && [ "${DOCKER_DELTA_KEEP_REGISTRIES:-0}" != 1 ]; then
+        log "stopping the registries this run started: ${REGISTRIES_STARTED[*]}"
+        "$REPO/scripts/registries.sh" stop "${REGISTRIES_STARTED[@]}" || true
+    fi
     if [ ${#ENGINES_STARTED[@]} -gt 0 ] && [ "${DOCKER_DELTA_KEEP_ENGINES:-0}" != 1 ]; then
         log "stopping the engines this run started: ${ENGINES_STARTED[*]}"
         "$REPO/scripts/engines.sh" stop "${ENGINES_STARTED[@]}" || true
@@ -47,6 +54,15 @@ setup() {
     export DOCKER_DELTA_FIXTURES=${DOCKER_DELTA_FIXTURES:-$REPO/tests/fixtures/generated}
     log "== fixtures ($DOCKER_DELTA_FIXTURES)"
     "$REPO/scripts/make-fixtures.sh" "$DOCKER_DELTA_FIXTURES"
+    log "== registries"
+    local r
+    for r in plain basic token tls; do
+        "$REPO/scripts/registries.sh" status "$r" >/dev/null 2>&1 || REGISTRIES_STARTED+=("$r")
+    done
+    # seed starts them, and pushes the fixtures unless already there
+    "$REPO/scripts/registries.sh" seed
+    eval "$("$REPO/scripts/registries.sh" env)"
+    export DOCKER_DELTA_REQUIRE_REGISTRIES=1
     export DOCKER_DELTA_REQUIRE_ENGINES=1
     # tests/bad_input.rs mounts small tmpfs file systems (read-only dir, full disk)
     export DOCKER_DELTA_REQUIRE_ROOT=1
@@ -54,6 +70,7 @@ setup() {
     log "env: DOCKER_DELTA_TEST_DOCKER26=$DOCKER_DELTA_TEST_DOCKER26"
     log "env: DOCKER_DELTA_TEST_C8D=$DOCKER_DELTA_TEST_C8D (Docker 26, containerd image store)"
     log "env: DOCKER_DELTA_FIXTURES=$DOCKER_DELTA_FIXTURES DOCKER_DELTA_REQUIRE_ENGINES=1"
+    log "env: registries plain=$DOCKER_DELTA_TEST_REGISTRY_PLAIN basic=$DOCKER_DELTA_TEST_REGISTRY_BASIC token=$DOCKER_DELTA_TEST_REGISTRY_TOKEN (realm $DOCKER_DELTA_TEST_TOKEN_REALM, issuer run by the tests) tls=$DOCKER_DELTA_TEST_REGISTRY_TLS DOCKER_DELTA_REQUIRE_REGISTRIES=1"
 }
 
 # --- suites: one function per suite, named suite_<name> -------------------
