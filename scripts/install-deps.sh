@@ -48,10 +48,11 @@ APT_PACKAGES=(
     valgrind
     python3 python3-pip
     ca-certificates
-    openssl apache2-utils
+    openssl apache2-utils iproute2
 )
 # openssl: test CA and keys of scripts/registries.sh; apache2-utils: its
-# `htpasswd -B` (distribution reads bcrypt entries only).
+# `htpasswd -B` (distribution reads bcrypt entries only); iproute2: its `ss`
+# (who holds a port).
 
 pkg_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]

@@ -40,6 +40,8 @@
 #                                  kernel's ephemeral range)
 #   DOCKER_DELTA_CACHE             cache root holding registry/ and oras/
 #   DOCKER_DELTA_FIXTURES          fixture dir for seed (default tests/fixtures/generated)
+#   DOCKER_DELTA_ISSUER_ARGS       extra token-issuer.py flags for `start issuer`
+#                                  (e.g. --x5c, --expires-in 30)
 #
 # `stop` only signals pids read from this run dir's pid files, and only when
 # that process's command line names this run dir's config.
