@@ -198,7 +198,9 @@ def main():
         with open(tmp, "w") as f:
             f.write(f"{os.getpid()}\n")
         os.replace(tmp, args.pid_file)
-    sys.stderr.write(f"token-issuer: {signer.alg} kid={signer.kid} on http://{args.listen}/token\n")
+    how = "x5c" if args.x5c else "kid"
+    sys.stderr.write(f"token-issuer: {signer.alg}, key named by {how} (kid {signer.kid}), "
+                     f"on http://{args.listen}/token\n")
     sys.stderr.flush()
     httpd.serve_forever()
 
