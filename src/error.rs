@@ -292,6 +292,18 @@ pub enum Error {
         option: String,
     },
 
+    /// A `docker-credential-*` helper could not be run or failed (its own message, never
+    /// a secret).
+    #[error("credential helper {helper} for {registry}: {reason}")]
+    CredentialHelper {
+        /// The helper program.
+        helper: String,
+        /// The registry whose credential was asked for.
+        registry: String,
+        /// Why it failed.
+        reason: String,
+    },
+
     /// The Docker daemon cannot be reached.
     #[error("cannot reach the Docker daemon at {endpoint}: {reason}")]
     DaemonUnavailable {
@@ -376,9 +388,10 @@ impl Error {
             | InvalidOption { .. }
             | OutputExists { .. }
             | UnsupportedFileType { .. } => ExitCode::InvalidInput,
-            DaemonUnavailable { .. } | DeflaterMismatch { .. } | Timeout { .. } => {
-                ExitCode::MissingDependency
-            }
+            DaemonUnavailable { .. }
+            | DeflaterMismatch { .. }
+            | Timeout { .. }
+            | CredentialHelper { .. } => ExitCode::MissingDependency,
             Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
             TagFailed { .. } => ExitCode::TagWarning,
             Io { source, .. } => {
@@ -421,6 +434,7 @@ impl Error {
             OutputExists { .. } => "output_exists",
             UnsupportedFileType { .. } => "unsupported_file_type",
             Timeout { .. } => "timeout",
+            CredentialHelper { .. } => "credential_helper",
             DaemonUnavailable { .. } => "daemon_unavailable",
             Daemon { .. } => "daemon",
             TagFailed { .. } => "tag_failed",
@@ -531,6 +545,11 @@ impl Error {
             DaemonUnavailable { endpoint, reason } => {
                 json!({"endpoint": endpoint, "reason": reason})
             }
+            CredentialHelper {
+                helper,
+                registry,
+                reason,
+            } => json!({"helper": helper, "registry": registry, "reason": reason}),
             Daemon {
                 operation,
                 status,

@@ -21,6 +21,7 @@ pub mod dest;
 pub mod docker_archive;
 pub mod docker_daemon;
 pub mod oci;
+pub mod registry;
 pub mod store;
 
 /// Safety limits applied while reading untrusted images and packages.
