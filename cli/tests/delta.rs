@@ -492,11 +492,13 @@ fn info_and_list_cli() {
         .args(["list", "--json", pkg.to_str().unwrap()])
         .output()
         .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["document"], "package_layers");
+    let rows = doc["layers"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["method"], "reference");
     assert_eq!(rows[0]["delta_size"], 0);
-    assert!(rows[1]["delta_size"].as_u64().unwrap() < rows[1]["target_size"].as_u64().unwrap() / 4);
+    assert!(rows[1]["delta_size"].as_u64().unwrap() < rows[1]["uncompressed_size"].as_u64().unwrap() / 4);
     assert_eq!(
         rows[2]["method"].as_str().map(|m| m != "reference"),
         Some(true)
