@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use docker_delta::delta::apply::describe;
 use docker_delta::delta::format::Package;
-use docker_delta::report;
 use docker_delta::delta::info;
+use docker_delta::report;
 use docker_delta::{ExitCode, Result};
 
 use super::output::{human_size, print_json};

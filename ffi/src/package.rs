@@ -131,10 +131,7 @@ pub unsafe extern "C" fn dd_package_info_json(
         // SAFETY: caller's contract.
         let json = unsafe { out_arg(json, "json") }?;
         let p = unsafe { handle_arg(package, "package") }?;
-        let text = to_json(&info::info(
-            &p.package,
-            p.verified.load(Ordering::Relaxed),
-        ))?;
+        let text = to_json(&info::info(&p.package, p.verified.load(Ordering::Relaxed)))?;
         // SAFETY: checked out-parameter.
         unsafe { put_string(json, text) };
         Ok(())
