@@ -43,6 +43,7 @@ APT_PACKAGES=(
     golang-go
     valgrind
     python3 python3-pip
+    python3-jsonschema
     ca-certificates
 )
 
