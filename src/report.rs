@@ -226,3 +226,75 @@ impl ErrorDocument {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    #[test]
+    fn old_layers_name_each_source_with_its_diff_id() {
+        let base = ImageIdentity {
+            image_id: digest(9),
+            diff_ids: vec![digest(0), digest(1), digest(2)],
+            repo_tags: Vec::new(),
+            reference: String::new(),
+            platform: Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None,
+            },
+        };
+        let files = LayerSource::Files {
+            old_layers: vec![2, 0],
+            blob: 0,
+            extra_blob: None,
+            lits_blob: None,
+        };
+        let got = old_layers(&files, Some(&base));
+        assert_eq!(
+            got,
+            [
+                OldLayer {
+                    index: 2,
+                    diff_id: Some(digest(2))
+                },
+                OldLayer {
+                    index: 0,
+                    diff_id: Some(digest(0))
+                }
+            ]
+        );
+        assert_eq!(describe_old_layers(&got), "old layers 2, 0");
+        assert_eq!(describe_old_layers(&got[1..]), "old layer 0");
+        assert_eq!(describe_old_layers(&[]), "no old layer");
+        assert!(old_layers(&LayerSource::Full { blob: 0 }, Some(&base)).is_empty());
+        // Without a recorded base (never in a valid package) the index alone is known.
+        let reference = LayerSource::Reference { old_layer: 1 };
+        assert_eq!(
+            old_layers(&reference, None),
+            [OldLayer {
+                index: 1,
+                diff_id: None
+            }]
+        );
+    }
+
+    #[test]
+    fn error_documents_carry_the_exit_code_and_its_name() {
+        let e = Error::OutputExists {
+            path: "/x/p.ddelta".into(),
+        };
+        let doc = serde_json::to_value(ErrorDocument::of(&e)).unwrap_or_default();
+        assert_eq!(doc["schema_version"], SCHEMA_VERSION);
+        assert_eq!(doc["document"], "error");
+        assert_eq!(doc["status"], 3);
+        assert_eq!(doc["status_name"], "invalid_input");
+        assert_eq!(doc["kind"], "output_exists");
+        assert_eq!(doc["path"], "/x/p.ddelta");
+        assert_eq!(doc["fields"]["path"], "/x/p.ddelta");
+    }
+}

@@ -281,6 +281,28 @@ fn schemas_refuse_renamed_missing_and_extra_fields() {
     wrong_document["document"] = "package".into();
     let mut bad_digest = image.clone();
     bad_digest["layers"][0]["diff_id"] = "sha256:xyz".into();
+    // An error's fields are checked by its kind.
+    let error = dd(
+        dir,
+        &[
+            "apply",
+            &pkg,
+            "--base",
+            &sample("app-2.tar"),
+            "-o",
+            "x.tar",
+            "--json",
+        ],
+    )
+    .error_doc();
+    assert_eq!(error["kind"], "wrong_base_image");
+    let mut error_without_field = error.clone();
+    error_without_field["fields"]
+        .as_object_mut()
+        .unwrap()
+        .remove("reference");
+    let mut error_of_another_kind = error.clone();
+    error_of_another_kind["kind"] = "io".into();
     let failures = schema_failures(&[
         ("package-layers.schema.json", good),
         ("package-layers.schema.json", renamed),
@@ -289,12 +311,15 @@ fn schemas_refuse_renamed_missing_and_extra_fields() {
         ("image.schema.json", extra),
         ("image.schema.json", wrong_document),
         ("image.schema.json", bad_digest),
+        ("error.schema.json", error),
+        ("error.schema.json", error_without_field),
+        ("error.schema.json", error_of_another_kind),
     ]);
     let failed: Vec<usize> = failures
         .iter()
         .map(|f| f.split(' ').next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(failed, [1, 2, 4, 5, 6], "{failures:#?}");
+    assert_eq!(failed, [1, 2, 4, 5, 6, 8, 9], "{failures:#?}");
 }
 
 /// One error case: the arguments, what to prepare, the kind and exit code expected.
