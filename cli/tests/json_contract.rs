@@ -346,6 +346,32 @@ fn json_errors_are_one_error_document_with_the_documented_exit_code() {
     std::fs::write(&not_a_package, b"hello, not a package\n").unwrap();
     let out_dir = dir.join("a-directory");
     std::fs::create_dir(&out_dir).unwrap();
+    // A package of a newer format version, and one whose header claims a 1 TiB blob.
+    let mut newer = std::fs::read(&pkg).unwrap();
+    newer[8] ^= 0x20;
+    let newer_pkg = common::write_then(&dir.join("newer.ddelta"), &newer);
+    let huge = common::edit_package(&std::fs::read(&pkg).unwrap(), |h| {
+        h["blobs"][1]["size"] = (1u64 << 40).into()
+    });
+    let huge_pkg = common::write_then(&dir.join("huge.ddelta"), &huge);
+    // docker-archives: manifest.json cut short, naming an absent config, with two images.
+    let archive = |name: &str, manifest: &[u8]| {
+        let path = dir.join(name);
+        common::Members::new()
+            .add("manifest.json", manifest)
+            .write(&path);
+        s(&path)
+    };
+    let cut = archive("cut.tar", br#"[{"Config": oops"#);
+    let no_config = archive(
+        "no-config.tar",
+        br#"[{"Config": "c.json", "RepoTags": ["a:1"], "Layers": []}]"#,
+    );
+    let two = archive(
+        "two.tar",
+        br#"[{"Config": "c.json", "RepoTags": ["a:1"], "Layers": []},
+             {"Config": "d.json", "RepoTags": ["b:1"], "Layers": []}]"#,
+    );
     let case = |args: &[&str], kind, code| ErrorCase {
         args: args.iter().map(|a| a.to_string()).collect(),
         kind,
