@@ -105,6 +105,20 @@ install_pytest() {
         || die "pip install pytest failed"
 }
 
+# jsonschema for cli/tests/json_contract.rs, which validates --json output against
+# docs/schema/ with the python3 on PATH (apt's python3-jsonschema, in the list above,
+# serves /usr/bin/python3 only).
+install_jsonschema() {
+    if python3 -c 'import jsonschema' 2>/dev/null; then
+        log "jsonschema: present"
+        return
+    fi
+    log "installing jsonschema for $(command -v python3)"
+    python3 -m pip install -q jsonschema 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages jsonschema \
+        || die "pip install jsonschema failed"
+}
+
 # ---------------------------------------------------------------------------
 # 2. Docker 26 from trixie into a private prefix
 # ---------------------------------------------------------------------------
@@ -241,6 +255,7 @@ main() {
     install_apt_packages
     report_system_docker
     install_pytest
+    install_jsonschema
     install_docker26
     log "done in $((SECONDS - t0))s"
 }
