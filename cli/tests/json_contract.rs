@@ -303,6 +303,21 @@ fn schemas_refuse_renamed_missing_and_extra_fields() {
         .remove("reference");
     let mut error_of_another_kind = error.clone();
     error_of_another_kind["kind"] = "io".into();
+    // The version document is written by `--version --json`; its example in docs/JSON.md
+    // is what that implements, and it must validate.
+    let docs = std::fs::read_to_string(repo().join("docs/JSON.md")).unwrap();
+    let example = docs
+        .split("## `version`")
+        .nth(1)
+        .and_then(|v| v.split("```json").nth(1))
+        .and_then(|v| v.split("```").next())
+        .expect("a version example in docs/JSON.md");
+    let version: Value = serde_json::from_str(example).unwrap();
+    let mut version_without_codecs = version.clone();
+    version_without_codecs
+        .as_object_mut()
+        .unwrap()
+        .remove("codecs");
     let failures = schema_failures(&[
         ("package-layers.schema.json", good),
         ("package-layers.schema.json", renamed),
@@ -314,12 +329,14 @@ fn schemas_refuse_renamed_missing_and_extra_fields() {
         ("error.schema.json", error),
         ("error.schema.json", error_without_field),
         ("error.schema.json", error_of_another_kind),
+        ("version.schema.json", version),
+        ("version.schema.json", version_without_codecs),
     ]);
     let failed: Vec<usize> = failures
         .iter()
         .map(|f| f.split(' ').next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(failed, [1, 2, 4, 5, 6, 8, 9], "{failures:#?}");
+    assert_eq!(failed, [1, 2, 4, 5, 6, 8, 9, 11], "{failures:#?}");
 }
 
 /// One error case: the arguments, what to prepare, the kind and exit code expected.
