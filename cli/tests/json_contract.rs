@@ -451,6 +451,16 @@ fn json_errors_are_one_error_document_with_the_documented_exit_code() {
             "wrong_base_image",
             3,
         ),
+        case(&["info", "--json", "/dev/null"], "unsupported_file_type", 3),
+        case(
+            &["list", "--json", &s(&newer_pkg)],
+            "unsupported_package_version",
+            3,
+        ),
+        case(&["info", "--json", &s(&huge_pkg)], "limit_exceeded", 3),
+        case(&["inspect", "--json", &cut], "invalid_json", 3),
+        case(&["inspect", "--json", &no_config], "missing_file", 3),
+        case(&["inspect", "--json", &two], "ambiguous_image", 3),
         case(
             &["inspect", "--json", "docker-daemon:app:1"],
             "daemon_unavailable",
