@@ -20,6 +20,9 @@ Examples:
   docker-delta apply app-1-to-2.ddelta --base docker-archive:app-1.tar -o oci:./layout:2
   # Straight into Docker, under another name
   docker-delta apply app-1-to-2.ddelta --load --tag registry.local/app:2
+  # Stream the archive into `docker load` (or ssh, or a file); with pipefail, a failure
+  # midway fails the pipeline and nothing is loaded
+  set -o pipefail; docker-delta apply app-1-to-2.ddelta --base app-1.tar -o - | docker load
   # Check the package and the base image without writing anything
   docker-delta apply app-1-to-2.ddelta --base app-1.tar -o out.tar --dry-run";
 
@@ -31,7 +34,9 @@ pub struct Args {
     #[arg(long, value_name = "OLD")]
     base: Option<String>,
     /// Where to write the image: PATH (docker-archive), docker-archive:PATH[:name:tag],
-    /// oci:DIR[:ref] or oci-archive:PATH[:ref].
+    /// oci:DIR[:ref] or oci-archive:PATH[:ref]; `-` streams a docker-archive to standard
+    /// output (not a terminal), its index and manifest last, so that a stream cut by a
+    /// failure never loads.
     #[arg(short, long, value_name = "OUT", required_unless_present = "load")]
     output: Option<String>,
     /// Load the image into the Docker daemon (DOCKER_HOST) and tag it.
@@ -80,9 +85,10 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
             let client = client.with_timeouts(timeouts);
             deliver::apply_and_load(&client, &package, base.as_deref(), &options)
         })
+    } else if args.output.as_deref() == Some("-") {
+        stream_to_stdout(args, &package, base.as_deref(), &options)
     } else {
         let output = args.output.as_deref().unwrap_or_default();
-        super::refuse_stdout_output(std::path::Path::new(output))?;
         let dest = deliver::output_reference(output)?;
         if let Some(out) = dest.path() {
             let base = args
@@ -105,6 +111,12 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
             outln!("dry run: the package, the base image's layers and the output check out (no layer rebuilt); nothing written");
         } else if let Some(p) = &report.output {
             outln!("wrote {} (image {})", p.display(), report.image_id);
+        } else if args.output.as_deref() == Some("-") {
+            // Standard output holds the archive.
+            eprintln!(
+                "wrote the image to standard output (image {})",
+                report.image_id
+            );
         }
         if args.load && !args.dry_run && tag_error.is_none() {
             match &report.name {
@@ -120,4 +132,45 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
         Some(e) => Err(e),
         None => Ok(ExitCode::Ok),
     }
+}
+
+/// `-o -`: the archive goes to standard output, which must not be a terminal; the report
+/// cannot go there too.
+fn stream_to_stdout(
+    args: &Args,
+    package: &Package,
+    base: Option<&dyn docker_delta::transport::ImageSource>,
+    options: &ApplyOptions<'_>,
+) -> Result<(apply::ApplyReport, Option<docker_delta::Error>)> {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    let refuse = |reason: &str| docker_delta::Error::InvalidOption {
+        option: "-o -".into(),
+        reason: reason.into(),
+    };
+    if args.json {
+        return Err(refuse(
+            "--json prints the report to standard output, which -o - fills with the archive",
+        ));
+    }
+    let stdout = std::io::stdout();
+    if !options.dry_run && stdout.is_terminal() {
+        return Err(refuse(
+            "standard output is a terminal; pipe it (| docker load) or redirect it to a file",
+        ));
+    }
+    // The descriptor itself, unbuffered: the writer buffers, and the standard library's
+    // stdout would look for line ends in every block of the archive.
+    let out = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| docker_delta::Error::io("standard output", e))?;
+    apply::apply_to_stream(
+        package,
+        base,
+        Box::new(std::fs::File::from(out)),
+        "standard output",
+        options,
+    )
+    .map(|r| (r, None))
 }

@@ -1869,3 +1869,75 @@ fn measured_runs_report_the_commands_own_peak_memory() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(killed.status.signal(), Some(15));
 }
+
+/// `apply -o -` streams the same archive `-o FILE` writes, byte for byte; it refuses a
+/// terminal as standard output and `--json` (whose report would go into the archive).
+#[test]
+fn streamed_output_is_the_file_output_and_refuses_terminals() {
+    let w = world();
+    let pkg = w.dir.join("p.ddelta");
+    std::fs::write(&pkg, package(&w, PayloadCompression::Zstd)).unwrap();
+    let base = format!("docker-archive:{}", w.old.display());
+    let file = w.dir.join("file.tar");
+    let o = Command::new(common::bin())
+        .args(["apply", pkg.to_str().unwrap(), "--base", &base, "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let streamed = w.dir.join("streamed.tar");
+    let o = Command::new(common::bin())
+        .args(["apply", pkg.to_str().unwrap(), "--base", &base, "-o", "-"])
+        .stdout(std::fs::File::create(&streamed).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(&streamed).unwrap() == std::fs::read(&file).unwrap(),
+        "the stream differs from the file"
+    );
+    // The files a loader starts from come last.
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&streamed).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names[names.len() - 2..],
+        ["index.json", "manifest.json"],
+        "{names:?}"
+    );
+
+    let o = Command::new(common::bin())
+        .args([
+            "apply",
+            pkg.to_str().unwrap(),
+            "--base",
+            &base,
+            "-o",
+            "-",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--json"));
+    // A terminal on standard output, from script(1).
+    let cmd = format!(
+        "'{}' apply '{}' --base '{base}' -o -",
+        common::bin().display(),
+        pkg.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("standard output is a terminal"));
+}

@@ -500,3 +500,124 @@ fn a_base_missing_from_the_daemon_is_named() {
         assert!(!tmp.path().join("out.tar").exists());
     }
 }
+
+/// A copy of the docker-archive `src` whose old layer `n` (in manifest order) has one
+/// byte changed in the middle, its size kept: the base image is damaged where only
+/// reading that layer finds it.
+fn damage_layer(src: &Path, n: usize, dst: &Path) {
+    let manifest: serde_json::Value = {
+        let mut a = tar::Archive::new(std::fs::File::open(src).unwrap());
+        let mut e = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().as_os_str() == "manifest.json")
+            .unwrap();
+        serde_json::from_reader(&mut e).unwrap()
+    };
+    let layer = manifest[0]["Layers"][n].as_str().unwrap().to_string();
+    let (offset, size) = {
+        let mut a = tar::Archive::new(std::fs::File::open(src).unwrap());
+        let e = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_str() == Some(layer.as_str()))
+            .unwrap();
+        (e.raw_file_position(), e.size())
+    };
+    let mut bytes = std::fs::read(src).unwrap();
+    bytes[(offset + size / 2) as usize] ^= 0x55;
+    std::fs::write(dst, bytes).unwrap();
+}
+
+/// `apply -o - | docker load`: the streamed archive loads as the new image on every
+/// engine. With a base whose second layer is damaged, the failure comes after the first
+/// layer went down the pipe: the pipeline fails (pipefail), `docker load` fails too, and
+/// nothing is tagged.
+#[test]
+fn apply_streams_into_docker_load() {
+    let Some(fx) = common::fixtures() else { return };
+    let env = images_env(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    for e in engines() {
+        let (prefix, dir) = if e.name == "d20" {
+            ("D20", "d20")
+        } else {
+            ("D26", "d26")
+        };
+        let new = env[&format!("{prefix}_NEW_ID")].clone();
+        let old_tar = fx.join(dir).join("old.tar");
+        let new_tar = fx.join(dir).join("new.tar");
+        let pkg = tmp.path().join(format!("{}-stream.ddelta", e.name));
+        run(dd(None).args([
+            "create",
+            &format!("docker-archive:{}", old_tar.display()),
+            &format!("docker-archive:{}", new_tar.display()),
+            "-o",
+            pkg.to_str().unwrap(),
+        ]));
+        let pipe = |base: &Path, tag: &str| {
+            let script = format!(
+                "set -o pipefail; '{}' apply '{}' --base 'docker-archive:{}' --tag '{tag}' -o - \
+                 | '{}' -H '{}' load; s=$? ps=\"${{PIPESTATUS[*]}}\"; \
+                 echo \"statuses $ps\" >&2; exit $s",
+                common::bin().display(),
+                pkg.display(),
+                base.display(),
+                e.cli,
+                e.host,
+            );
+            Command::new("bash").args(["-c", &script]).output().unwrap()
+        };
+        let tag = format!("dd-e2e/stream-{}:2", e.name);
+        let o = pipe(&old_tar, &tag);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{}: {err}", e.name);
+        assert!(err.contains("statuses 0 0"), "{}: {err}", e.name);
+        assert!(err.contains("wrote the image to standard output"), "{err}");
+        assert_eq!(image_id(&e, &tag), new, "{}", e.name);
+
+        // The new image's second layer is rebuilt from the old image's second: damaging
+        // that fails the rebuild after the first layer was streamed.
+        let info: serde_json::Value = serde_json::from_slice(
+            &run(dd(None).args(["list", "--json", pkg.to_str().unwrap()])).stdout,
+        )
+        .unwrap();
+        assert_eq!(info[1]["old_layers"], serde_json::json!([1]), "{info}");
+        let damaged = tmp.path().join(format!("{}-damaged.tar", e.name));
+        damage_layer(&old_tar, 1, &damaged);
+        let bad_tag = format!("dd-e2e/stream-damaged-{}:2", e.name);
+        let o = pipe(&damaged, &bad_tag);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{}: {err}", e.name);
+        let statuses: Vec<&str> = err
+            .lines()
+            .find_map(|l| l.strip_prefix("statuses "))
+            .unwrap()
+            .split(' ')
+            .collect();
+        assert_eq!(statuses[0], "3", "{}: docker-delta: {err}", e.name);
+        assert_ne!(statuses[1], "0", "{}: docker load took it: {err}", e.name);
+        assert!(
+            err.contains(&format!("{}-damaged.tar layer 1", e.name)),
+            "the damaged layer is named: {err}"
+        );
+        assert!(
+            !docker(&e)
+                .args(["image", "inspect", &bad_tag])
+                .output()
+                .unwrap()
+                .status
+                .success(),
+            "{}: a cut stream was tagged",
+            e.name
+        );
+    }
+    // A terminal is no place for an archive; --json has nowhere to go.
+    let o = dd(None)
+        .args(["apply", "x.ddelta", "-o", "-", "--json"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+}

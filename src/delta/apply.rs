@@ -158,21 +158,55 @@ pub fn apply(
     dest: &ImageReference,
     options: &ApplyOptions<'_>,
 ) -> Result<ApplyReport> {
+    rebuild(package, base, Output::Reference(dest), options)
+}
+
+/// Rebuilds the package's image from `base` and streams it to `out` as a docker-archive
+/// (what `docker load` reads from its standard input). Every layer is verified as it is
+/// written; `index.json` and `manifest.json` come last, so that a stream cut by a failure
+/// (a damaged base layer found midway) holds no image a loader would take: the caller
+/// must end the stream on an error, never end it as if it were complete. `describe`
+/// names the stream in errors (e.g. "standard output"). The report has no `output`.
+pub fn apply_to_stream(
+    package: &Package,
+    base: Option<&dyn ImageSource>,
+    out: Box<dyn std::io::Write + Send>,
+    describe: &str,
+    options: &ApplyOptions<'_>,
+) -> Result<ApplyReport> {
+    rebuild(package, base, Output::Stream(out, describe), options)
+}
+
+/// Where [`rebuild`] writes.
+enum Output<'a> {
+    Reference(&'a ImageReference),
+    Stream(Box<dyn std::io::Write + Send>, &'a str),
+}
+
+fn rebuild(
+    package: &Package,
+    base: Option<&dyn ImageSource>,
+    dest: Output<'_>,
+    options: &ApplyOptions<'_>,
+) -> Result<ApplyReport> {
     let header = &package.header;
     let target = &header.target;
     // A name written into the output reference (`docker-archive:out.tar:NAME:TAG`) must
     // be a valid image name, as `--tag` must: refused, not dropped for the old name.
     let named_in_reference = match dest {
-        ImageReference::DockerArchive {
+        Output::Reference(ImageReference::DockerArchive {
             selector: Some(ArchiveSelector::Name(n)),
             ..
-        } => Some(ImageName::parse(n)?),
-        _ => name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()),
+        }) => Some(ImageName::parse(n)?),
+        Output::Reference(dest) => name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()),
+        Output::Stream(..) => None,
     };
     let base_map = check_base(package, base)?;
     // Refuse an output that cannot be written before any work, dry run or not (the
     // writer checks again when it starts).
-    ImageWriter::check_for(dest, options.force, Some(&target.identity.image_id))?;
+    if let Output::Reference(dest) = dest {
+        ImageWriter::check_for(dest, options.force, Some(&target.identity.image_id))?;
+    }
     let name = options
         .name
         .clone()
@@ -221,7 +255,11 @@ pub fn apply(
         });
     }
 
-    let mut writer = ImageWriter::create(dest, options.force)?;
+    let mut writer = match dest {
+        Output::Reference(dest) => ImageWriter::create(dest, options.force)?,
+        Output::Stream(out, describe) => ImageWriter::stream(out, describe),
+    };
+    let streamed = writer.is_stream();
     let total = target
         .layers
         .iter()
@@ -355,7 +393,8 @@ pub fn apply(
     tracker.finish()?;
     let written = writer.finish(&config, name.as_ref())?;
     tracing::info!(output = %written.path.display(), image_id = %target.identity.image_id, manifest = %written.manifest_digest, "image rebuilt");
-    Ok(report(Some(written.path), Some(written.manifest_digest)))
+    let output = (!streamed).then_some(written.path);
+    Ok(report(output, Some(written.manifest_digest)))
 }
 
 /// A rebuilt layer that fails its check (or a stream that fails to decode) may be the

@@ -7,6 +7,11 @@
 //! a new layout directory is built beside its final name and renamed; blobs added to an
 //! existing layout are renamed into place one by one and `index.json` is replaced last.
 //!
+//! A docker-archive can also be streamed to a writer (`apply -o -`, for `| docker load`),
+//! which cannot be renamed into place: there every layer is still verified as it passes,
+//! and `index.json` and `manifest.json`, the files `docker load` starts from, come last, so
+//! a stream cut short by a failure holds no image a loader would take.
+//!
 //! A docker-archive written here carries both views Docker reads:
 //! `manifest.json` (`Config`, `RepoTags`, `Layers` under `blobs/sha256/`) for the classic
 //! store, and `oci-layout` + `index.json` whose manifest is annotated with
@@ -95,6 +100,10 @@ enum Sink {
         temp: LockedTemp,
         /// The directory the archive is written in.
         parent: Dir,
+    },
+    /// A docker-archive streamed to a writer, in the order written.
+    Stream {
+        builder: tar::Builder<BufWriter<Box<dyn Write + Send>>>,
     },
     Dir {
         /// The layout: a staging directory for a new layout, the layout itself when adding
@@ -342,6 +351,24 @@ impl ImageWriter {
         })
     }
 
+    /// Streams a docker-archive to `out` (standard output for `| docker load`). Layers are
+    /// verified as they pass; a failure leaves the stream without `index.json` and
+    /// `manifest.json`, which are written last, so that no loader takes it for an image.
+    /// `describe` names the stream in errors.
+    pub fn stream(out: Box<dyn Write + Send>, describe: &str) -> ImageWriter {
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, out));
+        builder.mode(tar::HeaderMode::Deterministic);
+        ImageWriter {
+            kind: OutputKind::DockerArchive,
+            dest: PathBuf::from(describe),
+            sink: Sink::Stream { builder },
+            layers: Vec::new(),
+            written: Default::default(),
+            oci_ref: None,
+            force: false,
+        }
+    }
+
     /// Checks, writing nothing, what [`ImageWriter::create`] checks before it writes:
     /// the output's directory exists; an archive is not a directory and does not exist
     /// unless `force`; an `oci:` path is new, an empty directory or a layout whose
@@ -403,9 +430,18 @@ impl ImageWriter {
         Ok((kind, path.clone(), parent))
     }
 
-    /// A directory on the output's filesystem for temporary files.
+    /// Whether this writer streams (see [`ImageWriter::stream`]).
+    pub fn is_stream(&self) -> bool {
+        matches!(self.sink, Sink::Stream { .. })
+    }
+
+    /// A directory on the output's filesystem for temporary files (the temporary
+    /// directory for a stream).
     pub fn spool_dir(&self) -> PathBuf {
-        parent_dir(&self.dest)
+        match self.sink {
+            Sink::Stream { .. } => std::env::temp_dir(),
+            _ => parent_dir(&self.dest),
+        }
     }
 
     /// Adds the next layer (base first): `size` bytes from `data` that must hash to
@@ -435,6 +471,12 @@ impl ImageWriter {
                 builder
                     .append_data(&mut h, &name, &mut verify)
                     .map_err(|e| Error::io(temp.path(), e))?;
+            }
+            Sink::Stream { builder } => {
+                let mut h = tar_header(size);
+                builder
+                    .append_data(&mut h, &name, &mut verify)
+                    .map_err(|e| Error::io(&self.dest, e))?;
             }
             Sink::Dir { blobs, added, .. } => {
                 let hex = digest.hex().to_string();
@@ -515,37 +557,38 @@ impl ImageWriter {
             descriptor["annotations"] = json!(annotations);
         }
         let kind = self.kind;
+        let files = |layers: &[(Digest, u64)]| -> Result<Vec<(&'static str, Vec<u8>)>> {
+            let index = json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_TYPE_OCI_INDEX,
+                "manifests": [descriptor],
+            });
+            // `index.json` and `manifest.json`, what loaders start from, last of all.
+            let mut files: Vec<(&str, Vec<u8>)> = vec![("oci-layout", OCI_LAYOUT.to_vec())];
+            if kind == OutputKind::DockerArchive {
+                if let Some(n) = name {
+                    let repositories = json!({ n.repo().to_string(): { n.tag().to_string(): config_digest.hex() } });
+                    files.push(("repositories", to_json(&repositories)?));
+                }
+            }
+            files.push(("index.json", to_json(&index)?));
+            if kind == OutputKind::DockerArchive {
+                let tags: Vec<String> = name.iter().map(|n| n.to_string()).collect();
+                let manifest_json = json!([{
+                    "Config": blob_path(&config_digest),
+                    "RepoTags": if tags.is_empty() { serde_json::Value::Null } else { json!(tags) },
+                    "Layers": layers.iter().map(|(d, _)| blob_path(d)).collect::<Vec<_>>(),
+                }]);
+                files.push(("manifest.json", to_json(&manifest_json)?));
+            }
+            Ok(files)
+        };
         match &mut self.sink {
             Sink::Tar { builder, temp, .. } => {
-                let index = json!({
-                    "schemaVersion": 2,
-                    "mediaType": MEDIA_TYPE_OCI_INDEX,
-                    "manifests": [descriptor],
-                });
-                let mut files: Vec<(&str, Vec<u8>)> = vec![
-                    ("oci-layout", OCI_LAYOUT.to_vec()),
-                    ("index.json", to_json(&index)?),
-                ];
-                if kind == OutputKind::DockerArchive {
-                    let tags: Vec<String> = name.iter().map(|n| n.to_string()).collect();
-                    let manifest_json = json!([{
-                        "Config": blob_path(&config_digest),
-                        "RepoTags": if tags.is_empty() { serde_json::Value::Null } else { json!(tags) },
-                        "Layers": self.layers.iter().map(|(d, _)| blob_path(d)).collect::<Vec<_>>(),
-                    }]);
-                    files.push(("manifest.json", to_json(&manifest_json)?));
-                    if let Some(n) = name {
-                        let repositories = json!({ n.repo().to_string(): { n.tag().to_string(): config_digest.hex() } });
-                        files.push(("repositories", to_json(&repositories)?));
-                    }
-                }
-                for (file, data) in files {
-                    let mut h = tar_header(data.len() as u64);
-                    builder
-                        .append_data(&mut h, file, &data[..])
-                        .map_err(|e| Error::io(temp.path(), e))?;
-                }
-                builder.finish().map_err(|e| Error::io(temp.path(), e))?;
+                append_files(builder, files(&self.layers)?, &temp.path())?;
+            }
+            Sink::Stream { builder } => {
+                append_files(builder, files(&self.layers)?, &self.dest)?;
             }
             Sink::Dir { root, staging, .. } => {
                 // An existing layout keeps its own (checked to be a regular file).
@@ -585,6 +628,10 @@ impl ImageWriter {
                 check_output(&dest, "a regular file")?;
                 temp.persist(&output_name(&dest)?, self.force)?;
                 drop(parent);
+            }
+            Sink::Stream { builder } => {
+                let mut w = builder.into_inner().map_err(|e| Error::io(&dest, e))?;
+                w.flush().map_err(|e| Error::io(&dest, e))?;
             }
             Sink::Dir {
                 root,
@@ -662,6 +709,21 @@ pub fn name_in_reference(dest: &ImageReference) -> Option<&str> {
         | ImageReference::OciArchive { name: Some(n), .. } => Some(n),
         _ => None,
     }
+}
+
+/// Appends the small files that end an archive, in order, and the tar's end.
+fn append_files<W: Write>(
+    builder: &mut tar::Builder<W>,
+    files: Vec<(&str, Vec<u8>)>,
+    path: &Path,
+) -> Result<()> {
+    for (file, data) in files {
+        let mut h = tar_header(data.len() as u64);
+        builder
+            .append_data(&mut h, file, &data[..])
+            .map_err(|e| Error::io(path, e))?;
+    }
+    builder.finish().map_err(|e| Error::io(path, e))
 }
 
 fn tar_header(size: u64) -> tar::Header {
