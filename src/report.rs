@@ -81,8 +81,13 @@ pub struct OldLayer {
 /// `full`. The one place that answers this for every output (create, list, info, the C
 /// ABI).
 pub fn old_layers(source: &LayerSource, base: Option<&ImageIdentity>) -> Vec<OldLayer> {
-    source
-        .old_layers()
+    name_old_layers(source.old_layers(), base)
+}
+
+/// Old layers by index, each named with its diff_id in `base`: [`old_layers`]'s naming,
+/// for a plan that has no [`LayerSource`] yet (a dry run).
+pub fn name_old_layers(indexes: Vec<usize>, base: Option<&ImageIdentity>) -> Vec<OldLayer> {
+    indexes
         .into_iter()
         .map(|index| OldLayer {
             index,

@@ -13,7 +13,7 @@ use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
-use crate::report::{ImageSummary, PackageLayer, SCHEMA_VERSION};
+use crate::report::{name_old_layers, ImageSummary, PackageLayer, SCHEMA_VERSION};
 use crate::transport::dest::{open_output_dir, output_dir, output_name};
 use crate::transport::ImageSource;
 
@@ -147,6 +147,7 @@ pub fn create(
     let sizes = uncompressed_sizes(new)?;
 
     if options.dry_run {
+        let base = old_image.map(identity);
         let layers = plans
             .iter()
             .map(|p| {
@@ -160,19 +161,11 @@ pub fn create(
                     (Action::Delta(o), Method::Xdelta3) => ("xdelta3", Some(vec![*o])),
                     (Action::Delta(o), Method::Zstd) => ("zstd", Some(vec![*o])),
                 };
-                let base = old_image.map(identity);
                 PackageLayer {
                     index: p.index,
                     diff_id: p.diff_id.clone(),
                     method,
-                    old_layers: old.map(|o| {
-                        o.into_iter()
-                            .map(|index| crate::report::OldLayer {
-                                index,
-                                diff_id: base.as_ref().and_then(|b| b.diff_ids.get(index).cloned()),
-                            })
-                            .collect()
-                    }),
+                    old_layers: old.map(|o| name_old_layers(o, base.as_ref())),
                     delta_size: None,
                     uncompressed_size: sizes[p.index],
                     stored_size: layer.size,
