@@ -47,6 +47,7 @@ APT_PACKAGES=(
     golang-go
     valgrind
     python3 python3-pip
+    python3-jsonschema
     ca-certificates
     openssl apache2-utils iproute2
 )
@@ -110,6 +111,20 @@ install_pytest() {
     python3 -m pip install -q pytest 2>/dev/null \
         || python3 -m pip install -q --break-system-packages pytest \
         || die "pip install pytest failed"
+}
+
+# jsonschema for cli/tests/json_contract.rs, which validates --json output against
+# docs/schema/ with the python3 on PATH (apt's python3-jsonschema, in the list above,
+# serves /usr/bin/python3 only).
+install_jsonschema() {
+    if python3 -c 'import jsonschema' 2>/dev/null; then
+        log "jsonschema: present"
+        return
+    fi
+    log "installing jsonschema for $(command -v python3)"
+    python3 -m pip install -q jsonschema 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages jsonschema \
+        || die "pip install jsonschema failed"
 }
 
 # ---------------------------------------------------------------------------
@@ -320,6 +335,7 @@ main() {
     install_apt_packages
     report_system_docker
     install_pytest
+    install_jsonschema
     install_docker26
     install_oras
     install_registry

@@ -30,6 +30,22 @@ pub enum ExitCode {
     TagWarning = 5,
 }
 
+impl ExitCode {
+    /// A short stable name, as the `error` document's `status_name` gives it: `ok`,
+    /// `error`, `missing_dependency`, `invalid_input`, `operation_failed`, `tag_failed`
+    /// (the C ABI's `dd_status` names for the same numbers).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitCode::Ok => "ok",
+            ExitCode::Error => "error",
+            ExitCode::MissingDependency => "missing_dependency",
+            ExitCode::InvalidInput => "invalid_input",
+            ExitCode::OperationFailed => "operation_failed",
+            ExitCode::TagWarning => "tag_failed",
+        }
+    }
+}
+
 /// Every error the library can report.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -76,9 +76,14 @@ pub struct LayerCheck {
     pub uncompressed_size: u64,
 }
 
-/// A serialisable description of an image, as `docker-delta inspect --json` prints it.
+/// The `image` document: a description of an image, as `docker-delta inspect --json`
+/// prints it and `dd_image_json` returns it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageReport {
+    /// [`SCHEMA_VERSION`](crate::report::SCHEMA_VERSION).
+    pub schema_version: u32,
+    /// Always `image`.
+    pub document: &'static str,
     /// The reference, in canonical form.
     pub reference: String,
     /// The transport.
@@ -89,6 +94,9 @@ pub struct ImageReport {
     pub index_formats: Vec<ManifestKind>,
     /// The Docker image ID (= config digest).
     pub image_id: Digest,
+    /// The digest of the manifest the image was read with (null for docker-archives,
+    /// which have none).
+    pub manifest_digest: Option<Digest>,
     /// The config digest.
     pub config_digest: Digest,
     /// Size of the config in bytes.
@@ -97,8 +105,9 @@ pub struct ImageReport {
     pub repo_tags: Vec<String>,
     /// Platform from the config.
     pub platform: Platform,
-    /// Whether every layer was read and verified.
-    pub verified: bool,
+    /// Whether every layer was read and checked against its diff_id (and digest, when
+    /// known) for this report.
+    pub layers_verified: bool,
     /// Layers, base first.
     pub layers: Vec<LayerReport>,
 }
@@ -116,8 +125,8 @@ pub struct LayerReport {
     pub media_type: String,
     /// Compression of the stored blob.
     pub compression: Compression,
-    /// Stored size.
-    pub size: u64,
+    /// Size of the blob as stored in the source.
+    pub stored_size: u64,
     /// Uncompressed size (null if unknown and not verified).
     pub uncompressed_size: Option<u64>,
 }
@@ -127,16 +136,19 @@ impl Image {
     /// that are only known after reading the layers.
     pub fn report(&self, checks: Option<&[LayerCheck]>) -> ImageReport {
         ImageReport {
+            schema_version: crate::report::SCHEMA_VERSION,
+            document: "image",
             reference: self.reference.to_string(),
             transport: self.transport,
             manifest_format: self.manifest_kind,
             index_formats: self.index_kinds.clone(),
             image_id: self.config_digest.clone(),
+            manifest_digest: self.manifest.as_deref().map(Digest::of),
             config_digest: self.config_digest.clone(),
             config_size: self.config.len() as u64,
             repo_tags: self.repo_tags.clone(),
             platform: self.platform.clone(),
-            verified: checks.is_some(),
+            layers_verified: checks.is_some(),
             layers: self
                 .layers
                 .iter()
@@ -148,7 +160,7 @@ impl Image {
                         digest: check.map(|c| c.digest.clone()).or_else(|| l.digest.clone()),
                         media_type: l.media_type.clone(),
                         compression: l.compression,
-                        size: l.size,
+                        stored_size: l.size,
                         uncompressed_size: check
                             .map(|c| c.uncompressed_size)
                             .or(l.uncompressed_size),

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod report;
 pub mod tar_headers;
 pub mod temp;
 pub mod threads;

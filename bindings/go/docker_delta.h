@@ -536,13 +536,14 @@ dd_status dd_apply_options_set_docker_host(dd_apply_options *options,
  * with `dd_string_free`), as `docker-delta create --json` prints it:
  *
  * ```json
- * {"package": "/out/app.ddelta" | null, "package_size": 1234,
- *  "base": {"image_id": ..., "diff_ids": [...], "repo_tags": [...], "reference": ...,
- *           "platform": {...}} | null,
+ * {"schema_version": 1, "document": "create_report", "dry_run": false,
+ *  "package_path": "/out/app.ddelta" | null, "package_size": 1234 | null,
+ *  "base": {"image_id": "sha256:...", "manifest_digest": "sha256:..." | null,
+ *           "reference": "...", "repo_tags": [...], "platform": {...},
+ *           "diff_ids": [...]} | null,
  *  "target": {same fields}, "target_stored_size": 5678,
  *  "target_uncompressed_size": 6789,
- *  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference",
- *              "old_layer": 0 | null, "size": 1024, "payload_size": 0}]}
+ *  "layers": [as in dd_package_layers_json]}
  * ```
  *
  * Progress phases: ANALYZE (with an old image and a delta method), ENCODE, WRITE.
@@ -578,10 +579,11 @@ dd_status dd_create(const char *old_ref,
  * `docker-delta apply --json` prints it:
  *
  * ```json
- * {"output": "/out/app-2.tar" | null, "image_id": "sha256:...", "name": "app:2" | null,
- *  "manifest_digest": "sha256:..." (absent for a dry run),
- *  "base_image_id": "sha256:..." | null,
- *  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference", "size": 1024}]}
+ * {"schema_version": 1, "document": "apply_report", "dry_run": false,
+ *  "output": "/out/app-2.tar" | null, "loaded_into": null,
+ *  "image_id": "sha256:...", "manifest_digest": "sha256:..." | null,
+ *  "name": "app:2" | null, "base": {as in dd_create's report} | null,
+ *  "layers": [as in dd_package_layers_json]}
  * ```
  *
  * Progress phases: VERIFY, REBUILD.
@@ -639,7 +641,7 @@ dd_status dd_error_code(const dd_error *err);
  * `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
  * `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
  * `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
- * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
+ * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
  * `other`), or
  * `invalid_argument`, or `panic`. NULL for a NULL error.
  *
@@ -691,10 +693,11 @@ const char *dd_error_expected(const dd_error *err);
 const char *dd_error_found(const dd_error *err);
 
 /**
- * Everything about the error as one JSON object:
+ * Everything about the error as one JSON object, the `error` document (docs/JSON.md),
+ * as `docker-delta --json` prints it on stderr (where `status` is the exit code):
  *
  * ```json
- * {"status": 3, "status_name": "invalid_input", "kind": "wrong_base_image",
+ * {"schema_version": 1, "document": "error", "status": 3, "status_name": "invalid_input", "kind": "wrong_base_image",
  *  "message": "...", "path": null, "expected": "...", "found": "...",
  *  "fields": {"expected": "...", "found": "...", "reference": "..."}}
  * ```
@@ -874,7 +877,7 @@ uint64_t dd_image_layer_size(const dd_image *image,
 
 /**
  * Reads every layer to its end and verifies its stored digest and diff_id. Afterwards
- * `dd_image_json` reports `"verified": true` with every digest and uncompressed size.
+ * `dd_image_json` reports `"layers_verified": true` with every digest and uncompressed size.
  *
  * # Safety
  *
@@ -884,19 +887,22 @@ dd_status dd_image_verify(const dd_image *image,
                           dd_error **err);
 
 /**
- * The image described as JSON, exactly as `docker-delta inspect --json` prints it:
+ * The image described as JSON: the `image` document (docs/JSON.md), exactly as
+ * `docker-delta inspect --json` prints it:
  *
  * ```json
- * {"reference": "docker-archive:/x/app-2.tar", "transport": "docker-archive",
+ * {"schema_version": 1, "document": "image",
+ *  "reference": "docker-archive:/x/app-2.tar", "transport": "docker-archive",
  *  "manifest_format": "...", "index_formats": [], "image_id": "sha256:...",
+ *  "manifest_digest": "sha256:..." | null,
  *  "config_digest": "sha256:...", "config_size": 1234, "repo_tags": ["app:2"],
- *  "platform": {"os": "linux", "architecture": "amd64"}, "verified": false,
+ *  "platform": {"os": "linux", "architecture": "amd64"}, "layers_verified": false,
  *  "layers": [{"index": 0, "diff_id": "sha256:...", "digest": "sha256:..." | null,
- *              "media_type": "...", "compression": "none", "size": 1024,
+ *              "media_type": "...", "compression": "none", "stored_size": 1024,
  *              "uncompressed_size": 1024 | null}]}
  * ```
  *
- * `verified` is true after a successful `dd_image_verify`. `*json` is an owned string to
+ * `layers_verified` is true after a successful `dd_image_verify`. `*json` is an owned string to
  * release with `dd_string_free`.
  *
  * # Safety
@@ -942,22 +948,22 @@ dd_status dd_package_verify(const dd_package *package,
                             dd_error **err);
 
 /**
- * The package's metadata as JSON, exactly as `docker-delta info --json` prints it:
+ * The package's metadata as JSON: the `package` document (docs/JSON.md,
+ * docs/schema/package.schema.json), exactly as `docker-delta info --json` prints it:
  *
  * ```json
- * {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
- *  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
+ * {"schema_version": 1, "document": "package", "package_path": "...",
+ *  "package_size": 123, "format_version": 6, "created_by": "docker-delta 0.1.0",
+ *  "payload_stored_size": 100, "payload_uncompressed_size": 456,
  *  "compression": {"algorithm": "xz", "level": 6},
- *  "lanes": [{"compression": {"algorithm": "xz", "level": 6}, "length": 90,
- *             "uncompressed_size": 400}, ...],
- *  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
- *           "reference": "...", "platform": {...}} | null,
+ *  "lanes": [{"compression": {...}, "stored_size": 90, "uncompressed_size": 400}, ...],
+ *  "base": {"image_id": "sha256:...", "manifest_digest": null, "reference": "...",
+ *           "repo_tags": [...], "platform": {...}, "diff_ids": [...]} | null,
  *  "target": {same fields as base},
- *  "source_manifest_digest": "sha256:..." | null,
- *  "target_layers_size": 789, "target_stored_size": 700,
- *  "methods": ["reference", "xdelta3"],
+ *  "target_uncompressed_size": 789, "target_stored_size": 700,
+ *  "methods": ["files", "reference"],
  *  "savings_vs_stored_percent": 80.5, "savings_vs_uncompressed_percent": 84.4,
- *  "payload_verified": false}
+ *  "payload_verified": false, "layers": [as in dd_package_layers_json]}
  * ```
  *
  * `payload_verified` is true after a successful `dd_package_verify`. `*json` is owned:
@@ -973,13 +979,17 @@ dd_status dd_package_info_json(const dd_package *package,
                                dd_error **err);
 
 /**
- * The new image's layers as a JSON array, exactly as `docker-delta list --json` prints
- * it: one object per layer, base first:
+ * The new image's layers as JSON: the `package_layers` document (docs/JSON.md), exactly
+ * as `docker-delta list --json` prints it, base first:
  *
  * ```json
- * [{"index": 0, "diff_id": "sha256:...", "method": "reference" | "xdelta3" | "zstd" | "full",
- *   "old_layer": 0 | null, "old_diff_id": "sha256:..." | null, "delta_size": 0,
- *   "target_size": 1024, "source_size": 1024, "media_type": "..."}]
+ * {"schema_version": 1, "document": "package_layers", "package_path": "...",
+ *  "payload_verified": false,
+ *  "layers": [{"index": 0, "diff_id": "sha256:...",
+ *              "method": "reference" | "xdelta3" | "zstd" | "files" | "full",
+ *              "old_layers": [{"index": 0, "diff_id": "sha256:..."}, ...],
+ *              "delta_size": 0, "uncompressed_size": 1024, "stored_size": 512,
+ *              "media_type": "..."}]}
  * ```
  *
  * `*json` is owned: release it with `dd_string_free`.

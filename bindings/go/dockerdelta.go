@@ -111,11 +111,11 @@ func check(status C.dd_status, err *C.dd_error) error {
 
 // Layer is one layer of an image.
 type Layer struct {
-	Index     int
-	DiffID    string
-	Digest    string // "" when not known without reading the layer
-	MediaType string
-	Size      uint64 // stored size
+	Index      int
+	DiffID     string
+	Digest     string // "" when not known without reading the layer
+	MediaType  string
+	StoredSize uint64 // as stored in the image's source (stored_size in the image document)
 }
 
 // Image is an opened image reference (docker-archive:, oci:, oci-archive:,
@@ -185,11 +185,11 @@ func (i *Image) Layers() []Layer {
 	for k := 0; k < n; k++ {
 		ck := C.size_t(k)
 		out[k] = Layer{
-			Index:     k,
-			DiffID:    C.GoString(C.dd_image_layer_diff_id(i.h, ck)),
-			Digest:    C.GoString(C.dd_image_layer_digest(i.h, ck)),
-			MediaType: C.GoString(C.dd_image_layer_media_type(i.h, ck)),
-			Size:      uint64(C.dd_image_layer_size(i.h, ck)),
+			Index:      k,
+			DiffID:     C.GoString(C.dd_image_layer_diff_id(i.h, ck)),
+			Digest:     C.GoString(C.dd_image_layer_digest(i.h, ck)),
+			MediaType:  C.GoString(C.dd_image_layer_media_type(i.h, ck)),
+			StoredSize: uint64(C.dd_image_layer_size(i.h, ck)),
 		}
 	}
 	return out
@@ -209,15 +209,6 @@ func (i *Image) JSON() ([]byte, error) {
 		return nil, err
 	}
 	return []byte(goStringOwned(out)), nil
-}
-
-// PackageLayer is how one layer of the new image is rebuilt.
-type PackageLayer struct {
-	Index     int
-	DiffID    string
-	Method    string // reference, files, xdelta3, zstd, full
-	Size      uint64 // uncompressed
-	DeltaSize uint64 // payload bytes (0 for references)
 }
 
 // Package is an opened delta package. Close it when done.
@@ -255,7 +246,8 @@ func (p *Package) Verify() error {
 	return check(C.dd_package_verify(p.h, &cerr), cerr)
 }
 
-// InfoJSON is the package's metadata as `docker-delta info --json` prints it.
+// InfoJSON is the package's metadata, the package document, as `docker-delta info --json`
+// prints it (docs/JSON.md).
 func (p *Package) InfoJSON() ([]byte, error) {
 	var out *C.char
 	var cerr *C.dd_error
@@ -265,7 +257,7 @@ func (p *Package) InfoJSON() ([]byte, error) {
 	return []byte(goStringOwned(out)), nil
 }
 
-// LayersJSON is the layer list as `docker-delta list --json` prints it.
+// LayersJSON is the package_layers document, as `docker-delta list --json` prints it.
 func (p *Package) LayersJSON() ([]byte, error) {
 	var out *C.char
 	var cerr *C.dd_error
@@ -297,21 +289,20 @@ func (p *Package) BaseImageID() (id string, ok bool) {
 	return C.GoString(c), true
 }
 
-// Layers lists how each layer of the new image is rebuilt.
+// Layers lists how each layer of the new image is rebuilt: the layers of LayersJSON's
+// package_layers document (nil if it cannot be read).
 func (p *Package) Layers() []PackageLayer {
-	n := int(C.dd_package_layer_count(p.h))
-	out := make([]PackageLayer, n)
-	for k := 0; k < n; k++ {
-		ck := C.size_t(k)
-		out[k] = PackageLayer{
-			Index:     k,
-			DiffID:    C.GoString(C.dd_package_layer_diff_id(p.h, ck)),
-			Method:    C.GoString(C.dd_package_layer_method(p.h, ck)),
-			Size:      uint64(C.dd_package_layer_size(p.h, ck)),
-			DeltaSize: uint64(C.dd_package_layer_delta_size(p.h, ck)),
-		}
+	raw, err := p.LayersJSON()
+	if err != nil {
+		return nil
 	}
-	return out
+	var doc struct {
+		Layers []PackageLayer `json:"layers"`
+	}
+	if json.Unmarshal(raw, &doc) != nil {
+		return nil
+	}
+	return doc.Layers
 }
 
 // Method is how changed layers are encoded.
@@ -358,52 +349,87 @@ type CreateOptions struct {
 	LogLevel            LogLevel // most detailed level passed to Log (0: LogInfo)
 }
 
-// ImageIdentity identifies an image in a report.
-type ImageIdentity struct {
-	ImageID   string          `json:"image_id"`
-	DiffIDs   []string        `json:"diff_ids"`
-	RepoTags  []string        `json:"repo_tags"`
-	Reference string          `json:"reference"`
-	Platform  json.RawMessage `json:"platform"`
+// SchemaVersion is the version of the JSON documents (docs/JSON.md) this module decodes:
+// the schema_version every report carries.
+const SchemaVersion = 1
+
+// ImageSummary names an image in a report (base, target), as every docker-delta JSON
+// document does.
+type ImageSummary struct {
+	ImageID string `json:"image_id"`
+	// ManifestDigest is the digest of the manifest the image was read with; empty when it
+	// had none (docker-archives) or the package does not record it (a base).
+	ManifestDigest string          `json:"manifest_digest"`
+	Reference      string          `json:"reference"`
+	RepoTags       []string        `json:"repo_tags"`
+	Platform       json.RawMessage `json:"platform"`
+	DiffIDs        []string        `json:"diff_ids"`
 }
 
-// CreateReport is what Create did (`docker-delta create --json`).
+// ImageIdentity is the former name of ImageSummary.
+//
+// Deprecated: use ImageSummary.
+type ImageIdentity = ImageSummary
+
+// OldLayer is an old layer a new layer is rebuilt from: its index in the old image and
+// its diff_id.
+type OldLayer struct {
+	Index  int    `json:"index"`
+	DiffID string `json:"diff_id"`
+}
+
+// PackageLayer is how one layer of a package's new image is rebuilt, as create, apply,
+// info and list all describe it.
+type PackageLayer struct {
+	Index  int    `json:"index"`
+	DiffID string `json:"diff_id"`
+	Method string `json:"method"` // reference, xdelta3, zstd, files or full
+	// OldLayers are the old layers it is rebuilt from (empty for full, and for a files
+	// layer of new files only); nil only in a dry run, for a files layer, whose old
+	// layers the encoder chooses while it encodes.
+	OldLayers []OldLayer `json:"old_layers"`
+	// DeltaSize is the uncompressed payload bytes it takes (0 for a reference, and in a
+	// dry run, where the document has null).
+	DeltaSize        uint64 `json:"delta_size"`
+	UncompressedSize uint64 `json:"uncompressed_size"`
+	StoredSize       uint64 `json:"stored_size"` // as stored in the new image's source
+	MediaType        string `json:"media_type"`
+}
+
+// CreateReport is what Create did: the create_report document (`docker-delta create
+// --json`).
 type CreateReport struct {
-	Package                string         `json:"package"`
+	SchemaVersion int    `json:"schema_version"`
+	Document      string `json:"document"` // "create_report"
+	DryRun        bool   `json:"dry_run"`
+	// PackagePath and PackageSize are empty and 0 for a dry run.
+	PackagePath            string         `json:"package_path"`
 	PackageSize            uint64         `json:"package_size"`
-	Base                   *ImageIdentity `json:"base"`
-	Target                 ImageIdentity  `json:"target"`
+	Base                   *ImageSummary  `json:"base"`
+	Target                 ImageSummary   `json:"target"`
 	TargetStoredSize       uint64         `json:"target_stored_size"`
 	TargetUncompressedSize uint64         `json:"target_uncompressed_size"`
-	Layers                 []struct {
-		Index       int    `json:"index"`
-		DiffID      string `json:"diff_id"`
-		Method      string `json:"method"`
-		OldLayer    *int   `json:"old_layer"`
-		Size        uint64 `json:"size"`
-		PayloadSize uint64 `json:"payload_size"`
-	} `json:"layers"`
+	Layers                 []PackageLayer `json:"layers"`
 	// Raw is the report's JSON.
 	Raw json.RawMessage `json:"-"`
 }
 
-// ApplyReport is what Apply did (`docker-delta apply --json`).
+// ApplyReport is what Apply did: the apply_report document (`docker-delta apply --json`).
 type ApplyReport struct {
-	Output  string `json:"output"`
-	ImageID string `json:"image_id"`
-	Name    string `json:"name"`
+	SchemaVersion int    `json:"schema_version"`
+	Document      string `json:"document"` // "apply_report"
+	DryRun        bool   `json:"dry_run"`
+	Output        string `json:"output"`
+	// LoadedInto is the Docker daemon ApplyLoad loaded the image into (Output is empty then).
+	LoadedInto string `json:"loaded_into"`
+	ImageID    string `json:"image_id"`
 	// ManifestDigest is the digest of the OCI manifest written with the image: its ID in
 	// Docker's containerd image store (ImageID, the config digest, in the classic store).
 	ManifestDigest string `json:"manifest_digest"`
-	// LoadedInto is the Docker daemon ApplyLoad loaded the image into (Output is empty then).
-	LoadedInto  string `json:"loaded_into"`
-	BaseImageID string `json:"base_image_id"`
-	Layers      []struct {
-		Index  int    `json:"index"`
-		DiffID string `json:"diff_id"`
-		Method string `json:"method"`
-		Size   uint64 `json:"size"`
-	} `json:"layers"`
+	Name           string `json:"name"`
+	// Base is the base image used (nil for a full package applied without one).
+	Base   *ImageSummary  `json:"base"`
+	Layers []PackageLayer `json:"layers"`
 	// Raw is the report's JSON.
 	Raw json.RawMessage `json:"-"`
 }

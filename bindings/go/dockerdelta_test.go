@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -107,7 +108,8 @@ func TestInspect(t *testing.T) {
 	var doc struct {
 		ImageID        string `json:"image_id"`
 		ManifestFormat string `json:"manifest_format"`
-		Verified       bool   `json:"verified"`
+		Document       string `json:"document"`
+		LayersVerified bool   `json:"layers_verified"`
 		Layers         []struct {
 			DiffID string `json:"diff_id"`
 		} `json:"layers"`
@@ -116,7 +118,7 @@ func TestInspect(t *testing.T) {
 		t.Fatal(err)
 	}
 	layers := img.Layers()
-	if !doc.Verified || doc.ImageID != img.ID() || doc.ManifestFormat != img.ManifestFormat() || len(doc.Layers) != len(layers) {
+	if doc.Document != "image" || !doc.LayersVerified || doc.ImageID != img.ID() || doc.ManifestFormat != img.ManifestFormat() || len(doc.Layers) != len(layers) {
 		t.Fatalf("json %s", raw)
 	}
 	for i, l := range layers {
@@ -151,7 +153,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report.Target.ImageID != want || report.Base == nil || report.Package != pkg {
+	if report.SchemaVersion != SchemaVersion || report.Document != "create_report" || report.DryRun ||
+		report.Target.ImageID != want || report.Base == nil || report.PackagePath != pkg || report.PackageSize == 0 {
+		t.Fatalf("report %s", report.Raw)
+	}
+	// The first layer is the old image's first: a reference to old layer 0, named by its
+	// diff_id.
+	if l := report.Layers[0]; l.Method != "reference" || len(l.OldLayers) != 1 ||
+		l.OldLayers[0].Index != 0 || l.OldLayers[0].DiffID != report.Base.DiffIDs[0] {
 		t.Fatalf("report %s", report.Raw)
 	}
 	assertOrdered(t, events, []Phase{PhaseAnalyze, PhaseEncode, PhaseWrite})
@@ -183,8 +192,18 @@ func TestRoundTrip(t *testing.T) {
 	if !strings.Contains(string(info), `"compression":{"algorithm":"gzip","level":1}`) {
 		t.Fatalf("info %s: no gzip lane", info)
 	}
-	if _, err := p.LayersJSON(); err != nil {
+	// list --json's document: the same layers as the create report.
+	rawLayers, err := p.LayersJSON()
+	if err != nil {
 		t.Fatal(err)
+	}
+	var listed struct {
+		Document string         `json:"document"`
+		Layers   []PackageLayer `json:"layers"`
+	}
+	if err := json.Unmarshal(rawLayers, &listed); err != nil || listed.Document != "package_layers" ||
+		!reflect.DeepEqual(listed.Layers, report.Layers) {
+		t.Fatalf("layers %s vs report %s (%v)", rawLayers, report.Raw, err)
 	}
 	p.Close()
 	p.Close()

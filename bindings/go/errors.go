@@ -89,6 +89,7 @@ var (
 	ErrImageNotFound             error = kindError("image_not_found")
 	ErrDaemonUnavailable         error = kindError("daemon_unavailable")
 	ErrTimeout                   error = kindError("timeout")
+	ErrCredentialHelper          error = kindError("credential_helper")
 	ErrUnsupportedFileType       error = kindError("unsupported_file_type")
 	ErrDeflaterMismatch          error = kindError("deflater_mismatch")
 	ErrTagFailed                 error = kindError("tag_failed")

@@ -60,7 +60,7 @@ pub struct Args {
     dry_run: bool,
     /// Print the report as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {

@@ -61,7 +61,7 @@ pub struct Args {
     dry_run: bool,
     /// Print the report as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
@@ -132,36 +132,31 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
         return Ok(ExitCode::Ok);
     }
     for l in &report.layers {
-        let how = match (l.method.as_str(), l.old_layer) {
-            ("reference", Some(o)) => format!("reference to old layer {o}"),
-            (m, Some(o)) => format!("{m} against old layer {o}"),
-            (m, None) => m.to_string(),
-        };
         outln!(
             "layer {:>2}  {}  {:>10}  {}",
             l.index,
             l.diff_id.short(),
-            human_size(l.size),
-            how
+            human_size(l.uncompressed_size),
+            l.describe()
         );
     }
-    match &report.package {
-        None => outln!("dry run: nothing written"),
-        Some(p) => {
+    match (&report.package_path, report.package_size) {
+        (Some(p), Some(package_size)) => {
             let saving = if report.target_stored_size > 0 {
-                100.0 * (1.0 - report.package_size as f64 / report.target_stored_size as f64)
+                100.0 * (1.0 - package_size as f64 / report.target_stored_size as f64)
             } else {
                 0.0
             };
             outln!(
                 "wrote {} ({}): {:.1}% smaller than the new image's {} of stored layers ({} uncompressed)",
                 p.display(),
-                human_size(report.package_size),
+                human_size(package_size),
                 saving,
                 human_size(report.target_stored_size),
                 human_size(report.target_uncompressed_size)
             );
         }
+        _ => outln!("dry run: nothing written"),
     }
     Ok(ExitCode::Ok)
 }

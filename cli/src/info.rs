@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use docker_delta::delta::apply::describe;
-use docker_delta::delta::format::{LayerSource, Package};
+use docker_delta::delta::format::Package;
 use docker_delta::delta::info;
+use docker_delta::report;
 use docker_delta::{ExitCode, Result};
 
 use super::output::{human_size, print_json};
@@ -25,10 +26,14 @@ pub struct Args {
     package: PathBuf,
     /// Print JSON for scripts.
     #[arg(long)]
-    json: bool,
-    /// Also read the whole payload and check its checksum.
-    #[arg(long)]
+    pub json: bool,
+    /// Also read the whole payload and check its checksum (default: off; the header's
+    /// checksum is always checked). The output says whether the payload was verified.
+    #[arg(long, overrides_with = "no_verify")]
     verify: bool,
+    /// Do not read the payload (the default).
+    #[arg(long, overrides_with = "verify")]
+    no_verify: bool,
 }
 
 pub fn info(args: &Args) -> Result<ExitCode> {
@@ -37,7 +42,7 @@ pub fn info(args: &Args) -> Result<ExitCode> {
         p.verify_payload()?;
     }
     if args.json {
-        print_json(&info::info_json(&p, args.verify))?;
+        print_json(&info::info(&p, args.verify))?;
         return Ok(ExitCode::Ok);
     }
     let h = &p.header;
@@ -89,6 +94,8 @@ pub fn info(args: &Args) -> Result<ExitCode> {
     );
     if args.verify {
         outln!("Payload:        checksum verified");
+    } else {
+        outln!("Payload:        not verified (--verify reads it all)");
     }
     Ok(ExitCode::Ok)
 }
@@ -99,38 +106,29 @@ pub fn list(args: &Args) -> Result<ExitCode> {
         p.verify_payload()?;
     }
     if args.json {
-        print_json(&info::layers_json(&p))?;
+        print_json(&info::layers(&p, args.verify))?;
         return Ok(ExitCode::Ok);
     }
-    let h = &p.header;
     outln!(
-        "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
+        "{:>3}  {:<12}  {:<34}  {:>10}  {:>10}",
         "#",
         "DIFF_ID",
         "REBUILT FROM",
         "DELTA",
         "SIZE"
     );
-    for (i, l) in h.target.layers.iter().enumerate() {
-        let from = match &l.source {
-            LayerSource::Reference { old_layer } => format!("old layer {old_layer}"),
-            LayerSource::Xdelta3 { old_layer, .. } => format!("xdelta3 + old layer {old_layer}"),
-            LayerSource::Zstd { old_layer, .. } => format!("zstd + old layer {old_layer}"),
-            LayerSource::Files { old_layers, .. } => match old_layers.len() {
-                1 => "files + old layer 0".to_string(),
-                n => format!("files + {n} old layers"),
-            },
-            LayerSource::Full { .. } => "full layer".to_string(),
-        };
-        let delta = info::delta_size(&p, i);
+    for l in report::package_layers(&p) {
         outln!(
-            "{:>3}  {:<12}  {:<26}  {:>10}  {:>10}",
-            i,
+            "{:>3}  {:<12}  {:<34}  {:>10}  {:>10}",
+            l.index,
             l.diff_id.short(),
-            from,
-            human_size(delta),
-            human_size(l.size)
+            l.describe(),
+            human_size(l.delta_size.unwrap_or(0)),
+            human_size(l.uncompressed_size)
         );
+    }
+    if args.verify {
+        outln!("(payload checksum verified)");
     }
     Ok(ExitCode::Ok)
 }

@@ -17,13 +17,18 @@ pub struct Args {
     reference: String,
     /// Print JSON for scripts.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Platform to choose from a multi-platform index (os/arch[/variant]); default: this host's.
     #[arg(long)]
     platform: Option<Platform>,
+    /// Read every layer and check it against its diff_id and digest (the default for
+    /// local sources: files, layouts, the daemon). The output says whether layers were
+    /// verified.
+    #[arg(long, overrides_with = "no_verify")]
+    verify: bool,
     /// Do not read the layers: faster, but compressed layers' uncompressed sizes (and some
     /// blob digests) stay unknown and nothing is verified.
-    #[arg(long)]
+    #[arg(long, overrides_with = "verify")]
     no_verify: bool,
 }
 
@@ -64,15 +69,15 @@ pub fn run(args: &Args, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
         }
     );
     outln!("Platform:    {}", report.platform);
-    let total: u64 = report.layers.iter().map(|l| l.size).sum();
+    let total: u64 = report.layers.iter().map(|l| l.stored_size).sum();
     outln!(
         "Layers:      {} ({} stored){}",
         report.layers.len(),
         human_size(total),
-        if report.verified {
+        if report.layers_verified {
             ", all verified"
         } else {
-            ""
+            ", not verified (--no-verify)"
         }
     );
     for l in &report.layers {
@@ -86,7 +91,7 @@ pub fn run(args: &Args, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
         outln!(
             "      {}  {} stored, {} uncompressed",
             l.media_type,
-            human_size(l.size),
+            human_size(l.stored_size),
             l.uncompressed_size.map_or("?".to_string(), human_size)
         );
     }

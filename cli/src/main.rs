@@ -157,6 +157,9 @@ pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            if e.use_stderr() && output::json_requested_in_args() {
+                return report(&output::usage_error(&e), true);
+            }
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::InvalidInput as i32
@@ -175,12 +178,29 @@ pub fn run() -> i32 {
     };
     match result {
         Ok(code) => code as i32,
-        Err(e) => report(&e),
+        Err(e) => report(&e, cli.command.json()),
     }
 }
 
-/// Prints an error the way every command does, and returns its exit code.
-pub fn report(e: &Error) -> i32 {
+impl Command {
+    /// Whether the command was asked for JSON output (`--json`).
+    fn json(&self) -> bool {
+        match self {
+            Command::Create(a) => a.json,
+            Command::Apply(a) => a.json,
+            Command::Info(a) | Command::List(a) => a.json,
+            Command::Inspect(a) => a.json,
+        }
+    }
+}
+
+/// Prints an error the way every command does (with `json`, as one `error` document on
+/// stderr; see docs/JSON.md), and returns its exit code.
+pub fn report(e: &Error, json: bool) -> i32 {
+    if json {
+        output::print_error_json(e);
+        return e.exit_code() as i32;
+    }
     eprintln!("docker-delta: error: {e}");
     let code = e.exit_code();
     if code == ExitCode::TagWarning {

@@ -36,3 +36,42 @@ pub fn human_size(bytes: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// Prints `e` as one `error` document (docs/JSON.md) on one line of stderr: what every
+/// command does instead of its text message when `--json` was given.
+pub fn print_error_json(e: &Error) {
+    let doc = docker_delta::report::ErrorDocument::of(e);
+    match serde_json::to_string(&doc) {
+        Ok(s) => eprintln!("{s}"),
+        // Cannot happen (the document is strings and numbers); the text still goes out.
+        Err(_) => eprintln!("docker-delta: error: {e}"),
+    }
+}
+
+/// Whether the arguments ask for JSON, read before (or without) parsing them: for a usage
+/// error, which leaves no parsed `--json` to look at. Arguments after `--` are values.
+pub fn json_requested_in_args() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// A usage error (bad or missing arguments, as clap reports them) as the library's
+/// `invalid_option` error: exit code 3, as without `--json`.
+pub fn usage_error(e: &clap::Error) -> Error {
+    use clap::error::{ContextKind, ContextValue};
+    let option = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        Some(ContextValue::Strings(v)) => v.join(", "),
+        _ => "arguments".to_string(),
+    };
+    let rendered = e.render().to_string();
+    let reason = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    Error::InvalidOption { option, reason }
+}

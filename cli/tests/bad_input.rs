@@ -98,7 +98,7 @@ fn package_with(w: &World, compression: PayloadCompression, method: Method) -> V
             &options,
         )
         .unwrap();
-        let methods: Vec<&str> = report.layers.iter().map(|l| l.method.as_str()).collect();
+        let methods: Vec<&str> = report.layers.iter().map(|l| l.method).collect();
         assert_eq!(methods[0], "reference");
         if method == Method::Layer {
             assert_eq!(methods[1..], ["full", "full"]);

@@ -178,8 +178,8 @@ fn delta_is_much_smaller_than_the_layers() {
     let full_report = create(None, src(&p.new).as_ref(), &full, &CreateOptions::default()).unwrap();
     assert!(full_report.layers.iter().all(|l| l.method == "full"));
     assert!(
-        report.package_size * 3 < full_report.package_size,
-        "{} vs {}",
+        report.package_size.unwrap() * 3 < full_report.package_size.unwrap(),
+        "{:?} vs {:?}",
         report.package_size,
         full_report.package_size
     );
@@ -349,7 +349,7 @@ fn existing_output_needs_force_and_dry_run_writes_nothing() {
         },
     )
     .unwrap();
-    assert!(dry.package.is_none() && !pkg.exists());
+    assert!(dry.package_path.is_none() && dry.dry_run && !pkg.exists());
     create(
         Some(src(&p.old).as_ref()),
         src(&p.new).as_ref(),
@@ -492,11 +492,16 @@ fn info_and_list_cli() {
         .args(["list", "--json", pkg.to_str().unwrap()])
         .output()
         .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["document"], "package_layers");
+    let rows = doc["layers"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["method"], "reference");
     assert_eq!(rows[0]["delta_size"], 0);
-    assert!(rows[1]["delta_size"].as_u64().unwrap() < rows[1]["target_size"].as_u64().unwrap() / 4);
+    assert!(
+        rows[1]["delta_size"].as_u64().unwrap()
+            < rows[1]["uncompressed_size"].as_u64().unwrap() / 4
+    );
     assert_eq!(
         rows[2]["method"].as_str().map(|m| m != "reference"),
         Some(true)

@@ -616,13 +616,14 @@ pub unsafe extern "C" fn dd_apply_options_set_docker_host(
 /// with `dd_string_free`), as `docker-delta create --json` prints it:
 ///
 /// ```json
-/// {"package": "/out/app.ddelta" | null, "package_size": 1234,
-///  "base": {"image_id": ..., "diff_ids": [...], "repo_tags": [...], "reference": ...,
-///           "platform": {...}} | null,
+/// {"schema_version": 1, "document": "create_report", "dry_run": false,
+///  "package_path": "/out/app.ddelta" | null, "package_size": 1234 | null,
+///  "base": {"image_id": "sha256:...", "manifest_digest": "sha256:..." | null,
+///           "reference": "...", "repo_tags": [...], "platform": {...},
+///           "diff_ids": [...]} | null,
 ///  "target": {same fields}, "target_stored_size": 5678,
 ///  "target_uncompressed_size": 6789,
-///  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference",
-///              "old_layer": 0 | null, "size": 1024, "payload_size": 0}]}
+///  "layers": [as in dd_package_layers_json]}
 /// ```
 ///
 /// Progress phases: ANALYZE (with an old image and a delta method), ENCODE, WRITE.
@@ -741,10 +742,11 @@ fn apply_options<'a>(
 /// `docker-delta apply --json` prints it:
 ///
 /// ```json
-/// {"output": "/out/app-2.tar" | null, "image_id": "sha256:...", "name": "app:2" | null,
-///  "manifest_digest": "sha256:..." (absent for a dry run),
-///  "base_image_id": "sha256:..." | null,
-///  "layers": [{"index": 0, "diff_id": "sha256:...", "method": "reference", "size": 1024}]}
+/// {"schema_version": 1, "document": "apply_report", "dry_run": false,
+///  "output": "/out/app-2.tar" | null, "loaded_into": null,
+///  "image_id": "sha256:...", "manifest_digest": "sha256:..." | null,
+///  "name": "app:2" | null, "base": {as in dd_create's report} | null,
+///  "layers": [as in dd_package_layers_json]}
 /// ```
 ///
 /// Progress phases: VERIFY, REBUILD.

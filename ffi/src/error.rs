@@ -85,16 +85,24 @@ impl dd_error {
                 json!({ "panic": m }),
             ),
         };
-        let doc = json!({
-            "status": status as u32,
-            "status_name": status.name(),
-            "kind": kind,
-            "message": message,
-            "path": path,
-            "expected": expected,
-            "found": found,
-            "fields": fields,
-        });
+        // The `error` document, as `docker-delta --json` prints it on stderr, with the
+        // status instead of the exit code (the same numbers, and three of its own).
+        let doc = docker_delta::report::ErrorDocument {
+            schema_version: docker_delta::report::SCHEMA_VERSION,
+            document: "error",
+            status: status as u32,
+            status_name: status.name(),
+            kind,
+            message: message.clone(),
+            path: path.clone(),
+            expected: expected.clone(),
+            found: found.clone(),
+            fields: match fields {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+        };
+        let text = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
         dd_error {
             status,
             kind: cstring(kind),
@@ -102,7 +110,7 @@ impl dd_error {
             path: path.map(cstring),
             expected: expected.map(cstring),
             found: found.map(cstring),
-            json: cstring(doc.to_string()),
+            json: cstring(text),
         }
     }
 
@@ -133,7 +141,7 @@ pub unsafe extern "C" fn dd_error_code(err: *const dd_error) -> dd_status {
 /// `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
 /// `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
 /// `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
-/// `deflater_mismatch`, `unsupported_file_type`, `timeout`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
+/// `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
 /// `other`), or
 /// `invalid_argument`, or `panic`. NULL for a NULL error.
 ///
@@ -205,10 +213,11 @@ pub unsafe extern "C" fn dd_error_found(err: *const dd_error) -> *const c_char {
     })
 }
 
-/// Everything about the error as one JSON object:
+/// Everything about the error as one JSON object, the `error` document (docs/JSON.md),
+/// as `docker-delta --json` prints it on stderr (where `status` is the exit code):
 ///
 /// ```json
-/// {"status": 3, "status_name": "invalid_input", "kind": "wrong_base_image",
+/// {"schema_version": 1, "document": "error", "status": 3, "status_name": "invalid_input", "kind": "wrong_base_image",
 ///  "message": "...", "path": null, "expected": "...", "found": "...",
 ///  "fields": {"expected": "...", "found": "...", "reference": "..."}}
 /// ```

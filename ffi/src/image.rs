@@ -313,7 +313,7 @@ pub unsafe extern "C" fn dd_image_layer_size(image: *const dd_image, index: usiz
 }
 
 /// Reads every layer to its end and verifies its stored digest and diff_id. Afterwards
-/// `dd_image_json` reports `"verified": true` with every digest and uncompressed size.
+/// `dd_image_json` reports `"layers_verified": true` with every digest and uncompressed size.
 ///
 /// # Safety
 ///
@@ -334,19 +334,22 @@ pub unsafe extern "C" fn dd_image_verify(
     })
 }
 
-/// The image described as JSON, exactly as `docker-delta inspect --json` prints it:
+/// The image described as JSON: the `image` document (docs/JSON.md), exactly as
+/// `docker-delta inspect --json` prints it:
 ///
 /// ```json
-/// {"reference": "docker-archive:/x/app-2.tar", "transport": "docker-archive",
+/// {"schema_version": 1, "document": "image",
+///  "reference": "docker-archive:/x/app-2.tar", "transport": "docker-archive",
 ///  "manifest_format": "...", "index_formats": [], "image_id": "sha256:...",
+///  "manifest_digest": "sha256:..." | null,
 ///  "config_digest": "sha256:...", "config_size": 1234, "repo_tags": ["app:2"],
-///  "platform": {"os": "linux", "architecture": "amd64"}, "verified": false,
+///  "platform": {"os": "linux", "architecture": "amd64"}, "layers_verified": false,
 ///  "layers": [{"index": 0, "diff_id": "sha256:...", "digest": "sha256:..." | null,
-///              "media_type": "...", "compression": "none", "size": 1024,
+///              "media_type": "...", "compression": "none", "stored_size": 1024,
 ///              "uncompressed_size": 1024 | null}]}
 /// ```
 ///
-/// `verified` is true after a successful `dd_image_verify`. `*json` is an owned string to
+/// `layers_verified` is true after a successful `dd_image_verify`. `*json` is an owned string to
 /// release with `dd_string_free`.
 ///
 /// # Safety

@@ -96,22 +96,22 @@ pub unsafe extern "C" fn dd_package_verify(
     })
 }
 
-/// The package's metadata as JSON, exactly as `docker-delta info --json` prints it:
+/// The package's metadata as JSON: the `package` document (docs/JSON.md,
+/// docs/schema/package.schema.json), exactly as `docker-delta info --json` prints it:
 ///
 /// ```json
-/// {"path": "...", "format_version": 1, "created_by": "docker-delta 0.1.0",
-///  "package_size": 123, "payload_size": 100, "payload_uncompressed_size": 456,
+/// {"schema_version": 1, "document": "package", "package_path": "...",
+///  "package_size": 123, "format_version": 6, "created_by": "docker-delta 0.1.0",
+///  "payload_stored_size": 100, "payload_uncompressed_size": 456,
 ///  "compression": {"algorithm": "xz", "level": 6},
-///  "lanes": [{"compression": {"algorithm": "xz", "level": 6}, "length": 90,
-///             "uncompressed_size": 400}, ...],
-///  "base": {"image_id": "sha256:...", "diff_ids": [...], "repo_tags": [...],
-///           "reference": "...", "platform": {...}} | null,
+///  "lanes": [{"compression": {...}, "stored_size": 90, "uncompressed_size": 400}, ...],
+///  "base": {"image_id": "sha256:...", "manifest_digest": null, "reference": "...",
+///           "repo_tags": [...], "platform": {...}, "diff_ids": [...]} | null,
 ///  "target": {same fields as base},
-///  "source_manifest_digest": "sha256:..." | null,
-///  "target_layers_size": 789, "target_stored_size": 700,
-///  "methods": ["reference", "xdelta3"],
+///  "target_uncompressed_size": 789, "target_stored_size": 700,
+///  "methods": ["files", "reference"],
 ///  "savings_vs_stored_percent": 80.5, "savings_vs_uncompressed_percent": 84.4,
-///  "payload_verified": false}
+///  "payload_verified": false, "layers": [as in dd_package_layers_json]}
 /// ```
 ///
 /// `payload_verified` is true after a successful `dd_package_verify`. `*json` is owned:
@@ -131,23 +131,24 @@ pub unsafe extern "C" fn dd_package_info_json(
         // SAFETY: caller's contract.
         let json = unsafe { out_arg(json, "json") }?;
         let p = unsafe { handle_arg(package, "package") }?;
-        let text = to_json(&info::info_json(
-            &p.package,
-            p.verified.load(Ordering::Relaxed),
-        ))?;
+        let text = to_json(&info::info(&p.package, p.verified.load(Ordering::Relaxed)))?;
         // SAFETY: checked out-parameter.
         unsafe { put_string(json, text) };
         Ok(())
     })
 }
 
-/// The new image's layers as a JSON array, exactly as `docker-delta list --json` prints
-/// it: one object per layer, base first:
+/// The new image's layers as JSON: the `package_layers` document (docs/JSON.md), exactly
+/// as `docker-delta list --json` prints it, base first:
 ///
 /// ```json
-/// [{"index": 0, "diff_id": "sha256:...", "method": "reference" | "xdelta3" | "zstd" | "full",
-///   "old_layer": 0 | null, "old_diff_id": "sha256:..." | null, "delta_size": 0,
-///   "target_size": 1024, "source_size": 1024, "media_type": "..."}]
+/// {"schema_version": 1, "document": "package_layers", "package_path": "...",
+///  "payload_verified": false,
+///  "layers": [{"index": 0, "diff_id": "sha256:...",
+///              "method": "reference" | "xdelta3" | "zstd" | "files" | "full",
+///              "old_layers": [{"index": 0, "diff_id": "sha256:..."}, ...],
+///              "delta_size": 0, "uncompressed_size": 1024, "stored_size": 512,
+///              "media_type": "..."}]}
 /// ```
 ///
 /// `*json` is owned: release it with `dd_string_free`.
@@ -166,7 +167,10 @@ pub unsafe extern "C" fn dd_package_layers_json(
         // SAFETY: caller's contract.
         let json = unsafe { out_arg(json, "json") }?;
         let p = unsafe { handle_arg(package, "package") }?;
-        let text = to_json(&info::layers_json(&p.package))?;
+        let text = to_json(&info::layers(
+            &p.package,
+            p.verified.load(Ordering::Relaxed),
+        ))?;
         // SAFETY: checked out-parameter.
         unsafe { put_string(json, text) };
         Ok(())

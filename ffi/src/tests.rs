@@ -347,7 +347,7 @@ fn package_accessors_and_json() {
         );
         assert_eq!(dd_package_layers_json(h, &mut j, null_mut()), dd_status::Ok);
         let layers: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
-        assert_eq!(layers.as_array().unwrap().len(), n);
+        assert_eq!(layers["layers"].as_array().unwrap().len(), n);
         dd_package_free(h);
     }
 }
@@ -368,7 +368,7 @@ fn image_accessors_match_the_inspect_json() {
         let mut j = null_mut();
         assert_eq!(dd_image_json(img, &mut j, null_mut()), dd_status::Ok);
         let report: serde_json::Value = serde_json::from_str(&take(j)).unwrap();
-        assert_eq!(report["verified"], true);
+        assert_eq!(report["layers_verified"], true);
         assert_eq!(
             report["image_id"].as_str(),
             text(dd_image_config_digest(img)).as_deref()
@@ -388,7 +388,7 @@ fn image_accessors_match_the_inspect_json() {
                 l["diff_id"].as_str(),
                 text(dd_image_layer_diff_id(img, i)).as_deref()
             );
-            assert_eq!(l["size"].as_u64(), Some(dd_image_layer_size(img, i)));
+            assert_eq!(l["stored_size"].as_u64(), Some(dd_image_layer_size(img, i)));
         }
         dd_image_free(img);
     }

@@ -20,6 +20,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
 use crate::reference::{ArchiveSelector, ImageReference};
+use crate::report::{ImageSummary, PackageLayer};
 use crate::transport::dest::{name_in_reference, ImageName, ImageWriter};
 use crate::transport::ImageSource;
 
@@ -52,40 +53,31 @@ impl Default for ApplyOptions<'_> {
     }
 }
 
-/// What [`apply`] did.
+/// The `apply_report` document: what [`apply`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApplyReport {
-    /// Where the image was written (`None` for a dry run, and after a load: the archive
+    /// [`SCHEMA_VERSION`](crate::report::SCHEMA_VERSION).
+    pub schema_version: u32,
+    /// Always `apply_report`.
+    pub document: &'static str,
+    /// Whether this was a dry run (nothing written, no layer rebuilt).
+    pub dry_run: bool,
+    /// Where the image was written (null for a dry run, and after a load: the archive
     /// loaded was temporary).
     pub output: Option<PathBuf>,
-    /// The Docker daemon the image was loaded into (`apply --load`), else `None`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The Docker daemon the image was loaded into (`apply --load`), else null.
     pub loaded_into: Option<String>,
     /// The rebuilt image's ID (= the new image's ID).
     pub image_id: Digest,
+    /// The digest of the OCI manifest written with the image (null for a dry run): the
+    /// image's `Id` in Docker's containerd image store, where `Id` is not the config digest.
+    pub manifest_digest: Option<Digest>,
     /// The name it was given.
     pub name: Option<String>,
-    /// The digest of the OCI manifest written with the image (`None` for a dry run): the
-    /// image's `Id` in Docker's containerd image store, where `Id` is not the config digest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub manifest_digest: Option<Digest>,
-    /// The base image used.
-    pub base_image_id: Option<Digest>,
-    /// Per layer: how it was rebuilt.
-    pub layers: Vec<AppliedLayer>,
-}
-
-/// One rebuilt layer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AppliedLayer {
-    /// Index in the new image.
-    pub index: usize,
-    /// Its diff_id (verified).
-    pub diff_id: Digest,
-    /// How it was rebuilt.
-    pub method: String,
-    /// Its size.
-    pub size: u64,
+    /// The base image used (null for a full package applied without one).
+    pub base: Option<ImageSummary>,
+    /// Per layer of the new image: how it was (or, in a dry run, would be) rebuilt.
+    pub layers: Vec<PackageLayer>,
 }
 
 /// The name a package would give its image: the first recorded tag of the form `name:tag`.
@@ -234,24 +226,17 @@ fn rebuild(
     verify.advance(package.payload_len)?;
     verify.finish()?;
 
-    let layers: Vec<AppliedLayer> = target
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(index, l)| AppliedLayer {
-            index,
-            diff_id: l.diff_id.clone(),
-            method: l.source.method().to_string(),
-            size: l.size,
-        })
-        .collect();
+    let layers = crate::report::package_layers(package);
     let report = |output, manifest_digest| ApplyReport {
+        schema_version: crate::report::SCHEMA_VERSION,
+        document: "apply_report",
+        dry_run: options.dry_run,
         output,
         loaded_into: None,
         image_id: target.identity.image_id.clone(),
-        name: name.as_ref().map(ToString::to_string),
         manifest_digest,
-        base_image_id: base.map(|b| b.image().config_digest.clone()),
+        name: name.as_ref().map(ToString::to_string),
+        base: base.map(|b| ImageSummary::of_image(b.image())),
         layers: layers.clone(),
     };
     let Some(mut blobs) = blobs else {

@@ -13,6 +13,7 @@ use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
+use crate::report::{name_old_layers, ImageSummary, PackageLayer, SCHEMA_VERSION};
 use crate::transport::dest::{open_output_dir, output_dir, output_name};
 use crate::transport::ImageSource;
 
@@ -64,40 +65,30 @@ pub fn default_max_layer_memory() -> u64 {
         .unwrap_or(codec::DEFAULT_MAX_MEMORY)
 }
 
-/// What one layer became.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LayerOutcome {
-    /// Index in the new image.
-    pub index: usize,
-    /// diff_id.
-    pub diff_id: crate::Digest,
-    /// `reference`, `xdelta3`, `zstd` or `full` (planned method, for dry runs).
-    pub method: String,
-    /// Old layer used, if any.
-    pub old_layer: Option<usize>,
-    /// Uncompressed size of the layer.
-    pub size: u64,
-    /// Bytes the layer adds to the payload before package compression (0 for references).
-    pub payload_size: u64,
-}
-
-/// What [`create`] did.
+/// The `create_report` document: what [`create`] did (or, for a dry run, would do).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CreateReport {
-    /// The package written (`None` for a dry run).
-    pub package: Option<PathBuf>,
-    /// Its size in bytes (0 for a dry run).
-    pub package_size: u64,
-    /// The old image.
-    pub base: Option<ImageIdentity>,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Always `create_report`.
+    pub document: &'static str,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// The package written (null for a dry run).
+    pub package_path: Option<PathBuf>,
+    /// Its size in bytes (null for a dry run).
+    pub package_size: Option<u64>,
+    /// The old image (null for a full package).
+    pub base: Option<ImageSummary>,
     /// The new image.
-    pub target: ImageIdentity,
-    /// Sum of the new image's stored layer sizes (as in its source, usually gzip'd).
+    pub target: ImageSummary,
+    /// Sum of the new image's layer sizes as stored in its source (usually gzip'd).
     pub target_stored_size: u64,
     /// Sum of the new image's uncompressed layer sizes.
     pub target_uncompressed_size: u64,
-    /// Per layer.
-    pub layers: Vec<LayerOutcome>,
+    /// Per layer of the new image: what `list` says of the package written (for a dry run,
+    /// what is planned).
+    pub layers: Vec<PackageLayer>,
 }
 
 /// Identity of an opened image.
@@ -156,26 +147,33 @@ pub fn create(
     let sizes = uncompressed_sizes(new)?;
 
     if options.dry_run {
+        let base = old_image.map(identity);
         let layers = plans
             .iter()
-            .map(|p| LayerOutcome {
-                index: p.index,
-                diff_id: p.diff_id.clone(),
-                method: match (&p.action, options.method) {
-                    (Action::Reference(_), _) => "reference".into(),
-                    (Action::Full, _) | (_, Method::Layer) => "full".into(),
-                    (Action::Delta(_), Method::Auto | Method::Files) => "files".into(),
-                    (Action::Delta(_), m) => format!("{m:?}").to_lowercase(),
-                },
-                old_layer: match p.action {
-                    Action::Reference(o) | Action::Delta(o) => Some(o),
-                    Action::Full => None,
-                },
-                size: sizes[p.index],
-                payload_size: 0,
+            .map(|p| {
+                let layer = &new_image.layers[p.index];
+                let (method, old) = match (&p.action, options.method) {
+                    (Action::Reference(o), _) => ("reference", Some(vec![*o])),
+                    (Action::Full, _) | (_, Method::Layer) => ("full", Some(Vec::new())),
+                    // The files codec draws on every old layer; which ones a layer uses
+                    // is known only once it is encoded.
+                    (Action::Delta(_), Method::Auto | Method::Files) => ("files", None),
+                    (Action::Delta(o), Method::Xdelta3) => ("xdelta3", Some(vec![*o])),
+                    (Action::Delta(o), Method::Zstd) => ("zstd", Some(vec![*o])),
+                };
+                PackageLayer {
+                    index: p.index,
+                    diff_id: p.diff_id.clone(),
+                    method,
+                    old_layers: old.map(|o| name_old_layers(o, base.as_ref())),
+                    delta_size: None,
+                    uncompressed_size: sizes[p.index],
+                    stored_size: layer.size,
+                    media_type: layer.media_type.clone(),
+                }
             })
             .collect();
-        return Ok(report(None, 0, old_image, new_image, &sizes, layers));
+        return Ok(report(None, old_image, new_image, &sizes, layers));
     }
 
     let new_bytes_compression = options
@@ -196,12 +194,10 @@ pub fn create(
     };
     let mut tracker = Tracker::start(options.progress, Phase::Encode, total)?;
     let mut entries = Vec::with_capacity(plans.len());
-    let mut outcomes = Vec::with_capacity(plans.len());
     let mut cached_old: Option<(usize, Vec<u8>)> = None;
     for (i, p) in plans.iter().enumerate() {
         let layer = &new_image.layers[p.index];
         let size = sizes[p.index];
-        let before = writer.payload_uncompressed_size();
         if let (true, Action::Delta(_), false) = (use_files, &p.action, old_layers.is_empty()) {
             let olds = &old_layers[..];
             let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
@@ -232,8 +228,6 @@ pub fn create(
                     extra_blob: Some(blobs[1]),
                     lits_blob: Some(blobs[2]),
                 };
-                let payload = writer.payload_uncompressed_size() - before;
-                outcomes.push(outcome(p, source.method(), None, size, payload));
                 entries.push(entry(layer, size, source));
                 continue;
             }
@@ -368,14 +362,6 @@ pub fn create(
                 LayerSource::Full { blob }
             }
         };
-        let payload = writer.payload_uncompressed_size() - before;
-        outcomes.push(outcome(
-            p,
-            source.method(),
-            source.old_layer(),
-            size,
-            payload,
-        ));
         entries.push(entry(layer, size, source));
     }
     tracker.finish()?;
@@ -413,13 +399,14 @@ pub fn create(
     crate::fs_safe::check_output(output, "a regular file")?;
     temp.persist(&name, options.force)?;
     tracing::info!(package = %output.display(), size = package_size, "package written");
+    // The layers as `list` describes the package written: one description everywhere.
+    let layers = crate::report::package_layers(&check);
     Ok(report(
-        Some(output.to_path_buf()),
-        package_size,
+        Some((output.to_path_buf(), package_size)),
         old_image,
         new_image,
         &sizes,
-        outcomes,
+        layers,
     ))
 }
 
@@ -433,36 +420,21 @@ fn entry(layer: &crate::image::Layer, size: u64, source: LayerSource) -> LayerEn
     }
 }
 
-fn outcome(
-    p: &plan::LayerPlan,
-    method: &str,
-    old_layer: Option<usize>,
-    size: u64,
-    payload_size: u64,
-) -> LayerOutcome {
-    LayerOutcome {
-        index: p.index,
-        diff_id: p.diff_id.clone(),
-        method: method.to_string(),
-        old_layer,
-        size,
-        payload_size,
-    }
-}
-
 fn report(
-    package: Option<PathBuf>,
-    package_size: u64,
+    package: Option<(PathBuf, u64)>,
     old: Option<&Image>,
     new: &Image,
     sizes: &[u64],
-    layers: Vec<LayerOutcome>,
+    layers: Vec<PackageLayer>,
 ) -> CreateReport {
     CreateReport {
-        package,
-        package_size,
-        base: old.map(identity),
-        target: identity(new),
+        schema_version: SCHEMA_VERSION,
+        document: "create_report",
+        dry_run: package.is_none(),
+        package_size: package.as_ref().map(|p| p.1),
+        package_path: package.map(|p| p.0),
+        base: old.map(ImageSummary::of_image),
+        target: ImageSummary::of_image(new),
         target_stored_size: new.layers.iter().map(|l| l.size).sum(),
         target_uncompressed_size: sizes.iter().sum(),
         layers,

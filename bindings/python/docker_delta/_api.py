@@ -90,7 +90,7 @@ class Layer:
     diff_id: str
     digest: Optional[str]
     media_type: str
-    size: int
+    stored_size: int
 
 
 class Image:
@@ -175,7 +175,7 @@ class Image:
                 diff_id=n.text(n.lib.dd_image_layer_diff_id(h, i)) or "",
                 digest=n.text(n.lib.dd_image_layer_digest(h, i)),
                 media_type=n.text(n.lib.dd_image_layer_media_type(h, i)) or "",
-                size=int(n.lib.dd_image_layer_size(h, i)),
+                stored_size=int(n.lib.dd_image_layer_size(h, i)),
             )
             for i in range(n.lib.dd_image_layer_count(h))
         ]
@@ -185,7 +185,8 @@ class Image:
         _call(n.lib.dd_image_verify, self._handle())
 
     def to_dict(self) -> Dict[str, Any]:
-        """The image as ``docker-delta inspect --json`` prints it."""
+        """The ``image`` document (docs/JSON.md), as ``docker-delta inspect --json`` prints
+        it; ``layers_verified`` is true after :meth:`verify`."""
         out = ctypes.c_void_p()
         _call(n.lib.dd_image_json, self._handle(), ctypes.byref(out))
         return json.loads(n.take_string(out) or "null")
@@ -224,16 +225,21 @@ class Package:
         _call(n.lib.dd_package_verify, self._handle())
 
     def info(self) -> Dict[str, Any]:
-        """Metadata, as ``docker-delta info --json`` prints it."""
+        """The ``package`` document (docs/JSON.md), as ``docker-delta info --json`` prints
+        it; ``payload_verified`` is true after :meth:`verify`."""
         out = ctypes.c_void_p()
         _call(n.lib.dd_package_info_json, self._handle(), ctypes.byref(out))
         return json.loads(n.take_string(out) or "null")
 
     def layers(self) -> List[Dict[str, Any]]:
-        """How each layer is rebuilt, as ``docker-delta list --json`` prints it."""
+        """How each layer of the new image is rebuilt: the ``layers`` of the
+        ``package_layers`` document ``docker-delta list --json`` prints (``index``,
+        ``diff_id``, ``method``, ``old_layers``, ``delta_size``, ``uncompressed_size``,
+        ``stored_size``, ``media_type``; docs/JSON.md)."""
         out = ctypes.c_void_p()
         _call(n.lib.dd_package_layers_json, self._handle(), ctypes.byref(out))
-        return json.loads(n.take_string(out) or "null")
+        doc = json.loads(n.take_string(out) or "null")
+        return doc["layers"] if doc else []
 
     @property
     def format_version(self) -> int:
@@ -457,7 +463,8 @@ def create(
     log_level: LogLevel = LogLevel.INFO,
 ) -> Dict[str, Any]:
     """Creates a package at ``output`` that rebuilds ``new`` from ``old`` (or a full
-    package when ``old`` is None). Returns the report (``docker-delta create --json``).
+    package when ``old`` is None). Returns the ``create_report`` document
+    (``docker-delta create --json``; docs/JSON.md).
 
     ``method``: ``auto`` | ``files`` | ``xdelta3`` | ``zstd`` | ``layer``; ``compression``: ``xz`` |
     ``zstd`` | ``gzip`` | ``none`` with ``level`` in its range (None: the default);
@@ -509,7 +516,8 @@ def apply(
     reference, or a path for a docker-archive), or with ``load=True`` loads it into the
     Docker daemon (``docker_host``, else ``DOCKER_HOST``) and tags it ``tag`` (else the
     image's own tag). Without ``base``, a delta's base is looked up in the daemon by the
-    image ID the package records. Returns the report (``docker-delta apply --json``).
+    image ID the package records. Returns the ``apply_report`` document
+    (``docker-delta apply --json``; docs/JSON.md).
 
     Raises :class:`WrongBaseImage` when ``base`` lacks a layer the package needs, and
     :class:`TagFailed` (with ``.report``) when the image was loaded but not tagged.

@@ -87,6 +87,11 @@ class Timeout(MissingDependency):
     how to raise it."""
 
 
+class CredentialHelper(MissingDependency):
+    """A ``docker-credential-*`` helper could not be run or failed; ``fields["helper"]``,
+    ``fields["registry"]`` and ``fields["reason"]`` say which and why."""
+
+
 class DeflaterMismatch(MissingDependency):
     """The package ships gzip members to re-deflate, and the library's zlib is not stock
     zlib (zlib-ng, say), which would not re-make them byte for byte."""
@@ -168,6 +173,7 @@ _BY_KIND: Dict[str, Type[DeltaError]] = {
     "image_not_found": ImageNotFound,
     "daemon_unavailable": DaemonUnavailable,
     "timeout": Timeout,
+    "credential_helper": CredentialHelper,
     "unsupported_file_type": UnsupportedFileType,
     "deflater_mismatch": DeflaterMismatch,
     "tag_failed": TagFailed,

@@ -51,7 +51,8 @@ def test_inspect(new_ref: str) -> None:
         assert [l.index for l in layers] == list(range(len(layers)))
         img.verify()
         doc = img.to_dict()
-        assert doc["verified"] is True
+        assert doc["layers_verified"] is True and doc["document"] == "image"
+        assert [l["stored_size"] for l in doc["layers"]] == [l.stored_size for l in layers]
         assert doc["image_id"] == img.image_id
         assert doc["manifest_format"] == img.manifest_format
         assert [l["diff_id"] for l in doc["layers"]] == [l.diff_id for l in layers]
@@ -68,7 +69,8 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
         progress=lambda p, d, t: events.append((p, d, t)),
         log=lambda lvl, msg: logs.append((lvl, msg)), log_level=dd.LogLevel.DEBUG,
     )
-    assert report["package"] == str(pkg)
+    assert report["schema_version"] == 1 and report["document"] == "create_report"
+    assert report["package_path"] == str(pkg) and report["dry_run"] is False
     assert_ordered(events, [dd.Phase.ANALYZE, dd.Phase.ENCODE, dd.Phase.WRITE])
     assert any(l == dd.LogLevel.INFO and "package written" in m for l, m in logs), logs
 
@@ -78,7 +80,7 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
         # The file-aware layer's new bytes in a zstd lane of their own, its differences in
         # another xz lane.
         assert [l["compression"]["algorithm"] for l in info["lanes"]] == ["xz", "zstd", "xz"]
-        assert sum(l["length"] for l in info["lanes"]) == info["payload_size"]
+        assert sum(l["stored_size"] for l in info["lanes"]) == info["payload_stored_size"]
         assert p.format_version == info["format_version"] == dd.format_version_supported()
         assert p.size == pkg.stat().st_size
         with dd.Image(new_ref) as new, dd.Image(old_ref) as old:
@@ -87,6 +89,9 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
             want = new.image_id
         layers = p.layers()
         assert layers[0]["method"] == "reference"
+        assert layers[0]["old_layers"] == [{"index": 0, "diff_id": info["base"]["diff_ids"][0]}]
+        # One description of the layers: list's, info's and the create report's.
+        assert layers == info["layers"] == report["layers"]
         assert len(layers) == len(info["target"]["diff_ids"])
         p.verify()
         assert p.info()["payload_verified"] is True
@@ -94,7 +99,8 @@ def test_round_trip_rebuilds_the_new_image(tmp_path: Path, old_ref: str, new_ref
     events.clear()
     out = tmp_path / "app-2-rebuilt.tar"
     applied = dd.apply(pkg, out, base=old_ref, progress=lambda p, d, t: events.append((p, d, t)))
-    assert applied["image_id"] == want
+    assert applied["image_id"] == want and applied["document"] == "apply_report"
+    assert applied["output"] == str(out) and applied["base"]["image_id"] == info["base"]["image_id"]
     assert_ordered(events, [dd.Phase.VERIFY, dd.Phase.REBUILD])
     with dd.Image(out) as rebuilt:
         assert rebuilt.image_id == want
