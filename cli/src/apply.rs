@@ -7,7 +7,7 @@ use docker_delta::delta::apply::{self, ApplyOptions};
 use docker_delta::delta::deliver;
 use docker_delta::delta::format::Package;
 use docker_delta::transport::dest::ImageName;
-use docker_delta::{ExitCode, ImageReference, OpenOptions, Platform, Result};
+use docker_delta::{ExitCode, ImageReference, Platform, Result};
 
 use super::output::print_json;
 use super::progress::Bars;
@@ -58,13 +58,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
-    let package = Package::open(&args.package)?;
-    let open = OpenOptions {
-        platform: args.platform.clone(),
-        timeouts: Some(timeouts),
-        ..OpenOptions::default()
-    };
+pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
+    let (quiet, timeouts) = (cx.quiet, cx.timeouts);
+    let package = Package::open_with(&args.package, &cx.limits)?;
+    let open = cx.open_options(args.platform.clone());
     let base = deliver::open_base(&package, args.base.as_deref(), &open)?;
     let name = args.tag.as_deref().map(ImageName::parse).transpose()?;
     let bars = Bars::new(quiet || args.json);
@@ -72,8 +69,8 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
         name,
         force: args.force,
         dry_run: args.dry_run,
+        max_layer_memory: cx.limits.max_memory,
         progress: &bars,
-        ..ApplyOptions::default()
     };
     let result = if args.load {
         DockerClient::from_env().and_then(|client| {

@@ -35,35 +35,104 @@ Exit codes:
 
 /// Ship container-image updates as small deltas, and rebuild the new image exactly.
 #[derive(Parser, Debug)]
-#[command(name = "docker-delta", version, about, after_help = AFTER_HELP)]
+#[command(
+    name = "docker-delta",
+    about,
+    after_help = AFTER_HELP,
+    disable_version_flag = true,
+    subcommand_required = false
+)]
 pub struct Cli {
+    /// Print the version, the package format versions read and written, and the codec
+    /// libraries' versions (with --json: as one JSON object).
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// With --version: print it as JSON.
+    #[arg(long, requires = "version")]
+    json: bool,
     /// More detailed logs on stderr (-v: each step, -vv: everything).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 900)]
     verbose: u8,
     /// Only errors on stderr; no progress bars.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, display_order = 901)]
     quiet: bool,
+    /// Log filter, in tracing's syntax (e.g. `docker_delta=debug`); overrides -v and -q.
+    #[arg(long, global = true, value_name = "FILTER", env = "DOCKER_DELTA_LOG",
+          value_parser = log_filter, help_heading = "Settings")]
+    log_filter: Option<String>,
+    /// Threads for parallel work (default: the cores this process may run on).
+    #[arg(long, global = true, value_name = "N", env = docker_delta::threads::ENV_THREADS,
+          value_parser = thread_count, help_heading = "Settings")]
+    threads: Option<usize>,
     /// Give up when the Docker daemon sends nothing (or takes nothing we send) for this
-    /// long; a load or export that keeps moving is never cut [env:
-    /// DOCKER_DELTA_DAEMON_TIMEOUT; default: 600]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    /// long; a load or export that keeps moving is never cut [default: 600]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_IDLE_TIMEOUT),
+          env = docker_delta::timeouts::ENV_IDLE_TIMEOUT, help_heading = "Settings")]
     daemon_timeout: Option<u64>,
     /// Give up when a small daemon request (version, inspect, list, tag) is not over
-    /// within this time [env: DOCKER_DELTA_DAEMON_REQUEST_TIMEOUT; default: 120]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    /// within this time [default: 120]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_REQUEST_TIMEOUT),
+          env = docker_delta::timeouts::ENV_REQUEST_TIMEOUT, help_heading = "Settings")]
     daemon_request_timeout: Option<u64>,
-    /// Give up connecting to the Docker daemon after this long [env:
-    /// DOCKER_DELTA_DAEMON_CONNECT_TIMEOUT; default: 10]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds())]
+    /// Give up connecting to the Docker daemon after this long [default: 10]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_CONNECT_TIMEOUT),
+          env = docker_delta::timeouts::ENV_CONNECT_TIMEOUT, help_heading = "Settings")]
     daemon_connect_timeout: Option<u64>,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+/// The safety limits and the memory bound (see README, Limits). Sizes are whole bytes or
+/// take a unit K, M, G, T (or Ki, Mi, Gi, Ti): all powers of 1024, as for `docker run
+/// --memory`.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Limits (sizes: 4096, 64K, 512M, 4G, 1T; K = 1024, as Ki)")]
+struct LimitArgs {
+    /// The memory bound of a run: layers are diffed whole (xdelta3, zstd) only when the
+    /// codec's need fits [default: 512M]
+    #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_MEMORY,
+          value_parser = size(limits::ENV_MAX_MEMORY))]
+    max_memory: Option<u64>,
+    /// Largest JSON document (manifest, index, config) read [default: 64M]
+    #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_JSON_SIZE,
+          value_parser = size(limits::ENV_MAX_JSON_SIZE))]
+    max_json_size: Option<u64>,
+    /// Most values in one JSON document [default: 1048576]
+    #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_JSON_VALUES,
+          value_parser = count(limits::ENV_MAX_JSON_VALUES))]
+    max_json_values: Option<u64>,
+    /// Most memory the index of one archive's members may take [default: 64M]
+    #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_ARCHIVE_INDEX,
+          value_parser = size(limits::ENV_MAX_ARCHIVE_INDEX))]
+    max_archive_index: Option<u64>,
+    /// Most layers in one image [default: 1024]
+    #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_LAYERS,
+          value_parser = count(limits::ENV_MAX_LAYERS))]
+    max_layers: Option<u64>,
+    /// Deepest nesting of image indexes [default: 8]
+    #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_INDEX_DEPTH,
+          value_parser = count(limits::ENV_MAX_INDEX_DEPTH))]
+    max_index_depth: Option<u64>,
+    /// Largest archive member, uncompressed layer, decompressed archive or package blob
+    /// [default: 64G]
+    #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_ENTRY_SIZE,
+          value_parser = size(limits::ENV_MAX_ENTRY_SIZE))]
+    max_entry_size: Option<u64>,
+    /// Largest ratio of decompressed to compressed bytes, checked past 1 GiB
+    /// [default: 2000]
+    #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_EXPANSION_RATIO,
+          value_parser = count(limits::ENV_MAX_EXPANSION_RATIO))]
+    max_expansion_ratio: Option<u64>,
+}
+
+use docker_delta::transport as limits;
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Make a delta package that turns OLD into NEW (or a full package of NEW).
-    #[command(after_help = create::EXAMPLES)]
+    #[command(after_help = create::EXAMPLES, override_usage = create::USAGE)]
     Create(create::Args),
     /// Rebuild the new image from a package and the old image; write it or load it.
     #[command(after_help = apply::EXAMPLES)]
@@ -77,18 +146,74 @@ enum Command {
     /// Show what an image is made of: transport, manifest format, image ID, tags, layers.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (docker-delta.1, docker-delta-create.1, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # For this bash session
+  source <(docker-delta completion bash)
+  # Installed (scripts/install-cli.sh does this)
+  docker-delta completion bash > ~/.local/share/bash-completion/completions/docker-delta
+  docker-delta completion zsh > \"${fpath[1]}/_docker-delta\"
+  docker-delta completion fish > ~/.config/fish/completions/docker-delta.fish";
+
+/// The message of an option's bad value, naming the environment variable it may have
+/// come from (clap's own message names the option and the value).
+fn bad_value(e: Error, env: &str) -> String {
+    match e {
+        Error::InvalidOption { reason, .. } => format!("{reason} (the option, or {env})"),
+        other => other.to_string(),
+    }
 }
 
 /// Whole seconds, from 1 to a week, for the timeout options.
-fn seconds() -> clap::builder::RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=docker_delta::timeouts::MAX_TIMEOUT_SECONDS)
+fn seconds(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |v| {
+        docker_delta::timeouts::parse_seconds(env, v)
+            .map(|d| d.as_secs())
+            .map_err(|e| bad_value(e, env))
+    }
+}
+
+/// A size option (see [`docker_delta::transport::parse_size`]).
+fn size(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |v| limits::parse_size(env, v).map_err(|e| bad_value(e, env))
+}
+
+/// A count option (see [`docker_delta::transport::parse_count`]).
+fn count(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |v| limits::parse_count(env, v).map_err(|e| bad_value(e, env))
+}
+
+fn thread_count(v: &str) -> Result<usize, String> {
+    let env = docker_delta::threads::ENV_THREADS;
+    docker_delta::threads::parse(env, v).map_err(|e| bad_value(e, env))
+}
+
+fn log_filter(v: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(v)
+        .map(|_| v.to_string())
+        .map_err(|e| format!("{e} (the option, or DOCKER_DELTA_LOG)"))
 }
 
 impl Cli {
-    /// The daemon timeouts: the environment's (or the defaults), then the options'.
-    fn timeouts(&self) -> docker_delta::Result<docker_delta::Timeouts> {
+    /// The daemon timeouts: the options', which clap took from the environment when not
+    /// given; the defaults for the rest.
+    fn timeouts(&self) -> docker_delta::Timeouts {
         use docker_delta::timeouts::TimeoutKind;
-        let mut t = docker_delta::Timeouts::from_env()?;
+        let mut t = docker_delta::Timeouts::DEFAULT;
         for (kind, value) in [
             (TimeoutKind::Idle, self.daemon_timeout),
             (TimeoutKind::Request, self.daemon_request_timeout),
@@ -98,7 +223,69 @@ impl Cli {
                 t.set(kind, std::time::Duration::from_secs(s));
             }
         }
-        Ok(t)
+        t
+    }
+
+    /// The limits: the options' (or their environment variables'), the built-in ones for
+    /// the rest.
+    fn limits(&self) -> docker_delta::Result<limits::Limits> {
+        let a = &self.limits;
+        let mut l = limits::Limits::DEFAULT;
+        let usize_of = |option: &str, v: u64| {
+            usize::try_from(v).map_err(|_| Error::InvalidOption {
+                option: option.into(),
+                reason: format!("{v}: too large for this machine"),
+            })
+        };
+        if let Some(v) = a.max_memory {
+            l.max_memory = v;
+        }
+        if let Some(v) = a.max_json_size {
+            l.max_json_size = v;
+        }
+        if let Some(v) = a.max_json_values {
+            l.max_json_values = v;
+        }
+        if let Some(v) = a.max_archive_index {
+            l.max_archive_index = v;
+        }
+        if let Some(v) = a.max_layers {
+            l.max_layers = usize_of("--max-layers", v)?;
+        }
+        if let Some(v) = a.max_index_depth {
+            l.max_index_depth = usize_of("--max-index-depth", v)?;
+        }
+        if let Some(v) = a.max_entry_size {
+            l.max_entry_size = v;
+        }
+        if let Some(v) = a.max_expansion_ratio {
+            l.max_expansion_ratio = v;
+        }
+        Ok(l)
+    }
+}
+
+/// What every command gets from the global options.
+pub struct Context {
+    /// `-q`.
+    pub quiet: bool,
+    /// The daemon timeouts.
+    pub timeouts: docker_delta::Timeouts,
+    /// The limits, also made the process's default.
+    pub limits: limits::Limits,
+}
+
+impl Context {
+    /// Options to open an image with.
+    pub fn open_options(
+        &self,
+        platform: Option<docker_delta::Platform>,
+    ) -> docker_delta::OpenOptions {
+        docker_delta::OpenOptions {
+            platform,
+            limits: self.limits.clone(),
+            timeouts: Some(self.timeouts),
+        }
     }
 }
 
@@ -153,7 +340,8 @@ pub fn refuse_stdout_output(output: &std::path::Path) -> docker_delta::Result<()
 /// Parses arguments, runs the command, prints errors, and returns the exit code.
 pub fn run() -> i32 {
     // clap exits with 2 on a usage error, the code this command gives a missing Docker
-    // daemon: a script must not read a typo as that. Bad arguments are invalid input.
+    // daemon: a script must not read a typo as that. Bad arguments are invalid input; so
+    // are bad values of the environment variables behind the options.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -161,22 +349,110 @@ pub fn run() -> i32 {
             return if e.use_stderr() {
                 ExitCode::InvalidInput as i32
             } else {
-                0 // --help, --version
+                0 // --help
             };
         }
     };
-    init_logging(cli.verbose, cli.quiet);
-    let result = match &cli.command {
-        Command::Create(args) => cli.timeouts().and_then(|t| create::run(args, cli.quiet, t)),
-        Command::Apply(args) => cli.timeouts().and_then(|t| apply::run(args, cli.quiet, t)),
+    if cli.version {
+        return match print_version(cli.json) {
+            Ok(()) => 0,
+            Err(e) => report(&e),
+        };
+    }
+    let Some(command) = &cli.command else {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        eprintln!("{}", cmd.render_help());
+        eprintln!("docker-delta: error: a command is required (see above)");
+        return ExitCode::InvalidInput as i32;
+    };
+    init_logging(cli.verbose, cli.quiet, cli.log_filter.as_deref());
+    let limits = match cli.limits() {
+        Ok(l) => l,
+        Err(e) => return report(&e),
+    };
+    // For the reads that take no limits of their own (a package's check after it is
+    // written, a layout's index), and the parallel work.
+    limits::Limits::set_process_default(limits.clone());
+    if let Some(n) = cli.threads {
+        docker_delta::threads::set(n);
+    }
+    let cx = Context {
+        quiet: cli.quiet,
+        timeouts: cli.timeouts(),
+        limits,
+    };
+    let result = match command {
+        Command::Create(args) => create::run(args, &cx),
+        Command::Apply(args) => apply::run(args, &cx),
         Command::Info(args) => info::info(args),
         Command::List(args) => info::list(args),
-        Command::Inspect(args) => cli.timeouts().and_then(|t| inspect::run(args, t)),
+        Command::Inspect(args) => inspect::run(args, cx.timeouts),
+        Command::Completion { shell } => completion(*shell),
+        Command::Man { dir } => man_pages(dir),
     };
     match result {
         Ok(code) => code as i32,
         Err(e) => report(&e),
     }
+}
+
+/// `--version`: the first line as clap would print it, then [`docker_delta::build_info`].
+fn print_version(json: bool) -> docker_delta::Result<()> {
+    let info = docker_delta::build_info();
+    if json {
+        output::print_json(&info)?;
+    } else {
+        outln!("docker-delta {}", env!("CARGO_PKG_VERSION"));
+        outln!("{info}");
+    }
+    Ok(())
+}
+
+/// `completion SHELL`: the script clap_complete generates from the definitions above.
+fn completion(shell: clap_complete::Shell) -> docker_delta::Result<ExitCode> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "docker-delta", &mut buf);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&buf)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("standard output", e))?;
+    Ok(ExitCode::Ok)
+}
+
+/// `man DIR`: one page for the command and one per visible subcommand
+/// (`docker-delta-create.1`, ...), each written to a temporary file and renamed.
+fn man_pages(dir: &std::path::Path) -> docker_delta::Result<ExitCode> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut pages = vec![("docker-delta".to_string(), cmd.clone())];
+    // Built, the subcommands carry the global options (settings, limits) too.
+    cmd.build();
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("docker-delta-{}", sub.get_name());
+        // The page's title and synopsis name the whole command line.
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .display_name(name.clone())
+            .bin_name(format!("docker-delta {}", sub.get_name()));
+        pages.push((name, sub));
+    }
+    for (name, page) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut buf)
+            .map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(format!("{name}.1"));
+        let tmp = dir.join(format!(".{name}.1.tmp"));
+        std::fs::write(&tmp, &buf).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(ExitCode::Ok)
 }
 
 /// Prints an error the way every command does, and returns its exit code.
@@ -189,7 +465,7 @@ pub fn report(e: &Error) -> i32 {
     code as i32
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -197,8 +473,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "docker_delta=debug,info",
         (false, _) => "trace",
     };
-    let filter =
-        EnvFilter::try_from_env("DOCKER_DELTA_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // The filter was checked when the options were parsed.
+    let filter = EnvFilter::new(filter.unwrap_or(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -208,6 +484,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() {
+    forget_empty_settings();
     // Rust ignores SIGPIPE, so `docker-delta inspect --json | head` would panic on the
     // closed stdout. Behave like other Unix tools instead: end quietly. (The daemon client
     // writes to its socket with MSG_NOSIGNAL, so this only concerns stdout and stderr.)
@@ -219,6 +496,22 @@ fn main() {
     keep_large_blocks_out_of_arenas();
     remove_temporary_files_on_signals();
     std::process::exit(run());
+}
+
+/// Removes this program's environment variables that are set but empty, before anything
+/// reads them (and before any other thread exists): `DOCKER_DELTA_THREADS= docker-delta
+/// ...` means "not set", as for most Unix tools, rather than a bad value.
+fn forget_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| {
+            k.to_str().is_some_and(|k| k.starts_with("DOCKER_DELTA_"))
+                && v.to_str().is_some_and(|v| v.trim().is_empty())
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
 }
 
 /// On SIGINT, SIGTERM or SIGHUP, removes the temporary files being written (outputs not yet
