@@ -42,6 +42,7 @@ APT_PACKAGES=(
     gcc libc6-dev
     golang-go
     valgrind
+    man-db groff-base
     python3 python3-pip
     ca-certificates
 )
