@@ -73,8 +73,7 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
         progress: &bars,
     };
     let result = if args.load {
-        DockerClient::from_env().and_then(|client| {
-            let client = client.with_timeouts(timeouts);
+        DockerClient::from_env_with(timeouts).and_then(|client| {
             deliver::apply_and_load(&client, &package, base.as_deref(), &options)
         })
     } else {

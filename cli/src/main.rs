@@ -58,26 +58,28 @@ pub struct Cli {
     quiet: bool,
     /// Log filter, in tracing's syntax (e.g. `docker_delta=debug`); overrides -v and -q.
     #[arg(long, global = true, value_name = "FILTER", env = "DOCKER_DELTA_LOG",
-          value_parser = log_filter, help_heading = "Settings")]
-    log_filter: Option<String>,
+          value_parser = setting("--log-filter", "DOCKER_DELTA_LOG", log_filter),
+          help_heading = "Settings")]
+    log_filter: Option<Checked<String>>,
     /// Threads for parallel work (default: the cores this process may run on).
     #[arg(long, global = true, value_name = "N", env = docker_delta::threads::ENV_THREADS,
-          value_parser = thread_count, help_heading = "Settings")]
-    threads: Option<usize>,
+          value_parser = setting("--threads", docker_delta::threads::ENV_THREADS, thread_count),
+          help_heading = "Settings")]
+    threads: Option<Checked<usize>>,
     /// Give up when the Docker daemon sends nothing (or takes nothing we send) for this
     /// long; a load or export that keeps moving is never cut [default: 600]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_IDLE_TIMEOUT),
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = setting("--daemon-timeout", docker_delta::timeouts::ENV_IDLE_TIMEOUT, seconds),
           env = docker_delta::timeouts::ENV_IDLE_TIMEOUT, help_heading = "Settings")]
-    daemon_timeout: Option<u64>,
+    daemon_timeout: Option<Checked<u64>>,
     /// Give up when a small daemon request (version, inspect, list, tag) is not over
     /// within this time [default: 120]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_REQUEST_TIMEOUT),
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = setting("--daemon-request-timeout", docker_delta::timeouts::ENV_REQUEST_TIMEOUT, seconds),
           env = docker_delta::timeouts::ENV_REQUEST_TIMEOUT, help_heading = "Settings")]
-    daemon_request_timeout: Option<u64>,
+    daemon_request_timeout: Option<Checked<u64>>,
     /// Give up connecting to the Docker daemon after this long [default: 10]
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds(docker_delta::timeouts::ENV_CONNECT_TIMEOUT),
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = setting("--daemon-connect-timeout", docker_delta::timeouts::ENV_CONNECT_TIMEOUT, seconds),
           env = docker_delta::timeouts::ENV_CONNECT_TIMEOUT, help_heading = "Settings")]
-    daemon_connect_timeout: Option<u64>,
+    daemon_connect_timeout: Option<Checked<u64>>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(subcommand)]
@@ -93,38 +95,38 @@ struct LimitArgs {
     /// The memory bound of a run: layers are diffed whole (xdelta3, zstd) only when the
     /// codec's need fits [default: 512M]
     #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_MEMORY,
-          value_parser = size(limits::ENV_MAX_MEMORY))]
-    max_memory: Option<u64>,
+          value_parser = setting("--max-memory", limits::ENV_MAX_MEMORY, limits::parse_size))]
+    max_memory: Option<Checked<u64>>,
     /// Largest JSON document (manifest, index, config) read [default: 64M]
     #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_JSON_SIZE,
-          value_parser = size(limits::ENV_MAX_JSON_SIZE))]
-    max_json_size: Option<u64>,
+          value_parser = setting("--max-json-size", limits::ENV_MAX_JSON_SIZE, limits::parse_size))]
+    max_json_size: Option<Checked<u64>>,
     /// Most values in one JSON document [default: 1048576]
     #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_JSON_VALUES,
-          value_parser = count(limits::ENV_MAX_JSON_VALUES))]
-    max_json_values: Option<u64>,
+          value_parser = setting("--max-json-values", limits::ENV_MAX_JSON_VALUES, limits::parse_count))]
+    max_json_values: Option<Checked<u64>>,
     /// Most memory the index of one archive's members may take [default: 64M]
     #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_ARCHIVE_INDEX,
-          value_parser = size(limits::ENV_MAX_ARCHIVE_INDEX))]
-    max_archive_index: Option<u64>,
+          value_parser = setting("--max-archive-index", limits::ENV_MAX_ARCHIVE_INDEX, limits::parse_size))]
+    max_archive_index: Option<Checked<u64>>,
     /// Most layers in one image [default: 1024]
     #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_LAYERS,
-          value_parser = count(limits::ENV_MAX_LAYERS))]
-    max_layers: Option<u64>,
+          value_parser = setting("--max-layers", limits::ENV_MAX_LAYERS, limits::parse_count))]
+    max_layers: Option<Checked<u64>>,
     /// Deepest nesting of image indexes [default: 8]
     #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_INDEX_DEPTH,
-          value_parser = count(limits::ENV_MAX_INDEX_DEPTH))]
-    max_index_depth: Option<u64>,
+          value_parser = setting("--max-index-depth", limits::ENV_MAX_INDEX_DEPTH, limits::parse_count))]
+    max_index_depth: Option<Checked<u64>>,
     /// Largest archive member, uncompressed layer, decompressed archive or package blob
     /// [default: 64G]
     #[arg(long, global = true, value_name = "SIZE", env = limits::ENV_MAX_ENTRY_SIZE,
-          value_parser = size(limits::ENV_MAX_ENTRY_SIZE))]
-    max_entry_size: Option<u64>,
+          value_parser = setting("--max-entry-size", limits::ENV_MAX_ENTRY_SIZE, limits::parse_size))]
+    max_entry_size: Option<Checked<u64>>,
     /// Largest ratio of decompressed to compressed bytes, checked past 1 GiB
     /// [default: 2000]
     #[arg(long, global = true, value_name = "N", env = limits::ENV_MAX_EXPANSION_RATIO,
-          value_parser = count(limits::ENV_MAX_EXPANSION_RATIO))]
-    max_expansion_ratio: Option<u64>,
+          value_parser = setting("--max-expansion-ratio", limits::ENV_MAX_EXPANSION_RATIO, limits::parse_count))]
+    max_expansion_ratio: Option<Checked<u64>>,
 }
 
 use docker_delta::transport as limits;
@@ -169,61 +171,80 @@ Examples:
   docker-delta completion zsh > \"${fpath[1]}/_docker-delta\"
   docker-delta completion fish > ~/.config/fish/completions/docker-delta.fish";
 
-/// The message of an option's bad value, naming the environment variable it may have
-/// come from (clap's own message names the option and the value).
-fn bad_value(e: Error, env: &str) -> String {
-    match e {
-        Error::InvalidOption { reason, .. } => format!("{reason} (the option, or {env})"),
-        other => other.to_string(),
+/// A setting's value as parsed, or why it does not parse (the option and the reason).
+///
+/// Parsing never fails inside clap: clap reads a global option's environment variable
+/// even where the option is given after the subcommand, and would refuse a bad variable
+/// that the option overrides. The value that wins is checked once parsing is over
+/// ([`Checked::get`]).
+#[derive(Debug, Clone)]
+pub struct Checked<T>(Result<T, (String, String)>);
+
+impl<T: Clone> Checked<T> {
+    fn new(r: docker_delta::Result<T>) -> Self {
+        Checked(r.map_err(|e| match e {
+            Error::InvalidOption { option, reason } => (option, reason),
+            other => (String::new(), other.to_string()),
+        }))
+    }
+
+    /// The value, or [`Error::InvalidOption`] naming the option, its variable and the
+    /// value.
+    fn get(this: &Option<Checked<T>>) -> docker_delta::Result<Option<T>> {
+        match this {
+            None => Ok(None),
+            Some(Checked(Ok(v))) => Ok(Some(v.clone())),
+            Some(Checked(Err((option, reason)))) => Err(Error::InvalidOption {
+                option: option.clone(),
+                reason: reason.clone(),
+            }),
+        }
     }
 }
 
-/// Whole seconds, from 1 to a week, for the timeout options.
-fn seconds(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |v| {
-        docker_delta::timeouts::parse_seconds(env, v)
-            .map(|d| d.as_secs())
-            .map_err(|e| bad_value(e, env))
-    }
+/// A value parser for a setting: `parse(name, value)`, where `name` says
+/// "--option or VARIABLE".
+fn setting<T: Clone + Send + Sync + 'static>(
+    option: &'static str,
+    env: &'static str,
+    parse: fn(&str, &str) -> docker_delta::Result<T>,
+) -> impl Fn(&str) -> Result<Checked<T>, String> + Clone + Send + Sync + 'static {
+    move |v| Ok(Checked::new(parse(&format!("{option} or {env}"), v)))
 }
 
-/// A size option (see [`docker_delta::transport::parse_size`]).
-fn size(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |v| limits::parse_size(env, v).map_err(|e| bad_value(e, env))
+fn seconds(option: &str, v: &str) -> docker_delta::Result<u64> {
+    docker_delta::timeouts::parse_seconds(option, v).map(|d| d.as_secs())
 }
 
-/// A count option (see [`docker_delta::transport::parse_count`]).
-fn count(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
-    move |v| limits::parse_count(env, v).map_err(|e| bad_value(e, env))
+fn thread_count(option: &str, v: &str) -> docker_delta::Result<usize> {
+    docker_delta::threads::parse(option, v)
 }
 
-fn thread_count(v: &str) -> Result<usize, String> {
-    let env = docker_delta::threads::ENV_THREADS;
-    docker_delta::threads::parse(env, v).map_err(|e| bad_value(e, env))
-}
-
-fn log_filter(v: &str) -> Result<String, String> {
+fn log_filter(option: &str, v: &str) -> docker_delta::Result<String> {
     tracing_subscriber::EnvFilter::try_new(v)
         .map(|_| v.to_string())
-        .map_err(|e| format!("{e} (the option, or DOCKER_DELTA_LOG)"))
+        .map_err(|e| Error::InvalidOption {
+            option: option.into(),
+            reason: format!("{:?}: {e}", v.trim()),
+        })
 }
 
 impl Cli {
-    /// The daemon timeouts: the options', which clap took from the environment when not
-    /// given; the defaults for the rest.
-    fn timeouts(&self) -> docker_delta::Timeouts {
+    /// The daemon timeouts: the options' (or their environment variables'), the defaults
+    /// for the rest.
+    fn timeouts(&self) -> docker_delta::Result<docker_delta::Timeouts> {
         use docker_delta::timeouts::TimeoutKind;
         let mut t = docker_delta::Timeouts::DEFAULT;
         for (kind, value) in [
-            (TimeoutKind::Idle, self.daemon_timeout),
-            (TimeoutKind::Request, self.daemon_request_timeout),
-            (TimeoutKind::Connect, self.daemon_connect_timeout),
+            (TimeoutKind::Idle, &self.daemon_timeout),
+            (TimeoutKind::Request, &self.daemon_request_timeout),
+            (TimeoutKind::Connect, &self.daemon_connect_timeout),
         ] {
-            if let Some(s) = value {
+            if let Some(s) = Checked::get(value)? {
                 t.set(kind, std::time::Duration::from_secs(s));
             }
         }
-        t
+        Ok(t)
     }
 
     /// The limits: the options' (or their environment variables'), the built-in ones for
@@ -237,29 +258,23 @@ impl Cli {
                 reason: format!("{v}: too large for this machine"),
             })
         };
-        if let Some(v) = a.max_memory {
-            l.max_memory = v;
+        for (value, field) in [
+            (&a.max_memory, &mut l.max_memory),
+            (&a.max_json_size, &mut l.max_json_size),
+            (&a.max_json_values, &mut l.max_json_values),
+            (&a.max_archive_index, &mut l.max_archive_index),
+            (&a.max_entry_size, &mut l.max_entry_size),
+            (&a.max_expansion_ratio, &mut l.max_expansion_ratio),
+        ] {
+            if let Some(v) = Checked::get(value)? {
+                *field = v;
+            }
         }
-        if let Some(v) = a.max_json_size {
-            l.max_json_size = v;
-        }
-        if let Some(v) = a.max_json_values {
-            l.max_json_values = v;
-        }
-        if let Some(v) = a.max_archive_index {
-            l.max_archive_index = v;
-        }
-        if let Some(v) = a.max_layers {
+        if let Some(v) = Checked::get(&a.max_layers)? {
             l.max_layers = usize_of("--max-layers", v)?;
         }
-        if let Some(v) = a.max_index_depth {
+        if let Some(v) = Checked::get(&a.max_index_depth)? {
             l.max_index_depth = usize_of("--max-index-depth", v)?;
-        }
-        if let Some(v) = a.max_entry_size {
-            l.max_entry_size = v;
-        }
-        if let Some(v) = a.max_expansion_ratio {
-            l.max_expansion_ratio = v;
         }
         Ok(l)
     }
@@ -365,21 +380,9 @@ pub fn run() -> i32 {
         eprintln!("docker-delta: error: a command is required (see above)");
         return ExitCode::InvalidInput as i32;
     };
-    init_logging(cli.verbose, cli.quiet, cli.log_filter.as_deref());
-    let limits = match cli.limits() {
-        Ok(l) => l,
+    let cx = match settings(&cli) {
+        Ok(cx) => cx,
         Err(e) => return report(&e),
-    };
-    // For the reads that take no limits of their own (a package's check after it is
-    // written, a layout's index), and the parallel work.
-    limits::Limits::set_process_default(limits.clone());
-    if let Some(n) = cli.threads {
-        docker_delta::threads::set(n);
-    }
-    let cx = Context {
-        quiet: cli.quiet,
-        timeouts: cli.timeouts(),
-        limits,
     };
     let result = match command {
         Command::Create(args) => create::run(args, &cx),
@@ -394,6 +397,27 @@ pub fn run() -> i32 {
         Ok(code) => code as i32,
         Err(e) => report(&e),
     }
+}
+
+/// Checks the settings (options, or their environment variables), starts logging and
+/// gives the library its limits and thread count.
+fn settings(cli: &Cli) -> docker_delta::Result<Context> {
+    let filter = Checked::get(&cli.log_filter)?;
+    let threads = Checked::get(&cli.threads)?;
+    let timeouts = cli.timeouts()?;
+    let limits = cli.limits()?;
+    init_logging(cli.verbose, cli.quiet, filter.as_deref());
+    // For the reads that take no limits of their own (a package's check after it is
+    // written, a layout's index), and the parallel work.
+    limits::Limits::set_process_default(limits.clone());
+    if let Some(n) = threads {
+        docker_delta::threads::set(n);
+    }
+    Ok(Context {
+        quiet: cli.quiet,
+        timeouts,
+        limits,
+    })
 }
 
 /// `--version`: the first line as clap would print it, then [`docker_delta::build_info`].

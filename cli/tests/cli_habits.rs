@@ -361,3 +361,29 @@ fn install_puts_man_pages_and_completions_under_the_prefix() {
         }
     }
 }
+
+#[test]
+fn a_timeout_option_overrides_a_bad_variable() {
+    // No daemon at DOCKER_HOST: with the option given, the bad variable is not read, and
+    // the run gets as far as the daemon (exit 2, not 3).
+    let dir = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}", dir.path().join("no.sock").display());
+    let env = [
+        ("DOCKER_HOST", host.as_str()),
+        ("DOCKER_DELTA_DAEMON_CONNECT_TIMEOUT", "soon"),
+    ];
+    let o = run(&["inspect", "docker-daemon:x:1"], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let o = run(
+        &[
+            "inspect",
+            "docker-daemon:x:1",
+            "--daemon-connect-timeout",
+            "1",
+        ],
+        &env,
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("soon"), "{err}");
+}
