@@ -46,6 +46,7 @@ APT_PACKAGES=(
     gcc libc6-dev
     golang-go
     valgrind
+    man-db groff-base
     python3 python3-pip
     python3-jsonschema
     ca-certificates

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod build_info;
 pub mod compression;
 pub mod daemon;
 pub mod delta;
@@ -30,6 +31,7 @@ pub mod threads;
 pub mod timeouts;
 pub mod transport;
 
+pub use build_info::{build_info, BuildInfo};
 pub use digest::Digest;
 pub use error::{Error, ExitCode, Result};
 pub use image::{Image, Layer};

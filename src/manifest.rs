@@ -125,11 +125,11 @@ pub const ENV_MAX_JSON_VALUES: &str = "DOCKER_DELTA_MAX_JSON_VALUES";
 /// as a `serde_json::Value` or as typed collections take some 40 bytes each and more: a
 /// gigabyte. Real documents hold a few thousand (an image with 1024 layers, a config with
 /// a long history), so the default bounds a parse at some 100 MiB and refuses no image.
+///
+/// Read from [`Limits::default`](crate::transport::Limits): the process's limits when
+/// set, else the environment.
 pub fn max_json_values() -> u64 {
-    std::env::var(ENV_MAX_JSON_VALUES)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1 << 20)
+    crate::transport::Limits::default().max_json_values
 }
 
 /// Refuses a document holding more than `max` values, counted by one pass over its bytes

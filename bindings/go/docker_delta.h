@@ -271,6 +271,26 @@ uint32_t dd_remove_temporary_files(void);
 uint32_t dd_package_format_version_supported(void);
 
 /**
+ * What this library reads, writes and carries, as one JSON object, exactly as
+ * `docker-delta --version --json` prints it:
+ *
+ * ```json
+ * {"schema_version": 1, "version": "0.1.0",
+ *  "package_format": {"reads": [1, 2, 3, 4, 5, 6], "writes": 6},
+ *  "codecs": {"zstd": "1.5.7", "xz": "5.8.4", "zlib": "1.3.2", "vcdiff": "...", "bsdiff": "..."}}
+ * ```
+ *
+ * The codec versions are asked of the linked libraries. `*json` is owned: release it with
+ * `dd_string_free`.
+ *
+ * # Safety
+ *
+ * `json` must point to writable storage; `err` must be NULL or point to writable storage.
+ */
+dd_status dd_build_info_json(char **json,
+                             dd_error **err);
+
+/**
  * Frees a string returned through a `char **` out-parameter. NULL is ignored.
  *
  * # Safety

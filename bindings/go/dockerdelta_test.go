@@ -367,15 +367,20 @@ func TestApplyLoadTagsInTheDaemon(t *testing.T) {
 	}
 }
 
-// While a package is being encoded its payload spools exist beside the output; a program
-// exiting on a signal removes them with RemoveTemporaryFiles.
+// While an image is being rebuilt, the output is written to a temporary file beside its
+// final name; a program exiting on a signal removes it with RemoveTemporaryFiles. (Spools
+// have no name on disk, so there is nothing else to remove.)
 func TestRemoveTemporaryFiles(t *testing.T) {
-	dir := t.TempDir()
 	oldRef, newRef := samples(t)
+	pkg := filepath.Join(t.TempDir(), "u.ddelta")
+	if _, err := Create(context.Background(), oldRef, newRef, pkg, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
 	removed := -1
-	_, _ = Create(context.Background(), oldRef, newRef, filepath.Join(dir, "u.ddelta"), &CreateOptions{
+	_, _ = Apply(context.Background(), pkg, oldRef, filepath.Join(dir, "o.tar"), &ApplyOptions{
 		Progress: func(p Phase, done, total uint64) bool {
-			if p == PhaseEncode && removed < 0 {
+			if p == PhaseRebuild && removed < 0 {
 				removed = RemoveTemporaryFiles()
 			}
 			return true
@@ -383,7 +388,7 @@ func TestRemoveTemporaryFiles(t *testing.T) {
 	})
 	// Writing on after the removal may fail or not; either way nothing is left behind.
 	if removed < 1 {
-		t.Fatalf("removed %d temporary files during encoding", removed)
+		t.Fatalf("removed %d temporary files during the rebuild", removed)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -7,7 +7,7 @@ use docker_delta::delta::apply::{self, ApplyOptions};
 use docker_delta::delta::deliver;
 use docker_delta::delta::format::Package;
 use docker_delta::transport::dest::ImageName;
-use docker_delta::{ExitCode, ImageReference, OpenOptions, Platform, Result};
+use docker_delta::{ExitCode, ImageReference, Platform, Result};
 
 use super::output::print_json;
 use super::progress::Bars;
@@ -63,13 +63,10 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
-    let package = Package::open(&args.package)?;
-    let open = OpenOptions {
-        platform: args.platform.clone(),
-        timeouts: Some(timeouts),
-        ..OpenOptions::default()
-    };
+pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
+    let (quiet, timeouts) = (cx.quiet, cx.timeouts);
+    let package = Package::open_with(&args.package, &cx.limits)?;
+    let open = cx.open_options(args.platform.clone());
     let base = deliver::open_base(&package, args.base.as_deref(), &open)?;
     let name = args.tag.as_deref().map(ImageName::parse).transpose()?;
     let bars = Bars::new(quiet || args.json);
@@ -77,12 +74,11 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
         name,
         force: args.force,
         dry_run: args.dry_run,
+        max_layer_memory: cx.limits.max_memory,
         progress: &bars,
-        ..ApplyOptions::default()
     };
     let result = if args.load {
-        DockerClient::from_env().and_then(|client| {
-            let client = client.with_timeouts(timeouts);
+        DockerClient::from_env_with(timeouts).and_then(|client| {
             deliver::apply_and_load(&client, &package, base.as_deref(), &options)
         })
     } else if args.output.as_deref() == Some("-") {

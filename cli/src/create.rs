@@ -5,30 +5,47 @@ use std::path::PathBuf;
 use docker_delta::delta::create::{self, CreateOptions};
 use docker_delta::delta::format::{CompressionSpec, PayloadCompression};
 use docker_delta::delta::plan::Method;
-use docker_delta::{Error, ExitCode, ImageReference, OpenOptions, Platform, Result};
+use docker_delta::{Error, ExitCode, ImageReference, Platform, Result};
 
 use super::output::{human_size, print_json};
 use super::progress::Bars;
 
+pub const USAGE: &str = "\
+docker-delta create [OPTIONS] --output <OUTPUT> <NEW> [--base <OLD>]
+       docker-delta create [OPTIONS] --output <OUTPUT> <OLD> <NEW>";
+
 pub const EXAMPLES: &str = "\
+Arguments:
+  NEW alone (or with --base OLD) names the image to ship; OLD NEW names the old image (what
+  the far side has) first. Without an old image the package is a full one: every layer
+  compressed, nothing referenced.
+
 Examples:
   # Delta between two saved images
+  docker-delta create docker-archive:app-2.tar --base docker-archive:app-1.tar -o app-1-to-2.ddelta
+  # The same, old image first
   docker-delta create docker-archive:app-1.tar docker-archive:app-2.tar -o app-1-to-2.ddelta
   # Straight from the daemon, mixing transports
-  docker-delta create docker-daemon:myapp:1 oci:./build:2 -o update.ddelta
+  docker-delta create oci:./build:2 --base docker-daemon:myapp:1 -o update.ddelta
   # No old image: a full, compressed package
   docker-delta create docker-daemon:myapp:2 -o myapp-2-full.ddelta
   # The smallest package, for a slower apply: the new bytes in xz too
-  docker-delta create old.tar new.tar -o x.ddelta --new-bytes-compression xz
+  docker-delta create new.tar --base old.tar -o x.ddelta --new-bytes-compression xz
   # See what would happen
-  docker-delta create old.tar new.tar -o x.ddelta --dry-run";
+  docker-delta create new.tar --base old.tar -o x.ddelta --dry-run";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The old image (what the far side has) and the new image; give only the new image
-    /// for a full package.
-    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "NEW"])]
-    images: Vec<String>,
+    /// NEW, the image to ship; or OLD, the old image, when NEW follows.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// The new image, when the first is OLD (`create OLD NEW`).
+    #[arg(value_name = "NEW")]
+    new: Option<String>,
+    /// The old image the far side has, which the delta is made against (same as OLD in
+    /// `create OLD NEW`); without it, and without OLD, a full package of NEW.
+    #[arg(long, value_name = "OLD")]
+    base: Option<String>,
     /// The package file to write.
     #[arg(short, long)]
     output: PathBuf,
@@ -64,24 +81,29 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
-    let open = OpenOptions {
-        platform: args.platform.clone(),
-        timeouts: Some(timeouts),
-        ..OpenOptions::default()
-    };
-    let (old_ref, new_ref) = match args.images.as_slice() {
-        [new] => (None, ImageReference::parse(new)?),
-        [old, new] => (
-            Some(ImageReference::parse(old)?),
-            ImageReference::parse(new)?,
-        ),
-        _ => {
-            return Err(Error::Other(
-                "give OLD NEW, or NEW alone for a full package".into(),
-            ))
-        }
-    };
+/// The old image (if any) and the new one, from `create NEW [--base OLD]` or
+/// `create OLD NEW`; both forms at once is an error.
+fn images(args: &Args) -> Result<(Option<&str>, &str)> {
+    match (args.new.as_deref(), args.base.as_deref()) {
+        (None, base) => Ok((base, &args.image)),
+        (Some(new), None) => Ok((Some(&args.image), new)),
+        (Some(_), Some(base)) => Err(Error::InvalidOption {
+            option: "--base".into(),
+            reason: format!(
+                "the old image is given twice: as --base {base} and as the first of two \
+                 images ({}); give `create NEW --base OLD` or `create OLD NEW`, not both",
+                args.image
+            ),
+        }),
+    }
+}
+
+pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
+    let quiet = cx.quiet;
+    let open = cx.open_options(args.platform.clone());
+    let (old, new) = images(args)?;
+    let old_ref = old.map(ImageReference::parse).transpose()?;
+    let new_ref = ImageReference::parse(new)?;
     let inputs: Vec<&std::path::Path> = old_ref
         .iter()
         .chain([&new_ref])
@@ -118,8 +140,8 @@ pub fn run(args: &Args, quiet: bool, timeouts: docker_delta::Timeouts) -> Result
         },
         force: args.force,
         dry_run: args.dry_run,
+        max_layer_memory: cx.limits.max_memory,
         progress: &bars,
-        ..CreateOptions::default()
     };
     let report = create::create(old.as_deref(), new.as_ref(), &args.output, &options);
     bars.finish();

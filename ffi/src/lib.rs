@@ -152,6 +152,36 @@ pub extern "C" fn dd_package_format_version_supported() -> u32 {
     docker_delta::delta::format::FORMAT_VERSION
 }
 
+/// What this library reads, writes and carries, as one JSON object, exactly as
+/// `docker-delta --version --json` prints it:
+///
+/// ```json
+/// {"schema_version": 1, "version": "0.1.0",
+///  "package_format": {"reads": [1, 2, 3, 4, 5, 6], "writes": 6},
+///  "codecs": {"zstd": "1.5.7", "xz": "5.8.4", "zlib": "1.3.2", "vcdiff": "...", "bsdiff": "..."}}
+/// ```
+///
+/// The codec versions are asked of the linked libraries. `*json` is owned: release it with
+/// `dd_string_free`.
+///
+/// # Safety
+///
+/// `json` must point to writable storage; `err` must be NULL or point to writable storage.
+#[no_mangle]
+pub unsafe extern "C" fn dd_build_info_json(
+    json: *mut *mut c_char,
+    err: *mut *mut dd_error,
+) -> dd_status {
+    guard(err, || {
+        // SAFETY: caller's contract.
+        let json = unsafe { out_arg(json, "json") }?;
+        let text = to_json(&docker_delta::build_info())?;
+        // SAFETY: checked out-parameter.
+        unsafe { put_string(json, text) };
+        Ok(())
+    })
+}
+
 /// Frees a string returned through a `char **` out-parameter. NULL is ignored.
 ///
 /// # Safety

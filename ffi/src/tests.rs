@@ -496,6 +496,19 @@ fn version_and_status_names() {
 }
 
 #[test]
+fn build_info_is_the_commands_version_json() {
+    let mut json: *mut c_char = null_mut();
+    let status = unsafe { dd_build_info_json(&mut json, null_mut()) };
+    assert_eq!(status, dd_status::Ok);
+    let v: serde_json::Value =
+        serde_json::from_str(unsafe { CStr::from_ptr(json) }.to_str().unwrap()).unwrap();
+    unsafe { dd_string_free(json) };
+    assert_eq!(v, serde_json::to_value(docker_delta::build_info()).unwrap());
+    assert_eq!(v["schema_version"], 1);
+    assert!(v["codecs"]["zstd"].as_str().unwrap().starts_with("1."));
+}
+
+#[test]
 fn every_library_error_maps_to_its_exit_code_status() {
     let e = docker_delta::Error::OutputExists { path: "/x".into() };
     assert_eq!(status_of(&e), dd_status::InvalidInput);

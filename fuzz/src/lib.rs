@@ -33,6 +33,8 @@ pub fn limits() -> Limits {
         max_expansion_ratio: 100,
         expansion_check_after: 1 << 20,
         max_archive_index: 1 << 20,
+        max_json_values: 1 << 16,
+        max_memory: MAX_LAYER_MEMORY,
     }
 }
 

@@ -156,13 +156,19 @@ impl DockerClient {
     /// A `tcp://` endpoint with `DOCKER_TLS_VERIFY` set is refused: TLS is not supported.
     /// The timeouts are [`Timeouts::from_env`].
     pub fn from_env() -> Result<DockerClient> {
+        DockerClient::from_env_with(Timeouts::from_env()?)
+    }
+
+    /// As [`DockerClient::from_env`], with `timeouts` instead of the environment's (whose
+    /// variables are then not read: a caller's options override them).
+    pub fn from_env_with(timeouts: Timeouts) -> Result<DockerClient> {
         let host = std::env::var("DOCKER_HOST").unwrap_or_default();
         let endpoint = if host.trim().is_empty() {
             DEFAULT_ENDPOINT.to_string()
         } else {
             host.trim().to_string()
         };
-        let client = DockerClient::new(&endpoint)?.with_timeouts(Timeouts::from_env()?);
+        let client = DockerClient::new(&endpoint)?.with_timeouts(timeouts);
         let tls = std::env::var("DOCKER_TLS_VERIFY").unwrap_or_default();
         if matches!(client.target, Target::Tcp { .. }) && !tls.is_empty() {
             return Err(Error::DaemonUnavailable {

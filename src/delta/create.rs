@@ -57,12 +57,12 @@ impl Default for CreateOptions<'_> {
 }
 
 /// The default for [`CreateOptions::max_layer_memory`] and `ApplyOptions::max_layer_memory`:
-/// `DOCKER_DELTA_MAX_MEMORY` (bytes) or [`codec::DEFAULT_MAX_MEMORY`] (512 MiB).
+/// [`Limits::max_memory`](crate::transport::Limits::max_memory) of
+/// [`Limits::default`](crate::transport::Limits): the process's limits when set, else
+/// `DOCKER_DELTA_MAX_MEMORY` (a size such as `4G`), else [`codec::DEFAULT_MAX_MEMORY`]
+/// (512 MiB).
 pub fn default_max_layer_memory() -> u64 {
-    std::env::var("DOCKER_DELTA_MAX_MEMORY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(codec::DEFAULT_MAX_MEMORY)
+    crate::transport::Limits::default().max_memory
 }
 
 /// The `create_report` document: what [`create`] did (or, for a dry run, would do).

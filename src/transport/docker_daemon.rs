@@ -20,11 +20,10 @@ use crate::transport::{ImageSource, OpenOptions};
 
 /// A client for the daemon at `DOCKER_HOST`, with the timeouts of `options` if it has any.
 pub(crate) fn client_for(options: &OpenOptions) -> Result<DockerClient> {
-    let client = DockerClient::from_env()?;
-    Ok(match options.timeouts {
-        Some(t) => client.with_timeouts(t),
-        None => client,
-    })
+    match options.timeouts {
+        Some(t) => DockerClient::from_env_with(t),
+        None => DockerClient::from_env(),
+    }
 }
 
 /// Refuses to write more than `max` bytes: the spool of an export, which a daemon could

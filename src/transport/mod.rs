@@ -52,6 +52,14 @@ pub struct Limits {
     /// counts its name and link target plus 96 bytes (`DOCKER_DELTA_MAX_ARCHIVE_INDEX`,
     /// default 64 MiB, some 400 000 members; an image archive has a few per layer).
     pub max_archive_index: u64,
+    /// Most values (array elements, object members) one JSON document from outside may
+    /// hold (`DOCKER_DELTA_MAX_JSON_VALUES`, default 1 048 576; see
+    /// [`max_json_values`](crate::manifest::max_json_values)).
+    pub max_json_values: u64,
+    /// The memory bound of a run, which decides whether a layer can be diffed whole
+    /// (`DOCKER_DELTA_MAX_MEMORY`, default 512 MiB; the default of
+    /// `CreateOptions::max_layer_memory` and `ApplyOptions::max_layer_memory`).
+    pub max_memory: u64,
 }
 
 /// Environment variable for [`Limits::max_json_size`].
@@ -66,18 +74,82 @@ pub const ENV_MAX_ENTRY_SIZE: &str = "DOCKER_DELTA_MAX_ENTRY_SIZE";
 pub const ENV_MAX_EXPANSION_RATIO: &str = "DOCKER_DELTA_MAX_EXPANSION_RATIO";
 /// Environment variable for [`Limits::max_archive_index`].
 pub const ENV_MAX_ARCHIVE_INDEX: &str = "DOCKER_DELTA_MAX_ARCHIVE_INDEX";
+/// Environment variable for [`Limits::max_json_values`].
+pub const ENV_MAX_JSON_VALUES: &str = crate::manifest::ENV_MAX_JSON_VALUES;
+/// Environment variable for [`Limits::max_memory`].
+pub const ENV_MAX_MEMORY: &str = "DOCKER_DELTA_MAX_MEMORY";
+
+impl Limits {
+    /// The built-in limits, whatever the environment says.
+    pub const DEFAULT: Limits = Limits {
+        max_json_size: 64 << 20,
+        max_layers: 1024,
+        max_index_depth: 8,
+        max_entry_size: 64 << 30,
+        max_expansion_ratio: 2000,
+        expansion_check_after: 1 << 30,
+        max_archive_index: 64 << 20,
+        max_json_values: 1 << 20,
+        max_memory: crate::delta::codec::DEFAULT_MAX_MEMORY,
+    };
+
+    /// The built-in limits, each replaced by its environment variable when that is set
+    /// (sizes as [`parse_size`] reads them, counts as whole numbers).
+    ///
+    /// A value that does not parse is refused with [`Error::InvalidOption`] naming the
+    /// variable and the value: programs call this up front (the command line does), so
+    /// that a mistyped limit is an error rather than the default.
+    pub fn from_env() -> Result<Limits> {
+        let d = Limits::DEFAULT;
+        Ok(Limits {
+            max_json_size: env_size(ENV_MAX_JSON_SIZE)?.unwrap_or(d.max_json_size),
+            max_layers: env_count(ENV_MAX_LAYERS)?
+                .map_or(Ok(d.max_layers), |v| count_to_usize(ENV_MAX_LAYERS, v))?,
+            max_index_depth: env_count(ENV_MAX_INDEX_DEPTH)?
+                .map_or(Ok(d.max_index_depth), |v| {
+                    count_to_usize(ENV_MAX_INDEX_DEPTH, v)
+                })?,
+            max_entry_size: env_size(ENV_MAX_ENTRY_SIZE)?.unwrap_or(d.max_entry_size),
+            max_expansion_ratio: env_count(ENV_MAX_EXPANSION_RATIO)?
+                .unwrap_or(d.max_expansion_ratio),
+            expansion_check_after: d.expansion_check_after,
+            max_archive_index: env_size(ENV_MAX_ARCHIVE_INDEX)?.unwrap_or(d.max_archive_index),
+            max_json_values: env_count(ENV_MAX_JSON_VALUES)?.unwrap_or(d.max_json_values),
+            max_memory: env_size(ENV_MAX_MEMORY)?.unwrap_or(d.max_memory),
+        })
+    }
+
+    /// Makes `limits` what [`Limits::default`] returns in this process from now on, for
+    /// the reads that take no [`Limits`] of their own (a package opened with
+    /// [`Package::open`](crate::delta::format::Package::open), the check of a package just
+    /// written, an OCI layout's index). The command line sets it once from its options.
+    pub fn set_process_default(limits: Limits) {
+        let mut guard = PROCESS_LIMITS
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Some(limits);
+    }
+}
+
+/// What [`Limits::set_process_default`] set.
+static PROCESS_LIMITS: std::sync::RwLock<Option<Limits>> = std::sync::RwLock::new(None);
 
 impl Default for Limits {
+    /// The limits set by [`Limits::set_process_default`] if any, else
+    /// [`Limits::from_env`]; a variable that does not parse is logged and its built-in
+    /// value used (call [`Limits::from_env`] first to have it refused instead).
     fn default() -> Self {
-        Limits {
-            max_json_size: env_u64(ENV_MAX_JSON_SIZE).unwrap_or(64 << 20),
-            max_layers: env_u64(ENV_MAX_LAYERS).map_or(1024, |v| v as usize),
-            max_index_depth: env_u64(ENV_MAX_INDEX_DEPTH).map_or(8, |v| v as usize),
-            max_entry_size: env_u64(ENV_MAX_ENTRY_SIZE).unwrap_or(64 << 30),
-            max_expansion_ratio: env_u64(ENV_MAX_EXPANSION_RATIO).unwrap_or(2000),
-            expansion_check_after: 1 << 30,
-            max_archive_index: env_u64(ENV_MAX_ARCHIVE_INDEX).unwrap_or(64 << 20),
+        let set = PROCESS_LIMITS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(l) = set {
+            return l;
         }
+        Limits::from_env().unwrap_or_else(|e| {
+            tracing::warn!("{e}; using the built-in limits");
+            Limits::DEFAULT
+        })
     }
 }
 
@@ -211,8 +283,83 @@ impl<R: Read> Read for ExpansionGuard<R> {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.parse().ok()
+/// The value of the environment variable `name`, `None` when unset or empty; a value
+/// that is not UTF-8 is refused with [`Error::InvalidOption`] naming the variable.
+pub fn env_value(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidOption {
+            option: name.into(),
+            reason: format!("{v:?}: not valid UTF-8"),
+        }),
+    }
+}
+
+/// The size in the environment variable `name` ([`parse_size`]), if set.
+pub fn env_size(name: &str) -> Result<Option<u64>> {
+    env_value(name)?.map(|v| parse_size(name, &v)).transpose()
+}
+
+/// The whole number in the environment variable `name` ([`parse_count`]), if set.
+pub fn env_count(name: &str) -> Result<Option<u64>> {
+    env_value(name)?.map(|v| parse_count(name, &v)).transpose()
+}
+
+fn count_to_usize(option: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::InvalidOption {
+        option: option.into(),
+        reason: format!("{v}: too large for this machine"),
+    })
+}
+
+/// Parses a size in bytes: a whole number, optionally followed by a unit `K`, `M`, `G` or
+/// `T` (any case), with or without `i` and a final `B`: `4G`, `4g`, `4GiB` and `4294967296`
+/// are the same size. Every unit is a power of 1024, as for `docker run --memory` (so `K`
+/// is 1024, not 1000). `option` names where the value came from (the option or the
+/// environment variable) in the [`Error::InvalidOption`] that refuses anything else.
+pub fn parse_size(option: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    let bad = |why: &str| Error::InvalidOption {
+        option: option.into(),
+        reason: format!("{v:?}: {why}"),
+    };
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad(
+            "expected a size in bytes: a whole number, optionally with a unit K, M, G, T \
+             (or Ki, Mi, Gi, Ti; all powers of 1024), e.g. 512M or 4G",
+        ));
+    }
+    let (number, unit) = v.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad("too large"))?;
+    let unit = unit.trim_start();
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "ki" | "kib" => 10,
+        "m" | "mb" | "mi" | "mib" => 20,
+        "g" | "gb" | "gi" | "gib" => 30,
+        "t" | "tb" | "ti" | "tib" => 40,
+        _ => {
+            return Err(bad(
+                "unknown unit; use K, M, G or T (or Ki, Mi, Gi, Ti; all powers of 1024)",
+            ))
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| bad("too large (more than 16 EiB)"))
+}
+
+/// Parses a count (layers, values, threads, a ratio): a whole number, refused with an
+/// [`Error::InvalidOption`] naming `option` when it is anything else.
+pub fn parse_count(option: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    v.parse().map_err(|_| Error::InvalidOption {
+        option: option.into(),
+        reason: format!("{v:?}: expected a whole number"),
+    })
 }
 
 /// How to open an image.
@@ -535,5 +682,60 @@ impl Read for LayerReader<'_> {
         self.diff_hasher.update(&buf[..n]);
         self.uncompressed += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_powers_of_1024() {
+        for (text, want) in [
+            ("0", 0),
+            ("4096", 4096),
+            (" 12 ", 12),
+            ("1K", 1 << 10),
+            ("1k", 1 << 10),
+            ("1KiB", 1 << 10),
+            ("512M", 512 << 20),
+            ("512Mi", 512 << 20),
+            ("512 MiB", 512 << 20),
+            ("4G", 4 << 30),
+            ("4gb", 4 << 30),
+            ("4Gi", 4 << 30),
+            ("2T", 2 << 40),
+            ("2Ti", 2 << 40),
+            ("7B", 7),
+        ] {
+            assert_eq!(parse_size("X", text).unwrap(), want, "{text}");
+        }
+        for bad in [
+            "",
+            "G",
+            "4X",
+            "4 G G",
+            "-1",
+            "1.5G",
+            "4Gx",
+            "99999999999T",
+            "abc",
+        ] {
+            let e = parse_size("DOCKER_DELTA_MAX_MEMORY", bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption { .. }), "{bad}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("DOCKER_DELTA_MAX_MEMORY"), "{msg}");
+            assert!(msg.contains(&format!("{:?}", bad.trim())), "{msg}");
+        }
+    }
+
+    #[test]
+    fn counts_are_whole_numbers() {
+        assert_eq!(parse_count("X", "12").unwrap(), 12);
+        for bad in ["", "abc", "1K", "-3", "2.5"] {
+            let e = parse_count("DOCKER_DELTA_MAX_LAYERS", bad).unwrap_err();
+            assert!(e.to_string().contains("DOCKER_DELTA_MAX_LAYERS"), "{e}");
+        }
     }
 }

@@ -220,18 +220,23 @@ def test_no_daemon_is_missing_dependency(package: Path, old_ref: str, tmp_path: 
 
 def test_remove_temporary_files_removes_what_is_being_written(
         tmp_path: Path, old_ref: str, new_ref: str) -> None:
-    # While the package is being encoded its payload spools exist beside the output;
-    # a program exiting on a signal removes them this way.
+    # While an image is being rebuilt, the output is written to a temporary file beside
+    # its final name; a program exiting on a signal removes it this way. (Spools have no
+    # name on disk, so there is nothing else to remove.)
+    package = tmp_path / "u.ddelta"
+    dd.create(new_ref, package, old=old_ref)
+    out = tmp_path / "out"
+    out.mkdir()
     removed: List[int] = []
 
     def progress(phase: dd.Phase, done: int, total: int) -> bool:
-        if phase == dd.Phase.ENCODE and not removed:
+        if phase == dd.Phase.REBUILD and not removed:
             removed.append(dd.remove_temporary_files())
         return True
 
     try:
-        dd.create(new_ref, tmp_path / "u.ddelta", old=old_ref, progress=progress)
+        dd.apply(package, out / "o.tar", base=old_ref, progress=progress)
     except dd.DeltaError:
         pass  # writing on after the removal may fail; either way nothing is left
     assert removed and removed[0] >= 1, removed
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
