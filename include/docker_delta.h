@@ -661,7 +661,7 @@ dd_status dd_error_code(const dd_error *err);
  * `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
  * `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
  * `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
- * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
+ * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `registry_unavailable`, `unauthorized`, `registry`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
  * `other`), or
  * `invalid_argument`, or `panic`. NULL for a NULL error.
  *

@@ -320,6 +320,43 @@ pub enum Error {
         reason: String,
     },
 
+    /// A registry cannot be reached (no connection, TLS refused, not a registry).
+    #[error("cannot reach registry {registry}: {reason}")]
+    RegistryUnavailable {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// Why, for each address tried.
+        reason: String,
+    },
+
+    /// A registry refused access: wrong or missing credentials.
+    #[error("registry {registry} refused {scope} (HTTP {status}) with credentials from {credentials}; looked in: {}", .searched.join(", "))]
+    Unauthorized {
+        /// The registry.
+        registry: String,
+        /// The access asked for (`repository:NAME:pull`).
+        scope: String,
+        /// 401 or 403.
+        status: u16,
+        /// Where the credentials sent came from (`none` when there were none).
+        credentials: String,
+        /// Every place credentials were looked for, in order.
+        searched: Vec<String>,
+    },
+
+    /// A registry answered with an error.
+    #[error("registry {registry}: {operation} failed (HTTP {status}): {message}")]
+    Registry {
+        /// The registry.
+        registry: String,
+        /// What was asked.
+        operation: String,
+        /// HTTP status code (0 when the connection failed midway).
+        status: u16,
+        /// The registry's message.
+        message: String,
+    },
+
     /// The Docker daemon cannot be reached.
     #[error("cannot reach the Docker daemon at {endpoint}: {reason}")]
     DaemonUnavailable {
@@ -403,12 +440,14 @@ impl Error {
             | LimitExceeded { .. }
             | InvalidOption { .. }
             | OutputExists { .. }
-            | UnsupportedFileType { .. } => ExitCode::InvalidInput,
+            | UnsupportedFileType { .. }
+            | Unauthorized { .. } => ExitCode::InvalidInput,
             DaemonUnavailable { .. }
             | DeflaterMismatch { .. }
             | Timeout { .. }
-            | CredentialHelper { .. } => ExitCode::MissingDependency,
-            Daemon { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
+            | CredentialHelper { .. }
+            | RegistryUnavailable { .. } => ExitCode::MissingDependency,
+            Daemon { .. } | Registry { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
             TagFailed { .. } => ExitCode::TagWarning,
             Io { source, .. } => {
                 if let Some(inner) = source.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
@@ -451,6 +490,9 @@ impl Error {
             UnsupportedFileType { .. } => "unsupported_file_type",
             Timeout { .. } => "timeout",
             CredentialHelper { .. } => "credential_helper",
+            RegistryUnavailable { .. } => "registry_unavailable",
+            Unauthorized { .. } => "unauthorized",
+            Registry { .. } => "registry",
             DaemonUnavailable { .. } => "daemon_unavailable",
             Daemon { .. } => "daemon",
             TagFailed { .. } => "tag_failed",
@@ -566,6 +608,25 @@ impl Error {
                 registry,
                 reason,
             } => json!({"helper": helper, "registry": registry, "reason": reason}),
+            RegistryUnavailable { registry, reason } => {
+                json!({"registry": registry, "reason": reason})
+            }
+            Unauthorized {
+                registry,
+                scope,
+                status,
+                credentials,
+                searched,
+            } => json!({"registry": registry, "scope": scope, "status": status,
+                "credentials": credentials, "searched": searched}),
+            Registry {
+                registry,
+                operation,
+                status,
+                message,
+            } => {
+                json!({"registry": registry, "operation": operation, "status": status, "message": message})
+            }
             Daemon {
                 operation,
                 status,

@@ -82,7 +82,7 @@ fn create_takes_new_with_base_or_old_then_new() {
         let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v.as_object_mut()
             .unwrap()
-            .retain(|k, _| k != "path" && k != "package");
+            .retain(|k, _| k != "package_path");
         v
     };
     assert_eq!(info(&a), info(&b));

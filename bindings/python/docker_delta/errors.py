@@ -92,6 +92,10 @@ class CredentialHelper(MissingDependency):
     ``fields["registry"]`` and ``fields["reason"]`` say which and why."""
 
 
+class RegistryUnavailable(MissingDependency):
+    """A registry cannot be reached; ``fields["registry"]`` and ``fields["reason"]``."""
+
+
 class DeflaterMismatch(MissingDependency):
     """The package ships gzip members to re-deflate, and the library's zlib is not stock
     zlib (zlib-ng, say), which would not re-make them byte for byte."""
@@ -139,9 +143,19 @@ class ImageNotFound(InvalidInput):
     """No image matches the reference (tag, index or platform)."""
 
 
+class Unauthorized(InvalidInput):
+    """A registry refused the credentials (or their absence); ``fields["scope"]``,
+    ``fields["credentials"]`` (where they came from) and ``fields["searched"]``."""
+
+
 class OperationFailed(DeltaError):
     """The operation was valid but failed: the daemon refused a load, a codec failed."""
 
+
+
+class RegistryError(OperationFailed):
+    """A registry answered with an error; ``fields["operation"]``, ``fields["status"]``
+    and ``fields["message"]``."""
 
 class TagFailed(DeltaError):
     """The image was loaded but tagging it failed. ``report`` holds the apply report;
@@ -174,6 +188,9 @@ _BY_KIND: Dict[str, Type[DeltaError]] = {
     "daemon_unavailable": DaemonUnavailable,
     "timeout": Timeout,
     "credential_helper": CredentialHelper,
+    "registry_unavailable": RegistryUnavailable,
+    "unauthorized": Unauthorized,
+    "registry": RegistryError,
     "unsupported_file_type": UnsupportedFileType,
     "deflater_mismatch": DeflaterMismatch,
     "tag_failed": TagFailed,

@@ -1,6 +1,11 @@
 //! Images in OCI registries (`docker://`): the OCI Distribution API spoken by CNCF
 //! distribution, Harbor, GHCR and the others.
 //!
-//! [`auth`] finds a registry's credentials where skopeo and Docker users keep them.
+//! - [`auth`] finds a registry's credentials where skopeo and Docker users keep them;
+//! - [`client`] speaks to one registry: authentication (anonymous, Basic, bearer tokens),
+//!   manifests, and blobs streamed, verified and resumed.
 
 pub mod auth;
+pub mod client;
+
+pub use client::{Registry, RegistryOptions};

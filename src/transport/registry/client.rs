@@ -1,0 +1,817 @@
+//! A client of one registry: the OCI Distribution API v2 over ureq (rustls with `ring`),
+//! with the authentication Docker and skopeo users have (anonymous, Basic, and the
+//! `WWW-Authenticate: Bearer` token flow with tokens cached for their life).
+//!
+//! Redirects (blob storage behind a 307) are followed, but the registry's
+//! `Authorization` is only sent to the registry's own host. Blobs are streamed and
+//! verified as they arrive ([`BlobReader`]); a connection lost midway is resumed with
+//! `Range` from the bytes already hashed, a bounded number of times.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ureq::http::{Response, StatusCode};
+use ureq::Body;
+
+use super::auth::{AuthSources, Credential};
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, Result};
+
+/// The manifest media types asked for, best first: OCI and Docker schema2 manifests and
+/// their indexes (manifest lists).
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Most bytes of a registry's error body or token answer read.
+const SMALL_BODY: u64 = 1024 * 1024;
+
+/// How many times a blob download is resumed after a lost connection.
+pub const BLOB_RETRIES: u32 = 5;
+
+/// How a registry is reached.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Where credentials are found.
+    pub auth: AuthSources,
+    /// Verify TLS (skopeo's `--tls-verify`, default true). When false, HTTPS is tried
+    /// without verification, then plain HTTP, as skopeo does.
+    pub tls_verify: bool,
+    /// A directory of extra CA certificates (`*.crt`), skopeo's `--cert-dir`.
+    pub cert_dir: Option<PathBuf>,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Give up when nothing arrives for this long (a long download that keeps moving is
+    /// never cut).
+    pub idle_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            auth: AuthSources::default(),
+            tls_verify: true,
+            cert_dir: None,
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An authentication challenge (`WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A client of one registry.
+pub struct Registry {
+    /// The registry as named in references (`host[:port]`, `docker.io`).
+    name: String,
+    /// `https://host` or `http://host` (Docker Hub's API host for `docker.io`).
+    base: String,
+    agent: ureq::Agent,
+    auth: AuthSources,
+    challenge: Mutex<Challenge>,
+    /// Bearer tokens by scope, with the instant they stop being used.
+    tokens: Mutex<HashMap<String, (Arc<String>, Instant)>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host to speak to for a registry name.
+fn api_host(name: &str) -> &str {
+    if name == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        name
+    }
+}
+
+impl Registry {
+    /// Connects to the registry `name` (`host[:port]`): finds its scheme (HTTPS; plain HTTP
+    /// too when `tls_verify` is off) and how it wants to be authenticated.
+    pub fn connect(name: &str, options: &RegistryOptions) -> Result<Registry> {
+        let host = api_host(name);
+        let mut tried = Vec::new();
+        let schemes: &[&str] = if options.tls_verify {
+            &["https"]
+        } else {
+            &["https", "http"]
+        };
+        for scheme in schemes {
+            let agent = agent(name, options, *scheme == "https")?;
+            let base = format!("{scheme}://{host}");
+            let url = format!("{base}/v2/");
+            tracing::debug!(registry = name, url = %url, "pinging");
+            match agent.get(&url).call() {
+                Ok(resp) => {
+                    let challenge = challenge_of(&resp, name)?;
+                    tracing::debug!(registry = name, url = %url, status = resp.status().as_u16(), challenge = ?challenge, "registry answered");
+                    return Ok(Registry {
+                        name: name.to_string(),
+                        base,
+                        agent,
+                        auth: options.auth.clone(),
+                        challenge: Mutex::new(challenge),
+                        tokens: Mutex::new(HashMap::new()),
+                    });
+                }
+                Err(e) => tried.push(format!("{url}: {e}")),
+            }
+        }
+        let hint = if options.tls_verify {
+            " (a plain-HTTP registry needs --tls-verify=false)"
+        } else {
+            ""
+        };
+        Err(Error::RegistryUnavailable {
+            registry: name.to_string(),
+            reason: format!("{}{hint}", tried.join("; ")),
+        })
+    }
+
+    /// The registry's name, as in references.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fetches the manifest (or index) `reference` (a tag or a digest) of `repository`:
+    /// its bytes, media type and digest. A digest reference must match the bytes; a
+    /// `Docker-Content-Digest` the registry sends must too.
+    pub fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        max: u64,
+    ) -> Result<(Vec<u8>, Option<String>, Digest)> {
+        let what = format!("{}/{repository}:{reference}", self.name);
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let resp = self.send("GET", &path, repository, &[("Accept", MANIFEST_ACCEPT)])?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::ImageNotFound {
+                path: PathBuf::from(format!("docker://{}/{repository}", self.name)),
+                wanted: reference.to_string(),
+                available: vec![],
+            });
+        }
+        let resp = self.check(resp, &format!("GET manifest {what}"), repository)?;
+        let media_type = header(&resp, "content-type")
+            .map(|m| m.split(';').next().unwrap_or_default().trim().to_string());
+        let sent_digest = header(&resp, "docker-content-digest");
+        let raw = read_bounded(resp, max, &what)?;
+        let digest = Digest::of(&raw);
+        for (claimed, by) in [
+            (Digest::parse(reference).ok(), "the reference"),
+            (
+                sent_digest.and_then(|d| Digest::parse(&d).ok()),
+                "Docker-Content-Digest",
+            ),
+        ] {
+            if let Some(c) = claimed {
+                if c != digest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("manifest {what} (digest from {by})"),
+                        expected: c.to_string(),
+                        found: digest.to_string(),
+                    });
+                }
+            }
+        }
+        Ok((raw, media_type, digest))
+    }
+
+    /// Reads a small blob (a config) whole, verified.
+    pub fn small_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        max: u64,
+    ) -> Result<Vec<u8>> {
+        if size > max {
+            return Err(Error::LimitExceeded {
+                what: format!("blob {digest} in {}/{repository}", self.name),
+                limit: "max JSON document size".into(),
+                max,
+                found: size,
+                option: crate::transport::ENV_MAX_JSON_SIZE.into(),
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        self.blob(repository, digest, size)?
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io(format!("blob {digest} in {}/{repository}", self.name), e))?;
+        Ok(out)
+    }
+
+    /// Opens the blob `digest` (`size` bytes) of `repository` as a stream that verifies
+    /// size and digest at its end and resumes a lost connection with `Range`.
+    pub fn blob(&self, repository: &str, digest: &Digest, size: u64) -> Result<BlobReader<'_>> {
+        let mut r = BlobReader {
+            registry: self,
+            repository: repository.to_string(),
+            digest: digest.clone(),
+            size,
+            body: None,
+            hasher: HashingWriter::new(io::sink()),
+            offset: 0,
+            retries: 0,
+        };
+        r.body = Some(r.request(0)?);
+        Ok(r)
+    }
+
+    /// Sends a request, authenticated as the registry asks: once again with a fresh token
+    /// (or the credentials) when it answers 401.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        repository: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Body>> {
+        let url = format!("{}{path}", self.base);
+        let scope = format!("repository:{repository}:pull");
+        let mut fresh = false;
+        loop {
+            let authorization = self.authorization(&scope, fresh)?;
+            let mut req = ureq::http::Request::builder().method(method).uri(&url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(a) = &authorization {
+                req = req.header("Authorization", a.as_str());
+            }
+            let req = req
+                .body(())
+                .map_err(|e| Error::Other(format!("{url}: {e}")))?;
+            let resp = self
+                .agent
+                .run(req)
+                .map_err(|e| self.unavailable(&url, &e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !fresh {
+                // A new challenge (another realm or scope), or an expired token.
+                let challenge = challenge_of(&resp, &self.name)?;
+                if let Ok(mut c) = self.challenge.lock() {
+                    *c = challenge;
+                }
+                fresh = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// The `Authorization` header for `scope`, per the last challenge.
+    fn authorization(&self, scope: &str, fresh: bool) -> Result<Option<String>> {
+        let challenge = self
+            .challenge
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or(Challenge::None);
+        match challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => {
+                let found = self.auth.find(&self.name, repository_of(scope))?;
+                Ok(match found.credential {
+                    Some(Credential::Basic { username, password }) => Some(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("{username}:{}", password.expose()))
+                    )),
+                    _ => None,
+                })
+            }
+            Challenge::Bearer { realm, service } => {
+                if !fresh {
+                    if let Ok(tokens) = self.tokens.lock() {
+                        if let Some((t, until)) = tokens.get(scope) {
+                            if Instant::now() < *until {
+                                return Ok(Some(format!("Bearer {t}")));
+                            }
+                        }
+                    }
+                }
+                let token = self.token(&realm, service.as_deref(), scope)?;
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// Asks the token service `realm` for a token for `scope`, with the credentials found
+    /// for this registry (anonymously without), and caches it for its life.
+    fn token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<Arc<String>> {
+        let found = self.auth.find(&self.name, repository_of(scope))?;
+        tracing::debug!(registry = %self.name, realm, scope, credentials = ?found.from, "asking for a token");
+        let resp = match &found.credential {
+            Some(Credential::IdentityToken(t)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "docker-delta"),
+                    ("refresh_token", t.expose()),
+                    ("scope", scope),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                self.agent.post(realm).send_form(form)
+            }
+            other => {
+                let mut req = self.agent.get(realm).query("scope", scope);
+                if let Some(s) = service {
+                    req = req.query("service", s);
+                }
+                if let Some(Credential::Basic { username, password }) = other {
+                    req = req.header(
+                        "Authorization",
+                        format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD
+                                .encode(format!("{username}:{}", password.expose()))
+                        ),
+                    );
+                }
+                req.call()
+            }
+        }
+        .map_err(|e| self.unavailable(realm, &e))?;
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(Error::Unauthorized {
+                registry: self.name.clone(),
+                scope: scope.to_string(),
+                status,
+                credentials: found.from.unwrap_or_else(|| "none".into()),
+                searched: found.searched,
+            });
+        }
+        let resp = self.check(resp, &format!("token from {realm}"), repository_of(scope))?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let raw = read_bounded(resp, SMALL_BODY, realm)?;
+        let answer: Answer = serde_json::from_slice(&raw).map_err(|e| Error::InvalidJson {
+            file: format!("token from {realm}"),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::InvalidField {
+                file: format!("token from {realm}"),
+                field: "token".into(),
+                reason: "missing or empty".into(),
+            })?;
+        let token = Arc::new(token);
+        // The distribution spec's default life is 60 s; renew a little early.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(60));
+        let until = Instant::now() + life - Duration::from_secs(10);
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(scope.to_string(), (token.clone(), until));
+        }
+        Ok(token)
+    }
+
+    /// Turns an error status into an error naming the registry and what was asked.
+    fn check(
+        &self,
+        resp: Response<Body>,
+        operation: &str,
+        repository: &str,
+    ) -> Result<Response<Body>> {
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        if status == 401 || status == 403 {
+            let found = self.auth.find(&self.name, repository)?;
+            return Err(Error::Unauthorized {
+                registry: self.name.clone(),
+                scope: format!("repository:{repository}:pull"),
+                status,
+                credentials: found.from.unwrap_or_else(|| "none".into()),
+                searched: found.searched,
+            });
+        }
+        let body = read_bounded(resp, 64 * 1024, operation).unwrap_or_default();
+        Err(Error::Registry {
+            registry: self.name.clone(),
+            operation: operation.to_string(),
+            status,
+            message: error_message(&body),
+        })
+    }
+
+    fn unavailable(&self, url: &str, e: &ureq::Error) -> Error {
+        match e {
+            ureq::Error::Timeout(t) => Error::Timeout {
+                endpoint: url.to_string(),
+                operation: format!("{t:?}"),
+                seconds: 0,
+                option: "the registry timeouts".into(),
+            },
+            e => Error::RegistryUnavailable {
+                registry: self.name.clone(),
+                reason: format!("{url}: {e}"),
+            },
+        }
+    }
+}
+
+/// The repository of a `repository:NAME:ACTIONS` scope.
+fn repository_of(scope: &str) -> &str {
+    scope
+        .strip_prefix("repository:")
+        .and_then(|s| s.rsplit_once(':').map(|(r, _)| r))
+        .unwrap_or(scope)
+}
+
+/// The agent for one registry: no automatic error statuses, redirects followed with
+/// `Authorization` kept to the same host, the TLS roots the options ask for.
+fn agent(name: &str, options: &RegistryOptions, https: bool) -> Result<ureq::Agent> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if https {
+        if !options.tls_verify {
+            tls = tls.disable_verification(true);
+        } else {
+            let mut roots = Vec::new();
+            for file in [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ] {
+                if let Ok(pem) = std::fs::read(file) {
+                    roots.extend(certificates(&pem));
+                    break;
+                }
+            }
+            if let Some(dir) = &options.cert_dir {
+                let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    if p.extension().is_some_and(|x| x == "crt") {
+                        let pem = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                        roots.extend(certificates(&pem));
+                    }
+                }
+            }
+            if roots.is_empty() {
+                tracing::debug!(
+                    registry = name,
+                    "no system CA bundle found; using the built-in roots"
+                );
+            } else {
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+            }
+        }
+    }
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+        .max_redirects(5)
+        .user_agent(format!("docker-delta/{}", crate::VERSION))
+        .timeout_connect(Some(options.connect_timeout))
+        .timeout_per_read(Some(options.idle_timeout))
+        .timeout_per_write(Some(options.idle_timeout))
+        .tls_config(tls.build())
+        .build();
+    Ok(config.into())
+}
+
+/// The certificates of a PEM bundle (other items are skipped).
+fn certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Reads a body of at most `max` bytes.
+fn read_bounded(resp: Response<Body>, max: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let n = resp
+        .into_body()
+        .into_reader()
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(what, e))?;
+    if n as u64 > max {
+        return Err(Error::LimitExceeded {
+            what: what.to_string(),
+            limit: "max JSON document size".into(),
+            max,
+            found: n as u64,
+            option: crate::transport::ENV_MAX_JSON_SIZE.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The message of a distribution error body (`{"errors":[{"code","message"}]}`), else
+/// its first line.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|i| format!("{}: {}", i.code, i.message))
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// Parses a `WWW-Authenticate` answer to `GET /v2/`.
+fn challenge_of(resp: &Response<Body>, name: &str) -> Result<Challenge> {
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        return Ok(Challenge::None);
+    }
+    let Some(value) = header(resp, "www-authenticate") else {
+        return Err(Error::Registry {
+            registry: name.to_string(),
+            operation: "GET /v2/".into(),
+            status: 401,
+            message: "refused with no WWW-Authenticate challenge".into(),
+        });
+    };
+    parse_challenge(&value).ok_or_else(|| Error::Registry {
+        registry: name.to_string(),
+        operation: "GET /v2/".into(),
+        status: 401,
+        message: format!("an authentication challenge this client does not speak: {value}"),
+    })
+}
+
+/// `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
+fn parse_challenge(value: &str) -> Option<Challenge> {
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    let params = parse_params(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => Some(Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+        }),
+        _ => None,
+    }
+}
+
+/// `key="value", key=value` pairs (quoted strings may hold commas and `\"`).
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                value.push(*c);
+                chars.next();
+            }
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    out
+}
+
+/// A blob being downloaded: verified at its end, resumed after a lost connection.
+pub struct BlobReader<'a> {
+    registry: &'a Registry,
+    repository: String,
+    digest: Digest,
+    size: u64,
+    body: Option<ureq::BodyReader<'static>>,
+    hasher: HashingWriter<io::Sink>,
+    offset: u64,
+    retries: u32,
+}
+
+impl BlobReader<'_> {
+    fn what(&self) -> String {
+        format!(
+            "blob {} in {}/{}",
+            self.digest,
+            self.registry.name(),
+            self.repository
+        )
+    }
+
+    /// Starts (or resumes at `offset`) the download.
+    fn request(&self, offset: u64) -> Result<ureq::BodyReader<'static>> {
+        let path = format!("/v2/{}/blobs/{}", self.repository, self.digest);
+        let range = format!("bytes={offset}-");
+        let headers: &[(&str, &str)] = if offset > 0 {
+            &[("Range", range.as_str())]
+        } else {
+            &[]
+        };
+        let resp = self
+            .registry
+            .send("GET", &path, &self.repository, headers)?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::MissingFile {
+                container: PathBuf::from(format!(
+                    "docker://{}/{}",
+                    self.registry.name(),
+                    self.repository
+                )),
+                what: "blob".into(),
+                name: self.digest.to_string(),
+            });
+        }
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let resp = self
+            .registry
+            .check(resp, &format!("GET {}", self.what()), &self.repository)?;
+        let mut body = resp.into_body().into_reader();
+        if offset > 0 && !partial {
+            // The server ignored Range: skip what was already read.
+            io::copy(&mut (&mut body).take(offset), &mut io::sink())
+                .map_err(|e| Error::io(self.what(), e))?;
+        }
+        Ok(body)
+    }
+
+    fn fail(&self, e: Error) -> io::Error {
+        e.into_io()
+    }
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                return Ok(0);
+            };
+            match body.read(buf) {
+                Ok(0) => {
+                    self.body = None;
+                    if self.offset != self.size {
+                        return Err(self.fail(Error::SizeMismatch {
+                            what: self.what(),
+                            expected: self.size,
+                            found: self.offset,
+                        }));
+                    }
+                    let hasher =
+                        std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
+                    let (found, _, _) = hasher.finish();
+                    if found != self.digest {
+                        return Err(self.fail(Error::DigestMismatch {
+                            what: self.what(),
+                            expected: self.digest.to_string(),
+                            found: found.to_string(),
+                        }));
+                    }
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    if self.offset + n as u64 > self.size {
+                        return Err(self.fail(Error::SizeMismatch {
+                            what: self.what(),
+                            expected: self.size,
+                            found: self.offset + n as u64,
+                        }));
+                    }
+                    io::Write::write_all(&mut self.hasher, &buf[..n])?;
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.retries >= BLOB_RETRIES {
+                        return Err(self.fail(Error::Registry {
+                            registry: self.registry.name().to_string(),
+                            operation: format!("GET {}", self.what()),
+                            status: 0,
+                            message: format!(
+                                "the connection failed {} times, the last at byte {} of {}: {e}",
+                                self.retries + 1,
+                                self.offset,
+                                self.size
+                            ),
+                        }));
+                    }
+                    self.retries += 1;
+                    tracing::info!(blob = %self.digest, offset = self.offset, attempt = self.retries, error = %e, "resuming a blob download");
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(self.retries)));
+                    self.body = Some(self.request(self.offset).map_err(|e| self.fail(e))?);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_parsed_as_registries_send_them() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="docker-delta-test""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(r#"bearer realm="http://h/t?a=1,b=2", service=svc"#),
+            Some(Challenge::Bearer {
+                realm: "http://h/t?a=1,b=2".into(),
+                service: Some("svc".into()),
+            })
+        );
+        assert_eq!(parse_challenge("Bearer service=x"), None, "no realm");
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(repository_of("repository:a/b:pull"), "a/b");
+        assert_eq!(
+            error_message(
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+            ),
+            "MANIFEST_UNKNOWN: manifest unknown"
+        );
+    }
+}
