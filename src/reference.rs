@@ -38,6 +38,8 @@ pub enum Transport {
     OciArchive,
     /// An image in a Docker daemon, through the Engine API.
     DockerDaemon,
+    /// An image in a registry, through the OCI Distribution API.
+    Docker,
 }
 
 impl Transport {
@@ -48,15 +50,17 @@ impl Transport {
             Transport::Oci => "oci",
             Transport::OciArchive => "oci-archive",
             Transport::DockerDaemon => "docker-daemon",
+            Transport::Docker => "docker",
         }
     }
 
     /// All transports, in the order they are documented.
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 5] = [
         Transport::DockerArchive,
         Transport::Oci,
         Transport::OciArchive,
         Transport::DockerDaemon,
+        Transport::Docker,
     ];
 }
 
@@ -104,6 +108,18 @@ pub enum ImageReference {
         /// The image name or ID.
         name: String,
     },
+    /// `docker://[HOST[:PORT]/]NAME[:TAG][@DIGEST]`, with Docker's defaults
+    /// (`docker://alpine` is `docker.io/library/alpine:latest`).
+    Docker {
+        /// The registry (`host[:port]`; `docker.io` for Docker Hub).
+        registry: String,
+        /// The repository in it (`library/alpine`).
+        repository: String,
+        /// The tag, if given (`latest` when neither a tag nor a digest is).
+        tag: Option<String>,
+        /// The manifest digest, if given (it wins over the tag).
+        digest: Option<crate::digest::Digest>,
+    },
 }
 
 impl ImageReference {
@@ -122,7 +138,13 @@ impl ImageReference {
                 "oci" => Some(Transport::Oci),
                 "oci-archive" => Some(Transport::OciArchive),
                 "docker-daemon" => Some(Transport::DockerDaemon),
-                "docker" | "dir" | "containers-storage" | "ostree" | "sif" | "tarball" => {
+                "docker" => {
+                    let name = rest.strip_prefix("//").ok_or_else(|| {
+                        invalid("a registry reference is docker://[HOST/]NAME[:TAG|@DIGEST]")
+                    })?;
+                    return parse_docker(input, name);
+                }
+                "dir" | "containers-storage" | "ostree" | "sif" | "tarball" => {
                     return Err(invalid(&format!(
                         "the {prefix:?} transport is not supported; use one of docker-archive:, oci:, oci-archive:, docker-daemon:"
                     )))
@@ -218,6 +240,7 @@ impl ImageReference {
                 };
                 ImageReference::DockerArchive { path, selector }
             }
+            Transport::Docker => return Err("docker: is written docker://[HOST/]NAME".into()),
             Transport::Oci | Transport::OciArchive | Transport::DockerDaemon => {
                 let name = match tail {
                     None => None,
@@ -272,6 +295,7 @@ impl ImageReference {
             ImageReference::Oci { .. } => Transport::Oci,
             ImageReference::OciArchive { .. } => Transport::OciArchive,
             ImageReference::DockerDaemon { .. } => Transport::DockerDaemon,
+            ImageReference::Docker { .. } => Transport::Docker,
         }
     }
 
@@ -281,7 +305,7 @@ impl ImageReference {
             ImageReference::DockerArchive { path, .. }
             | ImageReference::Oci { path, .. }
             | ImageReference::OciArchive { path, .. } => Some(path),
-            ImageReference::DockerDaemon { .. } => None,
+            ImageReference::DockerDaemon { .. } | ImageReference::Docker { .. } => None,
         }
     }
 }
@@ -313,8 +337,80 @@ impl fmt::Display for ImageReference {
                 }
             }
             ImageReference::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
+            ImageReference::Docker {
+                registry,
+                repository,
+                tag,
+                digest,
+            } => {
+                write!(f, "docker://{registry}/{repository}")?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                if let Some(d) = digest {
+                    write!(f, "@{d}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// Parses the part after `docker://` with Docker's defaults: a first component with a
+/// `.` or `:`, or `localhost`, names the registry, else Docker Hub (`docker.io`, where a
+/// one-component name is in `library/`). Names and tags are checked as Docker checks them.
+fn parse_docker(input: &str, name: &str) -> Result<ImageReference> {
+    let invalid = |reason: String| Error::InvalidReference {
+        input: input.to_string(),
+        reason,
+    };
+    let (name, digest) = match name.split_once('@') {
+        Some((n, d)) => (
+            n,
+            Some(
+                crate::digest::Digest::parse(d)
+                    .map_err(|e| invalid(format!("bad digest after @: {e}")))?,
+            ),
+        ),
+        None => (name, None),
+    };
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (repo, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    // Validated as Docker validates a name and tag.
+    crate::daemon::ImageName::new(repo, tag.unwrap_or("latest"))?;
+    let (registry, repository) = match repo.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), rest.to_string())
+        }
+        _ => ("docker.io".to_string(), repo.to_string()),
+    };
+    let registry = match registry.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => registry,
+    };
+    let repository = if registry == "docker.io" && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository
+    };
+    if repository.is_empty() {
+        return Err(invalid("no repository after the registry".into()));
+    }
+    Ok(ImageReference::Docker {
+        registry,
+        repository,
+        tag: match (tag, &digest) {
+            (Some(t), _) => Some(t.to_string()),
+            (None, Some(_)) => None,
+            (None, None) => Some("latest".to_string()),
+        },
+        digest,
+    })
 }
 
 /// Splits `PATH[:rest]` at the first unescaped colon, unescaping the path.
@@ -597,7 +693,9 @@ mod tests {
     fn errors_say_why() {
         let cases = [
             ("", "empty reference"),
-            ("docker://alpine", "not supported"),
+            ("docker:alpine", "docker://[HOST/]NAME"),
+            ("docker://Alpine", "lowercase"),
+            ("docker://alpine@sha256:00", "digest"),
             ("docker-archive:", "needs a path"),
             ("docker-archive:x.tar:@one", "invalid image index"),
             ("docker-archive:x.tar:a@sha256:00", "not by digest"),

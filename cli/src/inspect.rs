@@ -1,6 +1,6 @@
 //! `docker-delta inspect`.
 
-use docker_delta::{ExitCode, ImageReference, OpenOptions, Platform, Result};
+use docker_delta::{ExitCode, ImageReference, Platform, Result};
 
 use super::output::{human_size, print_json};
 
@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long)]
     platform: Option<Platform>,
     /// Read every layer and check it against its diff_id and digest (the default for
-    /// local sources: files, layouts, the daemon). The output says whether layers were
-    /// verified.
+    /// local sources: files, layouts, the daemon; for a registry, where it downloads every
+    /// layer, only when asked). The output says whether layers were verified.
     #[arg(long, overrides_with = "no_verify")]
     verify: bool,
     /// Do not read the layers: faster, but compressed layers' uncompressed sizes (and some
@@ -32,18 +32,16 @@ pub struct Args {
     no_verify: bool,
 }
 
-pub fn run(args: &Args, timeouts: docker_delta::Timeouts) -> Result<ExitCode> {
+pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
     let reference = ImageReference::parse(&args.reference)?;
-    let options = OpenOptions {
-        platform: args.platform.clone(),
-        timeouts: Some(timeouts),
-        ..OpenOptions::default()
-    };
+    let options = cx.open_options(args.platform.clone());
     let source = docker_delta::open(&reference, &options)?;
-    let checks = if args.no_verify {
-        None
-    } else {
+    let remote = matches!(reference, ImageReference::Docker { .. });
+    let verify = args.verify || (!args.no_verify && !remote);
+    let checks = if verify {
         Some(source.verify_layers()?)
+    } else {
+        None
     };
     let report = source.image().report(checks.as_deref());
     if args.json {

@@ -81,9 +81,35 @@ pub struct Cli {
           env = docker_delta::timeouts::ENV_CONNECT_TIMEOUT, help_heading = "Settings")]
     daemon_connect_timeout: Option<Checked<u64>>,
     #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How registries (`docker://` images) are reached, as skopeo's flags: they apply to every
+/// registry the command touches.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Registries (docker://)")]
+struct RegistryArgs {
+    /// Credentials for the registries, USER:PASSWORD (else they are looked up in
+    /// --authfile, or $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json and $DOCKER_CONFIG/config.json, with their
+    /// credential helpers)
+    #[arg(long, global = true, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+    /// The only auth file to read credentials from [env: REGISTRY_AUTH_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    authfile: Option<std::path::PathBuf>,
+    /// Verify the registries' TLS certificates; false also allows plain HTTP (which
+    /// a registry on 127.0.0.1 usually speaks)
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true,
+          action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    /// A directory of CA certificates (*.crt) trusted besides the system's
+    #[arg(long, global = true, value_name = "DIR")]
+    cert_dir: Option<std::path::PathBuf>,
 }
 
 /// The safety limits and the memory bound (see README, Limits). Sizes are whole bytes or
@@ -288,6 +314,8 @@ pub struct Context {
     pub timeouts: docker_delta::Timeouts,
     /// The limits, also made the process's default.
     pub limits: limits::Limits,
+    /// How registries are reached.
+    pub registry: docker_delta::transport::registry::RegistryOptions,
 }
 
 impl Context {
@@ -300,6 +328,7 @@ impl Context {
             platform,
             limits: self.limits.clone(),
             timeouts: Some(self.timeouts),
+            registry: self.registry.clone(),
         }
     }
 }
@@ -392,7 +421,7 @@ pub fn run() -> i32 {
         Command::Apply(args) => apply::run(args, &cx),
         Command::Info(args) => info::info(args),
         Command::List(args) => info::list(args),
-        Command::Inspect(args) => inspect::run(args, cx.timeouts),
+        Command::Inspect(args) => inspect::run(args, &cx),
         Command::Completion { shell } => completion(*shell),
         Command::Man { dir } => man_pages(dir),
     };
@@ -416,10 +445,21 @@ fn settings(cli: &Cli) -> docker_delta::Result<Context> {
     if let Some(n) = threads {
         docker_delta::threads::set(n);
     }
+    let r = &cli.registry;
+    let registry = docker_delta::transport::registry::RegistryOptions {
+        auth: docker_delta::transport::registry::auth::AuthSources::from_env(
+            r.creds.as_deref(),
+            r.authfile.as_deref(),
+        )?,
+        tls_verify: r.tls_verify,
+        cert_dir: r.cert_dir.clone(),
+        ..Default::default()
+    };
     Ok(Context {
         quiet: cli.quiet,
         timeouts,
         limits,
+        registry,
     })
 }
 

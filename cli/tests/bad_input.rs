@@ -173,6 +173,7 @@ fn check(w: &World, case: &Case) {
             platform: None,
             limits: case.limits.clone(),
             timeouts: None,
+            ..Default::default()
         };
         let base = open(&ImageReference::parse(&case.base)?, &options)?;
         apply(&p, Some(base.as_ref()), &dest, &ApplyOptions::default())?;

@@ -98,6 +98,8 @@ fn reference() -> impl Strategy<Value = ImageReference> {
     let path = "[a-z0-9 :\\\\._-]{1,12}(/[a-z0-9 :\\\\._-]{1,8}){0,2}"
         .prop_map(|p| PathBuf::from(format!("/nonexistent-dd-prop/{p}")));
     let name = "[a-zA-Z0-9][a-zA-Z0-9:._/-]{0,15}";
+    // What the OCI image spec allows as a ref name.
+    let ref_name = "[a-zA-Z0-9]{1,4}(([-._:@+]|--)[a-zA-Z0-9]{1,4}){0,3}(/[a-zA-Z0-9]{1,4}){0,2}";
     prop_oneof![
         (path.clone(), prop::option::of(name)).prop_map(|(path, n)| {
             ImageReference::DockerArchive {
@@ -109,11 +111,25 @@ fn reference() -> impl Strategy<Value = ImageReference> {
             path,
             selector: Some(ArchiveSelector::Index(i)),
         }),
-        (path.clone(), prop::option::of("[^\\x00]{1,12}"))
+        (path.clone(), prop::option::of(ref_name))
             .prop_map(|(path, name)| ImageReference::Oci { path, name }),
-        (path, prop::option::of(name))
+        (path, prop::option::of(ref_name))
             .prop_map(|(path, name)| ImageReference::OciArchive { path, name }),
         name.prop_map(|name| ImageReference::DockerDaemon { name }),
+        (
+            "[a-z0-9]{1,8}\\.[a-z]{2,3}(:[0-9]{2,5})?",
+            "[a-z0-9]{1,6}(/[a-z0-9]{1,6}){0,2}",
+            "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,10}",
+            prop::option::of("[0-9a-f]{64}"),
+        )
+            .prop_map(
+                |(registry, repository, tag, digest)| ImageReference::Docker {
+                    registry,
+                    repository,
+                    tag: Some(tag),
+                    digest: digest.map(|d| docker_delta::digest::Digest::from_hex(&d).unwrap()),
+                }
+            ),
     ]
 }
 

@@ -433,3 +433,120 @@ impl Drop for Issuer {
         let _ = TcpStream::connect(&self.addr);
     }
 }
+
+/// The command with `docker://` on both sides: `create` from the registry, `apply` with
+/// the base from the registry, the archive loaded into Docker 26 (when its engine is set
+/// up) under the new image's ID; `inspect` reads manifest and config only unless
+/// `--verify`; a platform the index lacks and plain HTTP without `--tls-verify=false`
+/// are refused with their exit codes.
+#[test]
+fn create_and_apply_read_images_from_a_registry() {
+    let (Some(env), Some(want)) = (env(), new_image_id()) else {
+        return;
+    };
+    let r = &env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"];
+    let d = tempfile::tempdir().unwrap();
+    let dd = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let old = format!("docker://{r}/fixtures/app:1");
+    let new = format!("docker://{r}/fixtures/app:2");
+    let pkg = d.path().join("p.ddelta");
+    let out = d.path().join("out.tar");
+    let o = dd(&["create", &new, "--base", &old, "-o", pkg.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "plain HTTP needs --tls-verify=false"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-verify=false"));
+    ok(&dd(&[
+        "create",
+        "--tls-verify=false",
+        &new,
+        "--base",
+        &old,
+        "-o",
+        pkg.to_str().unwrap(),
+    ]));
+    ok(&dd(&[
+        "apply",
+        "--tls-verify=false",
+        pkg.to_str().unwrap(),
+        "--base",
+        &old,
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&dd(&["inspect", "--json", out.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(report["image_id"], want.to_string());
+    if let Ok(host) = std::env::var("DOCKER_DELTA_TEST_DOCKER26") {
+        let cli =
+            std::env::var("DOCKER_DELTA_TEST_DOCKER26_CLI").unwrap_or_else(|_| "docker".into());
+        let o = std::process::Command::new(&cli)
+            .args(["-H", &host, "load", "-i", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        ok(&o);
+        let o = std::process::Command::new(&cli)
+            .args([
+                "-H",
+                &host,
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "dd-test/app:2",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.to_string());
+    }
+    // inspect: manifest and config only, unless asked.
+    let o = dd(&["inspect", "--tls-verify=false", "--json", &new]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["layers_verified"], false, "{v}");
+    assert_eq!(v["image_id"], want.to_string());
+    let o = dd(&["inspect", "--tls-verify=false", "--verify", "--json", &new]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["layers_verified"], true, "{v}");
+    // An index: the platform asked for, or a refusal naming what it has.
+    let multi = format!("docker://{r}/fixtures/multi:2");
+    ok(&dd(&[
+        "inspect",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &multi,
+    ]));
+    let o = dd(&[
+        "inspect",
+        "--tls-verify=false",
+        "--platform",
+        "linux/s390x",
+        &multi,
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("linux/arm64"));
+    // A tag the registry lacks.
+    let o = dd(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{r}/fixtures/app:nope"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

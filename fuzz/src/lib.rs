@@ -359,6 +359,7 @@ fn read_image(reference: ImageReference, platform: Option<docker_delta::Platform
         platform,
         limits: limits(),
         timeouts: None,
+        ..Default::default()
     };
     let Ok(src) = docker_delta::open(&reference, &options) else {
         return;

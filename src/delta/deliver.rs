@@ -125,8 +125,7 @@ pub fn open_base(
             let recorded = package.header.base.as_ref().map(|b| b.platform.clone());
             let options = OpenOptions {
                 platform: options.platform.clone().or(recorded),
-                limits: options.limits.clone(),
-                timeouts: options.timeouts,
+                ..options.clone()
             };
             crate::transport::open(&reference, &options).map(Some)
         }

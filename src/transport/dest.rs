@@ -396,6 +396,12 @@ impl ImageWriter {
                     "{dest}: write to a file (docker-archive:, oci:, oci-archive:) or use --load"
                 )))
             }
+            ImageReference::Docker { .. } => {
+                return Err(Error::Other(format!(
+                    "{dest}: images are read from registries, not written to them; write to \
+                     a file (docker-archive:, oci:, oci-archive:) or use --load"
+                )))
+            }
         };
         let parent = output_dir(path)?;
         match kind {

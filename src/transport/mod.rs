@@ -372,6 +372,8 @@ pub struct OpenOptions {
     /// Timeouts of the conversations with a daemon (`docker-daemon:` images); `None`:
     /// [`Timeouts::from_env`](crate::Timeouts::from_env).
     pub timeouts: Option<crate::Timeouts>,
+    /// How registries (`docker://` images) are reached: credentials, TLS.
+    pub registry: registry::RegistryOptions,
 }
 
 /// A readable image.
@@ -500,6 +502,9 @@ pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<Box<dyn
         ImageReference::DockerDaemon { .. } => Ok(Box::new(docker_daemon::DockerDaemon::open(
             reference, options,
         )?)),
+        ImageReference::Docker { .. } => {
+            Ok(Box::new(registry::RegistryImage::open(reference, options)?))
+        }
     }
 }
 

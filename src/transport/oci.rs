@@ -220,7 +220,8 @@ impl ImageSource for OciLayout {
 }
 
 /// What a layer media type says about compression (verified against the content when read).
-fn compression_of(media_type: Option<&str>) -> Compression {
+/// A layer blob's compression from its media type (none when it names none).
+pub(crate) fn compression_of(media_type: Option<&str>) -> Compression {
     match media_type {
         Some(m) if m.ends_with("+gzip") || m.ends_with(".tar.gzip") || m.ends_with("tar.gzip") => {
             Compression::Gzip

@@ -28,6 +28,7 @@ pub fn open_archive_with(
             platform: None,
             limits,
             timeouts: None,
+            ..Default::default()
         },
     )
     .unwrap()

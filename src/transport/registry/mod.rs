@@ -3,9 +3,12 @@
 //!
 //! - [`auth`] finds a registry's credentials where skopeo and Docker users keep them;
 //! - [`client`] speaks to one registry: authentication (anonymous, Basic, bearer tokens),
-//!   manifests, and blobs streamed, verified and resumed.
+//!   manifests, and blobs streamed, verified and resumed;
+//! - [`source`] reads an image: manifest and config at open, layers when read.
 
 pub mod auth;
 pub mod client;
+pub mod source;
 
 pub use client::{Registry, RegistryOptions};
+pub use source::RegistryImage;

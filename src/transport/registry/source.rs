@@ -1,0 +1,196 @@
+//! Reading an image from a registry: the manifest (through an index for the wanted
+//! platform) and the config at open, layers only when they are read.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use super::client::Registry;
+use crate::compression::Compression;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Image, Layer};
+use crate::manifest::{ConfigView, Descriptor, Document};
+use crate::platform::Platform;
+use crate::reference::ImageReference;
+use crate::transport::{ImageSource, Limits, OpenOptions};
+
+/// An image in a registry.
+#[derive(Debug)]
+pub struct RegistryImage {
+    registry: Registry,
+    repository: String,
+    image: Image,
+    limits: Limits,
+    /// The digest of what the reference named (an index for a multi-platform image).
+    top: Digest,
+}
+
+impl RegistryImage {
+    /// Opens `reference` (a `docker://` reference): reads its manifest, choosing the
+    /// platform from an index, and its config. No layer is downloaded.
+    pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<RegistryImage> {
+        let ImageReference::Docker {
+            registry,
+            repository,
+            tag,
+            digest,
+        } = reference
+        else {
+            return Err(Error::Other(format!(
+                "{reference}: not a registry reference"
+            )));
+        };
+        let limits = &options.limits;
+        let client = Registry::connect(registry, &options.registry)?;
+        let wanted = match (digest, tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        let (mut raw, _, top) = client.manifest(repository, &wanted, limits.max_json_size)?;
+        let mut name = format!("{reference}");
+        let mut kinds = Vec::new();
+        let manifest = loop {
+            match Document::parse(&raw, &name)? {
+                Document::Manifest(m) => break m,
+                Document::Index(i) => {
+                    kinds.push(i.kind);
+                    if kinds.len() > limits.max_index_depth {
+                        return Err(Error::LimitExceeded {
+                            what: name,
+                            limit: "max index nesting depth".into(),
+                            max: limits.max_index_depth as u64,
+                            found: kinds.len() as u64,
+                            option: crate::transport::ENV_MAX_INDEX_DEPTH.into(),
+                        });
+                    }
+                    let entry = choose(&i.manifests, options.platform.as_ref(), &name)?;
+                    tracing::debug!(image = %reference, manifest = %entry.digest, "chose from the index");
+                    let (next, _, _) = client.manifest(
+                        repository,
+                        &entry.digest.to_string(),
+                        limits.max_json_size,
+                    )?;
+                    raw = next;
+                    name = format!("{reference} ({})", entry.digest);
+                }
+                Document::Archive(_) => {
+                    return Err(Error::UnsupportedManifest {
+                        file: name,
+                        found: "a docker-archive manifest.json".into(),
+                    })
+                }
+            }
+        };
+        let config = client.small_blob(
+            repository,
+            &manifest.config.digest,
+            manifest.config.size,
+            limits.max_json_size,
+        )?;
+        let config_digest = manifest.config.digest.clone();
+        let view = ConfigView::parse(&config, &format!("{reference} config {config_digest}"))?;
+        limits.check_layers(&name, manifest.layers.len(), view.diff_ids.len())?;
+        let layers = manifest
+            .layers
+            .iter()
+            .zip(&view.diff_ids)
+            .enumerate()
+            .map(|(index, (desc, diff_id))| {
+                let compression = crate::transport::oci::compression_of(desc.media_type.as_deref());
+                Layer {
+                    index,
+                    diff_id: diff_id.clone(),
+                    digest: Some(desc.digest.clone()),
+                    media_type: desc
+                        .media_type
+                        .clone()
+                        .unwrap_or_else(|| compression.oci_layer_media_type().to_string()),
+                    size: desc.size,
+                    compression,
+                    uncompressed_size: (compression == Compression::None).then_some(desc.size),
+                    location: format!("blob {}", desc.digest),
+                }
+            })
+            .collect();
+        let repo_tags = tag
+            .iter()
+            .map(|t| format!("{registry}/{repository}:{t}"))
+            .collect();
+        let image = Image {
+            reference: reference.clone(),
+            transport: reference.transport(),
+            manifest_kind: manifest.kind,
+            index_kinds: kinds,
+            manifest: Some(raw),
+            config,
+            config_digest,
+            repo_tags,
+            platform: view.platform,
+            layers,
+        };
+        Ok(RegistryImage {
+            registry: client,
+            repository: repository.clone(),
+            image,
+            limits: limits.clone(),
+            top,
+        })
+    }
+
+    /// The digest of what the reference named: the manifest, or the index of a
+    /// multi-platform image.
+    pub fn top_digest(&self) -> &Digest {
+        &self.top
+    }
+}
+
+impl ImageSource for RegistryImage {
+    fn image(&self) -> &Image {
+        &self.image
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits.clone()
+    }
+
+    fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+        let layer = self.layer(index)?;
+        let digest = layer.digest.clone().ok_or_else(|| {
+            Error::Other(format!(
+                "{}: layer {index} has no digest",
+                self.image.reference
+            ))
+        })?;
+        Ok(Box::new(self.registry.blob(
+            &self.repository,
+            &digest,
+            layer.size,
+        )?))
+    }
+}
+
+/// The index entry for `wanted` (else the host's) platform.
+fn choose<'a>(
+    entries: &'a [Descriptor],
+    wanted: Option<&Platform>,
+    file: &str,
+) -> Result<&'a Descriptor> {
+    if let [one] = entries {
+        if one.platform.is_none() {
+            return Ok(one);
+        }
+    }
+    let wanted = wanted.cloned().unwrap_or_else(Platform::host);
+    entries
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+        .ok_or_else(|| Error::ImageNotFound {
+            path: PathBuf::from(file),
+            wanted: format!("platform {wanted}"),
+            available: entries
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
+                .collect(),
+        })
+}
