@@ -8,16 +8,17 @@
 //!   in the Docker daemon by the image ID it records.
 //! - [`open_base`]: opens it, finding an image named by its ID in the daemon whichever
 //!   image store the daemon uses.
-//! - [`apply_and_load`]: rebuild into a temporary docker-archive, load it into a daemon and
-//!   tag it, reporting the load as [`Phase::Load`] progress.
+//!
+//! Where the image is written is the transports' business: see
+//! [`create_sink`](crate::transport::create_sink).
 
 use crate::daemon::DockerClient;
 use crate::delta::apply::{self, ApplyOptions, ApplyReport};
 use crate::delta::format::Package;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::{Phase, Tracker};
 use crate::reference::ImageReference;
+use crate::transport::docker_daemon::sink::DaemonSink;
 use crate::transport::docker_daemon::DockerDaemon;
 use crate::transport::{ImageSource, OpenOptions};
 
@@ -137,43 +138,18 @@ pub fn open_base(
 /// `client` talks to, and tags it with the report's name. A tagging failure
 /// ([`Error::TagFailed`]) is returned beside the report, because the image is loaded and
 /// the report is still true.
+#[deprecated(
+    since = "0.1.0",
+    note = "the daemon is a destination like any other: `apply::apply_into` with a \
+            `transport::docker_daemon::sink::DaemonSink`, or `apply::apply` with \
+            `docker-daemon:NAME:TAG`"
+)]
 pub fn apply_and_load(
     client: &DockerClient,
     package: &Package,
     base: Option<&dyn ImageSource>,
     options: &ApplyOptions<'_>,
 ) -> Result<(ApplyReport, Option<Error>)> {
-    client.ping()?;
-    // A locked temporary directory: removed when this returns, and by the next load
-    // should a SIGKILL end this one first.
-    let dir = crate::transport::dest::open_output_dir(&std::env::temp_dir())?.temp_dir()?;
-    let archive = dir.dir().path().join("image.tar");
-    let dest = ImageReference::DockerArchive {
-        path: archive.clone(),
-        selector: None,
-    };
-    let mut report = apply::apply(package, base, &dest, options)?;
-    if options.dry_run {
-        return Ok((report, None));
-    }
-    // The archive is temporary: the report says where the image went instead.
-    report.output = None;
-    report.loaded_into = Some(client.endpoint().to_string());
-    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
-    let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
-    let mut tracker = Tracker::start(options.progress, Phase::Load, len)?;
-    client.load_image(tracker.reader(file), Some(len))?;
-    tracker.finish()?;
-    tracing::info!(image_id = %report.image_id, endpoint = client.endpoint(), "image loaded");
-    let tag_error = match &report.name {
-        Some(name) => client
-            .tag_and_verify(
-                &report.image_id,
-                report.manifest_digest.as_slice(),
-                &name.to_string(),
-            )
-            .err(),
-        None => None,
-    };
-    Ok((report, tag_error))
+    let sink = DaemonSink::with_client(client, None, options.progress)?;
+    apply::apply_into(package, base, Box::new(sink), options)
 }
