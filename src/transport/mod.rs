@@ -32,6 +32,18 @@ pub mod store;
 
 pub use crate::daemon::ImageName;
 
+/// Where the image writers were: they moved to their transports
+/// ([`docker_archive::sink`], [`oci::sink`], [`docker_daemon::sink`]), behind [`ImageSink`]
+/// (made from a reference by [`create_sink`]).
+#[deprecated(
+    since = "0.1.0",
+    note = "the writers moved to their transports, behind `transport::ImageSink` \
+            (`transport::create_sink`); `ImageName` is `transport::ImageName`"
+)]
+pub mod dest {
+    pub use super::ImageName;
+}
+
 /// Safety limits applied while reading untrusted images and packages.
 ///
 /// Every refusal is an [`Error::LimitExceeded`] that names the limit and the environment
@@ -616,6 +628,56 @@ pub fn create_sink<'a>(
             )?)
         }
     })
+}
+
+/// What is known of an image besides its reference: what a delta package records of the
+/// image it was made against.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownImage<'a> {
+    /// The image ID (config digest).
+    pub image_id: &'a Digest,
+    /// Its layers' diff_ids, base first.
+    pub diff_ids: &'a [Digest],
+    /// Its tags where it was read.
+    pub repo_tags: &'a [String],
+    /// Its platform.
+    pub platform: &'a Platform,
+}
+
+/// Opens the image `reference` names, knowing what it should be. An image in the Docker
+/// daemon named by the known image ID (`docker-daemon:sha256:...`) is found by it whichever
+/// image store the daemon uses ([`DockerDaemon::find`](docker_daemon::DockerDaemon::find):
+/// with the containerd store, image IDs are manifest digests). Any other reference opens
+/// as with [`open`], a multi-platform index resolved for the known platform unless
+/// `options` choose one (an image known for arm64 opens as such on an amd64 machine).
+pub fn open_known(
+    reference: &ImageReference,
+    known: &KnownImage<'_>,
+    options: &OpenOptions,
+) -> Result<Box<dyn ImageSource>> {
+    match reference {
+        ImageReference::DockerDaemon { name }
+            if Digest::parse(name).is_ok_and(|d| d == *known.image_id) =>
+        {
+            let client = docker_daemon::client_for(options)?;
+            Ok(Box::new(docker_daemon::DockerDaemon::find(
+                &client,
+                known.image_id,
+                known.diff_ids,
+                known.repo_tags,
+                known.platform,
+                options,
+            )?))
+        }
+        _ => {
+            let options = OpenOptions {
+                platform: options.platform.clone().or(Some(known.platform.clone())),
+                limits: options.limits.clone(),
+                timeouts: options.timeouts,
+            };
+            open(reference, &options)
+        }
+    }
 }
 
 /// The uncompressed stream of one layer, verified at its end.
