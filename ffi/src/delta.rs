@@ -582,9 +582,9 @@ pub unsafe extern "C" fn dd_apply_options_set_tag(
     })
 }
 
-/// The Docker daemon `dd_apply_load` (and `dd_apply` to `docker-daemon:NAME:TAG`) loads into: `unix:///path/docker.sock` or
-/// `tcp://host:port` (NULL: `DOCKER_HOST`, else `unix:///var/run/docker.sock`).
-/// `docker-daemon:` base references still use `DOCKER_HOST`.
+/// The Docker daemon `dd_apply_load`, and `dd_apply` to `docker-daemon:NAME:TAG`, load
+/// into: `unix:///path/docker.sock` or `tcp://host:port` (NULL: `DOCKER_HOST`, else
+/// `unix:///var/run/docker.sock`). `docker-daemon:` base references still use `DOCKER_HOST`.
 ///
 /// # Safety
 ///
