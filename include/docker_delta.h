@@ -534,9 +534,9 @@ dd_status dd_apply_options_set_tag(dd_apply_options *options,
                                    dd_error **err);
 
 /**
- * The Docker daemon `dd_apply_load` loads into: `unix:///path/docker.sock` or
- * `tcp://host:port` (NULL: `DOCKER_HOST`, else `unix:///var/run/docker.sock`).
- * `docker-daemon:` base references still use `DOCKER_HOST`.
+ * The Docker daemon `dd_apply_load`, and `dd_apply` to `docker-daemon:NAME:TAG`, load
+ * into: `unix:///path/docker.sock` or `tcp://host:port` (NULL: `DOCKER_HOST`, else
+ * `unix:///var/run/docker.sock`). `docker-daemon:` base references still use `DOCKER_HOST`.
  *
  * # Safety
  *
@@ -585,8 +585,9 @@ dd_status dd_create(const char *old_ref,
 /**
  * Applies the delta package at `package` to the base image `base_ref` and writes the
  * rebuilt image to `output`: a reference with a transport (`docker-archive:PATH[:NAME:TAG]`,
- * `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`) or a plain path (a docker-archive that
- * `docker load` accepts).
+ * `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`, or `docker-daemon:NAME:TAG`, which loads it
+ * into the Docker daemon and tags it as `dd_apply_load` does) or a plain path (a
+ * docker-archive that `docker load` accepts).
  *
  * `base_ref` NULL: a full package needs none; a delta looks for its base in the Docker
  * daemon (`DOCKER_HOST`) by the image ID it records (with the containerd image store, by
@@ -606,7 +607,9 @@ dd_status dd_create(const char *old_ref,
  *  "layers": [as in dd_package_layers_json]}
  * ```
  *
- * Progress phases: VERIFY, REBUILD.
+ * Progress phases: VERIFY, REBUILD (and LOAD to `docker-daemon:`, where, as with
+ * `dd_apply_load`, an image loaded but not tagged returns `DD_STATUS_TAG_FAILED` with both
+ * the report and the error set).
  *
  * # Safety
  *

@@ -6,7 +6,8 @@ use docker_delta::daemon::DockerClient;
 use docker_delta::delta::apply::{self, ApplyOptions};
 use docker_delta::delta::deliver;
 use docker_delta::delta::format::Package;
-use docker_delta::transport::dest::ImageName;
+use docker_delta::transport::docker_daemon::sink::DaemonSink;
+use docker_delta::transport::{ImageName, ImageSink, SinkOptions};
 use docker_delta::{ExitCode, ImageReference, Platform, Result};
 
 use super::output::print_json;
@@ -18,8 +19,8 @@ Examples:
   docker-delta apply app-1-to-2.ddelta -o app-2.tar
   # Base image from a file, output as an OCI layout
   docker-delta apply app-1-to-2.ddelta --base docker-archive:app-1.tar -o oci:./layout:2
-  # Straight into Docker, under another name
-  docker-delta apply app-1-to-2.ddelta --load --tag registry.local/app:2
+  # Straight into Docker, under another name (--load --tag registry.local/app:2 too)
+  docker-delta apply app-1-to-2.ddelta -o docker-daemon:registry.local/app:2
   # Stream the archive into `docker load` (or ssh, or a file); with pipefail, a failure
   # midway fails the pipeline and nothing is loaded
   set -o pipefail; docker-delta apply app-1-to-2.ddelta --base app-1.tar -o - | docker load
@@ -34,12 +35,13 @@ pub struct Args {
     #[arg(long, value_name = "OLD")]
     base: Option<String>,
     /// Where to write the image: PATH (docker-archive), docker-archive:PATH[:name:tag],
-    /// oci:DIR[:ref] or oci-archive:PATH[:ref]; `-` streams a docker-archive to standard
-    /// output (not a terminal), its index and manifest last, so that a stream cut by a
-    /// failure never loads.
+    /// oci:DIR[:ref], oci-archive:PATH[:ref] or docker-daemon:NAME:TAG (load into the
+    /// daemon and tag); `-` streams a docker-archive to standard output (not a terminal),
+    /// its index and manifest last, so that a stream cut by a failure never loads.
     #[arg(short, long, value_name = "OUT", required_unless_present = "load")]
     output: Option<String>,
-    /// Load the image into the Docker daemon (DOCKER_HOST) and tag it.
+    /// Load the image into the Docker daemon (DOCKER_HOST) and tag it with its own tag
+    /// (or --tag): `-o docker-daemon:NAME:TAG` without naming it.
     #[arg(long, conflicts_with = "output")]
     load: bool,
     /// Name the image NAME:TAG instead of the new image's own tag.
@@ -78,9 +80,9 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
         progress: &bars,
     };
     let result = if args.load {
-        DockerClient::from_env_with(timeouts).and_then(|client| {
-            deliver::apply_and_load(&client, &package, base.as_deref(), &options)
-        })
+        DockerClient::from_env_with(timeouts)
+            .and_then(|client| DaemonSink::new(client, None, &bars))
+            .and_then(|sink| apply::apply_into(&package, base.as_deref(), Box::new(sink), &options))
     } else if args.output.as_deref() == Some("-") {
         stream_to_stdout(args, &package, base.as_deref(), &options)
     } else {
@@ -96,7 +98,16 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
             inputs.extend(base.as_ref().and_then(|b| b.path()));
             super::refuse_output_among_inputs(out, &inputs)?;
         }
-        apply::apply(&package, base.as_deref(), &dest, &options).map(|r| (r, None))
+        let sink_options = SinkOptions {
+            force: args.force,
+            timeouts: Some(timeouts),
+            progress: &bars,
+        };
+        docker_delta::transport::create_sink(&dest, &sink_options).and_then(
+            |sink: Box<dyn ImageSink + '_>| {
+                apply::apply_into(&package, base.as_deref(), sink, &options)
+            },
+        )
     };
     bars.finish();
     let (report, tag_error) = result?;
@@ -114,7 +125,7 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
                 report.image_id
             );
         }
-        if args.load && !args.dry_run && tag_error.is_none() {
+        if report.loaded_into.is_some() && tag_error.is_none() {
             match &report.name {
                 Some(n) => outln!("loaded {} as {n}", report.image_id),
                 None => outln!(

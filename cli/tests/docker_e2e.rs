@@ -151,7 +151,8 @@ fn deltas_from_every_file_transport_load_into_both_engines() {
         )
         .unwrap();
         assert!(
-            info.as_array()
+            info["layers"]
+                .as_array()
                 .unwrap()
                 .iter()
                 .any(|l| l["method"] == "reference"),
@@ -296,6 +297,101 @@ fn daemon_to_daemon_with_apply_load() {
             .status
             .success());
     }
+}
+
+/// The daemon is an output like any other (as in skopeo): `apply -o docker-daemon:NAME:TAG`
+/// loads the image and tags it NAME:TAG, with the report `--load` gives; an output named by
+/// an image ID or a digest is refused before anything is loaded, and an unreachable
+/// daemon is a missing dependency.
+#[test]
+fn apply_to_a_docker_daemon_reference() {
+    let Some(fx) = common::fixtures() else { return };
+    let env = images_env(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    for e in engines() {
+        let (prefix, dir) = if e.name == "d20" {
+            ("D20", "d20")
+        } else {
+            ("D26", "d26")
+        };
+        let new = env[&format!("{prefix}_NEW_ID")].clone();
+        let archive = |which: &str| {
+            format!(
+                "docker-archive:{}",
+                fx.join(dir).join(format!("{which}.tar")).display()
+            )
+        };
+        let pkg = tmp.path().join(format!("{}.ddelta", e.name));
+        run(dd(None).args([
+            "create",
+            &archive("old"),
+            &archive("new"),
+            "-o",
+            pkg.to_str().unwrap(),
+        ]));
+        let tag = format!("dd-e2e/output-ref-{}:2", e.name);
+        let _ = docker(&e).args(["rmi", &tag]).output();
+        let o = run(dd(Some(&e)).args([
+            "apply",
+            pkg.to_str().unwrap(),
+            "--base",
+            &archive("old"),
+            "-o",
+            &format!("docker-daemon:{tag}"),
+            "--json",
+        ]));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(image_id(&e, &tag), new, "{}", e.name);
+        assert!(report["output"].is_null(), "{report}");
+        assert_eq!(report["loaded_into"], e.host.as_str(), "{report}");
+        assert_eq!(report["name"], tag.as_str(), "{report}");
+        assert_eq!(report["image_id"], new.as_str(), "{report}");
+        // Not a name to tag with: refused, nothing loaded.
+        for bad in [
+            format!("docker-daemon:sha256:{}", "0".repeat(64)),
+            format!("docker-daemon:dd-e2e/bad@sha256:{}", "0".repeat(64)),
+        ] {
+            let o = dd(Some(&e))
+                .args([
+                    "apply",
+                    pkg.to_str().unwrap(),
+                    "--base",
+                    &archive("old"),
+                    "-o",
+                    &bad,
+                ])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(3), "{bad}: {err}");
+            assert!(
+                err.contains("NAME:TAG") || err.contains("name:tag"),
+                "{bad}: {err}"
+            );
+        }
+    }
+    // No daemon there: a missing dependency, as with --load.
+    let full = tmp.path().join("full.ddelta");
+    let new_tar = fx.join("d26").join("new.tar");
+    run(dd(None).args([
+        "create",
+        &format!("docker-archive:{}", new_tar.display()),
+        "-o",
+        full.to_str().unwrap(),
+    ]));
+    let o = dd(None)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args([
+            "apply",
+            full.to_str().unwrap(),
+            "-o",
+            "docker-daemon:dd-e2e/x:1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot reach the Docker daemon"), "{err}");
 }
 
 /// No daemon reachable: exit code 2.
@@ -584,7 +680,9 @@ fn apply_streams_into_docker_load() {
             &run(dd(None).args(["list", "--json", pkg.to_str().unwrap()])).stdout,
         )
         .unwrap();
-        assert_eq!(info[1]["old_layers"], serde_json::json!([1]), "{info}");
+        let old_layers = &info["layers"][1]["old_layers"];
+        assert_eq!(old_layers.as_array().map(Vec::len), Some(1), "{info}");
+        assert_eq!(old_layers[0]["index"], 1, "{info}");
         let damaged = tmp.path().join(format!("{}-damaged.tar", e.name));
         damage_layer(&old_tar, 1, &damaged);
         let bad_tag = format!("dd-e2e/stream-damaged-{}:2", e.name);

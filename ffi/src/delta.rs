@@ -16,7 +16,8 @@ use docker_delta::delta::format::{CompressionSpec, Package, PayloadCompression};
 use docker_delta::delta::plan::Method;
 use docker_delta::platform::Platform;
 use docker_delta::reference::ImageReference;
-use docker_delta::transport::OpenOptions;
+use docker_delta::transport::docker_daemon::sink::DaemonSink;
+use docker_delta::transport::{ImageSink, OpenOptions, SinkOptions};
 
 /// Pass as `level` to use the compression's default level (xz 6, zstd 19, gzip 9).
 pub const DD_LEVEL_DEFAULT: i32 = -1;
@@ -581,9 +582,9 @@ pub unsafe extern "C" fn dd_apply_options_set_tag(
     })
 }
 
-/// The Docker daemon `dd_apply_load` loads into: `unix:///path/docker.sock` or
-/// `tcp://host:port` (NULL: `DOCKER_HOST`, else `unix:///var/run/docker.sock`).
-/// `docker-daemon:` base references still use `DOCKER_HOST`.
+/// The Docker daemon `dd_apply_load`, and `dd_apply` to `docker-daemon:NAME:TAG`, load
+/// into: `unix:///path/docker.sock` or `tcp://host:port` (NULL: `DOCKER_HOST`, else
+/// `unix:///var/run/docker.sock`). `docker-daemon:` base references still use `DOCKER_HOST`.
 ///
 /// # Safety
 ///
@@ -693,6 +694,16 @@ pub unsafe extern "C" fn dd_create(
     })
 }
 
+/// The Docker daemon of the options (`dd_apply_options_set_docker_host`, else
+/// `DOCKER_HOST`).
+fn client(o: &dd_apply_options) -> Result<DockerClient, Failure> {
+    Ok(match &o.docker_host {
+        // The environment's timeouts apply to an endpoint given here too.
+        Some(h) => DockerClient::new(h)?.with_timeouts(docker_delta::Timeouts::from_env()?),
+        None => DockerClient::from_env()?,
+    })
+}
+
 /// What apply needs, prepared from the arguments.
 struct Prepared {
     package: Package,
@@ -728,8 +739,9 @@ fn apply_options<'a>(
 
 /// Applies the delta package at `package` to the base image `base_ref` and writes the
 /// rebuilt image to `output`: a reference with a transport (`docker-archive:PATH[:NAME:TAG]`,
-/// `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`) or a plain path (a docker-archive that
-/// `docker load` accepts).
+/// `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`, or `docker-daemon:NAME:TAG`, which loads it
+/// into the Docker daemon and tags it as `dd_apply_load` does) or a plain path (a
+/// docker-archive that `docker load` accepts).
 ///
 /// `base_ref` NULL: a full package needs none; a delta looks for its base in the Docker
 /// daemon (`DOCKER_HOST`) by the image ID it records (with the containerd image store, by
@@ -749,7 +761,9 @@ fn apply_options<'a>(
 ///  "layers": [as in dd_package_layers_json]}
 /// ```
 ///
-/// Progress phases: VERIFY, REBUILD.
+/// Progress phases: VERIFY, REBUILD (and LOAD to `docker-daemon:`, where, as with
+/// `dd_apply_load`, an image loaded but not tagged returns `DD_STATUS_TAG_FAILED` with both
+/// the report and the error set).
 ///
 /// # Safety
 ///
@@ -782,16 +796,33 @@ pub unsafe extern "C" fn dd_apply(
             let dest = deliver::output_reference(output)?;
             let p = prepare(package, base_ref, o)?;
             let progress = o.callbacks.progress();
-            let report = apply::apply(
+            let sink: Box<dyn ImageSink + '_> = match &dest {
+                // The daemon of the options, as dd_apply_load's.
+                ImageReference::DockerDaemon { name } => {
+                    Box::new(DaemonSink::new(client(o)?, Some(name), &progress)?)
+                }
+                dest => docker_delta::transport::create_sink(
+                    dest,
+                    &SinkOptions {
+                        force: o.force,
+                        timeouts: None,
+                        progress: &progress,
+                    },
+                )?,
+            };
+            let (report, tag_error) = apply::apply_into(
                 &p.package,
                 p.base.as_deref(),
-                &dest,
+                sink,
                 &apply_options(o, &progress),
             )?;
             let text = to_json(&report)?;
             // SAFETY: caller's contract.
             unsafe { put_string(report_json, text) };
-            Ok(())
+            match tag_error {
+                Some(e) => Err(Failure::Lib(e)),
+                None => Ok(()),
+            }
         })
     })
 }
@@ -834,17 +865,14 @@ pub unsafe extern "C" fn dd_apply_load(
             None => &defaults,
         };
         o.callbacks.with_logs(|| -> Result<(), Failure> {
-            let client = match &o.docker_host {
-                // The environment's timeouts apply to an endpoint given here too.
-                Some(h) => DockerClient::new(h)?.with_timeouts(docker_delta::Timeouts::from_env()?),
-                None => DockerClient::from_env()?,
-            };
+            let client = client(o)?;
             let p = prepare(package, base_ref, o)?;
             let progress = o.callbacks.progress();
-            let (report, tag_error) = deliver::apply_and_load(
-                &client,
+            let sink = DaemonSink::new(client, None, &progress)?;
+            let (report, tag_error) = apply::apply_into(
                 &p.package,
                 p.base.as_deref(),
+                Box::new(sink),
                 &apply_options(o, &progress),
             )?;
             let text = to_json(&report)?;

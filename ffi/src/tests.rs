@@ -215,6 +215,47 @@ fn round_trip_rebuilds_the_new_image_with_ordered_progress_and_logs() {
     unsafe { dd_apply_options_free(opts) };
 }
 
+/// `dd_apply` takes a `docker-daemon:NAME:TAG` output, with no new call: it goes to the
+/// daemon of the options, and one that does not answer is a missing dependency (the image
+/// written nowhere), as for `dd_apply_load`.
+#[test]
+fn apply_to_a_docker_daemon_reference_reaches_the_options_daemon() {
+    let dir = tmp();
+    let pkg = create_delta(dir.path(), &Seen::default());
+    let (p, base, o, host) = (
+        c(pkg.to_str().unwrap()),
+        c(&sample("app-1.tar")),
+        c("docker-daemon:dd-ffi/app:2"),
+        c("unix:///nonexistent/docker.sock"),
+    );
+    let mut opts = null_mut();
+    let mut err = null_mut();
+    let mut report = null_mut();
+    let st = unsafe {
+        assert_eq!(dd_apply_options_new(&mut opts), dd_status::Ok);
+        assert_eq!(
+            dd_apply_options_set_docker_host(opts, host.as_ptr(), null_mut()),
+            dd_status::Ok
+        );
+        dd_apply(
+            p.as_ptr(),
+            base.as_ptr(),
+            o.as_ptr(),
+            opts,
+            &mut report,
+            &mut err,
+        )
+    };
+    assert_eq!(st, dd_status::MissingDependency);
+    assert!(report.is_null());
+    unsafe {
+        let message = text(dd_error_message(err)).unwrap();
+        assert!(message.contains("nonexistent/docker.sock"), "{message}");
+        dd_error_free(err);
+        dd_apply_options_free(opts);
+    }
+}
+
 #[test]
 fn wrong_base_is_a_structured_error() {
     let dir = tmp();

@@ -19,10 +19,10 @@ use crate::delta::format::{ImageIdentity, LayerSource, Package};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
-use crate::reference::{ArchiveSelector, ImageReference};
+use crate::reference::ImageReference;
 use crate::report::{ImageSummary, PackageLayer};
-use crate::transport::dest::{name_in_reference, ImageName, ImageWriter};
-use crate::transport::ImageSource;
+use crate::transport::docker_archive::sink::DockerArchiveSink;
+use crate::transport::{ImageName, ImageSink, ImageSource, SinkOptions};
 
 /// Options for [`apply`].
 pub struct ApplyOptions<'a> {
@@ -62,10 +62,11 @@ pub struct ApplyReport {
     pub document: &'static str,
     /// Whether this was a dry run (nothing written, no layer rebuilt).
     pub dry_run: bool,
-    /// Where the image was written (null for a dry run, and after a load: the archive
-    /// loaded was temporary).
+    /// Where the image was written (null for a dry run, a stream, and after a load: the
+    /// archive loaded was temporary).
     pub output: Option<PathBuf>,
-    /// The Docker daemon the image was loaded into (`apply --load`), else null.
+    /// The Docker daemon the image was loaded into (`apply --load`,
+    /// `-o docker-daemon:NAME:TAG`), else null.
     pub loaded_into: Option<String>,
     /// The rebuilt image's ID (= the new image's ID).
     pub image_id: Digest,
@@ -151,14 +152,28 @@ pub fn check_base(
     Ok(map)
 }
 
-/// Rebuilds the package's image from `base` and writes it to `dest`.
+/// Rebuilds the package's image from `base` and writes it to `dest`: any transport's
+/// destination ([`create_sink`](crate::transport::create_sink)), a `docker-daemon:NAME:TAG`
+/// included. The image is then in the daemon even if tagging it fails, which is returned
+/// as the error ([`Error::TagFailed`]); [`apply_into`] returns it beside the report.
 pub fn apply(
     package: &Package,
     base: Option<&dyn ImageSource>,
     dest: &ImageReference,
     options: &ApplyOptions<'_>,
 ) -> Result<ApplyReport> {
-    rebuild(package, base, Output::Reference(dest), options)
+    let sink = crate::transport::create_sink(
+        dest,
+        &SinkOptions {
+            force: options.force,
+            timeouts: None,
+            progress: options.progress,
+        },
+    )?;
+    match apply_into(package, base, sink, options)? {
+        (_, Some(e)) => Err(e),
+        (report, None) => Ok(report),
+    }
 }
 
 /// Rebuilds the package's image from `base` and streams it to `out` as a docker-archive
@@ -174,39 +189,33 @@ pub fn apply_to_stream(
     describe: &str,
     options: &ApplyOptions<'_>,
 ) -> Result<ApplyReport> {
-    rebuild(package, base, Output::Stream(out, describe), options)
+    let sink = Box::new(DockerArchiveSink::stream(out, describe));
+    apply_into(package, base, sink, options).map(|(report, _)| report)
 }
 
-/// Where [`rebuild`] writes.
-enum Output<'a> {
-    Reference(&'a ImageReference),
-    Stream(Box<dyn std::io::Write + Send>, &'a str),
-}
-
-fn rebuild(
+/// Rebuilds the package's image from `base` and writes it to `sink`, whichever transport
+/// it writes to ([`create_sink`](crate::transport::create_sink), or a transport's own
+/// constructor). Returns the report and, beside it, a failure met after the image was
+/// written, which does not undo it: a daemon that loaded the image but could not tag it
+/// ([`Error::TagFailed`]).
+///
+/// Nothing is written before the inputs checked out: the sink's destination is checked
+/// (dry run or not) before any work, and opened only once the config verified.
+pub fn apply_into(
     package: &Package,
     base: Option<&dyn ImageSource>,
-    dest: Output<'_>,
+    sink: Box<dyn ImageSink + '_>,
     options: &ApplyOptions<'_>,
-) -> Result<ApplyReport> {
+) -> Result<(ApplyReport, Option<Error>)> {
     let header = &package.header;
     let target = &header.target;
     // A name written into the output reference (`docker-archive:out.tar:NAME:TAG`) must
     // be a valid image name, as `--tag` must: refused, not dropped for the old name.
-    let named_in_reference = match dest {
-        Output::Reference(ImageReference::DockerArchive {
-            selector: Some(ArchiveSelector::Name(n)),
-            ..
-        }) => Some(ImageName::parse(n)?),
-        Output::Reference(dest) => name_in_reference(dest).and_then(|n| ImageName::parse(n).ok()),
-        Output::Stream(..) => None,
-    };
+    let named_in_reference = sink.name()?;
     let base_map = check_base(package, base)?;
     // Refuse an output that cannot be written before any work, dry run or not (the
-    // writer checks again when it starts).
-    if let Output::Reference(dest) = dest {
-        ImageWriter::check_for(dest, options.force, Some(&target.identity.image_id))?;
-    }
+    // sink checks again when it starts).
+    sink.check(&target.identity.image_id)?;
     let name = options
         .name
         .clone()
@@ -227,12 +236,12 @@ fn rebuild(
     verify.finish()?;
 
     let layers = crate::report::package_layers(package);
-    let report = |output, manifest_digest| ApplyReport {
+    let report = |output, loaded_into, manifest_digest| ApplyReport {
         schema_version: crate::report::SCHEMA_VERSION,
         document: "apply_report",
         dry_run: options.dry_run,
         output,
-        loaded_into: None,
+        loaded_into,
         image_id: target.identity.image_id.clone(),
         manifest_digest,
         name: name.as_ref().map(ToString::to_string),
@@ -240,7 +249,7 @@ fn rebuild(
         layers: layers.clone(),
     };
     let Some(mut blobs) = blobs else {
-        return Ok(report(None, None));
+        return Ok((report(None, None, None), None));
     };
     let config = blobs.read(
         target.config_blob,
@@ -255,11 +264,7 @@ fn rebuild(
         });
     }
 
-    let mut writer = match dest {
-        Output::Reference(dest) => ImageWriter::create(dest, options.force)?,
-        Output::Stream(out, describe) => ImageWriter::stream(out, describe),
-    };
-    let streamed = writer.is_stream();
+    let mut writer = sink;
     let total = target
         .layers
         .iter()
@@ -276,7 +281,7 @@ fn rebuild(
                 let (base, b) = base_layer(base, &base_map, *old_layer)?;
                 let r = base.open_layer(b)?;
                 writer
-                    .add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                    .add_layer(&entry.diff_id, entry.size, &mut tracker.reader(r))
                     .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
             }
             LayerSource::Files {
@@ -311,7 +316,7 @@ fn rebuild(
                 // Chunks are decoded on every core while this thread hashes and writes.
                 let workers = crate::threads::threads();
                 files::with_parallel_reader(decoder, workers, |r| {
-                    writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))
+                    writer.add_layer(&entry.diff_id, entry.size, &mut tracker.reader(r))
                 })
                 .map_err(|e| match e {
                     // Say which layer and blob a damaged stream belongs to.
@@ -328,7 +333,7 @@ fn rebuild(
             }
             LayerSource::Full { blob } => {
                 let r = blobs.open(*blob)?;
-                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(r))?;
+                writer.add_layer(&entry.diff_id, entry.size, &mut tracker.reader(r))?;
             }
             LayerSource::Xdelta3 { old_layer, blob } | LayerSource::Zstd { old_layer, blob } => {
                 let codec = if matches!(entry.source, LayerSource::Xdelta3 { .. }) {
@@ -378,7 +383,11 @@ fn rebuild(
                 )
                 .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
                 drop(patch);
-                writer.add_layer(&entry.diff_id, entry.size, tracker.reader(&rebuilt[..]))?;
+                writer.add_layer(
+                    &entry.diff_id,
+                    entry.size,
+                    &mut tracker.reader(&rebuilt[..]),
+                )?;
                 // Kept only for the next layer, if it is rebuilt from the same old one.
                 let next_uses = target.layers.get(index + 1).is_some_and(|n| {
                     matches!(n.source, LayerSource::Xdelta3 { old_layer: x, .. }
@@ -392,9 +401,15 @@ fn rebuild(
     }
     tracker.finish()?;
     let written = writer.finish(&config, name.as_ref())?;
-    tracing::info!(output = %written.path.display(), image_id = %target.identity.image_id, manifest = %written.manifest_digest, "image rebuilt");
-    let output = (!streamed).then_some(written.path);
-    Ok(report(output, Some(written.manifest_digest)))
+    tracing::info!(output = %written.destination, image_id = %target.identity.image_id, manifest = %written.manifest_digest, "image rebuilt");
+    Ok((
+        report(
+            written.path,
+            written.loaded_into,
+            Some(written.manifest_digest),
+        ),
+        written.tag_error,
+    ))
 }
 
 /// A rebuilt layer that fails its check (or a stream that fails to decode) may be the

@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
 use crate::report::{name_old_layers, ImageSummary, PackageLayer, SCHEMA_VERSION};
-use crate::transport::dest::{open_output_dir, output_dir, output_name};
+use crate::transport::output::{open_output_dir, output_dir, output_name};
 use crate::transport::ImageSource;
 
 /// Options for [`create`].

@@ -6,20 +6,18 @@
 //!   (meaning docker-archive).
 //! - [`base_reference`]: without an explicit base, a package that needs one looks for it
 //!   in the Docker daemon by the image ID it records.
-//! - [`open_base`]: opens it, finding an image named by its ID in the daemon whichever
-//!   image store the daemon uses.
-//! - [`apply_and_load`]: rebuild into a temporary docker-archive, load it into a daemon and
-//!   tag it, reporting the load as [`Phase::Load`] progress.
+//! - [`open_base`]: opens it, knowing what the package recorded of it.
+//!
+//! Where the image is written is the transports' business: see
+//! [`create_sink`](crate::transport::create_sink).
 
 use crate::daemon::DockerClient;
 use crate::delta::apply::{self, ApplyOptions, ApplyReport};
 use crate::delta::format::Package;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::{Phase, Tracker};
 use crate::reference::ImageReference;
-use crate::transport::docker_daemon::DockerDaemon;
-use crate::transport::{ImageSource, OpenOptions};
+use crate::transport::docker_daemon::sink::DaemonSink;
+use crate::transport::{open_known, ImageSource, KnownImage, OpenOptions};
 
 /// Parses an output: a reference with a transport (`docker-archive:`, `oci:`,
 /// `oci-archive:`), or a plain path, which means a docker-archive at that path (colons in
@@ -63,10 +61,11 @@ pub fn base_reference(package: &Package, explicit: Option<&str>) -> Result<Optio
     }
 }
 
-/// Opens the base image: what [`base_reference`] names, except that an image in the
-/// Docker daemon named by its image ID (the recorded one when no base is given, or an
-/// explicit `docker-daemon:sha256:...`) is found with [`DockerDaemon::find`], which also
-/// works with Docker's containerd image store, where image IDs are manifest digests.
+/// Opens the base image: what [`base_reference`] names, knowing what the package recorded
+/// of it ([`open_known`]): an image in the Docker daemon named by its image ID (the
+/// recorded one when no base is given, or an explicit `docker-daemon:sha256:...`) is found
+/// whichever image store the daemon uses, and a multi-platform base is resolved for the
+/// platform the package was made from unless `options` say otherwise.
 pub fn open_base(
     package: &Package,
     explicit: Option<&str>,
@@ -75,104 +74,57 @@ pub fn open_base(
     let Some(reference) = base_reference(package, explicit)? else {
         return Ok(None);
     };
-    let by_id = match (&reference, &package.header.base) {
-        (ImageReference::DockerDaemon { name }, Some(recorded)) => Digest::parse(name)
-            .ok()
-            .filter(|d| *d == recorded.image_id)
-            .map(|_| recorded),
-        _ => None,
+    let Some(recorded) = &package.header.base else {
+        return crate::transport::open(&reference, options).map(Some);
     };
-    match by_id {
-        Some(recorded) => {
-            let client = crate::transport::docker_daemon::client_for(options)?;
-            let found = DockerDaemon::find(
-                &client,
-                &recorded.image_id,
-                &recorded.diff_ids,
-                &recorded.repo_tags,
-                &recorded.platform,
-                options,
-            )
-            .map_err(|e| match e {
-                // Say what the image is and what to do, when the user named none.
-                Error::ImageNotFound {
-                    path,
-                    wanted,
-                    available,
-                } if explicit.is_none() => Error::ImageNotFound {
-                    path,
-                    wanted: format!(
-                        "{wanted} (the package's base image, {} for {}, read from {}; load it \
-                         into the daemon or name it with --base)",
-                        if recorded.repo_tags.is_empty() {
-                            "untagged".to_string()
-                        } else {
-                            format!("tagged {}", recorded.repo_tags.join(", "))
-                        },
-                        recorded.platform,
-                        recorded.reference
-                    ),
-                    available,
+    let known = KnownImage {
+        image_id: &recorded.image_id,
+        diff_ids: &recorded.diff_ids,
+        repo_tags: &recorded.repo_tags,
+        platform: &recorded.platform,
+    };
+    let base = open_known(&reference, &known, options).map_err(|e| match e {
+        // Say what the image is and what to do, when the user named none.
+        Error::ImageNotFound {
+            path,
+            wanted,
+            available,
+        } if explicit.is_none() => Error::ImageNotFound {
+            path,
+            wanted: format!(
+                "{wanted} (the package's base image, {} for {}, read from {}; load it \
+                 into the daemon or name it with --base)",
+                if recorded.repo_tags.is_empty() {
+                    "untagged".to_string()
+                } else {
+                    format!("tagged {}", recorded.repo_tags.join(", "))
                 },
-                e => e,
-            })?;
-            Ok(Some(Box::new(found)))
-        }
-        None => {
-            // A multi-platform base is resolved for the platform the package was made
-            // from, not the host's, unless told otherwise (a package made for arm64 on an
-            // amd64 machine applies there without --platform).
-            let recorded = package.header.base.as_ref().map(|b| b.platform.clone());
-            let options = OpenOptions {
-                platform: options.platform.clone().or(recorded),
-                ..options.clone()
-            };
-            crate::transport::open(&reference, &options).map(Some)
-        }
-    }
+                recorded.platform,
+                recorded.reference
+            ),
+            available,
+        },
+        e => e,
+    })?;
+    Ok(Some(base))
 }
 
 /// Rebuilds the package's image into a temporary docker-archive, loads it into the daemon
 /// `client` talks to, and tags it with the report's name. A tagging failure
 /// ([`Error::TagFailed`]) is returned beside the report, because the image is loaded and
 /// the report is still true.
+#[deprecated(
+    since = "0.1.0",
+    note = "the daemon is a destination like any other: `apply::apply_into` with a \
+            `transport::docker_daemon::sink::DaemonSink`, or `apply::apply` with \
+            `docker-daemon:NAME:TAG`"
+)]
 pub fn apply_and_load(
     client: &DockerClient,
     package: &Package,
     base: Option<&dyn ImageSource>,
     options: &ApplyOptions<'_>,
 ) -> Result<(ApplyReport, Option<Error>)> {
-    client.ping()?;
-    // A locked temporary directory: removed when this returns, and by the next load
-    // should a SIGKILL end this one first.
-    let dir = crate::transport::dest::open_output_dir(&std::env::temp_dir())?.temp_dir()?;
-    let archive = dir.dir().path().join("image.tar");
-    let dest = ImageReference::DockerArchive {
-        path: archive.clone(),
-        selector: None,
-    };
-    let mut report = apply::apply(package, base, &dest, options)?;
-    if options.dry_run {
-        return Ok((report, None));
-    }
-    // The archive is temporary: the report says where the image went instead.
-    report.output = None;
-    report.loaded_into = Some(client.endpoint().to_string());
-    let file = std::fs::File::open(&archive).map_err(|e| Error::io(&archive, e))?;
-    let len = file.metadata().map_err(|e| Error::io(&archive, e))?.len();
-    let mut tracker = Tracker::start(options.progress, Phase::Load, len)?;
-    client.load_image(tracker.reader(file), Some(len))?;
-    tracker.finish()?;
-    tracing::info!(image_id = %report.image_id, endpoint = client.endpoint(), "image loaded");
-    let tag_error = match &report.name {
-        Some(name) => client
-            .tag_and_verify(
-                &report.image_id,
-                report.manifest_digest.as_slice(),
-                &name.to_string(),
-            )
-            .err(),
-        None => None,
-    };
-    Ok((report, tag_error))
+    let sink = DaemonSink::with_client(client, None, options.progress)?;
+    apply::apply_into(package, base, Box::new(sink), options)
 }

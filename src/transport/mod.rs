@@ -1,9 +1,15 @@
-//! Image sources: one trait, one implementation per transport.
+//! Transports: where images are read from and written to. Each transport has its module
+//! ([`docker_archive`], [`oci`] (also `oci-archive:`), [`docker_daemon`], [`registry`]) holding
+//! its reader, an [`ImageSource`], and its writer, an [`ImageSink`], in `sink`.
 //!
 //! [`open`] turns an [`ImageReference`] into an [`ImageSource`]: the image's metadata is read
 //! and checked up front (manifest detected from content, config hashed, layer count matched
 //! against `rootfs.diff_ids`), and each layer is then streamed on demand, uncompressed, with
 //! its stored digest and its diff_id verified as the stream reaches its end.
+//!
+//! [`create_sink`] turns an [`ImageReference`] into an [`ImageSink`], which takes an image
+//! layer by layer, verifying each against its diff_id as it is written, and makes it
+//! appear at the destination only once all of it verified.
 
 use std::io::{self, BufReader, Read};
 use std::sync::{Arc, Mutex};
@@ -17,12 +23,26 @@ use crate::image::{Image, Layer, LayerCheck};
 use crate::platform::Platform;
 use crate::reference::ImageReference;
 
-pub mod dest;
 pub mod docker_archive;
 pub mod docker_daemon;
 pub mod oci;
+pub(crate) mod output;
 pub mod registry;
 pub mod store;
+
+pub use crate::daemon::ImageName;
+
+/// Where the image writers were: they moved to their transports
+/// ([`docker_archive::sink`], [`oci::sink`], [`docker_daemon::sink`]), behind [`ImageSink`]
+/// (made from a reference by [`create_sink`]).
+#[deprecated(
+    since = "0.1.0",
+    note = "the writers moved to their transports, behind `transport::ImageSink` \
+            (`transport::create_sink`); `ImageName` is `transport::ImageName`"
+)]
+pub mod dest {
+    pub use super::ImageName;
+}
 
 /// Safety limits applied while reading untrusted images and packages.
 ///
@@ -504,6 +524,168 @@ pub fn open(reference: &ImageReference, options: &OpenOptions) -> Result<Box<dyn
         )?)),
         ImageReference::Docker { .. } => {
             Ok(Box::new(registry::RegistryImage::open(reference, options)?))
+        }
+    }
+}
+
+/// A writable image: where an image is written, layer by layer (base first), then its
+/// config. Made by [`create_sink`] from a reference, or by a transport's own constructor
+/// (a docker-archive streamed to a writer, a daemon reached through a given client).
+///
+/// A sink writes nothing before the first [`add_layer`](ImageSink::add_layer) (or
+/// [`finish`](ImageSink::finish)), so that a run refused before that leaves no trace, and
+/// nothing appears at its destination unless [`finish`](ImageSink::finish) succeeds.
+pub trait ImageSink {
+    /// The name the destination reference gives the image (`docker-archive:out.tar:NAME:TAG`,
+    /// `oci:DIR:REF`, `docker-daemon:NAME:TAG`), if any; an invalid one is an error where
+    /// the transport needs a valid one.
+    fn name(&self) -> Result<Option<ImageName>> {
+        Ok(None)
+    }
+
+    /// Checks, writing nothing, that the image `image_id` can be written here: called
+    /// before any work, dry runs included.
+    fn check(&self, image_id: &Digest) -> Result<()> {
+        let _ = image_id;
+        Ok(())
+    }
+
+    /// A directory on the output's filesystem for temporary files.
+    fn spool_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
+
+    /// Adds the next layer (base first): `size` bytes from `data` that must hash to
+    /// `diff_id`, refused ([`Error::SizeMismatch`], [`Error::DigestMismatch`]) otherwise. A
+    /// layer seen before (same diff_id) is stored once.
+    fn add_layer(&mut self, diff_id: &Digest, size: u64, data: &mut dyn Read) -> Result<()>;
+
+    /// Writes the config (whose digest is the image ID), the manifests and index, named
+    /// `name` if given, and makes the image appear at the destination.
+    fn finish(self: Box<Self>, config: &[u8], name: Option<&ImageName>) -> Result<WrittenImage>;
+}
+
+/// What an [`ImageSink`] wrote.
+#[derive(Debug)]
+pub struct WrittenImage {
+    /// The file or directory written (none for a stream or a daemon).
+    pub path: Option<std::path::PathBuf>,
+    /// Where the image went, for messages: the path, the stream, the daemon.
+    pub destination: String,
+    /// The daemon the image was loaded into, if it went into one.
+    pub loaded_into: Option<String>,
+    /// The digest of the OCI image manifest written for the image. It is what Docker's
+    /// containerd image store reports as the image's `Id` after `docker load` (the classic
+    /// store reports the config digest).
+    pub manifest_digest: Digest,
+    /// A failure after the image was written, which does not undo it: the daemon loaded
+    /// the image but could not tag it ([`Error::TagFailed`]).
+    pub tag_error: Option<Error>,
+}
+
+/// How to write an image ([`create_sink`]).
+#[derive(Clone, Copy)]
+pub struct SinkOptions<'a> {
+    /// Replace an existing output (an archive, or an existing ref of an OCI layout).
+    pub force: bool,
+    /// Timeouts of the conversations with a daemon (`docker-daemon:` outputs); `None`:
+    /// [`Timeouts::from_env`](crate::Timeouts::from_env).
+    pub timeouts: Option<crate::Timeouts>,
+    /// Where a daemon's load reports its progress ([`Phase::Load`](crate::progress::Phase)).
+    pub progress: &'a dyn crate::progress::Progress,
+}
+
+impl Default for SinkOptions<'_> {
+    fn default() -> Self {
+        SinkOptions {
+            force: false,
+            timeouts: None,
+            progress: &crate::progress::NoProgress,
+        }
+    }
+}
+
+/// The writer for the destination a reference names: a `docker-archive:` or
+/// `oci-archive:` file, an `oci:` layout (new, or an existing one the image is added to),
+/// or the Docker daemon (`docker-daemon:[NAME:TAG]`, at `DOCKER_HOST`), which is reached
+/// here (a daemon that does not answer is refused now) and loads the image when the sink
+/// finishes. Nothing is written yet.
+pub fn create_sink<'a>(
+    dest: &ImageReference,
+    options: &SinkOptions<'a>,
+) -> Result<Box<dyn ImageSink + 'a>> {
+    Ok(match dest {
+        ImageReference::DockerArchive { .. } => Box::new(
+            docker_archive::sink::DockerArchiveSink::create(dest, options.force)?,
+        ),
+        ImageReference::Oci { .. } | ImageReference::OciArchive { .. } => {
+            Box::new(oci::sink::OciSink::create(dest, options.force)?)
+        }
+        ImageReference::DockerDaemon { name } => {
+            let client = match options.timeouts {
+                Some(t) => crate::daemon::DockerClient::from_env_with(t)?,
+                None => crate::daemon::DockerClient::from_env()?,
+            };
+            Box::new(docker_daemon::sink::DaemonSink::new(
+                client,
+                Some(name.as_str()).filter(|n| !n.is_empty()),
+                options.progress,
+            )?)
+        }
+        ImageReference::Docker { .. } => {
+            return Err(Error::Other(format!(
+                "{dest}: images are read from registries, not written to them; write to \
+                 a file (docker-archive:, oci:, oci-archive:) or to docker-daemon:NAME:TAG"
+            )))
+        }
+    })
+}
+
+/// What is known of an image besides its reference: what a delta package records of the
+/// image it was made against.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownImage<'a> {
+    /// The image ID (config digest).
+    pub image_id: &'a Digest,
+    /// Its layers' diff_ids, base first.
+    pub diff_ids: &'a [Digest],
+    /// Its tags where it was read.
+    pub repo_tags: &'a [String],
+    /// Its platform.
+    pub platform: &'a Platform,
+}
+
+/// Opens the image `reference` names, knowing what it should be. An image in the Docker
+/// daemon named by the known image ID (`docker-daemon:sha256:...`) is found by it whichever
+/// image store the daemon uses ([`DockerDaemon::find`](docker_daemon::DockerDaemon::find):
+/// with the containerd store, image IDs are manifest digests). Any other reference opens
+/// as with [`open`], a multi-platform index resolved for the known platform unless
+/// `options` choose one (an image known for arm64 opens as such on an amd64 machine).
+pub fn open_known(
+    reference: &ImageReference,
+    known: &KnownImage<'_>,
+    options: &OpenOptions,
+) -> Result<Box<dyn ImageSource>> {
+    match reference {
+        ImageReference::DockerDaemon { name }
+            if Digest::parse(name).is_ok_and(|d| d == *known.image_id) =>
+        {
+            let client = docker_daemon::client_for(options)?;
+            Ok(Box::new(docker_daemon::DockerDaemon::find(
+                &client,
+                known.image_id,
+                known.diff_ids,
+                known.repo_tags,
+                known.platform,
+                options,
+            )?))
+        }
+        _ => {
+            let options = OpenOptions {
+                platform: options.platform.clone().or(Some(known.platform.clone())),
+                ..options.clone()
+            };
+            open(reference, &options)
         }
     }
 }

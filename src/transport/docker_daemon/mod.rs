@@ -4,6 +4,11 @@
 //! memory, and read as a docker-archive; the daemon's own view of the image (its ID) is
 //! checked against what the export contains: the config digest with the classic image
 //! store, the manifest or index digest with the containerd image store.
+//!
+//! The writer, [`sink::DaemonSink`], which loads an image into the daemon and tags it, is in
+//! [`sink`].
+
+pub mod sink;
 
 use std::io::{BufWriter, Read, Write};
 

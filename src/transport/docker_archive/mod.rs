@@ -5,6 +5,10 @@
 //! an `index.json` whose manifests lacked layers, so the OCI side of hybrid archives is not
 //! trusted.) The layers' order and count are checked against the config's
 //! `rootfs.diff_ids`, and each layer is verified against its diff_id as it is read.
+//!
+//! The writer, [`sink::DockerArchiveSink`], is in [`sink`].
+
+pub mod sink;
 
 use std::io::Read;
 use std::path::Path;

@@ -5,6 +5,10 @@
 //! manifest lists) are descended by platform, and every blob read is checked against its
 //! descriptor's digest and size. Blobs of platforms that were not chosen are never touched,
 //! so layouts that hold only some platforms' blobs read fine.
+//!
+//! The writer of both, [`sink::OciSink`], is in [`sink`].
+
+pub mod sink;
 
 use std::collections::HashSet;
 use std::io::Read;
