@@ -26,6 +26,7 @@ Image references (skopeo syntax):
   oci:PATH[:REF]                       an OCI image-layout directory
   oci-archive:PATH[:REF]               a tar of an OCI image layout
   docker-daemon:NAME:TAG               an image in the Docker daemon (DOCKER_HOST)
+  docker://[HOST/]NAME[:TAG|@DIGEST]   an image in a registry (a source; see --creds, --tls-verify)
   PATH                                 transport detected from the content
 Write a colon that belongs to a path as \\:
 
