@@ -1723,6 +1723,118 @@ mod tests {
         handle.join().unwrap();
     }
 
+    #[test]
+    fn nothing_is_decompressed() {
+        // A daemon (or a proxy in front of it) that labels the export as gzip: the
+        // bytes are passed on as sent, not decoded (ureq has no gzip feature here).
+        let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\n\
+            Content-Encoding: gzip\r\nContent-Length: 1024\r\n\r\n"
+            .to_vec();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[7u8; 4096]).unwrap();
+        let mut body = gz.finish().unwrap();
+        body.resize(1024, 0);
+        reply.extend_from_slice(&body);
+        let (_dir, endpoint, handle) =
+            fake_daemon(vec![Box::leak(reply.into_boxed_slice())], false);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(c.export_image("a:b", &mut out).unwrap(), 1024);
+        assert_eq!(out, body);
+        let heads = handle.join().unwrap();
+        assert_eq!(header(&heads[0], "Accept-Encoding"), Some("identity"));
+    }
+
+    #[test]
+    fn fast_interim_heads_end_a_long_request_too() {
+        // A long request (export) has no request deadline: the interim head limit ends it.
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            let heads = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
+            while s.write_all(&heads).is_ok() {}
+        });
+        let c = client(&endpoint, 60_000, 60_000);
+        let e = c.export_image("a:b", &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { message, .. }
+                if message.contains("more than 16 interim responses (HTTP/1.1 100 Continue)")
+                    && message.contains(&endpoint)),
+            "{e:?}"
+        );
+        handle.join().unwrap();
+        // Sixteen are accepted.
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM);
+            reply.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n");
+            reply.extend_from_slice(&[0u8; 1024]);
+            s.write_all(&reply).unwrap();
+        });
+        assert_eq!(
+            client(&endpoint, 5000, 5000)
+                .export_image("a:b", &mut Vec::new())
+                .unwrap(),
+            1024
+        );
+        handle.join().unwrap();
+    }
+
+    const MAX_INTERIM: usize = guard::MAX_INTERIM_RESPONSES;
+
+    #[test]
+    fn tcp_endpoints_go_through_ureqs_connector_with_the_same_timeouts() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = thread::spawn(move || {
+            let mut heads = Vec::new();
+            // An answer, then silence until the client hangs up.
+            for silent in [false, true] {
+                let (s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                heads.push(head);
+                if silent {
+                    let mut sink = Vec::new();
+                    let _ = r.read_to_end(&mut sink);
+                } else {
+                    let _ = (&s).write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+                    );
+                }
+            }
+            heads
+        });
+        let endpoint = format!("tcp://127.0.0.1:{port}");
+        let c = client(&endpoint, 300, 60_000);
+        assert!(c.inspect_image("app:1").unwrap().is_none());
+        let e = c.inspect_image("app:1").unwrap_err();
+        assert!(
+            matches!(&e, Error::Timeout { endpoint: ep, operation, option, .. }
+                if ep == &endpoint
+                    && operation.contains("waiting for the response")
+                    && option.contains("DOCKER_DELTA_DAEMON_TIMEOUT")),
+            "{e:?}"
+        );
+        drop(c);
+        let heads = handle.join().unwrap();
+        assert_eq!(
+            header(&heads[0], "Host"),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        // Nothing listens here any more.
+        let e = DockerClient::new(&endpoint).unwrap().ping().unwrap_err();
+        assert!(matches!(e, Error::DaemonUnavailable { .. }), "{e:?}");
+    }
+
     fn c_for(endpoint: &str) -> DockerClient {
         client(endpoint, 5000, 5000)
     }
