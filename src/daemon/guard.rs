@@ -249,7 +249,9 @@ impl Read for BodySource<'_> {
             }
             return read_retry(self.src, buf).map_err(|e| self.fail(e));
         };
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }

@@ -1376,10 +1376,7 @@ mod tests {
         );
         let heads = handle.join().unwrap();
         assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=0 HTTP/1.1\r\n"));
-        assert_eq!(
-            header(&heads[0], "Content-Type"),
-            Some("application/x-tar")
-        );
+        assert_eq!(header(&heads[0], "Content-Type"), Some("application/x-tar"));
         assert_eq!(header(&heads[0], "Content-Length"), Some("10"));
     }
 
@@ -1806,9 +1803,8 @@ mod tests {
                     let mut sink = Vec::new();
                     let _ = r.read_to_end(&mut sink);
                 } else {
-                    let _ = (&s).write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
-                    );
+                    let _ =
+                        (&s).write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}");
                 }
             }
             heads
