@@ -238,3 +238,66 @@ fn send_no_sigpipe(s: &UnixStream, buf: &[u8]) -> io::Result<usize> {
         Ok(n.unsigned_abs())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Writing to a daemon that hung up raises no SIGPIPE: a host process that keeps the
+    /// default action (a C program using the C ABI) would be killed by one. Rust programs
+    /// ignore SIGPIPE, so the write is tried in a child (this test binary again, running
+    /// only this test) that restores the default action; a plain `write(2)` there is
+    /// killed, which shows the check works. (std's own `UnixStream::write` passes
+    /// `MSG_NOSIGNAL` today too; ours does not depend on it.)
+    #[test]
+    fn writing_to_a_closed_socket_raises_no_sigpipe() {
+        const CHILD: &str = "DOCKER_DELTA_TEST_SIGPIPE_CHILD";
+        if let Ok(mode) = std::env::var(CHILD) {
+            // SAFETY: sets the default action of SIGPIPE in this child process, which
+            // runs this one test alone.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            drop(theirs);
+            if mode == "plain" {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a write(2) of a live one-byte buffer on an open descriptor.
+                let _ = unsafe { libc::write(ours.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+                return;
+            }
+            let mut t = UnixTransport {
+                stream: ours,
+                buffers: LazyBuffers::new(1024, 1024),
+                read_timeout: None,
+                write_timeout: None,
+            };
+            t.buffers().output()[..5].copy_from_slice(b"hello");
+            let e = t.transmit_output(5, NextTimeout::default()).unwrap_err();
+            assert!(
+                matches!(&e, ureq::Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
+                "{e:?}"
+            );
+            return;
+        }
+        let run = |mode: &str| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "daemon::unix::tests::writing_to_a_closed_socket_raises_no_sigpipe",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, mode)
+                .output()
+                .unwrap()
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let plain = run("plain");
+        assert_eq!(plain.status.signal(), Some(libc::SIGPIPE), "{plain:?}");
+        let ours = run("transport");
+        assert!(ours.status.success(), "{ours:?}");
+        assert!(
+            String::from_utf8_lossy(&ours.stdout).contains("1 passed"),
+            "{ours:?}"
+        );
+    }
+}
