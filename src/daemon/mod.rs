@@ -1,7 +1,8 @@
 //! A small blocking client for the Docker Engine API.
 //!
-//! It speaks HTTP/1.1 directly over the daemon's Unix socket (or plain TCP), one connection
-//! per request, with no async runtime. Image archives are streamed in both directions:
+//! It speaks HTTP/1.1 through ureq, the crate's one HTTP stack, over the daemon's Unix
+//! socket (a ureq transport of our own, [`unix`]) or plain TCP (ureq's), one connection per
+//! request, with no async runtime. Image archives are streamed in both directions:
 //! [`DockerClient::export_image`] copies `docker save` output to any writer, and
 //! [`DockerClient::load_image`] sends any reader as the `docker load` body, so whole
 //! images never sit in memory.
@@ -15,17 +16,16 @@
 //! in Docker 24-28, default for new installs of Docker 29) `Id` is the digest of the
 //! manifest or index instead.
 
-mod http;
+mod guard;
 mod name;
+mod unix;
+mod url;
 
 pub use name::ImageName;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -34,7 +34,8 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::timeouts::{TimeoutKind, Timeouts};
-use http::{RequestBody, ResponseHead, SendError};
+use guard::{BodySource, CallState, GuardConnector};
+use ureq::unversioned::transport::{Connector, TcpConnector};
 
 /// The endpoint used when `DOCKER_HOST` is not set.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -70,6 +71,18 @@ const LOAD_RESULTS_KEPT: usize = 256;
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// How much of the end of an export stream we keep to look for an in-band error.
 const EXPORT_TAIL: usize = 8 * 1024;
+/// Buffer size for streaming bodies.
+const COPY_BUF: usize = 64 * 1024;
+
+/// A request body.
+enum RequestBody<'a> {
+    /// No body.
+    Empty,
+    /// A body of exactly this many bytes, sent with `Content-Length`.
+    Sized(&'a mut dyn Read, u64),
+    /// A body of unknown length, sent with `Transfer-Encoding: chunked`.
+    Chunked(&'a mut dyn Read),
+}
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,9 +294,9 @@ impl DockerClient {
     pub fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
         let op = format!("inspect image {name}");
         check_name_arg(name)?;
-        let path = format!("{}/images/{}/json", self.api()?, http::encode_path(name));
+        let path = format!("{}/images/{}/json", self.api()?, url::encode_path(name));
         let resp = self.send("GET", &path, None, RequestBody::Empty, &op, true)?;
-        if resp.head.status == 404 {
+        if resp.status == 404 {
             return Ok(None);
         }
         let v = self.json_body(self.check(resp, &op)?, &op, MAX_INSPECT_BODY)?;
@@ -330,17 +343,17 @@ impl DockerClient {
     pub fn export_image(&self, name: &str, dest: &mut impl Write) -> Result<u64> {
         let op = format!("export image {name}");
         check_name_arg(name)?;
-        let path = http::with_query(&format!("{}/images/get", self.api()?), &[("names", name)]);
+        let path = url::with_query(&format!("{}/images/get", self.api()?), &[("names", name)]);
         let resp = self.send("GET", &path, None, RequestBody::Empty, &op, false)?;
         let mut resp = self.check(resp, &op)?;
-        let mut buf = vec![0u8; http::COPY_BUF];
+        let mut buf = vec![0u8; COPY_BUF];
         let mut tail: Vec<u8> = Vec::with_capacity(2 * EXPORT_TAIL);
         let mut total = 0u64;
         loop {
             let n = match resp.body.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if http::is_eintr(&e) => continue,
+                Err(e) if guard::is_eintr(&e) => continue,
                 Err(e) => return Err(self.connection_error(&op, "reading the image stream", &e)),
             };
             dest.write_all(&buf[..n])
@@ -392,7 +405,7 @@ impl DockerClient {
         let path = format!("{}/images/load?quiet=0", self.api()?);
         let resp = self.send("POST", &path, Some("application/x-tar"), body, op, false)?;
         let resp = self.check(resp, op)?;
-        let mut reader = BufReader::with_capacity(http::COPY_BUF, resp.body);
+        let mut reader = BufReader::with_capacity(COPY_BUF, resp.body);
         let mut result = LoadResult::default();
         let mut line = Vec::new();
         loop {
@@ -435,8 +448,8 @@ impl DockerClient {
         let target = ImageName::new(repo, tag)?;
         check_name_arg(source)?;
         let op = format!("tag {source} as {target}");
-        let path = http::with_query(
-            &format!("{}/images/{}/tag", self.api()?, http::encode_path(source)),
+        let path = url::with_query(
+            &format!("{}/images/{}/tag", self.api()?, url::encode_path(source)),
             &[("repo", target.repo()), ("tag", target.tag())],
         );
         let resp = self.send("POST", &path, None, RequestBody::Empty, &op, true)?;
@@ -528,75 +541,43 @@ impl DockerClient {
             .get_or_init(|| format!("/v{}.{}", chosen.0, chosen.1)))
     }
 
-    /// Opens a connection; a small request's time runs from `deadline`.
-    fn connect(&self, operation: &str, deadline: Option<Instant>) -> Result<Conn> {
-        let unavailable = |reason: String| Error::DaemonUnavailable {
-            endpoint: self.endpoint.clone(),
-            reason,
-        };
-        let connect = self.timeouts.connect;
-        let timed_out = |e: &io::Error| {
-            is_timeout(e).then(|| self.timeout_error(operation, "connecting", TimeoutKind::Connect))
-        };
-        let stream = match &self.target {
-            Target::Unix(path) => {
-                let s = connect_unix(path, connect).map_err(|e| {
-                    if let Some(t) = timed_out(&e) {
-                        return t;
-                    }
-                    let hint = match e.kind() {
-                        io::ErrorKind::NotFound => " (is the Docker daemon running?)",
-                        io::ErrorKind::PermissionDenied => {
-                            " (run as root or as a member of the docker group)"
-                        }
-                        io::ErrorKind::ConnectionRefused => {
-                            " (the socket exists but no daemon is listening)"
-                        }
-                        _ => "",
-                    };
-                    unavailable(format!("{e}{hint}"))
-                })?;
-                Stream::Unix(s)
-            }
-            Target::Tcp { host, port } => {
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| unavailable(format!("cannot resolve {host}: {e}")))?;
-                let mut last = None;
-                let mut stream = None;
-                for addr in addrs {
-                    match TcpStream::connect_timeout(&addr, connect) {
-                        Ok(s) => {
-                            stream = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let s = match (stream, last) {
-                    (Some(s), _) => s,
-                    (None, Some(e)) => {
-                        return Err(timed_out(&e).unwrap_or_else(|| unavailable(e.to_string())))
-                    }
-                    (None, None) => return Err(unavailable(format!("{host} has no addresses"))),
-                };
-                s.set_nodelay(true)
-                    .map_err(|e| unavailable(e.to_string()))?;
-                Stream::Tcp(s)
-            }
-        };
-        let conn = Conn {
-            stream,
-            idle: self.timeouts.idle,
-            deadline,
-            read_timeout: None,
-        };
-        conn.set_write_timeout(self.timeouts.idle)
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(conn)
+    /// A ureq agent for one request: its transport (the Unix socket, or ureq's TCP
+    /// connector) wrapped in a [`guard::Guard`] that reports to `state`. A `small` request
+    /// must be over, response read, within [`Timeouts::request`]; every read and write
+    /// waits at most [`Timeouts::idle`].
+    fn agent(&self, small: bool, state: &Arc<CallState>) -> ureq::Agent {
+        let t = self.timeouts;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            // The daemon is spoken to directly: no HTTP_PROXY from the environment.
+            .proxy(None)
+            // One connection per request: nothing is pooled.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(format!("docker-delta/{}", crate::VERSION))
+            .timeout_connect(Some(t.connect))
+            .timeout_per_read(Some(t.idle))
+            .timeout_per_write(Some(t.idle))
+            .timeout_global(small.then_some(t.request))
+            .build();
+        let guard = GuardConnector(state.clone());
+        match &self.target {
+            Target::Unix(path) => ureq::Agent::with_parts(
+                config,
+                unix::UnixConnector::new(path).chain(guard),
+                unix::NoResolver,
+            ),
+            Target::Tcp { .. } => ureq::Agent::with_parts(
+                config,
+                TcpConnector::default().chain(guard),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+        }
     }
 
-    fn host_header(&self) -> String {
+    /// The request URI's authority (it fills the `Host` header).
+    fn authority(&self) -> String {
         match &self.target {
             Target::Unix(_) => "docker".to_string(),
             Target::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
@@ -604,9 +585,8 @@ impl DockerClient {
         }
     }
 
-    /// Sends one request and reads the response head. A `small` request must be over,
-    /// response read, within [`Timeouts::request`]; every request waits at most
-    /// [`Timeouts::idle`] for the next byte.
+    /// Sends one request and reads the response head (see [`DockerClient::agent`] for
+    /// `small`).
     fn send(
         &self,
         method: &str,
@@ -616,47 +596,105 @@ impl DockerClient {
         operation: &str,
         small: bool,
     ) -> Result<Response> {
-        let deadline = small.then(|| Instant::now() + self.timeouts.request);
-        let mut conn = self.connect(operation, deadline)?;
-        let host = self.host_header();
-        let agent = format!("docker-delta/{}", crate::VERSION);
-        let mut headers = vec![("Host", host.as_str()), ("User-Agent", agent.as_str())];
+        let state = Arc::new(CallState::default());
+        let agent = self.agent(small, &state);
+        let uri = format!("http://{}{target}", self.authority());
+        // `identity`: nothing is to be compressed on the way (an export is hashed as sent).
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("Accept-Encoding", "identity")
+            .header("Connection", "close");
         if let Some(ct) = content_type {
-            headers.push(("Content-Type", ct));
+            request = request.header("Content-Type", ct);
         }
-        let sent = http::write_request(&mut conn, method, target, &headers, body);
-        let mut reader = BufReader::with_capacity(http::COPY_BUF, conn);
-        match sent {
-            Ok(()) => {}
-            Err(SendError::Source(e)) => {
-                return Err(Error::io(format!("<{operation} request body>"), e));
+        let mut source = match body {
+            RequestBody::Empty => None,
+            RequestBody::Sized(src, len) => {
+                request = request.header("Content-Length", len.to_string());
+                Some(BodySource::new(src, Some(len), state.clone()))
             }
-            Err(SendError::Connection(e)) => {
-                // The daemon may have answered early (e.g. rejected the body) and closed
-                // the connection: prefer its answer to the broken-pipe error. A daemon
-                // that stopped reading is not waited for a second time.
-                if !is_timeout(&e) {
-                    if let Ok(head) = http::read_head(&mut reader) {
-                        if head.status >= 400 {
-                            let resp = Response::new(method, head, reader);
-                            if let Ok(resp) = resp {
-                                return Err(self.error_from(resp, operation));
-                            }
+            RequestBody::Chunked(src) => Some(BodySource::new(src, None, state.clone())),
+        };
+        let result = match source.as_mut() {
+            Some(s) => request
+                .body(ureq::SendBody::from_reader(s))
+                .map(|r| agent.run(r)),
+            None => request.body(ureq::SendBody::none()).map(|r| agent.run(r)),
+        }
+        .map_err(|e| Error::Daemon {
+            operation: operation.to_string(),
+            status: 0,
+            message: format!("cannot build the request {method} {uri}: {e}"),
+        })?;
+        if let Some(e) = source.as_mut().and_then(BodySource::take_error) {
+            return Err(Error::io(format!("<{operation} request body>"), e));
+        }
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.call_error(operation, e, &state)),
+        };
+        let resp = Response {
+            status: resp.status().as_u16(),
+            reason: resp.status().canonical_reason().unwrap_or("").to_string(),
+            body: resp.into_body().into_reader(),
+        };
+        if let Some(e) = state.send_failed() {
+            // The daemon answered early (e.g. rejected the body) and closed the
+            // connection: its answer wins over the broken-pipe error.
+            if resp.status >= 400 {
+                return Err(self.error_from(resp, operation));
+            }
+            return Err(self.connection_error(operation, "sending the request", e));
+        }
+        Ok(resp)
+    }
+
+    /// The error for a request that got no response.
+    fn call_error(&self, operation: &str, e: ureq::Error, state: &CallState) -> Error {
+        let doing = if !state.connected() {
+            "connecting"
+        } else if state.sending() {
+            "sending the request"
+        } else {
+            "waiting for the response"
+        };
+        if let ureq::Error::Timeout(t) = e {
+            return self.timeout_error(operation, doing, timeout_kind(t));
+        }
+        if !state.connected() {
+            let reason = match e {
+                ureq::Error::Io(e) => {
+                    let hint = match (&self.target, e.kind()) {
+                        (Target::Unix(_), io::ErrorKind::NotFound) => {
+                            " (is the Docker daemon running?)"
                         }
-                    }
+                        (Target::Unix(_), io::ErrorKind::PermissionDenied) => {
+                            " (run as root or as a member of the docker group)"
+                        }
+                        (Target::Unix(_), io::ErrorKind::ConnectionRefused) => {
+                            " (the socket exists but no daemon is listening)"
+                        }
+                        _ => "",
+                    };
+                    format!("{e}{hint}")
                 }
-                return Err(self.connection_error(operation, "sending the request", &e));
-            }
+                other => other.to_string(),
+            };
+            return Error::DaemonUnavailable {
+                endpoint: self.endpoint.clone(),
+                reason,
+            };
         }
-        let head = http::read_head(&mut reader)
-            .map_err(|e| self.connection_error(operation, "waiting for the response", &e))?;
-        Response::new(method, head, reader)
-            .map_err(|e| self.connection_error(operation, "reading the response", &e))
+        if let Some(sent) = state.send_failed() {
+            return self.connection_error(operation, "sending the request", sent);
+        }
+        self.connection_error(operation, doing, &e.into_io())
     }
 
     /// Passes a successful response through; turns an error status into [`Error::Daemon`].
     fn check(&self, resp: Response, operation: &str) -> Result<Response> {
-        if resp.head.status < 400 {
+        if resp.status < 400 {
             Ok(resp)
         } else {
             Err(self.error_from(resp, operation))
@@ -664,23 +702,22 @@ impl DockerClient {
     }
 
     fn error_from(&self, resp: Response, operation: &str) -> Error {
-        let status = resp.head.status;
-        let reason = resp.head.reason.clone();
         let mut body = Vec::new();
         // A partial error body is still worth showing.
         let _ = resp.body.take(MAX_ERROR_BODY).read_to_end(&mut body);
         Error::Daemon {
             operation: operation.to_string(),
-            status,
-            message: error_message(&body, &reason),
+            status: resp.status,
+            message: error_message(&body, &resp.reason),
         }
     }
 
     /// The error for a failed read or write on the connection: [`Error::Timeout`] when a
     /// timeout ran out, else [`Error::Daemon`].
     fn connection_error(&self, operation: &str, doing: &str, e: &io::Error) -> Error {
-        if let Some(TimedOut(kind)) = e.get_ref().and_then(|i| i.downcast_ref::<TimedOut>()) {
-            return self.timeout_error(operation, doing, *kind);
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+        if let Some(ureq::Error::Timeout(t)) = inner {
+            return self.timeout_error(operation, doing, timeout_kind(*t));
         }
         Error::Daemon {
             operation: operation.to_string(),
@@ -811,7 +848,7 @@ fn read_message(r: &mut dyn BufRead, line: &mut Vec<u8>, max: usize) -> io::Resu
         loop {
             let available = match r.fill_buf() {
                 Ok(b) => b,
-                Err(e) if http::is_eintr(&e) => continue,
+                Err(e) if guard::is_eintr(&e) => continue,
                 Err(e) => return Err(e),
             };
             if available.is_empty() {
@@ -848,192 +885,19 @@ fn read_message(r: &mut dyn BufRead, line: &mut Vec<u8>, max: usize) -> io::Resu
 
 /// A response whose head has been read; the body is read on demand.
 struct Response {
-    head: ResponseHead,
-    body: http::BodyReader<BufReader<Conn>>,
+    status: u16,
+    /// The standard reason phrase of `status` (empty if none).
+    reason: String,
+    body: ureq::BodyReader<'static>,
 }
 
-impl Response {
-    fn new(method: &str, head: ResponseHead, reader: BufReader<Conn>) -> io::Result<Response> {
-        let framing = http::framing(method, &head)?;
-        Ok(Response {
-            head,
-            body: http::BodyReader::new(reader, framing),
-        })
-    }
-}
-
-/// The socket to the daemon.
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-/// A connection to the daemon, whose reads and writes wait at most the idle timeout (and,
-/// for a small request, no later than its deadline).
-struct Conn {
-    stream: Stream,
-    idle: Duration,
-    deadline: Option<Instant>,
-    /// The receive timeout last set on the socket.
-    read_timeout: Option<Duration>,
-}
-
-/// The payload of the `io::Error` a [`Conn`] returns when a timeout runs out.
-#[derive(Debug)]
-struct TimedOut(TimeoutKind);
-
-impl std::fmt::Display for TimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} timeout", self.0)
-    }
-}
-
-impl std::error::Error for TimedOut {}
-
-/// True for the error a socket operation gives when its timeout ran out (or our own).
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-impl Conn {
-    /// How long the next read may wait, and which timeout that is.
-    fn budget(&self) -> io::Result<(Duration, TimeoutKind)> {
-        let Some(deadline) = self.deadline else {
-            return Ok((self.idle, TimeoutKind::Idle));
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                TimedOut(TimeoutKind::Request),
-            ));
-        }
-        Ok(if left < self.idle {
-            (left, TimeoutKind::Request)
-        } else {
-            (self.idle, TimeoutKind::Idle)
-        })
-    }
-
-    fn set_write_timeout(&self, d: Duration) -> io::Result<()> {
-        match &self.stream {
-            Stream::Unix(s) => s.set_write_timeout(Some(d)),
-            Stream::Tcp(s) => s.set_write_timeout(Some(d)),
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (wait, kind) = self.budget()?;
-        if self.read_timeout != Some(wait) {
-            match &self.stream {
-                Stream::Unix(s) => s.set_read_timeout(Some(wait))?,
-                Stream::Tcp(s) => s.set_read_timeout(Some(wait))?,
-            }
-            self.read_timeout = Some(wait);
-        }
-        let r = match &mut self.stream {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        };
-        match r {
-            Err(e) if is_timeout(&e) => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, TimedOut(kind)))
-            }
-            other => other,
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let r = match &mut self.stream {
-            Stream::Unix(s) => send_no_sigpipe(s, buf),
-            // std sends with MSG_NOSIGNAL on TCP sockets already.
-            Stream::Tcp(s) => s.write(buf),
-        };
-        match r {
-            Err(e) if is_timeout(&e) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                TimedOut(TimeoutKind::Idle),
-            )),
-            other => other,
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Connects to the Unix socket at `path`, waiting at most `timeout`. A daemon that does not
-/// accept connections fills its listen queue, and a plain `connect` then blocks until a
-/// slot frees; the socket's send timeout bounds that wait (Linux returns `EAGAIN`).
-fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "the socket path is longer than {} bytes or holds a NUL byte",
-                addr.sun_path.len() - 1
-            ),
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: a plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    stream.set_write_timeout(Some(timeout))?;
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes, alive for the call.
-    let r = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stream)
-}
-
-/// Writes to a Unix socket without raising SIGPIPE if the daemon has closed it: std's
-/// `UnixStream::write` uses `write(2)`, which would kill a host process (e.g. one using
-/// the C ABI) that has not ignored SIGPIPE.
-fn send_no_sigpipe(s: &UnixStream, buf: &[u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is owned by `s` and open for this call; the pointer and
-    // length describe the live slice `buf`.
-    let n = unsafe {
-        libc::send(
-            s.as_raw_fd(),
-            buf.as_ptr().cast::<libc::c_void>(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n.unsigned_abs())
+/// Which of our timeouts a ureq timeout is: ureq's per-read and per-write timeouts are the
+/// idle timeout, its global one the request timeout.
+fn timeout_kind(t: ureq::Timeout) -> TimeoutKind {
+    match t {
+        ureq::Timeout::Connect => TimeoutKind::Connect,
+        ureq::Timeout::PerRead | ureq::Timeout::PerWrite => TimeoutKind::Idle,
+        _ => TimeoutKind::Request,
     }
 }
 
@@ -1253,8 +1117,18 @@ fn parse_inspect(raw: Value) -> Result<ImageInspect> {
 mod tests {
     use super::*;
     use std::io::BufRead;
-    use std::os::unix::net::UnixListener;
+    use std::os::unix::net::{UnixListener, UnixStream};
     use std::thread;
+    use std::time::{Duration, Instant};
+    use unix::{connect_unix, is_timeout};
+
+    /// The value of header `name` in a request head, its name in any case.
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 
     #[test]
     fn endpoints() {
@@ -1418,10 +1292,8 @@ mod tests {
                     head.push_str(&line);
                 }
                 if read_body {
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .map(|v| v.trim().parse::<usize>().unwrap())
+                    let len = header(&head, "Content-Length")
+                        .map(|v| v.parse::<usize>().unwrap())
                         .unwrap_or(0);
                     let mut body = vec![0u8; len];
                     r.read_exact(&mut body).unwrap();
@@ -1466,7 +1338,7 @@ mod tests {
             "{}",
             heads[0]
         );
-        assert!(heads[0].contains("Host: docker\r\n"));
+        assert_eq!(header(&heads[0], "Host"), Some("docker"));
         assert!(heads[1].starts_with("GET /v1.45/images/nope/json HTTP/1.1"));
         assert!(
             heads[2].starts_with("POST /v1.45/images/x/tag?repo=repo&tag=t HTTP/1.1"),
@@ -1504,8 +1376,8 @@ mod tests {
         );
         let heads = handle.join().unwrap();
         assert!(heads[0].starts_with("POST /v1.41/images/load?quiet=0 HTTP/1.1\r\n"));
-        assert!(heads[0].contains("Content-Type: application/x-tar\r\n"));
-        assert!(heads[0].contains("Content-Length: 10\r\n"));
+        assert_eq!(header(&heads[0], "Content-Type"), Some("application/x-tar"));
+        assert_eq!(header(&heads[0], "Content-Length"), Some("10"));
     }
 
     #[test]
@@ -1658,8 +1530,8 @@ mod tests {
                 if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.strip_prefix("Content-Length: ") {
-                    len = v.trim().parse().unwrap();
+                if let Some(v) = header(&line, "Content-Length") {
+                    len = v.parse().unwrap();
                 }
             }
             let mut body = vec![0u8; len];
@@ -1752,7 +1624,7 @@ mod tests {
         let _listener = UnixListener::bind(&sock).unwrap();
         let mut queued = Vec::new();
         loop {
-            match connect_unix(&sock, Duration::from_millis(50)) {
+            match connect_unix(&sock, Some(Duration::from_millis(50))) {
                 Ok(s) => queued.push(s),
                 Err(e) if is_timeout(&e) => break,
                 Err(e) => panic!("{e}"),
@@ -1846,6 +1718,117 @@ mod tests {
             "{e:?}"
         );
         handle.join().unwrap();
+    }
+
+    #[test]
+    fn nothing_is_decompressed() {
+        // A daemon (or a proxy in front of it) that labels the export as gzip: the
+        // bytes are passed on as sent, not decoded (ureq has no gzip feature here).
+        let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\n\
+            Content-Encoding: gzip\r\nContent-Length: 1024\r\n\r\n"
+            .to_vec();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[7u8; 4096]).unwrap();
+        let mut body = gz.finish().unwrap();
+        body.resize(1024, 0);
+        reply.extend_from_slice(&body);
+        let (_dir, endpoint, handle) =
+            fake_daemon(vec![Box::leak(reply.into_boxed_slice())], false);
+        let c = DockerClient::new(&endpoint)
+            .unwrap()
+            .with_api_version("1.41")
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(c.export_image("a:b", &mut out).unwrap(), 1024);
+        assert_eq!(out, body);
+        let heads = handle.join().unwrap();
+        assert_eq!(header(&heads[0], "Accept-Encoding"), Some("identity"));
+    }
+
+    #[test]
+    fn fast_interim_heads_end_a_long_request_too() {
+        // A long request (export) has no request deadline: the interim head limit ends it.
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            let heads = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
+            while s.write_all(&heads).is_ok() {}
+        });
+        let c = client(&endpoint, 60_000, 60_000);
+        let e = c.export_image("a:b", &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Daemon { message, .. }
+                if message.contains("more than 16 interim responses (HTTP/1.1 100 Continue)")
+                    && message.contains(&endpoint)),
+            "{e:?}"
+        );
+        handle.join().unwrap();
+        // Sixteen are accepted.
+        let (_dir, endpoint, handle) = serve_one(|mut s| {
+            let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM);
+            reply.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n");
+            reply.extend_from_slice(&[0u8; 1024]);
+            s.write_all(&reply).unwrap();
+        });
+        assert_eq!(
+            client(&endpoint, 5000, 5000)
+                .export_image("a:b", &mut Vec::new())
+                .unwrap(),
+            1024
+        );
+        handle.join().unwrap();
+    }
+
+    const MAX_INTERIM: usize = guard::MAX_INTERIM_RESPONSES;
+
+    #[test]
+    fn tcp_endpoints_go_through_ureqs_connector_with_the_same_timeouts() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = thread::spawn(move || {
+            let mut heads = Vec::new();
+            // An answer, then silence until the client hangs up.
+            for silent in [false, true] {
+                let (s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                heads.push(head);
+                if silent {
+                    let mut sink = Vec::new();
+                    let _ = r.read_to_end(&mut sink);
+                } else {
+                    let _ =
+                        (&s).write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}");
+                }
+            }
+            heads
+        });
+        let endpoint = format!("tcp://127.0.0.1:{port}");
+        let c = client(&endpoint, 300, 60_000);
+        assert!(c.inspect_image("app:1").unwrap().is_none());
+        let e = c.inspect_image("app:1").unwrap_err();
+        assert!(
+            matches!(&e, Error::Timeout { endpoint: ep, operation, option, .. }
+                if ep == &endpoint
+                    && operation.contains("waiting for the response")
+                    && option.contains("DOCKER_DELTA_DAEMON_TIMEOUT")),
+            "{e:?}"
+        );
+        drop(c);
+        let heads = handle.join().unwrap();
+        assert_eq!(
+            header(&heads[0], "Host"),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        // Nothing listens here any more.
+        let e = DockerClient::new(&endpoint).unwrap().ping().unwrap_err();
+        assert!(matches!(e, Error::DaemonUnavailable { .. }), "{e:?}");
     }
 
     fn c_for(endpoint: &str) -> DockerClient {
