@@ -473,6 +473,14 @@ seed_one() {
         log "$r: fixtures already pushed"
         return 0
     fi
+    # Start from empty storage: skopeo's blob-info cache (shared by every run on the
+    # machine) would otherwise offer the zstd blobs an earlier seed pushed in place of
+    # a docker-archive's gzip layers, and skopeo 1.9 then converts that image to an OCI
+    # manifest with a rewritten config, which is no longer the image ID. With the
+    # storage empty those candidates are not found and the layers are uploaded as gzip.
+    stop_one "$r"
+    rm -rf "${RUN:?}/$r/storage"
+    start_one "$r"
     log "$r: pushing ${#SEED[@]} fixture images"
     for row in "${SEED[@]}"; do
         IFS='|' read -r src dst extra <<<"$row"
