@@ -85,6 +85,8 @@ pub struct Registry {
     challenge: Mutex<Challenge>,
     /// Bearer tokens by scope, with the instant they stop being used.
     tokens: Mutex<HashMap<String, (Arc<String>, Instant)>>,
+    /// The connect and idle timeouts, for messages.
+    timeouts: (Duration, Duration),
 }
 
 impl std::fmt::Debug for Registry {
@@ -132,6 +134,7 @@ impl Registry {
                         auth: options.auth.clone(),
                         challenge: Mutex::new(challenge),
                         tokens: Mutex::new(HashMap::new()),
+                        timeouts: (options.connect_timeout, options.idle_timeout),
                     });
                 }
                 Err(e) => tried.push(format!("{url}: {e}")),
@@ -431,12 +434,20 @@ impl Registry {
 
     fn unavailable(&self, url: &str, e: &ureq::Error) -> Error {
         match e {
-            ureq::Error::Timeout(t) => Error::Timeout {
-                endpoint: url.to_string(),
-                operation: format!("{t:?}"),
-                seconds: 0,
-                option: "the registry timeouts".into(),
-            },
+            ureq::Error::Timeout(t) => {
+                let (operation, limit) = match t {
+                    ureq::Timeout::Connect | ureq::Timeout::Resolve => ("connect", self.timeouts.0),
+                    _ => ("waiting for data (nothing arrived)", self.timeouts.1),
+                };
+                Error::Timeout {
+                    endpoint: url.to_string(),
+                    operation: operation.into(),
+                    seconds: limit.as_secs(),
+                    option: "RegistryOptions::connect_timeout / idle_timeout (library); \
+                             fixed in the command for now"
+                        .into(),
+                }
+            }
             e => Error::RegistryUnavailable {
                 registry: self.name.clone(),
                 reason: format!("{url}: {e}"),
