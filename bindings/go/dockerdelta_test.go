@@ -380,7 +380,8 @@ func TestRemoveTemporaryFiles(t *testing.T) {
 	removed := -1
 	_, _ = Apply(context.Background(), pkg, oldRef, filepath.Join(dir, "o.tar"), &ApplyOptions{
 		Progress: func(p Phase, done, total uint64) bool {
-			if p == PhaseRebuild && removed < 0 {
+			// Once bytes are written: the output's temporary file exists.
+			if p == PhaseRebuild && done > 0 && removed < 0 {
 				removed = RemoveTemporaryFiles()
 			}
 			return true

@@ -230,7 +230,8 @@ def test_remove_temporary_files_removes_what_is_being_written(
     removed: List[int] = []
 
     def progress(phase: dd.Phase, done: int, total: int) -> bool:
-        if phase == dd.Phase.REBUILD and not removed:
+        # Once bytes are written: the output's temporary file exists.
+        if phase == dd.Phase.REBUILD and done > 0 and not removed:
             removed.append(dd.remove_temporary_files())
         return True
 

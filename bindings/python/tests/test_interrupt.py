@@ -104,6 +104,22 @@ class _Output:
         return True
 
 
+def _writing_in(pid: int, directory: Path) -> bool:
+    """Whether process `pid` has a file in `directory` open (named or not)."""
+    prefix = str(directory) + "/"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.mark.parametrize("with_progress", [True, False], ids=["progress", "no-progress"])
 def test_ctrl_c_cancels_a_long_create(tmp_path: Path, big_image: Path, with_progress: bool) -> None:
     out_dir = tmp_path / "out"
@@ -116,16 +132,17 @@ def test_ctrl_c_cancels_a_long_create(tmp_path: Path, big_image: Path, with_prog
     try:
         assert out.wait_for("started", 60), out.text
         # Interrupt once the library is at work: the progress callback's line, or (without
-        # a callback) the temporary files it writes beside the output.
+        # a callback) the payload spools it opens beside the output (they have no name:
+        # /proc shows them as open files in that directory).
         if with_progress:
             running = out.wait_for("encoding", 120)
         else:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and proc.poll() is None:
-                if any(out_dir.iterdir()):
+                if _writing_in(proc.pid, out_dir):
                     break
                 time.sleep(0.05)
-            running = any(out_dir.iterdir())
+            running = _writing_in(proc.pid, out_dir)
         assert running, f"the create never got going (exit {proc.poll()}, {out.text!r})"
         time.sleep(0.2)  # well inside the encoding
         t0 = time.monotonic()
