@@ -160,21 +160,8 @@ impl OciLayout {
                     found: stored,
                 });
             }
-            let compression = compression_of(desc.media_type.as_deref());
             tracing::debug!(layer = index, blob = %location, media_type = ?desc.media_type, size = desc.size, "layer");
-            layers.push(Layer {
-                index,
-                diff_id: diff_id.clone(),
-                digest: Some(desc.digest.clone()),
-                media_type: desc
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| compression.oci_layer_media_type().to_string()),
-                size: desc.size,
-                compression,
-                uncompressed_size: (compression == Compression::None).then_some(desc.size),
-                location,
-            });
+            layers.push(layer_of(index, desc, diff_id, location));
         }
         let image = Image {
             reference: reference.clone(),
@@ -224,6 +211,53 @@ impl ImageSource for OciLayout {
 }
 
 /// What a layer media type says about compression (verified against the content when read).
+/// The layer `index` an image manifest's descriptor `desc` describes, whose blob is at
+/// `location` (for messages); its compression is read from its media type.
+pub(crate) fn layer_of(
+    index: usize,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    location: String,
+) -> Layer {
+    let compression = compression_of(desc.media_type.as_deref());
+    Layer {
+        index,
+        diff_id: diff_id.clone(),
+        digest: Some(desc.digest.clone()),
+        media_type: desc
+            .media_type
+            .clone()
+            .unwrap_or_else(|| compression.oci_layer_media_type().to_string()),
+        size: desc.size,
+        compression,
+        uncompressed_size: (compression == Compression::None).then_some(desc.size),
+        location,
+    }
+}
+
+/// The index entry for `wanted` (else the host's) platform; [`Error::ImageNotFound`]
+/// naming the platforms there are when none matches. `file` names the index.
+pub(crate) fn choose_platform<'a>(
+    entries: &[&'a Descriptor],
+    wanted: Option<&Platform>,
+    file: &str,
+) -> Result<&'a Descriptor> {
+    let wanted = wanted.cloned().unwrap_or_else(Platform::host);
+    let found = entries
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+        .ok_or_else(|| Error::ImageNotFound {
+            path: PathBuf::from(file),
+            wanted: format!("platform {wanted}"),
+            available: entries
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
+                .collect(),
+        })?;
+    tracing::debug!(platform = %wanted, digest = %found.digest, "selected manifest by platform");
+    Ok(found)
+}
+
 /// A layer blob's compression from its media type (none when it names none).
 pub(crate) fn compression_of(media_type: Option<&str>) -> Compression {
     match media_type {
@@ -364,21 +398,7 @@ impl Walker<'_> {
 
     /// Chooses the entry for the wanted (or host) platform.
     fn choose_platform(&self, entries: &[&Descriptor], file: &str) -> Result<Descriptor> {
-        let wanted = self.platform.clone().unwrap_or_else(Platform::host);
-        let available: Vec<String> = entries
-            .iter()
-            .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
-            .collect();
-        let found = entries
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
-            .ok_or_else(|| Error::ImageNotFound {
-                path: PathBuf::from(file),
-                wanted: format!("platform {wanted}"),
-                available: available.clone(),
-            })?;
-        tracing::debug!(platform = %wanted, digest = %found.digest, "selected manifest by platform");
-        Ok((*found).clone())
+        choose_platform(entries, self.platform.as_ref(), file).cloned()
     }
 
     /// Follows a descriptor down to an image manifest.

@@ -2,17 +2,14 @@
 //! platform) and the config at open, layers only when they are read.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use super::client::Registry;
-use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Image, Layer};
+use crate::image::Image;
 use crate::manifest::{ConfigView, Descriptor, Document};
-use crate::platform::Platform;
 use crate::reference::ImageReference;
-use crate::transport::{ImageSource, Limits, OpenOptions};
+use crate::transport::{oci, ImageSource, Limits, OpenOptions};
 
 /// An image in a registry.
 #[derive(Debug)]
@@ -64,7 +61,11 @@ impl RegistryImage {
                             option: crate::transport::ENV_MAX_INDEX_DEPTH.into(),
                         });
                     }
-                    let entry = choose(&i.manifests, options.platform.as_ref(), &name)?;
+                    let entries: Vec<&Descriptor> = i.manifests.iter().collect();
+                    let entry = match entries.as_slice() {
+                        [one] if one.platform.is_none() => *one,
+                        many => oci::choose_platform(many, options.platform.as_ref(), &name)?,
+                    };
                     tracing::debug!(image = %reference, manifest = %entry.digest, "chose from the index");
                     let (next, _, _) = client.manifest(
                         repository,
@@ -97,20 +98,7 @@ impl RegistryImage {
             .zip(&view.diff_ids)
             .enumerate()
             .map(|(index, (desc, diff_id))| {
-                let compression = crate::transport::oci::compression_of(desc.media_type.as_deref());
-                Layer {
-                    index,
-                    diff_id: diff_id.clone(),
-                    digest: Some(desc.digest.clone()),
-                    media_type: desc
-                        .media_type
-                        .clone()
-                        .unwrap_or_else(|| compression.oci_layer_media_type().to_string()),
-                    size: desc.size,
-                    compression,
-                    uncompressed_size: (compression == Compression::None).then_some(desc.size),
-                    location: format!("blob {}", desc.digest),
-                }
+                oci::layer_of(index, desc, diff_id, format!("blob {}", desc.digest))
             })
             .collect();
         let repo_tags = tag
@@ -168,29 +156,4 @@ impl ImageSource for RegistryImage {
             layer.size,
         )?))
     }
-}
-
-/// The index entry for `wanted` (else the host's) platform.
-fn choose<'a>(
-    entries: &'a [Descriptor],
-    wanted: Option<&Platform>,
-    file: &str,
-) -> Result<&'a Descriptor> {
-    if let [one] = entries {
-        if one.platform.is_none() {
-            return Ok(one);
-        }
-    }
-    let wanted = wanted.cloned().unwrap_or_else(Platform::host);
-    entries
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
-        .ok_or_else(|| Error::ImageNotFound {
-            path: PathBuf::from(file),
-            wanted: format!("platform {wanted}"),
-            available: entries
-                .iter()
-                .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
-                .collect(),
-        })
 }
