@@ -78,6 +78,7 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
         dry_run: args.dry_run,
         max_layer_memory: cx.limits.max_memory,
         progress: &bars,
+        ..Default::default()
     };
     let result = if args.load {
         DockerClient::from_env_with(timeouts)
@@ -102,6 +103,8 @@ pub fn run(args: &Args, cx: &super::Context) -> Result<ExitCode> {
             force: args.force,
             timeouts: Some(timeouts),
             progress: &bars,
+            registry: Some(&options.registry),
+            layer_compression: options.layer_compression,
         };
         docker_delta::transport::create_sink(&dest, &sink_options).and_then(
             |sink: Box<dyn ImageSink + '_>| {

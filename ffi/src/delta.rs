@@ -734,6 +734,7 @@ fn apply_options<'a>(
         dry_run: o.dry_run,
         max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
         progress,
+        ..Default::default()
     }
 }
 
@@ -807,6 +808,7 @@ pub unsafe extern "C" fn dd_apply(
                         force: o.force,
                         timeouts: None,
                         progress: &progress,
+                        ..Default::default()
                     },
                 )?,
             };

@@ -39,6 +39,12 @@ pub struct ApplyOptions<'a> {
     pub max_layer_memory: u64,
     /// Progress sink.
     pub progress: &'a dyn Progress,
+    /// How a `docker://` output is reached: credentials, TLS (the command's `--dest-*`
+    /// options, or the global ones).
+    pub registry: crate::transport::registry::RegistryOptions,
+    /// How layers pushed to a `docker://` output are compressed: gzip (the default, as
+    /// skopeo; what every Docker pulls) or zstd (smaller; Docker 23 and later).
+    pub layer_compression: crate::compression::Compression,
 }
 
 impl Default for ApplyOptions<'_> {
@@ -49,6 +55,8 @@ impl Default for ApplyOptions<'_> {
             dry_run: false,
             max_layer_memory: crate::delta::create::default_max_layer_memory(),
             progress: &NoProgress,
+            registry: Default::default(),
+            layer_compression: crate::compression::Compression::Gzip,
         }
     }
 }
@@ -168,6 +176,8 @@ pub fn apply(
             force: options.force,
             timeouts: None,
             progress: options.progress,
+            registry: Some(&options.registry),
+            layer_compression: options.layer_compression,
         },
     )?;
     match apply_into(package, base, sink, options)? {

@@ -593,6 +593,10 @@ pub struct SinkOptions<'a> {
     pub timeouts: Option<crate::Timeouts>,
     /// Where a daemon's load reports its progress ([`Phase::Load`](crate::progress::Phase)).
     pub progress: &'a dyn crate::progress::Progress,
+    /// How a `docker://` output is reached; `None`: anonymously, TLS verified.
+    pub registry: Option<&'a registry::RegistryOptions>,
+    /// How layers pushed to a `docker://` output are compressed (gzip or zstd).
+    pub layer_compression: crate::compression::Compression,
 }
 
 impl Default for SinkOptions<'_> {
@@ -601,6 +605,8 @@ impl Default for SinkOptions<'_> {
             force: false,
             timeouts: None,
             progress: &crate::progress::NoProgress,
+            registry: None,
+            layer_compression: crate::compression::Compression::Gzip,
         }
     }
 }
