@@ -100,6 +100,7 @@ doc("apply-report.schema.json", "docker-delta apply_report document (apply --jso
   "dry_run": {"type": "boolean"},
   "output": nullable({"type": "string"}),
   "loaded_into": nullable({"type": "string"}),
+  "pushed_to": nullable({"type": "string"}),
   "image_id": R("digest"),
   "manifest_digest": nullable(R("digest")),
   "name": nullable({"type": "string"}),

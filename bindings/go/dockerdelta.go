@@ -422,7 +422,9 @@ type ApplyReport struct {
 	Output        string `json:"output"`
 	// LoadedInto is the Docker daemon ApplyLoad loaded the image into (Output is empty then).
 	LoadedInto string `json:"loaded_into"`
-	ImageID    string `json:"image_id"`
+	// PushedTo is the registry reference the image was pushed to (docker://HOST/NAME:TAG).
+	PushedTo string `json:"pushed_to"`
+	ImageID  string `json:"image_id"`
 	// ManifestDigest is the digest of the OCI manifest written with the image: its ID in
 	// Docker's containerd image store (ImageID, the config digest, in the classic store).
 	ManifestDigest string `json:"manifest_digest"`

@@ -76,6 +76,9 @@ pub struct ApplyReport {
     /// The Docker daemon the image was loaded into (`apply --load`,
     /// `-o docker-daemon:NAME:TAG`), else null.
     pub loaded_into: Option<String>,
+    /// The registry reference the image was pushed to (`-o docker://HOST/NAME:TAG`),
+    /// else null.
+    pub pushed_to: Option<String>,
     /// The rebuilt image's ID (= the new image's ID).
     pub image_id: Digest,
     /// The digest of the OCI manifest written with the image (null for a dry run): the
@@ -246,12 +249,13 @@ pub fn apply_into(
     verify.finish()?;
 
     let layers = crate::report::package_layers(package);
-    let report = |output, loaded_into, manifest_digest| ApplyReport {
+    let report = |output, loaded_into, pushed_to, manifest_digest| ApplyReport {
         schema_version: crate::report::SCHEMA_VERSION,
         document: "apply_report",
         dry_run: options.dry_run,
         output,
         loaded_into,
+        pushed_to,
         image_id: target.identity.image_id.clone(),
         manifest_digest,
         name: name.as_ref().map(ToString::to_string),
@@ -259,7 +263,7 @@ pub fn apply_into(
         layers: layers.clone(),
     };
     let Some(mut blobs) = blobs else {
-        return Ok((report(None, None, None), None));
+        return Ok((report(None, None, None, None), None));
     };
     let config = blobs.read(
         target.config_blob,
@@ -290,8 +294,14 @@ pub fn apply_into(
             LayerSource::Reference { old_layer } => {
                 let (base, b) = base_layer(base, &base_map, *old_layer)?;
                 let r = base.open_layer(b)?;
+                let origin = base.registry_blob(b);
                 writer
-                    .add_layer(&entry.diff_id, entry.size, &mut tracker.reader(r))
+                    .add_base_layer(
+                        &entry.diff_id,
+                        entry.size,
+                        &mut tracker.reader(r),
+                        origin.as_ref(),
+                    )
                     .map_err(|e| blame_base(e, Some(base), &base_map, &[*old_layer]))?;
             }
             LayerSource::Files {
@@ -416,6 +426,7 @@ pub fn apply_into(
         report(
             written.path,
             written.loaded_into,
+            written.pushed_to,
             Some(written.manifest_digest),
         ),
         written.tag_error,

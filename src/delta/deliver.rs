@@ -23,9 +23,15 @@ use crate::transport::{open_known, ImageSource, KnownImage, OpenOptions};
 /// `oci-archive:`), or a plain path, which means a docker-archive at that path (colons in
 /// it are part of the path).
 pub fn output_reference(s: &str) -> Result<ImageReference> {
-    let has_transport = ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"]
-        .iter()
-        .any(|p| s.starts_with(p));
+    let has_transport = [
+        "docker-archive:",
+        "oci:",
+        "oci-archive:",
+        "docker-daemon:",
+        "docker://",
+    ]
+    .iter()
+    .any(|p| s.starts_with(p));
     if has_transport {
         ImageReference::parse(s)
     } else {

@@ -426,6 +426,13 @@ pub trait ImageSource: Send + Sync {
         )
     }
 
+    /// Where layer `index`'s stored blob lies in a registry, when the image was read from
+    /// one (`None` otherwise).
+    fn registry_blob(&self, index: usize) -> Option<RegistryBlob> {
+        let _ = index;
+        None
+    }
+
     /// The safety limits this source was opened with.
     fn limits(&self) -> Limits {
         Limits::default()
@@ -560,9 +567,38 @@ pub trait ImageSink {
     /// layer seen before (same diff_id) is stored once.
     fn add_layer(&mut self, diff_id: &Digest, size: u64, data: &mut dyn Read) -> Result<()>;
 
+    /// [`ImageSink::add_layer`] for a layer taken unchanged from the base image, whose
+    /// stored blob lies in a registry at `origin` (when the base was read from one): a
+    /// registry output may mount or reuse that blob rather than upload it again.
+    fn add_base_layer(
+        &mut self,
+        diff_id: &Digest,
+        size: u64,
+        data: &mut dyn Read,
+        origin: Option<&RegistryBlob>,
+    ) -> Result<()> {
+        let _ = origin;
+        self.add_layer(diff_id, size, data)
+    }
+
     /// Writes the config (whose digest is the image ID), the manifests and index, named
     /// `name` if given, and makes the image appear at the destination.
     fn finish(self: Box<Self>, config: &[u8], name: Option<&ImageName>) -> Result<WrittenImage>;
+}
+
+/// Where a layer's stored blob lies in a registry ([`ImageSource::registry_blob`]).
+#[derive(Debug, Clone)]
+pub struct RegistryBlob {
+    /// The registry (`host[:port]`).
+    pub registry: String,
+    /// The repository holding the blob.
+    pub repository: String,
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// How the blob is compressed.
+    pub compression: crate::compression::Compression,
 }
 
 /// What an [`ImageSink`] wrote.
@@ -574,6 +610,9 @@ pub struct WrittenImage {
     pub destination: String,
     /// The daemon the image was loaded into, if it went into one.
     pub loaded_into: Option<String>,
+    /// The registry reference the image was pushed to (`docker://HOST/NAME:TAG`), if it
+    /// went to one.
+    pub pushed_to: Option<String>,
     /// The digest of the OCI image manifest written for the image. It is what Docker's
     /// containerd image store reports as the image's `Id` after `docker load` (the classic
     /// store reports the config digest).
@@ -639,10 +678,12 @@ pub fn create_sink<'a>(
             )?)
         }
         ImageReference::Docker { .. } => {
-            return Err(Error::Other(format!(
-                "{dest}: images are read from registries, not written to them; write to \
-                 a file (docker-archive:, oci:, oci-archive:) or to docker-daemon:NAME:TAG"
-            )))
+            let default = registry::RegistryOptions::default();
+            Box::new(registry::RegistrySink::create(
+                dest,
+                options.registry.unwrap_or(&default),
+                options.layer_compression,
+            )?)
         }
     })
 }

@@ -204,6 +204,7 @@ impl ImageSink for DockerArchiveSink {
         out.append_files(files, &dest)?;
         out.commit(&dest, self.force)?;
         Ok(WrittenImage {
+            pushed_to: None,
             destination: dest.display().to_string(),
             path: (!self.streamed).then_some(dest),
             loaded_into: None,

@@ -146,6 +146,7 @@ impl ImageSink for DaemonSink<'_> {
             None => None,
         };
         let written = Ok(WrittenImage {
+            pushed_to: None,
             path: None,
             destination: client.endpoint().to_string(),
             loaded_into: Some(client.endpoint().to_string()),

@@ -505,6 +505,7 @@ impl ImageSink for OciSink {
             }
         }
         Ok(WrittenImage {
+            pushed_to: None,
             destination: path.display().to_string(),
             path: Some(path),
             loaded_into: None,

@@ -49,6 +49,9 @@ pub struct RegistryOptions {
     /// Give up when nothing arrives for this long (a long download that keeps moving is
     /// never cut).
     pub idle_timeout: Duration,
+    /// The size of each `PATCH` of a chunked blob upload (16 MiB by default): smaller
+    /// for proxies that limit request bodies, larger for fewer round trips.
+    pub upload_chunk_size: u64,
 }
 
 impl Default for RegistryOptions {
@@ -59,6 +62,7 @@ impl Default for RegistryOptions {
             cert_dir: None,
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            upload_chunk_size: 16 << 20,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, (Arc<String>, Instant)>>,
     /// The connect and idle timeouts, for messages.
     timeouts: (Duration, Duration),
+    /// The size of each part of a chunked upload.
+    chunk_size: u64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -135,6 +141,7 @@ impl Registry {
                         challenge: Mutex::new(challenge),
                         tokens: Mutex::new(HashMap::new()),
                         timeouts: (options.connect_timeout, options.idle_timeout),
+                        chunk_size: options.upload_chunk_size,
                     });
                 }
                 Err(e) => tried.push(format!("{url}: {e}")),
@@ -154,6 +161,22 @@ impl Registry {
     /// The registry's name, as in references.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The size of each part of a chunked upload ([`RegistryOptions::upload_chunk_size`]).
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// A `Location` the registry sent, made absolute (it may be a path on the registry).
+    pub(super) fn absolute(&self, location: &str) -> String {
+        if location.starts_with("https://") || location.starts_with("http://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            format!("{}/{location}", self.base)
+        }
     }
 
     /// Fetches the manifest (or index) `reference` (a tag or a digest) of `repository`:
@@ -242,8 +265,8 @@ impl Registry {
         Ok(r)
     }
 
-    /// Sends a request, authenticated as the registry asks: once again with a fresh token
-    /// (or the credentials) when it answers 401.
+    /// Sends a request for `repository` with pull access, authenticated as the registry
+    /// asks ([`Registry::request`]).
     fn send(
         &self,
         method: &str,
@@ -251,11 +274,38 @@ impl Registry {
         repository: &str,
         headers: &[(&str, &str)],
     ) -> Result<Response<Body>> {
-        let url = format!("{}{path}", self.base);
         let scope = format!("repository:{repository}:pull");
+        self.request(method, path, &scope, headers, &Payload::Empty)
+    }
+
+    /// Sends a request to `target` (a path on the registry, or an absolute URL such as an
+    /// upload's `Location`) with the access `scope` asks (`repository:NAME:pull,push`,
+    /// several separated by spaces), authenticated as the registry asks: once again with a
+    /// fresh token (or the credentials) when it answers 401. The registry's
+    /// `Authorization` goes only to the registry's own origin.
+    pub(super) fn request(
+        &self,
+        method: &str,
+        target: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload<'_>,
+    ) -> Result<Response<Body>> {
+        let url = if target.starts_with("https://") || target.starts_with("http://") {
+            target.to_string()
+        } else {
+            format!("{}{target}", self.base)
+        };
+        let own = url
+            .strip_prefix(&self.base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         let mut fresh = false;
         loop {
-            let authorization = self.authorization(&scope, fresh)?;
+            let authorization = if own {
+                self.authorization(scope, fresh)?
+            } else {
+                None
+            };
             let mut req = ureq::http::Request::builder().method(method).uri(&url);
             for (k, v) in headers {
                 req = req.header(*k, *v);
@@ -263,14 +313,19 @@ impl Registry {
             if let Some(a) = &authorization {
                 req = req.header("Authorization", a.as_str());
             }
-            let req = req
-                .body(())
-                .map_err(|e| Error::Other(format!("{url}: {e}")))?;
-            let resp = self
-                .agent
-                .run(req)
-                .map_err(|e| self.unavailable(&url, &e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !fresh {
+            let mut reader = payload.reader();
+            let resp = match reader.as_mut() {
+                None => req
+                    .body(())
+                    .map_err(|e| Error::Other(format!("{url}: {e}")))
+                    .and_then(|r| self.agent.run(r).map_err(|e| self.unavailable(&url, &e))),
+                Some(r) => req
+                    .header("Content-Length", payload.len())
+                    .body(ureq::SendBody::from_reader(r))
+                    .map_err(|e| Error::Other(format!("{url}: {e}")))
+                    .and_then(|r| self.agent.run(r).map_err(|e| self.unavailable(&url, &e))),
+            }?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !fresh && own {
                 // A new challenge (another realm or scope), or an expired token.
                 let challenge = challenge_of(&resp, &self.name)?;
                 if let Ok(mut c) = self.challenge.lock() {
@@ -338,7 +393,10 @@ impl Registry {
                 self.agent.post(realm).send_form(form)
             }
             other => {
-                let mut req = self.agent.get(realm).query("scope", scope);
+                let mut req = self.agent.get(realm);
+                for one in scope.split(' ') {
+                    req = req.query("scope", one);
+                }
                 if let Some(s) = service {
                     req = req.query("service", s);
                 }
@@ -409,15 +467,25 @@ impl Registry {
         operation: &str,
         repository: &str,
     ) -> Result<Response<Body>> {
+        self.check_scoped(resp, operation, &format!("repository:{repository}:pull"))
+    }
+
+    /// [`Registry::check`] for a request that asked for the access `scope`.
+    pub(super) fn check_scoped(
+        &self,
+        resp: Response<Body>,
+        operation: &str,
+        scope: &str,
+    ) -> Result<Response<Body>> {
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
         }
         if status == 401 || status == 403 {
-            let found = self.auth.find(&self.name, repository)?;
+            let found = self.auth.find(&self.name, repository_of(scope))?;
             return Err(Error::Unauthorized {
                 registry: self.name.clone(),
-                scope: format!("repository:{repository}:pull"),
+                scope: scope.to_string(),
                 status,
                 credentials: found.from.unwrap_or_else(|| "none".into()),
                 searched: found.searched,
@@ -433,6 +501,8 @@ impl Registry {
     }
 
     fn unavailable(&self, url: &str, e: &ureq::Error) -> Error {
+        // An upload's or a redirect's query may carry signed state: not for messages.
+        let url = url.split('?').next().unwrap_or(url);
         match e {
             ureq::Error::Timeout(t) => {
                 let (operation, limit) = match t {
@@ -456,8 +526,77 @@ impl Registry {
     }
 }
 
-/// The repository of a `repository:NAME:ACTIONS` scope.
+/// The body of a request: none, bytes, or a part of a file (read anew for each attempt).
+pub(super) enum Payload<'a> {
+    /// No body.
+    Empty,
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// `len` bytes of `file` from `offset`.
+    File {
+        /// The file.
+        file: &'a std::fs::File,
+        /// Where the part starts.
+        offset: u64,
+        /// How long it is.
+        len: u64,
+    },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Empty => 0,
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    /// A reader of the body from its start; `None` for no body.
+    fn reader(&self) -> Option<Box<dyn Read + '_>> {
+        match self {
+            Payload::Empty => None,
+            Payload::Bytes(b) => Some(Box::new(*b)),
+            Payload::File { file, offset, len } => Some(Box::new(FilePart {
+                file,
+                pos: *offset,
+                end: offset.saturating_add(*len),
+            })),
+        }
+    }
+}
+
+/// A part of a file read with positioned reads (the file's offset is left alone).
+struct FilePart<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for FilePart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = usize::try_from(self.end - self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the spooled blob ended early",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The repository of a `repository:NAME:ACTIONS` scope (the first, of several).
 fn repository_of(scope: &str) -> &str {
+    let scope = scope.split(' ').next().unwrap_or(scope);
     scope
         .strip_prefix("repository:")
         .and_then(|s| s.rsplit_once(':').map(|(r, _)| r))
@@ -525,7 +664,7 @@ fn certificates(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
         .collect()
 }
 
-fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+pub(super) fn header(resp: &Response<Body>, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -533,7 +672,7 @@ fn header(resp: &Response<Body>, name: &str) -> Option<String> {
 }
 
 /// Reads a body of at most `max` bytes.
-fn read_bounded(resp: Response<Body>, max: u64, what: &str) -> Result<Vec<u8>> {
+pub(super) fn read_bounded(resp: Response<Body>, max: u64, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let n = resp
         .into_body()

@@ -4,11 +4,17 @@
 //! - [`auth`] finds a registry's credentials where skopeo and Docker users keep them;
 //! - [`client`] speaks to one registry: authentication (anonymous, Basic, bearer tokens),
 //!   manifests, and blobs streamed, verified and resumed;
-//! - [`source`] reads an image: manifest and config at open, layers when read.
+//! - [`push`] is the protocol's writing half: blobs found, mounted or uploaded in chunks,
+//!   manifests put;
+//! - [`source`] reads an image: manifest and config at open, layers when read;
+//! - [`sink`] pushes an image: layers compressed and uploaded (or mounted), manifest last.
 
 pub mod auth;
 pub mod client;
+pub mod push;
+pub mod sink;
 pub mod source;
 
 pub use client::{Registry, RegistryOptions};
+pub use sink::RegistrySink;
 pub use source::RegistryImage;

@@ -142,6 +142,17 @@ impl ImageSource for RegistryImage {
         self.limits.clone()
     }
 
+    fn registry_blob(&self, index: usize) -> Option<crate::transport::RegistryBlob> {
+        let layer = self.image.layers.get(index)?;
+        Some(crate::transport::RegistryBlob {
+            registry: self.registry.name().to_string(),
+            repository: self.repository.clone(),
+            digest: layer.digest.clone()?,
+            size: layer.size,
+            compression: layer.compression,
+        })
+    }
+
     fn open_blob(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
         let layer = self.layer(index)?;
         let digest = layer.digest.clone().ok_or_else(|| {
