@@ -134,7 +134,7 @@ doc("package-layers.schema.json", "docker-delta package_layers document (list --
   "payload_verified": {"type": "boolean"},
   "layers": {"type": "array", "items": R("package_layer")},
 }, ["package_layer"])
-KINDS = "invalid_reference invalid_platform invalid_digest invalid_json invalid_field unsupported_manifest unsupported_legacy_archive invalid_layout missing_file path_outside_archive ambiguous_image image_not_found digest_mismatch size_mismatch layer_count_mismatch invalid_package unsupported_package_version wrong_base_image limit_exceeded codec deflater_mismatch invalid_option output_exists unsupported_file_type timeout credential_helper registry_unavailable unauthorized registry daemon_unavailable daemon tag_failed cancelled io other invalid_argument panic".split()
+KINDS = "invalid_reference invalid_platform invalid_digest invalid_json invalid_field unsupported_manifest unsupported_legacy_archive invalid_layout missing_file path_outside_archive ambiguous_image image_not_found digest_mismatch size_mismatch layer_count_mismatch invalid_package unsupported_package_version wrong_base_image limit_exceeded codec deflater_mismatch invalid_option output_exists unsupported_file_type timeout credential_helper registry_unavailable unauthorized registry daemon_unavailable daemon tag_failed no_delta cancelled io other invalid_argument panic".split()
 FIELDS = {
  "invalid_reference": "input reason", "invalid_platform": "input",
  "invalid_digest": "input context reason", "invalid_json": "file line column message",
@@ -153,13 +153,13 @@ FIELDS = {
  "unauthorized": "registry scope status credentials searched",
  "registry": "registry operation status message",
  "daemon_unavailable": "endpoint reason", "daemon": "operation status message",
- "tag_failed": "image_id tag reason", "cancelled": "", "io": "path io_kind os_error message",
+ "tag_failed": "image_id tag reason", "no_delta": "image reason", "cancelled": "", "io": "path io_kind os_error message",
  "other": "message", "invalid_argument": "", "panic": "panic",
 }
 assert set(FIELDS) == set(KINDS), set(FIELDS) ^ set(KINDS)
 doc("error.schema.json", "docker-delta error document (stderr of a failed --json command, dd_error_json)", "error", {
-  "status": {"type": "integer", "minimum": 1, "maximum": 8},
-  "status_name": {"enum": ["error", "missing_dependency", "invalid_input", "operation_failed", "tag_failed", "cancelled", "invalid_argument", "panic"]},
+  "status": {"type": "integer", "minimum": 1, "maximum": 9},
+  "status_name": {"enum": ["error", "missing_dependency", "invalid_input", "operation_failed", "tag_failed", "cancelled", "invalid_argument", "panic", "no_delta"]},
   "kind": {"enum": KINDS},
   "message": {"type": "string", "minLength": 1},
   "path": nullable({"type": "string"}),

@@ -28,6 +28,9 @@ pub enum ExitCode {
     /// The image was loaded, but tagging it failed; the image ID and the `docker tag` command
     /// were printed.
     TagWarning = 5,
+    /// `pull --no-fallback`: no published delta fits what the device has, and a full pull
+    /// was not allowed.
+    NoDelta = 9,
 }
 
 impl ExitCode {
@@ -42,6 +45,7 @@ impl ExitCode {
             ExitCode::InvalidInput => "invalid_input",
             ExitCode::OperationFailed => "operation_failed",
             ExitCode::TagWarning => "tag_failed",
+            ExitCode::NoDelta => "no_delta",
         }
     }
 }
@@ -388,6 +392,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// `pull --no-fallback` found no published delta whose base is at hand.
+    #[error("no delta fits for {image}: {reason} (a full pull was not allowed: --no-fallback)")]
+    NoDelta {
+        /// The image asked for.
+        image: String,
+        /// Why none fits: none published, no base at hand, or the ones tried were refused.
+        reason: String,
+    },
+
     /// An operation was cancelled by the caller.
     #[error("operation cancelled")]
     Cancelled,
@@ -449,6 +462,7 @@ impl Error {
             | RegistryUnavailable { .. } => ExitCode::MissingDependency,
             Daemon { .. } | Registry { .. } | Codec { .. } | Cancelled => ExitCode::OperationFailed,
             TagFailed { .. } => ExitCode::TagWarning,
+            NoDelta { .. } => ExitCode::NoDelta,
             Io { source, .. } => {
                 if let Some(inner) = source.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
                     inner.exit_code()
@@ -496,6 +510,7 @@ impl Error {
             DaemonUnavailable { .. } => "daemon_unavailable",
             Daemon { .. } => "daemon",
             TagFailed { .. } => "tag_failed",
+            NoDelta { .. } => "no_delta",
             Cancelled => "cancelled",
             Io { .. } => "io",
             Other(_) => "other",
@@ -637,6 +652,7 @@ impl Error {
                 tag,
                 reason,
             } => json!({"image_id": image_id, "tag": tag, "reason": reason}),
+            NoDelta { image, reason } => json!({"image": image, "reason": reason}),
             Cancelled => json!({}),
             Io { path, source } => json!({
                 "path": path,

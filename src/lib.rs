@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod delta;
 pub mod digest;
 pub mod error;
+pub mod fleet;
 mod fs_safe;
 pub mod image;
 pub mod manifest;

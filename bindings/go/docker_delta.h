@@ -76,6 +76,11 @@ typedef enum {
      * A Rust panic was caught (a bug in docker-delta; please report it with the message).
      */
     DD_STATUS_PANIC = 8,
+    /**
+     * A pull without fallback found no published delta whose base is at hand (the
+     * command's exit code 9).
+     */
+    DD_STATUS_NO_DELTA = 9,
 } dd_status;
 
 /**
@@ -664,7 +669,7 @@ dd_status dd_error_code(const dd_error *err);
  * `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
  * `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
  * `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
- * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `registry_unavailable`, `unauthorized`, `registry`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
+ * `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `registry_unavailable`, `unauthorized`, `registry`, `daemon_unavailable`, `daemon`, `tag_failed`, `no_delta`, `cancelled`, `io`,
  * `other`), or
  * `invalid_argument`, or `panic`. NULL for a NULL error.
  *

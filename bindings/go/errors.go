@@ -24,6 +24,7 @@ const (
 	StatusCancelled         Status = 6 // the progress callback (or the context) cancelled
 	StatusInvalidArgument   Status = 7 // an argument was refused before any work
 	StatusPanic             Status = 8 // a bug in docker-delta, caught at the library boundary
+	StatusNoDelta           Status = 9 // a pull without fallback found no delta that fits
 )
 
 // String is the status's stable name (invalid_input, ...).
@@ -96,6 +97,7 @@ var (
 	ErrUnsupportedFileType       error = kindError("unsupported_file_type")
 	ErrDeflaterMismatch          error = kindError("deflater_mismatch")
 	ErrTagFailed                 error = kindError("tag_failed")
+	ErrNoDelta                   error = kindError("no_delta")
 	ErrCancelled                 error = kindError("cancelled")
 	ErrInvalidArgument           error = kindError("invalid_argument")
 	ErrPanic                     error = kindError("panic")

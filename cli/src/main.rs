@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod apply;
 mod create;
+mod fleet;
 mod info;
 mod inspect;
 mod output;
@@ -175,6 +176,18 @@ enum Command {
     /// Show what an image is made of: transport, manifest format, image ID, tags, layers.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+    /// Store a package in a registry next to the image it rebuilds (an OCI artifact).
+    #[command(after_help = fleet::PUSH_EXAMPLES)]
+    Push(fleet::PushArgs),
+    /// Make and push the packages from old versions to a new image in a registry.
+    #[command(after_help = fleet::PUBLISH_EXAMPLES)]
+    Publish(fleet::PublishArgs),
+    /// Pull an image through the smallest delta from what is at hand (full pull otherwise).
+    #[command(after_help = fleet::PULL_EXAMPLES)]
+    Pull(fleet::PullArgs),
+    /// List the delta packages published for an image.
+    #[command(after_help = fleet::LIST_EXAMPLES)]
+    ListDeltas(fleet::ListArgs),
     /// Print a shell completion script.
     #[command(after_help = COMPLETION_EXAMPLES)]
     Completion {
@@ -423,6 +436,10 @@ pub fn run() -> i32 {
         Command::Info(args) => info::info(args),
         Command::List(args) => info::list(args),
         Command::Inspect(args) => inspect::run(args, &cx),
+        Command::Push(args) => fleet::push(args, &cx),
+        Command::Publish(args) => fleet::publish(args, &cx),
+        Command::Pull(args) => fleet::pull(args, &cx),
+        Command::ListDeltas(args) => fleet::list(args, &cx),
         Command::Completion { shell } => completion(*shell),
         Command::Man { dir } => man_pages(dir),
     };
@@ -531,6 +548,10 @@ impl Command {
             Command::Apply(a) => a.json,
             Command::Info(a) | Command::List(a) => a.json,
             Command::Inspect(a) => a.json,
+            Command::Push(a) => a.json,
+            Command::Publish(a) => a.json,
+            Command::Pull(a) => a.json,
+            Command::ListDeltas(a) => a.json,
             Command::Completion { .. } | Command::Man { .. } => false,
         }
     }

@@ -37,6 +37,7 @@ pub fn status_of(e: &Error) -> dd_status {
         ExitCode::InvalidInput => dd_status::InvalidInput,
         ExitCode::OperationFailed => dd_status::OperationFailed,
         ExitCode::TagWarning => dd_status::TagFailed,
+        ExitCode::NoDelta => dd_status::NoDelta,
     }
 }
 
@@ -141,7 +142,7 @@ pub unsafe extern "C" fn dd_error_code(err: *const dd_error) -> dd_status {
 /// `invalid_digest`, `invalid_json`, `invalid_field`, `unsupported_manifest`,
 /// `unsupported_legacy_archive`, `invalid_layout`, `missing_file`, `path_outside_archive`,
 /// `ambiguous_image`, `image_not_found`, `layer_count_mismatch`, `limit_exceeded`, `codec`,
-/// `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `registry_unavailable`, `unauthorized`, `registry`, `daemon_unavailable`, `daemon`, `tag_failed`, `cancelled`, `io`,
+/// `deflater_mismatch`, `unsupported_file_type`, `timeout`, `credential_helper`, `registry_unavailable`, `unauthorized`, `registry`, `daemon_unavailable`, `daemon`, `tag_failed`, `no_delta`, `cancelled`, `io`,
 /// `other`), or
 /// `invalid_argument`, or `panic`. NULL for a NULL error.
 ///

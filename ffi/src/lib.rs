@@ -65,11 +65,15 @@ pub enum dd_status {
     InvalidArgument = 7,
     /// A Rust panic was caught (a bug in docker-delta; please report it with the message).
     Panic = 8,
+    /// A pull without fallback found no published delta whose base is at hand (the
+    /// command's exit code 9).
+    NoDelta = 9,
 }
 
 impl dd_status {
     /// A short stable name: `ok`, `error`, `missing_dependency`, `invalid_input`,
-    /// `operation_failed`, `tag_failed`, `cancelled`, `invalid_argument`, `panic`.
+    /// `operation_failed`, `tag_failed`, `cancelled`, `invalid_argument`, `panic`,
+    /// `no_delta`.
     pub fn name(self) -> &'static str {
         match self {
             dd_status::Ok => "ok",
@@ -81,6 +85,7 @@ impl dd_status {
             dd_status::Cancelled => "cancelled",
             dd_status::InvalidArgument => "invalid_argument",
             dd_status::Panic => "panic",
+            dd_status::NoDelta => "no_delta",
         }
     }
 
@@ -95,6 +100,7 @@ impl dd_status {
             dd_status::Cancelled => c"cancelled",
             dd_status::InvalidArgument => c"invalid_argument",
             dd_status::Panic => c"panic",
+            dd_status::NoDelta => c"no_delta",
         }
     }
 }

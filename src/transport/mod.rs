@@ -688,6 +688,48 @@ pub fn create_sink<'a>(
     })
 }
 
+/// Copies the image `source` holds into `sink`, named `name`: every layer is read
+/// uncompressed into a nameless spool in the sink's spool directory, verified (blob digest
+/// and diff_id), then given to the sink (a layer whose blob lies in a registry, as the
+/// sink may reuse it). What `pull` does when no delta fits.
+pub fn copy_image(
+    source: &dyn ImageSource,
+    mut sink: Box<dyn ImageSink + '_>,
+    name: Option<&ImageName>,
+    progress: &dyn crate::progress::Progress,
+) -> Result<WrittenImage> {
+    use crate::progress::{Phase, Tracker};
+    let image = source.image();
+    sink.check(&image.config_digest)?;
+    let total = image
+        .layers
+        .iter()
+        .fold(0u64, |t, l| t.saturating_add(l.size));
+    let mut tracker = Tracker::start(progress, Phase::Rebuild, total)?;
+    for layer in &image.layers {
+        let mut reader = source.open_layer(layer.index)?;
+        let spool = crate::temp::spool_in(&sink.spool_dir())?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, spool);
+        let size =
+            io::copy(&mut reader, &mut out).map_err(|e| Error::io(reader.description(), e))?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| Error::io(reader.description(), e.into_error()))?;
+        drop(reader);
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(|e| Error::io("spool", e))?;
+        let origin = source.registry_blob(layer.index);
+        sink.add_base_layer(
+            &layer.diff_id,
+            size,
+            &mut io::BufReader::with_capacity(1 << 20, file),
+            origin.as_ref(),
+        )?;
+        tracker.advance(layer.size)?;
+    }
+    tracker.finish()?;
+    sink.finish(&image.config, name)
+}
+
 /// What is known of an image besides its reference: what a delta package records of the
 /// image it was made against.
 #[derive(Debug, Clone, Copy)]

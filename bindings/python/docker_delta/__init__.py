@@ -49,6 +49,7 @@ from .errors import (
     SizeMismatch,
     Status,
     TagFailed,
+    NoDelta,
     UnsupportedPackageVersion,
     WrongBaseImage,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "SizeMismatch",
     "Status",
     "TagFailed",
+    "NoDelta",
     "UnsupportedPackageVersion",
     "WrongBaseImage",
     "apply",

@@ -28,6 +28,7 @@ class Status(enum.IntEnum):
     CANCELLED = 6
     INVALID_ARGUMENT = 7
     PANIC = 8
+    NO_DELTA = 9
 
 
 class DeltaError(Exception):
@@ -164,6 +165,11 @@ class TagFailed(DeltaError):
     report: Optional[Dict[str, Any]] = None
 
 
+class NoDelta(DeltaError):
+    """A pull without fallback found no published delta whose base is at hand;
+    ``fields["image"]`` and ``fields["reason"]``."""
+
+
 class Cancelled(DeltaError):
     """The progress callback returned False (or raised); nothing was left behind."""
 
@@ -194,6 +200,7 @@ _BY_KIND: Dict[str, Type[DeltaError]] = {
     "unsupported_file_type": UnsupportedFileType,
     "deflater_mismatch": DeflaterMismatch,
     "tag_failed": TagFailed,
+    "no_delta": NoDelta,
     "cancelled": Cancelled,
     "invalid_argument": InvalidArgument,
     "panic": Panic,
@@ -205,6 +212,7 @@ _BY_STATUS: Dict[Status, Type[DeltaError]] = {
     Status.INVALID_INPUT: InvalidInput,
     Status.OPERATION_FAILED: OperationFailed,
     Status.TAG_FAILED: TagFailed,
+    Status.NO_DELTA: NoDelta,
     Status.CANCELLED: Cancelled,
     Status.INVALID_ARGUMENT: InvalidArgument,
     Status.PANIC: Panic,

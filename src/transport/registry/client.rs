@@ -93,6 +93,34 @@ pub struct Registry {
     timeouts: (Duration, Duration),
     /// The size of each part of a chunked upload.
     chunk_size: u64,
+    /// What was downloaded so far.
+    transferred: Transferred,
+}
+
+/// Bytes downloaded from a registry, by kind: what a fleet update reports against a full
+/// pull.
+#[derive(Debug, Default)]
+pub struct Transferred {
+    manifests: std::sync::atomic::AtomicU64,
+    configs: std::sync::atomic::AtomicU64,
+    blobs: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of [`Transferred`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferCount {
+    /// Manifests, indexes and referrers lists.
+    pub manifests: u64,
+    /// Configs (small blobs read whole).
+    pub configs: u64,
+    /// Other blobs (layers, packages), resumed parts counted once.
+    pub blobs: u64,
+}
+
+impl Transferred {
+    fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -142,6 +170,7 @@ impl Registry {
                         tokens: Mutex::new(HashMap::new()),
                         timeouts: (options.connect_timeout, options.idle_timeout),
                         chunk_size: options.upload_chunk_size,
+                        transferred: Transferred::default(),
                     });
                 }
                 Err(e) => tried.push(format!("{url}: {e}")),
@@ -161,6 +190,23 @@ impl Registry {
     /// The registry's name, as in references.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The bytes downloaded from this registry so far (response bodies: manifests,
+    /// configs, blobs).
+    pub fn transferred(&self) -> TransferCount {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.transferred;
+        TransferCount {
+            manifests: t.manifests.load(Relaxed),
+            configs: t.configs.load(Relaxed),
+            blobs: t.blobs.load(Relaxed),
+        }
+    }
+
+    /// Counts `n` bytes of manifests read outside [`Registry::manifest`] (referrers lists).
+    pub(super) fn count_manifest_bytes(&self, n: u64) {
+        Transferred::add(&self.transferred.manifests, n);
     }
 
     /// The size of each part of a chunked upload ([`RegistryOptions::upload_chunk_size`]).
@@ -203,6 +249,7 @@ impl Registry {
             .map(|m| m.split(';').next().unwrap_or_default().trim().to_string());
         let sent_digest = header(&resp, "docker-content-digest");
         let raw = read_bounded(resp, max, &what)?;
+        Transferred::add(&self.transferred.manifests, raw.len() as u64);
         let digest = Digest::of(&raw);
         for (claimed, by) in [
             (Digest::parse(reference).ok(), "the reference"),
@@ -242,8 +289,9 @@ impl Registry {
             });
         }
         let mut out = Vec::with_capacity(size as usize);
-        self.blob(repository, digest, size)?
-            .read_to_end(&mut out)
+        let mut r = self.blob(repository, digest, size)?;
+        r.config = true;
+        r.read_to_end(&mut out)
             .map_err(|e| Error::io(format!("blob {digest} in {}/{repository}", self.name), e))?;
         Ok(out)
     }
@@ -260,6 +308,7 @@ impl Registry {
             hasher: HashingWriter::new(io::sink()),
             offset: 0,
             retries: 0,
+            config: false,
         };
         r.body = Some(r.request(0)?);
         Ok(r)
@@ -810,6 +859,8 @@ pub struct BlobReader<'a> {
     hasher: HashingWriter<io::Sink>,
     offset: u64,
     retries: u32,
+    /// Counted as a config, not a blob ([`Registry::transferred`]).
+    config: bool,
 }
 
 impl BlobReader<'_> {
@@ -901,6 +952,8 @@ impl Read for BlobReader<'_> {
                     }
                     io::Write::write_all(&mut self.hasher, &buf[..n])?;
                     self.offset += n as u64;
+                    let t = &self.registry.transferred;
+                    Transferred::add(if self.config { &t.configs } else { &t.blobs }, n as u64);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -131,6 +131,29 @@ impl RegistryImage {
     pub fn top_digest(&self) -> &Digest {
         &self.top
     }
+
+    /// The image manifest read (for the platform chosen): its media type, digest and
+    /// size, as a `subject` names it.
+    pub fn manifest_descriptor(&self) -> (&'static str, Digest, u64) {
+        let raw = self.image.manifest.as_deref().unwrap_or_default();
+        let media_type = match self.image.manifest_kind {
+            crate::manifest::ManifestKind::DockerSchema2 => {
+                "application/vnd.docker.distribution.manifest.v2+json"
+            }
+            _ => "application/vnd.oci.image.manifest.v1+json",
+        };
+        (media_type, Digest::of(raw), raw.len() as u64)
+    }
+
+    /// The client of the registry the image is in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The repository the image is in.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
 }
 
 impl ImageSource for RegistryImage {
