@@ -1,0 +1,718 @@
+//! Fleet updates through a real registry (CNCF distribution 2.8 on loopback, which has no
+//! referrers API, so the `sha256-<hex>` fallback index is used for real): `publish` from
+//! two old versions, `oras discover`/`oras pull` (a client nobody here wrote) see the
+//! packages, and devices on Docker 20.10, 26 and 26 with the containerd store `pull` the
+//! new version through the delta that fits what they hold, or in full.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde_json::Value;
+
+fn env() -> Option<HashMap<String, String>> {
+    let vars: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("DOCKER_DELTA_TEST_"))
+        .collect();
+    if vars.contains_key("DOCKER_DELTA_TEST_REGISTRY_PLAIN") {
+        return Some(vars);
+    }
+    if std::env::var("DOCKER_DELTA_REQUIRE_REGISTRIES").as_deref() == Ok("1") {
+        panic!("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set but DOCKER_DELTA_REQUIRE_REGISTRIES=1");
+    }
+    eprintln!(
+        "skipping: the test registries are not set up (eval \"$(scripts/registries.sh env)\")"
+    );
+    None
+}
+
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{t}", std::process::id())
+}
+
+#[track_caller]
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn json(o: &Output) -> Value {
+    ok(o);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// docker-delta with `DOCKER_HOST` set to `host` (if any) and plain HTTP allowed.
+fn dd(host: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(common::bin());
+    c.arg("--tls-verify=false").args(args);
+    if let Some(h) = host {
+        c.env("DOCKER_HOST", h);
+    }
+    c.output().unwrap()
+}
+
+/// Three versions of an app (unique to this run): a shared base layer, and an app layer
+/// that grows and changes. Returns the archives and the image IDs, v1 first.
+fn versions(dir: &Path, run: &str) -> Vec<(PathBuf, String)> {
+    let base = common::layer(&[
+        ("etc/os-release", format!("fleet test {run}\n").as_bytes()),
+        ("usr/lib/libbase.so", &common::noise(1, 300_000)),
+    ]);
+    (1..=3u64)
+        .map(|v| {
+            let mut app = common::noise(2, 400_000);
+            // Each version changes a few places of the binary and adds a little.
+            for k in 0..v as usize * 3 {
+                app[k * 37_000] ^= 0x5a;
+            }
+            app.extend_from_slice(&common::noise(10 + v, 20_000 * v as usize));
+            let layer = common::layer(&[
+                ("app/bin/server", &app),
+                ("app/VERSION", format!("{v}\n").as_bytes()),
+            ]);
+            common::docker_archive(
+                dir,
+                &format!("v{v}.tar"),
+                Some(&format!("fleet-{run}/app:{v}")),
+                &[base.clone(), layer],
+            )
+        })
+        .collect()
+}
+
+/// Puts the archives into `repo` of the registry as tags 1, 2, 3.
+fn push_versions(registry: &str, repo: &str, archives: &[(PathBuf, String)]) {
+    for (i, (path, _)) in archives.iter().enumerate() {
+        ok(&Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                &format!("docker-archive:{}", path.display()),
+                &format!("docker://{registry}/{repo}:{}", i + 1),
+            ])
+            .output()
+            .unwrap());
+    }
+}
+
+/// The engines set up: (name, DOCKER_HOST, docker CLI).
+fn engines() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for e in ["DOCKER20", "DOCKER26", "C8D"] {
+        if let Ok(host) = std::env::var(format!("DOCKER_DELTA_TEST_{e}")) {
+            let cli = std::env::var(format!("DOCKER_DELTA_TEST_{e}_CLI"))
+                .unwrap_or_else(|_| "docker".into());
+            out.push((e.to_string(), host, cli));
+        }
+    }
+    if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        assert_eq!(out.len(), 3, "all three engines");
+    }
+    out
+}
+
+fn docker(host: &str, cli: &str, args: &[&str]) -> Output {
+    Command::new(cli)
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The config digest of `name` in the daemon (whichever image store it has).
+fn config_digest(host: &str, name: &str) -> Option<String> {
+    let o = dd(
+        Some(host),
+        &[
+            "inspect",
+            "--no-verify",
+            "--json",
+            &format!("docker-daemon:{name}"),
+        ],
+    );
+    o.status.success().then(|| {
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["image_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+#[test]
+fn publish_then_each_device_pulls_through_what_it_has() {
+    let Some(env) = env() else {
+        return;
+    };
+    let r = &env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"];
+    let d = tempfile::tempdir().unwrap();
+    let run = nonce();
+    let v = versions(d.path(), &run);
+    let repo = format!("fleet/app-{run}");
+    push_versions(r, &repo, &v);
+    let v3 = format!("docker://{r}/{repo}:3");
+
+    // CI: publish v1 -> v3 and v2 -> v3.
+    let report = json(&dd(
+        None,
+        &["publish", &v3, "--base", "1", "--base", "2", "--json"],
+    ));
+    assert_eq!(report["document"], "publish_report");
+    let packages = report["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), 2, "{report}");
+    for (p, (_, id)) in packages.iter().zip(&v) {
+        assert_eq!(p["status"], "published", "{p}");
+        assert_eq!(p["base_image_id"], id.as_str());
+    }
+    // Again: nothing new.
+    let again = json(&dd(
+        None,
+        &["publish", &v3, "--base", "1", "--base", "2", "--json"],
+    ));
+    for p in again["packages"].as_array().unwrap() {
+        assert_eq!(p["status"], "already_published", "{p}");
+    }
+    // --last 2 finds the same two versions (newest by creation time... all the same here,
+    // so any two of the other tags: both are published already).
+    let last = json(&dd(None, &["publish", &v3, "--last", "2", "--json"]));
+    assert_eq!(last["packages"].as_array().unwrap().len(), 2, "{last}");
+
+    let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    assert_eq!(list["document"], "delta_list");
+    assert_eq!(
+        list["referrers"], "tag",
+        "distribution 2.8 has no referrers API"
+    );
+    assert_eq!(list["image_id"], v[2].1.as_str());
+    let deltas = list["deltas"].as_array().unwrap();
+    assert_eq!(deltas.len(), 2, "{list}");
+
+    // oras, which nobody here wrote, sees them as referrers of the image and pulls a
+    // package byte for byte (its sha256 is the artifact layer's digest; it opens).
+    let oras = env
+        .get("DOCKER_DELTA_TEST_ORAS")
+        .cloned()
+        .unwrap_or_else(|| "oras".into());
+    let o = Command::new(&oras)
+        .args([
+            "discover",
+            "--plain-http",
+            "--format",
+            "json",
+            &format!("{r}/{repo}:3"),
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for delta in deltas {
+        assert!(text.contains(delta["digest"].as_str().unwrap()), "{text}");
+    }
+    assert!(text.contains("application/vnd.docker-delta.package.v1"));
+    let pulled = d.path().join("oras");
+    std::fs::create_dir(&pulled).unwrap();
+    let artifact = deltas[0]["digest"].as_str().unwrap();
+    ok(&Command::new(&oras)
+        .current_dir(&pulled)
+        .args(["pull", "--plain-http", &format!("{r}/{repo}@{artifact}")])
+        .output()
+        .unwrap());
+    let file = std::fs::read_dir(&pulled)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        file.to_string_lossy().ends_with(".ddelta"),
+        "{}",
+        file.display()
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(
+        bytes.len() as u64,
+        deltas[0]["package_size"].as_u64().unwrap()
+    );
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{r}/{repo}@{artifact}"),
+        ])
+        .output()
+        .unwrap();
+    ok(&raw);
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        common::sha256(&bytes).as_str()
+    );
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.docker-delta.package.v1"
+    );
+    let info = json(&dd(None, &["info", "--json", file.to_str().unwrap()]));
+    assert_eq!(info["target"]["image_id"], v[2].1.as_str());
+
+    // Devices.
+    for (engine, host, cli) in engines() {
+        let tag = format!("{r}/{repo}:3");
+        for (held, expect) in [(Some(0usize), "delta"), (Some(1), "delta"), (None, "full")] {
+            let what = format!("{engine}, holding {held:?}");
+            if let Some(i) = held {
+                ok(&docker(
+                    &host,
+                    &cli,
+                    &["load", "-i", v[i].0.to_str().unwrap()],
+                ));
+            }
+            let dry = json(&dd(Some(&host), &["pull", &v3, "--dry-run", "--json"]));
+            assert_eq!(dry["method"], expect, "{what}: {dry}");
+            assert_eq!(
+                config_digest(&host, &tag),
+                None,
+                "{what}: a dry run loads nothing"
+            );
+            if held.is_none() {
+                // Without fallback: its own exit code, nothing loaded.
+                let o = dd(Some(&host), &["pull", &v3, "--no-fallback", "--json"]);
+                assert_eq!(
+                    o.status.code(),
+                    Some(9),
+                    "{what}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                let err = String::from_utf8_lossy(&o.stderr);
+                let e: Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+                assert_eq!(e["kind"], "no_delta", "{e}");
+                assert_eq!(config_digest(&host, &tag), None, "{what}");
+            }
+            let report = json(&dd(Some(&host), &["pull", &v3, "--json"]));
+            assert_eq!(report["method"], expect, "{what}: {report}");
+            let t = &report["transferred"];
+            if let Some(i) = held {
+                assert_eq!(report["delta"]["base_image_id"], v[i].1.as_str(), "{what}");
+                // The blob bytes downloaded are the package's, nothing else.
+                assert_eq!(
+                    t["blobs"], report["delta"]["package_size"],
+                    "{what}: {report}"
+                );
+                assert!(
+                    t["blobs"].as_u64().unwrap() < report["full_pull_size"].as_u64().unwrap(),
+                    "{what}"
+                );
+            } else {
+                assert!(
+                    report["fallback_reason"].as_str().unwrap().contains("base"),
+                    "{report}"
+                );
+                assert!(t["blobs"].as_u64().unwrap() > 0);
+            }
+            assert_eq!(
+                config_digest(&host, &tag).as_deref(),
+                Some(v[2].1.as_str()),
+                "{what}: v3's config digest under its tag"
+            );
+            // Clean up for the next case: the tag pulled and the version held.
+            let _ = docker(&host, &cli, &["rmi", "-f", &tag]);
+            if let Some(i) = held {
+                let _ = docker(
+                    &host,
+                    &cli,
+                    &["rmi", "-f", &format!("fleet-{run}/app:{}", i + 1)],
+                );
+            }
+        }
+    }
+}
+
+/// A proxy in front of the registry that holds the first write of a fallback referrers
+/// index (`PUT .../manifests/sha256-...`) until another such write has been answered.
+struct HoldingProxy {
+    addr: String,
+    held: Arc<AtomicUsize>,
+}
+
+fn holding_proxy(upstream: String) -> HoldingProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // (a write is being held, the other answered)
+    let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+    let held = Arc::new(AtomicUsize::new(0));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            let (up, gate, held) = (upstream.clone(), gate.clone(), h.clone());
+            std::thread::spawn(move || relay(c, &up, &gate, &held));
+        }
+    });
+    HoldingProxy { addr, held }
+}
+
+fn relay(
+    client: TcpStream,
+    upstream: &str,
+    gate: &Arc<(Mutex<(bool, bool)>, Condvar)>,
+    held: &Arc<AtomicUsize>,
+) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut s_read, mut c_write) = (server, client);
+    // Set while this connection's index write awaits its answer (and it was not held).
+    let watching = Arc::new(AtomicBool::new(false));
+    let w = watching.clone();
+    let g = gate.clone();
+    let back = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match s_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if c_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if buf[..n].starts_with(b"HTTP/1.1 201") && w.swap(false, Ordering::SeqCst) {
+                let (lock, cv) = &*g;
+                lock.lock().unwrap().1 = true;
+                cv.notify_all();
+            }
+        }
+        let _ = c_write.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match c_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let data = &buf[..n];
+        let head = String::from_utf8_lossy(&data[..n.min(300)]).to_string();
+        if head.starts_with("PUT ") && head.contains("/manifests/sha256-") {
+            let (lock, cv) = &**gate;
+            let mut state = lock.lock().unwrap();
+            if !state.0 {
+                // The first index write: held until another one is answered.
+                state.0 = true;
+                held.fetch_add(1, Ordering::SeqCst);
+                let (s, _) = cv
+                    .wait_timeout_while(state, std::time::Duration::from_secs(60), |s| !s.1)
+                    .unwrap();
+                drop(s);
+            } else {
+                watching.store(true, Ordering::SeqCst);
+            }
+        }
+        if s_write.write_all(data).is_err() {
+            break;
+        }
+    }
+    let _ = s_write.shutdown(std::net::Shutdown::Write);
+    let _ = back.join();
+}
+
+#[test]
+fn two_publishes_at_once_both_end_up_listed() {
+    let Some(env) = env() else {
+        return;
+    };
+    let r = env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"].clone();
+    let d = tempfile::tempdir().unwrap();
+    let run = nonce();
+    let v = versions(d.path(), &run);
+    let repo = format!("fleet/race-{run}");
+    push_versions(&r, &repo, &v);
+    let proxy = holding_proxy(r.clone());
+    let v3 = format!("docker://{}/{repo}:3", proxy.addr);
+    let spawn = |base: &str| {
+        Command::new(common::bin())
+            .args([
+                "--tls-verify=false",
+                "publish",
+                &v3,
+                "--base",
+                base,
+                "--json",
+                "-v",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("1"), spawn("2"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    assert_eq!(
+        proxy.held.load(Ordering::SeqCst),
+        1,
+        "one index write was held"
+    );
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        stderr.contains("merging again"),
+        "the overwritten run merged again: {stderr}"
+    );
+    // Straight from the registry: both listed.
+    let list = json(&dd(
+        None,
+        &["list-deltas", &format!("docker://{r}/{repo}:3"), "--json"],
+    ));
+    let bases: Vec<&str> = list["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["base_image_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(bases.len(), 2, "{list}");
+    assert!(bases.contains(&v[0].1.as_str()) && bases.contains(&v[1].1.as_str()));
+}
+
+#[test]
+fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded() {
+    let Some(env) = env() else {
+        return;
+    };
+    let r = &env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"];
+    let oras = env
+        .get("DOCKER_DELTA_TEST_ORAS")
+        .cloned()
+        .unwrap_or_else(|| "oras".into());
+    let d = tempfile::tempdir().unwrap();
+    let run = nonce();
+    let v = versions(d.path(), &run);
+    let repo = format!("fleet/lies-{run}");
+    push_versions(r, &repo, &v);
+    let v3 = format!("docker://{r}/{repo}:3");
+    // A real v2 -> v3 package, attached by oras with annotations that lie: they say its
+    // base is v1. Another one claims another platform.
+    let pkg = d.path().join("v2-to-v3.ddelta");
+    ok(&dd(
+        None,
+        &[
+            "create",
+            v[2].0.to_str().unwrap(),
+            "--base",
+            v[1].0.to_str().unwrap(),
+            "-o",
+            pkg.to_str().unwrap(),
+        ],
+    ));
+    let size = std::fs::metadata(&pkg).unwrap().len().to_string();
+    let attach = |base: &str, platform: &str| {
+        let mut c = Command::new(&oras);
+        c.current_dir(d.path()).args([
+            "attach",
+            "--plain-http",
+            "--distribution-spec",
+            "v1.1-referrers-tag",
+            "--artifact-type",
+            "application/vnd.docker-delta.package.v1",
+        ]);
+        for (k, val) in [
+            ("dev.docker-delta.base.image-id", base),
+            ("dev.docker-delta.new.image-id", v[2].1.as_str()),
+            ("dev.docker-delta.package.size", size.as_str()),
+            ("dev.docker-delta.platform", platform),
+        ] {
+            c.arg("--annotation").arg(format!("{k}={val}"));
+        }
+        c.arg(format!("{r}/{repo}:3"))
+            .arg("v2-to-v3.ddelta:application/vnd.docker-delta.package.v1");
+        ok(&c.output().unwrap());
+    };
+    attach(&v[0].1, "linux/amd64");
+    attach(&v[0].1, "linux/s390x");
+    let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    assert_eq!(list["deltas"].as_array().unwrap().len(), 1, "{list}");
+    let skipped = list["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{list}");
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("s390x"),
+        "{list}"
+    );
+
+    // A device with v1 takes the lying one (its annotations say v1), finds the package's
+    // own base is v2, which it lacks: skipped with a clear reason; without fallback
+    // nothing is loaded.
+    let out = d.path().join("out.tar");
+    let o = dd(
+        None,
+        &[
+            "pull",
+            &v3,
+            "--base",
+            v[0].0.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--no-fallback",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("skipped"), "{err}");
+    assert!(!out.exists());
+    // With fallback: the whole image, exact.
+    let report = json(&dd(
+        None,
+        &[
+            "pull",
+            &v3,
+            "--base",
+            v[0].0.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(report["method"], "full");
+    let inspect = json(&dd(None, &["inspect", "--json", out.to_str().unwrap()]));
+    assert_eq!(inspect["image_id"], v[2].1.as_str());
+
+    // v2 -> v3 published for real; a device with v2 takes it, through a proxy that
+    // damages the package blob: refused by its digest, nothing written.
+    ok(&dd(None, &["publish", &v3, "--base", "2"]));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    let real = list["deltas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["base_image_id"] == v[1].1.as_str())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{r}/{repo}@{real}"),
+        ])
+        .output()
+        .unwrap();
+    ok(&raw);
+    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let pkg_digest = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let upstream = r.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            let (up, digest) = (upstream.clone(), pkg_digest.clone());
+            std::thread::spawn(move || damaging_relay(c, &up, &digest));
+        }
+    });
+    let out2 = d.path().join("out2.tar");
+    let o = dd(
+        None,
+        &[
+            "pull",
+            &format!("docker://{proxy}/{repo}:3"),
+            "--base",
+            v[1].0.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+            "--no-fallback",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("digest"), "{err}");
+    assert!(!out2.exists());
+}
+
+/// Relays one connection; in an answer to a GET of blob `digest`, flips one byte of the
+/// body.
+fn damaging_relay(client: TcpStream, upstream: &str, digest: &str) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut s_read, mut c_write) = (server, client);
+    let target = Arc::new(AtomicBool::new(false));
+    let t = target.clone();
+    let digest = digest.to_string();
+    let fwd = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match c_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let head = String::from_utf8_lossy(&buf[..n.min(300)]).to_string();
+            if head.starts_with("GET ") && head.contains(&format!("/blobs/{digest}")) {
+                t.store(true, Ordering::SeqCst);
+            }
+            if s_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = s_write.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut body_at: Option<usize> = None;
+    let mut seen = 0usize;
+    loop {
+        let n = match s_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if target.load(Ordering::SeqCst) {
+            if body_at.is_none() {
+                if let Some(i) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+                    body_at = Some(seen + i + 4);
+                }
+            }
+            if let Some(b) = body_at {
+                // Flip the 1000th byte of the body, once.
+                let at = b + 1000;
+                if at >= seen && at < seen + n {
+                    buf[at - seen] ^= 0xff;
+                    target.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        seen += n;
+        if c_write.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = c_write.shutdown(std::net::Shutdown::Both);
+    let _ = fwd.join();
+}
