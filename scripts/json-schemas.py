@@ -43,6 +43,22 @@ defs = {
   }, desc="One layer of a package's new image: how it is rebuilt."),
   "compression_spec": obj({"algorithm": {"enum": ["xz", "zstd", "gzip", "none"]},
                            "level": {"type": "integer"}}),
+  "delta_artifact": obj({
+      "digest": {"$ref": "#/$defs/digest"},
+      "base_image_id": {"$ref": "#/$defs/digest"},
+      "base_chain_id": nullable({"$ref": "#/$defs/digest"}),
+      "base_manifests": {"type": "array", "items": {"$ref": "#/$defs/digest"}},
+      "base_reference": nullable({"type": "string"}),
+      "new_image_id": {"$ref": "#/$defs/digest"},
+      "platform": nullable({"$ref": "#/$defs/platform"}),
+      "package_size": {"$ref": "#/$defs/size"},
+      "saves": nullable({"$ref": "#/$defs/size"}),
+      "format_version": nullable({"type": "integer", "minimum": 1}),
+      "created": nullable({"type": "string"}),
+  }, desc="A delta package artifact in a registry, as its annotations describe it (hints: the package's own header wins)."),
+  "transfer_count": obj({"manifests": {"$ref": "#/$defs/size"}, "configs": {"$ref": "#/$defs/size"},
+                         "blobs": {"$ref": "#/$defs/size"}},
+                        desc="Bytes downloaded from a registry, by kind."),
 }
 def header(name):
     return {"schema_version": {"const": 1}, "document": {"const": name}}
@@ -177,3 +193,49 @@ doc("version.schema.json", "docker-delta version document (--version --json)", "
       "writes": {"type": "integer", "minimum": 1}}),
   "codecs": {"type": "object", "additionalProperties": {"type": "string"}},
 }, [])
+doc("push-report.schema.json", "docker-delta push_report document (push --json)", "push_report", {
+  "image": {"type": "string"},
+  "subject": R("digest"),
+  "artifact": {"type": "string"},
+  "already_published": {"type": "boolean"},
+  "referrers": {"enum": ["api", "tag"]},
+  "delta": R("delta_artifact"),
+}, ["delta_artifact"])
+doc("publish-report.schema.json", "docker-delta publish_report document (publish --json)", "publish_report", {
+  "image": {"type": "string"},
+  "packages": {"type": "array", "items": obj({
+      "base": {"type": "string"},
+      "base_image_id": nullable(R("digest")),
+      "platform": R("platform"),
+      "status": {"enum": ["published", "already_published", "no_platform"]},
+      "package_size": nullable(R("size")),
+      "saves": nullable(R("size")),
+      "artifact": nullable({"type": "string"}),
+  })},
+}, ["digest", "size", "platform"])
+doc("delta-list.schema.json", "docker-delta delta_list document (list-deltas --json)", "delta_list", {
+  "image": {"type": "string"},
+  "image_id": R("digest"),
+  "manifest_digest": R("digest"),
+  "platform": R("platform"),
+  "referrers": {"enum": ["api", "tag"]},
+  "full_pull_size": R("size"),
+  "deltas": {"type": "array", "items": R("delta_artifact")},
+  "skipped": {"type": "array", "items": obj({"digest": R("digest"), "reason": {"type": "string"}})},
+}, ["delta_artifact"])
+doc("pull-report.schema.json", "docker-delta pull_report document (pull --json)", "pull_report", {
+  "dry_run": {"type": "boolean"},
+  "image": {"type": "string"},
+  "image_id": R("digest"),
+  "manifest_digest": R("digest"),
+  "platform": R("platform"),
+  "method": {"enum": ["delta", "full"]},
+  "delta": nullable(R("delta_artifact")),
+  "fallback_reason": nullable({"type": "string"}),
+  "deltas_listed": {"type": "integer", "minimum": 0},
+  "transferred": R("transfer_count"),
+  "full_pull_size": R("size"),
+  "loaded_into": nullable({"type": "string"}),
+  "output": nullable({"type": "string"}),
+  "name": nullable({"type": "string"}),
+}, ["delta_artifact", "transfer_count"])

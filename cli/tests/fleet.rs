@@ -194,6 +194,11 @@ fn publish_then_each_device_pulls_through_what_it_has() {
     assert_eq!(last["packages"].as_array().unwrap().len(), 2, "{last}");
 
     let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    common::assert_schema_valid(&[
+        ("publish-report.schema.json", report.clone()),
+        ("publish-report.schema.json", last.clone()),
+        ("delta-list.schema.json", list.clone()),
+    ]);
     assert_eq!(list["document"], "delta_list");
     assert_eq!(
         list["referrers"], "tag",
@@ -302,10 +307,16 @@ fn publish_then_each_device_pulls_through_what_it_has() {
                 let err = String::from_utf8_lossy(&o.stderr);
                 let e: Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
                 assert_eq!(e["kind"], "no_delta", "{e}");
+                assert_eq!(e["status_name"], "no_delta", "{e}");
+                common::assert_schema_valid(&[("error.schema.json", e.clone())]);
                 assert_eq!(config_digest(&host, &tag), None, "{what}");
             }
             let report = json(&dd(Some(&host), &["pull", &v3, "--json"]));
             assert_eq!(report["method"], expect, "{what}: {report}");
+            common::assert_schema_valid(&[
+                ("pull-report.schema.json", dry.clone()),
+                ("pull-report.schema.json", report.clone()),
+            ]);
             let t = &report["transferred"];
             if let Some(i) = held {
                 assert_eq!(report["delta"]["base_image_id"], v[i].1.as_str(), "{what}");
@@ -599,9 +610,40 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
     let inspect = json(&dd(None, &["inspect", "--json", out.to_str().unwrap()]));
     assert_eq!(inspect["image_id"], v[2].1.as_str());
 
-    // v2 -> v3 published for real; a device with v2 takes it, through a proxy that
-    // damages the package blob: refused by its digest, nothing written.
-    ok(&dd(None, &["publish", &v3, "--base", "2"]));
+    // The same v2 -> v3 package pushed for real (next to the tag its new image had); a
+    // device with v2 takes it, through a proxy that damages the package blob: refused by
+    // its digest, nothing written.
+    let pushed = json(&dd(
+        None,
+        &[
+            "push",
+            pkg.to_str().unwrap(),
+            &format!("docker://{r}/{repo}"),
+            "--json",
+        ],
+    ));
+    assert_eq!(pushed["image"], v3.as_str());
+    assert_eq!(pushed["referrers"], "tag");
+    assert_eq!(pushed["already_published"], false);
+    assert_eq!(pushed["delta"]["base_image_id"], v[1].1.as_str());
+    common::assert_schema_valid(&[("push-report.schema.json", pushed.clone())]);
+    let again = json(&dd(None, &["push", pkg.to_str().unwrap(), &v3, "--json"]));
+    assert_eq!(again["already_published"], true, "{again}");
+    // Not next to another image.
+    let o = dd(
+        None,
+        &[
+            "push",
+            pkg.to_str().unwrap(),
+            &format!("docker://{r}/{repo}:2"),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = listener.local_addr().unwrap().to_string();
     let list = json(&dd(None, &["list-deltas", &v3, "--json"]));

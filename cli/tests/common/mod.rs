@@ -346,3 +346,56 @@ pub fn run_measured(cmd: &mut std::process::Command) -> Measured {
         peak_rss: kib * 1024,
     }
 }
+
+/// Validates each (schema file, document) with Python's jsonschema in one process, after
+/// checking each schema file is itself a valid 2020-12 schema; returns the failures, one
+/// string per document that does not validate.
+pub fn schema_failures(docs: &[(&str, serde_json::Value)]) -> Vec<String> {
+    const CHECK: &str = r#"
+import json, sys
+import jsonschema
+cases = json.load(sys.stdin)
+failed = []
+for i, (schema_path, doc) in enumerate(cases):
+    with open(schema_path) as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    if errors:
+        failed.append("%d %s: %s" % (i, schema_path, "; ".join(
+            "%s at %s" % (e.message, "/".join(map(str, e.absolute_path))) for e in errors)))
+print(json.dumps(failed))
+"#;
+    let cases: Vec<serde_json::Value> = docs
+        .iter()
+        .map(|(schema, doc)| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("docs/schema")
+                .join(schema);
+            assert!(path.is_file(), "no schema file {}", path.display());
+            serde_json::json!([path.display().to_string(), doc])
+        })
+        .collect();
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", CHECK])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (with python3-jsonschema: scripts/install-deps.sh installs it)");
+    serde_json::to_writer(child.stdin.take().unwrap(), &cases).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 jsonschema check failed (is python3-jsonschema installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn assert_schema_valid(docs: &[(&str, serde_json::Value)]) {
+    let failures = schema_failures(docs);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
