@@ -758,3 +758,394 @@ fn damaging_relay(client: TcpStream, upstream: &str, digest: &str) {
     let _ = c_write.shutdown(std::net::Shutdown::Both);
     let _ = fwd.join();
 }
+
+/// A small registry that follows the OCI Distribution spec 1.1 as far as these tests need,
+/// referrers API included (no registry here has one): blobs (monolithic and chunked
+/// uploads), manifests by tag and digest, `OCI-Subject` on a manifest with a subject, and
+/// `GET /v2/<name>/referrers/<digest>`. Loopback only; one request per connection.
+mod spec_registry {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    struct Store {
+        blobs: HashMap<String, Vec<u8>>,
+        /// (repository, digest) -> (media type, bytes)
+        manifests: HashMap<(String, String), (String, Vec<u8>)>,
+        tags: HashMap<(String, String), String>,
+        uploads: HashMap<String, Vec<u8>>,
+        next: u64,
+        /// Referrers listed, for the test to check.
+        pub referrer_gets: usize,
+    }
+
+    pub struct Server {
+        pub addr: String,
+        store: Arc<Mutex<Store>>,
+    }
+
+    impl Server {
+        pub fn tags(&self) -> Vec<String> {
+            self.store
+                .lock()
+                .unwrap()
+                .tags
+                .keys()
+                .map(|(_, t)| t.clone())
+                .collect()
+        }
+        pub fn referrer_gets(&self) -> usize {
+            self.store.lock().unwrap().referrer_gets
+        }
+    }
+
+    pub fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let store = Arc::new(Mutex::new(Store::default()));
+        let s = store.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || serve(c, &s));
+            }
+        });
+        Server { addr, store }
+    }
+
+    fn sha256(data: &[u8]) -> String {
+        super::common::sha256(data)
+    }
+
+    fn respond(mut c: &TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(body);
+    }
+
+    /// The answer to a HEAD: the length of what a GET would send, no body.
+    fn head(mut c: &TcpStream, len: usize, headers: &[(&str, String)]) {
+        let mut h = format!("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {len}\r\n");
+        for (k, v) in headers {
+            h.push_str(&format!("{k}: {v}\r\n"));
+        }
+        h.push_str("\r\n");
+        let _ = c.write_all(h.as_bytes());
+    }
+
+    fn serve(c: TcpStream, store: &Arc<Mutex<Store>>) {
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let q: HashMap<&str, &str> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let mut st = store.lock().unwrap();
+        if path == "/v2/" {
+            return respond(&c, "200 OK", &[], b"{}");
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return respond(&c, "404 Not Found", &[], b"");
+        };
+        let not_found = |c: &TcpStream| {
+            respond(
+                c,
+                "404 Not Found",
+                &[],
+                br#"{"errors":[{"code":"NOT_FOUND","message":"not found"}]}"#,
+            )
+        };
+        if let Some((repo, upload)) = rest.split_once("/blobs/uploads/") {
+            let repo = repo.to_string();
+            match method.as_str() {
+                "POST" => {
+                    if let (Some(d), Some(_)) = (q.get("mount"), q.get("from")) {
+                        if st.blobs.contains_key(*d) {
+                            return respond(
+                                &c,
+                                "201 Created",
+                                &[("Location", format!("/v2/{repo}/blobs/{d}"))],
+                                b"",
+                            );
+                        }
+                    }
+                    st.next += 1;
+                    let id = format!("u{}", st.next);
+                    st.uploads.insert(id.clone(), Vec::new());
+                    respond(
+                        &c,
+                        "202 Accepted",
+                        &[
+                            ("Location", format!("/v2/{repo}/blobs/uploads/{id}")),
+                            ("Range", "0-0".into()),
+                        ],
+                        b"",
+                    )
+                }
+                "PATCH" => {
+                    let Some(u) = st.uploads.get_mut(upload) else {
+                        return not_found(&c);
+                    };
+                    u.extend_from_slice(&body);
+                    let end = u.len().saturating_sub(1);
+                    respond(
+                        &c,
+                        "202 Accepted",
+                        &[
+                            ("Location", format!("/v2/{repo}/blobs/uploads/{upload}")),
+                            ("Range", format!("0-{end}")),
+                        ],
+                        b"",
+                    )
+                }
+                "PUT" => {
+                    let Some(mut u) = st.uploads.remove(upload) else {
+                        return not_found(&c);
+                    };
+                    u.extend_from_slice(&body);
+                    let d = q
+                        .get("digest")
+                        .map(|d| d.replace("%3A", ":"))
+                        .unwrap_or_default();
+                    if sha256(&u) != d {
+                        return respond(
+                            &c,
+                            "400 Bad Request",
+                            &[],
+                            br#"{"errors":[{"code":"DIGEST_INVALID","message":"digest"}]}"#,
+                        );
+                    }
+                    st.blobs.insert(d.clone(), u);
+                    respond(
+                        &c,
+                        "201 Created",
+                        &[
+                            ("Location", format!("/v2/{repo}/blobs/{d}")),
+                            ("Docker-Content-Digest", d),
+                        ],
+                        b"",
+                    )
+                }
+                "GET" => {
+                    let Some(u) = st.uploads.get(upload) else {
+                        return not_found(&c);
+                    };
+                    respond(
+                        &c,
+                        "204 No Content",
+                        &[("Range", format!("0-{}", u.len().saturating_sub(1)))],
+                        b"",
+                    )
+                }
+                "DELETE" => {
+                    st.uploads.remove(upload);
+                    respond(&c, "204 No Content", &[], b"")
+                }
+                _ => respond(&c, "405 Method Not Allowed", &[], b""),
+            }
+        } else if let Some((_, d)) = rest.split_once("/blobs/") {
+            match st.blobs.get(d) {
+                Some(b) if method == "HEAD" => {
+                    head(&c, b.len(), &[("Docker-Content-Digest", d.to_string())])
+                }
+                Some(b) => respond(&c, "200 OK", &[("Docker-Content-Digest", d.to_string())], b),
+                None => not_found(&c),
+            }
+        } else if let Some((repo, reference)) = rest.split_once("/manifests/") {
+            let repo = repo.to_string();
+            match method.as_str() {
+                "PUT" => {
+                    let d = sha256(&body);
+                    let media = headers.get("content-type").cloned().unwrap_or_default();
+                    st.manifests
+                        .insert((repo.clone(), d.clone()), (media, body.clone()));
+                    if !reference.starts_with("sha256:") {
+                        st.tags
+                            .insert((repo.clone(), reference.to_string()), d.clone());
+                    }
+                    let mut h = vec![
+                        ("Docker-Content-Digest", d.clone()),
+                        ("Location", format!("/v2/{repo}/manifests/{d}")),
+                    ];
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(s) = v.pointer("/subject/digest").and_then(|s| s.as_str()) {
+                        h.push(("OCI-Subject", s.to_string()));
+                    }
+                    respond(&c, "201 Created", &h, b"")
+                }
+                _ => {
+                    let digest = if reference.starts_with("sha256:") {
+                        reference.to_string()
+                    } else {
+                        match st.tags.get(&(repo.clone(), reference.to_string())) {
+                            Some(d) => d.clone(),
+                            None => return not_found(&c),
+                        }
+                    };
+                    match st.manifests.get(&(repo, digest.clone())) {
+                        Some((m, b)) => {
+                            let body: &[u8] = if method == "HEAD" { &[] } else { b };
+                            respond(
+                                &c,
+                                "200 OK",
+                                &[
+                                    ("Content-Type", m.clone()),
+                                    ("Docker-Content-Digest", digest),
+                                ],
+                                body,
+                            )
+                        }
+                        None => not_found(&c),
+                    }
+                }
+            }
+        } else if let Some((repo, subject)) = rest.split_once("/referrers/") {
+            st.referrer_gets += 1;
+            let wanted = q.get("artifactType").map(|t| t.to_string());
+            let list: Vec<Value> = st
+                .manifests
+                .iter()
+                .filter(|((r, _), _)| r == repo)
+                .filter_map(|((_, d), (m, b))| {
+                    let v: Value = serde_json::from_slice(b).ok()?;
+                    (v.pointer("/subject/digest")?.as_str()? == subject).then(|| {
+                        json!({"mediaType": m, "digest": d, "size": b.len(),
+                               "artifactType": v.get("artifactType").cloned().unwrap_or(Value::Null),
+                               "annotations": v.get("annotations").cloned().unwrap_or(json!({}))})
+                    })
+                })
+                .filter(|e| wanted.as_deref().is_none_or(|w| e["artifactType"] == w))
+                .collect();
+            let mut h = vec![(
+                "Content-Type",
+                "application/vnd.oci.image.index.v1+json".to_string(),
+            )];
+            if wanted.is_some() {
+                h.push(("OCI-Filters-Applied", "artifactType".into()));
+            }
+            let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": list})).unwrap();
+            respond(&c, "200 OK", &h, &body)
+        } else {
+            not_found(&c)
+        }
+    }
+}
+
+#[test]
+fn a_registry_with_the_referrers_api_is_used_through_it() {
+    let server = spec_registry::start();
+    let r = server.addr.clone();
+    let d = tempfile::tempdir().unwrap();
+    let run = nonce();
+    let v = versions(d.path(), &run);
+    let repo = "fleet/api";
+    // The images go in through docker-delta's own push (full packages applied to it).
+    for (i, (path, _)) in v.iter().enumerate() {
+        let full = d.path().join(format!("full{i}.ddelta"));
+        ok(&dd(
+            None,
+            &[
+                "create",
+                path.to_str().unwrap(),
+                "-o",
+                full.to_str().unwrap(),
+            ],
+        ));
+        ok(&dd(
+            None,
+            &[
+                "apply",
+                full.to_str().unwrap(),
+                "-o",
+                &format!("docker://{r}/{repo}:{}", i + 1),
+            ],
+        ));
+    }
+    let v3 = format!("docker://{r}/{repo}:3");
+    let report = json(&dd(
+        None,
+        &["publish", &v3, "--base", "1", "--base", "2", "--json"],
+    ));
+    assert_eq!(report["packages"].as_array().unwrap().len(), 2, "{report}");
+    let pkg = d.path().join("v1-to-v3.ddelta");
+    ok(&dd(
+        None,
+        &[
+            "create",
+            v[2].0.to_str().unwrap(),
+            "--base",
+            v[0].0.to_str().unwrap(),
+            "-o",
+            pkg.to_str().unwrap(),
+        ],
+    ));
+    let pushed = json(&dd(None, &["push", pkg.to_str().unwrap(), &v3, "--json"]));
+    assert_eq!(pushed["referrers"], "api", "{pushed}");
+    // No fallback index was written: the registry indexes referrers itself.
+    assert!(
+        !server.tags().iter().any(|t| t.starts_with("sha256-")),
+        "{:?}",
+        server.tags()
+    );
+    let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    assert_eq!(list["referrers"], "api");
+    // The two published, and the one pushed (made from the archives, so another package
+    // for the same pair; pull takes the smaller).
+    assert_eq!(list["deltas"].as_array().unwrap().len(), 3, "{list}");
+    assert!(server.referrer_gets() > 0);
+    let out = d.path().join("pulled-v3.tar");
+    let pulled = json(&dd(
+        None,
+        &[
+            "pull",
+            &v3,
+            "--base",
+            v[1].0.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(pulled["method"], "delta", "{pulled}");
+    assert_eq!(pulled["delta"]["base_image_id"], v[1].1.as_str());
+    let inspect = json(&dd(None, &["inspect", "--json", out.to_str().unwrap()]));
+    assert_eq!(inspect["image_id"], v[2].1.as_str());
+}
