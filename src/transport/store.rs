@@ -410,6 +410,15 @@ impl FileSection {
         }
         self.file.read_exact_at(buf, self.offset + pos)
     }
+
+    /// A reader of the whole section (positioned reads: several may be open at once).
+    pub fn reader(&self) -> impl Read + Send + 'static {
+        SectionReader {
+            file: self.file.clone(),
+            pos: self.offset,
+            end: self.offset + self.len,
+        }
+    }
 }
 
 /// Reads a section of a shared file with positioned reads, so several can be open at once.
