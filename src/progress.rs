@@ -25,6 +25,8 @@ pub enum Phase {
     Rebuild = 4,
     /// Loading the image into the daemon.
     Load = 5,
+    /// Downloading from a registry: a delta package, or the layers of a full pull.
+    Download = 6,
 }
 
 impl Phase {
@@ -37,6 +39,7 @@ impl Phase {
             Phase::Verify => "verifying",
             Phase::Rebuild => "rebuilding layers",
             Phase::Load => "loading into Docker",
+            Phase::Download => "downloading",
         }
     }
 }

@@ -86,7 +86,7 @@ typedef enum {
 /**
  * The phases of create and apply, in the order they happen. Create goes through
  * ANALYZE (only with an old image and a delta method), ENCODE, WRITE; apply through
- * VERIFY, REBUILD, and LOAD when loading into the daemon.
+ * VERIFY, REBUILD, and LOAD when loading into the daemon; pull through DOWNLOAD first.
  */
 typedef enum {
     /**
@@ -113,6 +113,11 @@ typedef enum {
      * Sending the rebuilt image to the Docker daemon.
      */
     DD_PHASE_LOAD = 5,
+    /**
+     * Downloading from a registry: a delta package (then VERIFY, REBUILD, LOAD), or the
+     * layers of a full pull (then LOAD).
+     */
+    DD_PHASE_DOWNLOAD = 6,
 } dd_phase;
 
 /**

@@ -21,7 +21,7 @@ use docker_delta::progress::{Phase, Progress, ProgressEvent};
 
 /// The phases of create and apply, in the order they happen. Create goes through
 /// ANALYZE (only with an old image and a delta method), ENCODE, WRITE; apply through
-/// VERIFY, REBUILD, and LOAD when loading into the daemon.
+/// VERIFY, REBUILD, and LOAD when loading into the daemon; pull through DOWNLOAD first.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum dd_phase {
@@ -37,6 +37,9 @@ pub enum dd_phase {
     Rebuild = 4,
     /// Sending the rebuilt image to the Docker daemon.
     Load = 5,
+    /// Downloading from a registry: a delta package (then VERIFY, REBUILD, LOAD), or the
+    /// layers of a full pull (then LOAD).
+    Download = 6,
 }
 
 impl From<Phase> for dd_phase {
@@ -48,6 +51,7 @@ impl From<Phase> for dd_phase {
             Phase::Verify => dd_phase::Verify,
             Phase::Rebuild => dd_phase::Rebuild,
             Phase::Load => dd_phase::Load,
+            Phase::Download => dd_phase::Download,
         }
     }
 }

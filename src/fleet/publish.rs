@@ -589,8 +589,9 @@ impl<'a> ReadOnce<'a> {
             None => {
                 let mut blob = self.inner.open_blob(index)?;
                 let mut spool = crate::temp::spool_in(&std::env::temp_dir())?;
-                std::io::copy(&mut blob, &mut spool)
-                    .map_err(|e| Error::io(format!("{} layer {index}", self.inner.image().reference), e))?;
+                std::io::copy(&mut blob, &mut spool).map_err(|e| {
+                    Error::io(format!("{} layer {index}", self.inner.image().reference), e)
+                })?;
                 let f = std::sync::Arc::new(spool);
                 spools.insert(index, f.clone());
                 f

@@ -489,9 +489,15 @@ fn take_delta(
     // the locked work directory, removed with it.
     let path = dir.join(format!("{}.ddelta", digest.hex()));
     {
-        let mut reader = registry.blob(repository, &digest, size)?;
+        let reader = registry.blob(repository, &digest, size)?;
+        let mut tracker = crate::progress::Tracker::start(
+            options.progress,
+            crate::progress::Phase::Download,
+            size,
+        )?;
         let mut file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        std::io::copy(&mut reader, &mut file).map_err(|e| Error::io(&path, e))?;
+        std::io::copy(&mut tracker.reader(reader), &mut file).map_err(|e| Error::io(&path, e))?;
+        tracker.finish()?;
     }
     let package = Package::open_with(&path, &options.open.limits)?;
     let target = &package.header.target.identity;

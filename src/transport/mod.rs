@@ -705,7 +705,12 @@ pub fn copy_image(
         .layers
         .iter()
         .fold(0u64, |t, l| t.saturating_add(l.size));
-    let mut tracker = Tracker::start(progress, Phase::Rebuild, total)?;
+    let phase = if source.registry_blob(0).is_some() {
+        Phase::Download
+    } else {
+        Phase::Rebuild
+    };
+    let mut tracker = Tracker::start(progress, phase, total)?;
     for layer in &image.layers {
         let mut reader = source.open_layer(layer.index)?;
         let spool = crate::temp::spool_in(&sink.spool_dir())?;
