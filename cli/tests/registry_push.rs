@@ -564,3 +564,116 @@ fn a_chunked_upload_cut_midway_is_recovered_and_exact() {
         &format!("oci:{}:x", d.path().join("layout").display()),
     ]));
 }
+
+/// Relays one connection; the first answer to a blob GET without `Range` is cut after
+/// `keep` bytes of its body (both sides closed), once.
+fn cutting_download(client: TcpStream, upstream: &str, keep: usize, cut: &Arc<AtomicBool>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut s_read, mut c_write) = (server, client);
+    let armed = Arc::new(AtomicBool::new(false));
+    let a = armed.clone();
+    let fwd = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match c_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let head = String::from_utf8_lossy(&buf[..n.min(2048)]).to_ascii_lowercase();
+            if head.starts_with("get ") && head.contains("/blobs/") && !head.contains("\r\nrange:")
+            {
+                a.store(true, Ordering::SeqCst);
+            }
+            if s_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = s_write.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut body: Option<usize> = None;
+    let mut head = Vec::new();
+    loop {
+        let n = match s_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if armed.load(Ordering::SeqCst) && !cut.load(Ordering::SeqCst) {
+            match body {
+                None => {
+                    head.extend_from_slice(&buf[..n]);
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        body = Some(head.len() - (i + 4));
+                    }
+                }
+                Some(b) => body = Some(b + n),
+            }
+            if let Some(b) = body {
+                if b > keep && head.starts_with(b"HTTP/1.1 200") {
+                    let over = b - keep;
+                    let _ = c_write.write_all(&buf[..n.saturating_sub(over)]);
+                    cut.store(true, Ordering::SeqCst);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                    let _ = s_read.shutdown(std::net::Shutdown::Both);
+                    break;
+                }
+            }
+        }
+        if c_write.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = fwd.join();
+}
+
+#[test]
+fn a_100_mb_blob_cut_midway_is_resumed_and_exact() {
+    let Some(env) = env() else {
+        return;
+    };
+    let upstream = env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"].clone();
+    let d = tempfile::tempdir().unwrap();
+    // 100 MiB that gzip cannot shrink: the blob is about as big.
+    let big = common::layer(&[("data/big.bin", &common::noise(11, 100 << 20))]);
+    let (tar, image_id) = common::docker_archive(d.path(), "big.tar", Some("t/big:1"), &[big]);
+    let repo = unique("pushed/big");
+    ok(&skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("docker-archive:{}", tar.display()),
+        &format!("docker://{upstream}/{repo}:1"),
+    ]));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let cut = Arc::new(AtomicBool::new(false));
+    {
+        let cut = cut.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                let (up, cut) = (upstream.clone(), cut.clone());
+                std::thread::spawn(move || cutting_download(c, &up, 50 << 20, &cut));
+            }
+        });
+    }
+    // Read through the proxy: the layer downloaded and verified against its digest and
+    // diff_id.
+    let o = dd(&[
+        "inspect",
+        "--tls-verify=false",
+        "--verify",
+        "--json",
+        "-v",
+        &format!("docker://{proxy}/{repo}:1"),
+    ]);
+    ok(&o);
+    assert!(cut.load(Ordering::SeqCst), "the proxy cut the download");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("resuming a blob download"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["image_id"], image_id.as_str());
+    assert_eq!(v["layers_verified"], true);
+}
