@@ -658,6 +658,99 @@ dd_status dd_apply_load(const char *package,
                         dd_error **err);
 
 /**
+ * Stores the delta package at `package` in the registry next to the image it rebuilds,
+ * `image_ref` (`docker://HOST/NAME[:TAG|@DIGEST]`; without tag or digest, the tag the
+ * package records for its new image), as an OCI artifact whose `subject` is that image's
+ * manifest for the package's platform. Refused (`DD_STATUS_INVALID_INPUT`, kind
+ * `digest_mismatch`) unless that image's config digest is the package's new image ID. The
+ * package is checked whole first. `options` may be NULL; of them, the log callback is
+ * used.
+ *
+ * `report_json` (owned; `dd_string_free`) receives the `push_report` document
+ * (docs/JSON.md), as `docker-delta push --json` prints it.
+ *
+ * # Safety
+ *
+ * String arguments NULL or NUL-terminated; `options` NULL or live; `report_json` and
+ * `err` NULL or writable.
+ */
+dd_status dd_push(const char *package,
+                  const char *image_ref,
+                  const dd_create_options *options,
+                  char **report_json,
+                  dd_error **err);
+
+/**
+ * Makes a delta package from each old version to the new image `image_ref`
+ * (`docker://HOST/NAME:TAG`), one per platform both have, and pushes it next to the new
+ * image (as `dd_push`); a pair already published is skipped. The old versions are the
+ * `n_bases` strings of `bases` (tags or digests of the same repository, or `docker://`
+ * references), or, when `n_bases` is 0, the `last` newest other tags by their config's
+ * `created`. `options` (may be NULL): how packages are made (method, compression,
+ * memory bound), progress (ANALYZE, ENCODE, WRITE per package; returning false
+ * cancels), logs.
+ *
+ * `report_json` receives the `publish_report` document.
+ *
+ * # Safety
+ *
+ * `image_ref` NUL-terminated; `bases` NULL (with `n_bases` 0) or `n_bases` NUL-terminated
+ * strings; `options` NULL or live; `report_json` and `err` NULL or writable.
+ */
+dd_status dd_publish(const char *image_ref,
+                     const char *const *bases,
+                     size_t n_bases,
+                     uint32_t last,
+                     const dd_create_options *options,
+                     char **report_json,
+                     dd_error **err);
+
+/**
+ * Updates to the image `image_ref` (`docker://HOST/NAME[:TAG|@DIGEST]`) as `docker-delta
+ * pull` does: lists the delta packages published for it (for the options' platform, else
+ * the host's), takes the smallest whose base is at hand (`base_ref`, else the Docker
+ * daemon's images), downloads it (DOWNLOAD), checks it, applies it (VERIFY, REBUILD) and
+ * loads it into the daemon (LOAD; `dd_apply_options_set_docker_host`, else
+ * `DOCKER_HOST`), tagged with the options' tag (default `HOST/NAME:TAG`); or writes it to
+ * `output` when that is not NULL (a path or a reference with a transport, as `dd_apply`'s
+ * `output`). With no delta that fits, pulls the image's layers (DOWNLOAD, verified);
+ * `no_fallback` makes that `DD_STATUS_NO_DELTA` (kind `no_delta`) instead. The options'
+ * dry run chooses and reports without downloading anything but manifests. Returning
+ * false from the progress callback cancels (`DD_STATUS_CANCELLED`); nothing is loaded
+ * then.
+ *
+ * `report_json` receives the `pull_report` document (also when tagging failed:
+ * `DD_STATUS_TAG_FAILED`).
+ *
+ * # Safety
+ *
+ * String arguments NULL (where optional) or NUL-terminated; `options` NULL or live;
+ * `report_json` and `err` NULL or writable.
+ */
+dd_status dd_pull(const char *image_ref,
+                  const char *base_ref,
+                  const char *output,
+                  bool no_fallback,
+                  const dd_apply_options *options,
+                  char **report_json,
+                  dd_error **err);
+
+/**
+ * Lists the delta packages published for the image `image_ref`
+ * (`docker://HOST/NAME[:TAG|@DIGEST]`), for the options' platform (else the host's):
+ * `report_json` receives the `delta_list` document. `options` may be NULL.
+ *
+ * # Safety
+ *
+ * `image_ref` NUL-terminated; `options` NULL or live; `report_json` and `err` NULL or
+ * writable.
+ */
+dd_status dd_list_deltas(const char *image_ref,
+                         const dd_apply_options *options,
+                         char **report_json,
+                         dd_error **err);
+
+/**
  * The error's status (`DD_STATUS_ERROR` for NULL).
  *
  * # Safety

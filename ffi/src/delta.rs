@@ -1,7 +1,10 @@
-//! Creating and applying deltas: option builders, `dd_create`, `dd_apply`, `dd_apply_load`.
+//! Creating and applying deltas: option builders, `dd_create`, `dd_apply`, `dd_apply_load`;
+//! and, in [`fleet`], the registry side: `dd_push`, `dd_publish`, `dd_pull`, `dd_list_deltas`.
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
+
+pub mod fleet;
 
 use super::callbacks::{dd_log_cb, dd_log_level, dd_progress_cb, Callbacks};
 use super::error::{dd_error, Failure};
