@@ -12,7 +12,7 @@ import (
 
 // Phase is a step of create or apply (dd_phase). Create goes PhaseAnalyze (with an old
 // image), PhaseEncode, PhaseWrite; apply goes PhaseVerify, PhaseRebuild, and PhaseLoad
-// when loading into the daemon.
+// when loading into the daemon; a pull starts with PhaseDownload.
 type Phase int
 
 // The phases, in the order they happen.
@@ -23,6 +23,9 @@ const (
 	PhaseVerify  Phase = 3
 	PhaseRebuild Phase = 4
 	PhaseLoad    Phase = 5
+	// PhaseDownload: a pull downloading its delta package (then verify, rebuild, load)
+	// or, in full, the image's layers (then load).
+	PhaseDownload Phase = 6
 )
 
 func (p Phase) String() string {
@@ -39,6 +42,8 @@ func (p Phase) String() string {
 		return "rebuild"
 	case PhaseLoad:
 		return "load"
+	case PhaseDownload:
+		return "download"
 	}
 	return "unknown"
 }

@@ -20,7 +20,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class Phase(enum.IntEnum):
     """``dd_phase``: create goes ANALYZE (with an old image), ENCODE, WRITE; apply goes
-    VERIFY, REBUILD, and LOAD when loading into the daemon."""
+    VERIFY, REBUILD, and LOAD when loading into the daemon; a pull starts with DOWNLOAD."""
 
     ANALYZE = 0
     ENCODE = 1
@@ -28,6 +28,7 @@ class Phase(enum.IntEnum):
     VERIFY = 3
     REBUILD = 4
     LOAD = 5
+    DOWNLOAD = 6
 
 
 class LogLevel(enum.IntEnum):
