@@ -23,6 +23,7 @@ from ._api import (
     remove_temporary_files,
     version,
 )
+from ._fleet import list_deltas, publish, pull, push
 from ._version import __version__
 from .errors import (
     Cancelled,
@@ -56,6 +57,10 @@ from .errors import (
 
 
 __all__ = [
+    "list_deltas",
+    "publish",
+    "pull",
+    "push",
     "Cancelled",
     "DaemonUnavailable",
     "DeflaterMismatch",

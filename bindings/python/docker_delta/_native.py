@@ -178,6 +178,10 @@ _fn("dd_apply_options_set_docker_host", status, handle, c_char_p, _err)
 _fn("dd_create", status, c_char_p, c_char_p, c_char_p, handle, _out, _err)
 _fn("dd_apply", status, c_char_p, c_char_p, c_char_p, handle, _out, _err)
 _fn("dd_apply_load", status, c_char_p, c_char_p, handle, _out, _err)
+_fn("dd_push", status, c_char_p, c_char_p, handle, _out, _err)
+_fn("dd_publish", status, c_char_p, ctypes.POINTER(c_char_p), c_size_t, c_uint32, handle, _out, _err)
+_fn("dd_pull", status, c_char_p, c_char_p, c_char_p, c_bool, handle, _out, _err)
+_fn("dd_list_deltas", status, c_char_p, handle, _out, _err)
 
 
 def take_string(ptr: c_void_p) -> Optional[str]:
