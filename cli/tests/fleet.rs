@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::Flow;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,19 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_json::Value;
 
 fn env() -> Option<HashMap<String, String>> {
-    let vars: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("DOCKER_DELTA_TEST_"))
-        .collect();
-    if vars.contains_key("DOCKER_DELTA_TEST_REGISTRY_PLAIN") {
-        return Some(vars);
-    }
-    if std::env::var("DOCKER_DELTA_REQUIRE_REGISTRIES").as_deref() == Ok("1") {
-        panic!("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set but DOCKER_DELTA_REQUIRE_REGISTRIES=1");
-    }
-    eprintln!(
-        "skipping: the test registries are not set up (eval \"$(scripts/registries.sh env)\")"
-    );
-    None
+    common::registries()
 }
 
 fn nonce() -> String {
@@ -362,83 +350,43 @@ struct HoldingProxy {
 }
 
 fn holding_proxy(upstream: String) -> HoldingProxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    // (a write is being held, the other answered)
+    // (a write is being held, another was answered)
     let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
     let held = Arc::new(AtomicUsize::new(0));
     let h = held.clone();
-    std::thread::spawn(move || {
-        for c in listener.incoming().flatten() {
-            let (up, gate, held) = (upstream.clone(), gate.clone(), h.clone());
-            std::thread::spawn(move || relay(c, &up, &gate, &held));
-        }
-    });
-    HoldingProxy { addr, held }
-}
-
-fn relay(
-    client: TcpStream,
-    upstream: &str,
-    gate: &Arc<(Mutex<(bool, bool)>, Condvar)>,
-    held: &Arc<AtomicUsize>,
-) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (mut s_read, mut c_write) = (server, client);
-    // Set while this connection's index write awaits its answer (and it was not held).
-    let watching = Arc::new(AtomicBool::new(false));
-    let w = watching.clone();
-    let g = gate.clone();
-    let back = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match s_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if c_write.write_all(&buf[..n]).is_err() {
-                break;
+    let addr = common::relay_proxy(upstream, move || {
+        // Set while this connection's index write (not the held one) awaits its answer.
+        let watching = Arc::new(AtomicBool::new(false));
+        let (w, g, held) = (watching.clone(), gate.clone(), h.clone());
+        let up = move |chunk: &mut Vec<u8>| {
+            let head = String::from_utf8_lossy(&chunk[..chunk.len().min(300)]).to_string();
+            if head.starts_with("PUT ") && head.contains("/manifests/sha256-") {
+                let (lock, cv) = &*g;
+                let mut state = lock.lock().unwrap();
+                if !state.0 {
+                    state.0 = true;
+                    held.fetch_add(1, Ordering::SeqCst);
+                    let _unused = cv
+                        .wait_timeout_while(state, std::time::Duration::from_secs(60), |s| !s.1)
+                        .unwrap();
+                } else {
+                    w.store(true, Ordering::SeqCst);
+                }
             }
-            if buf[..n].starts_with(b"HTTP/1.1 201") && w.swap(false, Ordering::SeqCst) {
+            Flow::Forward
+        };
+        let g = gate.clone();
+        let down = move |chunk: &mut Vec<u8>| {
+            if chunk.starts_with(b"HTTP/1.1 201") && watching.swap(false, Ordering::SeqCst) {
                 let (lock, cv) = &*g;
                 lock.lock().unwrap().1 = true;
                 cv.notify_all();
             }
-        }
-        let _ = c_write.shutdown(std::net::Shutdown::Both);
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match c_read.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+            Flow::Forward
         };
-        let data = &buf[..n];
-        let head = String::from_utf8_lossy(&data[..n.min(300)]).to_string();
-        if head.starts_with("PUT ") && head.contains("/manifests/sha256-") {
-            let (lock, cv) = &**gate;
-            let mut state = lock.lock().unwrap();
-            if !state.0 {
-                // The first index write: held until another one is answered.
-                state.0 = true;
-                held.fetch_add(1, Ordering::SeqCst);
-                let (s, _) = cv
-                    .wait_timeout_while(state, std::time::Duration::from_secs(60), |s| !s.1)
-                    .unwrap();
-                drop(s);
-            } else {
-                watching.store(true, Ordering::SeqCst);
-            }
-        }
-        if s_write.write_all(data).is_err() {
-            break;
-        }
-    }
-    let _ = s_write.shutdown(std::net::Shutdown::Write);
-    let _ = back.join();
+        (up, down)
+    });
+    HoldingProxy { addr, held }
 }
 
 #[test]
@@ -644,8 +592,6 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = listener.local_addr().unwrap().to_string();
     let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
     let real = list["deltas"]
         .as_array()
@@ -668,13 +614,7 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
     ok(&raw);
     let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
     let pkg_digest = m["layers"][0]["digest"].as_str().unwrap().to_string();
-    let upstream = r.clone();
-    std::thread::spawn(move || {
-        for c in listener.incoming().flatten() {
-            let (up, digest) = (upstream.clone(), pkg_digest.clone());
-            std::thread::spawn(move || damaging_relay(c, &up, &digest));
-        }
-    });
+    let proxy = damaging_proxy(r.clone(), pkg_digest);
     let out2 = d.path().join("out2.tar");
     let o = dd(
         None,
@@ -699,64 +639,40 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
     assert!(!out2.exists());
 }
 
-/// Relays one connection; in an answer to a GET of blob `digest`, flips one byte of the
-/// body.
-fn damaging_relay(client: TcpStream, upstream: &str, digest: &str) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (mut s_read, mut c_write) = (server, client);
-    let target = Arc::new(AtomicBool::new(false));
-    let t = target.clone();
-    let digest = digest.to_string();
-    let fwd = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match c_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let head = String::from_utf8_lossy(&buf[..n.min(300)]).to_string();
+/// A proxy to `upstream` that flips one byte (the 1000th of the body) of the answer to a
+/// GET of blob `digest`.
+fn damaging_proxy(upstream: String, digest: String) -> String {
+    common::relay_proxy(upstream, move || {
+        let target = Arc::new(AtomicBool::new(false));
+        let (t, digest) = (target.clone(), digest.clone());
+        let up = move |chunk: &mut Vec<u8>| {
+            let head = String::from_utf8_lossy(&chunk[..chunk.len().min(300)]).to_string();
             if head.starts_with("GET ") && head.contains(&format!("/blobs/{digest}")) {
                 t.store(true, Ordering::SeqCst);
             }
-            if s_write.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = s_write.shutdown(std::net::Shutdown::Write);
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut body_at: Option<usize> = None;
-    let mut seen = 0usize;
-    loop {
-        let n = match s_read.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+            Flow::Forward
         };
-        if target.load(Ordering::SeqCst) {
-            if body_at.is_none() {
-                if let Some(i) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-                    body_at = Some(seen + i + 4);
+        let (mut seen, mut body_at) = (0usize, None::<usize>);
+        let down = move |chunk: &mut Vec<u8>| {
+            if target.load(Ordering::SeqCst) {
+                if body_at.is_none() {
+                    body_at = chunk
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|i| seen + i + 4);
+                }
+                if let Some(at) = body_at.map(|b| b + 1000) {
+                    if at >= seen && at < seen + chunk.len() {
+                        chunk[at - seen] ^= 0xff;
+                        target.store(false, Ordering::SeqCst);
+                    }
                 }
             }
-            if let Some(b) = body_at {
-                // Flip the 1000th byte of the body, once.
-                let at = b + 1000;
-                if at >= seen && at < seen + n {
-                    buf[at - seen] ^= 0xff;
-                    target.store(false, Ordering::SeqCst);
-                }
-            }
-        }
-        seen += n;
-        if c_write.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = c_write.shutdown(std::net::Shutdown::Both);
-    let _ = fwd.join();
+            seen += chunk.len();
+            Flow::Forward
+        };
+        (up, down)
+    })
 }
 
 /// A small registry that follows the OCI Distribution spec 1.1 as far as these tests need,

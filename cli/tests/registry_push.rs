@@ -5,29 +5,15 @@
 
 mod common;
 
+use common::Flow;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The `DOCKER_DELTA_TEST_*` variables, or `None` (skip) when the registries are not set
-/// up (a panic under DOCKER_DELTA_REQUIRE_REGISTRIES=1).
 fn env() -> Option<HashMap<String, String>> {
-    let vars: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("DOCKER_DELTA_TEST_"))
-        .collect();
-    if vars.contains_key("DOCKER_DELTA_TEST_REGISTRY_PLAIN") {
-        return Some(vars);
-    }
-    if std::env::var("DOCKER_DELTA_REQUIRE_REGISTRIES").as_deref() == Ok("1") {
-        panic!("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set but DOCKER_DELTA_REQUIRE_REGISTRIES=1");
-    }
-    eprintln!(
-        "skipping: the test registries are not set up (eval \"$(scripts/registries.sh env)\")"
-    );
-    None
+    common::registries()
 }
 
 /// A value of the fixtures' images.env (`D26_NEW_ID`, ...).
@@ -415,57 +401,37 @@ fn src_and_dest_options_reach_each_registry_and_refusals_come_first() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tag"));
 }
 
-/// Forwards one connection to `upstream`; the first `PATCH` any connection sends is cut
-/// after `keep` bytes reach the registry (both sides closed), once.
-fn cutting_proxy(
-    client: TcpStream,
-    upstream: &str,
+/// A proxy to `upstream` that cuts the first `PATCH` any connection sends once `keep`
+/// bytes of it reached the registry (both sides closed), once `cut` is false; counts the
+/// `PATCH`es.
+fn cutting_upload_proxy(
+    upstream: String,
     keep: usize,
     cut: &Arc<AtomicBool>,
     patches: &Arc<AtomicUsize>,
-) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (mut s_read, mut c_write) = (server, client);
-    let back = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut s_read, &mut c_write);
-        let _ = c_write.shutdown(std::net::Shutdown::Both);
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut cutting: Option<usize> = None;
-    loop {
-        let n = match c_read.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+) -> String {
+    let (cut, patches) = (cut.clone(), patches.clone());
+    common::relay_proxy(upstream, move || {
+        let (cut, patches) = (cut.clone(), patches.clone());
+        let mut left: Option<usize> = None;
+        let up = move |chunk: &mut Vec<u8>| {
+            if chunk.starts_with(b"PATCH ") {
+                patches.fetch_add(1, Ordering::SeqCst);
+                if !cut.swap(true, Ordering::SeqCst) {
+                    left = Some(keep);
+                }
+            }
+            if let Some(l) = left {
+                if chunk.len() >= l {
+                    chunk.truncate(l);
+                    return Flow::Close;
+                }
+                left = Some(l - chunk.len());
+            }
+            Flow::Forward
         };
-        let mut data = &buf[..n];
-        if data.starts_with(b"PATCH ") {
-            patches.fetch_add(1, Ordering::SeqCst);
-            if !cut.swap(true, Ordering::SeqCst) {
-                cutting = Some(keep);
-            }
-        }
-        if let Some(left) = cutting {
-            let take = left.min(data.len());
-            data = &data[..take];
-            let _ = s_write.write_all(data);
-            if take == left {
-                // Half a chunk reached the registry: drop the connection both ways.
-                let _ = s_write.shutdown(std::net::Shutdown::Both);
-                let _ = c_read.shutdown(std::net::Shutdown::Both);
-                break;
-            }
-            cutting = Some(left - take);
-            continue;
-        }
-        if s_write.write_all(data).is_err() {
-            break;
-        }
-    }
-    let _ = s_write.shutdown(std::net::Shutdown::Write);
-    let _ = back.join();
+        (up, |_: &mut Vec<u8>| Flow::Forward)
+    })
 }
 
 #[test]
@@ -486,20 +452,10 @@ fn a_chunked_upload_cut_midway_is_recovered_and_exact() {
     );
     let (new_tar, new_id) =
         common::docker_archive(d.path(), "new.tar", Some("t/a:2"), &[base_layer, big]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = listener.local_addr().unwrap().to_string();
     // Armed (false) only once skopeo has put the base there: skopeo uploads with PATCH too.
     let cut = Arc::new(AtomicBool::new(true));
     let patches = Arc::new(AtomicUsize::new(0));
-    {
-        let (cut, patches) = (cut.clone(), patches.clone());
-        std::thread::spawn(move || {
-            for c in listener.incoming().flatten() {
-                let (up, cut, patches) = (upstream.clone(), cut.clone(), patches.clone());
-                std::thread::spawn(move || cutting_proxy(c, &up, 300 * 1024, &cut, &patches));
-            }
-        });
-    }
+    let proxy = cutting_upload_proxy(upstream, 300 * 1024, &cut, &patches);
     let repo = unique("pushed/cut");
     let base_ref = format!("docker://{proxy}/{repo}:1");
     ok(&skopeo(&[
@@ -565,68 +521,49 @@ fn a_chunked_upload_cut_midway_is_recovered_and_exact() {
     ]));
 }
 
-/// Relays one connection; the first answer to a blob GET without `Range` is cut after
+/// A proxy to `upstream` that cuts the first answer to a blob GET without `Range` after
 /// `keep` bytes of its body (both sides closed), once.
-fn cutting_download(client: TcpStream, upstream: &str, keep: usize, cut: &Arc<AtomicBool>) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let (mut s_read, mut c_write) = (server, client);
-    let armed = Arc::new(AtomicBool::new(false));
-    let a = armed.clone();
-    let fwd = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match c_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let head = String::from_utf8_lossy(&buf[..n.min(2048)]).to_ascii_lowercase();
+fn cutting_download_proxy(upstream: String, keep: usize, cut: &Arc<AtomicBool>) -> String {
+    let cut = cut.clone();
+    common::relay_proxy(upstream, move || {
+        let armed = Arc::new(AtomicBool::new(false));
+        let a = armed.clone();
+        let up = move |chunk: &mut Vec<u8>| {
+            let head =
+                String::from_utf8_lossy(&chunk[..chunk.len().min(2048)]).to_ascii_lowercase();
             if head.starts_with("get ") && head.contains("/blobs/") && !head.contains("\r\nrange:")
             {
                 a.store(true, Ordering::SeqCst);
             }
-            if s_write.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = s_write.shutdown(std::net::Shutdown::Write);
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut body: Option<usize> = None;
-    let mut head = Vec::new();
-    loop {
-        let n = match s_read.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+            Flow::Forward
         };
-        if armed.load(Ordering::SeqCst) && !cut.load(Ordering::SeqCst) {
-            match body {
+        let cut = cut.clone();
+        let (mut head, mut body) = (Vec::new(), None::<usize>);
+        let down = move |chunk: &mut Vec<u8>| {
+            if !armed.load(Ordering::SeqCst) || cut.load(Ordering::SeqCst) {
+                return Flow::Forward;
+            }
+            body = match body {
                 None => {
-                    head.extend_from_slice(&buf[..n]);
-                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        body = Some(head.len() - (i + 4));
-                    }
+                    head.extend_from_slice(chunk);
+                    head.windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|i| head.len() - (i + 4))
                 }
-                Some(b) => body = Some(b + n),
-            }
-            if let Some(b) = body {
-                if b > keep && head.starts_with(b"HTTP/1.1 200") {
-                    let over = b - keep;
-                    let _ = c_write.write_all(&buf[..n.saturating_sub(over)]);
+                Some(b) => Some(b + chunk.len()),
+            };
+            match body {
+                Some(b) if b > keep && head.starts_with(b"HTTP/1.1 200") => {
+                    let n = chunk.len().saturating_sub(b - keep);
+                    chunk.truncate(n);
                     cut.store(true, Ordering::SeqCst);
-                    let _ = c_write.shutdown(std::net::Shutdown::Both);
-                    let _ = s_read.shutdown(std::net::Shutdown::Both);
-                    break;
+                    Flow::Close
                 }
+                _ => Flow::Forward,
             }
-        }
-        if c_write.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = fwd.join();
+        };
+        (up, down)
+    })
 }
 
 #[test]
@@ -647,18 +584,8 @@ fn a_100_mb_blob_cut_midway_is_resumed_and_exact() {
         &format!("docker-archive:{}", tar.display()),
         &format!("docker://{upstream}/{repo}:1"),
     ]));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = listener.local_addr().unwrap().to_string();
     let cut = Arc::new(AtomicBool::new(false));
-    {
-        let cut = cut.clone();
-        std::thread::spawn(move || {
-            for c in listener.incoming().flatten() {
-                let (up, cut) = (upstream.clone(), cut.clone());
-                std::thread::spawn(move || cutting_download(c, &up, 50 << 20, &cut));
-            }
-        });
-    }
+    let proxy = cutting_download_proxy(upstream, 50 << 20, &cut);
     // Read through the proxy: the layer downloaded and verified against its digest and
     // diff_id.
     let o = dd(&[

@@ -671,23 +671,7 @@ pub unsafe extern "C" fn dd_create(
                 .transpose()?;
             let new = docker_delta::transport::open(&ImageReference::parse(new_ref)?, &open)?;
             let progress = o.callbacks.progress();
-            let options = CreateOptions {
-                method: o.method,
-                compression: CompressionSpec {
-                    algorithm: o.compression,
-                    level: o.level.unwrap_or(o.compression.default_level()),
-                },
-                new_bytes_compression: o.new_bytes_compression.map(|(algorithm, level)| {
-                    CompressionSpec {
-                        algorithm,
-                        level: level.unwrap_or(algorithm.default_level()),
-                    }
-                }),
-                max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
-                force: o.force,
-                dry_run: o.dry_run,
-                progress: &progress,
-            };
+            let options = create_options(o, &progress);
             let report = create::create(old.as_deref(), new.as_ref(), Path::new(output), &options)?;
             let text = to_json(&report)?;
             // SAFETY: caller's contract.
@@ -695,6 +679,30 @@ pub unsafe extern "C" fn dd_create(
             Ok(())
         })
     })
+}
+
+/// How packages are made, per the options.
+fn create_options<'a>(
+    o: &dd_create_options,
+    progress: &'a dyn docker_delta::progress::Progress,
+) -> CreateOptions<'a> {
+    CreateOptions {
+        method: o.method,
+        compression: CompressionSpec {
+            algorithm: o.compression,
+            level: o.level.unwrap_or(o.compression.default_level()),
+        },
+        new_bytes_compression: o
+            .new_bytes_compression
+            .map(|(algorithm, level)| CompressionSpec {
+                algorithm,
+                level: level.unwrap_or(algorithm.default_level()),
+            }),
+        max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
+        force: o.force,
+        dry_run: o.dry_run,
+        progress,
+    }
 }
 
 /// The Docker daemon of the options (`dd_apply_options_set_docker_host`, else

@@ -399,3 +399,83 @@ pub fn assert_schema_valid(docs: &[(&str, serde_json::Value)]) {
     let failures = schema_failures(docs);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The `DOCKER_DELTA_TEST_*` variables of `scripts/registries.sh env`, or `None` (skip)
+/// when the test registries are not set up (a panic under
+/// DOCKER_DELTA_REQUIRE_REGISTRIES=1).
+pub fn registries() -> Option<std::collections::HashMap<String, String>> {
+    let vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("DOCKER_DELTA_TEST_"))
+        .collect();
+    if vars.contains_key("DOCKER_DELTA_TEST_REGISTRY_PLAIN") {
+        return Some(vars);
+    }
+    if std::env::var("DOCKER_DELTA_REQUIRE_REGISTRIES").as_deref() == Ok("1") {
+        panic!("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set but DOCKER_DELTA_REQUIRE_REGISTRIES=1");
+    }
+    eprintln!(
+        "skipping: the test registries are not set up (eval \"$(scripts/registries.sh env)\")"
+    );
+    None
+}
+
+/// What a relay hook says after seeing (and perhaps changing) a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Forward the chunk and go on.
+    Forward,
+    /// Forward the chunk, then close the connection both ways.
+    Close,
+}
+
+/// A loopback TCP proxy for tests: every connection to the returned address is relayed
+/// to `upstream`, each chunk read from the client passed to the hook `make().0` and each
+/// chunk from the server to `make().1` before it is forwarded (a hook may change or
+/// shorten the chunk, or hold it back by blocking). `make` is called once per connection.
+pub fn relay_proxy<U, D>(upstream: String, make: impl Fn() -> (U, D) + Send + 'static) -> String
+where
+    U: FnMut(&mut Vec<u8>) -> Flow + Send + 'static,
+    D: FnMut(&mut Vec<u8>) -> Flow + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (up, down) = make();
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pump(client, server, up));
+            std::thread::spawn(move || pump(s2, c2, down));
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to` through `hook` until either side ends or the hook closes.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    mut hook: impl FnMut(&mut Vec<u8>) -> Flow,
+) {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut chunk = buf[..n].to_vec();
+        let flow = hook(&mut chunk);
+        if to.write_all(&chunk).is_err() {
+            break;
+        }
+        if flow == Flow::Close {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

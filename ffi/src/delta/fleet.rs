@@ -5,11 +5,12 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use super::{client, dd_apply_options, dd_create_options, default_max_layer_memory};
+use super::{
+    client, create_options, dd_apply_options, dd_create_options, default_max_layer_memory,
+};
 use crate::error::{dd_error, Failure};
 use crate::{dd_status, guard, opt_str_arg, put_string, str_arg, to_json};
 use docker_delta::delta::create::CreateOptions;
-use docker_delta::delta::format::CompressionSpec;
 use docker_delta::fleet::publish::{self, Bases, PublishOptions};
 use docker_delta::fleet::pull::{self, PullDestination, PullOptions};
 use docker_delta::reference::ImageReference;
@@ -146,20 +147,9 @@ pub unsafe extern "C" fn dd_publish(
             let options = PublishOptions {
                 open: open_options(o.platform.clone()),
                 create: CreateOptions {
-                    method: o.method,
-                    compression: CompressionSpec {
-                        algorithm: o.compression,
-                        level: o.level.unwrap_or(o.compression.default_level()),
-                    },
-                    new_bytes_compression: o.new_bytes_compression.map(|(algorithm, level)| {
-                        CompressionSpec {
-                            algorithm,
-                            level: level.unwrap_or(algorithm.default_level()),
-                        }
-                    }),
-                    max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
-                    progress: &progress,
-                    ..Default::default()
+                    force: false,
+                    dry_run: false,
+                    ..create_options(o, &progress)
                 },
                 progress: &progress,
                 ..Default::default()
