@@ -2,7 +2,9 @@
 # Benchmark docker-delta against a registry (issue 19): bytes on the wire and
 # wall time of `create` from a registry against `skopeo copy` of both images
 # out of it, and of `apply -o docker://` against `skopeo copy` of the new
-# image into it; writes the "Registries" part of docs/BENCHMARKS.md.
+# image into it; for reference, the same docker-delta commands on the
+# docker-archive files (no registry). Writes the "Registries" part of
+# docs/BENCHMARKS.md.
 #
 # Run by hand (not by CI), as root, with the test registries up
 # (scripts/registries.sh start plain; this script pushes only under bench/...):
@@ -219,6 +221,17 @@ run_pair() {
         record "$pair" dd-create "$rep" "$t" "$ok" "$( [[ -s $pkg ]] && stat -c %s "$pkg" || echo 0)" "$STATS"
         [[ $ok == yes ]] || die "$pair: create failed; nothing more to measure"
 
+        # 1''. the same create from the corpus files, no registry: what the
+        # registry adds to create's time
+        log "$pair #$rep: docker-delta create docker-archive: (old, new), for reference"
+        ok=yes
+        timed t "$BIN" -q create "docker-archive:$CORPUS/$pair/new-image.tar" \
+            --base "docker-archive:$CORPUS/$pair/old-image.tar" -o "$W/file.ddelta" --force || ok=FAILED
+        STATS='{"up": 0, "down": 0, "connections": 0, "requests": {}, "mounts": 0, "blob_gets": 0}'
+        : >"$W/proxy.requests"
+        record "$pair" dd-create-file "$rep" "$t" "$ok" "$( [[ -s $W/file.ddelta ]] && stat -c %s "$W/file.ddelta" || echo 0)" "$STATS"
+        rm -f "$W/file.ddelta"
+
         # 1'. what a user does without docker-delta: both images copied out
         # of the registry into one OCI layout (a blob already in the layout,
         # the shared base layer, is not downloaded again)
@@ -247,6 +260,22 @@ run_pair() {
             [[ $got == "$new_id" ]] || ok="NO (config $got)"
         fi
         record "$pair" dd-apply "$rep" "$t" "$ok" "$(image_bytes "$REG/$repo:new" 2>/dev/null || echo 0)" "$STATS"
+
+        # 2''. the same apply from and to files, no registry, for reference
+        log "$pair #$rep: docker-delta apply --base docker-archive: -o file, for reference"
+        ok=yes
+        timed t "$BIN" -q apply "$pkg" --base "docker-archive:$CORPUS/$pair/old-image.tar" \
+            -o "$W/applied.tar" --force || ok=FAILED
+        if [[ $ok == yes ]]; then
+            got=$("$BIN" -q inspect --verify "docker-archive:$W/applied.tar" --json \
+                | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("layers_verified", d.get("verified")) else "unverified")' \
+                || echo "inspect failed")
+            [[ $got == "$new_id" ]] || ok="NO ($got)"
+        fi
+        STATS='{"up": 0, "down": 0, "connections": 0, "requests": {}, "mounts": 0, "blob_gets": 0}'
+        : >"$W/proxy.requests"
+        record "$pair" dd-apply-file "$rep" "$t" "$ok" "$(stat -c %s "$W/applied.tar" 2>/dev/null || echo 0)" "$STATS"
+        rm -f "$W/applied.tar"
 
         # 2'. without docker-delta: the whole new image shipped to the registry
         repo=bench/$pair-copied-$run-$rep

@@ -17,8 +17,11 @@ Result rows (TSV, one per pair and tool, written by run.sh):
   pair label size enc_s enc_kb dec_s dec_kb verified note measured_utc key
 Registry rows (TSV, one per pair, tool and run, written by registry.sh):
   pair tool run secs rss_kb verified extra measured_utc proxy_counts_json
-  (extra: the package's size for dd-create, the OCI layout's for skopeo-pull,
-  the pushed image's config + layer blobs for dd-apply and skopeo-push); next
+  (tools: dd-create, skopeo-pull, dd-apply, skopeo-push through the proxy;
+  dd-create-file, dd-apply-file the same from docker-archive files, no
+  registry, for reference. extra: the package's size for dd-create*, the OCI
+  layout's for skopeo-pull, the pushed image's config + layer blobs for
+  dd-apply and skopeo-push, the written archive's for dd-apply-file); next
   to PAIR.tsv, PAIR.info: old_bytes new_bytes new_image_id skopeo_version
 """
 import argparse
@@ -587,8 +590,9 @@ def registry(argv):
         ups = sorted({r["c"]["up"] for r in rs})
         downs = sorted({r["c"]["down"] for r in rs})
 
-        def b(vals):  # bytes: one value when every run moved the same, else the range
-            return size(vals[0]) if len(vals) == 1 else "%s-%s" % (size(vals[0]), size(vals[-1]))
+        def b(vals):  # bytes: one value when the runs agree to the digits shown, else the range
+            lo, hi = size(vals[0]), size(vals[-1])
+            return lo if lo == hi else "%s-%s" % (lo, hi)
         c = rs[-1]["c"]
         reqs = sum(c["requests"].values())
         t = "%.1f s" % median(ts)
@@ -629,9 +633,15 @@ def registry(argv):
         i = info.get(p)
         for tool, label, what in (
                 ("dd-create", "**docker-delta create**", "package %s"),
-                ("skopeo-pull", "skopeo copy x2 -> oci:", "OCI layout %s")):
+                ("skopeo-pull", "skopeo copy x2 -> oci:", "OCI layout %s"),
+                ("dd-create-file", "*docker-delta create from docker-archive: files*",
+                 "package %s")):
             s_ = stat(p, tool)
             if not s_:
+                continue
+            if tool.endswith("-file"):
+                out.append("| %s | %s | *no registry* | | | %s | %s | %s |" % (
+                    p, label, s_["t"], s_["rss"], what % size(s_["extra"])))
                 continue
             out.append("| %s | %s | %s | %s | %d (%d) | %s | %s | %s |" % (
                 p, label, s_["down"], s_["up"], s_["reqs"], s_["blob_gets"], s_["t"],
@@ -647,38 +657,45 @@ def registry(argv):
                "docker://R/bench/PAIR-copied-RUN-N:new` (the whole new image, with an empty "
                "blob-info cache, so nothing is mounted). Every push goes to a repository of "
                "its own. *Config digest* compares the pushed manifest's config digest with "
-               "the new image's ID. *Shipped* is what has to reach the registry's side "
-               "first: the package, or nothing more for skopeo, which pushes from where the "
-               "image is.\n")
+               "the new image's ID; *pushed image* is its config and layer blobs.\n")
     out.append("| pair | command | uploaded | downloaded | requests | mounts | wall time | "
                "peak RSS | pushed image | config digest = new image ID |")
     out.append("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |")
     for p in pairs:
         for tool, label in (("dd-apply", "**docker-delta apply**"),
-                            ("skopeo-push", "skopeo copy docker-archive: -> docker:")):
+                            ("skopeo-push", "skopeo copy docker-archive: -> docker:"),
+                            ("dd-apply-file", "*docker-delta apply from and to docker-archive: "
+                             "files*")):
             s_ = stat(p, tool)
             if not s_:
+                continue
+            if tool.endswith("-file"):
+                out.append("| %s | %s | *no registry* | | | | %s | %s | archive %s | %s |" % (
+                    p, label, s_["t"], s_["rss"], size(s_["extra"]),
+                    s_["ok"].replace("yes", "yes (image ID)")))
                 continue
             out.append("| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |" % (
                 p, label, s_["up"], s_["down"], s_["methods"], s_["mounts"], s_["t"],
                 s_["rss"], size(s_["extra"]), s_["ok"]))
     out.append("")
-    out.append("Per pair, side by side (medians):\n")
-    out.append("| pair | create: docker-delta / skopeo, downloaded | create: time | "
-               "package | apply: docker-delta / skopeo, uploaded | apply: docker-delta, "
-               "downloaded | apply: time |")
+    out.append("Per pair, side by side (medians; *files*: the same docker-delta command on "
+               "docker-archive files, no registry):\n")
+    out.append("| pair | package | create downloads: docker-delta / skopeo x2 | create time: "
+               "registry / files / skopeo x2 | apply uploads: docker-delta / skopeo | apply "
+               "downloads: docker-delta | apply time: registry / files / skopeo |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for p in pairs:
-        c, sp = stat(p, "dd-create"), stat(p, "skopeo-pull")
-        ap_, sc = stat(p, "dd-apply"), stat(p, "skopeo-push")
+        c, cf, sp = stat(p, "dd-create"), stat(p, "dd-create-file"), stat(p, "skopeo-pull")
+        ap_, af, sc = stat(p, "dd-apply"), stat(p, "dd-apply-file"), stat(p, "skopeo-push")
         if not (c and sp and ap_ and sc):
             continue
-        out.append("| %s | %s / %s (%.2fx) | %.1f / %.1f s | %s | %s / %s (%.2fx) | %s | "
-                   "%.1f / %.1f s |" % (
-                       p, size(c["down_n"]), size(sp["down_n"]), c["down_n"] / sp["down_n"],
-                       c["t_n"], sp["t_n"], size(c["extra"]),
+        ft = lambda x: "%.1f" % x["t_n"] if x else "-"
+        out.append("| %s | %s | %s / %s (%.2fx) | %s / %s / %s s | %s / %s (%.2fx) | %s | "
+                   "%s / %s / %s s |" % (
+                       p, size(c["extra"]), size(c["down_n"]), size(sp["down_n"]),
+                       c["down_n"] / sp["down_n"], ft(c), ft(cf), ft(sp),
                        size(ap_["up_n"]), size(sc["up_n"]), ap_["up_n"] / sc["up_n"],
-                       size(ap_["down_n"]), ap_["t_n"], sc["t_n"]))
+                       size(ap_["down_n"]), ft(ap_), ft(af), ft(sc)))
     text = "\n".join(out) + "\n"
     print(text)
     if a.docs:
