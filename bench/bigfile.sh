@@ -164,8 +164,8 @@ measure() {
     /usr/bin/time -f '%e %M' -o "$t" "$BIN" -q apply "$w/package.ddelta" \
         --base "docker-archive:$w/old-image.tar" -o "$w/out.tar" --force
     dec=$(tail -n1 "$t")
-    got=$("$BIN" -q inspect "docker-archive:$w/out.tar" --json | python3 -c \
-        'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("verified") else "unverified")')
+    got=$("$BIN" -q inspect --verify "docker-archive:$w/out.tar" --json | python3 -c \
+        'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("layers_verified", d.get("verified")) else "unverified")')
     rm -f "$w/out.tar" "$t"
     local verdict=ok
     [[ $got == "$(cat "$w/new.id")" ]] || verdict="WRONG IMAGE ($got)"

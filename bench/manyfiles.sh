@@ -119,8 +119,8 @@ log "apply"
 /usr/bin/time -f '%e %M' -o "$t" "$BIN" -q apply "$WORK/package.ddelta" \
     --base "docker-archive:$WORK/old-image.tar" -o "$WORK/out.tar" --force
 dec=$(tail -n1 "$t")
-got=$("$BIN" -q inspect "docker-archive:$WORK/out.tar" --json | python3 -c \
-    'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("verified") else "unverified")')
+got=$("$BIN" -q inspect --verify "docker-archive:$WORK/out.tar" --json | python3 -c \
+    'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("layers_verified", d.get("verified")) else "unverified")')
 rm -f "$WORK/out.tar" "$t"
 verdict=ok
 [[ $got == "$(cat "$WORK/new.id")" ]] || verdict="WRONG IMAGE ($got)"

@@ -160,8 +160,8 @@ print("+".join(sorted({str(l.get("method")) for l in L if l.get("method") != "re
     fi
     local got want
     want=$(awk '$1=="new"{print $2}' "$c/ids.txt")
-    got=$("$BIN" -q inspect "docker-archive:$w/out.tar" --json \
-        | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("verified") else "unverified")' \
+    got=$("$BIN" -q inspect --verify "docker-archive:$w/out.tar" --json \
+        | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["image_id"] if d.get("layers_verified", d.get("verified")) else "unverified")' \
         || echo "inspect failed")
     if [[ $got == "$want" ]]; then ok=yes; else ok="NO ($got)"; fi
     rm -f "$w/out.tar"
