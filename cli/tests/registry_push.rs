@@ -604,3 +604,47 @@ fn a_100_mb_blob_cut_midway_is_resumed_and_exact() {
     assert_eq!(v["image_id"], image_id.as_str());
     assert_eq!(v["layers_verified"], true);
 }
+
+#[test]
+fn create_from_a_registry_downloads_each_blob_once() {
+    let Some(env) = env() else {
+        return;
+    };
+    let upstream = env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"].clone();
+    let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let g = gets.clone();
+    let proxy = common::relay_proxy(upstream, move || {
+        let g = g.clone();
+        let up = move |chunk: &mut Vec<u8>| {
+            let text = String::from_utf8_lossy(chunk);
+            for line in text
+                .lines()
+                .filter(|l| l.starts_with("GET ") && l.contains("/blobs/"))
+            {
+                g.lock().unwrap().push(line.to_string());
+            }
+            Flow::Forward
+        };
+        (up, |_: &mut Vec<u8>| Flow::Forward)
+    });
+    let d = tempfile::tempdir().unwrap();
+    let pkg = d.path().join("p.ddelta");
+    ok(&dd(&[
+        "create",
+        "--tls-verify=false",
+        &format!("docker://{proxy}/fixtures/app:2"),
+        "--base",
+        &format!("docker://{proxy}/fixtures/app:1"),
+        "-o",
+        pkg.to_str().unwrap(),
+    ]));
+    let gets = gets.lock().unwrap();
+    assert!(gets.len() >= 4, "{gets:?}");
+    let mut seen = std::collections::HashSet::new();
+    for g in gets.iter() {
+        assert!(
+            seen.insert(g.clone()),
+            "downloaded twice: {g}\nall: {gets:#?}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use crate::image::Image;
 use crate::progress::{NoProgress, Phase, Progress, Tracker};
 use crate::report::{name_old_layers, ImageSummary, PackageLayer, SCHEMA_VERSION};
 use crate::transport::output::{open_output_dir, output_dir, output_name};
+use crate::transport::spooled::SpooledBlobs;
 use crate::transport::ImageSource;
 
 /// Options for [`create`].
@@ -124,6 +125,22 @@ pub fn create(
         });
     }
     let dir = output_dir(output)?;
+    // A layer in a registry is downloaded once: the new image's layers are read to learn
+    // their sizes and again to encode them, old layers for similarity and again to diff.
+    let (new_spooled, old_spooled);
+    let new: &dyn ImageSource = if SpooledBlobs::worth_it(new) {
+        new_spooled = SpooledBlobs::new(new, &dir);
+        &new_spooled
+    } else {
+        new
+    };
+    let old: Option<&dyn ImageSource> = match old {
+        Some(o) if SpooledBlobs::worth_it(o) => {
+            old_spooled = SpooledBlobs::new(o, &dir);
+            Some(&old_spooled)
+        }
+        o => o,
+    };
     let new_image = new.image();
     let old_image = old.map(|o| o.image());
     if let Some(o) = old_image {
@@ -144,7 +161,7 @@ pub fn create(
     for p in &plans {
         tracing::debug!(layer = p.index, diff_id = %p.diff_id, action = ?p.action, "planned");
     }
-    let sizes = uncompressed_sizes(new)?;
+    let sizes = uncompressed_sizes(new, old)?;
 
     if options.dry_run {
         let base = old_image.map(identity);
@@ -473,18 +490,31 @@ fn open_old_layers(
 
 /// Uncompressed sizes of the new image's layers (compressed ones are read, and verified,
 /// to learn it).
-fn uncompressed_sizes(new: &dyn ImageSource) -> Result<Vec<u64>> {
+fn uncompressed_sizes(new: &dyn ImageSource, old: Option<&dyn ImageSource>) -> Result<Vec<u64>> {
     new.image()
         .layers
         .iter()
-        .map(|l| match l.uncompressed_size {
-            Some(s) => Ok(s),
-            None => {
-                let mut r = new.open_layer(l.index)?;
-                let n =
-                    io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(r.description(), e))?;
-                Ok(n)
+        .map(|l| {
+            if let Some(s) = l.uncompressed_size {
+                return Ok(s);
             }
+            // A layer the old image has too is measured there: the old image's layers are
+            // read anyway (the files codec indexes them all), the new one's copy need not be.
+            let (src, index) = match old.and_then(|o| {
+                o.image()
+                    .layers
+                    .iter()
+                    .find(|ol| ol.diff_id == l.diff_id)
+                    .map(|ol| (o, ol))
+            }) {
+                Some((o, ol)) => match ol.uncompressed_size {
+                    Some(s) => return Ok(s),
+                    None => (o, ol.index),
+                },
+                None => (new, l.index),
+            };
+            let mut r = src.open_layer(index)?;
+            io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(r.description(), e))
         })
         .collect()
 }

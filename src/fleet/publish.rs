@@ -15,6 +15,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::reference::ImageReference;
 use crate::transport::registry::referrers::{Referrer, ReferrersFrom};
 use crate::transport::registry::RegistryImage;
+use crate::transport::spooled::SpooledBlobs;
 use crate::transport::{ImageSource, OpenOptions};
 
 /// How packages are pushed and published.
@@ -468,7 +469,7 @@ pub fn publish(
             ..options.open.clone()
         };
         let new_image = RegistryImage::open(new, &open)?;
-        let new_once = ReadOnce::new(&new_image);
+        let new_once = SpooledBlobs::new(&new_image, &std::env::temp_dir());
         let (_, subject, _) = new_image.manifest_descriptor();
         let max = options.open.limits.max_json_size;
         let (existing, _) = new_image.registry().referrers(
@@ -560,72 +561,6 @@ pub fn publish(
         image: new.to_string(),
         packages,
     })
-}
-
-/// The new image of a `publish`, read from the registry once whatever the number of
-/// bases: each layer blob is downloaded (and verified) the first time it is read, into a
-/// nameless spool, and read from there after.
-struct ReadOnce<'a> {
-    inner: &'a RegistryImage,
-    spools: std::sync::Mutex<std::collections::HashMap<usize, std::sync::Arc<std::fs::File>>>,
-}
-
-impl<'a> ReadOnce<'a> {
-    fn new(inner: &'a RegistryImage) -> ReadOnce<'a> {
-        ReadOnce {
-            inner,
-            spools: Default::default(),
-        }
-    }
-
-    fn spool(&self, index: usize) -> Result<crate::transport::store::FileSection> {
-        let mut spools = self
-            .spools
-            .lock()
-            .map_err(|_| Error::Other("internal: a spool lock was poisoned".into()))?;
-        let layer = self.inner.layer(index)?;
-        let file = match spools.get(&index) {
-            Some(f) => f.clone(),
-            None => {
-                let mut blob = self.inner.open_blob(index)?;
-                let mut spool = crate::temp::spool_in(&std::env::temp_dir())?;
-                std::io::copy(&mut blob, &mut spool).map_err(|e| {
-                    Error::io(format!("{} layer {index}", self.inner.image().reference), e)
-                })?;
-                let f = std::sync::Arc::new(spool);
-                spools.insert(index, f.clone());
-                f
-            }
-        };
-        Ok(crate::transport::store::FileSection {
-            file,
-            offset: 0,
-            len: layer.size,
-        })
-    }
-}
-
-impl ImageSource for ReadOnce<'_> {
-    fn image(&self) -> &crate::image::Image {
-        self.inner.image()
-    }
-
-    fn open_blob(&self, index: usize) -> Result<Box<dyn std::io::Read + Send + '_>> {
-        let section = self.spool(index)?;
-        Ok(Box::new(section.reader()))
-    }
-
-    fn layer_section(&self, index: usize) -> Result<Option<crate::transport::store::FileSection>> {
-        self.spool(index).map(Some)
-    }
-
-    fn limits(&self) -> crate::transport::Limits {
-        self.inner.limits()
-    }
-
-    fn registry_blob(&self, index: usize) -> Option<crate::transport::RegistryBlob> {
-        self.inner.registry_blob(index)
-    }
 }
 
 /// `new` pinned to the manifest read (so that a tag moved meanwhile is not pushed next to).

@@ -28,6 +28,7 @@ pub mod docker_daemon;
 pub mod oci;
 pub(crate) mod output;
 pub mod registry;
+pub mod spooled;
 pub mod store;
 
 pub use crate::daemon::ImageName;
