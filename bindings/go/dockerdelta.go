@@ -344,9 +344,19 @@ type CreateOptions struct {
 	Force               bool
 	DryRun              bool
 	MaxLayerMemory      uint64 // the run's memory bound; 0: DOCKER_DELTA_MAX_MEMORY or 512 MiB
-	Progress            ProgressFunc
-	Log                 LogFunc
-	LogLevel            LogLevel // most detailed level passed to Log (0: LogInfo)
+	// Registry settings for the docker:// images the call reads (and Apply's docker://
+	// output), as skopeo's flags. Creds is "USER:PASSWORD" ("": looked up in AuthFile if
+	// set, else $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+	// ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json, with their credential
+	// helpers); InsecureSkipTLSVerify turns TLS verification off and allows plain HTTP
+	// (--tls-verify=false); CertDir holds extra CA certificates (*.crt).
+	Creds                 Secret
+	AuthFile              string
+	InsecureSkipTLSVerify bool
+	CertDir               string
+	Progress              ProgressFunc
+	Log                   LogFunc
+	LogLevel              LogLevel // most detailed level passed to Log (0: LogInfo)
 }
 
 // SchemaVersion is the version of the JSON documents (docs/JSON.md) this module decodes:
@@ -516,6 +526,20 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 	if err := check(C.dd_create_options_set_platform(o, cplat, &cerr), cerr); err != nil {
 		return nil, err
 	}
+	ccreds, cauth, ccert := cstr(string(opts.Creds), true), cstr(opts.AuthFile, true), cstr(opts.CertDir, true)
+	defer freeStr(ccreds)
+	defer freeStr(cauth)
+	defer freeStr(ccert)
+	for _, set := range []func() C.dd_status{
+		func() C.dd_status { return C.dd_create_options_set_creds(o, ccreds, &cerr) },
+		func() C.dd_status { return C.dd_create_options_set_authfile(o, cauth, &cerr) },
+		func() C.dd_status { return C.dd_create_options_set_cert_dir(o, ccert, &cerr) },
+	} {
+		if err := check(set(), cerr); err != nil {
+			return nil, err
+		}
+	}
+	C.dd_create_options_set_tls_verify(o, C.bool(!opts.InsecureSkipTLSVerify))
 	C.dd_create_options_set_force(o, C.bool(opts.Force))
 	C.dd_create_options_set_dry_run(o, C.bool(opts.DryRun))
 	C.dd_create_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
@@ -539,6 +563,15 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 	return r, nil
 }
 
+// Secret is a password or credential: fmt prints it as <redacted>.
+type Secret string
+
+// String hides the secret.
+func (Secret) String() string { return "<redacted>" }
+
+// GoString hides the secret from %#v.
+func (Secret) GoString() string { return "<redacted>" }
+
 // ApplyOptions are Apply's and ApplyLoad's options; the zero value gives the defaults.
 type ApplyOptions struct {
 	Tag            string // name the image NAME[:TAG] ("" : the output's or the package's tag)
@@ -547,9 +580,19 @@ type ApplyOptions struct {
 	Force          bool
 	DryRun         bool
 	MaxLayerMemory uint64
-	Progress       ProgressFunc
-	Log            LogFunc
-	LogLevel       LogLevel
+	// Registry settings for the docker:// images the call reads (and Apply's docker://
+	// output), as skopeo's flags. Creds is "USER:PASSWORD" ("": looked up in AuthFile if
+	// set, else $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+	// ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json, with their credential
+	// helpers); InsecureSkipTLSVerify turns TLS verification off and allows plain HTTP
+	// (--tls-verify=false); CertDir holds extra CA certificates (*.crt).
+	Creds                 Secret
+	AuthFile              string
+	InsecureSkipTLSVerify bool
+	CertDir               string
+	Progress              ProgressFunc
+	Log                   LogFunc
+	LogLevel              LogLevel
 }
 
 func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
@@ -561,11 +604,18 @@ func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
 	defer freeStr(ctag)
 	defer freeStr(chost)
 	defer freeStr(cplat)
+	ccreds, cauth, ccert := cstr(string(opts.Creds), true), cstr(opts.AuthFile, true), cstr(opts.CertDir, true)
+	defer freeStr(ccreds)
+	defer freeStr(cauth)
+	defer freeStr(ccert)
 	var cerr *C.dd_error
 	for _, set := range []func() C.dd_status{
 		func() C.dd_status { return C.dd_apply_options_set_tag(o, ctag, &cerr) },
 		func() C.dd_status { return C.dd_apply_options_set_docker_host(o, chost, &cerr) },
 		func() C.dd_status { return C.dd_apply_options_set_platform(o, cplat, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_creds(o, ccreds, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_authfile(o, cauth, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_cert_dir(o, ccert, &cerr) },
 	} {
 		if err := check(set(), cerr); err != nil {
 			C.dd_apply_options_free(o)
@@ -573,6 +623,7 @@ func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
 		}
 	}
 	C.dd_apply_options_set_force(o, C.bool(opts.Force))
+	C.dd_apply_options_set_tls_verify(o, C.bool(!opts.InsecureSkipTLSVerify))
 	C.dd_apply_options_set_dry_run(o, C.bool(opts.DryRun))
 	C.dd_apply_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
 	return o, nil
