@@ -774,7 +774,8 @@ fn the_command_finds_credentials_in_every_place_and_never_prints_them() {
     let at = |rel: &str| d.path().join(rel).display().to_string();
     let creds = format!("{user}:{pass}");
     let authfile = authfile.display().to_string();
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         ("--creds", vec!["--creds", &creds], vec![]),
         ("--authfile", vec!["--authfile", &authfile], vec![]),
         (
@@ -1016,7 +1017,12 @@ fn blob_redirects_are_followed_without_the_registry_authorization() {
                     .unwrap_or("")
                     .to_string();
                 lines[0] = format!("GET /v2/fixtures/app/blobs/{digest} HTTP/1.1");
-                let reply = forward(&registry, &lines, &body, &[storage_auth.clone()]);
+                let reply = forward(
+                    &registry,
+                    &lines,
+                    &body,
+                    std::slice::from_ref(&storage_auth),
+                );
                 served.fetch_add(1, Ordering::SeqCst);
                 let _ = conn.write_all(&reply);
             }
@@ -1098,7 +1104,9 @@ fn refusals_name_the_cause_and_write_nothing() {
     let wrong = format!("{user}:wrong-secret-19");
     let manifest_proxy = corrupting("manifest");
     let layer_proxy = corrupting("layer");
-    let cases: Vec<(&str, Vec<String>, i32, &str, Vec<&str>)> = vec![
+    // (what, arguments, exit code, kind, what the message names)
+    type Case<'a> = (&'a str, Vec<String>, i32, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "wrong credentials",
             vec![
