@@ -23,6 +23,12 @@ pub const ENV_CONNECT_TIMEOUT: &str = "DOCKER_DELTA_DAEMON_CONNECT_TIMEOUT";
 pub const ENV_IDLE_TIMEOUT: &str = "DOCKER_DELTA_DAEMON_TIMEOUT";
 /// Environment variable for [`Timeouts::request`] (seconds).
 pub const ENV_REQUEST_TIMEOUT: &str = "DOCKER_DELTA_DAEMON_REQUEST_TIMEOUT";
+/// Environment variable for a registry's connect timeout (seconds), the command's
+/// `--registry-connect-timeout`: `RegistryOptions::connect_timeout`.
+pub const ENV_REGISTRY_CONNECT_TIMEOUT: &str = "DOCKER_DELTA_REGISTRY_CONNECT_TIMEOUT";
+/// Environment variable for a registry's idle timeout (seconds), the command's
+/// `--registry-timeout`: `RegistryOptions::idle_timeout`.
+pub const ENV_REGISTRY_TIMEOUT: &str = "DOCKER_DELTA_REGISTRY_TIMEOUT";
 
 /// The largest timeout accepted, in seconds (one week): enough to mean "wait", small
 /// enough that no deadline computed from it overflows.

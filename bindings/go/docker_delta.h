@@ -853,7 +853,9 @@ void dd_error_free(dd_error *err);
  * `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`, `docker-daemon:NAME:TAG`, or a path whose
  * transport is detected). `platform` (`os/arch[/variant]`, may be NULL for the host's)
  * chooses from a multi-platform index. A `docker-daemon:` reference talks to the daemon
- * at `DOCKER_HOST`.
+ * at `DOCKER_HOST`. A `docker://` reference is read with TLS verified and the credentials
+ * found where skopeo and Docker keep them (see `dd_create_options_set_authfile`); to pass
+ * credentials, plain HTTP or a CA directory, use `dd_create` or `dd_apply` with options.
  *
  * On success `*out` is a new image to free with `dd_image_free`; otherwise it is NULL.
  *
@@ -1223,6 +1225,108 @@ uint64_t dd_package_layer_size(const dd_package *package,
  */
 uint64_t dd_package_layer_delta_size(const dd_package *package,
                                      size_t index);
+
+/**
+ * Credentials for the registries the call touches, `USER:PASSWORD` (skopeo's
+ * `--creds`); NULL (the default) to look them up as `dd_create_options_set_authfile`
+ * says. The password is kept in memory only for the calls and never appears in errors or
+ * logs. A value without `:` gives `DD_STATUS_INVALID_INPUT` (kind `invalid_option`).
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `creds` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_create_options_set_creds(dd_create_options *options,
+                                      const char *creds,
+                                      dd_error **err);
+
+/**
+ * The only auth file credentials are read from (skopeo's `--authfile`). NULL (the
+ * default): `$REGISTRY_AUTH_FILE` alone when set, else
+ * `$XDG_RUNTIME_DIR/containers/auth.json`, `$XDG_CONFIG_HOME/containers/auth.json`
+ * (`~/.config/...`) and `$DOCKER_CONFIG/config.json` (`~/.docker/config.json`), with
+ * their `credHelpers`/`credsStore` helpers, read when the call runs.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `path` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_create_options_set_authfile(dd_create_options *options,
+                                         const char *path,
+                                         dd_error **err);
+
+/**
+ * Verify registries' TLS certificates (default true, skopeo's `--tls-verify`); false also
+ * allows plain HTTP, which a registry on 127.0.0.1 usually speaks.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options.
+ */
+dd_status dd_create_options_set_tls_verify(dd_create_options *options,
+                                           bool tls_verify);
+
+/**
+ * A directory of CA certificates (`*.crt`) trusted besides the system's (skopeo's
+ * `--cert-dir`); NULL (the default) for none.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `path` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_create_options_set_cert_dir(dd_create_options *options,
+                                         const char *path,
+                                         dd_error **err);
+
+/**
+ * As `dd_create_options_set_creds`: for the base image's registry and a `docker://`
+ * output's.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `creds` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_apply_options_set_creds(dd_apply_options *options,
+                                     const char *creds,
+                                     dd_error **err);
+
+/**
+ * As `dd_create_options_set_authfile`.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `path` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_apply_options_set_authfile(dd_apply_options *options,
+                                        const char *path,
+                                        dd_error **err);
+
+/**
+ * As `dd_create_options_set_tls_verify`.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options.
+ */
+dd_status dd_apply_options_set_tls_verify(dd_apply_options *options,
+                                          bool tls_verify);
+
+/**
+ * As `dd_create_options_set_cert_dir`.
+ *
+ * # Safety
+ *
+ * `options` must be NULL or live options; `path` NULL or a NUL-terminated string; `err`
+ * NULL or writable.
+ */
+dd_status dd_apply_options_set_cert_dir(dd_apply_options *options,
+                                        const char *path,
+                                        dd_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

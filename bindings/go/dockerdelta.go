@@ -344,9 +344,19 @@ type CreateOptions struct {
 	Force               bool
 	DryRun              bool
 	MaxLayerMemory      uint64 // the run's memory bound; 0: DOCKER_DELTA_MAX_MEMORY or 512 MiB
-	Progress            ProgressFunc
-	Log                 LogFunc
-	LogLevel            LogLevel // most detailed level passed to Log (0: LogInfo)
+	// Registry settings for the docker:// images the call reads (and Apply's docker://
+	// output), as skopeo's flags. Creds is "USER:PASSWORD" ("": looked up in AuthFile if
+	// set, else $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+	// ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json, with their credential
+	// helpers); InsecureSkipTLSVerify turns TLS verification off and allows plain HTTP
+	// (--tls-verify=false); CertDir holds extra CA certificates (*.crt).
+	Creds                 Secret
+	AuthFile              string
+	InsecureSkipTLSVerify bool
+	CertDir               string
+	Progress              ProgressFunc
+	Log                   LogFunc
+	LogLevel              LogLevel // most detailed level passed to Log (0: LogInfo)
 }
 
 // SchemaVersion is the version of the JSON documents (docs/JSON.md) this module decodes:
@@ -477,20 +487,20 @@ func logLevel(f LogFunc, l LogLevel) C.uint32_t {
 	return C.uint32_t(l)
 }
 
-// Create makes a delta package at output that rebuilds newRef from oldRef (oldRef "" for
-// a full package). References are in skopeo syntax. opts may be nil.
-func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOptions) (*CreateReport, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// createOptions makes the options object of Create, Push and Publish, with the
+// call's callbacks installed; the caller frees it and finishes the call.
+func createOptions(ctx context.Context, opts *CreateOptions) (*C.dd_create_options, *call, error) {
 	if opts == nil {
 		opts = &CreateOptions{}
 	}
 	var o *C.dd_create_options
 	if st := C.dd_create_options_new(&o); st != C.DD_STATUS_OK {
-		return nil, fromNative(st, nil)
+		return nil, nil, fromNative(st, nil)
 	}
-	defer C.dd_create_options_free(o)
+	fail := func(err error) (*C.dd_create_options, *call, error) {
+		C.dd_create_options_free(o)
+		return nil, nil, err
+	}
 	level := C.int32_t(C.DD_LEVEL_DEFAULT)
 	if opts.Level != 0 {
 		level = C.int32_t(opts.Level)
@@ -499,10 +509,10 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 	defer freeStr(cplat)
 	var cerr *C.dd_error
 	if st := C.dd_create_options_set_method(o, C.uint32_t(opts.Method)); st != C.DD_STATUS_OK {
-		return nil, fromNative(st, nil)
+		return fail(fromNative(st, nil))
 	}
 	if st := C.dd_create_options_set_compression(o, C.uint32_t(opts.Compression), level); st != C.DD_STATUS_OK {
-		return nil, fromNative(st, nil)
+		return fail(fromNative(st, nil))
 	}
 	if c := opts.NewBytesCompression; c != nil {
 		level := C.int32_t(C.DD_LEVEL_DEFAULT)
@@ -510,18 +520,46 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 			level = C.int32_t(opts.NewBytesLevel)
 		}
 		if st := C.dd_create_options_set_new_bytes_compression(o, C.uint32_t(*c), level); st != C.DD_STATUS_OK {
-			return nil, fromNative(st, nil)
+			return fail(fromNative(st, nil))
 		}
 	}
 	if err := check(C.dd_create_options_set_platform(o, cplat, &cerr), cerr); err != nil {
-		return nil, err
+		return fail(err)
 	}
+	ccreds, cauth, ccert := cstr(string(opts.Creds), true), cstr(opts.AuthFile, true), cstr(opts.CertDir, true)
+	defer freeStr(ccreds)
+	defer freeStr(cauth)
+	defer freeStr(ccert)
+	for _, set := range []func() C.dd_status{
+		func() C.dd_status { return C.dd_create_options_set_creds(o, ccreds, &cerr) },
+		func() C.dd_status { return C.dd_create_options_set_authfile(o, cauth, &cerr) },
+		func() C.dd_status { return C.dd_create_options_set_cert_dir(o, ccert, &cerr) },
+	} {
+		if err := check(set(), cerr); err != nil {
+			return fail(err)
+		}
+	}
+	C.dd_create_options_set_tls_verify(o, C.bool(!opts.InsecureSkipTLSVerify))
 	C.dd_create_options_set_force(o, C.bool(opts.Force))
 	C.dd_create_options_set_dry_run(o, C.bool(opts.DryRun))
 	C.dd_create_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
-
 	c := newCall(ctx, opts.Progress, opts.Log)
 	C.ddgo_create_callbacks(o, C.uintptr_t(c.handle), C.bool(wantsProgress(ctx, opts.Progress)), logLevel(opts.Log, opts.LogLevel))
+	return o, c, nil
+}
+
+// Create makes a delta package at output that rebuilds newRef from oldRef (oldRef "" for
+// a full package). References are in skopeo syntax. opts may be nil.
+func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOptions) (*CreateReport, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	o, c, err := createOptions(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer C.dd_create_options_free(o)
+	var cerr *C.dd_error
 	cold, cnew, cout := cstr(oldRef, true), cstr(newRef, false), cstr(output, false)
 	defer freeStr(cold)
 	defer freeStr(cnew)
@@ -539,6 +577,15 @@ func Create(ctx context.Context, oldRef, newRef, output string, opts *CreateOpti
 	return r, nil
 }
 
+// Secret is a password or credential: fmt prints it as <redacted>.
+type Secret string
+
+// String hides the secret.
+func (Secret) String() string { return "<redacted>" }
+
+// GoString hides the secret from %#v.
+func (Secret) GoString() string { return "<redacted>" }
+
 // ApplyOptions are Apply's and ApplyLoad's options; the zero value gives the defaults.
 type ApplyOptions struct {
 	Tag            string // name the image NAME[:TAG] ("" : the output's or the package's tag)
@@ -547,9 +594,19 @@ type ApplyOptions struct {
 	Force          bool
 	DryRun         bool
 	MaxLayerMemory uint64
-	Progress       ProgressFunc
-	Log            LogFunc
-	LogLevel       LogLevel
+	// Registry settings for the docker:// images the call reads (and Apply's docker://
+	// output), as skopeo's flags. Creds is "USER:PASSWORD" ("": looked up in AuthFile if
+	// set, else $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+	// ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json, with their credential
+	// helpers); InsecureSkipTLSVerify turns TLS verification off and allows plain HTTP
+	// (--tls-verify=false); CertDir holds extra CA certificates (*.crt).
+	Creds                 Secret
+	AuthFile              string
+	InsecureSkipTLSVerify bool
+	CertDir               string
+	Progress              ProgressFunc
+	Log                   LogFunc
+	LogLevel              LogLevel
 }
 
 func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
@@ -561,11 +618,18 @@ func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
 	defer freeStr(ctag)
 	defer freeStr(chost)
 	defer freeStr(cplat)
+	ccreds, cauth, ccert := cstr(string(opts.Creds), true), cstr(opts.AuthFile, true), cstr(opts.CertDir, true)
+	defer freeStr(ccreds)
+	defer freeStr(cauth)
+	defer freeStr(ccert)
 	var cerr *C.dd_error
 	for _, set := range []func() C.dd_status{
 		func() C.dd_status { return C.dd_apply_options_set_tag(o, ctag, &cerr) },
 		func() C.dd_status { return C.dd_apply_options_set_docker_host(o, chost, &cerr) },
 		func() C.dd_status { return C.dd_apply_options_set_platform(o, cplat, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_creds(o, ccreds, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_authfile(o, cauth, &cerr) },
+		func() C.dd_status { return C.dd_apply_options_set_cert_dir(o, ccert, &cerr) },
 	} {
 		if err := check(set(), cerr); err != nil {
 			C.dd_apply_options_free(o)
@@ -573,6 +637,7 @@ func applyOptions(opts *ApplyOptions) (*C.dd_apply_options, error) {
 		}
 	}
 	C.dd_apply_options_set_force(o, C.bool(opts.Force))
+	C.dd_apply_options_set_tls_verify(o, C.bool(!opts.InsecureSkipTLSVerify))
 	C.dd_apply_options_set_dry_run(o, C.bool(opts.DryRun))
 	C.dd_apply_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
 	return o, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -426,5 +427,52 @@ func TestCheckVersionRule(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), c.lib) {
 			t.Errorf("error %q does not name the library version %s", err, c.lib)
 		}
+	}
+}
+
+// TestRegistryCredentialsInOptions reads from the Basic test registry
+// (scripts/registries.sh): refused without credentials (an empty AuthFile is the only
+// place looked in), read with Creds; the password shows in no error and no %v/%#v.
+func TestRegistryCredentialsInOptions(t *testing.T) {
+	addr := os.Getenv("DOCKER_DELTA_TEST_REGISTRY_BASIC")
+	if addr == "" {
+		if os.Getenv("DOCKER_DELTA_REQUIRE_REGISTRIES") == "1" {
+			t.Fatal("DOCKER_DELTA_TEST_REGISTRY_BASIC is not set")
+		}
+		t.Skip(`no test registries (eval "$(scripts/registries.sh env)")`)
+	}
+	user, pass := os.Getenv("DOCKER_DELTA_TEST_REGISTRY_BASIC_USER"), os.Getenv("DOCKER_DELTA_TEST_REGISTRY_BASIC_PASS")
+	oldRef, newRef := "docker://"+addr+"/fixtures/app:1", "docker://"+addr+"/fixtures/app:2"
+	dir := t.TempDir()
+	pkg, out := filepath.Join(dir, "p.ddelta"), filepath.Join(dir, "app-2.tar")
+	nowhere := filepath.Join(dir, "none.json")
+	opts := &CreateOptions{Compression: CompressionZstd, Level: 3, AuthFile: nowhere, InsecureSkipTLSVerify: true}
+	_, err := Create(context.Background(), oldRef, newRef, pkg, opts)
+	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "none.json") {
+		t.Fatalf("without credentials: %v", err)
+	}
+	if _, err := os.Stat(pkg); !os.IsNotExist(err) {
+		t.Fatalf("output written: %v", err)
+	}
+	opts.Creds = Secret(user + ":" + pass)
+	for _, f := range []string{"%v", "%+v", "%#v"} {
+		if s := fmt.Sprintf(f, opts); strings.Contains(s, pass) {
+			t.Fatalf("%s shows the password: %s", f, s)
+		}
+	}
+	created, err := Create(context.Background(), oldRef, newRef, pkg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Apply(context.Background(), pkg, oldRef, out, &ApplyOptions{AuthFile: nowhere, InsecureSkipTLSVerify: true})
+	if !errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), pass) {
+		t.Fatalf("apply without credentials: %v", err)
+	}
+	applied, err := Apply(context.Background(), pkg, oldRef, out, &ApplyOptions{Creds: opts.Creds, InsecureSkipTLSVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied.ImageID != created.Target.ImageID {
+		t.Fatalf("rebuilt %s, want %s", applied.ImageID, created.Target.ImageID)
 	}
 }

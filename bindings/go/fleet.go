@@ -125,40 +125,6 @@ func decode[T any](text string, callErr error, r *T, raw *json.RawMessage) (*T, 
 	return r, callErr
 }
 
-// createOptionsFor makes the create options object for Push and Publish.
-func createOptionsFor(ctx context.Context, opts *CreateOptions) (*C.dd_create_options, *call, error) {
-	if opts == nil {
-		opts = &CreateOptions{}
-	}
-	var o *C.dd_create_options
-	if st := C.dd_create_options_new(&o); st != C.DD_STATUS_OK {
-		return nil, nil, fromNative(st, nil)
-	}
-	level := C.int32_t(C.DD_LEVEL_DEFAULT)
-	if opts.Level != 0 {
-		level = C.int32_t(opts.Level)
-	}
-	cplat := cstr(opts.Platform, true)
-	defer freeStr(cplat)
-	var cerr *C.dd_error
-	if st := C.dd_create_options_set_method(o, C.uint32_t(opts.Method)); st != C.DD_STATUS_OK {
-		C.dd_create_options_free(o)
-		return nil, nil, fromNative(st, nil)
-	}
-	if st := C.dd_create_options_set_compression(o, C.uint32_t(opts.Compression), level); st != C.DD_STATUS_OK {
-		C.dd_create_options_free(o)
-		return nil, nil, fromNative(st, nil)
-	}
-	if err := check(C.dd_create_options_set_platform(o, cplat, &cerr), cerr); err != nil {
-		C.dd_create_options_free(o)
-		return nil, nil, err
-	}
-	C.dd_create_options_set_max_layer_memory(o, C.uint64_t(opts.MaxLayerMemory))
-	c := newCall(ctx, opts.Progress, opts.Log)
-	C.ddgo_create_callbacks(o, C.uintptr_t(c.handle), C.bool(wantsProgress(ctx, opts.Progress)), logLevel(opts.Log, opts.LogLevel))
-	return o, c, nil
-}
-
 // Push stores the package at pkg in the registry next to the image it rebuilds, imageRef
 // (docker://HOST/NAME[:TAG|@DIGEST]; without a tag, the package's own), as an OCI artifact
 // whose subject is that image's manifest. opts may be nil.
@@ -166,7 +132,7 @@ func Push(ctx context.Context, pkg, imageRef string, opts *CreateOptions) (*Push
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o, c, err := createOptionsFor(ctx, opts)
+	o, c, err := createOptions(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +156,7 @@ func Publish(ctx context.Context, imageRef string, bases []string, last int, opt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o, c, err := createOptionsFor(ctx, opts)
+	o, c, err := createOptions(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

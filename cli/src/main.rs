@@ -112,6 +112,18 @@ struct RegistryArgs {
     /// A directory of CA certificates (*.crt) trusted besides the system's
     #[arg(long, global = true, value_name = "DIR")]
     cert_dir: Option<std::path::PathBuf>,
+    /// Give up connecting to a registry (or its token service, or blob storage it
+    /// redirects to) after this long [default: 30]
+    #[arg(long, global = true, value_name = "SECONDS",
+          value_parser = setting("--registry-connect-timeout", docker_delta::timeouts::ENV_REGISTRY_CONNECT_TIMEOUT, seconds),
+          env = docker_delta::timeouts::ENV_REGISTRY_CONNECT_TIMEOUT, help_heading = "Settings")]
+    registry_connect_timeout: Option<Checked<u64>>,
+    /// Give up when a registry sends nothing (or takes nothing we send) for this long; a
+    /// download or upload that keeps moving is never cut [default: 300]
+    #[arg(long, global = true, value_name = "SECONDS",
+          value_parser = setting("--registry-timeout", docker_delta::timeouts::ENV_REGISTRY_TIMEOUT, seconds),
+          env = docker_delta::timeouts::ENV_REGISTRY_TIMEOUT, help_heading = "Settings")]
+    registry_timeout: Option<Checked<u64>>,
 }
 
 /// The safety limits and the memory bound (see README, Limits). Sizes are whole bytes or
@@ -464,7 +476,7 @@ fn settings(cli: &Cli) -> docker_delta::Result<Context> {
         docker_delta::threads::set(n);
     }
     let r = &cli.registry;
-    let registry = docker_delta::transport::registry::RegistryOptions {
+    let mut registry = docker_delta::transport::registry::RegistryOptions {
         auth: docker_delta::transport::registry::auth::AuthSources::from_env(
             r.creds.as_deref(),
             r.authfile.as_deref(),
@@ -473,6 +485,12 @@ fn settings(cli: &Cli) -> docker_delta::Result<Context> {
         cert_dir: r.cert_dir.clone(),
         ..Default::default()
     };
+    if let Some(s) = Checked::get(&r.registry_connect_timeout)? {
+        registry.connect_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = Checked::get(&r.registry_timeout)? {
+        registry.idle_timeout = std::time::Duration::from_secs(s);
+    }
     Ok(Context {
         quiet: cli.quiet,
         timeouts,
@@ -578,7 +596,11 @@ fn init_logging(verbose: u8, quiet: bool, filter: Option<&str>) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "docker_delta=debug,info",
-        (false, _) => "trace",
+        // Everything, but ureq's own request and response logs, which print whole URLs: a
+        // redirect's signed query (object storage's credential for one blob) would show.
+        // Our own logs name every request without its query; `--log-filter ureq=debug`
+        // still turns ureq's on for whoever wants them.
+        (false, _) => "trace,ureq=info,ureq_proto=info",
     };
     // The filter was checked when the options were parsed.
     let filter = EnvFilter::new(filter.unwrap_or(level));

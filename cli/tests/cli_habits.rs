@@ -55,6 +55,12 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "--daemon-connect-timeout",
         "x",
     ),
+    ("DOCKER_DELTA_REGISTRY_TIMEOUT", "--registry-timeout", "0"),
+    (
+        "DOCKER_DELTA_REGISTRY_CONNECT_TIMEOUT",
+        "--registry-connect-timeout",
+        "1h",
+    ),
     ("DOCKER_DELTA_LOG", "--log-filter", "a=[[["),
 ];
 

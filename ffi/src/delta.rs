@@ -8,6 +8,7 @@ pub mod fleet;
 
 use super::callbacks::{dd_log_cb, dd_log_level, dd_progress_cb, Callbacks};
 use super::error::{dd_error, Failure};
+use super::registry::RegistrySettings;
 use super::{
     dd_status, guard, guard_status, handle_mut, opt_str_arg, out_arg, put_string, str_arg, to_json,
 };
@@ -70,6 +71,7 @@ pub struct dd_create_options {
     dry_run: bool,
     max_layer_memory: Option<u64>,
     callbacks: Callbacks,
+    pub(crate) registry: RegistrySettings,
 }
 
 impl Default for dd_create_options {
@@ -84,6 +86,7 @@ impl Default for dd_create_options {
             dry_run: false,
             max_layer_memory: None,
             callbacks: Callbacks::default(),
+            registry: RegistrySettings::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct dd_apply_options {
     max_layer_memory: Option<u64>,
     docker_host: Option<String>,
     callbacks: Callbacks,
+    pub(crate) registry: RegistrySettings,
 }
 
 /// Runs a setter on a live options object.
@@ -664,6 +668,7 @@ pub unsafe extern "C" fn dd_create(
         o.callbacks.with_logs(|| -> Result<(), Failure> {
             let open = OpenOptions {
                 platform: o.platform.clone(),
+                registry: o.registry.options()?,
                 ..OpenOptions::default()
             };
             let old = old_ref
@@ -729,6 +734,7 @@ fn prepare(
     let package = Package::open(Path::new(package))?;
     let open = OpenOptions {
         platform: o.platform.clone(),
+        registry: o.registry.options()?,
         ..OpenOptions::default()
     };
     let base = deliver::open_base(&package, base_ref, &open)?;
@@ -738,15 +744,16 @@ fn prepare(
 fn apply_options<'a>(
     o: &dd_apply_options,
     progress: &'a dyn docker_delta::progress::Progress,
-) -> ApplyOptions<'a> {
-    ApplyOptions {
+) -> Result<ApplyOptions<'a>, Failure> {
+    Ok(ApplyOptions {
         name: o.tag.clone(),
         force: o.force,
         dry_run: o.dry_run,
         max_layer_memory: o.max_layer_memory.unwrap_or_else(default_max_layer_memory),
         progress,
+        registry: o.registry.options()?,
         ..Default::default()
-    }
+    })
 }
 
 /// Applies the delta package at `package` to the base image `base_ref` and writes the
@@ -808,6 +815,7 @@ pub unsafe extern "C" fn dd_apply(
             let dest = deliver::output_reference(output)?;
             let p = prepare(package, base_ref, o)?;
             let progress = o.callbacks.progress();
+            let options = apply_options(o, &progress)?;
             let sink: Box<dyn ImageSink + '_> = match &dest {
                 // The daemon of the options, as dd_apply_load's.
                 ImageReference::DockerDaemon { name } => {
@@ -819,16 +827,13 @@ pub unsafe extern "C" fn dd_apply(
                         force: o.force,
                         timeouts: None,
                         progress: &progress,
+                        registry: Some(&options.registry),
                         ..Default::default()
                     },
                 )?,
             };
-            let (report, tag_error) = apply::apply_into(
-                &p.package,
-                p.base.as_deref(),
-                sink,
-                &apply_options(o, &progress),
-            )?;
+            let (report, tag_error) =
+                apply::apply_into(&p.package, p.base.as_deref(), sink, &options)?;
             let text = to_json(&report)?;
             // SAFETY: caller's contract.
             unsafe { put_string(report_json, text) };
@@ -886,7 +891,7 @@ pub unsafe extern "C" fn dd_apply_load(
                 &p.package,
                 p.base.as_deref(),
                 Box::new(sink),
-                &apply_options(o, &progress),
+                &apply_options(o, &progress)?,
             )?;
             let text = to_json(&report)?;
             // SAFETY: caller's contract.

@@ -73,7 +73,9 @@ fn serde_name(v: &impl serde::Serialize) -> String {
 /// `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`, `docker-daemon:NAME:TAG`, or a path whose
 /// transport is detected). `platform` (`os/arch[/variant]`, may be NULL for the host's)
 /// chooses from a multi-platform index. A `docker-daemon:` reference talks to the daemon
-/// at `DOCKER_HOST`.
+/// at `DOCKER_HOST`. A `docker://` reference is read with TLS verified and the credentials
+/// found where skopeo and Docker keep them (see `dd_create_options_set_authfile`); to pass
+/// credentials, plain HTTP or a CA directory, use `dd_create` or `dd_apply` with options.
 ///
 /// On success `*out` is a new image to free with `dd_image_free`; otherwise it is NULL.
 ///
@@ -95,6 +97,8 @@ pub unsafe extern "C" fn dd_image_open(
         let platform = unsafe { opt_str_arg(platform, "platform") }?;
         let options = OpenOptions {
             platform: platform.map(Platform::parse).transpose()?,
+            // Credentials where skopeo and Docker keep them; TLS verified.
+            registry: super::registry::RegistrySettings::default().options()?,
             ..OpenOptions::default()
         };
         let source = docker_delta::transport::open(&ImageReference::parse(reference)?, &options)?;

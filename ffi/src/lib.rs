@@ -36,6 +36,7 @@ pub mod delta;
 pub mod error;
 pub mod image;
 pub mod package;
+pub mod registry;
 
 use error::{dd_error, Failure};
 

@@ -10,6 +10,7 @@ use super::delta::*;
 use super::error::*;
 use super::image::*;
 use super::package::*;
+use super::registry::*;
 use super::*;
 
 fn sample(name: &str) -> String {
@@ -568,5 +569,117 @@ fn every_library_error_maps_to_its_exit_code_status() {
         let j: serde_json::Value = serde_json::from_str(&text(dd_error_json(&d)).unwrap()).unwrap();
         assert_eq!(j["fields"]["tag"], "a:b");
         assert_eq!(j["status_name"], "tag_failed");
+    }
+}
+
+/// Credentials and TLS settings in the options reach the registry: the Basic test
+/// registry (`scripts/registries.sh`) refuses a call without credentials (an empty
+/// authfile is the only place looked in), and serves one with `USER:PASSWORD`, for
+/// `dd_create` reading both images and `dd_apply` reading its base. No error and no
+/// `Debug` of the options shows the password.
+#[test]
+fn registry_credentials_are_passed_in_the_options() {
+    let Ok(addr) = std::env::var("DOCKER_DELTA_TEST_REGISTRY_BASIC") else {
+        eprintln!("skipping: the test registries are not set up (scripts/registries.sh env)");
+        return;
+    };
+    let user = std::env::var("DOCKER_DELTA_TEST_REGISTRY_BASIC_USER").unwrap();
+    let pass = std::env::var("DOCKER_DELTA_TEST_REGISTRY_BASIC_PASS").unwrap();
+    let dir = tmp();
+    let (old, new) = (
+        c(&format!("docker://{addr}/fixtures/app:1")),
+        c(&format!("docker://{addr}/fixtures/app:2")),
+    );
+    let pkg = dir.path().join("p.ddelta");
+    let out = dir.path().join("out.tar");
+    let (cpkg, cout) = (c(pkg.to_str().unwrap()), c(out.to_str().unwrap()));
+    let nowhere = c(dir.path().join("none.json").to_str().unwrap());
+    let creds = c(&format!("{user}:{pass}"));
+    unsafe {
+        let mut o = null_mut();
+        assert_eq!(dd_create_options_new(&mut o), dd_status::Ok);
+        assert_eq!(dd_create_options_set_tls_verify(o, false), dd_status::Ok);
+        let mut err = null_mut();
+        assert_eq!(
+            dd_create_options_set_authfile(o, nowhere.as_ptr(), &mut err),
+            dd_status::Ok
+        );
+        let mut report = null_mut();
+        let st = dd_create(
+            old.as_ptr(),
+            new.as_ptr(),
+            cpkg.as_ptr(),
+            o,
+            &mut report,
+            &mut err,
+        );
+        assert_eq!(st, dd_status::InvalidInput);
+        assert_eq!(text(dd_error_kind(err)).unwrap(), "unauthorized");
+        let message = text(dd_error_message(err)).unwrap();
+        assert!(message.contains("none.json"), "{message}");
+        dd_error_free(err);
+        assert!(!pkg.exists());
+        // A value that is not USER:PASSWORD is refused where it is set.
+        let bad = c("no-colon");
+        let mut err = null_mut();
+        assert_eq!(
+            dd_create_options_set_creds(o, bad.as_ptr(), &mut err),
+            dd_status::InvalidInput
+        );
+        dd_error_free(err);
+        assert_eq!(
+            dd_create_options_set_creds(o, creds.as_ptr(), null_mut()),
+            dd_status::Ok
+        );
+        assert!(!format!("{:?}", (*o).registry).contains(&pass));
+        let st = dd_create(
+            old.as_ptr(),
+            new.as_ptr(),
+            cpkg.as_ptr(),
+            o,
+            &mut report,
+            &mut err,
+        );
+        assert_eq!(st, dd_status::Ok, "{:?}", text(dd_error_message(err)));
+        let created: serde_json::Value = serde_json::from_str(&take(report)).unwrap();
+        dd_create_options_free(o);
+
+        // apply: the base from the registry, with the credentials of its options.
+        let mut a = null_mut();
+        assert_eq!(dd_apply_options_new(&mut a), dd_status::Ok);
+        assert_eq!(dd_apply_options_set_tls_verify(a, false), dd_status::Ok);
+        assert_eq!(
+            dd_apply_options_set_authfile(a, nowhere.as_ptr(), null_mut()),
+            dd_status::Ok
+        );
+        let mut err = null_mut();
+        let st = dd_apply(
+            cpkg.as_ptr(),
+            old.as_ptr(),
+            cout.as_ptr(),
+            a,
+            &mut report,
+            &mut err,
+        );
+        assert_eq!(st, dd_status::InvalidInput);
+        assert!(!text(dd_error_message(err)).unwrap().contains(&pass));
+        dd_error_free(err);
+        assert!(!out.exists());
+        assert_eq!(
+            dd_apply_options_set_creds(a, creds.as_ptr(), null_mut()),
+            dd_status::Ok
+        );
+        let st = dd_apply(
+            cpkg.as_ptr(),
+            old.as_ptr(),
+            cout.as_ptr(),
+            a,
+            &mut report,
+            &mut err,
+        );
+        assert_eq!(st, dd_status::Ok, "{:?}", text(dd_error_message(err)));
+        let applied: serde_json::Value = serde_json::from_str(&take(report)).unwrap();
+        assert_eq!(applied["image_id"], created["target"]["image_id"]);
+        dd_apply_options_free(a);
     }
 }

@@ -434,6 +434,17 @@ class _Options:
         _call(getattr(n.lib, f"{self.prefix}_set_{name}"), self.h, *args)
 
 
+def _set_registry(o: _Options, creds: Optional[str], authfile: Optional[PathLike],
+                  tls_verify: bool, cert_dir: Optional[PathLike]) -> None:
+    """The registry settings of a call (skopeo's ``--creds``, ``--authfile``,
+    ``--tls-verify``, ``--cert-dir``). ``creds`` is passed to the library and dropped:
+    nothing here keeps or prints it."""
+    o.set_checked("creds", n.arg(creds))
+    o.set_checked("authfile", n.arg(authfile))
+    o.set("tls_verify", bool(tls_verify))
+    o.set_checked("cert_dir", n.arg(cert_dir))
+
+
 def _choice(what: str, value: str, table: Dict[str, int]) -> int:
     try:
         return table[value]
@@ -459,6 +470,10 @@ def create(
     force: bool = False,
     dry_run: bool = False,
     max_layer_memory: Optional[int] = None,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     log: Optional[LogCallback] = None,
     log_level: LogLevel = LogLevel.INFO,
@@ -471,6 +486,12 @@ def create(
     ``zstd`` | ``gzip`` | ``none`` with ``level`` in its range (None: the default);
     ``new_bytes_compression`` and ``new_bytes_level`` the same for the new bytes of file-aware
     layers, kept in a stream of their own (None: zstd level 18 beside xz, else ``compression``).
+
+    ``docker://`` images are read with ``creds`` (``"USER:PASSWORD"``; None: looked up in
+    ``authfile``, else ``$REGISTRY_AUTH_FILE``, ``$XDG_RUNTIME_DIR/containers/auth.json``,
+    ``$DOCKER_CONFIG/config.json``, with their credential helpers), TLS verified unless
+    ``tls_verify=False`` (which also allows plain HTTP), and the CAs in ``cert_dir`` besides
+    the system's.
     """
     call = _Call(progress, log)
     with _Options("dd_create_options") as o:
@@ -487,6 +508,7 @@ def create(
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))
         o.set("max_layer_memory", int(max_layer_memory or 0))
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         call.install(o.prefix, o.h, log_level)
         report = ctypes.c_void_p()
         err = ctypes.c_void_p()
@@ -509,6 +531,10 @@ def apply(
     force: bool = False,
     dry_run: bool = False,
     max_layer_memory: Optional[int] = None,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     log: Optional[LogCallback] = None,
     log_level: LogLevel = LogLevel.INFO,
@@ -519,6 +545,9 @@ def apply(
     image's own tag). Without ``base``, a delta's base is looked up in the daemon by the
     image ID the package records. Returns the ``apply_report`` document
     (``docker-delta apply --json``; docs/JSON.md).
+
+    ``creds``, ``authfile``, ``tls_verify`` and ``cert_dir`` are :func:`create`'s, for a
+    ``docker://`` base and a ``docker://`` output.
 
     Raises :class:`WrongBaseImage` when ``base`` lacks a layer the package needs, and
     :class:`TagFailed` (with ``.report``) when the image was loaded but not tagged.
@@ -534,6 +563,7 @@ def apply(
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))
         o.set("max_layer_memory", int(max_layer_memory or 0))
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         call.install(o.prefix, o.h, log_level)
         report = ctypes.c_void_p()
         err = ctypes.c_void_p()

@@ -15,6 +15,7 @@ from ._api import (
     ProgressCallback,
     _Call,
     _Options,
+    _set_registry,
 )
 from .errors import Status, TagFailed, from_native
 
@@ -37,15 +38,21 @@ def push(
     package: PathLike,
     image: str,
     *,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     log: Optional[LogCallback] = None,
     log_level: LogLevel = LogLevel.INFO,
 ) -> Dict[str, Any]:
     """Stores the package in the registry next to the image it rebuilds, ``image``
     (``docker://HOST/NAME[:TAG|@DIGEST]``; without a tag, the package's own), as an OCI
-    artifact. Returns the ``push_report`` document (``docker-delta push --json``)."""
+    artifact. Returns the ``push_report`` document (``docker-delta push --json``).
+    ``creds``, ``authfile``, ``tls_verify`` and ``cert_dir`` are :func:`create`'s."""
     call = _Call(progress, log)
     with _Options("dd_create_options") as o:
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         call.install(o.prefix, o.h, log_level)
         return _run(call, n.lib.dd_push, n.arg(package), n.arg(image), o.h)
 
@@ -56,6 +63,10 @@ def publish(
     *,
     last: int = 0,
     platform: Optional[str] = None,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     log: Optional[LogCallback] = None,
     log_level: LogLevel = LogLevel.INFO,
@@ -67,6 +78,7 @@ def publish(
     call = _Call(progress, log)
     with _Options("dd_create_options") as o:
         o.set_checked("platform", n.arg(platform))
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         call.install(o.prefix, o.h, log_level)
         arr = (ctypes.c_char_p * max(len(bases), 1))(*[n.arg(b) for b in bases])
         return _run(call, n.lib.dd_publish, n.arg(image),
@@ -84,6 +96,10 @@ def pull(
     no_fallback: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     log: Optional[LogCallback] = None,
     log_level: LogLevel = LogLevel.INFO,
@@ -101,14 +117,24 @@ def pull(
         o.set_checked("docker_host", n.arg(docker_host))
         o.set("force", bool(force))
         o.set("dry_run", bool(dry_run))
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         call.install(o.prefix, o.h, log_level)
         return _run(call, n.lib.dd_pull, n.arg(image), n.arg(base), n.arg(output),
                     bool(no_fallback), o.h)
 
 
-def list_deltas(image: str, *, platform: Optional[str] = None) -> Dict[str, Any]:
+def list_deltas(
+    image: str,
+    *,
+    platform: Optional[str] = None,
+    creds: Optional[str] = None,
+    authfile: Optional[PathLike] = None,
+    tls_verify: bool = True,
+    cert_dir: Optional[PathLike] = None,
+) -> Dict[str, Any]:
     """The delta packages published for ``image``: the ``delta_list`` document."""
     call = _Call(None, None)
     with _Options("dd_apply_options") as o:
         o.set_checked("platform", n.arg(platform))
+        _set_registry(o, creds, authfile, tls_verify, cert_dir)
         return _run(call, n.lib.dd_list_deltas, n.arg(image), o.h)

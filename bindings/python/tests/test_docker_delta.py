@@ -241,3 +241,34 @@ def test_remove_temporary_files_removes_what_is_being_written(
         pass  # writing on after the removal may fail; either way nothing is left
     assert removed and removed[0] >= 1, removed
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_registry_credentials_in_the_options(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The Basic test registry (scripts/registries.sh): refused without credentials (an
+    empty authfile is the only place looked in), read with ``creds``; the password is in
+    no error and nothing printed."""
+    addr = os.environ.get("DOCKER_DELTA_TEST_REGISTRY_BASIC")
+    if not addr:
+        if os.environ.get("DOCKER_DELTA_REQUIRE_REGISTRIES") == "1":
+            pytest.fail("DOCKER_DELTA_TEST_REGISTRY_BASIC is not set")
+        pytest.skip('no test registries (eval "$(scripts/registries.sh env)")')
+    user = os.environ["DOCKER_DELTA_TEST_REGISTRY_BASIC_USER"]
+    password = os.environ["DOCKER_DELTA_TEST_REGISTRY_BASIC_PASS"]
+    old, new = f"docker://{addr}/fixtures/app:1", f"docker://{addr}/fixtures/app:2"
+    out = tmp_path / "p.ddelta"
+    nowhere = tmp_path / "none.json"
+    with pytest.raises(dd.Unauthorized) as e:
+        dd.create(new, out, old=old, authfile=nowhere, tls_verify=False, compression="zstd", level=3)
+    assert "none.json" in str(e.value) and password not in str(e.value)
+    assert not out.exists()
+    with pytest.raises(dd.InvalidInput):
+        dd.create(new, out, creds="no-colon", tls_verify=False)
+    report = dd.create(new, out, old=old, creds=f"{user}:{password}", authfile=nowhere,
+                       tls_verify=False, compression="zstd", level=3)
+    rebuilt = tmp_path / "app-2.tar"
+    with pytest.raises(dd.Unauthorized):
+        dd.apply(out, rebuilt, base=old, authfile=nowhere, tls_verify=False)
+    applied = dd.apply(out, rebuilt, base=old, creds=f"{user}:{password}", tls_verify=False)
+    assert applied["image_id"] == report["target"]["image_id"]
+    captured = capfd.readouterr()
+    assert password not in captured.out and password not in captured.err

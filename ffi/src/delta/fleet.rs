@@ -16,11 +16,17 @@ use docker_delta::fleet::pull::{self, PullDestination, PullOptions};
 use docker_delta::reference::ImageReference;
 use docker_delta::transport::OpenOptions;
 
-fn open_options(platform: Option<docker_delta::Platform>) -> OpenOptions {
-    OpenOptions {
+/// How images and registries are read: the options' platform and registry settings
+/// (credentials, TLS), for every registry the call touches.
+fn open_options(
+    platform: Option<docker_delta::Platform>,
+    registry: &crate::registry::RegistrySettings,
+) -> Result<OpenOptions, Failure> {
+    Ok(OpenOptions {
         platform,
+        registry: registry.options()?,
         ..OpenOptions::default()
-    }
+    })
 }
 
 /// Clears an out-string argument before any work.
@@ -78,7 +84,7 @@ pub unsafe extern "C" fn dd_push(
             }
             let progress = o.callbacks.progress();
             let options = PublishOptions {
-                open: open_options(None),
+                open: open_options(None, &o.registry)?,
                 progress: &progress,
                 ..Default::default()
             };
@@ -145,7 +151,7 @@ pub unsafe extern "C" fn dd_publish(
             let new = ImageReference::parse(image_ref)?;
             let progress = o.callbacks.progress();
             let options = PublishOptions {
-                open: open_options(o.platform.clone()),
+                open: open_options(o.platform.clone(), &o.registry)?,
                 create: CreateOptions {
                     force: false,
                     dry_run: false,
@@ -212,7 +218,7 @@ pub unsafe extern "C" fn dd_pull(
             let reference = ImageReference::parse(image_ref)?;
             let progress = o.callbacks.progress();
             let options = PullOptions {
-                open: open_options(o.platform.clone()),
+                open: open_options(o.platform.clone(), &o.registry)?,
                 base: base_ref.map(ImageReference::parse).transpose()?,
                 no_fallback,
                 dry_run: o.dry_run,
@@ -268,7 +274,8 @@ pub unsafe extern "C" fn dd_list_deltas(
         };
         o.callbacks.with_logs(|| -> Result<(), Failure> {
             let reference = ImageReference::parse(image_ref)?;
-            let list = pull::list_deltas(&reference, &open_options(o.platform.clone()))?;
+            let list =
+                pull::list_deltas(&reference, &open_options(o.platform.clone(), &o.registry)?)?;
             // SAFETY: caller's contract.
             unsafe { put_string(report_json, to_json(&list)?) };
             Ok(())

@@ -3,9 +3,10 @@
 //! `WWW-Authenticate: Bearer` token flow with tokens cached for their life).
 //!
 //! Redirects (blob storage behind a 307) are followed, but the registry's
-//! `Authorization` is only sent to the registry's own host. Blobs are streamed and
-//! verified as they arrive ([`BlobReader`]); a connection lost midway is resumed with
-//! `Range` from the bytes already hashed, a bounded number of times.
+//! `Authorization` is only sent to the registry's own origin (scheme, host and port).
+//! Blobs are streamed and verified as they arrive ([`BlobReader`]); a connection lost
+//! midway is resumed with `Range` from the bytes already hashed, a bounded number of
+//! times.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -147,6 +148,7 @@ impl Registry {
     pub fn connect(name: &str, options: &RegistryOptions) -> Result<Registry> {
         let host = api_host(name);
         let mut tried = Vec::new();
+        let mut last_timeout = None;
         let schemes: &[&str] = if options.tls_verify {
             &["https"]
         } else {
@@ -173,8 +175,18 @@ impl Registry {
                         transferred: Transferred::default(),
                     });
                 }
+                // A registry that accepts the connection but never answers: name the
+                // setting that gave up, not just that it failed.
+                Err(ureq::Error::Timeout(t)) => {
+                    let timeouts = (options.connect_timeout, options.idle_timeout);
+                    last_timeout = Some(timeout_error(&url, t, timeouts));
+                    tried.push(format!("{url}: timed out"));
+                }
                 Err(e) => tried.push(format!("{url}: {e}")),
             }
+        }
+        if let Some(e) = last_timeout {
+            return Err(e);
         }
         let hint = if options.tls_verify {
             " (a plain-HTTP registry needs --tls-verify=false)"
@@ -309,6 +321,7 @@ impl Registry {
             offset: 0,
             retries: 0,
             config: false,
+            verified: false,
         };
         r.body = Some(r.request(0)?);
         Ok(r)
@@ -340,16 +353,19 @@ impl Registry {
         headers: &[(&str, &str)],
         payload: &Payload<'_>,
     ) -> Result<Response<Body>> {
-        let url = if target.starts_with("https://") || target.starts_with("http://") {
+        let mut url = if target.starts_with("https://") || target.starts_with("http://") {
             target.to_string()
         } else {
             format!("{}{target}", self.base)
         };
-        let own = url
-            .strip_prefix(&self.base)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         let mut fresh = false;
+        let mut redirects = 0;
         loop {
+            // The registry's own origin (scheme, host and port), not merely its host: a
+            // redirect to another port of the same host is another service.
+            let own = url
+                .strip_prefix(&self.base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
             let authorization = if own {
                 self.authorization(scope, fresh)?
             } else {
@@ -382,6 +398,27 @@ impl Registry {
                 }
                 fresh = true;
                 continue;
+            }
+            // Redirects (a blob in object storage) are followed here, not by ureq, whose
+            // rule keeps `Authorization` for the same host on any port: the next URL gets
+            // the registry's credentials only if it is the registry's origin.
+            if matches!(method, "GET" | "HEAD") && resp.status().is_redirection() {
+                if let Some(location) = header(&resp, "location") {
+                    if redirects >= MAX_REDIRECTS {
+                        return Err(Error::Registry {
+                            registry: self.name.clone(),
+                            operation: format!("{method} {}", without_query(&url)),
+                            status: resp.status().as_u16(),
+                            message: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    let next = resolve_location(&url, &location);
+                    // A signed URL's query is a credential of its own: not for logs.
+                    tracing::debug!(registry = %self.name, from = without_query(&url), to = without_query(&next), status = resp.status().as_u16(), "following a redirect");
+                    url = next;
+                    redirects += 1;
+                    continue;
+                }
             }
             return Ok(resp);
         }
@@ -553,20 +590,7 @@ impl Registry {
         // An upload's or a redirect's query may carry signed state: not for messages.
         let url = url.split('?').next().unwrap_or(url);
         match e {
-            ureq::Error::Timeout(t) => {
-                let (operation, limit) = match t {
-                    ureq::Timeout::Connect | ureq::Timeout::Resolve => ("connect", self.timeouts.0),
-                    _ => ("waiting for data (nothing arrived)", self.timeouts.1),
-                };
-                Error::Timeout {
-                    endpoint: url.to_string(),
-                    operation: operation.into(),
-                    seconds: limit.as_secs(),
-                    option: "RegistryOptions::connect_timeout / idle_timeout (library); \
-                             fixed in the command for now"
-                        .into(),
-                }
-            }
+            ureq::Error::Timeout(t) => timeout_error(url, *t, self.timeouts),
             e => Error::RegistryUnavailable {
                 registry: self.name.clone(),
                 reason: format!("{url}: {e}"),
@@ -643,6 +667,67 @@ impl Read for FilePart<'_> {
     }
 }
 
+/// The error for a timeout of a request to `url` (without its query): which of the
+/// `(connect, idle)` timeouts ran out, and the option and variable that raise it.
+fn timeout_error(url: &str, t: ureq::Timeout, timeouts: (Duration, Duration)) -> Error {
+    use crate::timeouts::{ENV_REGISTRY_CONNECT_TIMEOUT, ENV_REGISTRY_TIMEOUT};
+    let (operation, limit, option) = match t {
+        ureq::Timeout::Connect | ureq::Timeout::Resolve => (
+            "connect",
+            timeouts.0,
+            format!(
+                "--registry-connect-timeout or {ENV_REGISTRY_CONNECT_TIMEOUT} \
+                 (seconds; RegistryOptions::connect_timeout in the library)"
+            ),
+        ),
+        _ => (
+            "waiting for data (nothing arrived)",
+            timeouts.1,
+            format!(
+                "--registry-timeout or {ENV_REGISTRY_TIMEOUT} \
+                 (seconds; RegistryOptions::idle_timeout in the library)"
+            ),
+        ),
+    };
+    Error::Timeout {
+        endpoint: without_query(url).to_string(),
+        operation: operation.into(),
+        seconds: limit.as_secs(),
+        option,
+    }
+}
+
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: u32 = 5;
+
+/// A URL without its query (which may carry a signature).
+fn without_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// A redirect's `Location` made absolute against the URL that answered it.
+fn resolve_location(current: &str, location: &str) -> String {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return location.to_string();
+    }
+    let (scheme, rest) = current.split_once("://").unwrap_or(("https", current));
+    if let Some(authority_and_path) = location.strip_prefix("//") {
+        return format!("{scheme}://{authority_and_path}");
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}");
+    }
+    let path = without_query(rest);
+    let dir = path.rfind('/').map_or(path, |i| &path[..=i]);
+    let dir = if dir.contains('/') {
+        dir.to_string()
+    } else {
+        format!("{dir}/")
+    };
+    format!("{scheme}://{dir}{location}")
+}
+
 /// The repository of a `repository:NAME:ACTIONS` scope (the first, of several).
 fn repository_of(scope: &str) -> &str {
     let scope = scope.split(' ').next().unwrap_or(scope);
@@ -652,8 +737,8 @@ fn repository_of(scope: &str) -> &str {
         .unwrap_or(scope)
 }
 
-/// The agent for one registry: no automatic error statuses, redirects followed with
-/// `Authorization` kept to the same host, the TLS roots the options ask for.
+/// The agent for one registry: no automatic error statuses, no redirects followed (see
+/// [`Registry::request`]), the TLS roots the options ask for.
 fn agent(name: &str, options: &RegistryOptions, https: bool) -> Result<ureq::Agent> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if https {
@@ -692,8 +777,9 @@ fn agent(name: &str, options: &RegistryOptions, https: bool) -> Result<ureq::Age
     }
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-        .max_redirects(5)
+        // Registry requests follow redirects themselves (`Registry::request`), to keep the
+        // registry's `Authorization` to its own origin.
+        .max_redirects(0)
         .user_agent(format!("docker-delta/{}", crate::VERSION))
         .timeout_connect(Some(options.connect_timeout))
         .timeout_per_read(Some(options.idle_timeout))
@@ -861,6 +947,8 @@ pub struct BlobReader<'a> {
     retries: u32,
     /// Counted as a config, not a blob ([`Registry::transferred`]).
     config: bool,
+    /// Whether the digest was checked (when the last byte arrived).
+    verified: bool,
 }
 
 impl BlobReader<'_> {
@@ -912,6 +1000,21 @@ impl BlobReader<'_> {
     fn fail(&self, e: Error) -> io::Error {
         e.into_io()
     }
+
+    /// Checks the digest of everything read (all `size` bytes).
+    fn verify(&mut self) -> io::Result<()> {
+        let hasher = std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
+        let (found, _, _) = hasher.finish();
+        self.verified = true;
+        if found != self.digest {
+            return Err(self.fail(Error::DigestMismatch {
+                what: self.what(),
+                expected: self.digest.to_string(),
+                found: found.to_string(),
+            }));
+        }
+        Ok(())
+    }
 }
 
 impl Read for BlobReader<'_> {
@@ -930,15 +1033,9 @@ impl Read for BlobReader<'_> {
                             found: self.offset,
                         }));
                     }
-                    let hasher =
-                        std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
-                    let (found, _, _) = hasher.finish();
-                    if found != self.digest {
-                        return Err(self.fail(Error::DigestMismatch {
-                            what: self.what(),
-                            expected: self.digest.to_string(),
-                            found: found.to_string(),
-                        }));
+                    if !self.verified {
+                        // An empty blob: no byte arrived to check it.
+                        self.verify()?;
                     }
                     return Ok(0);
                 }
@@ -954,6 +1051,12 @@ impl Read for BlobReader<'_> {
                     self.offset += n as u64;
                     let t = &self.registry.transferred;
                     Transferred::add(if self.config { &t.configs } else { &t.blobs }, n as u64);
+                    if self.offset == self.size {
+                        // Check the digest before the last bytes are handed over: a
+                        // decompressor reading them would otherwise report a damaged
+                        // trailer (a gzip checksum) instead of the blob's wrong digest.
+                        self.verify()?;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1010,6 +1113,16 @@ mod tests {
         assert_eq!(parse_challenge("Bearer service=x"), None, "no realm");
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(repository_of("repository:a/b:pull"), "a/b");
+        let here = "http://r:5000/v2/a/blobs/sha256:1?x=1";
+        for (location, want) in [
+            ("https://s3.example/b?sig=2", "https://s3.example/b?sig=2"),
+            ("//cdn.example/b", "http://cdn.example/b"),
+            ("/other/b", "http://r:5000/other/b"),
+            ("b2", "http://r:5000/v2/a/blobs/b2"),
+        ] {
+            assert_eq!(resolve_location(here, location), want, "{location}");
+        }
+        assert_eq!(resolve_location("http://r:5000", "b"), "http://r:5000/b");
         assert_eq!(
             error_message(
                 br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
