@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 type event struct {
@@ -474,5 +476,92 @@ func TestRegistryCredentialsInOptions(t *testing.T) {
 	}
 	if applied.ImageID != created.Target.ImageID {
 		t.Fatalf("rebuilt %s, want %s", applied.ImageID, created.Target.ImageID)
+	}
+}
+
+// TestFleetPullByDeltaAndByFallback publishes app:1 -> app:2 in the plain test registry
+// (a copy of the fixtures under a repository of its own), then pulls app:2 through the
+// delta from app:1 and, with no base at hand, in full; without fallback it fails with
+// ErrNoDelta.
+func TestFleetPullByDeltaAndByFallback(t *testing.T) {
+	addr := os.Getenv("DOCKER_DELTA_TEST_REGISTRY_PLAIN")
+	if addr == "" {
+		if os.Getenv("DOCKER_DELTA_REQUIRE_REGISTRIES") == "1" {
+			t.Fatal("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set")
+		}
+		t.Skip(`no test registries (eval "$(scripts/registries.sh env)")`)
+	}
+	repo := fmt.Sprintf("go-fleet/app-%d-%d", os.Getpid(), time.Now().UnixNano())
+	for _, tag := range []string{"1", "2"} {
+		out, err := exec.Command("skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+			"docker://"+addr+"/fixtures/app:"+tag, "docker://"+addr+"/"+repo+":"+tag).CombinedOutput()
+		if err != nil {
+			t.Fatalf("skopeo: %v: %s", err, out)
+		}
+	}
+	ctx := context.Background()
+	v1, v2 := "docker://"+addr+"/"+repo+":1", "docker://"+addr+"/"+repo+":2"
+	published, err := Publish(ctx, v2, []string{"1"}, 0, &CreateOptions{InsecureSkipTLSVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(published.Packages) != 1 || published.Packages[0].Status != "published" {
+		t.Fatalf("publish: %s", published.Raw)
+	}
+	list, err := ListDeltas(ctx, v2, "", &ApplyOptions{InsecureSkipTLSVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Deltas) != 1 || list.Referrers != "tag" {
+		t.Fatalf("list: %s", list.Raw)
+	}
+	dir := t.TempDir()
+	var phases []Phase
+	byDelta, err := Pull(ctx, v2, &PullOptions{
+		ApplyOptions: ApplyOptions{InsecureSkipTLSVerify: true, Progress: func(p Phase, done, total uint64) bool {
+			if len(phases) == 0 || phases[len(phases)-1] != p {
+				phases = append(phases, p)
+			}
+			return true
+		}},
+		Base:   v1,
+		Output: filepath.Join(dir, "by-delta.tar"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byDelta.Method != "delta" || byDelta.Transferred.Blobs != byDelta.Delta.PackageSize {
+		t.Fatalf("by delta: %s", byDelta.Raw)
+	}
+	if len(phases) == 0 || phases[0] != PhaseDownload {
+		t.Fatalf("phases %v, want download first", phases)
+	}
+	if id := imageID(t, "docker-archive:"+filepath.Join(dir, "by-delta.tar")); id != list.ImageID {
+		t.Fatalf("rebuilt %s, want %s", id, list.ImageID)
+	}
+	full, err := Pull(ctx, v2, &PullOptions{
+		ApplyOptions: ApplyOptions{InsecureSkipTLSVerify: true},
+		Output:       filepath.Join(dir, "full.tar"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Method != "full" || full.FallbackReason == "" {
+		t.Fatalf("full: %s", full.Raw)
+	}
+	if id := imageID(t, "docker-archive:"+filepath.Join(dir, "full.tar")); id != list.ImageID {
+		t.Fatalf("pulled %s, want %s", id, list.ImageID)
+	}
+	_, err = Pull(ctx, v2, &PullOptions{
+		ApplyOptions: ApplyOptions{InsecureSkipTLSVerify: true},
+		Output:       filepath.Join(dir, "none.tar"),
+		NoFallback:   true,
+	})
+	var de *Error
+	if !errors.Is(err, ErrNoDelta) || !errors.As(err, &de) || de.Status != StatusNoDelta {
+		t.Fatalf("no fallback: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none.tar")); !os.IsNotExist(err) {
+		t.Fatalf("written without fallback: %v", err)
 	}
 }

@@ -213,12 +213,18 @@ func Pull(ctx context.Context, imageRef string, opts *PullOptions) (*PullReport,
 }
 
 // ListDeltas lists the delta packages published for imageRef, for platform ("": the
-// host's).
-func ListDeltas(ctx context.Context, imageRef, platform string) (*DeltaList, error) {
+// host's). opts (may be nil) gives the registry settings (Creds, AuthFile,
+// InsecureSkipTLSVerify, CertDir); its Platform is replaced by platform.
+func ListDeltas(ctx context.Context, imageRef, platform string, opts *ApplyOptions) (*DeltaList, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o, err := applyOptions(&ApplyOptions{Platform: platform})
+	o2 := ApplyOptions{}
+	if opts != nil {
+		o2 = *opts
+	}
+	o2.Platform = platform
+	o, err := applyOptions(&o2)
 	if err != nil {
 		return nil, err
 	}

@@ -272,3 +272,44 @@ def test_registry_credentials_in_the_options(tmp_path: Path, capfd: pytest.Captu
     assert applied["image_id"] == report["target"]["image_id"]
     captured = capfd.readouterr()
     assert password not in captured.out and password not in captured.err
+
+
+def test_fleet_pull_by_delta_and_by_fallback(tmp_path: Path) -> None:
+    """Publishes app:1 -> app:2 in the plain test registry (a copy of the fixtures under a
+    repository of its own), pulls app:2 through the delta from app:1 and, with no base at
+    hand, in full; without fallback, NoDelta."""
+    addr = os.environ.get("DOCKER_DELTA_TEST_REGISTRY_PLAIN")
+    if not addr:
+        if os.environ.get("DOCKER_DELTA_REQUIRE_REGISTRIES") == "1":
+            pytest.fail("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set")
+        pytest.skip('no test registries (eval "$(scripts/registries.sh env)")')
+    import subprocess
+    import time
+
+    repo = f"py-fleet/app-{os.getpid()}-{time.time_ns()}"
+    for tag in ("1", "2"):
+        subprocess.run(
+            ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+             f"docker://{addr}/fixtures/app:{tag}", f"docker://{addr}/{repo}:{tag}"],
+            check=True,
+        )
+    v1, v2 = f"docker://{addr}/{repo}:1", f"docker://{addr}/{repo}:2"
+    published = dd.publish(v2, ["1"], tls_verify=False)
+    assert [p["status"] for p in published["packages"]] == ["published"], published
+    listed = dd.list_deltas(v2, tls_verify=False)
+    assert len(listed["deltas"]) == 1 and listed["referrers"] == "tag", listed
+    phases = []
+    by_delta = dd.pull(v2, tmp_path / "by-delta.tar", base=v1, tls_verify=False,
+                       progress=lambda p, done, total: phases.append(p) or True)
+    assert by_delta["method"] == "delta", by_delta
+    assert by_delta["transferred"]["blobs"] == by_delta["delta"]["package_size"]
+    assert phases and phases[0] == dd.Phase.DOWNLOAD, phases
+    with dd.Image(f"docker-archive:{tmp_path / 'by-delta.tar'}") as img:
+        assert img.image_id == listed["image_id"]
+    full = dd.pull(v2, tmp_path / "full.tar", tls_verify=False)
+    assert full["method"] == "full" and full["fallback_reason"], full
+    with dd.Image(f"docker-archive:{tmp_path / 'full.tar'}") as img:
+        assert img.image_id == listed["image_id"]
+    with pytest.raises(dd.NoDelta):
+        dd.pull(v2, tmp_path / "none.tar", tls_verify=False, no_fallback=True)
+    assert not (tmp_path / "none.tar").exists()
