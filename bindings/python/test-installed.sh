@@ -62,7 +62,7 @@ if not m:
     sys.exit(f"unexpected wheel name {name}")
 version = m[1]
 want = {f"docker_delta/{f}" for f in (
-    "__init__.py", "_api.py", "_native.py", "_version.py", "errors.py", "py.typed",
+    "__init__.py", "_api.py", "_fleet.py", "_native.py", "_version.py", "errors.py", "py.typed",
     "libdocker_delta.so")}
 names = set(zipfile.ZipFile(path).namelist())
 meta = {n for n in names if n.startswith(f"docker_delta-{version}.dist-info/")}
