@@ -23,19 +23,7 @@ use docker_delta::Error;
 /// The `DOCKER_DELTA_TEST_*` variables of `scripts/registries.sh env`, or `None` (skip)
 /// when the registries are not set up (a panic under DOCKER_DELTA_REQUIRE_REGISTRIES=1).
 fn env() -> Option<HashMap<String, String>> {
-    let vars: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("DOCKER_DELTA_TEST_"))
-        .collect();
-    if vars.contains_key("DOCKER_DELTA_TEST_REGISTRY_PLAIN") {
-        return Some(vars);
-    }
-    if std::env::var("DOCKER_DELTA_REQUIRE_REGISTRIES").as_deref() == Ok("1") {
-        panic!("DOCKER_DELTA_TEST_REGISTRY_PLAIN is not set but DOCKER_DELTA_REQUIRE_REGISTRIES=1");
-    }
-    eprintln!(
-        "skipping: the test registries are not set up (eval \"$(scripts/registries.sh env)\")"
-    );
-    None
+    common::registries()
 }
 
 /// The new image's config digest of the Docker 26 fixtures (`fixtures/app:2`).
@@ -588,27 +576,35 @@ fn create_and_apply_read_images_from_a_registry() {
     let report: serde_json::Value =
         serde_json::from_slice(&dd(&["inspect", "--json", out.to_str().unwrap()]).stdout).unwrap();
     assert_eq!(report["image_id"], want.to_string());
-    if let Ok(host) = std::env::var("DOCKER_DELTA_TEST_DOCKER26") {
-        let cli =
-            std::env::var("DOCKER_DELTA_TEST_DOCKER26_CLI").unwrap_or_else(|_| "docker".into());
-        let o = std::process::Command::new(&cli)
-            .args(["-H", &host, "load", "-i", out.to_str().unwrap()])
-            .output()
-            .unwrap();
-        ok(&o);
-        let o = std::process::Command::new(&cli)
-            .args([
-                "-H",
-                &host,
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}}",
-                "dd-test/app:2",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.to_string());
+    // Docker 20.10 and 26 load it with the new image ID.
+    let mut loaded = 0;
+    for engine in ["DOCKER20", "DOCKER26"] {
+        let Ok(host) = std::env::var(format!("DOCKER_DELTA_TEST_{engine}")) else {
+            continue;
+        };
+        let cli = std::env::var(format!("DOCKER_DELTA_TEST_{engine}_CLI"))
+            .unwrap_or_else(|_| "docker".into());
+        let docker = |args: &[&str]| {
+            std::process::Command::new(&cli)
+                .arg("-H")
+                .arg(&host)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        ok(&docker(&["load", "-i", out.to_str().unwrap()]));
+        // Named as the new image was where it was read: in the registry.
+        let name = format!("{r}/fixtures/app:2");
+        let o = docker(&["image", "inspect", "--format", "{{.Id}}", &name]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            want.to_string(),
+            "{engine}"
+        );
+        loaded += 1;
+    }
+    if std::env::var("DOCKER_DELTA_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        assert_eq!(loaded, 2, "Docker 20.10 and 26 loaded it");
     }
     // inspect: manifest and config only, unless asked.
     let o = dd(&["inspect", "--tls-verify=false", "--json", &new]);
