@@ -313,3 +313,8 @@ def test_fleet_pull_by_delta_and_by_fallback(tmp_path: Path) -> None:
     with pytest.raises(dd.NoDelta):
         dd.pull(v2, tmp_path / "none.tar", tls_verify=False, no_fallback=True)
     assert not (tmp_path / "none.tar").exists()
+    # A progress callback that says stop cancels the pull: nothing written.
+    with pytest.raises(dd.Cancelled):
+        dd.pull(v2, tmp_path / "cancelled.tar", base=v1, tls_verify=False,
+                progress=lambda p, done, total: False)
+    assert not (tmp_path / "cancelled.tar").exists()
