@@ -554,17 +554,13 @@ def median(xs):
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2.0
 
 
-def registry(argv):
-    ap = argparse.ArgumentParser(prog="report.py registry")
-    ap.add_argument("rows", nargs="+")
-    ap.add_argument("--docs")
-    ap.add_argument("--bin-version", default="?")
-    a = ap.parse_args(argv)
+def read_rows(paths):
+    """The rows bench/registry.sh and bench/fleet.sh write (record in registry-lib.sh):
+    runs by (pair, tool), the pairs in order, each pair's .info fields, the times."""
     import json
 
-    runs = {}  # (pair, tool) -> [row]
-    pairs, info, whens = [], {}, []
-    for path in a.rows:
+    runs, pairs, info, whens = {}, [], {}, []
+    for path in paths:
         for line in open(path):
             if not line.strip():
                 continue
@@ -579,8 +575,18 @@ def registry(argv):
             whens.append(f[7])
         ipath = path[:-len(".tsv")] + ".info"
         if os.path.exists(ipath):
-            i = open(ipath).read().rstrip("\n").split("\t")
-            info[pairs[-1]] = {"old": int(i[0]), "new": int(i[1]), "skopeo": i[3]}
+            info[pairs[-1]] = open(ipath).read().rstrip("\n").split("\t")
+    return runs, pairs, info, whens
+
+
+def registry(argv):
+    ap = argparse.ArgumentParser(prog="report.py registry")
+    ap.add_argument("rows", nargs="+")
+    ap.add_argument("--docs")
+    ap.add_argument("--bin-version", default="?")
+    a = ap.parse_args(argv)
+    runs, pairs, fields, whens = read_rows(a.rows)
+    info = {p: {"old": int(i[0]), "new": int(i[1]), "skopeo": i[3]} for p, i in fields.items()}
 
     def stat(pair, tool):
         rs = runs.get((pair, tool), [])
@@ -713,25 +719,8 @@ def fleet(argv):
     ap.add_argument("--docs")
     ap.add_argument("--bin-version", default="?")
     a = ap.parse_args(argv)
-    import json
-
-    runs, pairs, info, whens = {}, [], {}, []
-    for path in a.rows:
-        for line in open(path):
-            if not line.strip():
-                continue
-            f = line.rstrip("\n").split("\t")
-            pair, tool = f[0], f[1]
-            if pair not in pairs:
-                pairs.append(pair)
-            runs.setdefault((pair, tool), []).append({
-                "secs": float(f[3] or 0), "ok": f[5], "extra": int(f[6] or 0),
-                "c": json.loads(f[8])})
-            whens.append(f[7])
-        ipath = path[:-len(".tsv")] + ".info"
-        if os.path.exists(ipath):
-            i = open(ipath).read().rstrip("\n").split("\t")
-            info[pairs[-1]] = {"old": int(i[0]), "new": int(i[1]), "docker": i[3]}
+    runs, pairs, fields, whens = read_rows(a.rows)
+    info = {p: {"old": int(i[0]), "new": int(i[1]), "docker": i[3]} for p, i in fields.items()}
 
     def cell(pair, tool, what):
         rs = runs.get((pair, tool), [])
