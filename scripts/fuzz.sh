@@ -85,6 +85,7 @@ mapfile -t json_files < <(find "$JSON" "$FIXTURES"/oci "$FIXTURES"/multiarch "$F
     -type f -size -64k \( -name '*.json' -o -path '*/blobs/sha256/*' \) 2>/dev/null || true)
 seed manifest fuzz/seeds/manifest/* "${json_files[@]}"
 seed reference fuzz/seeds/reference/*
+seed referrers fuzz/seeds/referrers/*
 seed docker_archive fuzz/seeds/docker_archive/* "$GEN"/*.tar samples/*.tar \
     "$FIXTURES"/d20/old.tar "$FIXTURES"/d26/old.tar "$FIXTURES"/skopeo/old.docker.tar \
     "$FIXTURES"/crane/new.tar "$FIXTURES"/d20/new.tar.gz

@@ -754,3 +754,27 @@ pub fn write_seeds(dir: &Path) {
         apply_package(&pkg, Some(base()), &dest, &ApplyOptions::default()).expect("apply seed");
     }
 }
+
+/// A referrers list (the referrers API's answer or a fallback index, as a registry may
+/// send anything): never panics; every entry read serializes and reads back the same; a
+/// delta package's annotations, when they read, give digests that print and parse back.
+pub fn referrers(data: &[u8]) {
+    use docker_delta::fleet::DeltaArtifact;
+    use docker_delta::transport::registry::referrers::parse_referrers;
+    let Ok(list) = parse_referrers(data, "fuzz.json") else {
+        return;
+    };
+    let again = serde_json::to_vec(&serde_json::json!({ "manifests": list }))
+        .expect("referrers serialize");
+    let back = parse_referrers(&again, "again.json").expect("what was read reads again");
+    assert_eq!(back, list);
+    for r in &list {
+        if let Ok(a) = DeltaArtifact::from_referrer(r) {
+            assert_eq!(
+                docker_delta::Digest::parse(&a.base_image_id.to_string()).ok(),
+                Some(a.base_image_id.clone())
+            );
+            let _ = serde_json::to_string(&a).expect("an artifact serializes");
+        }
+    }
+}

@@ -271,6 +271,13 @@ impl Registry {
     }
 }
 
+/// The referrers an image index lists (a referrers API answer or a fallback index), as
+/// [`Registry::referrers`] reads them: entries that are not descriptors are skipped; an
+/// index that is not JSON, or has no `manifests` array, is an error naming `what`.
+pub fn parse_referrers(raw: &[u8], what: &str) -> Result<Vec<Referrer>> {
+    entries(&parse_index(raw, what)?, what)
+}
+
 fn parse_index(raw: &[u8], what: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(raw).map_err(|e| Error::InvalidJson {
         file: what.to_string(),
