@@ -764,8 +764,8 @@ pub fn referrers(data: &[u8]) {
     let Ok(list) = parse_referrers(data, "fuzz.json") else {
         return;
     };
-    let again = serde_json::to_vec(&serde_json::json!({ "manifests": list }))
-        .expect("referrers serialize");
+    let again =
+        serde_json::to_vec(&serde_json::json!({ "manifests": list })).expect("referrers serialize");
     let back = parse_referrers(&again, "again.json").expect("what was read reads again");
     assert_eq!(back, list);
     for r in &list {
