@@ -96,7 +96,7 @@ fn sizes_that_add_up_past_u64_do_not_panic() {
 fn fuzz_inputs_replay() {
     let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     type Target = (&'static str, fn(&[u8]));
-    let targets: [Target; 7] = [
+    let targets: [Target; 8] = [
         ("manifest", fuzz_harness::manifest),
         ("reference", fuzz_harness::reference),
         ("docker_archive", fuzz_harness::docker_archive),
@@ -104,6 +104,7 @@ fn fuzz_inputs_replay() {
         ("package", fuzz_harness::package),
         ("apply", fuzz_harness::apply),
         ("files", fuzz_harness::files),
+        ("referrers", fuzz_harness::referrers),
     ];
     let mut n = 0;
     for (name, run) in targets {
