@@ -84,15 +84,9 @@ fn docker_pull_ids(name: &str) -> Vec<(String, String)> {
     ids
 }
 
-#[test]
-fn apply_pushes_the_exact_image_and_docker_pulls_it() {
-    let (Some(env), Some(new_id)) = (env(), fixture_id("D26_NEW_ID")) else {
-        return;
-    };
-    let r = &env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"];
-    let d = tempfile::tempdir().unwrap();
-    let pkg = d.path().join("p.ddelta");
-    let pkg = pkg.to_str().unwrap();
+/// Makes the package fixtures/app:1 -> :2 of the registry `r` at `pkg`; returns the old
+/// image's reference.
+fn fixture_package(r: &str, pkg: &str) -> String {
     let old = format!("docker://{r}/fixtures/app:1");
     let new = format!("docker://{r}/fixtures/app:2");
     ok(&dd(&[
@@ -104,6 +98,19 @@ fn apply_pushes_the_exact_image_and_docker_pulls_it() {
         "-o",
         pkg,
     ]));
+    old
+}
+
+#[test]
+fn apply_pushes_the_exact_image_and_docker_pulls_it() {
+    let (Some(env), Some(new_id)) = (env(), fixture_id("D26_NEW_ID")) else {
+        return;
+    };
+    let r = &env["DOCKER_DELTA_TEST_REGISTRY_PLAIN"];
+    let d = tempfile::tempdir().unwrap();
+    let pkg = d.path().join("p.ddelta");
+    let pkg = pkg.to_str().unwrap();
+    let old = fixture_package(r, pkg);
     let repo = unique("pushed/app");
     let dest = format!("docker://{r}/{repo}:2");
 
@@ -264,16 +271,7 @@ fn src_and_dest_options_reach_each_registry_and_refusals_come_first() {
     let d = tempfile::tempdir().unwrap();
     let pkg = d.path().join("p.ddelta");
     let pkg = pkg.to_str().unwrap();
-    let old = format!("docker://{plain}/fixtures/app:1");
-    ok(&dd(&[
-        "create",
-        "--tls-verify=false",
-        &format!("docker://{plain}/fixtures/app:2"),
-        "--base",
-        &old,
-        "-o",
-        pkg,
-    ]));
+    let old = fixture_package(plain, pkg);
     let repo = unique("pushed/creds");
     let dest = format!("docker://{basic}/{repo}:2");
 
