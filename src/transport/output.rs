@@ -125,6 +125,57 @@ impl Layers {
     }
 }
 
+/// An output that stores verified blobs (a docker-archive, an OCI layout or archive): the
+/// layers it has written and how it stores a blob. What it does with them is shared: a
+/// layer seen before is stored once ([`Layers::add`]), and an image ends in its config and
+/// its OCI image manifest.
+pub(crate) trait BlobStore {
+    /// The layers written so far.
+    fn layers_mut(&mut self) -> &mut Layers;
+
+    /// The destination, to name in errors.
+    fn dest(&self) -> PathBuf;
+
+    /// Stores the blob `digest`, `size` bytes from `data`, verifying it; `what` names it.
+    fn put_blob(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        data: &mut dyn Read,
+        what: &str,
+    ) -> Result<()>;
+
+    /// [`ImageSink::add_layer`](super::ImageSink::add_layer) for such an output.
+    fn add_layer_blob(&mut self, diff_id: &Digest, size: u64, data: &mut dyn Read) -> Result<()> {
+        let mut layers = std::mem::take(self.layers_mut());
+        let dest = self.dest();
+        let result = layers.add(diff_id, size, data, &dest, |d, s, r, what| {
+            self.put_blob(d, s, r, what)
+        });
+        *self.layers_mut() = layers;
+        result
+    }
+
+    /// Stores the config and the OCI image manifest of the layers written; returns the
+    /// config's digest, the manifest and its digest.
+    fn put_config_and_manifest(&mut self, config: &[u8]) -> Result<(Digest, Vec<u8>, Digest)> {
+        let config_digest = Digest::of(config);
+        self.put_blob(
+            &config_digest,
+            config.len() as u64,
+            &mut &config[..],
+            "config",
+        )?;
+        let (raw, digest) = super::oci::sink::image_manifest(
+            &config_digest,
+            config.len(),
+            self.layers_mut().list(),
+        )?;
+        self.put_blob(&digest, raw.len() as u64, &mut &raw[..], "manifest")?;
+        Ok((config_digest, raw, digest))
+    }
+}
+
 /// An archive being written: a tar in a temporary file beside the destination, renamed
 /// into place by [`TarOut::commit`], or a tar streamed to a writer, in the order written.
 pub(crate) enum TarOut {

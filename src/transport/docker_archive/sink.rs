@@ -25,8 +25,10 @@ use crate::error::{Error, Result};
 use crate::manifest::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use crate::reference::{ArchiveSelector, ImageReference};
 use crate::transport::oci::blob_path;
-use crate::transport::oci::sink::{descriptor, image_manifest, index, OCI_LAYOUT};
-use crate::transport::output::{check_archive, parent_dir, to_json, Layers, TarOut, Verify};
+use crate::transport::oci::sink::{descriptor, index, OCI_LAYOUT};
+use crate::transport::output::{
+    check_archive, parent_dir, to_json, BlobStore, Layers, TarOut, Verify,
+};
 use crate::transport::{ImageSink, WrittenImage};
 
 /// Checks, writing nothing, a docker-archive file destination: its directory exists, and
@@ -107,6 +109,16 @@ impl DockerArchiveSink {
             .as_mut()
             .ok_or_else(|| Error::Other("internal: the archive did not open".into()))
     }
+}
+
+impl BlobStore for DockerArchiveSink {
+    fn layers_mut(&mut self) -> &mut Layers {
+        &mut self.layers
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.dest.clone()
+    }
 
     fn put_blob(
         &mut self,
@@ -146,13 +158,7 @@ impl ImageSink for DockerArchiveSink {
     }
 
     fn add_layer(&mut self, diff_id: &Digest, size: u64, data: &mut dyn Read) -> Result<()> {
-        let mut layers = std::mem::take(&mut self.layers);
-        let dest = self.dest.clone();
-        let result = layers.add(diff_id, size, data, &dest, |d, s, r, what| {
-            self.put_blob(d, s, r, what)
-        });
-        self.layers = layers;
-        result
+        self.add_layer_blob(diff_id, size, data)
     }
 
     fn finish(
@@ -160,21 +166,8 @@ impl ImageSink for DockerArchiveSink {
         config: &[u8],
         name: Option<&ImageName>,
     ) -> Result<WrittenImage> {
-        let config_digest = Digest::of(config);
-        self.put_blob(
-            &config_digest,
-            config.len() as u64,
-            &mut &config[..],
-            "config",
-        )?;
-        let (manifest_raw, manifest_digest) =
-            image_manifest(&config_digest, config.len(), self.layers.list())?;
-        self.put_blob(
-            &manifest_digest,
-            manifest_raw.len() as u64,
-            &mut &manifest_raw[..],
-            "manifest",
-        )?;
+        let (config_digest, manifest_raw, manifest_digest) =
+            self.put_config_and_manifest(config)?;
         let mut annotations = BTreeMap::new();
         if let Some(n) = name {
             annotations.insert(ANNOTATION_CONTAINERD_NAME, n.qualified());

@@ -26,7 +26,7 @@ use crate::reference::ImageReference;
 use crate::transport::oci::blob_path;
 use crate::transport::output::{
     check_archive, open_output_dir, output_dir, output_name, parent_dir, to_json, write_file,
-    Layers, TarOut, Verify, WriteBehind,
+    BlobStore, Layers, TarOut, Verify, WriteBehind,
 };
 use crate::transport::{ImageSink, WrittenImage};
 
@@ -363,6 +363,16 @@ impl OciSink {
             .as_mut()
             .ok_or_else(|| Error::Other("internal: the OCI output did not open".into()))
     }
+}
+
+impl BlobStore for OciSink {
+    fn layers_mut(&mut self) -> &mut Layers {
+        &mut self.layers
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.path.clone()
+    }
 
     fn put_blob(
         &mut self,
@@ -439,13 +449,7 @@ impl ImageSink for OciSink {
     }
 
     fn add_layer(&mut self, diff_id: &Digest, size: u64, data: &mut dyn Read) -> Result<()> {
-        let mut layers = std::mem::take(&mut self.layers);
-        let path = self.path.clone();
-        let result = layers.add(diff_id, size, data, &path, |d, s, r, what| {
-            self.put_blob(d, s, r, what)
-        });
-        self.layers = layers;
-        result
+        self.add_layer_blob(diff_id, size, data)
     }
 
     fn finish(
@@ -453,21 +457,7 @@ impl ImageSink for OciSink {
         config: &[u8],
         name: Option<&ImageName>,
     ) -> Result<WrittenImage> {
-        let config_digest = Digest::of(config);
-        self.put_blob(
-            &config_digest,
-            config.len() as u64,
-            &mut &config[..],
-            "config",
-        )?;
-        let (manifest_raw, manifest_digest) =
-            image_manifest(&config_digest, config.len(), self.layers.list())?;
-        self.put_blob(
-            &manifest_digest,
-            manifest_raw.len() as u64,
-            &mut &manifest_raw[..],
-            "manifest",
-        )?;
+        let (_, manifest_raw, manifest_digest) = self.put_config_and_manifest(config)?;
         let mut annotations = BTreeMap::new();
         if let Some(n) = name {
             annotations.insert(ANNOTATION_REF_NAME, n.tag().to_string());
