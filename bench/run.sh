@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark docker-delta against gzip, xdelta3 and zstd on the corpus of
-# bench/corpus.sh (issue 6), side by side, and write docs/BENCHMARKS.md.
+# Benchmark docker-delta against gzip, xdelta3, zstd, HDiffPatch and tar-diff
+# on the corpus of bench/corpus.sh (issues 6, 24), side by side, and write
+# docs/BENCHMARKS.md.
 #
 # Run by hand (not by CI), as root on Debian bookworm:
 #     bash bench/run.sh                              # everything (~35 min on 2 cores the first time)
@@ -9,14 +10,16 @@
 #
 # Needs: apt-get/dpkg-deb, pip (PyPI), python3, xdelta3, zstd, gzip, GNU tar,
 # /usr/bin/time (package `time`), and a built target/release/docker-delta
-# (this script does not build it unless BENCH_BUILD=1).
+# (this script does not build it unless BENCH_BUILD=1). The HDiffPatch and
+# tar-diff baselines need their CLIs built from fetched sources outside the
+# repo (docs/BENCHMARKS.md, 'Baselines'); without them those two are skipped.
 # Downloads (~260 MB), the corpus (~3.2 GB) and work files (~2 GB) live in
 # bench/.cache/ (gitignored). No Docker daemon is used.
 #
 # Env:
 #   BENCH_PAIRS       pairs (default: "debian kernel tools wheels multilayer")
 #   BENCH_TOOLS       tools to run (default: all): docker-delta gzip xdelta3
-#                     zstd zstd-st. Rows of tools not run now are taken from
+#                     zstd zstd-st hdiffpatch tar-diff. Rows of tools not run now are taken from
 #                     the result cache (bench/.cache/results/PAIR/TOOL.tsv)
 #                     when the corpus pair is unchanged (same image IDs).
 #   BENCH_FORCE       1 = rerun the baselines even if cached (docker-delta is
@@ -26,6 +29,9 @@
 #   BENCH_BIN         binary (default: target/release/docker-delta)
 #   BENCH_BUILD       1 = cargo build --release first
 #   BENCH_NO_DOCS     1 = print the tables, do not touch docs/
+#   BENCH_HDIFFZ, BENCH_HPATCHZ, BENCH_TAR_DIFF, BENCH_TAR_PATCH
+#                     the baselines' binaries (default: /work/ext/bin/NAME if
+#                     executable, else NAME on PATH)
 #
 # Only the part of docs/BENCHMARKS.md between the GENERATED markers (and
 # docs/benchmarks.svg) is rewritten; the rest is hand-written.
@@ -38,7 +44,8 @@ CORPUS=$CACHE/corpus
 STORE=$CACHE/results
 BIN=${BENCH_BIN:-$ROOT/target/release/docker-delta}
 PAIRS=${BENCH_PAIRS:-debian kernel tools wheels multilayer}
-ALL_TOOLS="docker-delta gzip xdelta3 zstd zstd-st"
+ALL_TOOLS="docker-delta gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
+BASELINES="gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
 TOOLS=${BENCH_TOOLS:-$ALL_TOOLS}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -102,17 +109,47 @@ cached() {
 
 selected() { [[ " $TOOLS " == *" $1 "* ]]; }
 
+# find_tool VAR NAME: VAR gets the path of NAME: $BENCH_<VAR> if set, else
+# /work/ext/bin/NAME (where docs/BENCHMARKS.md 'Baselines' builds it), else
+# NAME on PATH; empty if none is executable.
+find_tool() {
+    local __var=$1 name=$2 env="BENCH_$1" p=""
+    if [[ -n ${!env:-} ]]; then
+        [[ -x ${!env} ]] && p=${!env}
+    elif [[ -x /work/ext/bin/$name ]]; then
+        p=/work/ext/bin/$name
+    else
+        p=$(command -v "$name" || true)
+    fi
+    printf -v "$__var" '%s' "$p"
+}
+find_tool HDIFFZ hdiffz; find_tool HPATCHZ hpatchz
+find_tool TAR_DIFF tar-diff; find_tool TAR_PATCH tar-patch
+
+# available TOOL: false (and says why) if a baseline's binaries are missing
+available() {
+    local miss=""
+    case $1 in
+        hdiffpatch) [[ -n $HDIFFZ ]] || miss=hdiffz; [[ -n $HPATCHZ ]] || miss="${miss:+$miss and }hpatchz" ;;
+        tar-diff) [[ -n $TAR_DIFF ]] || miss=tar-diff; [[ -n $TAR_PATCH ]] || miss="${miss:+$miss and }tar-patch" ;;
+    esac
+    if [[ -n $miss ]]; then
+        log "$1: skipped, $miss not found (see docs/BENCHMARKS.md 'Baselines' for how to build it)"
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------- inputs
 # The CLIs diff whole layer tars. For single-layer pairs that is old.tar vs
 # new.tar; for multilayer, the concatenation of the old image's non-base
 # layers vs the new image's (layers.txt, in image order).
-prepare_inputs() { # PAIR W -> sets OLD NEW NEWS (new layer paths)
+prepare_inputs() { # PAIR W -> sets OLD NEW, OLDS NEWS (the layer paths)
     local pair=$1 w=$2 side path
     local olds=() news=()
     while IFS=$'\t' read -r side path; do
         if [[ $side == old ]]; then olds+=("$CORPUS/$path"); else news+=("$CORPUS/$path"); fi
     done <"$CORPUS/$pair/layers.txt"
-    NEWS=("${news[@]}")
+    OLDS=("${olds[@]}") NEWS=("${news[@]}")
     if (( ${#olds[@]} == 1 )); then OLD=${olds[0]}; else
         OLD=$w/old-layers.cat; cat "${olds[@]}" >"$OLD"; fi
     if (( ${#news[@]} == 1 )); then NEW=${news[0]}; else
@@ -207,15 +244,69 @@ run_zstd() { # PAIR W [--single-thread]
     rm -f "$w/rt.tar"
 }
 
+run_hdiffpatch() { # HDiffPatch in memory mode, one lzma2 stream (issue 24's command)
+    local pair=$1 w=$2 enc dec label="hdiffz -m-6 -SD -c-lzma2-9-16m -p-2"
+    log "$pair: $label"
+    # hdiffz also checks its patch before exiting (no -d), as issue 24 measured it
+    timed enc "$HDIFFZ" -m-6 -SD -c-lzma2-9-16m -p-2 -f "$OLD" "$NEW" "$w/h.hdiff" >/dev/null \
+        || { failed "$pair" hdiffpatch "$label" encode; return 0; }
+    timed dec "$HPATCHZ" -f "$OLD" "$w/h.hdiff" "$w/rt.tar" >/dev/null \
+        || { failed "$pair" hdiffpatch "$label" decode; return 0; }
+    result "$pair" hdiffpatch "$label" "$(fsize "$w/h.hdiff")" "$enc" "$dec" \
+        "$(check_rt "$w/rt.tar" "$NEW")" "$("$HDIFFZ" -v 2>&1 | head -n1 | sed 's/.*:://')"
+    rm -f "$w/rt.tar" "$w/h.hdiff"
+}
+
+# tar-diff v0.1.2 takes one old tar (not a list), and tar-patch reads the old
+# files from a directory. So: the old layers merged into one tar with GNU tar
+# -A (later members win, as in tar-diff's analysis and in extraction), each
+# new layer diffed against it, the old layers extracted in order into one
+# directory for tar-patch. Merging and extracting are not timed (an installed
+# image is already extracted); sizes and times are summed over the new
+# layers, peak RSS is the largest of them.
+run_tar_diff() {
+    local pair=$1 w=$2 enc dec label="tar-diff (v0.1.2 defaults)" old=$OLD l ok=yes i
+    local td=$w/tar-diff
+    rm -rf "$td"; mkdir -p "$td/old" "$td/tmp"
+    if (( ${#OLDS[@]} > 1 )); then
+        old=$td/old-merged.tar
+        cp "${OLDS[0]}" "$old"
+        # one -A per archive: with several at once, GNU tar 1.34 leaves the
+        # second one's end-of-archive blocks in and the third is unreadable
+        for l in "${OLDS[@]:1}"; do tar -A -f "$old" "$l"; done
+    else
+        old=${OLDS[0]}
+    fi
+    for l in "${OLDS[@]}"; do tar -x -f "$l" -C "$td/old"; done
+    log "$pair: tar-diff, ${#NEWS[@]} new layer(s) against ${#OLDS[@]} old"
+    timed enc env TMPDIR="$td/tmp" sh -c 'td=$1 old=$2 out=$3; shift 3; i=0
+        for f; do "$td" "$old" "$f" "$out.$i" || exit 1; i=$((i+1)); done' \
+        _ "$TAR_DIFF" "$old" "$td/delta" "${NEWS[@]}" \
+        || { failed "$pair" tar-diff "$label" encode; rm -rf "$td"; return 0; }
+    timed dec sh -c 'tp=$1 dir=$2 d=$3; shift 3; i=0
+        for f; do "$tp" "$d.$i" "$dir" "$d.$i.tar" || exit 1; i=$((i+1)); done' \
+        _ "$TAR_PATCH" "$td/old" "$td/delta" "${NEWS[@]}" \
+        || { failed "$pair" tar-diff "$label" decode; rm -rf "$td"; return 0; }
+    local size=0
+    for i in "${!NEWS[@]}"; do
+        size=$(( size + $(fsize "$td/delta.$i") ))
+        [[ $(check_rt "$td/delta.$i.tar" "${NEWS[$i]}") == yes ]] || ok=NO
+    done
+    result "$pair" tar-diff "$label" "$size" "$enc" "$dec" "$ok" \
+        "$("$TAR_DIFF" -version 2>&1 | head -n1); ${#NEWS[@]} new layer(s) vs ${#OLDS[@]} old merged"
+    rm -rf "$td"
+}
+
 run_pair() {
     local pair=$1; local w=$CACHE/work/$pair
     mkdir -p "$w"
     local need=() t
-    for t in gzip xdelta3 zstd zstd-st; do
-        if selected "$t" && { [[ ${BENCH_FORCE:-0} == 1 ]] || ! cached "$pair" "$t"; }; then
-            need+=("$t")
-        elif selected "$t"; then
+    for t in $BASELINES; do
+        selected "$t" || continue
+        if [[ ${BENCH_FORCE:-0} != 1 ]] && cached "$pair" "$t"; then
             log "$pair: $t cached ($(cut -f10 "$STORE/$pair/$t.tsv") UTC)"
+        elif available "$t"; then
+            need+=("$t")
         fi
     done
     if selected docker-delta; then
@@ -232,6 +323,8 @@ run_pair() {
                 xdelta3) run_xdelta3 "$pair" "$w" ;;
                 zstd) run_zstd "$pair" "$w" ;;
                 zstd-st) run_zstd "$pair" "$w" --single-thread ;;
+                hdiffpatch) run_hdiffpatch "$pair" "$w" ;;
+                tar-diff) run_tar_diff "$pair" "$w" ;;
             esac
         done
         rm -f "$w/old-layers.cat" "$w/new-layers.cat"
@@ -258,7 +351,7 @@ rows=$CACHE/results.tsv corp=$CACHE/corpus.tsv
 : >"$rows"; : >"$corp"
 for p in $PAIRS; do
     corpus_row "$p" >>"$corp"
-    for f in "$STORE/$p"/docker-delta*.tsv "$STORE/$p"/{gzip,xdelta3,zstd,zstd-st}.tsv; do
+    for f in "$STORE/$p"/docker-delta*.tsv "$STORE/$p"/{gzip,xdelta3,zstd,zstd-st,hdiffpatch,tar-diff}.tsv; do
         [[ -s $f ]] || continue
         if [[ "$(cut -f11 "$f")" != "$(pair_key "$p")" ]]; then
             log "$p: ignoring stale $(basename "$f") (corpus changed since)"; continue
