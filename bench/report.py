@@ -67,14 +67,15 @@ TARGET_VS_TARDIFF_SPEED = 3.0   # create at least 3x faster than tar-diff
 TARGET_APPLY_MB_S = 200.0       # apply rebuilds at 200 MB/s or more
 
 # Short ids of the tools, in table/chart order, and how they are drawn.
-ORDER = ["docker-delta", "xdelta3", "zstd", "zstd-st", "gzip", "tar-diff"]
+ORDER = ["docker-delta", "xdelta3", "zstd", "zstd-st", "hdiffpatch", "gzip", "tar-diff"]
 NAMES = {
     "docker-delta": "docker-delta",
     "xdelta3": "xdelta3 -9",
     "zstd": "zstd -19 --long=31 --patch-from",
     "zstd-st": "zstd -19 --long=31 --single-thread --patch-from",
     "gzip": "gzip -6 (whole layers)",
-    "tar-diff": "tar-diff v0.1.2 (quoted from issue 6)",
+    "hdiffpatch": "HDiffPatch hdiffz -m-6 -SD -c-lzma2-9-16m",
+    "tar-diff": "tar-diff v0.1.2",
 }
 COLORS = {
     "docker-delta": "#1f5fbf",
@@ -82,6 +83,7 @@ COLORS = {
     "zstd": "#3a9a3a",
     "zstd-st": "#9bd17f",
     "gzip": "#9a9a9a",
+    "hdiffpatch": "#8e5bb5",
     "tar-diff": "#d63c3c",
 }
 
@@ -95,6 +97,10 @@ def tool_id(label):
         return "xdelta3"
     if label.startswith("zstd"):
         return "zstd-st" if "single-thread" in label else "zstd"
+    if label.startswith("hdiffz"):
+        return "hdiffpatch"
+    if label.startswith("tar-diff"):
+        return "tar-diff"
     return label
 
 
@@ -198,7 +204,19 @@ def machine():
         ("xdelta3", ver(["xdelta3", "-V"])),
         ("zstd", ver(["zstd", "-V"])),
         ("gzip", ver(["gzip", "--version"])),
+        ("HDiffPatch", ver([ext_tool("HDIFFZ", "hdiffz"), "-v"])),
+        ("tar-diff", ver([ext_tool("TAR_DIFF", "tar-diff"), "-version"])),
     ]
+
+
+def ext_tool(var, name):
+    """The baseline binary run.sh uses: $BENCH_<var>, /work/ext/bin/<name>, PATH."""
+    p = os.environ.get("BENCH_" + var)
+    if p:
+        return p
+    if os.access("/work/ext/bin/" + name, os.X_OK):
+        return "/work/ext/bin/" + name
+    return name
 
 
 class Row:
@@ -267,8 +285,10 @@ def tables(args):
     # summary: size per pair and tool
     out.append("### Package size per pair\n")
     out.append("Size of what has to be shipped (MB = 10^6 bytes); in brackets, relative "
-               "to gzip -6 of the new layers. tar-diff only for the two pairs of issue 6, "
-               "quoted from the issue (other machine, similar but not identical layers).\n")
+               "to gzip -6 of the new layers. An empty cell: the tool was not run on that "
+               "pair (e.g. its binary is missing, see 'Baselines'). tar-diff in italics: "
+               "not measured here, quoted from issue 6 (other machine, similar but not "
+               "identical layers).\n")
     dd_ids = sorted({r.id for r in rows if r.id.startswith("docker-delta")},
                     key=lambda i: (i != "docker-delta", i))
     cols = dd_ids + [t for t in ORDER if not t.startswith("docker-delta")]
@@ -277,11 +297,11 @@ def tables(args):
     for p in pairs:
         cells = []
         for c in cols:
-            if c == "tar-diff":
+            r = by.get(p, {}).get(c)
+            if c == "tar-diff" and r is None:
                 q = ISSUE.get(p, {}).get("tar-diff")
                 cells.append("*%s*" % mb(q[0]) if q else "")
                 continue
-            r = by.get(p, {}).get(c)
             if r is None:
                 cells.append("")
             elif not r.good:
@@ -297,22 +317,25 @@ def tables(args):
     # issue 6 targets
     out.append("### Issue 6 targets\n")
     out.append("Targets for `docker-delta` (default method) on every pair: smaller than "
-               "every baseline; on the two pairs with a tar-diff number, at least 25%% "
+               "every baseline (HDiffPatch and tar-diff included where they ran; the "
+               "ratio column is docker-delta's size divided by the smallest baseline's); "
+               "on the pairs with a tar-diff number (measured here, else quoted from "
+               "issue 6 in italics), at least 25%% "
                "smaller than tar-diff's delta and create at least 3x faster than "
-               "tar-diff's (both quoted from the issue); on every pair, apply at %.0f MB/s "
+               "tar-diff's; on every pair, apply at %.0f MB/s "
                "or more (the new layers' uncompressed bytes divided by apply's wall time; "
                "the unchanged base layer, which apply copies too, is not counted).\n" % TARGET_APPLY_MB_S)
-    out.append("| pair | docker-delta | smallest baseline | < every baseline | "
+    out.append("| pair | docker-delta | smallest baseline | ÷ smallest | < every baseline | "
                "≤ 0.75 × tar-diff | create | ≤ tar-diff create / 3 | apply | ≥ %.0f MB/s |"
                % TARGET_APPLY_MB_S)
-    out.append("| --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- |")
+    out.append("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | --- |")
     for p in pairs:
         d = by.get(p, {}).get("docker-delta")
         bl = [r for i, r in by.get(p, {}).items()
               if not i.startswith("docker-delta") and r.good]
         best = min(bl, key=lambda r: r.size) if bl else None
         if d is None or not d.good:
-            out.append("| %s | %s | %s | | | | | | |" % (
+            out.append("| %s | %s | %s | | | | | | | |" % (
                 p, "not run" if d is None else "failed",
                 "%s (%s)" % (mb(best.size), best.id) if best else ""))
             continue
@@ -322,20 +345,25 @@ def tables(args):
             ok1 = "yes"
         else:
             ok1 = "**no** (%+.1f%%)" % (100.0 * (d.size - best.size) / best.size)
-        q = ISSUE.get(p, {}).get("tar-diff")
+        ratio = "%.2f×" % (float(d.size) / best.size) if best else "?"
+        td = by.get(p, {}).get("tar-diff")
+        q, it = ISSUE.get(p, {}).get("tar-diff"), "*"
+        if td is not None and td.good:
+            q, it = (td.size, td.enc_s), ""
         if q:
             lim, tlim = q[0] * TARGET_VS_TARDIFF_SIZE, q[1] / TARGET_VS_TARDIFF_SPEED
-            ok2 = "%s (limit %s; %.0f%% of tar-diff)" % (
-                "yes" if d.size <= lim else "**no**", mb(lim), 100.0 * d.size / q[0])
-            ok3 = "%s (limit %s)" % ("yes" if d.enc_s <= tlim else "**no**", fmt_s(tlim))
+            ok2 = "%s (limit %s%s%s; %.0f%% of tar-diff)" % (
+                "yes" if d.size <= lim else "**no**", it, mb(lim), it, 100.0 * d.size / q[0])
+            ok3 = "%s (limit %s%s%s)" % ("yes" if d.enc_s <= tlim else "**no**",
+                                         it, fmt_s(tlim), it)
         else:
             ok2 = ok3 = "n/a"
         new_bytes = float(next(r for r in corpus_rows if r[0] == p)[2])
         rate = new_bytes / 1e6 / d.dec_s if d.dec_s > 0 else float("inf")
         ok4 = "%s (%.0f MB/s)" % ("yes" if rate >= TARGET_APPLY_MB_S else "**no**", rate)
-        out.append("| %s | %s | %s (%s) | %s | %s | %s | %s | %.2f s | %s |" % (
+        out.append("| %s | %s | %s (%s) | %s | %s | %s | %s | %s | %.2f s | %s |" % (
             p, mb(d.size), mb(best.size) if best else "?", best.id if best else "",
-            ok1, ok2, fmt_s(d.enc_s), ok3, d.dec_s, ok4))
+            ratio, ok1, ok2, fmt_s(d.enc_s), ok3, d.dec_s, ok4))
     out.append("")
 
     # issue 6's rows next to ours
@@ -375,7 +403,8 @@ def tables(args):
             out.append("| xdelta3 -9 (whole tar) | %s | %s |" % (qfmt(q["xdelta3"]), hfmt(m.get("xdelta3"))))
             out.append("| zstd -19 --patch-from | %s | %s |" % (qfmt(q["zstd"]), hfmt(m.get("zstd"))))
             out.append("| zstd -19 --single-thread --patch-from | | %s |" % hfmt(m.get("zstd-st")))
-            out.append("| tar-diff v0.1.2 | %s | (cannot be built here) |" % qfmt(q["tar-diff"]))
+            out.append("| HDiffPatch -m-6 -SD -c-lzma2-9-16m | | %s |" % hfmt(m.get("hdiffpatch")))
+            out.append("| tar-diff v0.1.2 | %s | %s |" % (qfmt(q["tar-diff"]), hfmt(m.get("tar-diff"))))
             for i in dd_ids:
                 out.append("| **%s** | | %s |" % (i, hfmt(m.get(i))))
             out.append("")
@@ -428,13 +457,13 @@ def svg(pairs, by, gz, dd_ids):
     for p in pairs:
         bars = []
         for t in tools:
-            if t == "tar-diff":
+            r = by.get(p, {}).get(t)
+            if t == "tar-diff" and r is None:
                 q = ISSUE.get(p, {}).get("tar-diff")
                 if q:
                     # quoted size, relative to the issue's own gzip number
                     bars.append((t, q[0], q[0] / ISSUE[p]["gzip"][0], True))
                 continue
-            r = by.get(p, {}).get(t)
             if r is not None and r.good and p in gz:
                 bars.append((t, r.size, r.size / gz[p], False))
         data.append((p, bars))
@@ -474,10 +503,13 @@ def svg(pairs, by, gz, dd_ids):
              % COLORS["tar-diff"])
     s.append('<rect width="100%" height="100%" fill="white"/>')
     s.append('<text x="%d" y="20" font-size="15" font-weight="bold">Package size per image pair</text>' % left)
+    any_quoted = any(b[3] for _, bars in data for b in bars)
+    td_measured = any(b[0] == "tar-diff" and not b[3] for _, bars in data for b in bars)
     s.append('<text x="%d" y="38" fill="#444">relative to gzip -6 of the new layers, log scale; '
-             'bar labels in MB; tar-diff quoted from issue 6 (relative to the issue’s gzip -6)</text>' % left)
+             'bar labels in MB%s</text>' % (left, "; hatched: tar-diff quoted from issue 6 "
+                                          "(relative to the issue’s gzip -6)" if any_quoted else ""))
     for t, label, lx, ly in legend:
-        fill = "url(#hatch)" if t == "tar-diff" else COLORS.get(t, "#555")
+        fill = "url(#hatch)" if t == "tar-diff" and not td_measured else COLORS.get(t, "#555")
         s.append('<rect x="%d" y="%d" width="12" height="12" fill="%s" stroke="#333" stroke-width="0.5"/>'
                  % (lx, ly, fill))
         s.append('<text x="%d" y="%d">%s</text>' % (lx + 16, ly + 11, e(label)))
