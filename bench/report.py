@@ -285,8 +285,8 @@ def tables(args):
     # summary: size per pair and tool
     out.append("### Package size per pair\n")
     out.append("Size of what has to be shipped (MB = 10^6 bytes); in brackets, relative "
-               "to gzip -6 of the new layers. An empty cell: the tool was not run on that "
-               "pair (e.g. its binary is missing, see 'Baselines'). tar-diff in italics: "
+               "to gzip -6 of the new layers. \"not run\": no row for that tool and pair "
+               "(e.g. its binary is missing, see 'Baselines'). tar-diff in italics: "
                "not measured here, quoted from issue 6 (other machine, similar but not "
                "identical layers).\n")
     dd_ids = sorted({r.id for r in rows if r.id.startswith("docker-delta")},
@@ -300,10 +300,10 @@ def tables(args):
             r = by.get(p, {}).get(c)
             if c == "tar-diff" and r is None:
                 q = ISSUE.get(p, {}).get("tar-diff")
-                cells.append("*%s*" % mb(q[0]) if q else "")
+                cells.append("*%s*" % mb(q[0]) if q else "not run")
                 continue
             if r is None:
-                cells.append("")
+                cells.append("not run")
             elif not r.good:
                 cells.append("failed")
             else:
@@ -418,6 +418,8 @@ def tables(args):
         for i in dd_ids + [t for t in ORDER if t not in dd_ids]:
             r = by.get(p, {}).get(i)
             if r is None:
+                if i in NAMES and not i.startswith("docker-delta"):
+                    out.append("| %s | not run | | | | | | | | |" % NAMES[i])
                 continue
             if not r.good:
                 out.append("| %s | failed | | | | | | %s | %s | %s |" % (r.label, r.ok, r.when, r.note))
