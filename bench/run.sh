@@ -4,7 +4,7 @@
 # docs/BENCHMARKS.md.
 #
 # Run by hand (not by CI), as root on Debian bookworm:
-#     bash bench/run.sh                              # everything (~35 min on 2 cores the first time)
+#     bash bench/run.sh                              # everything (~45 min on 2 cores the first time)
 #     BENCH_PAIRS="debian wheels" bash bench/run.sh
 #     BENCH_TOOLS=docker-delta bash bench/run.sh     # rerun only ours; baselines from the cache
 #
