@@ -14,7 +14,7 @@
 #   .cache/corpus/base.tar        small layer shared by every image
 #   .cache/corpus/<pair>/old.tar, new.tar             the changed layer, uncompressed
 #   .cache/corpus/<pair>/old-image.tar, new-image.tar docker-archive images
-#   .cache/corpus/<pair>/info.txt, versions.tsv, ids.txt
+#   .cache/corpus/<pair>/info.txt, versions.tsv, ids.txt, layers.txt
 #
 # Pairs (built in this order):
 #   debian     10 Debian packages, bookworm point release <-> bookworm-security
@@ -103,41 +103,38 @@ finish_rootfs() { # DIR OUT.tar
     rm -rf "$1" "$1.marker"
 }
 
-# The system apt, or the private trixie one (see setup_trixie).
+# The system apt, or a private one (e.g. setup_trixie's): every
+# apt state/cache path under a directory of .cache/, never the system's. A
+# private dir with an `arch` file has that as its only architecture.
 sys_apt() { apt-get "$@"; }
-trixie_apt() {
-    apt-get \
-        -o Dir::Etc::SourceList="$APTDIR/sources.list" \
-        -o Dir::Etc::SourceParts="$APTDIR/sources.list.d" \
-        -o Dir::Etc::Preferences="$APTDIR/preferences" \
-        -o Dir::Etc::PreferencesParts="$APTDIR/preferences.d" \
-        -o Dir::State="$APTDIR/state" \
-        -o Dir::State::Lists="$APTDIR/state/lists" \
-        -o Dir::State::status="$APTDIR/state/status" \
-        -o Dir::Cache="$APTDIR/cache" \
-        -o Dir::Cache::archives="$APTDIR/cache/archives" \
-        -o Debug::NoLocking=1 \
-        -o APT::Sandbox::User=root \
-        "$@"
+private_apt() { # TOOL(apt-get|apt-cache) DIR ARGS...
+    local tool=$1 d=$2; shift 2
+    local o=(
+        -o Dir::Etc::SourceList="$d/sources.list"
+        -o Dir::Etc::SourceParts="$d/sources.list.d"
+        -o Dir::Etc::Preferences="$d/preferences"
+        -o Dir::Etc::PreferencesParts="$d/preferences.d"
+        -o Dir::State="$d/state"
+        -o Dir::State::Lists="$d/state/lists"
+        -o Dir::State::status="$d/state/status"
+        -o Dir::Cache="$d/cache"
+        -o Dir::Cache::archives="$d/cache/archives"
+        -o Debug::NoLocking=1
+        -o APT::Sandbox::User=root)
+    if [[ -s $d/arch ]]; then
+        local a; a=$(<"$d/arch")
+        o+=(-o APT::Architecture="$a" -o APT::Architectures::="$a")
+    fi
+    "$tool" "${o[@]}" "$@"
 }
-trixie_cache() { # apt-cache with the same private config
-    apt-cache \
-        -o Dir::Etc::SourceList="$APTDIR/sources.list" \
-        -o Dir::Etc::SourceParts="$APTDIR/sources.list.d" \
-        -o Dir::Etc::Preferences="$APTDIR/preferences" \
-        -o Dir::Etc::PreferencesParts="$APTDIR/preferences.d" \
-        -o Dir::State="$APTDIR/state" \
-        -o Dir::State::Lists="$APTDIR/state/lists" \
-        -o Dir::State::status="$APTDIR/state/status" \
-        -o Dir::Cache="$APTDIR/cache" \
-        "$@"
-}
+trixie_apt() { private_apt apt-get "$APTDIR" "$@"; }
+trixie_cache() { private_apt apt-cache "$APTDIR" "$@"; }
 
-# fetch_deb APT PKG VER: download PKG=VER once (into .cache/debs/PKG_VER/),
-# print the .deb's path.
+# fetch_deb APT PKG VER: download PKG=VER once (into .cache/debs/PKG_VER/,
+# ':' written %3a, so PKG may be pkg:arm64), print the .deb's path.
 fetch_deb() {
     local apt=$1 p=$2 v=$3
-    local d=$DEBS/${p}_${v//:/%3a}
+    local d=$DEBS/${p//:/%3a}_${v//:/%3a}
     local f
     f=$(ls "$d"/*.deb 2>/dev/null | head -n1 || true)
     if [[ -z $f ]]; then
@@ -381,46 +378,71 @@ setup_trixie() {
     date -u +%FT%TZ >"$APTDIR/.updated"
 }
 
-pair_tools() {
-    setup_trixie
+# debpair NAME TITLE OLD_APT OLD_CACHE NEW_APT NEW_CACHE ARCH ENTRY...: a
+# pair of layers, each `dpkg-deb -x` of the ENTRY packages, old = the
+# bookworm candidate (via OLD_CACHE/OLD_APT), new = the trixie one. ENTRY is
+# "bookworm-name:trixie-name" or one name for both; "-:name" is a package
+# only the new layer has (split out in trixie). ARCH: "" for the native
+# amd64, or an architecture the two apts are set up for (download pkg:ARCH).
+# versions.tsv: name old suite trixie-name new suite ("-" where absent).
+debpair() {
+    local name=$1 title=$2 oapt=$3 ocache=$4 napt=$5 ncache=$6 arch=$7; shift 7
     local tsv; tsv=$(mktemp); chmod 644 "$tsv"
     local e bn tn ov nv bns=() tns=()
-    for e in "${TOOLS[@]}"; do bns+=("${e%%:*}"); tns+=("${e#*:}"); done
+    for e in "$@"; do
+        bn=${e%%:*}; tn=${e#*:}
+        [[ $bn == - ]] || bns+=("$bn")
+        tns+=("$tn")
+    done
     # One madison call per side (each call parses the whole package list):
     # newest version per package = what apt would install (all pins equal).
     declare -A bv tv
-    while read -r n v; do [[ -n ${bv[$n]:-} ]] || bv[$n]=$v; done \
-        < <(apt-cache madison "${bns[@]}" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$1); gsub(/ /,"",$2); print $1, $2}')
+    if (( ${#bns[@]} )); then
+        while read -r n v; do [[ -n ${bv[$n]:-} ]] || bv[$n]=$v; done \
+            < <("$ocache" madison "${bns[@]}" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$1); gsub(/ /,"",$2); print $1, $2}')
+    fi
     while read -r n v; do [[ -n ${tv[$n]:-} ]] || tv[$n]=$v; done \
-        < <(trixie_cache madison "${tns[@]}" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$1); gsub(/ /,"",$2); print $1, $2}')
-    for e in "${TOOLS[@]}"; do
+        < <("$ncache" madison "${tns[@]}" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$1); gsub(/ /,"",$2); print $1, $2}')
+    for e in "$@"; do
         bn=${e%%:*}; tn=${e#*:}
-        ov=${bv[$bn]:-}; nv=${tv[$tn]:-}
-        if [[ -z $ov ]]; then log "tools: skip $bn (not in bookworm)"; continue; fi
-        if [[ -z $nv ]]; then log "tools: skip $tn (not in trixie)"; continue; fi
+        nv=${tv[$tn]:-}
+        if [[ -z $nv ]]; then log "$name: skip $tn (not in trixie)"; continue; fi
+        if [[ $bn == - ]]; then
+            printf -- '-\t-\t-\t%s\t%s\ttrixie\n' "$tn" "$nv" >>"$tsv"; continue
+        fi
+        ov=${bv[$bn]:-}
+        if [[ -z $ov ]]; then log "$name: skip $bn (not in bookworm)"; continue; fi
         printf '%s\t%s\tbookworm\t%s\t%s\ttrixie\n' "$bn" "$ov" "$tn" "$nv" >>"$tsv"
     done
-    if done_for tools "$(cat "$tsv")"; then rm -f "$tsv"; log "tools: up to date"; return; fi
-    local w=$OUT/tools.tmp
+    [[ -s $tsv ]] || die "$name: no packages found"
+    if done_for "$name" "$(cat "$tsv")"; then rm -f "$tsv"; log "$name: up to date"; return; fi
+    local w=$OUT/$name.tmp sfx=${arch:+:$arch}
     rm -rf "$w"; mkdir -p "$w"; mv "$tsv" "$w/versions.tsv"
     local side
     for side in old new; do
-        log "tools: $side layer"
+        log "$name: $side layer"
         new_rootfs "$w/rootfs"
         while IFS=$'\t' read -r bn ov _ tn nv _; do
             if [[ $side == old ]]; then
-                dpkg-deb -x "$(fetch_deb sys_apt "$bn" "$ov")" "$w/rootfs"
+                [[ $bn == - ]] && continue
+                dpkg-deb -x "$(fetch_deb "$oapt" "$bn$sfx" "$ov")" "$w/rootfs"
             else
-                dpkg-deb -x "$(fetch_deb trixie_apt "$tn" "$nv")" "$w/rootfs"
+                dpkg-deb -x "$(fetch_deb "$napt" "$tn$sfx" "$nv")" "$w/rootfs"
             fi
         done <"$w/versions.tsv"
         finish_rootfs "$w/rootfs" "$w/$side.tar"
     done
     mkimages "$w" "$w/old.tar" -- "$w/new.tar"
-    info "$w" "A tools layer: bookworm candidate versions -> trixie versions (columns: name old suite trixie-name new suite)"
+    info "$w" "$title"
     cp "$w/versions.tsv" "$w/.recipe"
-    rm -rf "$OUT/tools"; mv "$w" "$OUT/tools"
-    log "tools: done"; cat "$OUT/tools/info.txt" >&2
+    rm -rf "${OUT:?}/$name"; mv "$w" "$OUT/$name"
+    log "$name: done"; cat "$OUT/$name/info.txt" >&2
+}
+
+pair_tools() {
+    setup_trixie
+    debpair tools "A tools layer: bookworm candidate versions -> trixie versions (columns: name old suite trixie-name new suite)" \
+        sys_apt apt-cache trixie_apt trixie_cache "" "${TOOLS[@]}"
 }
 
 # ---------------------------------------------------------------- wheels
