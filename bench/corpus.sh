@@ -24,6 +24,8 @@
 #   multilayer old [base, sys libs, python/git/curl, wheels] ->
 #              new [base, wheels, one merged Debian layer]: reordered + merged
 #              (images only; no old.tar/new.tar, see info.txt)
+#   go         container engine (docker.io, containerd, runc; large static Go
+#              binaries), bookworm -> trixie
 #
 # Layer tars are made as issue 6 says: `dpkg-deb -x` of the packages into a
 # directory, then GNU tar --sort=name --format=pax, owner/group 0, keeping
@@ -35,7 +37,7 @@ CACHE=$HERE/.cache
 OUT=$CACHE/corpus
 DEBS=$CACHE/debs
 APTDIR=$CACHE/apt-trixie
-PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer}
+PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go}
 
 # --- debian: the packages of session 1's pair. With these ten the new layer
 # is already ~97 MB (issue: 92.5 MB), so no extra packages are added.
@@ -63,6 +65,11 @@ WHEELS_OLD=(numpy==1.26.3 pandas==2.2.2 requests==2.31.0 urllib3==2.2.1
             certifi==2024.2.2 idna==3.6 charset-normalizer==3.3.1)
 WHEELS_NEW=(numpy==1.26.4 pandas==2.2.3 requests==2.32.3 urllib3==2.2.2
             certifi==2024.7.4 idna==3.7 charset-normalizer==3.3.2)
+
+# --- go: a container engine, bookworm -> trixie; large static Go binaries.
+# Only these packages, not their dependencies. trixie split the CLI out of
+# docker.io into docker-cli ("-:" = new layer only).
+GO_PKGS=(docker.io -:docker-cli containerd runc)
 
 log() { printf '[corpus %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -443,6 +450,13 @@ pair_tools() {
     setup_trixie
     debpair tools "A tools layer: bookworm candidate versions -> trixie versions (columns: name old suite trixie-name new suite)" \
         sys_apt apt-cache trixie_apt trixie_cache "" "${TOOLS[@]}"
+}
+
+# ---------------------------------------------------------------- go
+pair_go() {
+    setup_trixie
+    debpair go "A container engine: docker.io, containerd, runc (large static Go binaries), bookworm -> trixie; trixie splits docker-cli out of docker.io" \
+        sys_apt apt-cache trixie_apt trixie_cache "" "${GO_PKGS[@]}"
 }
 
 # ---------------------------------------------------------------- wheels
