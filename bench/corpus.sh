@@ -26,6 +26,8 @@
 #              (images only; no old.tar/new.tar, see info.txt)
 #   go         container engine (docker.io, containerd, runc; large static Go
 #              binaries), bookworm -> trixie
+#   jvm        Debian Java library jars (guava, jackson, commons-*, ant, maven,
+#              jetty9, netty, bouncycastle, tomcat9, groovy...), bookworm -> trixie
 #
 # Layer tars are made as issue 6 says: `dpkg-deb -x` of the packages into a
 # directory, then GNU tar --sort=name --format=pax, owner/group 0, keeping
@@ -37,7 +39,7 @@ CACHE=$HERE/.cache
 OUT=$CACHE/corpus
 DEBS=$CACHE/debs
 APTDIR=$CACHE/apt-trixie
-PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go}
+PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm}
 
 # --- debian: the packages of session 1's pair. With these ten the new layer
 # is already ~97 MB (issue: 92.5 MB), so no extra packages are added.
@@ -70,6 +72,20 @@ WHEELS_NEW=(numpy==1.26.4 pandas==2.2.3 requests==2.32.3 urllib3==2.2.2
 # Only these packages, not their dependencies. trixie split the CLI out of
 # docker.io into docker-cli ("-:" = new layer only).
 GO_PKGS=(docker.io -:docker-cli containerd runc)
+
+# --- jvm: a JVM application's jars (Debian's Java libraries, as shipped:
+# /usr/share/java/*.jar plus the maven-repo symlinks and poms), packages
+# with a new Debian version in trixie. libjetty9-java, libjackson2-core-java,
+# libjackson2-databind-java, libslf4j-java, libspring-core-java, libnetty-java
+# and groovy keep their upstream version (Debian revision/rebuild only); the
+# others are upstream upgrades. ~85 MB a layer, ~95 % of it jars.
+JVM_PKGS=(libguava-java libjackson2-core-java libjackson2-databind-java
+          libcommons-lang3-java libcommons-io-java libcommons-compress-java
+          libcommons-codec-java libcommons-collections4-java ant ant-optional
+          libmaven3-core-java libjetty9-java libslf4j-java libspring-core-java
+          libnetty-java libbcprov-java libbcpkix-java libgoogle-gson-java
+          libasm-java libbyte-buddy-java libtomcat9-java libjna-java
+          libeclipse-jdt-core-java groovy)
 
 log() { printf '[corpus %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -457,6 +473,13 @@ pair_go() {
     setup_trixie
     debpair go "A container engine: docker.io, containerd, runc (large static Go binaries), bookworm -> trixie; trixie splits docker-cli out of docker.io" \
         sys_apt apt-cache trixie_apt trixie_cache "" "${GO_PKGS[@]}"
+}
+
+# ---------------------------------------------------------------- jvm
+pair_jvm() {
+    setup_trixie
+    debpair jvm "A JVM application's jars: Debian Java library packages as shipped, bookworm -> trixie" \
+        sys_apt apt-cache trixie_apt trixie_cache "" "${JVM_PKGS[@]}"
 }
 
 # ---------------------------------------------------------------- wheels
