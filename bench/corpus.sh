@@ -28,6 +28,8 @@
 #              binaries), bookworm -> trixie
 #   jvm        Debian Java library jars (guava, jackson, commons-*, ant, maven,
 #              jetty9, netty, bouncycastle, tomcat9, groovy...), bookworm -> trixie
+#   ml         site-packages of numpy, scipy, scikit-learn, pandas, pyarrow
+#              wheels, about two minor releases apart
 #
 # Layer tars are made as issue 6 says: `dpkg-deb -x` of the packages into a
 # directory, then GNU tar --sort=name --format=pax, owner/group 0, keeping
@@ -39,7 +41,7 @@ CACHE=$HERE/.cache
 OUT=$CACHE/corpus
 DEBS=$CACHE/debs
 APTDIR=$CACHE/apt-trixie
-PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm}
+PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm ml}
 
 # --- debian: the packages of session 1's pair. With these ten the new layer
 # is already ~97 MB (issue: 92.5 MB), so no extra packages are added.
@@ -86,6 +88,15 @@ JVM_PKGS=(libguava-java libjackson2-core-java libjackson2-databind-java
           libnetty-java libbcprov-java libbcpkix-java libgoogle-gson-java
           libasm-java libbyte-buddy-java libtomcat9-java libjna-java
           libeclipse-jdt-core-java groovy)
+
+# --- ml: a numeric/ML stack, CPython 3.11 manylinux x86_64 wheels, about
+# two minor releases apart (numpy crosses 1.x -> 2.x). No torch: PyPI's
+# Linux torch wheel is the CUDA build (~1.7 GB unpacked without its nvidia
+# wheels), over the 1.5 GB bound for a layer here.
+ML_OLD=(numpy==1.26.4 scipy==1.12.0 scikit-learn==1.4.2 pandas==2.2.1
+        pyarrow==15.0.2 joblib==1.3.2 threadpoolctl==3.4.0)
+ML_NEW=(numpy==2.1.3 scipy==1.14.1 scikit-learn==1.6.1 pandas==2.2.3
+        pyarrow==17.0.0 joblib==1.4.2 threadpoolctl==3.5.0)
 
 log() { printf '[corpus %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -483,11 +494,17 @@ pair_jvm() {
 }
 
 # ---------------------------------------------------------------- wheels
-# extract_wheels SIDE DIR: unzip SIDE's wheels into DIR's site-packages
+# extract_wheels SIDE DIR [TAG SPEC...]: unzip SIDE's wheels into DIR's
+# site-packages; with TAG, the wheels are SPECs, downloaded into
+# .cache/wheels/TAG-SIDE (the wheels pair's own are in .cache/wheels/SIDE).
 extract_wheels() {
-    local side=$1 dir=$2 specs
-    if [[ $side == old ]]; then specs=("${WHEELS_OLD[@]}"); else specs=("${WHEELS_NEW[@]}"); fi
-    local dl=$CACHE/wheels/$side
+    local side=$1 dir=$2 specs dl
+    if (( $# > 2 )); then
+        dl=$CACHE/wheels/$3-$side; specs=("${@:4}")
+    else
+        dl=$CACHE/wheels/$side
+        if [[ $side == old ]]; then specs=("${WHEELS_OLD[@]}"); else specs=("${WHEELS_NEW[@]}"); fi
+    fi
     mkdir -p "$dl"
     if [[ ! -e $dl/.done ]] || [[ "$(cat "$dl/.done")" != "${specs[*]}" ]]; then
         log "pip download ($side): ${specs[*]}"
@@ -523,6 +540,28 @@ pair_wheels() {
     printf '%s\n' "$recipe" >"$w/.recipe"
     rm -rf "$OUT/wheels"; mv "$w" "$OUT/wheels"
     log "wheels: done"; cat "$OUT/wheels/info.txt" >&2
+}
+
+# ---------------------------------------------------------------- ml
+pair_ml() {
+    local recipe
+    recipe=$(printf '%s\n' "${ML_OLD[@]}" | paste - <(printf '%s\n' "${ML_NEW[@]}"))
+    if done_for ml "$recipe"; then log "ml: up to date"; return; fi
+    local w=$OUT/ml.tmp side
+    rm -rf "$w"; mkdir -p "$w"
+    printf '%s\n' "$recipe" >"$w/versions.tsv"
+    for side in old new; do
+        log "ml: $side layer"
+        new_rootfs "$w/rootfs"
+        if [[ $side == old ]]; then extract_wheels old "$w/rootfs" ml "${ML_OLD[@]}"
+        else extract_wheels new "$w/rootfs" ml "${ML_NEW[@]}"; fi
+        finish_rootfs "$w/rootfs" "$w/$side.tar"
+    done
+    mkimages "$w" "$w/old.tar" -- "$w/new.tar"
+    info "$w" "An ML/Python layer: numeric stack wheels (CPython 3.11, manylinux x86_64) unzipped into /usr/local/lib/python3.11/site-packages"
+    printf '%s\n' "$recipe" >"$w/.recipe"
+    rm -rf "${OUT:?}/ml"; mv "$w" "$OUT/ml"
+    log "ml: done"; cat "$OUT/ml/info.txt" >&2
 }
 
 # ---------------------------------------------------------------- multilayer
