@@ -10,11 +10,15 @@
 #
 #   .cache/debs/                  .debs from apt-get download (bookworm and trixie)
 #   .cache/wheels/                wheels from pip download
+#   .cache/npm/                   npm's cache (tarballs) for the node pair
 #   .cache/apt-trixie/            private apt config/state for trixie (never the system's)
 #   .cache/corpus/base.tar        small layer shared by every image
 #   .cache/corpus/<pair>/old.tar, new.tar             the changed layer, uncompressed
 #   .cache/corpus/<pair>/old-image.tar, new-image.tar docker-archive images
 #   .cache/corpus/<pair>/info.txt, versions.tsv, ids.txt, layers.txt
+#
+# The node pair's dependency trees are pinned by bench/node-app/*/ (package.json
+# and package-lock.json, committed).
 #
 # Pairs (built in this order):
 #   debian     10 Debian packages, bookworm point release <-> bookworm-security
@@ -28,6 +32,7 @@
 #              binaries), bookworm -> trixie
 #   jvm        Debian Java library jars (guava, jackson, commons-*, ant, maven,
 #              jetty9, netty, bouncycastle, tomcat9, groovy...), bookworm -> trixie
+#   node       /app/node_modules (~60k files) of pinned npm packages, old -> new
 #   ml         site-packages of numpy, scipy, scikit-learn, pandas, pyarrow
 #              wheels, about two minor releases apart
 #
@@ -41,7 +46,7 @@ CACHE=$HERE/.cache
 OUT=$CACHE/corpus
 DEBS=$CACHE/debs
 APTDIR=$CACHE/apt-trixie
-PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm ml}
+PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm node ml}
 
 # --- debian: the packages of session 1's pair. With these ten the new layer
 # is already ~97 MB (issue: 92.5 MB), so no extra packages are added.
@@ -88,6 +93,27 @@ JVM_PKGS=(libguava-java libjackson2-core-java libjackson2-databind-java
           libnetty-java libbcprov-java libbcpkix-java libgoogle-gson-java
           libasm-java libbyte-buddy-java libtomcat9-java libjna-java
           libeclipse-jdt-core-java groovy)
+
+# --- node: an app's node_modules, npm packages pinned old -> new (a few
+# months apart, early -> mid 2024; MUI's icons alone are ~30k files). The
+# whole trees are pinned by bench/node-app/{old,new}/package-lock.json
+# (committed: npm ci on them rebuilds the layers byte for byte). Change a
+# pin here and the next build runs npm install and rewrites that side's
+# package.json and lock: commit them.
+NODE_OLD=(express@4.18.2 webpack@5.89.0 webpack-cli@5.1.4 typescript@5.3.3
+          eslint@8.56.0 react@18.2.0 react-dom@18.2.0 lodash@4.17.21
+          @babel/core@7.23.7 @babel/preset-env@7.23.8 jest@29.7.0
+          axios@1.6.5 moment@2.30.1 @types/node@20.11.5 prettier@3.2.4
+          sass@1.70.0 @mui/material@5.15.5 @mui/icons-material@5.15.5
+          @emotion/react@11.11.3 @emotion/styled@11.11.0 date-fns@3.3.1
+          rxjs@7.8.1 core-js@3.35.1)
+NODE_NEW=(express@4.19.2 webpack@5.93.0 webpack-cli@5.1.4 typescript@5.5.4
+          eslint@8.57.0 react@18.3.1 react-dom@18.3.1 lodash@4.17.21
+          @babel/core@7.24.9 @babel/preset-env@7.24.8 jest@29.7.0
+          axios@1.7.2 moment@2.30.1 @types/node@20.14.12 prettier@3.3.3
+          sass@1.77.8 @mui/material@5.16.4 @mui/icons-material@5.16.4
+          @emotion/react@11.13.0 @emotion/styled@11.13.0 date-fns@3.6.0
+          rxjs@7.8.1 core-js@3.37.1)
 
 # --- ml: a numeric/ML stack, CPython 3.11 manylinux x86_64 wheels, about
 # two minor releases apart (numpy crosses 1.x -> 2.x). No torch: PyPI's
@@ -562,6 +588,63 @@ pair_ml() {
     printf '%s\n' "$recipe" >"$w/.recipe"
     rm -rf "${OUT:?}/ml"; mv "$w" "$OUT/ml"
     log "ml: done"; cat "$OUT/ml/info.txt" >&2
+}
+
+# ---------------------------------------------------------------- node
+# node_install SIDE DIR SPEC...: npm install SPECs (name@version) into
+# DIR/node_modules, from the package.json written here. If it equals
+# bench/node-app/SIDE/package.json, `npm ci` on the lock there; otherwise npm
+# resolves the tree and the package.json and lock are saved there (to be
+# committed). Tarballs are cached in .cache/npm.
+node_install() {
+    local side=$1 dir=$2; shift 2
+    local locks=$HERE/node-app/$side
+    mkdir -p "$locks" "$dir"
+    python3 - "$@" >"$dir/package.json" <<'PY'
+import json, sys
+deps = {}
+for spec in sys.argv[1:]:
+    name, _, ver = spec.rpartition("@")
+    deps[name] = ver
+print(json.dumps({"name": "bench-app", "version": "1.0.0", "private": True,
+                  "dependencies": dict(sorted(deps.items()))}, indent=2))
+PY
+    local npm_opts=(--ignore-scripts --no-audit --no-fund --no-update-notifier
+                    --loglevel=error --cache "$CACHE/npm")
+    if [[ -s $locks/package-lock.json ]] && cmp -s "$dir/package.json" "$locks/package.json"; then
+        log "node: npm ci ($side, lock sha256 $(sha256sum <"$locks/package-lock.json" | cut -c1-12))"
+        cp "$locks/package-lock.json" "$dir/package-lock.json"
+        (cd "$dir" && npm ci "${npm_opts[@]}" >&2) || die "npm ci failed ($side)"
+    else
+        log "node: npm install ($side): $* (new lock: commit bench/node-app/$side/)"
+        cp "$dir/package.json" "$locks/package.json.tmp"
+        (cd "$dir" && npm install "${npm_opts[@]}" >&2) || die "npm install failed ($side)"
+        cp "$dir/package-lock.json" "$locks/package-lock.json"
+        mv "$locks/package.json.tmp" "$locks/package.json"
+    fi
+}
+
+pair_node() {
+    command -v npm >/dev/null || die "missing tool: npm (Node.js and npm, e.g. Debian's nodejs + npm)"
+    local recipe
+    recipe=$(printf '%s\n' "${NODE_OLD[@]}" | paste - <(printf '%s\n' "${NODE_NEW[@]}"))
+    if done_for node "$recipe"; then log "node: up to date"; return; fi
+    local w=$OUT/node.tmp side
+    rm -rf "$w"; mkdir -p "$w"
+    printf '%s\n' "$recipe" >"$w/versions.tsv"
+    for side in old new; do
+        log "node: $side layer"
+        new_rootfs "$w/rootfs"
+        if [[ $side == old ]]; then node_install old "$w/rootfs/app" "${NODE_OLD[@]}"
+        else node_install new "$w/rootfs/app" "${NODE_NEW[@]}"; fi
+        cp "$w/rootfs/app/package-lock.json" "$w/$side-package-lock.json"
+        finish_rootfs "$w/rootfs" "$w/$side.tar"
+    done
+    mkimages "$w" "$w/old.tar" -- "$w/new.tar"
+    info "$w" "A Node application: /app/node_modules from npm (npm $(npm --version), --ignore-scripts), top-level packages pinned old -> new; full trees in old-/new-package-lock.json (= bench/node-app/*/package-lock.json)"
+    printf '%s\n' "$recipe" >"$w/.recipe"
+    rm -rf "${OUT:?}/node"; mv "$w" "$OUT/node"
+    log "node: done"; cat "$OUT/node/info.txt" >&2
 }
 
 # ---------------------------------------------------------------- multilayer
