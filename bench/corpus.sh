@@ -12,6 +12,7 @@
 #   .cache/wheels/                wheels from pip download
 #   .cache/npm/                   npm's cache (tarballs) for the node pair
 #   .cache/apt-trixie/            private apt config/state for trixie (never the system's)
+#   .cache/apt-arm64-bookworm/, .cache/apt-arm64-trixie/   the same, arm64 only
 #   .cache/corpus/base.tar        small layer shared by every image
 #   .cache/corpus/<pair>/old.tar, new.tar             the changed layer, uncompressed
 #   .cache/corpus/<pair>/old-image.tar, new-image.tar docker-archive images
@@ -35,6 +36,7 @@
 #   node       /app/node_modules (~60k files) of pinned npm packages, old -> new
 #   ml         site-packages of numpy, scipy, scikit-learn, pandas, pyarrow
 #              wheels, about two minor releases apart
+#   arm64      the tools pair's packages, arm64 .debs, bookworm -> trixie
 #
 # Layer tars are made as issue 6 says: `dpkg-deb -x` of the packages into a
 # directory, then GNU tar --sort=name --format=pax, owner/group 0, keeping
@@ -46,7 +48,7 @@ CACHE=$HERE/.cache
 OUT=$CACHE/corpus
 DEBS=$CACHE/debs
 APTDIR=$CACHE/apt-trixie
-PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm node ml}
+PAIRS=${CORPUS_PAIRS:-debian kernel tools wheels multilayer go jvm node ml arm64}
 
 # --- debian: the packages of session 1's pair. With these ten the new layer
 # is already ~97 MB (issue: 92.5 MB), so no extra packages are added.
@@ -367,12 +369,15 @@ pair_kernel() {
 # Private apt for trixie, the way scripts/install-deps.sh does it: the
 # system's main Debian source (URI, components, keyring) with suite trixie,
 # and every apt state/cache path under .cache/apt-trixie.
+# system_debian_source [all]: "URI|COMPONENTS|SIGNED-BY" of the system's main
+# Debian source for its release; with "all", "deb [signed-by=...] URI SUITE
+# COMPONENTS" lines for each of RELEASE, RELEASE-updates, RELEASE-security.
 system_debian_source() {
     local codename
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    python3 - "$codename" <<'PY'
+    python3 - "$codename" "${1:-}" <<'PY'
 import glob, re, sys
-codename = sys.argv[1]
+codename, mode = sys.argv[1], sys.argv[2]
 cands = []
 for f in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
     for stanza in re.split(r"\n\s*\n", open(f).read()):
@@ -412,6 +417,20 @@ for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*
             if mm:
                 sb = mm.group(1)
         cands.append((uri, [suite], comps.split(), sb))
+if mode == "all":
+    want = [codename, codename + "-updates", codename + "-security"]
+    out = []
+    for uri, suites, comps, sb in cands:
+        if sb.startswith("-----BEGIN"):
+            sb = ""
+        sb = sb or "/usr/share/keyrings/debian-archive-keyring.gpg"
+        for suite in suites:
+            if suite in want:
+                out.append("deb [signed-by=%s] %s %s %s" % (sb, uri, suite, " ".join(comps)))
+    if not out:
+        sys.exit("no Debian source for suite %r found" % codename)
+    print("\n".join(out))
+    sys.exit(0)
 for uri, suites, comps, sb in cands:
     if codename in suites and "security" not in uri:
         if sb.startswith("-----BEGIN"):
@@ -517,6 +536,54 @@ pair_jvm() {
     setup_trixie
     debpair jvm "A JVM application's jars: Debian Java library packages as shipped, bookworm -> trixie" \
         sys_apt apt-cache trixie_apt trixie_cache "" "${JVM_PKGS[@]}"
+}
+
+# ---------------------------------------------------------------- arm64
+# Two more private apts whose only architecture is arm64: the system's
+# Debian release (with -updates and -security, as the system apt has them),
+# and trixie. Same packages as the tools pair, so versions match it where
+# the arm64 build has the same version.
+ARM64_OLD_APTDIR=$CACHE/apt-arm64-bookworm
+ARM64_NEW_APTDIR=$CACHE/apt-arm64-trixie
+
+# setup_private_apt DIR ARCH SOURCES: (re)create DIR's config and run
+# apt-get update, unless it was done with the same ARCH and SOURCES.
+setup_private_apt() {
+    local d=$1 arch=$2 sources=$3
+    if [[ -e $d/.updated && "$(cat "$d/arch" 2>/dev/null)" == "$arch" \
+          && "$(cat "$d/sources.list" 2>/dev/null)" == "$sources" ]]; then
+        return 0
+    fi
+    rm -f "$d/.updated"
+    mkdir -p "$d"/{sources.list.d,preferences.d,state/lists/partial,cache/archives/partial}
+    : >"$d/preferences"
+    [[ -e $d/state/status ]] || : >"$d/state/status"
+    printf '%s\n' "$arch" >"$d/arch"
+    printf '%s\n' "$sources" >"$d/sources.list"
+    log "private apt-get update ($(basename "$d"), $arch)"
+    private_apt apt-get "$d" update -qq || die "private apt-get update in $d failed"
+    date -u +%FT%TZ >"$d/.updated"
+}
+
+setup_arm64() {
+    local src uri comps signedby
+    src=$(system_debian_source all) || die "cannot derive the Debian sources from /etc/apt"
+    setup_private_apt "$ARM64_OLD_APTDIR" arm64 "$src"
+    src=$(system_debian_source) || die "cannot derive a Debian source from /etc/apt"
+    IFS='|' read -r uri comps signedby <<<"$src"
+    [[ -n $signedby ]] || signedby=/usr/share/keyrings/debian-archive-keyring.gpg
+    setup_private_apt "$ARM64_NEW_APTDIR" arm64 \
+        "$(printf 'deb [signed-by=%s] %s %s %s' "$signedby" "$uri" "$TRIXIE_SUITE" "$comps")"
+}
+arm64_old_apt() { private_apt apt-get "$ARM64_OLD_APTDIR" "$@"; }
+arm64_old_cache() { private_apt apt-cache "$ARM64_OLD_APTDIR" "$@"; }
+arm64_new_apt() { private_apt apt-get "$ARM64_NEW_APTDIR" "$@"; }
+arm64_new_cache() { private_apt apt-cache "$ARM64_NEW_APTDIR" "$@"; }
+
+pair_arm64() {
+    setup_arm64
+    debpair arm64 "The tools pair's packages for arm64: bookworm candidate versions -> trixie versions (columns: name old suite trixie-name new suite)" \
+        arm64_old_apt arm64_old_cache arm64_new_apt arm64_new_cache arm64 "${TOOLS[@]}"
 }
 
 # ---------------------------------------------------------------- wheels
