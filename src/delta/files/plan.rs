@@ -78,13 +78,17 @@ impl Region {
     }
 }
 
-/// Whether bytes start like a compressed stream (gzip, xz, zstd, bzip2, zip, lzma).
+/// Whether bytes start like one compressed stream (gzip, xz, zstd, bzip2, lzma).
+///
+/// Zip archives (jars, wheels) are not: each member is compressed on its own, and the
+/// members a new version did not change keep their compressed bytes, which a patch copies.
+/// On the bench's `jvm` pair (Debian's Java libraries across a release) shipping every
+/// changed jar whole made a package 1.47 times `zstd --patch-from`'s.
 fn looks_compressed(head: &[u8]) -> bool {
     head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || head.starts_with(b"BZh")
-        || head.starts_with(b"PK\x03\x04")
         || head.starts_with(&[0x5d, 0, 0])
 }
 
