@@ -10,8 +10,10 @@
 //!    ~ `/lib/modules/6.1.0-56-amd64/…`), closest size first;
 //! 4. the same file name elsewhere (a moved file), closest size first;
 //!
-//! and is stored as a bsdiff-class patch against it, or literally when it has no source or is
-//! itself compressed (a patch of compressed bytes saves nothing). A gzip member that zlib
+//! and is stored as a bsdiff-class patch against it, or literally when it has no source, is
+//! itself one compressed stream (a patch of compressed bytes saves nothing; zip archives are
+//! not: their unchanged members keep their bytes), or when the patch, compressed, would
+//! cost nine tenths of the bytes or more (see `encode::patch_pays`). A gzip member that zlib
 //! re-makes byte for byte is shipped as its text instead, patched against the old member's
 //! text, and deflated again by the decoder (see [`gz`]). A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Mutex};
 
 use super::bsdiff::Control;
 use super::decode::{stream_error, MAX_PENDING_TEXT};
-use super::encode::{layer_pieces, same_as_layer, LAYER_PIECE};
+use super::encode::{layer_pieces, patch_pays, same_as_layer, LAYER_PIECE};
 use super::plan::Region;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
@@ -1122,4 +1122,65 @@ fn round_trip_check_names_the_first_wrong_byte() {
     assert!(e.to_string().contains(&byte), "{e}");
     let e = same_as_layer(&decoded[1..], len, &layer.data, at).unwrap_err();
     assert!(e.to_string().contains("not 2097162"), "{e}");
+}
+
+#[test]
+fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
+    // A new file made of one 64 KiB block repeated: alone it compresses to about one block.
+    // Its old version has the block eight times too, but each copy with every 16th byte
+    // changed at random: the patch matches everything and still carries every copy's
+    // noise, more than the new file costs alone.
+    let block = binary(41, 64 << 10);
+    let new: Vec<u8> = block
+        .iter()
+        .copied()
+        .cycle()
+        .take(8 * block.len())
+        .collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let old: Vec<u8> = new
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 16 == 5 {
+                b ^ (x as u8 | 1)
+            } else {
+                b
+            }
+        })
+        .collect();
+    let mut s = bsdiff::Streams::default();
+    bsdiff::diff(&old, &new, &mut s);
+    assert!(
+        s.extra.len() * 10 < new.len(),
+        "the patch matched: {}",
+        s.extra.len()
+    );
+    assert!(
+        !patch_pays(&new, &s),
+        "a patch as costly as the bytes was kept"
+    );
+    // A close version of the same file: the patch is kept.
+    let mut close = new.clone();
+    close[100_000] ^= 0x55;
+    close[300_000..300_100].copy_from_slice(&[7; 100]);
+    let mut s = bsdiff::Streams::default();
+    bsdiff::diff(&new, &close, &mut s);
+    assert!(
+        patch_pays(&close, &s),
+        "a patch of a close version was dropped"
+    );
+    // As a layer: the file is rebuilt, shipped as its bytes (the stream costs about what
+    // the file does alone, not the noise).
+    let tar = |d: Vec<u8>| build_tar(&[Member::File("usr/bin/prog".into(), d)]);
+    let stats = roundtrip(&[tar(old)], &tar(new.clone()));
+    let alone = zstd::bulk::compress(&new, 19).unwrap().len() as u64;
+    assert!(
+        stats.encoded_size < alone + alone / 10,
+        "stream {} for a file of {alone} alone",
+        stats.encoded_size
+    );
 }
