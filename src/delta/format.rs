@@ -1089,6 +1089,8 @@ struct LaneWriter {
 struct LaneSettings {
     /// zstd: worker threads (0: on the writing thread), window log and overlap log.
     zstd: (u32, u32, u32),
+    /// zstd: chain and hash table logs, if not the level's own.
+    zstd_tables: Option<(u32, u32)>,
     /// xz: the dictionary size for presets 0-7 (8 and 9 keep theirs).
     xz_dict: u32,
 }
@@ -1100,13 +1102,19 @@ impl LaneWriter {
         settings: LaneSettings,
     ) -> Result<LaneWriter> {
         let (workers, window_log, overlap_log) = settings.zstd;
+        let tables = settings.zstd_tables;
         let file = crate::temp::spool_in(spool_dir)?;
         let spool_path = spool_dir.join("(payload spool)");
         let encoder = match compression.algorithm {
             PayloadCompression::None => PayloadEncoder::None(file),
             PayloadCompression::Zstd => PayloadEncoder::Zstd(
-                zstd_encoder(file, compression.level, workers, window_log, overlap_log)
-                    .at(&spool_path)?,
+                zstd_encoder(
+                    file,
+                    compression.level,
+                    (workers, window_log, overlap_log),
+                    tables,
+                )
+                .at(&spool_path)?,
             ),
             PayloadCompression::Gzip => PayloadEncoder::Gzip(flate2::write::GzEncoder::new(
                 file,
@@ -1190,18 +1198,23 @@ fn xz_encoder(level: u32, dict: u32) -> io::Result<liblzma::stream::Stream> {
 
 /// A zstd encoder at `level` with long-distance matching over a window of 2^`window_log`
 /// bytes, compressing on `workers` threads beside the caller in jobs of 16 MiB, each seeing
-/// the last 2^`overlap_log` / 512 of the window before it.
+/// the last 2^`overlap_log` / 512 of the window before it (`threads` is the three), with
+/// match-finder tables of 2^chain and 2^hash entries if `tables` says so.
 fn zstd_encoder(
     file: File,
     level: i32,
-    workers: u32,
-    window_log: u32,
-    overlap_log: u32,
+    threads: (u32, u32, u32),
+    tables: Option<(u32, u32)>,
 ) -> io::Result<zstd::stream::write::Encoder<'static, File>> {
+    let (workers, window_log, overlap_log) = threads;
     let mut e = zstd::stream::write::Encoder::new(file, level)?;
     e.multithread(workers)?;
     e.long_distance_matching(true)?;
     e.window_log(window_log)?;
+    if let Some((chain, hash)) = tables {
+        e.set_parameter(CParameter::ChainLog(chain))?;
+        e.set_parameter(CParameter::HashLog(hash))?;
+    }
     // Jobs of 16 MiB: compression runs while blobs are still being encoded, instead of in
     // one job at the end (zstd's default job is four windows). Kernel pair, 128 MiB window,
     // overlap log 7 (32 MiB): create 45 -> 31 s, package 0.06 % larger.
@@ -1244,6 +1257,7 @@ impl PackageWriter {
                 spool_dir,
                 LaneSettings {
                     zstd: (cores, 27, 7),
+                    zstd_tables: None,
                     xz_dict: 16 << 20,
                 },
             )?],
@@ -1266,10 +1280,17 @@ impl PackageWriter {
                 // only taken as bytes come, to create and to apply: up to 128 MiB more
                 // than the 16 MiB window's. With one worker thread in 16 MiB jobs the
                 // lane is 2.5 % larger on tools' new bytes (matches do not cross jobs).
+                // Level 18's match finder tables (2^23 and 2^22 entries) at 2^22 and
+                // 2^21 take 24 MiB less for 1.8 % more (zstd's CLI on the Go programs'
+                // tar: 48.7 -> 49.6 MB), so that create stays under 512 MiB where the
+                // new bytes fill the window beside large patch searches (with them it
+                // peaked at 562 MiB on those programs before the chunk budget went down
+                // to 144 MiB, see files::CHUNK_MEMORY).
                 LANE_NEW_BYTES => (
                     self.new_bytes_compression,
                     LaneSettings {
                         zstd: (0, 27, 9),
+                        zstd_tables: Some((22, 21)),
                         xz_dict: 16 << 20,
                     },
                 ),
@@ -1279,6 +1300,7 @@ impl PackageWriter {
                     self.compression,
                     LaneSettings {
                         zstd: (0, 24, 9),
+                        zstd_tables: None,
                         xz_dict: 4 << 20,
                     },
                 ),
