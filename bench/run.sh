@@ -4,7 +4,7 @@
 # docs/BENCHMARKS.md.
 #
 # Run by hand (not by CI), as root on Debian bookworm:
-#     bash bench/run.sh                              # everything (~45 min on 2 cores the first time)
+#     bash bench/run.sh                              # everything (~2.5 h on 2 cores the first time)
 #     BENCH_PAIRS="debian wheels" bash bench/run.sh
 #     BENCH_TOOLS=docker-delta bash bench/run.sh     # rerun only ours; baselines from the cache
 #
@@ -13,11 +13,13 @@
 # (this script does not build it unless BENCH_BUILD=1). The HDiffPatch and
 # tar-diff baselines need their CLIs built from fetched sources outside the
 # repo (docs/BENCHMARKS.md, 'Baselines'); without them those two are skipped.
-# Downloads (~260 MB), the corpus (~3.2 GB) and work files (~2 GB) live in
+# Downloads (~1 GB), the corpus (~7.5 GB) and work files (~3 GB) live in
 # bench/.cache/ (gitignored). No Docker daemon is used.
 #
 # Env:
-#   BENCH_PAIRS       pairs (default: "debian kernel tools wheels multilayer")
+#   BENCH_PAIRS       pairs (default: all ten of bench/corpus.sh: "debian kernel tools
+#                     wheels multilayer go jvm node ml arm64"); each pair's rows are
+#                     cached, so a long run can be split over several, pair by pair
 #   BENCH_TOOLS       tools to run (default: all): docker-delta gzip xdelta3
 #                     zstd zstd-st hdiffpatch tar-diff. Rows of tools not run now are taken from
 #                     the result cache (bench/.cache/results/PAIR/TOOL.tsv)
@@ -43,7 +45,7 @@ CACHE=$HERE/.cache
 CORPUS=$CACHE/corpus
 STORE=$CACHE/results
 BIN=${BENCH_BIN:-$ROOT/target/release/docker-delta}
-PAIRS=${BENCH_PAIRS:-debian kernel tools wheels multilayer}
+PAIRS=${BENCH_PAIRS:-debian kernel tools wheels multilayer go jvm node ml arm64}
 ALL_TOOLS="docker-delta gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
 BASELINES="gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
 TOOLS=${BENCH_TOOLS:-$ALL_TOOLS}
