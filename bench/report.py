@@ -65,6 +65,11 @@ ISSUE = {
 TARGET_VS_TARDIFF_SIZE = 0.75   # at least 25% smaller than tar-diff's delta
 TARGET_VS_TARDIFF_SPEED = 3.0   # create at least 3x faster than tar-diff
 TARGET_APPLY_MB_S = 200.0       # apply rebuilds at 200 MB/s or more
+# Issue 24's targets
+TARGET24_VS_BEST = 0.85         # at most 0.85 x the smallest baseline on half the pairs
+TARGET24_VS_HDIFF_TIME = 1.5    # create no slower than 1.5 x HDiffPatch -m-6
+TARGET24_APPLY_MB_S = 500.0     # apply writes rebuilt layer bytes at 500 MB/s or more
+TARGET24_PEAK_KB = 512 * 1024   # create and apply peak RSS
 
 # Short ids of the tools, in table/chart order, and how they are drawn.
 ORDER = ["docker-delta", "xdelta3", "zstd", "zstd-st", "hdiffpatch", "gzip", "tar-diff"]
@@ -365,6 +370,51 @@ def tables(args):
             p, mb(d.size), mb(best.size) if best else "?", best.id if best else "",
             ratio, ok1, ok2, fmt_s(d.enc_s), ok3, d.dec_s, ok4))
     out.append("")
+
+    # issue 24 targets
+    out.append("### Issue 24 targets\n")
+    out.append("Targets for `docker-delta` on every pair: smaller than every baseline, "
+               "and at most %.2f x the smallest on at least half the pairs; create at "
+               "least 3x faster than tar-diff (above) and no slower than %.1f x HDiffPatch "
+               "`-m-6`; apply writing the rebuilt (uncompressed) layer bytes at %.0f MB/s "
+               "or more; create and apply peak RSS under 512 MiB.\n"
+               % (TARGET24_VS_BEST, TARGET24_VS_HDIFF_TIME, TARGET24_APPLY_MB_S))
+    out.append("| pair | ÷ smallest baseline | ≤ %.2f × | create | ≤ %.1f × HDiffPatch create "
+               "| apply rate | ≥ %.0f MB/s | create / apply peak | < 512 MiB |"
+               % (TARGET24_VS_BEST, TARGET24_VS_HDIFF_TIME, TARGET24_APPLY_MB_S))
+    out.append("| --- | ---: | --- | ---: | --- | ---: | --- | ---: | --- |")
+    under = counted = 0
+    for p in pairs:
+        d = by.get(p, {}).get("docker-delta")
+        if d is None or not d.good:
+            out.append("| %s | %s | | | | | | | |" % (p, "not run" if d is None else "failed"))
+            continue
+        bl = [r for i, r in by.get(p, {}).items()
+              if not i.startswith("docker-delta") and r.good]
+        best = min(bl, key=lambda r: r.size) if bl else None
+        ratio = float(d.size) / best.size if best else None
+        if ratio is not None:
+            counted += 1
+            under += ratio <= TARGET24_VS_BEST
+        h = by.get(p, {}).get("hdiffpatch")
+        if h is not None and h.good:
+            lim = h.enc_s * TARGET24_VS_HDIFF_TIME
+            hd = "%s (limit %s)" % ("yes" if d.enc_s <= lim else "**no**", fmt_s(lim))
+        else:
+            hd = "n/a (HDiffPatch not run)"
+        new_bytes = float(next(r for r in corpus_rows if r[0] == p)[2])
+        rate = new_bytes / 1e6 / d.dec_s if d.dec_s > 0 else float("inf")
+        peak_ok = d.enc_kb <= TARGET24_PEAK_KB and d.dec_kb <= TARGET24_PEAK_KB
+        out.append("| %s | %s | %s | %s | %s | %.0f MB/s | %s | %s / %s | %s |" % (
+            p, "%.2f× (%s)" % (ratio, best.id) if best else "?",
+            "?" if ratio is None else ("yes" if ratio <= TARGET24_VS_BEST else "**no**"),
+            fmt_s(d.enc_s), hd, rate,
+            "yes" if rate >= TARGET24_APPLY_MB_S else "**no**",
+            fmt_rss(d.enc_kb), fmt_rss(d.dec_kb), "yes" if peak_ok else "**no**"))
+    out.append("")
+    if counted:
+        out.append("At most %.2f × the smallest baseline on %d of %d pairs (target: at least "
+                   "half).\n" % (TARGET24_VS_BEST, under, counted))
 
     # issue 6's rows next to ours
     iss = [p for p in pairs if p in ISSUE]
