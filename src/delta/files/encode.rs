@@ -445,14 +445,17 @@ const TRIAL_MIN: u64 = 64 << 10;
 /// separates the two: 94 % of the Go programs' bytes are in pieces at 0.95 or more, 96 % of
 /// `tools`' at 0.85 or less.
 pub(super) fn patch_pays(bytes: &[u8], s: &Streams) -> bool {
-    if (bytes.len() as u64) < TRIAL_MIN {
-        return true;
-    }
+    (bytes.len() as u64) < TRIAL_MIN || patch_cost_ratio(bytes, s) <= 0.9
+}
+
+/// What a patch of `bytes` (its streams `s`) costs against the bytes alone, each
+/// compressed quickly (zstd level 3); 0 if either cannot be compressed.
+pub(super) fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
     let size = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len() as u64);
     let (Ok(alone), Ok(diff), Ok(extra)) = (size(bytes), size(&s.diff), size(&s.extra)) else {
-        return true;
+        return 0.0;
     };
     // A control triple takes about three varints of two bytes, compressed.
     let patch = diff + extra + 4 * s.controls.len() as u64;
-    patch * 10 <= alone * 9
+    patch as f64 / alone.max(1) as f64
 }

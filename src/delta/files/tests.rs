@@ -1184,3 +1184,43 @@ fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
         stats.encoded_size
     );
 }
+
+#[test]
+fn big_files_whose_samples_do_not_pay_are_shipped_whole_unsearched() {
+    // As above, over a file larger than WINDOW (diffed in pieces): a 64 KiB block
+    // repeated, against an old version whose every 16th byte is noise.
+    let block = binary(43, 64 << 10);
+    let len = (WINDOW + (1 << 20)) as usize;
+    let new: Vec<u8> = block.iter().copied().cycle().take(len).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noisy: Vec<u8> = new
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 16 == 9 {
+                b ^ (x as u8 | 1)
+            } else {
+                b
+            }
+        })
+        .collect();
+    let tar = |d: &[u8]| build_tar(&[Member::File("usr/bin/prog".into(), d.to_vec())]);
+    let stats = roundtrip(&[tar(&noisy)], &tar(&new));
+    assert_eq!(
+        (stats.files_literal, stats.files_patched),
+        (1, 0),
+        "{stats:?}"
+    );
+    // A close old version of the same big file is still patched.
+    let mut close = new.clone();
+    close[5_000_000] ^= 0x55;
+    let stats = roundtrip(&[tar(&close)], &tar(&new));
+    assert_eq!(
+        (stats.files_literal, stats.files_patched),
+        (0, 1),
+        "{stats:?}"
+    );
+}
