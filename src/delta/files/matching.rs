@@ -22,7 +22,15 @@ pub(super) struct Catalog<'a> {
     by_path: HashMap<&'a [u8], (usize, usize)>,
     by_folded: HashMap<Vec<u8>, Vec<(usize, usize)>>,
     by_name: HashMap<&'a [u8], Vec<(usize, usize)>>,
+    by_kind: HashMap<Kind<'a>, Vec<(usize, usize)>>,
 }
+
+/// A file's directory and extension (see [`kind`]).
+type Kind<'a> = (&'a [u8], &'a [u8]);
+
+/// Files at least this large may take as source an old file of another name in the same
+/// directory with the same extension (see [`Catalog::pick`]).
+const KIND_MIN: u64 = 1 << 20;
 
 impl<'a> Catalog<'a> {
     pub(super) fn new(old: &'a [OldLayer]) -> Catalog<'a> {
@@ -32,6 +40,7 @@ impl<'a> Catalog<'a> {
             by_path: HashMap::new(),
             by_folded: HashMap::new(),
             by_name: HashMap::new(),
+            by_kind: HashMap::new(),
         };
         for (l, layer) in old.iter().enumerate() {
             for (i, f) in layer.index.files.iter().enumerate() {
@@ -43,6 +52,9 @@ impl<'a> Catalog<'a> {
                     .entry(file_name(&f.path))
                     .or_default()
                     .push((l, i));
+                if f.size >= KIND_MIN {
+                    c.by_kind.entry(kind(&f.path)).or_default().push((l, i));
+                }
             }
         }
         c
@@ -78,6 +90,18 @@ impl<'a> Catalog<'a> {
                 return Pick::Similar(s.0, s.1);
             }
         }
+        // A large file renamed beyond folding in its directory: Python wheels name their
+        // bundled libraries by a hash (`numpy.libs/libopenblas64_p-r0-0cf96a72.3.23.dev.so`
+        // became `numpy.libs/libscipy_openblas64_-ff651d7f.so`). Only large files, whose
+        // patches are judged before they are shipped (see `encode::patch_pays`).
+        if f.size >= KIND_MIN {
+            if let Some(s) = closest(self.by_kind.get(&kind(&f.path))) {
+                let size = self.file(s).size;
+                if size.min(f.size) * 2 >= size.max(f.size) {
+                    return Pick::Similar(s.0, s.1);
+                }
+            }
+        }
         Pick::None
     }
 }
@@ -87,6 +111,17 @@ fn file_name(path: &[u8]) -> &[u8] {
         Some(p) => &path[p + 1..],
         None => path,
     }
+}
+
+/// A path's directory and the last extension of its file name (`so`, `jar`; empty if none).
+fn kind(path: &[u8]) -> Kind<'_> {
+    let name = file_name(path);
+    let dir = &path[..path.len() - name.len()];
+    let ext = match name.iter().rposition(|&b| b == b'.') {
+        Some(p) if p > 0 => &name[p + 1..],
+        _ => &[][..],
+    };
+    (dir, ext)
 }
 
 /// A path with every run of digits replaced by `#`.

@@ -9,6 +9,8 @@
 //!    `pkg-2.1.4.dist-info/RECORD` ~ `pkg-2.2.0.dist-info/RECORD`, `/lib/modules/6.1.0-50-amd64/…`
 //!    ~ `/lib/modules/6.1.0-56-amd64/…`), closest size first;
 //! 4. the same file name elsewhere (a moved file), closest size first;
+//! 5. for a file of 1 MiB or more, a file of the same directory and extension within twice
+//!    its size, closest size first (libraries that wheels name by a hash);
 //!
 //! and is stored as a bsdiff-class patch against it, or literally when it has no source, is
 //! itself one compressed stream (a patch of compressed bytes saves nothing; zip archives are

@@ -1224,3 +1224,34 @@ fn big_files_whose_samples_do_not_pay_are_shipped_whole_unsearched() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn large_libraries_renamed_by_hash_are_patched_against_their_directory_kin() {
+    // Wheels name bundled libraries by a hash: no fold of the name finds the old one.
+    let lib_old = binary(51, 1_500_000);
+    let mut lib_new = lib_old.clone();
+    for i in (0..lib_new.len()).step_by(8192) {
+        lib_new[i] ^= 0x5a;
+    }
+    let dir = "site-packages/numpy.libs/";
+    let old = build_tar(&[
+        Member::File(
+            format!("{dir}libopenblas64_p-r0-0cf96a72.3.23.dev.so"),
+            lib_old,
+        ),
+        Member::File(format!("{dir}small-0cf96a72.so"), binary(52, 40_000)),
+    ]);
+    let new = build_tar(&[
+        Member::File(format!("{dir}libscipy_openblas64_-ff651d7f.so"), lib_new),
+        // Small files are not matched this way: a new one ships as it is.
+        Member::File(format!("{dir}other-ff651d7f.so"), binary(53, 40_000)),
+        // Nor are files of another extension or another directory.
+        Member::File(format!("{dir}data-ff651d7f.bin"), binary(54, 1_500_000)),
+    ]);
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(
+        (stats.files_patched, stats.files_literal),
+        (1, 2),
+        "{stats:?}"
+    );
+}
