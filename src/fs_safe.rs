@@ -31,7 +31,7 @@ use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
-use crate::temp::{track, Tracked};
+use crate::temp::Tracked;
 
 /// What a file type is called in messages.
 fn type_name(t: FileType) -> &'static str {
@@ -437,18 +437,25 @@ impl Dir {
     /// A new temporary file in this directory, locked (see [`Dir::sweep`]), mode 0666
     /// less the umask.
     pub(crate) fn temp_file(&self) -> Result<LockedTemp> {
-        let (name, fd) = self.make_temp(|dir, name| {
-            rustix::fs::openat(
-                dir,
-                name,
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o666),
-            )
+        let ((name, fd), tracked) = crate::temp::make_tracked(|| {
+            let (name, fd) = self.make_temp(|dir, name| {
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o666),
+                )
+            })?;
+            let path = self.path.join(&name);
+            Ok(((name, fd), path))
         })?;
-        let path = self.path.join(&name);
         Ok(LockedTemp {
             dir: self.try_clone()?,
-            _tracked: track(&path),
+            _tracked: tracked,
             name: Some(name),
             file: File::from(fd),
         })
@@ -457,19 +464,23 @@ impl Dir {
     /// A new temporary directory in this one, locked (see [`Dir::sweep`]), mode 0777 less
     /// the umask.
     pub(crate) fn temp_dir(&self) -> Result<LockedTempDir> {
-        let (name, fd) = self.make_temp(|dir, name| {
-            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o777))?;
-            rustix::fs::openat(
-                dir,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
+        let ((name, fd), tracked) = crate::temp::make_tracked(|| {
+            let (name, fd) = self.make_temp(|dir, name| {
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o777))?;
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            })?;
+            let path = self.path.join(&name);
+            Ok(((name, fd), path))
         })?;
         let path = self.path.join(&name);
         Ok(LockedTempDir {
             parent: self.try_clone()?,
-            _tracked: track(&path),
+            _tracked: tracked,
             dir: Dir { fd, path },
             name: Some(name),
         })

@@ -18,6 +18,20 @@ use std::sync::Mutex;
 
 static LIVE: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Held while a temporary path is made and added to [`LIVE`], and by [`remove_all`] for
+/// good: a signal arriving between a file's creation and its tracking would otherwise
+/// leave it behind, and nothing is made once the process is cleaning up to exit.
+static MAKING: Mutex<()> = Mutex::new(());
+
+/// Runs `make` (which creates a temporary path) and tracks what it made, with no
+/// [`remove_all`] in between.
+pub(crate) fn make_tracked<T>(
+    make: impl FnOnce() -> crate::Result<(T, PathBuf)>,
+) -> crate::Result<(T, Tracked)> {
+    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    let (made, path) = make()?;
+    Ok((made, track(&path)))
+}
 
 /// A new temporary file in `dir` that has no name (`O_TMPFILE`, or created and unlinked at
 /// once where the file system lacks it): its space is freed when the last handle to it is
@@ -51,6 +65,8 @@ impl Drop for Tracked {
 /// their contents), and returns how many it removed. Meant for a program about to exit on
 /// a signal: the writes in progress on other threads then fail or write to unlinked files.
 pub fn remove_all() -> usize {
+    // Kept locked until the process exits: nothing new is made behind the cleanup.
+    std::mem::forget(MAKING.lock().unwrap_or_else(|e| e.into_inner()));
     remove_where(|_| true)
 }
 
