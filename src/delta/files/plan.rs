@@ -276,12 +276,7 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
     for k in [1, 2] {
         let at = new.len * k / 3;
         let len = SAMPLE.min(new.len - at);
-        let pos = match a.shift(at, len, WINDOW / 2, 2) {
-            Some(shift) => (at as i64).saturating_add(shift).max(0) as u64,
-            None => (at as u128 * old.len as u128 / new.len.max(1) as u128) as u64,
-        };
-        let span = (len + 2 * SAMPLE_SLACK).min(old.len);
-        let start = pos.saturating_sub(SAMPLE_SLACK).min(old.len - span);
+        let (start, span) = source_around(a, at, len, new.len, old.len, SAMPLE_SLACK);
         let source = old.data.read(old.offset + start, span)?;
         let sample = new.data.read(new.offset + at, len)?;
         let mut s = Streams::default();
@@ -298,12 +293,26 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
 /// (by the shift most of its shared anchors agree on, else by its proportional position),
 /// from half a [`WINDOW`] before it to half a window after, kept inside the old file.
 fn piece_source(a: &Alignment, done: u64, len: u64, size: u64, old_size: u64) -> (u64, u64) {
-    let span = (len + WINDOW).min(old_size);
+    source_around(a, done, len, size, old_size, WINDOW / 2)
+}
+
+/// The source window of `done..done + len` of a file of `size` bytes: where its content
+/// sits in the old file of `old_size` bytes (as [`piece_source`] finds it), from `slack`
+/// before it to `slack` after, kept inside the old file.
+fn source_around(
+    a: &Alignment,
+    done: u64,
+    len: u64,
+    size: u64,
+    old_size: u64,
+    slack: u64,
+) -> (u64, u64) {
+    let span = (len + 2 * slack).min(old_size);
     let at = match a.shift(done, len, WINDOW / 2, 2) {
         Some(shift) => (done as i64).saturating_add(shift).max(0) as u64,
         None => (done as u128 * old_size as u128 / size.max(1) as u128) as u64,
     };
-    let start = at.saturating_sub(WINDOW / 2).min(old_size - span);
+    let start = at.saturating_sub(slack).min(old_size - span);
     (start, span)
 }
 

@@ -1124,6 +1124,24 @@ fn round_trip_check_names_the_first_wrong_byte() {
     assert!(e.to_string().contains("not 2097162"), "{e}");
 }
 
+/// `data` with the byte at `phase` of every 16 changed at random (xorshift from `seed`).
+fn every_16th_byte_noise(data: &[u8], seed: u64, phase: usize) -> Vec<u8> {
+    let mut x = seed;
+    data.iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 16 == phase {
+                b ^ (x as u8 | 1)
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
     // A new file made of one 64 KiB block repeated: alone it compresses to about one block.
@@ -1137,21 +1155,7 @@ fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
         .cycle()
         .take(8 * block.len())
         .collect();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let old: Vec<u8> = new
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if i % 16 == 5 {
-                b ^ (x as u8 | 1)
-            } else {
-                b
-            }
-        })
-        .collect();
+    let old = every_16th_byte_noise(&new, 0x9e37_79b9_7f4a_7c15, 5);
     let mut s = bsdiff::Streams::default();
     bsdiff::diff(&old, &new, &mut s);
     assert!(
@@ -1192,21 +1196,7 @@ fn big_files_whose_samples_do_not_pay_are_shipped_whole_unsearched() {
     let block = binary(43, 64 << 10);
     let len = (WINDOW + (1 << 20)) as usize;
     let new: Vec<u8> = block.iter().copied().cycle().take(len).collect();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noisy: Vec<u8> = new
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if i % 16 == 9 {
-                b ^ (x as u8 | 1)
-            } else {
-                b
-            }
-        })
-        .collect();
+    let noisy = every_16th_byte_noise(&new, 0x2545_f491_4f6c_dd1d, 9);
     let tar = |d: &[u8]| build_tar(&[Member::File("usr/bin/prog".into(), d.to_vec())]);
     let stats = roundtrip(&[tar(&noisy)], &tar(&new));
     assert_eq!(
