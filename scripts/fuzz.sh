@@ -29,7 +29,7 @@ CACHE=${DOCKER_DELTA_CACHE:-$REPO/.cache}
 CARGO_FUZZ=$CACHE/cargo-fuzz/bin/cargo-fuzz
 CARGO_FUZZ_VERSION=0.13.2
 
-if ! "$CARGO_FUZZ" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+if ! grep -qF "$CARGO_FUZZ_VERSION" <<<"$("$CARGO_FUZZ" --version 2>/dev/null || true)"; then
     log "installing cargo-fuzz $CARGO_FUZZ_VERSION into $CACHE/cargo-fuzz"
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$CACHE/cargo-fuzz"
 fi

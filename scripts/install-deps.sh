@@ -141,7 +141,9 @@ DOCKER26_DEBS=(docker.io docker-cli containerd runc tini)
 docker26_ok() {
     [ -x "$PREFIX26/usr/sbin/dockerd" ] && [ -x "$PREFIX26/usr/bin/docker" ] \
         && [ -x "$PREFIX26/usr/bin/containerd" ] || return 1
-    "$PREFIX26/usr/sbin/dockerd" --version 2>/dev/null | grep -q 'version 26\.'
+    local v
+    v=$("$PREFIX26/usr/sbin/dockerd" --version 2>/dev/null) || return 1
+    grep -q 'version 26\.' <<<"$v"
 }
 
 # Derive "URI|Components|Signed-By" of the system's main Debian source.
@@ -287,7 +289,11 @@ install_docker26() {
 # bookworm has no oras; trixie's only needs libc6 >= 2.34.
 PREFIX_ORAS=$CACHE/oras
 oras_ok() {
-    "$PREFIX_ORAS/usr/bin/oras" version 2>/dev/null | grep -q '^Version:'
+    # captured, not piped: with pipefail, `grep -q` quitting at the first line
+    # can kill oras with SIGPIPE and fail the check on a working binary
+    local v
+    v=$("$PREFIX_ORAS/usr/bin/oras" version 2>/dev/null) || return 1
+    grep -q '^Version:' <<<"$v"
 }
 
 install_oras() {
@@ -310,7 +316,9 @@ install_oras() {
 PREFIX_REGISTRY=$CACHE/registry
 REGISTRY_DEBDIR=$CACHE/registry-deb
 registry_ok() {
-    "$PREFIX_REGISTRY/usr/bin/docker-registry" --version 2>/dev/null | grep -q ' v\?2\.8\.'
+    local v
+    v=$("$PREFIX_REGISTRY/usr/bin/docker-registry" --version 2>/dev/null) || return 1
+    grep -q ' v\?2\.8\.' <<<"$v"
 }
 
 install_registry() {

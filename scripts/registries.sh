@@ -89,7 +89,7 @@ live_pid() {
     [ -s "$file" ] || return 1
     pid=$(tr -dc 0-9 <"$file")
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word" || return 1
+    grep -qF -- "$word" <<<"$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
     echo "$pid"
 }
 
@@ -542,8 +542,8 @@ check() {
             n=$((n + 1))
         done
         # shellcheck disable=SC2046
-        skopeo inspect $(inspect_flags "$r") --raw "docker://$(addr "$r")/fixtures/app-zstd:2" \
-            | grep -q 'tar+zstd' || die "$r: fixtures/app-zstd:2 has no zstd layer"
+        grep -q 'tar+zstd' <<<"$(skopeo inspect $(inspect_flags "$r") --raw "docker://$(addr "$r")/fixtures/app-zstd:2")" \
+            || die "$r: fixtures/app-zstd:2 has no zstd layer"
         # shellcheck disable=SC2046
         skopeo inspect $(inspect_flags "$r") --raw "docker://$(addr "$r")/fixtures/multi:2" \
             | python3 -c 'import json,sys; m=json.load(sys.stdin); sys.exit(not (m["mediaType"].endswith("index.v1+json") and len(m["manifests"]) == 2))' \

@@ -37,14 +37,14 @@ echo "+ cc example.c \$(pkg-config --cflags --libs docker-delta)   [prefix $PREF
 cc "${CFLAGS[@]}" "$REPO/bindings/c/example.c" \
     $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --cflags --libs docker-delta) \
     -o "$OUT/example"
-readelf -d "$OUT/example" | grep -q "NEEDED.*\[$soname\]" \
+grep -q "NEEDED.*\[$soname\]" <<<"$(readelf -d "$OUT/example")" \
     || { echo "example does not record $soname" >&2; exit 1; }
 echo "+ cc example.c \$(pkg-config --cflags --libs --static docker-delta)   [prefix $STATIC]"
 # shellcheck disable=SC2046
 cc "${CFLAGS[@]}" "$REPO/bindings/c/example.c" \
     $(PKG_CONFIG_PATH=$STATIC/lib/pkgconfig pkg-config --cflags --libs --static docker-delta) \
     -o "$OUT/example-static"
-if readelf -d "$OUT/example-static" | grep -q "NEEDED.*docker_delta"; then
+if grep -q "NEEDED.*docker_delta" <<<"$(readelf -d "$OUT/example-static")"; then
     echo "example-static needs a shared libdocker_delta" >&2; exit 1
 fi
 
