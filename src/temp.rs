@@ -18,9 +18,9 @@ use std::sync::Mutex;
 
 static LIVE: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
-/// Held while a temporary path is made and added to [`LIVE`], and by [`remove_all`] for
-/// good: a signal arriving between a file's creation and its tracking would otherwise
-/// leave it behind, and nothing is made once the process is cleaning up to exit.
+/// Held while a temporary path is made and added to [`LIVE`], and while [`remove_all`]
+/// removes them (by [`remove_all_before_exit`] for good): a signal arriving between a
+/// file's creation and its tracking would otherwise leave it behind.
 static MAKING: Mutex<()> = Mutex::new(());
 
 /// Runs `make` (which creates a temporary path) and tracks what it made, with no
@@ -64,8 +64,23 @@ impl Drop for Tracked {
 /// Removes every temporary file and directory the library is writing (directories with
 /// their contents), and returns how many it removed. Meant for a program about to exit on
 /// a signal: the writes in progress on other threads then fail or write to unlinked files.
+/// The library stays usable afterwards (the C ABI's `dd_remove_temporary_files` is this);
+/// a program that exits right after should call [`remove_all_before_exit`], which also
+/// stops new temporary paths being made in between.
 pub fn remove_all() -> usize {
-    // Kept locked until the process exits: nothing new is made behind the cleanup.
+    remove_now(|_| true)
+}
+
+/// Removes the tracked paths `pick` chooses, with nothing made meanwhile.
+fn remove_now(pick: impl Fn(&Path) -> bool) -> usize {
+    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    remove_where(pick)
+}
+
+/// [`remove_all`], keeping every later attempt to make a temporary path in this process
+/// waiting for good, so that nothing is left behind between the cleanup and the exit. Only
+/// for a process about to exit (the `docker-delta` command's signal handling).
+pub fn remove_all_before_exit() -> usize {
     std::mem::forget(MAKING.lock().unwrap_or_else(|e| e.into_inner()));
     remove_where(|_| true)
 }
@@ -114,5 +129,28 @@ mod tests {
         assert_eq!(remove_where(|p| p.starts_with(dir.path())), 2);
         assert!(!file.exists() && !sub.exists());
         assert!(kept.exists(), "a path whose guard was dropped is kept");
+    }
+
+    #[test]
+    fn temporary_paths_are_still_made_after_remove_all() {
+        // The C ABI's cleanup is callable in a process that goes on (the Python binding's
+        // tests do): it once kept the lock for good and every later create hung. (Not
+        // remove_all itself: other tests' temporary files are in the list.)
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join(".gone");
+        std::fs::write(&gone, b"x").unwrap();
+        let _g = track(&gone);
+        assert_eq!(remove_now(|p| p.starts_with(dir.path())), 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let path = dir.path().join(".t");
+            let made = make_tracked(|| {
+                std::fs::write(&path, b"x").map_err(|e| crate::Error::io(&path, e))?;
+                Ok(((), path.clone()))
+            });
+            let _ = tx.send(made.is_ok());
+        });
+        let made = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(made, Ok(true), "a temporary file is made after remove_all");
     }
 }

@@ -675,7 +675,7 @@ fn remove_temporary_files_on_signals() {
             if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
                 continue;
             }
-            docker_delta::temp::remove_all();
+            docker_delta::temp::remove_all_before_exit();
             // SAFETY: restoring the default action and unblocking the signal in this thread
             // so that raising it ends the process with it.
             unsafe {
