@@ -230,6 +230,11 @@ mod btf_sample {
 /// directory renamed between builds, as Debian's kernel packages do): their `.BTF`
 /// sections are generated for the build, their code is random.
 pub fn modules_layer(n: u64, build: btf_sample::Build) -> Vec<u8> {
+    modules_layer_and(n, build, &[])
+}
+
+/// [`modules_layer`] with more files after the modules.
+pub fn modules_layer_and(n: u64, build: btf_sample::Build, more: &[(&str, &[u8])]) -> Vec<u8> {
     let modules: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
             let btf = btf_sample::generated(i, build);
@@ -237,11 +242,81 @@ pub fn modules_layer(n: u64, build: btf_sample::Build) -> Vec<u8> {
             (name, btf_sample::module(&btf, &content(100 + i, 1500)))
         })
         .collect();
-    let files: Vec<(&str, &[u8])> = modules
+    let mut files: Vec<(&str, &[u8])> = modules
         .iter()
         .map(|(n, m)| (n.as_str(), m.as_slice()))
         .collect();
+    files.extend_from_slice(more);
     layer(&files)
+}
+
+/// A jar as `java.util.zip` writes one: members deflated at zlib's default level, the
+/// even ones streamed (sizes in a data descriptor after the data), a central directory.
+pub fn jar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let (mut z, mut central) = (Vec::new(), Vec::new());
+    for (i, (name, text)) in members.iter().enumerate() {
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut body = Vec::with_capacity(text.len() + 64);
+        c.compress_vec(text, &mut body, flate2::FlushCompress::Finish)
+            .expect("deflate");
+        let mut crc = flate2::Crc::new();
+        crc.update(text);
+        let mut sizes = crc.sum().to_le_bytes().to_vec();
+        sizes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        sizes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        let streamed = i % 2 == 0;
+        let at = z.len() as u32;
+        z.extend_from_slice(b"PK\x03\x04\x14\x00");
+        z.extend_from_slice(&[if streamed { 8 } else { 0 }, 0, 8, 0, 0, 0, 0, 0]);
+        z.extend_from_slice(if streamed { &[0; 12][..] } else { &sizes });
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&[0, 0]);
+        z.extend_from_slice(name.as_bytes());
+        z.extend_from_slice(&body);
+        if streamed {
+            z.extend_from_slice(b"PK\x07\x08");
+            z.extend_from_slice(&sizes);
+        }
+        central.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00");
+        central.extend_from_slice(&[if streamed { 8 } else { 0 }, 0, 8, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&sizes);
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&at.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let n = (members.len() as u16).to_le_bytes();
+    let cd = z.len() as u32;
+    z.extend_from_slice(&central);
+    z.extend_from_slice(b"PK\x05\x06\x00\x00\x00\x00");
+    z.extend_from_slice(&[n[0], n[1], n[0], n[1]]);
+    z.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    z.extend_from_slice(&cd.to_le_bytes());
+    z.extend_from_slice(&[0, 0]);
+    z
+}
+
+/// The jar in the `files` target's old layers (with the kernel modules), and its next
+/// version: two members edited, one added.
+pub fn seed_jars() -> (Vec<u8>, Vec<u8>) {
+    let class = |seed: u64, n: usize| content(seed, n);
+    let (a, b, c) = (class(30, 4000), class(31, 2500), class(32, 900));
+    let mut a2 = a.clone();
+    a2[1000..1010].copy_from_slice(b"0123456789");
+    let mut b2 = b.clone();
+    b2.extend_from_slice(&class(33, 300));
+    let old = jar(&[
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\n"),
+        ("A.class", &a),
+        ("B.class", &b),
+    ]);
+    let new = jar(&[
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\n"),
+        ("A.class", &a2),
+        ("B.class", &b2),
+        ("C.class", &c),
+    ]);
+    (old, new)
 }
 
 /// Kernel modules in the `files` target's old layers, and rebuilt for the next kernel in
@@ -485,7 +560,12 @@ pub fn files_old() -> &'static [LayerData] {
 /// The `files` target's old layers: the base image's two, then old kernel modules.
 pub fn files_old_layers() -> Vec<Vec<u8>> {
     let mut layers = base_layers();
-    layers.push(modules_layer(SEED_MODULES, btf_sample::OLD));
+    let (jar, _) = seed_jars();
+    layers.push(modules_layer_and(
+        SEED_MODULES,
+        btf_sample::OLD,
+        &[("usr/share/java/app.jar", &jar)],
+    ));
     layers
 }
 
@@ -633,9 +713,17 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         layer(&[]),
         // The old kernel modules rebuilt for the next kernel: a BTF map and BDIFF.
         modules_layer(SEED_MODULES, btf_sample::NEW),
+        // A jar's next version, expanded and patched, and a new jar: both ZIP modes.
+        layer(&[
+            ("usr/share/java/app.jar", &seed_jars().1),
+            (
+                "usr/share/java/new.jar",
+                &jar(&[("N.class", &content(34, 2000))]),
+            ),
+        ]),
     ]);
     let mut seeds = Vec::new();
-    let (mut gzip, mut btf) = (0, 0);
+    let (mut gzip, mut btf, mut zip) = (0, 0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -656,6 +744,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             .expect("encode a seed layer");
             gzip += stats.files_gzip;
             btf += stats.files_btf;
+            zip += stats.files_zip;
             let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
@@ -678,6 +767,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         }
     }
     assert!(gzip >= 2, "the seeds should reach the gzip operation");
+    assert!(zip >= 4, "the seeds should reach the zip operation");
     assert!(btf >= 2, "the seeds should reach BDIFF and the BTF map");
     seeds
 }

@@ -14,8 +14,9 @@ use super::schedule::{in_order_parallel, on_every_core, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT, OP_META,
-    OP_WDIFF,
+    OP_WDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
+use super::zip;
 use super::{LayerData, DECODE_MEMORY, MAGIC, MAX_CHUNK_OUTPUT, MAX_SECTION};
 use crate::delta::blocks::BlockReader;
 use crate::error::{Error, Result};
@@ -455,7 +456,7 @@ fn run_ops(
                 pending_text += raw.len();
                 pending.push(PendingGzip {
                     at: out.len(),
-                    header,
+                    header: Some(header),
                     raw,
                     level: level as u32,
                 });
@@ -463,6 +464,57 @@ fn run_ops(
                     flush_gzip(&mut pending, out, output)?;
                     pending_text = 0;
                 }
+            }
+            OP_ZIP => {
+                gz::require_remake("a zip archive of the layer")?;
+                let layout = zip::Layout::read(&mut ops)?;
+                let n = layout.expanded_len();
+                let expanded = match get(&mut ops)? {
+                    ZIP_TEXT => {
+                        if get(&mut ops)? != n {
+                            return Err(bad("zip text does not match its layout"));
+                        }
+                        take(&mut extra, n, "extra")?.to_vec()
+                    }
+                    ZIP_PATCH => {
+                        let p = get_patch(&mut ops, &mut controls)?;
+                        if p.len != n {
+                            return Err(bad("zip patch does not match its layout"));
+                        }
+                        let archive = layer(p.src)?.read(p.off, p.src_len)?;
+                        let source = zip::expand(&archive);
+                        drop(archive);
+                        let mut e = Vec::new();
+                        bsdiff::patch(
+                            &source,
+                            &p.controls,
+                            Differences::Bytes,
+                            &mut diff,
+                            &mut extra,
+                            p.len,
+                            &mut e,
+                        )?;
+                        e
+                    }
+                    m => return Err(bad(format!("unknown zip mode {m}"))),
+                };
+                let kept = n - layout.members.iter().map(|m| m.text).sum::<u64>();
+                room(out, kept)?;
+                // The members are deflated later, on every core, as gzip members are.
+                zip::rebuild(&expanded, &layout, out, |text, level, out| {
+                    pending_text += text.len();
+                    pending.push(PendingGzip {
+                        at: out.len(),
+                        header: None,
+                        raw: text.to_vec(),
+                        level,
+                    });
+                    if pending_text > MAX_PENDING_TEXT {
+                        flush_gzip(&mut pending, out, output)?;
+                        pending_text = 0;
+                    }
+                    Ok(())
+                })?;
             }
             o => return Err(bad(format!("unknown operation {o}"))),
         }
@@ -480,11 +532,12 @@ fn run_ops(
     Ok(())
 }
 
-/// A gzip member [`run_ops`] has yet to deflate: where it goes in the output, and what
-/// makes it.
+/// A gzip member (or a zip archive's member) [`run_ops`] has yet to deflate: where it goes
+/// in the output, and what makes it.
 struct PendingGzip {
     at: usize,
-    header: Vec<u8>,
+    /// The gzip header; None for a zip member (a raw deflate stream, no trailer).
+    header: Option<Vec<u8>>,
     raw: Vec<u8>,
     level: u32,
 }
@@ -500,8 +553,11 @@ fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) ->
         return Ok(());
     }
     let one = |p: &PendingGzip| {
-        let mut m = Vec::with_capacity(p.header.len() + p.raw.len() / 2 + 64);
-        gz::rebuild(&p.header, &p.raw, p.level, &mut m);
+        let mut m = Vec::with_capacity(p.raw.len() / 2 + 4096);
+        match &p.header {
+            Some(header) => gz::rebuild(header, &p.raw, p.level, &mut m),
+            None => gz::deflate(&p.raw, p.level, &mut m),
+        }
         m
     };
     let text: usize = pending.iter().map(|p| p.raw.len()).sum();

@@ -17,8 +17,9 @@ use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
     GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
-    OP_META, OP_WDIFF,
+    OP_META, OP_WDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
+use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -76,11 +77,9 @@ pub fn encode(
     let mut chunks: Vec<ChunkJob<'_>> = Vec::new();
     let (mut start, mut acc, mut at) = (0usize, 0u64, 0u64);
     for (i, r) in regions.iter().enumerate() {
-        // A gzip member's text passes through memory too: count the larger of the two.
-        acc += match *r {
-            Region::Gzip { len, text, .. } => len.max(text),
-            _ => r.len(),
-        };
+        // A gzip member's or an archive's text passes through memory too: count the
+        // larger of the two.
+        acc += r.text_len();
         if acc >= CHUNK || i + 1 == regions.len() {
             let job = ChunkJob::new(&regions[start..=i], at);
             at += job.output;
@@ -181,17 +180,10 @@ impl Footprint for ChunkJob<'_> {
 
     /// Its regions are searched one after the other (the largest search counts), beside
     /// the new bytes read, the sections made and the copy decoded again (each about the
-    /// output, a gzip member counted as its text where that is longer).
+    /// output, a gzip member or a zip archive counted as its text where that is longer).
     fn running(&self) -> u64 {
         let search = self.regions.iter().map(Region::search_memory).max();
-        let text: u64 = self
-            .regions
-            .iter()
-            .map(|r| match *r {
-                Region::Gzip { len, text, .. } => text.saturating_sub(len),
-                _ => 0,
-            })
-            .sum();
+        let text: u64 = self.regions.iter().map(|r| r.text_len() - r.len()).sum();
         search.unwrap_or(0) + 3 * (self.output + text)
     }
 }
@@ -390,6 +382,62 @@ fn encode_chunk(
                         put(&mut ops, GZ_TEXT);
                         put(&mut ops, m.raw.len() as u64);
                         extra.extend_from_slice(&m.raw);
+                    }
+                }
+            }
+            Region::Zip { off, len, src, .. } => {
+                let bytes = new.read(off, len)?;
+                let source = match src {
+                    Some((l, soff, slen)) => Some((l, soff, slen, old[l].read(soff, slen)?)),
+                    None => None,
+                };
+                // As for gzip members: another deflater than stock zlib re-makes nothing.
+                let split = gz::remake_at_create().then(|| zip::split(&bytes)).flatten();
+                let Some((expanded, layout)) = split else {
+                    // Patched as it is against its source, or shipped whole.
+                    let mut s = Streams::default();
+                    if let Some((_, _, _, raw)) = &source {
+                        bsdiff::diff(raw, &bytes, &mut s);
+                    }
+                    match source {
+                        Some((l, soff, slen, _))
+                            if s.extra.len() as u64 * 10 <= len * 9 && patch_pays(&bytes, &s) =>
+                        {
+                            ops.push(OP_DIFF);
+                            put_patch(&mut ops, Some(&mut ctl), l, soff, slen, len, &s.controls);
+                            diff.extend_from_slice(&s.diff);
+                            extra.extend_from_slice(&s.extra);
+                        }
+                        _ => {
+                            ops.push(OP_LIT);
+                            put(&mut ops, len);
+                            extra.extend_from_slice(&bytes);
+                        }
+                    }
+                    continue;
+                };
+                drop(bytes);
+                ops.push(OP_ZIP);
+                layout.write(&mut ops);
+                let source = source.map(|(l, soff, slen, raw)| (l, soff, slen, zip::expand(&raw)));
+                let mut s = Streams::default();
+                if let Some((_, _, _, old_expanded)) = &source {
+                    bsdiff::diff(old_expanded, &expanded, &mut s);
+                }
+                let n = expanded.len() as u64;
+                match source {
+                    Some((l, soff, slen, _))
+                        if s.extra.len() as u64 * 10 <= n * 9 && patch_pays(&expanded, &s) =>
+                    {
+                        put(&mut ops, ZIP_PATCH);
+                        put_patch(&mut ops, Some(&mut ctl), l, soff, slen, n, &s.controls);
+                        diff.extend_from_slice(&s.diff);
+                        extra.extend_from_slice(&s.extra);
+                    }
+                    _ => {
+                        put(&mut ops, ZIP_TEXT);
+                        put(&mut ops, n);
+                        extra.extend_from_slice(&expanded);
                     }
                 }
             }

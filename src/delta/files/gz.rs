@@ -135,7 +135,7 @@ pub fn deflate(raw: &[u8], level: u32, out: &mut Vec<u8>) {
 
 /// Whether deflating `raw` at `level` gives exactly `body`. Output is compared as it is
 /// made, so a level that does not fit is given up at its first differing byte.
-fn deflate_equals(raw: &[u8], level: u32, body: &[u8]) -> bool {
+pub(super) fn deflate_equals(raw: &[u8], level: u32, body: &[u8]) -> bool {
     let mut c = Compress::new(Compression::new(level), false);
     let mut buf = Vec::with_capacity(64 << 10);
     let mut matched = 0usize;

@@ -17,7 +17,10 @@
 //! not: their unchanged members keep their bytes), or when the patch, compressed, would
 //! cost nine tenths of the bytes or more (see `encode::patch_pays`). A gzip member that zlib
 //! re-makes byte for byte is shipped as its text instead, patched against the old member's
-//! text, and deflated again by the decoder (see [`gz`]). A kernel module is patched against
+//! text, and deflated again by the decoder (see [`gz`]); a zip archive (a jar, a wheel) of at
+//! most [`WINDOW`] bytes is shipped with the deflated members that zlib re-makes expanded
+//! to their text (up to [`WINDOW`] in all), patched against the old archive expanded, and its members
+//! deflated again by the decoder (see [`zip`]). A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
@@ -57,9 +60,20 @@
 //!                                                     32-bit words (bsdiff::Differences)
 //!         | 0x07 patch                                BDIFF: as WDIFF, the source (a whole
 //!                                                     module) rewritten by btf::rewrite
+//!         | 0x08 layout zip                           ZIP: an archive's expanded bytes, then
+//!                                                     each member's text deflated again
 //! gz      = 0x00 varint(text_len)                     the text from extra
 //!         | 0x01 patch                                the text patched against the text
 //!                                                     of the old gzip member it names
+//! layout  = varint(n) n*(varint(raw) varint(text) varint(level)) varint(tail)
+//!                                                     the expanded bytes are, n times, `raw`
+//!                                                     bytes kept as they are and the `text` of
+//!                                                     a member that deflates at `level`, then
+//!                                                     `tail` bytes kept (see zip::Layout)
+//! zip     = 0x00 varint(len)                          the expanded bytes from extra
+//!         | 0x01 patch                                the expanded bytes patched against the
+//!                                                     old archive the patch names, expanded
+//!                                                     by zip::expand
 //! patch   = varint(src) varint(off) varint(src_len) varint(len) varint(n), then n
 //!           control triples: in a 0x02 chunk the next n varints of adds, of copies and
 //!           of seeks (zigzag); in a 0x01 chunk n * (varint(add) varint(copy)
@@ -81,8 +95,8 @@
 //! - `stream.rs`: the pieces of the stream above (tags, patches, varints, zero runs);
 //! - `decode.rs`: [`Decoder`] and [`with_parallel_reader`], which rebuild the layer;
 //! - the public submodules: reading layers ([`access`], [`tarscan`]), placing pieces of big
-//!   files ([`align`]), patches ([`bsdiff`]), gzip members ([`gz`]), kernel modules'
-//!   BTF ([`btf`]).
+//!   files ([`align`]), patches ([`bsdiff`]), gzip members ([`gz`]), zip archives
+//!   ([`zip`]), kernel modules' BTF ([`btf`]).
 //!
 //! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
 
@@ -92,6 +106,7 @@ pub mod bsdiff;
 pub mod btf;
 pub mod gz;
 pub mod tarscan;
+pub mod zip;
 
 mod decode;
 mod encode;
@@ -160,6 +175,8 @@ pub struct EncodeStats {
     pub files_literal: u64,
     /// Gzip members considered for shipping as text (see [`gz`]).
     pub files_gzip: u64,
+    /// Zip archives considered for shipping expanded (see [`zip`]).
+    pub files_zip: u64,
     /// Kernel modules patched with their BTF renumbered first (see [`btf`]).
     pub files_btf: u64,
     /// Bytes of the new layer rebuilt by copying.

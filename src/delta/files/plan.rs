@@ -1,5 +1,6 @@
 //! Planning a layer: cutting the new layer into regions ([`Region`]), each with its source
-//! and how it is made (copied, patched whole or in pieces, shipped as gzip text, or
+//! and how it is made (copied, patched whole or in pieces, shipped as gzip text or as an
+//! expanded zip archive, or
 //! literally); then numbering the old layers the regions use and settling which kernel
 //! modules are patched through the layer's BTF map.
 
@@ -10,6 +11,7 @@ use super::encode::patch_cost_ratio;
 use super::gz;
 use super::matching::{Catalog, Pick};
 use super::schedule::on_every_core;
+use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, WINDOW};
 use crate::error::Result;
 
@@ -51,6 +53,17 @@ pub(super) enum Region {
         text: u64,
         src: Option<(usize, u64, u64)>,
     },
+    /// A zip archive: shipped expanded, its members deflated again where zlib re-makes
+    /// them, patched against `src` (an old archive) expanded (see [`zip`]).
+    Zip {
+        off: u64,
+        len: u64,
+        /// The expanded length its central directory claims (for memory estimates).
+        text: u64,
+        src: Option<(usize, u64, u64)>,
+        /// The same for the source.
+        src_text: u64,
+    },
 }
 
 impl Region {
@@ -65,6 +78,12 @@ impl Region {
             Region::Gzip {
                 text, src: Some(_), ..
             } => search(text, text),
+            Region::Zip {
+                text,
+                src: Some(_),
+                src_text,
+                ..
+            } => search(src_text, text),
             _ => 0,
         }
     }
@@ -75,7 +94,17 @@ impl Region {
             | Region::Copy { len, .. }
             | Region::Diff { len, .. }
             | Region::Lit { len, .. }
-            | Region::Gzip { len, .. } => *len,
+            | Region::Gzip { len, .. }
+            | Region::Zip { len, .. } => *len,
+        }
+    }
+
+    /// The bytes it passes through memory as (a gzip member's or an archive's text, where
+    /// that is longer than its bytes).
+    pub(super) fn text_len(&self) -> u64 {
+        match *self {
+            Region::Gzip { len, text, .. } | Region::Zip { len, text, .. } => len.max(text),
+            _ => self.len(),
         }
     }
 }
@@ -149,6 +178,26 @@ pub(super) fn plan(
                     });
                     done += len;
                 }
+            }
+            _ if size <= zip::MAX_EXPANDED && is_zip(&new.data, off, size)? => {
+                // Expanded, and its members re-made, if zlib re-makes them (decided when
+                // the chunk is encoded).
+                stats.files_zip += 1;
+                let (mut src, mut src_text) = (None, 0);
+                if let Some((l, s)) = src_entry {
+                    let d = &cat.old[l].data;
+                    if s.size <= zip::MAX_EXPANDED && is_zip(d, s.data_offset, s.size)? {
+                        src = Some((l, s.data_offset, s.size));
+                        src_text = zip::claimed_expanded_len(&d.read(s.data_offset, s.size)?);
+                    }
+                }
+                regions.push(Region::Zip {
+                    off,
+                    len: size,
+                    text: zip::claimed_expanded_len(&new.data.read(off, size)?),
+                    src,
+                    src_text,
+                });
             }
             (Pick::Similar(..), Some((l, s)))
                 if !compressed_pair(&new.data, off, &cat.old[l].data, s.data_offset)? =>
@@ -323,6 +372,11 @@ fn is_relocatable_elf(head: &[u8]) -> bool {
     head.len() >= 18 && head.starts_with(b"\x7fELF") && head[5] == 1 && head[16..18] == [1, 0]
 }
 
+/// Whether the file at `off` starts like a zip archive.
+fn is_zip(d: &LayerData, off: u64, size: u64) -> Result<bool> {
+    Ok(size >= 30 && zip::looks_like(&d.read(off, 4)?))
+}
+
 fn compressed_pair(new: &LayerData, off: u64, old: &LayerData, old_off: u64) -> Result<bool> {
     let head = |d: &LayerData, o: u64| -> Result<Vec<u8>> { d.read(o, 6.min(d.len() - o)) };
     Ok(looks_compressed(&head(new, off)?) && looks_compressed(&head(old, old_off)?))
@@ -334,7 +388,9 @@ pub(super) fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
     let mut used: Vec<usize> = regions
         .iter()
         .filter_map(|r| match *r {
-            Region::Meta { src, .. } | Region::Gzip { src, .. } => src.map(|(l, _, _)| l),
+            Region::Meta { src, .. } | Region::Gzip { src, .. } | Region::Zip { src, .. } => {
+                src.map(|(l, _, _)| l)
+            }
             Region::Copy { src, .. } | Region::Diff { src, .. } => Some(src),
             Region::Lit { .. } => None,
         })
@@ -344,12 +400,13 @@ pub(super) fn renumber_sources(regions: &mut [Region]) -> Vec<usize> {
     let number = |l: usize| used.binary_search(&l).unwrap_or_default();
     for r in regions.iter_mut() {
         match r {
-            Region::Meta { src: Some(s), .. } | Region::Gzip { src: Some(s), .. } => {
-                s.0 = number(s.0)
-            }
+            Region::Meta { src: Some(s), .. }
+            | Region::Gzip { src: Some(s), .. }
+            | Region::Zip { src: Some(s), .. } => s.0 = number(s.0),
             Region::Copy { src, .. } | Region::Diff { src, .. } => *src = number(*src),
             Region::Meta { src: None, .. }
             | Region::Gzip { src: None, .. }
+            | Region::Zip { src: None, .. }
             | Region::Lit { .. } => {}
         }
     }

@@ -17,10 +17,16 @@ pub(super) const OP_HDIFF: u8 = 4;
 pub(super) const OP_GZIP: u8 = 5;
 pub(super) const OP_WDIFF: u8 = 6;
 pub(super) const OP_BDIFF: u8 = 7;
+pub(super) const OP_ZIP: u8 = 8;
 /// OP_GZIP: the text follows in extra.
 pub(super) const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.
 pub(super) const GZ_PATCH: u64 = 1;
+
+/// OP_ZIP: the expanded bytes follow in extra.
+pub(super) const ZIP_TEXT: u64 = 0;
+/// OP_ZIP: the expanded bytes are a patch against an old archive, expanded.
+pub(super) const ZIP_PATCH: u64 = 1;
 
 /// The index of the `lits` section (the difference literals) among a chunk's sections.
 const LITS: usize = 3;

@@ -706,6 +706,107 @@ fn gzip_members_ship_as_patched_text() {
     );
 }
 
+/// Class-file-like text: `n` lines, `edit` of them (every 97th) changed.
+fn classes(n: usize, edit: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            let v = if i % 97 == 0 && i / 97 < edit { 2 } else { 1 };
+            format!(
+                "invokevirtual #{} // Method com/example/C{}.m{v}:()V\n",
+                i % 251,
+                i % 37
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// A jar as `java.util.zip` writes it: a manifest, then classes, streamed (bit 3) or not.
+fn jar(classes_of: &[Vec<u8>], streamed: bool) -> Vec<u8> {
+    let names: Vec<String> = (0..classes_of.len())
+        .map(|i| format!("com/example/C{i}.class"))
+        .collect();
+    let mut members: Vec<(&str, &[u8], u16, u32, bool)> = vec![
+        ("META-INF/", b"", 0, 0, false),
+        (
+            "META-INF/MANIFEST.MF",
+            b"Manifest-Version: 1.0\r\n\r\n",
+            8,
+            6,
+            streamed,
+        ),
+    ];
+    for (n, c) in names.iter().zip(classes_of) {
+        members.push((n, c, 8, 6, streamed));
+    }
+    super::zip::tests::archive(&members)
+}
+
+#[test]
+fn zip_archives_ship_expanded_and_patched() {
+    let old_classes: Vec<Vec<u8>> = (0..6).map(|i| classes(3000 + 500 * i, 0)).collect();
+    let new_classes: Vec<Vec<u8>> = (0..6).map(|i| classes(3000 + 500 * i, 3)).collect();
+    let old = build_tar(&[
+        Member::File("usr/share/java/app.jar".into(), jar(&old_classes, true)),
+        Member::File(
+            "usr/share/java/lib.jar".into(),
+            jar(&old_classes[..2], false),
+        ),
+    ]);
+    // Also: an archive with no source, one another deflater wrote (level 0 is stored
+    // blocks, which zlib makes at no level 1-9) against its old version, and a damaged one.
+    let foreign = |c: &[Vec<u8>]| {
+        let members: Vec<(&str, &[u8], u16, u32, bool)> =
+            c.iter().map(|c| ("x.class", &c[..], 8, 0, false)).collect();
+        super::zip::tests::archive(&members)
+    };
+    let mut damaged = jar(&new_classes[..3], false);
+    let cut = damaged.len() / 2;
+    damaged[cut] ^= 0x55;
+    let new = build_tar(&[
+        Member::File("usr/share/java/app.jar".into(), jar(&new_classes, true)),
+        Member::File("usr/share/java/lib.jar".into(), foreign(&new_classes[..2])),
+        Member::File(
+            "usr/share/java/fresh.jar".into(),
+            jar(&new_classes[4..], false),
+        ),
+        Member::File("usr/share/java/damaged.jar".into(), damaged),
+    ]);
+    let stats = roundtrip(std::slice::from_ref(&old), &new);
+    assert_eq!(stats.files_zip, 4);
+    // The edited classes cost a fraction of their deflated bytes.
+    let jar_only = build_tar(&[Member::File(
+        "usr/share/java/app.jar".into(),
+        jar(&new_classes, true),
+    )]);
+    let stats = roundtrip(&[old], &jar_only);
+    let deflated = jar(&new_classes, true).len();
+    assert!(
+        (stats.encoded_size as usize) < deflated / 20,
+        "{} bytes for a jar of {deflated} bytes with three lines of each class changed",
+        stats.encoded_size
+    );
+}
+
+#[test]
+fn a_damaged_zip_source_is_refused_not_misbuilt() {
+    let old_classes: Vec<Vec<u8>> = (0..3).map(|i| classes(2000 + i, 0)).collect();
+    let new_classes: Vec<Vec<u8>> = (0..3).map(|i| classes(2000 + i, 2)).collect();
+    let old = build_tar(&[Member::File("a.jar".into(), jar(&old_classes, false))]);
+    let new = build_tar(&[Member::File("a.jar".into(), jar(&new_classes, false))]);
+    let (_of, old_layer, stream) = encode_against(&old, &new);
+    let mut damaged = old.clone();
+    let at = old_layer.index.files[0].data_offset as usize + 200;
+    damaged[at] ^= 0xff;
+    let (_df, damaged_layer) = open(&damaged);
+    let mut out = Vec::new();
+    let r = Decoder::new(&stream[..], vec![&damaged_layer.data]).read_to_end(&mut out);
+    assert!(
+        r.is_err() || out != new,
+        "a damaged base never rebuilds the layer silently"
+    );
+}
+
 #[test]
 fn a_damaged_gzip_source_is_refused_not_misbuilt() {
     let old = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(100), 9))]);
