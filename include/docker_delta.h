@@ -1081,7 +1081,7 @@ dd_status dd_package_verify(const dd_package *package,
  *
  * ```json
  * {"schema_version": 1, "document": "package", "package_path": "...",
- *  "package_size": 123, "format_version": 6, "created_by": "docker-delta 0.1.0",
+ *  "package_size": 123, "format_version": 7, "created_by": "docker-delta 0.1.0",
  *  "payload_stored_size": 100, "payload_uncompressed_size": 456,
  *  "compression": {"algorithm": "xz", "level": 6},
  *  "lanes": [{"compression": {...}, "stored_size": 90, "uncompressed_size": 400}, ...],
