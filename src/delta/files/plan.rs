@@ -294,8 +294,61 @@ pub(super) fn plan(
         cursor = f.data_end();
     }
     push_meta(&mut regions, cursor, new.index.len, None);
-    Ok(regions)
+    coalesce(regions, &cat.old, &new.data)
 }
+
+/// Turns headers that are byte for byte their source's into copies, and joins copies of
+/// consecutive old bytes (up to [`CHUNK`]).
+///
+/// A file copied unchanged whose tar headers (and the padding before them) did not change
+/// either, next to others alike, is one run of the old layer's bytes: one COPY instead of
+/// a patched header and a copy per file. A `node_modules` tree where a few packages
+/// changed is almost all such runs (60 000 files, 57 500 unchanged: their per-file
+/// operations were half of the node pair's package, HDiffPatch sees the runs as a few
+/// thousand matches), and apply copies them in large reads.
+fn coalesce(regions: Vec<Region>, old: &[OldLayer], new: &LayerData) -> Result<Vec<Region>> {
+    let mut out: Vec<Region> = Vec::with_capacity(regions.len());
+    for r in regions {
+        let r = match r {
+            Region::Meta {
+                off,
+                len,
+                src: Some((l, soff, slen)),
+            } if len == slen && len <= MAX_SAME_HEADER => {
+                if new.read(off, len)? == old[l].data.read(soff, len)? {
+                    Region::Copy {
+                        src: l,
+                        off: soff,
+                        len,
+                    }
+                } else {
+                    r
+                }
+            }
+            r => r,
+        };
+        if let (
+            Some(Region::Copy { src, off, len }),
+            Region::Copy {
+                src: s,
+                off: o,
+                len: n,
+            },
+        ) = (out.last_mut(), &r)
+        {
+            if *src == *s && *off + *len == *o && *len + *n <= CHUNK {
+                *len += *n;
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Headers compared with their source's for [`coalesce`] are at most this long (a PAX
+/// header with long names; longer ones are patched).
+const MAX_SAME_HEADER: u64 = 64 << 10;
 
 /// Adds the regions that ship `size` bytes from `off` as they are.
 fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64) {

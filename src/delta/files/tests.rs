@@ -1346,3 +1346,29 @@ fn large_libraries_renamed_by_hash_are_patched_against_their_directory_kin() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn runs_of_unchanged_files_are_one_copy() {
+    // 3000 files, one changed in the middle: the 2999 others and their headers are two runs
+    // of the old layer's bytes, two copies (per-file operations took 7 bytes or more a file).
+    let files = |changed: bool| -> Vec<Member> {
+        (0..3000u32)
+            .map(|i| {
+                let mut data = binary(i, 300);
+                if changed && i == 1500 {
+                    data[10] ^= 1;
+                }
+                Member::File(format!("app/node_modules/p{}/f{i}.js", i / 10), data)
+            })
+            .collect()
+    };
+    let old = build_tar(&files(false));
+    let new = build_tar(&files(true));
+    let stats = roundtrip(&[old], &new);
+    assert_eq!(stats.files_copied, 2999);
+    assert!(
+        stats.encoded_size < 2000,
+        "{} bytes for one changed byte among 3000 files",
+        stats.encoded_size
+    );
+}
