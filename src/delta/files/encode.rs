@@ -104,6 +104,9 @@ pub fn encode(
     let mut rebuilt = 0u64;
     let mut layer_bytes = Vec::new();
     let split = [apart[0].is_some(), apart[1].is_some()];
+    // What each section holds over the layer (uncompressed), for the debug log: where a
+    // package's bytes go.
+    let mut section_totals = [0u64; 8];
     let mut write = |chunk: Chunk| -> Result<()> {
         layer_pieces(
             &new.data,
@@ -116,6 +119,9 @@ pub fn encode(
             },
         )?;
         rebuilt += chunk.output;
+        for (t, n) in section_totals.iter_mut().zip(chunk.sections) {
+            *t += n;
+        }
         out.write_all(&chunk.bytes).map_err(io_err)?;
         written += chunk.bytes.len() as u64;
         let sizes = stats.apart_sizes.iter_mut();
@@ -143,6 +149,18 @@ pub fn encode(
     )?;
     out.write_all(&[0]).map_err(io_err)?;
     stats.encoded_size = written + 1;
+    let [ops, meta, runs, lits, extra, adds, copies, seeks] = section_totals;
+    tracing::debug!(
+        ops,
+        meta,
+        runs,
+        lits,
+        extra,
+        adds,
+        copies,
+        seeks,
+        "files codec sections (bytes before compression)"
+    );
     let found = Digest::from_sha256(hasher.finalize().into());
     if &found != expected || rebuilt != new.data.len() {
         return Err(Error::DigestMismatch {
@@ -252,6 +270,8 @@ pub(super) struct Chunk {
     output: u64,
     /// The sections kept apart ([`APART`]), if they are.
     pub(super) apart: [Option<Vec<u8>>; 2],
+    /// The length of each of its eight sections.
+    sections: [u64; 8],
 }
 
 /// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
@@ -450,6 +470,7 @@ fn encode_chunk(
     }
     let (runs, lits) = squeeze_zeros(&diff);
     let mut sections = [ops, meta, runs, lits, extra, ctl.add, ctl.copy, ctl.seek];
+    let lens = sections.each_ref().map(|s| s.len() as u64);
     let mut out = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 48);
     out.push(CHUNK_SPLIT);
     put(&mut out, output);
@@ -469,6 +490,7 @@ fn encode_chunk(
         bytes: out,
         output,
         apart,
+        sections: lens,
     })
 }
 

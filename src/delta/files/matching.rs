@@ -65,6 +65,15 @@ impl<'a> Catalog<'a> {
     }
 
     pub(super) fn pick(&self, f: &tarscan::FileEntry) -> Pick {
+        // The same content at the same path first: of identical files (licenses, shared
+        // modules) the one at this path has this file's header and neighbours too, so the
+        // copy joins theirs (see `plan::coalesce`).
+        if let Some(&(l, i)) = self.by_path.get(&f.path[..]) {
+            let s = self.file((l, i));
+            if s.hash == f.hash && s.size == f.size {
+                return Pick::Same(l, i);
+            }
+        }
         if let Some(&(l, i)) = self.by_hash.get(&f.hash) {
             if self.file((l, i)).size == f.size {
                 return Pick::Same(l, i);
