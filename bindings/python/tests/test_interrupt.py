@@ -26,8 +26,14 @@ import docker_delta as dd
 # Run in a child process: creates a full package of the image in argv[1] at argv[2], with a
 # progress callback when argv[3] is "1" (it prints one line once the encoding is under way).
 CHILD = r"""
+import signal
 import sys
 import docker_delta as dd
+
+# Ctrl-C as a terminal delivers it, whatever this test was started under: a shell's
+# background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then installs no
+# KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 image, output, with_progress = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 said = []
