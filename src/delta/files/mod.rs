@@ -3,7 +3,9 @@
 //! A changed layer is rebuilt from the regular files of **all** old layers. Each file of the
 //! new layer gets the best source the old image has:
 //!
-//! 1. the same content anywhere (by SHA-256): copied, nothing stored;
+//! 1. the same content (by SHA-256), at the same path if it is there, else anywhere:
+//!    copied, nothing stored (a tar header equal to its source's is copied too, and copies
+//!    of consecutive old bytes are one, so a run of unchanged files is one copy);
 //! 2. the same path (the topmost old layer that has it);
 //! 3. the same path with version numbers folded (`libssl.so.3.0.11` ~ `libssl.so.3.0.15`,
 //!    `pkg-2.1.4.dist-info/RECORD` ~ `pkg-2.2.0.dist-info/RECORD`, `/lib/modules/6.1.0-50-amd64/…`
