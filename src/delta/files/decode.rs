@@ -331,7 +331,7 @@ fn run_ops(
     let [mut ops, mut meta, mut diff, mut extra] = streams;
     // Gzip members are deflated after the operations around them, on every core (level-9
     // deflate is the slowest step of apply on a layer with many members).
-    let (mut pending, mut pending_text) = (Vec::new(), 0usize);
+    let mut pending = Pending::default();
     fn take<'s>(s: &mut &'s [u8], n: u64, what: &str) -> Result<&'s [u8]> {
         if n > s.len() as u64 {
             return Err(bad(format!("{what} section ends early")));
@@ -453,17 +453,13 @@ fn run_ops(
                     }
                     m => return Err(bad(format!("unknown gzip mode {m}"))),
                 };
-                pending_text += raw.len();
-                pending.push(PendingGzip {
+                let member = PendingGzip {
                     at: out.len(),
                     header: Some(header),
                     raw,
                     level: level as u32,
-                });
-                if pending_text > MAX_PENDING_TEXT {
-                    flush_gzip(&mut pending, out, output)?;
-                    pending_text = 0;
-                }
+                };
+                pending.push(member, out, output)?;
             }
             OP_ZIP => {
                 gz::require_remake("a zip archive of the layer")?;
@@ -502,24 +498,19 @@ fn run_ops(
                 room(out, kept)?;
                 // The members are deflated later, on every core, as gzip members are.
                 zip::rebuild(&expanded, &layout, out, |text, level, out| {
-                    pending_text += text.len();
-                    pending.push(PendingGzip {
+                    let member = PendingGzip {
                         at: out.len(),
                         header: None,
                         raw: text.to_vec(),
                         level,
-                    });
-                    if pending_text > MAX_PENDING_TEXT {
-                        flush_gzip(&mut pending, out, output)?;
-                        pending_text = 0;
-                    }
-                    Ok(())
+                    };
+                    pending.push(member, out, output)
                 })?;
             }
             o => return Err(bad(format!("unknown operation {o}"))),
         }
     }
-    flush_gzip(&mut pending, out, output)?;
+    pending.flush(out, output)?;
     let controls_left = controls.is_some_and(|c| c.iter().any(|s| !s.is_empty()));
     if out.len() as u64 != output
         || !meta.is_empty()
@@ -540,6 +531,31 @@ struct PendingGzip {
     header: Option<Vec<u8>>,
     raw: Vec<u8>,
     level: u32,
+}
+
+/// The members [`run_ops`] has yet to deflate, and their text's length.
+#[derive(Default)]
+struct Pending {
+    members: Vec<PendingGzip>,
+    text: usize,
+}
+
+impl Pending {
+    /// Queues a member, deflating the queue once its text passes [`MAX_PENDING_TEXT`].
+    fn push(&mut self, member: PendingGzip, out: &mut Vec<u8>, output: u64) -> Result<()> {
+        self.text += member.raw.len();
+        self.members.push(member);
+        if self.text > MAX_PENDING_TEXT {
+            self.flush(out, output)?;
+        }
+        Ok(())
+    }
+
+    /// Deflates the queue into `out` (see [`flush_gzip`]).
+    fn flush(&mut self, out: &mut Vec<u8>, output: u64) -> Result<()> {
+        self.text = 0;
+        flush_gzip(&mut self.members, out, output)
+    }
 }
 
 /// Text of pending gzip members past which [`run_ops`] deflates them before going on, so

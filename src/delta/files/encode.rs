@@ -330,7 +330,7 @@ fn encode_chunk(
                 }
                 let mut s = Streams::default();
                 bsdiff::diff(&source, &bytes, &mut s);
-                if s.extra.len() as u64 * 10 > len * 9 || !patch_pays(&bytes, &s) {
+                if !patch_wins(&bytes, &s) {
                     // Hardly anything matched, or what matched differs in so many bytes
                     // that the bytes alone are cheaper.
                     ops.push(OP_LIT);
@@ -420,9 +420,7 @@ fn encode_chunk(
                         bsdiff::diff(raw, &bytes, &mut s);
                     }
                     match source {
-                        Some((l, soff, slen, _))
-                            if s.extra.len() as u64 * 10 <= len * 9 && patch_pays(&bytes, &s) =>
-                        {
+                        Some((l, soff, slen, _)) if patch_wins(&bytes, &s) => {
                             ops.push(OP_DIFF);
                             put_patch(&mut ops, Some(&mut ctl), l, soff, slen, len, &s.controls);
                             diff.extend_from_slice(&s.diff);
@@ -446,9 +444,7 @@ fn encode_chunk(
                 }
                 let n = expanded.len() as u64;
                 match source {
-                    Some((l, soff, slen, _))
-                        if s.extra.len() as u64 * 10 <= n * 9 && patch_pays(&expanded, &s) =>
-                    {
+                    Some((l, soff, slen, _)) if patch_wins(&expanded, &s) => {
                         put(&mut ops, ZIP_PATCH);
                         put_patch(&mut ops, Some(&mut ctl), l, soff, slen, n, &s.controls);
                         diff.extend_from_slice(&s.diff);
@@ -492,6 +488,12 @@ fn encode_chunk(
         apart,
         sections: lens,
     })
+}
+
+/// Whether a patch of `bytes` (its streams `s`) is shipped rather than the bytes: most of
+/// them matched (new bytes under nine tenths) and the patch pays ([`patch_pays`]).
+fn patch_wins(bytes: &[u8], s: &Streams) -> bool {
+    s.extra.len() * 10 <= bytes.len() * 9 && patch_pays(bytes, s)
 }
 
 /// Regions shorter than this are patched whenever anything matched: trying both ways costs

@@ -68,10 +68,11 @@ impl<'a> Catalog<'a> {
         // The same content at the same path first: of identical files (licenses, shared
         // modules) the one at this path has this file's header and neighbours too, so the
         // copy joins theirs (see `plan::coalesce`).
-        if let Some(&(l, i)) = self.by_path.get(&f.path[..]) {
-            let s = self.file((l, i));
-            if s.hash == f.hash && s.size == f.size {
-                return Pick::Same(l, i);
+        let at_path = self.by_path.get(&f.path[..]).copied();
+        if let Some(s) = at_path {
+            let old = self.file(s);
+            if old.hash == f.hash && old.size == f.size {
+                return Pick::Same(s.0, s.1);
             }
         }
         if let Some(&(l, i)) = self.by_hash.get(&f.hash) {
@@ -79,7 +80,7 @@ impl<'a> Catalog<'a> {
                 return Pick::Same(l, i);
             }
         }
-        if let Some(&s) = self.by_path.get(&f.path[..]) {
+        if let Some(s) = at_path {
             return Pick::Similar(s.0, s.1);
         }
         let closest = |cands: Option<&Vec<(usize, usize)>>| {

@@ -294,7 +294,7 @@ pub(super) fn plan(
         cursor = f.data_end();
     }
     push_meta(&mut regions, cursor, new.index.len, None);
-    coalesce(regions, &cat.old, &new.data)
+    coalesce(regions, cat.old, &new.data)
 }
 
 /// Turns headers that are byte for byte their source's into copies, and joins copies of

@@ -788,19 +788,26 @@ fn zip_archives_ship_expanded_and_patched() {
     );
 }
 
+/// Encodes `new` against `old`, damages the old layer's first file `at` bytes into its
+/// data after the delta was made, and decodes against that: the result, and what it
+/// wrote.
+fn decode_against_damaged(old: &[u8], new: &[u8], at: usize) -> (std::io::Result<usize>, Vec<u8>) {
+    let (_of, old_layer, stream) = encode_against(old, new);
+    let mut damaged = old.to_vec();
+    damaged[old_layer.index.files[0].data_offset as usize + at] ^= 0xff;
+    let (_df, damaged_layer) = open(&damaged);
+    let mut out = Vec::new();
+    let r = Decoder::new(&stream[..], vec![&damaged_layer.data]).read_to_end(&mut out);
+    (r, out)
+}
+
 #[test]
 fn a_damaged_zip_source_is_refused_not_misbuilt() {
     let old_classes: Vec<Vec<u8>> = (0..3).map(|i| classes(2000 + i, 0)).collect();
     let new_classes: Vec<Vec<u8>> = (0..3).map(|i| classes(2000 + i, 2)).collect();
     let old = build_tar(&[Member::File("a.jar".into(), jar(&old_classes, false))]);
     let new = build_tar(&[Member::File("a.jar".into(), jar(&new_classes, false))]);
-    let (_of, old_layer, stream) = encode_against(&old, &new);
-    let mut damaged = old.clone();
-    let at = old_layer.index.files[0].data_offset as usize + 200;
-    damaged[at] ^= 0xff;
-    let (_df, damaged_layer) = open(&damaged);
-    let mut out = Vec::new();
-    let r = Decoder::new(&stream[..], vec![&damaged_layer.data]).read_to_end(&mut out);
+    let (r, out) = decode_against_damaged(&old, &new, 200);
     assert!(
         r.is_err() || out != new,
         "a damaged base never rebuilds the layer silently"
@@ -811,14 +818,7 @@ fn a_damaged_zip_source_is_refused_not_misbuilt() {
 fn a_damaged_gzip_source_is_refused_not_misbuilt() {
     let old = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(100), 9))]);
     let new = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(101), 9))]);
-    let (_of, old_layer, stream) = encode_against(&old, &new);
-    // The base's member is damaged after the delta was made.
-    let mut damaged = old.clone();
-    let at = old_layer.index.files[0].data_offset as usize + 20;
-    damaged[at] ^= 0xff;
-    let (_df, damaged_layer) = open(&damaged);
-    let mut out = Vec::new();
-    let r = Decoder::new(&stream[..], vec![&damaged_layer.data]).read_to_end(&mut out);
+    let (r, out) = decode_against_damaged(&old, &new, 20);
     // Either the member no longer inflates (a codec error), or it does and the text
     // differs: then the rebuilt layer does not hash to the diff_id, which apply checks.
     if r.is_ok() {
