@@ -40,7 +40,7 @@ pub fn encode(
     mut apart: [Option<&mut dyn Write>; 2],
     progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<EncodeStats> {
-    let cat = Catalog::new(old);
+    let cat = Catalog::new(old)?;
     let mut stats = EncodeStats::default();
     let mut regions = plan(&cat, new, &mut stats)?;
     // The catalog's maps (a few hundred bytes a file) are not needed past the plan: on a

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
+use super::likeness::Likeness;
 use super::tarscan;
-use super::OldLayer;
+use super::{LayerData, OldLayer};
+use crate::error::Result;
 
 /// How a new file is sourced.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +25,7 @@ pub(super) struct Catalog<'a> {
     by_folded: HashMap<Vec<u8>, Vec<(usize, usize)>>,
     by_name: HashMap<&'a [u8], Vec<(usize, usize)>>,
     by_kind: HashMap<Kind<'a>, Vec<(usize, usize)>>,
+    likeness: Likeness,
 }
 
 /// A file's directory and extension (see [`kind`]).
@@ -33,7 +36,7 @@ type Kind<'a> = (&'a [u8], &'a [u8]);
 const KIND_MIN: u64 = 1 << 20;
 
 impl<'a> Catalog<'a> {
-    pub(super) fn new(old: &'a [OldLayer]) -> Catalog<'a> {
+    pub(super) fn new(old: &'a [OldLayer]) -> Result<Catalog<'a>> {
         let mut c = Catalog {
             old,
             by_hash: HashMap::new(),
@@ -41,6 +44,7 @@ impl<'a> Catalog<'a> {
             by_folded: HashMap::new(),
             by_name: HashMap::new(),
             by_kind: HashMap::new(),
+            likeness: Likeness::new(old)?,
         };
         for (l, layer) in old.iter().enumerate() {
             for (i, f) in layer.index.files.iter().enumerate() {
@@ -57,7 +61,7 @@ impl<'a> Catalog<'a> {
                 }
             }
         }
-        c
+        Ok(c)
     }
 
     pub(super) fn file(&self, (l, i): (usize, usize)) -> &tarscan::FileEntry {
@@ -114,7 +118,45 @@ impl<'a> Catalog<'a> {
         }
         Pick::None
     }
+
+    /// `pick` ([`Catalog::pick`] of `f`, whose bytes are in `new`) or, if it is not the same
+    /// content, the old file the new one's content resembles clearly more (see
+    /// [`Likeness`]). Not for compressed files or archives, whose bytes say little of their
+    /// content: the caller leaves those to their names.
+    pub(super) fn by_content(
+        &self,
+        pick: Pick,
+        f: &tarscan::FileEntry,
+        new: &LayerData,
+    ) -> Result<Pick> {
+        let asked = match pick {
+            Pick::Same(..) => return Ok(pick),
+            Pick::Similar(l, i) => Some((l, i)),
+            Pick::None => None,
+        };
+        if f.size < MIN_JUDGED {
+            return Ok(pick);
+        }
+        let verdict = self.likeness.judge(new, f.data_offset, f.size, asked)?;
+        Ok(match verdict.better() {
+            Some((l, i)) => {
+                tracing::trace!(
+                    path = %String::from_utf8_lossy(&f.path),
+                    by_name = ?asked.map(|s| String::from_utf8_lossy(&self.file(s).path).into_owned()),
+                    by_content = %String::from_utf8_lossy(&self.file((l, i)).path),
+                    ?verdict,
+                    "a source by content"
+                );
+                Pick::Similar(l, i)
+            }
+            None => pick,
+        })
+    }
 }
+
+/// Files smaller than this keep the source their names give them (too few anchors to
+/// judge by).
+const MIN_JUDGED: u64 = 256;
 
 fn file_name(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {

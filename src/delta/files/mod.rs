@@ -14,8 +14,10 @@
 //! 5. for a file of 1 MiB or more, a file of the same directory and extension within twice
 //!    its size, closest size first (libraries that wheels name by a hash);
 //!
-//! and is stored as a bsdiff-class patch against it, or literally when it has no source, is
-//! itself one compressed stream (a patch of compressed bytes saves nothing; zip archives are
+//! unless its content says another old file is clearly likelier than the one rules 2-5
+//! name, or than none (code moved to another package, a bundle renamed; see
+//! `likeness.rs`): that one then. It is stored as a bsdiff-class patch against it, or
+//! literally when it has no source, is itself one compressed stream (a patch of compressed bytes saves nothing; zip archives are
 //! not: their unchanged members keep their bytes), or when the patch, compressed, would
 //! cost nine tenths of the bytes or more (see `encode::patch_pays`). A gzip member that zlib
 //! re-makes byte for byte is shipped as its text instead, patched against the old member's
@@ -89,6 +91,7 @@
 //! # Code
 //!
 //! - `matching.rs`: where the old files are, and which one each new file is made from;
+//! - `likeness.rs`: the old files' content samples, which say what a changed file resembles;
 //! - `plan.rs`: the new layer cut into regions, each with its source and how it is made;
 //! - `encode.rs`: [`encode`](encode()), the regions grouped into chunks and encoded, each
 //!   chunk checked by decoding it again;
@@ -112,6 +115,7 @@ pub mod zip;
 
 mod decode;
 mod encode;
+mod likeness;
 mod matching;
 mod plan;
 mod schedule;

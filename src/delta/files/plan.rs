@@ -156,7 +156,10 @@ pub(super) fn plan(
             }
         };
     for f in &new.index.files {
-        let pick = cat.pick(f);
+        let mut pick = cat.pick(f);
+        if !matches!(pick, Pick::Same(..)) && !is_packed(&new.data, f.data_offset, f.size)? {
+            pick = cat.by_content(pick, f, &new.data)?;
+        }
         let src_entry = match pick {
             Pick::Same(l, i) | Pick::Similar(l, i) => Some((l, cat.file((l, i)))),
             Pick::None => None,
@@ -423,6 +426,12 @@ fn source_around(
 /// symbols, BTF type ids), which differ best by words (see [`Differences::Words`](super::bsdiff::Differences::Words)).
 fn is_relocatable_elf(head: &[u8]) -> bool {
     head.len() >= 18 && head.starts_with(b"\x7fELF") && head[5] == 1 && head[16..18] == [1, 0]
+}
+
+/// Whether the file at `off` starts like a compressed stream or a zip archive.
+fn is_packed(d: &LayerData, off: u64, size: u64) -> Result<bool> {
+    let head = d.read(off, size.min(6))?;
+    Ok(looks_compressed(&head) || zip::looks_like(&head))
 }
 
 /// Whether the file at `off` starts like a zip archive.
