@@ -277,25 +277,176 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
         return;
     }
     let sa = Index::new(old);
-    // bsdiff takes a new match once it beats the current alignment by 8 bytes. For two
-    // builds of the same source (kernel modules) that is right; between distant versions
-    // (bookworm -> trixie) it takes many short matches far apart, whose control triples
-    // cost more than the bytes they match. A patch dense in controls is therefore made
-    // again with a higher bar, and the one that compresses smaller is kept.
-    let first = scan(old, new, &sa, 8);
-    let chosen = if (first.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64 {
-        let second = scan(old, new, &sa, 20);
-        if estimate(&second) < estimate(&first) {
-            second
-        } else {
-            first
-        }
-    } else {
-        first
+    // bsdiff extends a match over stretches where half the bytes agree; for fixed-width
+    // instructions whose immediates all moved (arm64), and for text, a stricter extension
+    // leaves fewer difference bytes; for x86-64 code the looser one wins (see
+    // `extension_for`). The covers that do not pay for themselves are then dropped (see
+    // `prune`).
+    //
+    // bsdiff also takes a new match once it beats the current alignment by 8 bytes. For
+    // two builds of the same source (kernel modules) that is right; between distant
+    // versions (bookworm -> trixie) it takes many short matches far apart, whose control
+    // triples cost more than the bytes they match. A patch dense in controls is therefore
+    // made again with a higher bar too.
+    let lit = literal_cost(new);
+    let make = |bar: isize, extension: Extension| {
+        let s = scan(old, new, &sa, bar, extension);
+        let size = estimate(&s);
+        (s, size)
     };
-    out.controls.extend_from_slice(&chosen.controls);
-    out.diff.extend_from_slice(&chosen.diff);
-    out.extra.extend_from_slice(&chosen.extra);
+    let mut made = vec![make(8, extension_for(new))];
+    if made
+        .iter()
+        .any(|(s, _)| (s.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64)
+    {
+        made.push(make(20, extension_for(new)));
+    }
+    // The first of the smallest.
+    let Some((best, _)) = made.into_iter().min_by_key(|&(_, size)| size) else {
+        return;
+    };
+    let best = prune(old, new, &best, lit);
+    out.controls.extend_from_slice(&best.controls);
+    out.diff.extend_from_slice(&best.diff);
+    out.extra.extend_from_slice(&best.extra);
+}
+
+/// The extension for `new`: [`STRICT`] for arm64 code and for text, else [`LOOSE`].
+fn extension_for(new: &[u8]) -> Extension {
+    const EM_AARCH64: u16 = 183;
+    let elf_machine = (new.len() >= 20 && new.starts_with(b"\x7fELF"))
+        .then(|| u16::from_le_bytes([new[18], new[19]]));
+    let text = !new[..new.len().min(4096)].contains(&0);
+    if elf_machine == Some(EM_AARCH64) || (elf_machine.is_none() && text) {
+        STRICT
+    } else {
+        LOOSE
+    }
+}
+
+/// How many agreeing bytes a match's extension needs: it is extended over the stretch
+/// where `agree * weight - len * (weight - 1)` is largest, i.e. where more than
+/// `(weight - 1) / weight` of the bytes agree.
+type Extension = isize;
+/// bsdiff's own: half the bytes.
+const LOOSE: Extension = 2;
+/// Two thirds. Used for every file, the arm64 pair's package (Debian's tools across a
+/// release) is 6 % smaller than with [`LOOSE`], the node pair's 1 % smaller, and the
+/// debian pair's (mostly x86-64 code) 2 % larger.
+const STRICT: Extension = 3;
+
+/// Bytes a varint of `v` takes.
+fn varint_len(v: u64) -> usize {
+    ((64 - v.leading_zeros()).max(1) as usize).div_ceil(7)
+}
+
+/// A patch's covers: (new position, old position, length) of each stretch made as source
+/// plus differences.
+fn covers(s: &Streams) -> Vec<(usize, usize, usize)> {
+    let (mut np, mut op) = (0usize, 0i64);
+    let mut out = Vec::with_capacity(s.controls.len());
+    for c in &s.controls {
+        if c.add > 0 {
+            out.push((np, op as usize, c.add as usize));
+        }
+        np += (c.add + c.copy) as usize;
+        op += c.add as i64 + c.seek;
+    }
+    out
+}
+
+/// The streams of a patch of `new` made of `covers` (in order, not overlapping).
+fn from_covers(old: &[u8], new: &[u8], covers: &[(usize, usize, usize)]) -> Streams {
+    let mut s = Streams::default();
+    let (mut np, mut op) = (0usize, 0usize);
+    // A first control that only copies, if the first cover starts later.
+    let first_at = covers.first().map_or(new.len(), |c| c.0);
+    if first_at > 0 || covers.first().is_none_or(|c| c.1 != 0) {
+        s.extra.extend_from_slice(&new[..first_at]);
+        s.controls.push(Control {
+            add: 0,
+            copy: first_at as u64,
+            seek: covers.first().map_or(0, |c| c.1 as i64),
+        });
+        np = first_at;
+        op = covers.first().map_or(0, |c| c.1);
+    }
+    for (k, &(n, o, len)) in covers.iter().enumerate() {
+        debug_assert_eq!(n, np);
+        debug_assert_eq!(o, op);
+        s.diff.extend(
+            new[n..n + len]
+                .iter()
+                .zip(&old[o..o + len])
+                .map(|(a, b)| a.wrapping_sub(*b)),
+        );
+        let next = covers.get(k + 1).copied();
+        let gap_end = next.map_or(new.len(), |c| c.0);
+        s.extra.extend_from_slice(&new[n + len..gap_end]);
+        let next_old = next.map_or(o + len, |c| c.1);
+        s.controls.push(Control {
+            add: len as u64,
+            copy: (gap_end - (n + len)) as u64,
+            seek: next_old as i64 - (o + len) as i64,
+        });
+        np = gap_end;
+        op = next_old;
+    }
+    s
+}
+
+/// What a new byte costs in the package, about: the ratio zstd's level 3 achieves on all of
+/// `new` (the package compresses new bytes much harder, but also bytes of every kind that
+/// cheap compression leaves alone).
+fn literal_cost(new: &[u8]) -> f64 {
+    let packed = zstd::bulk::compress(new, 3).map_or(new.len(), |z| z.len());
+    (packed as f64 / new.len().max(1) as f64).clamp(0.05, 1.0)
+}
+
+/// A cover is kept when it saves at least this many bytes (see [`prune`]).
+const MIN_SAVING: f64 = 2.0;
+/// What a difference byte that is not zero costs, and a control triple's varint byte, in
+/// bytes after compression (about: they compress in lanes of their own).
+const DIFFERENCE_COST: f64 = 0.5;
+const CONTROL_COST: f64 = 0.7;
+
+/// Drops the covers of a patch (the stretches made as source plus differences) that cost
+/// more than the bytes they make would as new bytes: short matches of common phrases in
+/// text, far from the stretches around them, whose control triples, and the new bytes
+/// they cut in pieces, cost more than they save. A cover's saving is its length at
+/// `lit`, the cost of a new byte (see [`literal_cost`]), less its differences that are not
+/// zero and its control triple (its varints, the seek from the last cover kept); it is kept
+/// if that is at least [`MIN_SAVING`]. Measured on the changed files of the node pair
+/// (1 719 JavaScript files and their old versions): 1.34 -> 1.23 MB.
+fn prune(old: &[u8], new: &[u8], s: &Streams, lit: f64) -> Streams {
+    let all = covers(s);
+    let mut kept: Vec<(usize, usize, usize)> = Vec::with_capacity(all.len());
+    let (mut last_old, mut last_new) = (0usize, 0usize);
+    for &(n, o, len) in &all {
+        let differences = new[n..n + len]
+            .iter()
+            .zip(&old[o..o + len])
+            .filter(|(a, b)| a != b)
+            .count();
+        let seek = o as i64 - last_old as i64;
+        let varints = varint_len(len as u64)
+            + varint_len((n - last_new) as u64)
+            + varint_len(((seek << 1) ^ (seek >> 63)) as u64);
+        let saving =
+            len as f64 * lit - differences as f64 * DIFFERENCE_COST - varints as f64 * CONTROL_COST;
+        if saving >= MIN_SAVING {
+            kept.push((n, o, len));
+            (last_old, last_new) = (o + len, n + len);
+        }
+    }
+    if kept.len() == all.len() {
+        return Streams {
+            controls: s.controls.clone(),
+            diff: s.diff.clone(),
+            extra: s.extra.clone(),
+        };
+    }
+    from_covers(old, new, &kept)
 }
 
 /// Inputs shorter than this are always diffed (the estimate below needs anchors).
@@ -378,8 +529,9 @@ fn estimate(s: &Streams) -> usize {
 }
 
 /// One bsdiff pass over `new` with the suffix array of `old`: a match found elsewhere is
-/// taken when it beats the current alignment by more than `bar` bytes.
-fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize) -> Streams {
+/// taken when it beats the current alignment by more than `bar` bytes, and extended as
+/// far as `w` says (see [`Extension`]).
+fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize, w: Extension) -> Streams {
     let mut out = Streams::default();
     // Matches are looked up at most MAX_MATCH bytes at a time: a long identical stretch
     // would otherwise be compared in full by the search at each byte before it. A longer
@@ -438,7 +590,7 @@ fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize) -> Streams {
                     s += 1;
                 }
                 i += 1;
-                if s * 2 - i as isize > sf * 2 - lenf as isize {
+                if s * w - (w - 1) * i as isize > sf * w - (w - 1) * lenf as isize {
                     sf = s;
                     lenf = i;
                 }
@@ -452,7 +604,7 @@ fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize) -> Streams {
                     if old[pos - i] == new[scan - i] {
                         s += 1;
                     }
-                    if s * 2 - i as isize > sb * 2 - lenb as isize {
+                    if s * w - (w - 1) * i as isize > sb * w - (w - 1) * lenb as isize {
                         sb = s;
                         lenb = i;
                     }
@@ -587,10 +739,171 @@ mod tests {
         }
         let s = roundtrip(&old, &new);
         let sa = Index::new(&old);
-        let plain = scan(&old, &new, &sa, 8);
+        let w = extension_for(&new);
+        let plain = scan(&old, &new, &sa, 8, w);
         assert!(plain.controls.len() as u64 * DENSE_CONTROLS > new.len() as u64);
-        let higher = scan(&old, &new, &sa, 20);
-        assert_eq!(estimate(&s), estimate(&plain).min(estimate(&higher)));
+        let higher = scan(&old, &new, &sa, 20, w);
+        let lit = literal_cost(&new);
+        let chosen = if estimate(&higher) < estimate(&plain) {
+            higher
+        } else {
+            plain
+        };
+        assert_eq!(estimate(&s), estimate(&prune(&old, &new, &chosen, lit)));
+    }
+
+    /// Text edited here and there, whose common phrases bsdiff matches all over the old
+    /// version.
+    fn edited_text() -> (Vec<u8>, Vec<u8>) {
+        let words = [
+            "return ",
+            "this.",
+            "props",
+            "function ",
+            "(",
+            ") {",
+            "}",
+            ";\n",
+            "const ",
+            "value",
+            " = ",
+            "undefined",
+            "if (",
+            "else ",
+            "state",
+            ".length",
+            "=> ",
+        ];
+        let mut x = 11u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as usize
+        };
+        fn text(words: &[&str], rnd: &mut impl FnMut() -> usize, n: usize) -> Vec<u8> {
+            let mut t = Vec::new();
+            while t.len() < n {
+                t.extend_from_slice(words[rnd() % words.len()].as_bytes());
+                if rnd() % 3 == 0 {
+                    t.extend(format!("x{}", rnd() % 1000).bytes());
+                }
+            }
+            t
+        }
+        let old = text(&words, &mut rnd, 60_000);
+        let mut new = Vec::new();
+        let mut at = 0;
+        while at < old.len() {
+            let keep = 300 + rnd() % 700;
+            new.extend_from_slice(&old[at..(at + keep).min(old.len())]);
+            let n = 40 + rnd() % 200;
+            new.extend(text(&words, &mut rnd, n));
+            at += keep + rnd() % 50;
+        }
+        (old, new)
+    }
+
+    #[test]
+    fn covers_that_cost_more_than_they_save_are_dropped() {
+        let (old, new) = edited_text();
+        let sa = Index::new(&old);
+        let raw = scan(&old, &new, &sa, 8, STRICT);
+        let lit = literal_cost(&new);
+        let pruned = prune(&old, &new, &raw, lit);
+        // Round trip of the pruned patch.
+        let mut out = Vec::new();
+        let (mut d, mut e) = (&pruned.diff[..], &pruned.extra[..]);
+        patch(
+            &old,
+            &pruned.controls,
+            Differences::Bytes,
+            &mut d,
+            &mut e,
+            new.len() as u64,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, new);
+        // Far fewer controls, and a smaller package.
+        assert!(
+            pruned.controls.len() * 2 < raw.controls.len(),
+            "{} -> {} controls",
+            raw.controls.len(),
+            pruned.controls.len()
+        );
+        assert!(
+            estimate(&pruned) < estimate(&raw),
+            "{} -> {}",
+            estimate(&raw),
+            estimate(&pruned)
+        );
+        // The kept covers are the long ones: every edit's surroundings are still matched.
+        assert!(
+            pruned.diff.len() > new.len() / 2,
+            "{} of {}",
+            pruned.diff.len(),
+            new.len()
+        );
+        roundtrip(&old, &new);
+    }
+
+    #[test]
+    fn the_extension_follows_the_content() {
+        let elf = |machine: u16| {
+            let mut h = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0".to_vec();
+            h.extend_from_slice(&machine.to_le_bytes());
+            h.extend_from_slice(&[0; 100]);
+            h
+        };
+        assert_eq!(extension_for(&elf(183)), STRICT);
+        assert_eq!(extension_for(&elf(62)), LOOSE);
+        assert_eq!(extension_for(b"function f() { return 1; }"), STRICT);
+        assert_eq!(extension_for(&[0, 1, 2, 3]), LOOSE);
+        assert_eq!(extension_for(b""), STRICT);
+    }
+
+    #[test]
+    fn covers_make_the_patch_they_came_from() {
+        let (old, new) = edited_text();
+        let sa = Index::new(&old);
+        for w in [LOOSE, STRICT] {
+            let raw = scan(&old, &new, &sa, 8, w);
+            let again = from_covers(&old, &new, &covers(&raw));
+            let mut out = Vec::new();
+            let (mut d, mut e) = (&again.diff[..], &again.extra[..]);
+            patch(
+                &old,
+                &again.controls,
+                Differences::Bytes,
+                &mut d,
+                &mut e,
+                new.len() as u64,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out, new);
+            assert_eq!(again.diff, raw.diff);
+            assert_eq!(again.extra, raw.extra);
+        }
+        // A patch with no cover, and one whose first cover starts at 0 but not in the old
+        // bytes' first byte.
+        let s = from_covers(b"abcdef", b"xyz", &[]);
+        assert_eq!(s.extra, b"xyz");
+        let s = from_covers(b"abcdef", b"defxy", &[(0, 3, 3)]);
+        let mut out = Vec::new();
+        let (mut d, mut e) = (&s.diff[..], &s.extra[..]);
+        patch(
+            b"abcdef",
+            &s.controls,
+            Differences::Bytes,
+            &mut d,
+            &mut e,
+            5,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, b"defxy");
     }
 
     fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
@@ -778,6 +1091,28 @@ mod tests {
         #[test]
         fn any_pair_round_trips(old in proptest::collection::vec(0u8..4, 0..2000),
                                 new in proptest::collection::vec(0u8..4, 0..2000)) {
+            roundtrip(&old, &new);
+        }
+
+        #[test]
+        fn any_text_pair_round_trips(old in proptest::collection::vec(b'a'..b'e', 0..3000),
+                                     new in proptest::collection::vec(b'a'..b'e', 0..3000)) {
+            roundtrip(&old, &new);
+        }
+
+        #[test]
+        fn any_elf_like_pair_round_trips(body in proptest::collection::vec(any::<u8>(), 0..3000),
+                                         edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..40),
+                                         machine in prop_oneof![Just(62u16), Just(183u16)]) {
+            // An ELF header of either machine, then bytes, edited in places.
+            let mut old = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0".to_vec();
+            old.extend_from_slice(&machine.to_le_bytes());
+            old.extend_from_slice(&body);
+            let mut new = old.clone();
+            for (at, b) in edits {
+                let i = at as usize % new.len();
+                new[i] = b;
+            }
             roundtrip(&old, &new);
         }
 
