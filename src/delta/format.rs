@@ -1179,10 +1179,11 @@ const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
 /// An xz encoder at `level`: the preset, with a dictionary of `dict` bytes for presets 0-7
 /// (8 and 9 keep their 32 and 64 MiB) and no position bits in the match and literal
 /// contexts (`pb=0`). Measured on the payloads of the bench pairs, against preset 6 alone:
-/// a 16 MiB dictionary reaches the far copies of a layer of upgraded tools (13.19 -> 12.17
-/// MB, where zstd's 128 MiB window gets 12.27), `pb=0` saves 0.2-0.5 % on every pair (the
-/// payload's sections are bytes and varints, not aligned words). The encoder then needs
-/// about 190 MiB (50 MiB with 4 MiB).
+/// a 16 MiB dictionary reached the far copies of a layer of upgraded tools when lane 0
+/// held the new bytes too (13.19 -> 12.17 MB, where zstd's 128 MiB window gets 12.27),
+/// `pb=0` saves 0.2-0.5 % on every pair (the payload's sections are bytes and varints, not
+/// aligned words). The encoder needs about 190 MiB with 16 MiB, 95 MiB with 8 MiB, 50 MiB
+/// with 4 MiB.
 fn xz_encoder(level: u32, dict: u32) -> io::Result<liblzma::stream::Stream> {
     let mut options = liblzma::stream::LzmaOptions::new_preset(level)?;
     // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
@@ -1257,10 +1258,14 @@ impl PackageWriter {
             lanes: vec![LaneWriter::new(
                 compression,
                 spool_dir,
+                // Lane 0 holds the streams' structure (operations, tar headers, control
+                // triples); new bytes are in lane 1 since format 5. An 8 MiB dictionary
+                // does as well as 16 MiB there (the ml pair: +0.08 %) for about 95 MiB
+                // less of the encoder's memory (see `xz_encoder`).
                 LaneSettings {
                     zstd: (cores, 27, 7),
                     zstd_tables: None,
-                    xz_dict: 16 << 20,
+                    xz_dict: 8 << 20,
                 },
             )?],
             new_bytes_compression,
@@ -1272,27 +1277,30 @@ impl PackageWriter {
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
         while self.lanes.len() <= n {
             let (compression, settings) = match self.lanes.len() {
-                // zstd on the calling thread, with a 128 MiB window and long-distance
-                // matching. Statically linked programs repeat the packages they link far
-                // apart: the new bytes of docker 26's engine programs (dockerd,
-                // containerd, ctr, the shim, the client, runc; 147 MB) take 47.8 MB in a
-                // 16 MiB window, 37.5 MB in this one (zstd's CLI on their tar: 57.2 MB
-                // in 32 MiB, 52.8 in 64 MiB, 48.7 in 128 MiB). On the other bench pairs
-                // (new bytes under 35 MB) it saves under 0.1 %. The window's memory is
-                // only taken as bytes come, to create and to apply: up to 128 MiB more
-                // than the 16 MiB window's. With one worker thread in 16 MiB jobs the
-                // lane is 2.5 % larger on tools' new bytes (matches do not cross jobs).
-                // Level 18's match finder tables (2^23 and 2^22 entries) at 2^22 and
-                // 2^21 take 24 MiB less for 1.8 % more (zstd's CLI on the Go programs'
-                // tar: 48.7 -> 49.6 MB), so that create stays under 512 MiB where the
-                // new bytes fill the window beside large patch searches (with them it
-                // peaked at 562 MiB on those programs before the chunk budget went down
-                // to 144 MiB, see files::CHUNK_MEMORY).
+                // zstd on the calling thread, with a 256 MiB window, long-distance
+                // matching and level 18's own match finder tables. Statically linked
+                // programs repeat the packages they link far apart: the new bytes of
+                // docker 26's engine programs (dockerd, containerd, ctr, the shim, the
+                // client, runc; 147 MB) take 47.8 MB in a 16 MiB window, 37.5 MB in a
+                // 128 MiB one (zstd's CLI on their tar: 57.2 MB in 32 MiB, 52.8 in 64 MiB,
+                // 48.7 in 128 MiB). The go pair ships all 260 MB of its new layer as new
+                // bytes: 51.23 MB in 128 MiB with tables of 2^22 and 2^21 entries, 49.73 MB
+                // in 256 MiB with the level's 2^23 and 2^22 (zstd's CLI on the layer:
+                // 52.59 -> 51.13 MB, the window alone 51.67), under `zstd -19 --long=31
+                // --patch-from`'s 50.09 MB. On the other pairs (new bytes under 128 MB) the
+                // window changes nothing and the tables save 0.1-0.3 %. The window's memory
+                // is only taken as bytes come, to create and to apply: on the go pair
+                // create peaks at 461 MiB and apply at 359 MiB (were 295 and 236). The
+                // tables (and long-distance matching's for the larger window) take about
+                // 50 MiB more than the smaller ones did; lane 0's dictionary went down
+                // from 16 to 8 MiB for it (see `PackageWriter::new`), so that create stays
+                // under 512 MiB where the new bytes fill the window beside large patch
+                // searches (the ml pair: 475 MiB).
                 LANE_NEW_BYTES => (
                     self.new_bytes_compression,
                     LaneSettings {
-                        zstd: (0, 27, 9),
-                        zstd_tables: Some((22, 21)),
+                        zstd: (0, 28, 9),
+                        zstd_tables: None,
                         xz_dict: 16 << 20,
                     },
                 ),

@@ -143,9 +143,10 @@ pub const WINDOW: u64 = 16 << 20;
 /// again); an encoded chunk then holds its bytes until written. A chunk that does not fit
 /// beside the others waits; one larger than the whole runs alone.
 ///
-/// With the payload lanes' encoders (up to about 350 MiB at the default compression, the
-/// new bytes' 128 MiB zstd window full), create stays under 512 MiB on any number of
-/// threads; the budget was 192 MiB while that window was 16 MiB (two cores keep as busy
+/// With the payload lanes' encoders (the new bytes' zstd window fills only as new bytes
+/// come, up to 256 MiB, and a layer that ships that many new bytes has few searches to
+/// make), create stays under 512 MiB on any number of threads (measured: 461 MiB on the go
+/// pair, 260 MB of new bytes; 475 MiB on the ml pair, the most searches); the budget was 192 MiB while that window was 16 MiB (two cores keep as busy
 /// with 144: the large searches ran one at a time with 192 too). Measured on the kernel pair with a
 /// changed 256 MiB file added to its layer, with 2, 4 and 8 threads on two cores: before
 /// this limit (only the searches were limited, to 160 MiB) 487, 621 and 833 MiB; see
