@@ -169,6 +169,10 @@ finish_rootfs() { # DIR OUT.tar
 # apt state/cache path under a directory of .cache/, never the system's. A
 # private dir with an `arch` file has that as its only architecture.
 sys_apt() { apt-get "$@"; }
+# A fresh machine's package lists can be older than the pinned versions (the
+# kernel pair's are newer than an image's lists): on a failed download the
+# system apt's lists are updated once and the download retried.
+SYS_APT_UPDATED=0
 private_apt() { # TOOL(apt-get|apt-cache) DIR ARGS...
     local tool=$1 d=$2; shift 2
     local o=(
@@ -202,8 +206,15 @@ fetch_deb() {
     if [[ -z $f ]]; then
         log "apt-get download $p=$v"
         rm -rf "$d.tmp"; mkdir -p "$d.tmp"
-        (cd "$d.tmp" && "$apt" download -q "$p=$v" >/dev/null 2>"$d.tmp/err") \
-            || { cat "$d.tmp/err" >&2; die "download of $p=$v failed"; }
+        if ! (cd "$d.tmp" && "$apt" download -q "$p=$v" >/dev/null 2>"$d.tmp/err"); then
+            if [[ $apt == sys_apt && $SYS_APT_UPDATED == 0 ]]; then
+                log "apt-get download $p=$v failed: apt-get update, then again"
+                apt-get update -qq || die "apt-get update failed"
+                SYS_APT_UPDATED=1
+            fi
+            (cd "$d.tmp" && "$apt" download -q "$p=$v" >/dev/null 2>"$d.tmp/err") \
+                || { cat "$d.tmp/err" >&2; die "download of $p=$v failed"; }
+        fi
         rm -f "$d.tmp/err"
         rm -rf "$d"; mv "$d.tmp" "$d"
         f=$(ls "$d"/*.deb | head -n1)
@@ -313,11 +324,12 @@ debian_versions() { # -> lines "pkg old old_suite new new_suite"
 # package's SIDE version into DIR (all packages of the tsv if none named).
 extract_debs() {
     local dir=$1 tsv=$2 side=$3; shift 3
-    local want=" $* " p ov os nv ns v
+    local want=" $* " p ov os nv ns v deb
     while IFS=$'\t' read -r p ov os nv ns; do
         if (( $# > 0 )) && [[ $want != *" $p "* ]]; then continue; fi
         if [[ $side == old ]]; then v=$ov; else v=$nv; fi
-        dpkg-deb -x "$(fetch_deb sys_apt "$p" "$v")" "$dir"
+        deb=$(fetch_deb sys_apt "$p" "$v")
+        dpkg-deb -x "$deb" "$dir"
     done <"$tsv"
 }
 
@@ -349,13 +361,14 @@ pair_kernel() {
     local w=$OUT/kernel.tmp
     rm -rf "$w"; mkdir -p "$w"
     printf '%s\n' "$recipe" >"$w/versions.tsv"
-    local side p v
+    local side p v deb
     for side in old new; do
         if [[ $side == old ]]; then p=${KERNEL_OLD[0]} v=${KERNEL_OLD[1]}
         else p=${KERNEL_NEW[0]} v=${KERNEL_NEW[1]}; fi
         log "kernel: $side layer ($p $v)"
         new_rootfs "$w/rootfs"
-        dpkg-deb -x "$(fetch_deb sys_apt "$p" "$v")" "$w/rootfs"
+        deb=$(fetch_deb sys_apt "$p" "$v")
+        dpkg-deb -x "$deb" "$w/rootfs"
         finish_rootfs "$w/rootfs" "$w/$side.tar"
     done
     mkimages "$w" "$w/old.tar" -- "$w/new.tar"
@@ -497,16 +510,18 @@ debpair() {
     if done_for "$name" "$(cat "$tsv")"; then rm -f "$tsv"; log "$name: up to date"; return; fi
     local w=$OUT/$name.tmp sfx=${arch:+:$arch}
     rm -rf "$w"; mkdir -p "$w"; mv "$tsv" "$w/versions.tsv"
-    local side
+    local side deb
     for side in old new; do
         log "$name: $side layer"
         new_rootfs "$w/rootfs"
         while IFS=$'\t' read -r bn ov _ tn nv _; do
             if [[ $side == old ]]; then
                 [[ $bn == - ]] && continue
-                dpkg-deb -x "$(fetch_deb "$oapt" "$bn$sfx" "$ov")" "$w/rootfs"
+                deb=$(fetch_deb "$oapt" "$bn$sfx" "$ov")
+                dpkg-deb -x "$deb" "$w/rootfs"
             else
-                dpkg-deb -x "$(fetch_deb "$napt" "$tn$sfx" "$nv")" "$w/rootfs"
+                deb=$(fetch_deb "$napt" "$tn$sfx" "$nv")
+                dpkg-deb -x "$deb" "$w/rootfs"
             fi
         done <"$w/versions.tsv"
         finish_rootfs "$w/rootfs" "$w/$side.tar"
