@@ -70,7 +70,10 @@ install_apt_packages() {
         return
     fi
     log "apt packages missing: ${missing[*]}"
-    "${SUDO[@]}" apt-get update -qq
+    # Another apt (a fresh machine's unattended upgrades, a bench script)
+    # may hold dpkg's lock: wait for it up to 10 minutes instead of failing.
+    local lock=(-o DPkg::Lock::Timeout=600)
+    "${SUDO[@]}" apt-get "${lock[@]}" update -qq
     # Without systemd, a docker.io postinst may try to start a system dockerd
     # through invoke-rc.d. We manage our own engines on private sockets, so
     # keep services from being started by the install (policy-rc.d 101 = deny).
@@ -81,7 +84,7 @@ install_apt_packages() {
         added_policy=1
     fi
     local rc=0
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+    "${SUDO[@]}" apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
     if [ $added_policy = 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
     [ $rc -eq 0 ] || die "apt-get install failed ($rc)"
 }
