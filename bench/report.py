@@ -137,15 +137,21 @@ def versions_summary(path):
         for line in f:
             c = line.rstrip("\n").split("\t")
             if len(c) == 6:  # kernel/tools: name old suite new-name new suite
-                if c[0] == c[3]:
+                if c[0] == "-":  # only in the new layer
+                    vers.append("%s %s (%s, new)" % (c[3], c[4], c[5]))
+                elif c[0] == c[3]:
                     vers.append("%s %s → %s (%s)" % (c[0], c[1], c[4], c[5]))
                 else:
                     vers.append("%s %s → %s %s (%s)" % (c[0], c[1], c[3], c[4], c[5]))
             elif len(c) == 5:  # debian: pkg old old_suite new new_suite
                 vers.append("%s %s (%s) → %s (%s)" % tuple(c))
-            elif len(c) == 2:  # wheels: old_spec new_spec
+            elif len(c) == 2 and "==" in c[0]:  # wheels: old_spec new_spec
                 name, _, o = c[0].partition("==")
                 vers.append("%s %s → %s" % (name, o, c[1].partition("==")[2]))
+            elif len(c) == 2:  # node: npm specs name@version (a scope starts with @)
+                name, _, o = c[0].rpartition("@")
+                n = c[1].rpartition("@")[2]
+                vers.append("%s %s%s" % (name, o, "" if o == n else " → " + n))
     return "; ".join(vers)
 
 
