@@ -748,6 +748,10 @@ mod tests {
         let w = extension_for(&new);
         let plain = scan(&old, &new, &sa, 8, w);
         assert!(plain.controls.len() as u64 * DENSE_CONTROLS > new.len() as u64);
+        assert!(
+            plain.extra.len() * 10 >= new.len(),
+            "a tenth unmatched: both passes run"
+        );
         let higher = scan(&old, &new, &sa, 20, w);
         let lit = literal_cost(&new);
         let chosen = if estimate(&higher) < estimate(&plain) {
@@ -756,6 +760,33 @@ mod tests {
             plain
         };
         assert_eq!(estimate(&s), estimate(&prune(&old, &new, &chosen, lit)));
+    }
+
+    #[test]
+    fn a_dense_patch_that_matched_nearly_everything_has_one_pass() {
+        // Pieces of 100 bytes from all over the old file, nothing inserted: a control per
+        // piece (dense), every byte matched; the patch is the first pass's, pruned.
+        let mut x = 11u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let old: Vec<u8> = (0..100_000).map(|_| rnd() as u8).collect();
+        let mut new = Vec::new();
+        while new.len() < 100_000 {
+            let at = (rnd() as usize) % (old.len() - 100);
+            new.extend_from_slice(&old[at..at + 100]);
+        }
+        let s = roundtrip(&old, &new);
+        let sa = Index::new(&old);
+        let plain = scan(&old, &new, &sa, 8, extension_for(&new));
+        assert!(plain.controls.len() as u64 * DENSE_CONTROLS > new.len() as u64);
+        assert!(plain.extra.len() * 10 < new.len());
+        let lit = literal_cost(&new);
+        assert_eq!(s.controls, prune(&old, &new, &plain, lit).controls);
+        assert_eq!(s.diff, prune(&old, &new, &plain, lit).diff);
     }
 
     /// Text edited here and there, whose common phrases bsdiff matches all over the old
