@@ -182,21 +182,10 @@ fn anchors(file: Span<'_>, bits: u32) -> Result<Vec<(u64, u64)>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::noise;
     use std::io::Write;
 
     use super::*;
-
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn layer(bytes: &[u8]) -> (tempfile::NamedTempFile, LayerData) {
         let mut f = tempfile::NamedTempFile::new().unwrap();

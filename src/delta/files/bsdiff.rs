@@ -849,19 +849,7 @@ mod tests {
         let lit = literal_cost(&new);
         let pruned = prune(&old, &new, &raw, lit);
         // Round trip of the pruned patch.
-        let mut out = Vec::new();
-        let (mut d, mut e) = (&pruned.diff[..], &pruned.extra[..]);
-        patch(
-            &old,
-            &pruned.controls,
-            Differences::Bytes,
-            &mut d,
-            &mut e,
-            new.len() as u64,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out, new);
+        assert_eq!(apply(&old, &pruned, new.len()), new);
         // Far fewer controls, and a smaller package.
         assert!(
             pruned.controls.len() * 2 < raw.controls.len(),
@@ -907,19 +895,7 @@ mod tests {
         for w in [LOOSE, STRICT] {
             let raw = scan(&old, &new, &sa, 8, w);
             let again = from_covers(&old, &new, &covers(&raw));
-            let mut out = Vec::new();
-            let (mut d, mut e) = (&again.diff[..], &again.extra[..]);
-            patch(
-                &old,
-                &again.controls,
-                Differences::Bytes,
-                &mut d,
-                &mut e,
-                new.len() as u64,
-                &mut out,
-            )
-            .unwrap();
-            assert_eq!(out, new);
+            assert_eq!(apply(&old, &again, new.len()), new);
             assert_eq!(again.diff, raw.diff);
             assert_eq!(again.extra, raw.extra);
         }
@@ -928,39 +904,32 @@ mod tests {
         let s = from_covers(b"abcdef", b"xyz", &[]);
         assert_eq!(s.extra, b"xyz");
         let s = from_covers(b"abcdef", b"defxy", &[(0, 3, 3)]);
-        let mut out = Vec::new();
-        let (mut d, mut e) = (&s.diff[..], &s.extra[..]);
-        patch(
-            b"abcdef",
-            &s.controls,
-            Differences::Bytes,
-            &mut d,
-            &mut e,
-            5,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out, b"defxy");
+        assert_eq!(apply(b"abcdef", &s, 5), b"defxy");
     }
 
-    fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
-        let mut s = Streams::default();
-        diff(old, new, &mut s);
+    /// `s` applied to `old` (differences by bytes), `len` bytes long; every stream is used up.
+    fn apply(old: &[u8], s: &Streams, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let (mut d, mut e) = (&s.diff[..], &s.extra[..]);
-        let n = new.len() as u64;
         patch(
             old,
             &s.controls,
             Differences::Bytes,
             &mut d,
             &mut e,
-            n,
+            len as u64,
             &mut out,
         )
         .unwrap();
-        assert_eq!(out, new);
         assert!(d.is_empty() && e.is_empty());
+        out
+    }
+
+    fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
+        let mut s = Streams::default();
+        diff(old, new, &mut s);
+        let n = new.len() as u64;
+        assert_eq!(apply(old, &s, new.len()), new);
         // The same patch by words, appended after other output (words align to the patch).
         let words = word_differences(old, new, &s.controls).unwrap();
         assert_eq!(words.len(), s.diff.len());

@@ -181,19 +181,8 @@ fn sample(
 #[cfg(test)]
 mod tests {
     use super::super::tarscan;
+    use super::super::tests::noise;
     use super::*;
-
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn layer(files: &[(&str, &[u8])]) -> (tempfile::NamedTempFile, OldLayer) {
         let mut b = tar::Builder::new(Vec::new());

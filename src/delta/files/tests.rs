@@ -170,6 +170,19 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
     }
 }
 
+/// `len` bytes of xorshift noise from `seed` (incompressible, no two long stretches alike).
+pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn binary(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
     (0..len)
