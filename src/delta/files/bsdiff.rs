@@ -658,6 +658,55 @@ fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize, w: Extension) -> Str
     out
 }
 
+/// The part of a source of `len` bytes that a patch's `controls` read, as a range within
+/// it (empty if they read nothing). Positions outside the source are left out.
+fn touched(controls: &[Control], len: u64) -> (u64, u64) {
+    let (mut lo, mut hi) = (len, 0u64);
+    let mut at: i64 = 0;
+    for c in controls {
+        if c.add > 0 && at >= 0 {
+            lo = lo.min(at as u64);
+            hi = hi.max((at as u64).saturating_add(c.add).min(len));
+        }
+        let Some(next) = at
+            .checked_add_unsigned(c.add)
+            .and_then(|p| p.checked_add(c.seek))
+        else {
+            break;
+        };
+        at = next;
+    }
+    if lo < hi {
+        (lo, hi)
+    } else {
+        (0, 0)
+    }
+}
+
+/// Narrows a patch against a source of `len` bytes to the part of it that its `controls`
+/// read (see [`touched`]): returns that part as a range of the source, with the controls
+/// made relative to its start. A patch searched against a long stretch of an old layer
+/// (see `plan::widen_sources`) then makes its decoder read only the part it uses.
+pub fn narrow(controls: &mut [Control], len: u64) -> (u64, u64) {
+    let (mut lo, mut hi) = touched(controls, len);
+    // Every step after the first starts within the part (the decoder checks each step's
+    // position, whether it reads or not).
+    let mut at: i64 = 0;
+    for c in &controls[..controls.len().saturating_sub(1)] {
+        at = at.saturating_add_unsigned(c.add).saturating_add(c.seek);
+        let start = (at.max(0) as u64).min(len);
+        (lo, hi) = (lo.min(start), hi.max(start));
+    }
+    match controls.first_mut() {
+        // The first step reads from the source's first byte unless it only moves.
+        Some(c) if lo > 0 && c.add == 0 => {
+            c.seek -= lo as i64;
+            (lo, hi)
+        }
+        _ => (0, hi),
+    }
+}
+
 /// Applies a patch to `old`, appending `new_len` bytes to `out`. `diff` and `extra` are
 /// advanced past the bytes used. Fails, without panicking, on any inconsistency.
 pub fn patch(
@@ -1098,6 +1147,30 @@ mod tests {
         fn any_pair_round_trips(old in proptest::collection::vec(0u8..4, 0..2000),
                                 new in proptest::collection::vec(0u8..4, 0..2000)) {
             roundtrip(&old, &new);
+        }
+
+        #[test]
+        fn a_narrowed_patch_rebuilds_from_its_part(
+            before in proptest::collection::vec(b'a'..b'e', 0..3000),
+            old in proptest::collection::vec(b'a'..b'e', 1..2000),
+            after in proptest::collection::vec(b'a'..b'e', 0..3000),
+            edits in proptest::collection::vec((any::<u16>(), b'a'..b'f'), 0..20),
+            tail in proptest::collection::vec(b'a'..b'e', 0..500),
+        ) {
+            // A source inside a longer stretch, and new bytes made of it, edited, and of
+            // other bytes (which the stretch may have elsewhere).
+            let stretch = [&before[..], &old[..], &after[..]].concat();
+            let mut new = old.clone();
+            for (at, b) in edits {
+                let i = at as usize % new.len();
+                new[i] = b;
+            }
+            new.extend_from_slice(&tail);
+            let mut s = Streams::default();
+            diff(&stretch, &new, &mut s);
+            let (lo, hi) = narrow(&mut s.controls, stretch.len() as u64);
+            prop_assert!(lo <= hi && hi <= stretch.len() as u64);
+            prop_assert_eq!(apply(&stretch[lo as usize..hi as usize], &s, new.len()), new);
         }
 
         #[test]

@@ -322,6 +322,7 @@ fn encode_chunk(
                 src_len,
                 relocatable,
                 btf,
+                span,
             } => {
                 let bytes = new.read(off, len)?;
                 let mut source = old[src].read(src_off, src_len)?;
@@ -330,6 +331,22 @@ fn encode_chunk(
                 }
                 let mut s = Streams::default();
                 bsdiff::diff(&source, &bytes, &mut s);
+                // Where the patch's source is, as written.
+                let (mut at, mut at_len) = (src_off, src_len);
+                // A file its source leaves much unmatched is searched for in the stretch
+                // around the source too; the cheaper patch is kept.
+                if let Some((span_off, span_len)) =
+                    span.filter(|_| s.extra.len() as u64 * WIDEN_UNMATCHED >= len)
+                {
+                    let wide = old[src].read(span_off, span_len)?;
+                    let mut w = Streams::default();
+                    bsdiff::diff(&wide, &bytes, &mut w);
+                    // The decoder reads only the part of the stretch the patch reads.
+                    let (part, end) = bsdiff::narrow(&mut w.controls, span_len);
+                    if patch_cost_ratio(&bytes, &w) < patch_cost_ratio(&bytes, &s) {
+                        (s, at, at_len) = (w, span_off + part, end - part);
+                    }
+                }
                 if !patch_wins(&bytes, &s) {
                     // Hardly anything matched, or what matched differs in so many bytes
                     // that the bytes alone are cheaper.
@@ -340,6 +357,7 @@ fn encode_chunk(
                     // Words only for relocatable objects: on other files (linked programs,
                     // text) they come out no smaller, or larger, in the package, even where
                     // they compress smaller on their own (measured on every bench pair).
+                    // (A relocatable object has no stretch: its patch's source is `source`.)
                     let words = relocatable
                         .then(|| bsdiff::word_differences(&source, &bytes, &s.controls))
                         .flatten();
@@ -353,15 +371,7 @@ fn encode_chunk(
                             ))
                         }
                     });
-                    put_patch(
-                        &mut ops,
-                        Some(&mut ctl),
-                        src,
-                        src_off,
-                        src_len,
-                        len,
-                        &s.controls,
-                    );
+                    put_patch(&mut ops, Some(&mut ctl), src, at, at_len, len, &s.controls);
                     diff.extend_from_slice(words.as_ref().unwrap_or(&s.diff));
                     extra.extend_from_slice(&s.extra);
                 }
@@ -495,6 +505,11 @@ fn encode_chunk(
 fn patch_wins(bytes: &[u8], s: &Streams) -> bool {
     s.extra.len() * 10 <= bytes.len() * 9 && patch_pays(bytes, s)
 }
+
+/// A file patched whole is searched for in the stretch of old layer around its source too
+/// (see `plan::widen_sources`) when its source leaves at least one in this many of its bytes
+/// unmatched.
+const WIDEN_UNMATCHED: u64 = 16;
 
 /// Regions shorter than this are patched whenever anything matched: trying both ways costs
 /// more than it could save.

@@ -16,7 +16,10 @@
 //!
 //! unless its content says another old file is clearly likelier than the one rules 2-5
 //! name, or than none (code moved to another package, a bundle renamed; see
-//! `likeness.rs`): that one then. It is stored as a bsdiff-class patch against it, or
+//! `likeness.rs`): that one then. It is stored as a bsdiff-class patch against it (a text
+//! file of 1 MiB or more that its source leaves much unmatched is also searched for in the
+//! stretch of old layer around the source, as long as the file on either side, and the
+//! cheaper patch kept: bundles move code between the files a package builds), or
 //! literally when it has no source, is itself one compressed stream (a patch of compressed bytes saves nothing; zip archives are
 //! not: their unchanged members keep their bytes), or when the patch, compressed, would
 //! cost nine tenths of the bytes or more (see `encode::patch_pays`). A gzip member that zlib

@@ -39,6 +39,10 @@ pub(super) enum Region {
         /// The source is a whole kernel module whose BTF is rewritten through the
         /// layer's map before diffing (see [`btf`]).
         btf: bool,
+        /// A longer stretch of the same old layer around the source (offset, length),
+        /// which the patch is searched against too when the source leaves much of the
+        /// file unmatched (see `widen_sources`).
+        span: Option<(u64, u64)>,
     },
     Lit {
         off: u64,
@@ -72,7 +76,9 @@ impl Region {
     pub(super) fn search_memory(&self) -> u64 {
         let search = |source: u64, target: u64| 5 * source + 3 * target;
         match *self {
-            Region::Diff { len, src_len, .. } => search(src_len, len),
+            Region::Diff {
+                len, src_len, span, ..
+            } => search(span.map_or(src_len, |(_, n)| n.max(src_len)), len),
             // The old member's text is about as long as the new one's (or it is not
             // patched against it).
             Region::Gzip {
@@ -264,6 +270,7 @@ pub(super) fn plan(
                         // A candidate if the source is the whole old file; `encode`
                         // decides once it has learnt the layer's map.
                         btf: relocatable && src_len == s.size && len == size,
+                        span: None,
                     });
                     done += len;
                 }
@@ -297,7 +304,60 @@ pub(super) fn plan(
         cursor = f.data_end();
     }
     push_meta(&mut regions, cursor, new.index.len, None);
-    coalesce(regions, cat.old, &new.data)
+    let mut regions = coalesce(regions, cat.old, &new.data)?;
+    widen_sources(&mut regions, cat.old, &new.data)?;
+    Ok(regions)
+}
+
+/// Text files of at least this size patched whole get a stretch of old layer around their
+/// source (see [`widen_sources`]).
+const WIDE_FILE: u64 = 1 << 20;
+/// The stretch is at most this long (as a big file's piece and its source window).
+const WIDE_MAX: u64 = WINDOW + WINDOW / 2;
+
+/// Gives big text files patched whole a longer stretch of the old layer around their
+/// source, as long as the file again on either side (up to [`WIDE_MAX`]), to search too
+/// when their source leaves much of them unmatched (see `encode`): a bundle's code moves
+/// between the files a package builds, which sit next to one another in the layer's tar.
+/// On the node pair, TypeScript 5.3 -> 5.5 moved code between `typescript.js`, `tsc.js`
+/// and `tsserver.js` (which became a stub), and the patch of `typescript.js` against its
+/// old self alone leaves 1.2 MB of its 8.9 MB unmatched: the package went from 2.23 to
+/// 1.87 MB. Smaller files gain nothing from it there (they were tried: 1.88 MB, and 30 %
+/// more create time for the sorting of their stretches).
+fn widen_sources(regions: &mut [Region], old: &[OldLayer], new: &LayerData) -> Result<()> {
+    for r in regions.iter_mut() {
+        let Region::Diff {
+            off,
+            len,
+            src,
+            src_off,
+            src_len,
+            relocatable: false,
+            btf: false,
+            span,
+        } = r
+        else {
+            continue;
+        };
+        if *len < WIDE_FILE || *len > WINDOW || *src_len > WINDOW {
+            continue;
+        }
+        if new.read(*off, 4096)?.contains(&0) {
+            continue;
+        }
+        let end = old[*src].data.len();
+        let mut start = src_off.saturating_sub(*len);
+        let mut stop = (*src_off + *src_len).saturating_add(*len).min(end);
+        if stop - start > WIDE_MAX {
+            // Centred on the source, kept inside the layer.
+            let mid = *src_off + *src_len / 2;
+            start = mid.saturating_sub(WIDE_MAX / 2);
+            stop = (start + WIDE_MAX).min(end);
+            start = stop.saturating_sub(WIDE_MAX);
+        }
+        *span = Some((start, stop - start));
+    }
+    Ok(())
 }
 
 /// Turns headers that are byte for byte their source's into copies, and joins copies of

@@ -332,6 +332,39 @@ fn big_files_find_content_moved_far() {
     assert!(stats.encoded_size < 40_000, "{}", stats.encoded_size);
 }
 
+/// `len` bytes of text made of noise (no NUL, no two long stretches alike).
+fn noise_text(seed: u64, len: usize) -> Vec<u8> {
+    noise(seed, len).iter().map(|b| b' ' + b % 95).collect()
+}
+
+/// A big text file whose new version holds code its old neighbour had (a bundle that took
+/// in another's code; the neighbour became a stub) is patched against the stretch of old
+/// layer around its source, which holds both old files.
+#[test]
+fn big_text_files_find_code_moved_from_a_neighbour() {
+    let n = 1 << 20;
+    let (a, b) = (noise_text(31, n + 4096), noise_text(32, n));
+    let mut a_new = a[..n / 2].to_vec();
+    a_new.extend_from_slice(&b[n / 4..]);
+    a_new.extend_from_slice(&a[n / 2..]);
+    let old = build_tar(&[
+        Member::File("lib/a.js".into(), a),
+        Member::File("lib/b.js".into(), b),
+        Member::File("lib/c.js".into(), noise_text(33, 3 * n)),
+    ]);
+    let new = build_tar(&[
+        Member::File("lib/a.js".into(), a_new),
+        Member::File(
+            "lib/b.js".into(),
+            b"module.exports = require('./a.js');\n".to_vec(),
+        ),
+        Member::File("lib/c.js".into(), noise_text(33, 3 * n)),
+    ]);
+    let stats = roundtrip(std::slice::from_ref(&old), &new);
+    // Against its old self alone, the 768 KiB from b.js would be new bytes.
+    assert!(stats.encoded_size < 20_000, "{}", stats.encoded_size);
+}
+
 /// Decoding on several threads ends cleanly whichever side stops first: a damaged stream's
 /// error reaches the reader, and a reader that gives up does not leave the decoding
 /// blocked.
@@ -1186,6 +1219,7 @@ fn search_memory_fits_the_budget_one_at_a_time() {
         src_len,
         relocatable: false,
         btf: false,
+        span: None,
     };
     let whole = diff(WINDOW, WINDOW).search_memory();
     let piece = diff(WINDOW / 2, WINDOW / 2 + WINDOW).search_memory();
