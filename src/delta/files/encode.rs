@@ -343,7 +343,8 @@ fn encode_chunk(
                     bsdiff::diff(&wide, &bytes, &mut w);
                     // The decoder reads only the part of the stretch the patch reads.
                     let (part, end) = bsdiff::narrow(&mut w.controls, span_len);
-                    if patch_cost_ratio(&bytes, &w) < patch_cost_ratio(&bytes, &s) {
+                    // (Both against the same bytes: their costs compare as their ratios.)
+                    if patch_cost(&w) < patch_cost(&s) {
                         (s, at, at_len) = (w, span_off + part, end - part);
                     }
                 }
@@ -535,14 +536,23 @@ pub(super) fn patch_pays(bytes: &[u8], s: &Streams) -> bool {
     (bytes.len() as u64) < TRIAL_MIN || patch_cost_ratio(bytes, s) <= 0.9
 }
 
-/// What a patch of `bytes` (its streams `s`) costs against the bytes alone, each
-/// compressed quickly (zstd level 3); 0 if either cannot be compressed.
-pub(super) fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
-    let size = |b: &[u8]| zstd::bulk::compress(b, 3).map(|c| c.len() as u64);
-    let (Ok(alone), Ok(diff), Ok(extra)) = (size(bytes), size(&s.diff), size(&s.extra)) else {
-        return 0.0;
-    };
+/// The length of `b` compressed quickly (zstd level 3), as the estimates here judge bytes.
+fn quick_size(b: &[u8]) -> Option<u64> {
+    zstd::bulk::compress(b, 3).ok().map(|c| c.len() as u64)
+}
+
+/// What a patch (its streams `s`) costs, its streams compressed quickly (see
+/// [`quick_size`]); `None` if they cannot be compressed.
+fn patch_cost(s: &Streams) -> Option<u64> {
     // A control triple takes about three varints of two bytes, compressed.
-    let patch = diff + extra + 4 * s.controls.len() as u64;
-    patch as f64 / alone.max(1) as f64
+    Some(quick_size(&s.diff)? + quick_size(&s.extra)? + 4 * s.controls.len() as u64)
+}
+
+/// What a patch of `bytes` (its streams `s`) costs against the bytes alone, each
+/// compressed quickly (see [`quick_size`]); 0 if either cannot be compressed.
+pub(super) fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
+    match (quick_size(bytes), patch_cost(s)) {
+        (Some(alone), Some(patch)) => patch as f64 / alone.max(1) as f64,
+        _ => 0.0,
+    }
 }
