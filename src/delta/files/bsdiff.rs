@@ -316,12 +316,19 @@ fn extension_for(new: &[u8]) -> Extension {
     const EM_AARCH64: u16 = 183;
     let elf_machine = (new.len() >= 20 && new.starts_with(b"\x7fELF"))
         .then(|| u16::from_le_bytes([new[18], new[19]]));
-    let text = !new[..new.len().min(4096)].contains(&0);
-    if elf_machine == Some(EM_AARCH64) || (elf_machine.is_none() && text) {
+    if elf_machine == Some(EM_AARCH64) || (elf_machine.is_none() && looks_like_text(new)) {
         STRICT
     } else {
         LOOSE
     }
+}
+
+/// Bytes of a file's start that say whether it is text (see [`looks_like_text`]).
+pub(super) const TEXT_PROBE: usize = 4096;
+
+/// Whether bytes are text, by their first [`TEXT_PROBE`] bytes: no NUL among them.
+pub(super) fn looks_like_text(head: &[u8]) -> bool {
+    !head[..head.len().min(TEXT_PROBE)].contains(&0)
 }
 
 /// How many agreeing bytes a match's extension needs: it is extended over the stretch

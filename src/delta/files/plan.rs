@@ -342,7 +342,7 @@ fn widen_sources(regions: &mut [Region], old: &[OldLayer], new: &LayerData) -> R
         if *len < WIDE_FILE || *len > WINDOW || *src_len > WINDOW {
             continue;
         }
-        if new.read(*off, 4096)?.contains(&0) {
+        if !bsdiff::looks_like_text(&new.read(*off, bsdiff::TEXT_PROBE as u64)?) {
             continue;
         }
         let end = old[*src].data.len();
