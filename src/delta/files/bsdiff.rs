@@ -781,17 +781,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn a_dense_patch_keeps_the_cheaper_bar() {
-        // A distant version: pieces of the old file, reshuffled, with fresh bytes between
-        // them every few dozen bytes, so bsdiff finds many short matches.
-        let mut x = 7u32;
-        let mut rnd = move || {
+    /// A xorshift32 sequence from `seed`, so that failures reproduce.
+    fn xorshift(mut x: u32) -> impl FnMut() -> u32 {
+        move || {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn a_dense_patch_keeps_the_cheaper_bar() {
+        // A distant version: pieces of the old file, reshuffled, with fresh bytes between
+        // them every few dozen bytes, so bsdiff finds many short matches.
+        let mut rnd = xorshift(7);
         let old: Vec<u8> = (0..200_000).map(|_| (rnd() % 7) as u8 * 37).collect();
         let mut new = Vec::new();
         while new.len() < 200_000 {
@@ -822,13 +826,7 @@ mod tests {
     fn a_dense_patch_that_matched_nearly_everything_has_one_pass() {
         // Pieces of 100 bytes from all over the old file, nothing inserted: a control per
         // piece (dense), every byte matched; the patch is the first pass's, pruned.
-        let mut x = 11u32;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut rnd = xorshift(11);
         let old: Vec<u8> = (0..100_000).map(|_| rnd() as u8).collect();
         let mut new = Vec::new();
         while new.len() < 100_000 {
@@ -867,12 +865,9 @@ mod tests {
             ".length",
             "=> ",
         ];
-        let mut x = 11u32;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as usize
+        let mut rnd = {
+            let mut r = xorshift(11);
+            move || r() as usize
         };
         fn text(words: &[&str], rnd: &mut impl FnMut() -> usize, n: usize) -> Vec<u8> {
             let mut t = Vec::new();
