@@ -665,48 +665,29 @@ fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize, w: Extension) -> Str
     out
 }
 
-/// The part of a source of `len` bytes that a patch's `controls` read, as a range within
-/// it (empty if they read nothing). Positions outside the source are left out.
-fn touched(controls: &[Control], len: u64) -> (u64, u64) {
-    let (mut lo, mut hi) = (len, 0u64);
-    let mut at: i64 = 0;
-    for c in controls {
-        if c.add > 0 && at >= 0 {
-            lo = lo.min(at as u64);
-            hi = hi.max((at as u64).saturating_add(c.add).min(len));
-        }
-        let Some(next) = at
-            .checked_add_unsigned(c.add)
-            .and_then(|p| p.checked_add(c.seek))
-        else {
-            break;
-        };
-        at = next;
-    }
-    if lo < hi {
-        (lo, hi)
-    } else {
-        (0, 0)
-    }
-}
-
 /// Narrows a patch against a source of `len` bytes to the part of it that its `controls`
-/// read (see [`touched`]): returns that part as a range of the source, with the controls
-/// made relative to its start. A patch searched against a long stretch of an old layer
-/// (see `plan::widen_sources`) then makes its decoder read only the part it uses.
+/// use: returns that part as a range of the source, with the controls made relative to its
+/// start. A patch searched against a long stretch of an old layer (see
+/// `plan::widen_sources`) then makes its decoder read only the part it uses.
 pub fn narrow(controls: &mut [Control], len: u64) -> (u64, u64) {
-    let (mut lo, mut hi) = touched(controls, len);
-    // Every step after the first starts within the part (the decoder checks each step's
-    // position, whether it reads or not).
+    // The part holds the bytes the steps read and the position every step after the first
+    // starts at (the decoder checks each step's position, whether it reads or not).
+    let (mut lo, mut hi, mut reads) = (len, 0u64, false);
     let mut at: i64 = 0;
-    for c in &controls[..controls.len().saturating_sub(1)] {
-        at = at.saturating_add_unsigned(c.add).saturating_add(c.seek);
+    for (i, c) in controls.iter().enumerate() {
         let start = (at.max(0) as u64).min(len);
-        (lo, hi) = (lo.min(start), hi.max(start));
+        if i > 0 {
+            (lo, hi) = (lo.min(start), hi.max(start));
+        }
+        if c.add > 0 {
+            reads = true;
+            (lo, hi) = (lo.min(start), hi.max(start.saturating_add(c.add).min(len)));
+        }
+        at = at.saturating_add_unsigned(c.add).saturating_add(c.seek);
     }
     match controls.first_mut() {
         // The first step reads from the source's first byte unless it only moves.
-        Some(c) if lo > 0 && c.add == 0 => {
+        Some(c) if reads && lo > 0 && c.add == 0 => {
             c.seek -= lo as i64;
             (lo, hi)
         }
