@@ -226,6 +226,18 @@ mod btf_sample {
     include!("../../src/delta/files/btf/sample.rs");
 }
 
+/// Synthetic x86-64 libraries and their next builds: the library's own generator (its
+/// tests use it too), included rather than copied.
+mod x86_sample {
+    include!("../../src/delta/files/refs/sample.rs");
+}
+
+/// The x86-64 library in the `files` target's old layers, and its next build (a seed
+/// patches it with its references projected: `XDIFF`).
+pub fn seed_programs() -> (Vec<u8>, Vec<u8>) {
+    x86_sample::program_pair(5, 60, &[(0, 7), (2, 30), (1, 45)])
+}
+
 /// A layer of `n` kernel modules of `build` under `lib/modules/6.1.0-<build>/` (the
 /// directory renamed between builds, as Debian's kernel packages do): their `.BTF`
 /// sections are generated for the build, their code is random.
@@ -561,10 +573,14 @@ pub fn files_old() -> &'static [LayerData] {
 pub fn files_old_layers() -> Vec<Vec<u8>> {
     let mut layers = base_layers();
     let (jar, _) = seed_jars();
+    let (program, _) = seed_programs();
     layers.push(modules_layer_and(
         SEED_MODULES,
         btf_sample::OLD,
-        &[("usr/share/java/app.jar", &jar)],
+        &[
+            ("usr/share/java/app.jar", &jar),
+            ("usr/lib/libseed.so", &program),
+        ],
     ));
     layers
 }
@@ -721,9 +737,11 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                 &jar(&[("N.class", &content(34, 2000))]),
             ),
         ]),
+        // The x86-64 library's next build: XDIFF.
+        layer(&[("usr/lib/libseed.so", &seed_programs().1)]),
     ]);
     let mut seeds = Vec::new();
-    let (mut gzip, mut btf, mut zip) = (0, 0, 0);
+    let (mut gzip, mut btf, mut zip, mut projected) = (0, 0, 0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -745,6 +763,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             gzip += stats.files_gzip;
             btf += stats.files_btf;
             zip += stats.files_zip;
+            projected += stats.patches_projected;
             let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
@@ -769,6 +788,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     assert!(gzip >= 2, "the seeds should reach the gzip operation");
     assert!(zip >= 4, "the seeds should reach the zip operation");
     assert!(btf >= 2, "the seeds should reach BDIFF and the BTF map");
+    assert!(projected >= 2, "the seeds should reach XDIFF");
     seeds
 }
 

@@ -1,4 +1,4 @@
-//! The delta package file format, version 7 (documented in `docs/FORMAT.md`).
+//! The delta package file format, version 8 (documented in `docs/FORMAT.md`).
 //!
 //! ```text
 //! offset  size  field
@@ -48,9 +48,10 @@ pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// lanes and a `files` layer's new bytes in a lane of their own; version 6 its difference
 /// literals in another (`lits_blob`, which a version 5 reader would not know); version 7
 /// zip archives shipped expanded (the `files` operation ZIP, which a version 6 reader
-/// would refuse only deep in the payload). Packages of versions 1 to 6 are read as they
-/// are.
-pub const FORMAT_VERSION: u32 = 7;
+/// would refuse only deep in the payload); version 8 x86-64 code patched with its
+/// references projected (the `files` operation XDIFF, likewise). Packages of versions 1 to
+/// 7 are read as they are.
+pub const FORMAT_VERSION: u32 = 8;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).

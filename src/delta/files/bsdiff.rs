@@ -261,6 +261,26 @@ pub fn word_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<
     Some(out)
 }
 
+/// The difference bytes ([`Differences::Bytes`]) of a patch from `old` to `new` with the
+/// controls `controls`; `None` if they do not fit the two inputs. (For a patch whose
+/// controls were found against other bytes than `old`.)
+pub fn byte_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(new.len());
+    let (mut np, mut op) = (0usize, 0i64);
+    for c in controls {
+        let add = usize::try_from(c.add).ok()?;
+        let from = usize::try_from(op).ok()?;
+        let to = new.get(np..np.checked_add(add)?)?;
+        let source = old.get(from..from.checked_add(add)?)?;
+        out.extend(to.iter().zip(source).map(|(n, o)| n.wrapping_sub(*o)));
+        np = np
+            .checked_add(add)?
+            .checked_add(usize::try_from(c.copy).ok()?)?;
+        op = op.checked_add(c.add as i64)?.checked_add(c.seek)?;
+    }
+    Some(out)
+}
+
 /// Computes a patch from `old` to `new`, appending to `out`.
 pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     // Nothing to find (no source, or compressed or unrelated data, where a suffix array

@@ -10,11 +10,12 @@ use super::bsdiff::{self, Differences};
 use super::btf;
 use super::encode::Chunk;
 use super::gz;
+use super::refs;
 use super::schedule::{in_order_parallel, on_every_core, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT, OP_META,
-    OP_WDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::zip;
 use super::{LayerData, DECODE_MEMORY, MAGIC, MAX_CHUNK_OUTPUT, MAX_SECTION};
@@ -379,10 +380,18 @@ fn run_ops(
                 out.resize(start + len as usize, 0);
                 layer(src)?.read_into(off, &mut out[start..])?;
             }
-            OP_DIFF | OP_WDIFF | OP_BDIFF | OP_HDIFF => {
+            OP_DIFF | OP_WDIFF | OP_BDIFF | OP_HDIFF | OP_XDIFF => {
                 let p = get_patch(&mut ops, &mut controls)?;
                 room(out, p.len)?;
+                let code = if op == OP_XDIFF {
+                    Some(refs::read_code(&mut ops, p.src_len)?)
+                } else {
+                    None
+                };
                 layer(p.src)?.read_to(p.off, p.src_len, &mut source)?;
+                if let Some((_, code)) = code {
+                    refs::Projection::from_controls(&p.controls, &code).apply(&mut source);
+                }
                 if op == OP_BDIFF {
                     let map =
                         map.ok_or_else(|| bad("a BTF patch in a stream without a BTF map"))?;

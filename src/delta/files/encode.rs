@@ -13,11 +13,12 @@ use super::decode::decode_chunk;
 use super::gz;
 use super::matching::Catalog;
 use super::plan::{learn_btf, plan, renumber_sources, Region};
+use super::refs;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
     GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
-    OP_META, OP_WDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
@@ -119,6 +120,7 @@ pub fn encode(
             },
         )?;
         rebuilt += chunk.output;
+        stats.patches_projected += chunk.projected;
         for (t, n) in section_totals.iter_mut().zip(chunk.sections) {
             *t += n;
         }
@@ -272,6 +274,8 @@ pub(super) struct Chunk {
     pub(super) apart: [Option<Vec<u8>>; 2],
     /// The length of each of its eight sections.
     sections: [u64; 8],
+    /// Its patches of machine code made against projected references (`XDIFF`).
+    projected: u64,
 }
 
 /// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
@@ -286,6 +290,7 @@ fn encode_chunk(
     let (mut ops, mut meta, mut diff, mut extra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ctl = ControlSections::default();
     let mut output = 0u64;
+    let mut chunk_projected = 0;
     for r in regions {
         output += r.len();
         match *r {
@@ -323,6 +328,7 @@ fn encode_chunk(
                 relocatable,
                 btf,
                 span,
+                ref code,
             } => {
                 let bytes = new.read(off, len)?;
                 let mut source = old[src].read(src_off, src_len)?;
@@ -348,6 +354,22 @@ fn encode_chunk(
                         (s, at, at_len) = (w, span_off + part, end - part);
                     }
                 }
+                // Machine code: the patch's difference bytes taken against the source with
+                // its references projected where its matches say their targets went, if
+                // those come out smaller (see `refs`).
+                let mut projected = false;
+                if !code.is_empty() && at == src_off && !relocatable {
+                    let differences = {
+                        let mut moved = source.clone();
+                        refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
+                        bsdiff::byte_differences(&moved, &bytes, &s.controls)
+                    };
+                    if let Some(d) = differences {
+                        if quick_size(&d) < quick_size(&s.diff) {
+                            (s.diff, projected) = (d, true);
+                        }
+                    }
+                }
                 if !patch_wins(&bytes, &s) {
                     // Hardly anything matched, or what matched differs in so many bytes
                     // that the bytes alone are cheaper.
@@ -365,6 +387,10 @@ fn encode_chunk(
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
                         (false, true) => OP_WDIFF,
+                        (false, false) if projected => {
+                            chunk_projected += 1;
+                            OP_XDIFF
+                        }
                         (false, false) => OP_DIFF,
                         (true, false) => {
                             return Err(Error::Other(
@@ -373,6 +399,9 @@ fn encode_chunk(
                         }
                     });
                     put_patch(&mut ops, Some(&mut ctl), src, at, at_len, len, &s.controls);
+                    if projected {
+                        refs::write_code(&mut ops, refs::X86_64, code);
+                    }
                     diff.extend_from_slice(words.as_ref().unwrap_or(&s.diff));
                     extra.extend_from_slice(&s.extra);
                 }
@@ -498,6 +527,7 @@ fn encode_chunk(
         output,
         apart,
         sections: lens,
+        projected: chunk_projected,
     })
 }
 

@@ -27,7 +27,9 @@
 //! text, and deflated again by the decoder (see [`gz`]); a zip archive (a jar, a wheel) of at
 //! most [`WINDOW`] bytes is shipped with the deflated members that zlib re-makes expanded
 //! to their text (up to [`WINDOW`] in all), patched against the old archive expanded, and its members
-//! deflated again by the decoder (see [`zip`]). A kernel module is patched against
+//! deflated again by the decoder (see [`zip`]). An x86-64 program or library is patched
+//! against its old build with the old build's calls, jumps and RIP-relative operands first
+//! pointed where the patch's matches say their targets went (see `refs.rs`). A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
@@ -69,6 +71,13 @@
 //!                                                     module) rewritten by btf::rewrite
 //!         | 0x08 layout zip                           ZIP: an archive's expanded bytes, then
 //!                                                     each member's text deflated again
+//!         | 0x09 patch code                           XDIFF: as DIFF, the source's machine
+//!                                                     code references first projected by
+//!                                                     the patch's own matches (refs::Projection)
+//! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
+//!                                                     the source's code ranges (arch 1:
+//!                                                     x86-64), in order, gaps from the end
+//!                                                     of the one before
 //! gz      = 0x00 varint(text_len)                     the text from extra
 //!         | 0x01 patch                                the text patched against the text
 //!                                                     of the old gzip member it names
@@ -104,7 +113,8 @@
 //! - `decode.rs`: [`Decoder`] and [`with_parallel_reader`], which rebuild the layer;
 //! - the public submodules: reading layers ([`access`], [`tarscan`]), placing pieces of big
 //!   files ([`align`]), patches ([`bsdiff`]), gzip members ([`gz`]), zip archives
-//!   ([`zip`]), kernel modules' BTF ([`btf`]).
+//!   ([`zip`]), kernel modules' BTF ([`btf`]);
+//! - `refs.rs`: machine code's relative references, projected for a patch.
 //!
 //! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
 
@@ -121,6 +131,7 @@ mod encode;
 mod likeness;
 mod matching;
 mod plan;
+mod refs;
 mod schedule;
 mod stream;
 
@@ -189,6 +200,9 @@ pub struct EncodeStats {
     pub files_zip: u64,
     /// Kernel modules patched with their BTF renumbered first (see [`btf`]).
     pub files_btf: u64,
+    /// Patches of x86-64 programs and libraries (or of their pieces) made against the old
+    /// build with its references projected (see `refs.rs`).
+    pub patches_projected: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).

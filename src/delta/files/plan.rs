@@ -10,6 +10,7 @@ use super::btf;
 use super::encode::patch_cost_ratio;
 use super::gz;
 use super::matching::{Catalog, Pick};
+use super::refs;
 use super::schedule::on_every_core;
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, WINDOW};
@@ -43,6 +44,9 @@ pub(super) enum Region {
         /// which the patch is searched against too when the source leaves much of the
         /// file unmatched (see `widen_sources`).
         span: Option<(u64, u64)>,
+        /// The x86-64 code in the source (ranges as offsets into it), whose references the
+        /// patch may take projected (see [`refs`](super::refs)); empty if none.
+        code: Vec<(u64, u64)>,
     },
     Lit {
         off: u64,
@@ -212,6 +216,12 @@ pub(super) fn plan(
                 if !compressed_pair(&new.data, off, &cat.old[l].data, s.data_offset)? =>
             {
                 let relocatable = is_relocatable_elf(&new.data.read(off, size.min(18))?);
+                let code = if relocatable {
+                    None
+                } else {
+                    let d = &cat.old[l].data;
+                    refs::x86_64_code(s.size, |o, n| d.read(s.data_offset + o, n).ok())
+                };
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
                 let alignment = if whole {
@@ -271,6 +281,10 @@ pub(super) fn plan(
                         // decides once it has learnt the layer's map.
                         btf: relocatable && src_len == s.size && len == size,
                         span: None,
+                        code: code
+                            .as_deref()
+                            .map(|c| refs::clip(c, src_off, src_len))
+                            .unwrap_or_default(),
                     });
                     done += len;
                 }
@@ -335,6 +349,7 @@ fn widen_sources(regions: &mut [Region], old: &[OldLayer], new: &LayerData) -> R
             relocatable: false,
             btf: false,
             span,
+            ..
         } = r
         else {
             continue;

@@ -18,6 +18,7 @@ pub(super) const OP_GZIP: u8 = 5;
 pub(super) const OP_WDIFF: u8 = 6;
 pub(super) const OP_BDIFF: u8 = 7;
 pub(super) const OP_ZIP: u8 = 8;
+pub(super) const OP_XDIFF: u8 = 9;
 /// OP_GZIP: the text follows in extra.
 pub(super) const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.

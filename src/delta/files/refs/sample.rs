@@ -1,0 +1,118 @@
+// Synthetic x86-64 shared libraries, for tests and fuzz seeds: functions calling one
+// another and taking the addresses of data, laid out in an ELF file whose one executable
+// section is the code, so that a next build that inserts, removes or grows functions moves
+// most calls' and references' targets by other amounts than the references themselves.
+//
+// Only std is used: the fuzz crate includes this file (`include!`) to put such libraries
+// in the `files` target's old layers and seeds. Hence plain comments at the top, not `//!`.
+
+/// A byte no reference search stops at (`nop`, `push`, `pop`, `ret`).
+pub fn filler(x: u64) -> u8 {
+    const FILL: [u8; 8] = [0x90, 0x50, 0x53, 0x55, 0x5B, 0x5D, 0x41, 0xC3];
+    FILL[(x % 8) as usize]
+}
+
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// A function: the seed of its filler bytes, their count, the functions it calls and
+/// the data items it takes the address of (by index).
+pub type Function = (u64, usize, Vec<usize>, Vec<usize>);
+
+/// An x86-64 shared library: `functions` laid out in order from offset 64, each its
+/// filler bytes with its calls (`call rel32`) and data references (`lea rax, [rip +
+/// d]`) spread through them, then `items` data items of 64 bytes (from `data_seed`),
+/// then section headers whose one executable section is the code.
+pub fn program(functions: &[Function], items: usize, data_seed: u64) -> Vec<u8> {
+    const HEADER: usize = 64;
+    let mut starts = Vec::with_capacity(functions.len());
+    let mut at = HEADER;
+    for (_, len, calls, data) in functions {
+        starts.push(at);
+        at += len + 5 * calls.len() + 7 * data.len();
+    }
+    let code_end = at;
+    let mut out = vec![0u8; HEADER];
+    for (seed, len, calls, data) in functions {
+        let mut next = xorshift(*seed);
+        let body: Vec<u8> = (0..*len).map(|_| filler(next())).collect();
+        let n = calls.len() + data.len();
+        let refs = calls
+            .iter()
+            .map(|&c| (true, c))
+            .chain(data.iter().map(|&d| (false, d)));
+        let mut done = 0;
+        for (k, (call, target)) in refs.enumerate() {
+            let cut = k * len / n;
+            out.extend_from_slice(&body[done..cut]);
+            done = cut;
+            let (opcode, to): (&[u8], usize) = if call {
+                (&[0xE8], starts[target % starts.len()])
+            } else {
+                (&[0x48, 0x8D, 0x05], code_end + 64 * (target % items.max(1)))
+            };
+            let end = out.len() + opcode.len() + 4;
+            out.extend_from_slice(opcode);
+            out.extend_from_slice(&((to as i64 - end as i64) as i32).to_le_bytes());
+        }
+        out.extend_from_slice(&body[done..]);
+    }
+    let mut next = xorshift(data_seed);
+    out.extend((0..64 * items).map(|_| next() as u8));
+    // The section headers: the null one and the code.
+    let shoff = out.len();
+    out.extend_from_slice(&[0u8; 64]);
+    let mut sh = [0u8; 64];
+    sh[4..8].copy_from_slice(&1u32.to_le_bytes()); // PROGBITS
+    sh[8..16].copy_from_slice(&6u64.to_le_bytes()); // ALLOC | EXECINSTR
+    sh[0x18..0x20].copy_from_slice(&(HEADER as u64).to_le_bytes());
+    sh[0x20..0x28].copy_from_slice(&((code_end - HEADER) as u64).to_le_bytes());
+    out.extend_from_slice(&sh);
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    out[16..20].copy_from_slice(&[3, 0, 62, 0]); // ET_DYN, x86-64
+    out[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+    out[0x3C..0x3E].copy_from_slice(&2u16.to_le_bytes());
+    out
+}
+
+/// `n` functions calling one another and using `items` data items.
+pub fn functions(seed: u64, n: usize, items: usize) -> Vec<Function> {
+    let mut next = xorshift(seed);
+    (0..n)
+        .map(|_| {
+            let calls = (0..next() % 6).map(|_| next() as usize % n).collect();
+            let data = (0..next() % 4).map(|_| next() as usize % items).collect();
+            (next(), 40 + next() as usize % 400, calls, data)
+        })
+        .collect()
+}
+
+/// An x86-64 program of functions calling one another (see [`program`]) and its
+/// next build: functions inserted, removed and grown, so that most calls and data
+/// references change their distances.
+pub fn program_pair(seed: u64, n: usize, edits: &[(u8, usize)]) -> (Vec<u8>, Vec<u8>) {
+    let old_fs = functions(seed, n, 40);
+    let mut new_fs = old_fs.clone();
+    for &(kind, at) in edits {
+        if new_fs.is_empty() {
+            break;
+        }
+        let at = at % new_fs.len();
+        match kind % 3 {
+            0 => new_fs.insert(at, (seed ^ at as u64, 50 + at % 200, vec![at], vec![at])),
+            1 => {
+                new_fs.remove(at);
+            }
+            _ => new_fs[at].1 += 1 + at % 64,
+        }
+    }
+    (program(&old_fs, 40, seed), program(&new_fs, 40, seed))
+}
