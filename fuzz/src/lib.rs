@@ -226,16 +226,18 @@ mod btf_sample {
     include!("../../src/delta/files/btf/sample.rs");
 }
 
-/// Synthetic x86-64 libraries and their next builds: the library's own generator (its
+/// Synthetic x86-64 and AArch64 libraries and their next builds: the library's own generator (its
 /// tests use it too), included rather than copied.
-mod x86_sample {
+mod program_sample {
     include!("../../src/delta/files/refs/sample.rs");
 }
 
-/// The x86-64 library in the `files` target's old layers, and its next build (a seed
-/// patches it with its references projected: `XDIFF`).
-pub fn seed_programs() -> (Vec<u8>, Vec<u8>) {
-    x86_sample::program_pair(5, 60, &[(0, 7), (2, 30), (1, 45)])
+/// The x86-64 and AArch64 libraries in the `files` target's old layers, and their next
+/// builds (seeds patch them with their references projected: `XDIFF`).
+pub fn seed_programs() -> [(Vec<u8>, Vec<u8>); 2] {
+    let edits = [(0, 7), (2, 30), (1, 45)];
+    [program_sample::EM_X86_64, program_sample::EM_AARCH64]
+        .map(|machine| program_sample::program_pair(machine, 5, 60, &edits))
 }
 
 /// A layer of `n` kernel modules of `build` under `lib/modules/6.1.0-<build>/` (the
@@ -573,13 +575,14 @@ pub fn files_old() -> &'static [LayerData] {
 pub fn files_old_layers() -> Vec<Vec<u8>> {
     let mut layers = base_layers();
     let (jar, _) = seed_jars();
-    let (program, _) = seed_programs();
+    let [(x86, _), (arm, _)] = seed_programs();
     layers.push(modules_layer_and(
         SEED_MODULES,
         btf_sample::OLD,
         &[
             ("usr/share/java/app.jar", &jar),
-            ("usr/lib/libseed.so", &program),
+            ("usr/lib/libseed.so", &x86),
+            ("usr/lib/aarch64/libseed.so", &arm),
         ],
     ));
     layers
@@ -737,8 +740,11 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                 &jar(&[("N.class", &content(34, 2000))]),
             ),
         ]),
-        // The x86-64 library's next build: XDIFF.
-        layer(&[("usr/lib/libseed.so", &seed_programs().1)]),
+        // The libraries' next builds: XDIFF, both instruction sets.
+        layer(&[
+            ("usr/lib/libseed.so", &seed_programs()[0].1),
+            ("usr/lib/aarch64/libseed.so", &seed_programs()[1].1),
+        ]),
     ]);
     let mut seeds = Vec::new();
     let (mut gzip, mut btf, mut zip, mut projected) = (0, 0, 0, 0);

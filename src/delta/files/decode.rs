@@ -389,7 +389,7 @@ fn run_ops(
                     None
                 };
                 layer(p.src)?.read_to(p.off, p.src_len, &mut source)?;
-                if let Some((_, code)) = code {
+                if let Some(code) = code {
                     refs::Projection::from_controls(&p.controls, &code).apply(&mut source);
                 }
                 if op == OP_BDIFF {

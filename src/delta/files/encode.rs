@@ -358,7 +358,8 @@ fn encode_chunk(
                 // its references projected where its matches say their targets went, if
                 // those come out smaller (see `refs`).
                 let mut projected = false;
-                if !code.is_empty() && at == src_off && !relocatable {
+                let code = code.as_ref().filter(|c| !c.ranges.is_empty());
+                if let Some(code) = code.filter(|_| at == src_off && !relocatable) {
                     let differences = {
                         let mut moved = source.clone();
                         refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
@@ -399,8 +400,8 @@ fn encode_chunk(
                         }
                     });
                     put_patch(&mut ops, Some(&mut ctl), src, at, at_len, len, &s.controls);
-                    if projected {
-                        refs::write_code(&mut ops, refs::X86_64, code);
+                    if let Some(code) = code.filter(|_| projected) {
+                        refs::write_code(&mut ops, code);
                     }
                     diff.extend_from_slice(words.as_ref().unwrap_or(&s.diff));
                     extra.extend_from_slice(&s.extra);

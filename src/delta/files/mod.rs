@@ -27,9 +27,10 @@
 //! text, and deflated again by the decoder (see [`gz`]); a zip archive (a jar, a wheel) of at
 //! most [`WINDOW`] bytes is shipped with the deflated members that zlib re-makes expanded
 //! to their text (up to [`WINDOW`] in all), patched against the old archive expanded, and its members
-//! deflated again by the decoder (see [`zip`]). An x86-64 program or library is patched
-//! against its old build with the old build's calls, jumps and RIP-relative operands first
-//! pointed where the patch's matches say their targets went (see `refs.rs`). A kernel module is patched against
+//! deflated again by the decoder (see [`zip`]). An x86-64 or AArch64 program or library is
+//! patched against its old build with the old build's calls, jumps (and on x86-64
+//! RIP-relative operands) first pointed where the patch's matches say their targets went
+//! (see `refs.rs`). A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
@@ -76,8 +77,8 @@
 //!                                                     the patch's own matches (refs::Projection)
 //! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
 //!                                                     the source's code ranges (arch 1:
-//!                                                     x86-64), in order, gaps from the end
-//!                                                     of the one before
+//!                                                     x86-64, 2: AArch64), in order, gaps
+//!                                                     from the end of the one before
 //! gz      = 0x00 varint(text_len)                     the text from extra
 //!         | 0x01 patch                                the text patched against the text
 //!                                                     of the old gzip member it names

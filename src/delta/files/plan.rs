@@ -44,9 +44,9 @@ pub(super) enum Region {
         /// which the patch is searched against too when the source leaves much of the
         /// file unmatched (see `widen_sources`).
         span: Option<(u64, u64)>,
-        /// The x86-64 code in the source (ranges as offsets into it), whose references the
-        /// patch may take projected (see [`refs`](super::refs)); empty if none.
-        code: Vec<(u64, u64)>,
+        /// The machine code in the source (ranges as offsets into it), whose references
+        /// the patch may take projected (see [`refs`](super::refs)).
+        code: Option<refs::Code>,
     },
     Lit {
         off: u64,
@@ -220,7 +220,7 @@ pub(super) fn plan(
                     None
                 } else {
                     let d = &cat.old[l].data;
-                    refs::x86_64_code(s.size, |o, n| d.read(s.data_offset + o, n).ok())
+                    refs::elf_code(s.size, |o, n| d.read(s.data_offset + o, n).ok())
                 };
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
@@ -281,10 +281,7 @@ pub(super) fn plan(
                         // decides once it has learnt the layer's map.
                         btf: relocatable && src_len == s.size && len == size,
                         span: None,
-                        code: code
-                            .as_deref()
-                            .map(|c| refs::clip(c, src_off, src_len))
-                            .unwrap_or_default(),
+                        code: code.as_ref().map(|c| refs::clip(c, src_off, src_len)),
                     });
                     done += len;
                 }

@@ -1,5 +1,5 @@
-// Synthetic x86-64 shared libraries, for tests and fuzz seeds: functions calling one
-// another and taking the addresses of data, laid out in an ELF file whose one executable
+// Synthetic x86-64 and AArch64 shared libraries, for tests and fuzz seeds: functions
+// calling one another (and, on x86-64, taking the addresses of data), laid out in an ELF file whose one executable
 // section is the code, so that a next build that inserts, removes or grows functions moves
 // most calls' and references' targets by other amounts than the references themselves.
 //
@@ -26,23 +26,51 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 /// the data items it takes the address of (by index).
 pub type Function = (u64, usize, Vec<usize>, Vec<usize>);
 
-/// An x86-64 shared library: `functions` laid out in order from offset 64, each its
-/// filler bytes with its calls (`call rel32`) and data references (`lea rax, [rip +
-/// d]`) spread through them, then `items` data items of 64 bytes (from `data_seed`),
-/// then section headers whose one executable section is the code.
-pub fn program(functions: &[Function], items: usize, data_seed: u64) -> Vec<u8> {
+/// ELF machine numbers [`program`] makes code for.
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
+
+/// An AArch64 instruction that is not a branch (`nop`, `mov`, `add`, `ldr`, `ret`).
+pub fn filler_word(x: u64) -> u32 {
+    const FILL: [u32; 5] = [
+        0xD503_201F,
+        0xAA01_03E0,
+        0x9100_0400,
+        0xF940_0000,
+        0xD65F_03C0,
+    ];
+    FILL[(x % 5) as usize]
+}
+
+/// A shared library for `machine` ([`EM_X86_64`] or [`EM_AARCH64`]): `functions` laid out
+/// in order from offset 64, each its filler bytes with its calls (`call rel32`, `bl`) and,
+/// on x86-64, data references (`lea rax, [rip + d]`) spread through them, then `items`
+/// data items of 64 bytes (from `data_seed`), then section headers whose one executable
+/// section is the code.
+pub fn program(machine: u16, functions: &[Function], items: usize, data_seed: u64) -> Vec<u8> {
     const HEADER: usize = 64;
+    let arm = machine == EM_AARCH64;
+    // Bytes of a function's body, of a call and of a data reference.
+    let body_len = |len: usize| if arm { len / 4 * 4 } else { len };
+    let (call_len, data_len) = if arm { (4, 0) } else { (5, 7) };
     let mut starts = Vec::with_capacity(functions.len());
     let mut at = HEADER;
     for (_, len, calls, data) in functions {
         starts.push(at);
-        at += len + 5 * calls.len() + 7 * data.len();
+        at += body_len(*len) + call_len * calls.len() + data_len * data.len();
     }
     let code_end = at;
     let mut out = vec![0u8; HEADER];
     for (seed, len, calls, data) in functions {
         let mut next = xorshift(*seed);
-        let body: Vec<u8> = (0..*len).map(|_| filler(next())).collect();
+        let body: Vec<u8> = if arm {
+            (0..len / 4)
+                .flat_map(|_| filler_word(next()).to_le_bytes())
+                .collect()
+        } else {
+            (0..*len).map(|_| filler(next())).collect()
+        };
+        let data = if arm { &[][..] } else { &data[..] };
         let n = calls.len() + data.len();
         let refs = calls
             .iter()
@@ -50,9 +78,15 @@ pub fn program(functions: &[Function], items: usize, data_seed: u64) -> Vec<u8> 
             .chain(data.iter().map(|&d| (false, d)));
         let mut done = 0;
         for (k, (call, target)) in refs.enumerate() {
-            let cut = k * len / n;
+            let cut = body_len(k * body.len() / n);
             out.extend_from_slice(&body[done..cut]);
             done = cut;
+            if arm {
+                let to = starts[target % starts.len()] as i64;
+                let imm = ((to - out.len() as i64) / 4) as u32 & 0x03FF_FFFF;
+                out.extend_from_slice(&(0x9400_0000 | imm).to_le_bytes());
+                continue;
+            }
             let (opcode, to): (&[u8], usize) = if call {
                 (&[0xE8], starts[target % starts.len()])
             } else {
@@ -76,7 +110,8 @@ pub fn program(functions: &[Function], items: usize, data_seed: u64) -> Vec<u8> 
     sh[0x20..0x28].copy_from_slice(&((code_end - HEADER) as u64).to_le_bytes());
     out.extend_from_slice(&sh);
     out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    out[16..20].copy_from_slice(&[3, 0, 62, 0]); // ET_DYN, x86-64
+    out[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    out[18..20].copy_from_slice(&machine.to_le_bytes());
     out[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
     out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
     out[0x3C..0x3E].copy_from_slice(&2u16.to_le_bytes());
@@ -95,10 +130,15 @@ pub fn functions(seed: u64, n: usize, items: usize) -> Vec<Function> {
         .collect()
 }
 
-/// An x86-64 program of functions calling one another (see [`program`]) and its
+/// A program for `machine` of functions calling one another (see [`program`]) and its
 /// next build: functions inserted, removed and grown, so that most calls and data
 /// references change their distances.
-pub fn program_pair(seed: u64, n: usize, edits: &[(u8, usize)]) -> (Vec<u8>, Vec<u8>) {
+pub fn program_pair(
+    machine: u16,
+    seed: u64,
+    n: usize,
+    edits: &[(u8, usize)],
+) -> (Vec<u8>, Vec<u8>) {
     let old_fs = functions(seed, n, 40);
     let mut new_fs = old_fs.clone();
     for &(kind, at) in edits {
@@ -114,5 +154,8 @@ pub fn program_pair(seed: u64, n: usize, edits: &[(u8, usize)]) -> (Vec<u8>, Vec
             _ => new_fs[at].1 += 1 + at % 64,
         }
     }
-    (program(&old_fs, 40, seed), program(&new_fs, 40, seed))
+    (
+        program(machine, &old_fs, 40, seed),
+        program(machine, &new_fs, 40, seed),
+    )
 }
