@@ -5,8 +5,8 @@
 //! streams compress far better together, across all files of a layer, than one patch per
 //! file would.
 //!
-//! The suffix array comes from the `suffix_array` crate (libdivsufsort underneath); the
-//! searches in it are this module's (see `Index`).
+//! The suffix array comes from libsais (the `libsais-sys` crate; see [`sort_suffixes`]);
+//! the searches in it are this module's (see `Index`).
 
 use suffix_array::SuffixArray;
 
@@ -41,6 +41,45 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     i
 }
 
+/// The suffix array of `old` (entry 0 the empty suffix, then the suffixes' positions in
+/// sorted order), built by libsais (Ilya Grebnov's induced sorting) on this thread. It is the
+/// array libdivsufsort builds (the `suffix_array` crate's, which this codec used before),
+/// in half the time: node's `typescript.js` (9.0 MB) 407 -> 209 ms, `tsc.js` (5.8 MB) 227
+/// -> 127 ms, 20 MB of a kernel layer 652 -> 423 ms, the same arrays. Sorting was a fifth
+/// to a quarter of create's CPU.
+fn sort_suffixes(old: &[u8]) -> Vec<u32> {
+    let mut sa = vec![0u32; old.len() + 1];
+    sa[0] = old.len() as u32;
+    let n = match i32::try_from(old.len()) {
+        Ok(0) => return sa,
+        Ok(n) => n,
+        // libsais' 32-bit API takes up to 2 GiB; the codec's sources are far smaller.
+        Err(_) => return SuffixArray::new(old).into_parts().1,
+    };
+    // SAFETY: libsais reads the `n` bytes of `old` and writes `n` suffix positions (32-bit
+    // signed integers, which `u32` is laid out as, all in 0..n) to `sa[1..]`, which holds
+    // `n`; there is no extra space at its end (fs = 0) and no frequency table (NULL).
+    let rc = unsafe {
+        libsais_sys::libsais::libsais(
+            old.as_ptr(),
+            sa[1..].as_mut_ptr().cast::<i32>(),
+            n,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        // Only when libsais cannot allocate its own few KiB of state.
+        tracing::warn!(
+            code = rc,
+            len = old.len(),
+            "libsais failed; sorting with libdivsufsort"
+        );
+        return SuffixArray::new(old).into_parts().1;
+    }
+    sa
+}
+
 /// The suffix array of a source, with the range of suffixes for each first two bytes.
 struct Index<'a> {
     old: &'a [u8],
@@ -67,7 +106,7 @@ impl<'a> Index<'a> {
     }
 
     fn build(old: &'a [u8], table: bool) -> Index<'a> {
-        let (_, sa) = SuffixArray::new(old).into_parts();
+        let sa = sort_suffixes(old);
         let mut first = [None; 256];
         for (i, &b) in old.iter().enumerate().rev() {
             first[b as usize] = Some(i as u32);
@@ -1084,6 +1123,20 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn libsais_sorts_the_suffixes_as_libdivsufsort_does(
+            // Runs of few symbols (the hard cases of induced sorting) and any bytes.
+            few in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 255]), 0..4000),
+            any in proptest::collection::vec(any::<u8>(), 0..4000),
+            reps in 1usize..40,
+        ) {
+            let periodic: Vec<u8> = few.iter().take(7).cycle().take(few.len() * reps).copied().collect();
+            for old in [&few, &any, &periodic] {
+                let (_, want) = SuffixArray::new(old).into_parts();
+                prop_assert_eq!(sort_suffixes(old), want);
+            }
+        }
+
         #[test]
         fn the_index_finds_the_longest_match(
             old in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 2, 255]), 1..3000),
