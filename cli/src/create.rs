@@ -59,8 +59,8 @@ pub struct Args {
     #[arg(long)]
     level: Option<i32>,
     /// Compression of the new bytes of file-aware layers, which the payload keeps apart
-    /// (default: zstd when --compression is xz, as it decodes them 7x faster; else the same
-    /// as --compression).
+    /// (default beside --compression xz: xz while they come to at most 24 MiB, else zstd,
+    /// as it decodes them 7x faster; else the same as --compression).
     #[arg(long, value_enum, value_name = "COMPRESSION")]
     new_bytes_compression: Option<PayloadCompression>,
     /// Compression level of the new bytes (default: the algorithm's; zstd 18 beside xz).

@@ -8,6 +8,7 @@ use crate::delta::files::{self, LayerData};
 use crate::delta::format::{
     CompressionSpec, Header, ImageIdentity, LayerEntry, LayerSource, NewImage, Package,
     PackageWriter, PayloadCompression, LANE_DIFFERENCES, LANE_MAIN, LANE_NEW_BYTES,
+    SMALL_NEW_BYTES,
 };
 use crate::delta::plan::{self, Action, Method, TarSummary};
 use crate::error::{Error, IoContext, Result};
@@ -25,7 +26,8 @@ pub struct CreateOptions<'a> {
     /// Payload compression.
     pub compression: CompressionSpec,
     /// Compression of the new bytes of `files` layers, which go to a payload lane of their
-    /// own; `None` for [`CompressionSpec::new_bytes_default`].
+    /// own; `None` for [`CompressionSpec::new_bytes_default`] (beside xz: xz while they
+    /// come to at most [`SMALL_NEW_BYTES`](crate::delta::format::SMALL_NEW_BYTES)).
     pub new_bytes_compression: Option<CompressionSpec>,
     /// The memory bound of the run, in bytes (`DOCKER_DELTA_MAX_MEMORY`, default 512 MiB).
     /// The whole-layer codecs hold both layers in memory: one is used only when
@@ -197,6 +199,11 @@ pub fn create(
         .new_bytes_compression
         .unwrap_or(options.compression.new_bytes_default());
     let mut writer = PackageWriter::new(options.compression, new_bytes_compression, &dir)?;
+    if options.new_bytes_compression.is_none()
+        && options.compression.algorithm == PayloadCompression::Xz
+    {
+        writer = writer.small_new_bytes(SMALL_NEW_BYTES);
+    }
     let config_blob = writer.add_bytes(&new_image.config)?;
     let total: u64 = plans
         .iter()

@@ -25,7 +25,6 @@
 //! (uncompressed), so a damaged package is refused before any output is written, and a
 //! damaged blob is named.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -37,7 +36,9 @@ use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::platform::Platform;
 use crate::transport::Limits;
-use zstd::zstd_safe::CParameter;
+
+mod lanes;
+use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane};
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
@@ -131,7 +132,8 @@ pub struct CompressionSpec {
 
 impl CompressionSpec {
     /// The compression of lane 1 (the new bytes of `files` layers) that goes with this one
-    /// for lane 0, unless asked otherwise: with xz, zstd at level 18 (it decodes those bytes
+    /// for lane 0, unless asked otherwise, once the lane is past [`SMALL_NEW_BYTES`]
+    /// (`create` keeps it in xz up to there): with xz, zstd at level 18 (it decodes those bytes
     /// 7 times faster, for packages 0-1.5 % larger, see docs/BENCHMARKS.md; level 19 would
     /// save 0.1 % more for a third more memory and half more time); else the same.
     pub fn new_bytes_default(self) -> CompressionSpec {
@@ -1068,6 +1070,20 @@ impl Read for BlobStream<'_> {
     }
 }
 
+/// The most new bytes (uncompressed) that `create` keeps in xz rather than in lane 1's
+/// own zstd ([`PackageWriter::small_new_bytes`]), when neither was asked for by name. On
+/// the node pair (20.2 MB of new bytes: added JavaScript bundles and source maps, and what
+/// the changed files left unmatched) xz at level 6 with the extreme flag and a 12 MiB
+/// dictionary makes 1.27 MB where zstd 18 with its 256 MiB window makes 1.38 MB (level 6
+/// alone: 1.31 MB; an 8 MiB dictionary: 1.31 MB; 4 MiB: 1.40 MB; 16 MiB: 1 KB less for
+/// 35 MiB more memory), and decodes them in 0.07 s on one core, beside the other lanes.
+/// The kernel pair's 14.4 MB: 59 KB smaller, apply the same. Above this the lane stays in
+/// zstd: the tools pair's 33 MB (programs) came out 0.1 % smaller in xz, for apply 0.33
+/// -> 0.44 s; xz compresses at a few MB/s and decodes at a fifth of zstd's speed, and the
+/// big lanes (statically linked programs, 260 MB on the go pair) repeat themselves beyond
+/// any dictionary xz may have within the memory bound.
+pub const SMALL_NEW_BYTES: u64 = 24 << 20;
+
 /// Writes a package: blobs are streamed into compressed lanes spooled in temporary files,
 /// then the prefix, header and lanes are written to the destination.
 pub struct PackageWriter {
@@ -1077,156 +1093,14 @@ pub struct PackageWriter {
     lanes: Vec<LaneWriter>,
     /// Lane 1's compression.
     new_bytes_compression: CompressionSpec,
+    /// Lane 1's compression while it stays small, if it has one.
+    small_new_bytes: Option<SmallLane>,
     blobs: Vec<BlobEntry>,
-}
-
-/// One lane being written.
-struct LaneWriter {
-    compression: CompressionSpec,
-    encoder: PayloadEncoder,
-    /// What messages call the lane's spool (it has no name on disk).
-    spool_path: PathBuf,
-}
-
-/// How a lane's encoder is set up beyond its compression.
-struct LaneSettings {
-    /// zstd: worker threads (0: on the writing thread), window log and overlap log.
-    zstd: (u32, u32, u32),
-    /// zstd: chain and hash table logs, if not the level's own.
-    zstd_tables: Option<(u32, u32)>,
-    /// xz: the dictionary size for presets 0-7 (8 and 9 keep theirs).
-    xz_dict: u32,
-}
-
-impl LaneWriter {
-    fn new(
-        compression: CompressionSpec,
-        spool_dir: &Path,
-        settings: LaneSettings,
-    ) -> Result<LaneWriter> {
-        let (workers, window_log, overlap_log) = settings.zstd;
-        let tables = settings.zstd_tables;
-        let file = crate::temp::spool_in(spool_dir)?;
-        let spool_path = spool_dir.join("(payload spool)");
-        let encoder = match compression.algorithm {
-            PayloadCompression::None => PayloadEncoder::None(file),
-            PayloadCompression::Zstd => PayloadEncoder::Zstd(
-                zstd_encoder(
-                    file,
-                    compression.level,
-                    (workers, window_log, overlap_log),
-                    tables,
-                )
-                .at(&spool_path)?,
-            ),
-            PayloadCompression::Gzip => PayloadEncoder::Gzip(flate2::write::GzEncoder::new(
-                file,
-                flate2::Compression::new(compression.level as u32),
-            )),
-            PayloadCompression::Xz => PayloadEncoder::Xz(liblzma::write::XzEncoder::new_stream(
-                file,
-                xz_encoder(compression.level as u32, settings.xz_dict).at(&spool_path)?,
-            )),
-        };
-        Ok(LaneWriter {
-            compression,
-            encoder,
-            spool_path,
-        })
-    }
-}
-
-enum PayloadEncoder {
-    None(File),
-    Zstd(zstd::stream::write::Encoder<'static, File>),
-    Gzip(flate2::write::GzEncoder<File>),
-    Xz(liblzma::write::XzEncoder<File>),
-}
-
-impl Write for PayloadEncoder {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            PayloadEncoder::None(w) => w.write(buf),
-            PayloadEncoder::Zstd(w) => w.write(buf),
-            PayloadEncoder::Gzip(w) => w.write(buf),
-            PayloadEncoder::Xz(w) => w.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            PayloadEncoder::None(w) => w.flush(),
-            PayloadEncoder::Zstd(w) => w.flush(),
-            PayloadEncoder::Gzip(w) => w.flush(),
-            PayloadEncoder::Xz(w) => w.flush(),
-        }
-    }
-}
-
-impl PayloadEncoder {
-    fn finish(self) -> io::Result<File> {
-        match self {
-            PayloadEncoder::None(w) => Ok(w),
-            PayloadEncoder::Zstd(w) => w.finish(),
-            PayloadEncoder::Gzip(w) => w.finish(),
-            PayloadEncoder::Xz(w) => w.finish(),
-        }
-    }
 }
 
 /// The most memory the xz decoder may use: a 64 MiB dictionary (level 9) and its state.
 /// A payload that claims a larger dictionary is refused instead of allocated.
 const MAX_XZ_DECODER_MEMORY: u64 = 96 << 20;
-
-/// An xz encoder at `level`: the preset, with a dictionary of `dict` bytes for presets 0-7
-/// (8 and 9 keep their 32 and 64 MiB) and no position bits in the match and literal
-/// contexts (`pb=0`). Measured on the payloads of the bench pairs, against preset 6 alone:
-/// a 16 MiB dictionary reached the far copies of a layer of upgraded tools when lane 0
-/// held the new bytes too (13.19 -> 12.17 MB, where zstd's 128 MiB window gets 12.27),
-/// `pb=0` saves 0.2-0.5 % on every pair (the payload's sections are bytes and varints, not
-/// aligned words). The encoder needs about 190 MiB with 16 MiB, 95 MiB with 8 MiB, 50 MiB
-/// with 4 MiB.
-fn xz_encoder(level: u32, dict: u32) -> io::Result<liblzma::stream::Stream> {
-    let mut options = liblzma::stream::LzmaOptions::new_preset(level)?;
-    // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
-    if level <= 7 {
-        options.dict_size(dict);
-    }
-    options.position_bits(0);
-    let mut filters = liblzma::stream::Filters::new();
-    filters.lzma2(&options);
-    Ok(liblzma::stream::Stream::new_stream_encoder(
-        &filters,
-        liblzma::stream::Check::Crc64,
-    )?)
-}
-
-/// A zstd encoder at `level` with long-distance matching over a window of 2^`window_log`
-/// bytes, compressing on `workers` threads beside the caller in jobs of 16 MiB, each seeing
-/// the last 2^`overlap_log` / 512 of the window before it (`threads` is the three), with
-/// match-finder tables of 2^chain and 2^hash entries if `tables` says so.
-fn zstd_encoder(
-    file: File,
-    level: i32,
-    threads: (u32, u32, u32),
-    tables: Option<(u32, u32)>,
-) -> io::Result<zstd::stream::write::Encoder<'static, File>> {
-    let (workers, window_log, overlap_log) = threads;
-    let mut e = zstd::stream::write::Encoder::new(file, level)?;
-    e.multithread(workers)?;
-    e.long_distance_matching(true)?;
-    e.window_log(window_log)?;
-    if let Some((chain, hash)) = tables {
-        e.set_parameter(CParameter::ChainLog(chain))?;
-        e.set_parameter(CParameter::HashLog(hash))?;
-    }
-    // Jobs of 16 MiB: compression runs while blobs are still being encoded, instead of in
-    // one job at the end (zstd's default job is four windows). Kernel pair, 128 MiB window,
-    // overlap log 7 (32 MiB): create 45 -> 31 s, package 0.06 % larger.
-    e.set_parameter(CParameter::JobSize(16 << 20))?;
-    e.set_parameter(CParameter::OverlapSizeLog(overlap_log))?;
-    e.include_checksum(true)?;
-    Ok(e)
-}
 
 impl PackageWriter {
     /// Starts a package whose payload spools in `spool_dir`: lane 0 compressed with
@@ -1267,17 +1141,41 @@ impl PackageWriter {
                     zstd: (cores, 27, 7),
                     zstd_tables: None,
                     xz_dict: 8 << 20,
+                    xz_extreme: false,
                 },
+                None,
             )?],
             new_bytes_compression,
+            small_new_bytes: None,
             blobs: Vec::new(),
         })
+    }
+
+    /// Compresses lane 1 (the new bytes) with xz while it holds at most `limit` bytes, and
+    /// with the lane's own compression only once it holds more: xz at level 6 with the
+    /// extreme flag and a 12 MiB dictionary, on a thread of its own beside the encoder (see
+    /// [`SMALL_NEW_BYTES`]). Called before the first blob.
+    pub fn small_new_bytes(mut self, limit: u64) -> PackageWriter {
+        self.small_new_bytes = Some(SmallLane {
+            compression: CompressionSpec {
+                algorithm: PayloadCompression::Xz,
+                level: 6,
+            },
+            settings: LaneSettings {
+                zstd: (0, 0, 0),
+                zstd_tables: None,
+                xz_dict: 12 << 20,
+                xz_extreme: true,
+            },
+            limit,
+        });
+        self
     }
 
     /// Lane `n`'s encoder, starting lanes up to `n` on first use.
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
         while self.lanes.len() <= n {
-            let (compression, settings) = match self.lanes.len() {
+            let (compression, settings, small) = match self.lanes.len() {
                 // zstd on the calling thread, with a 256 MiB window, long-distance
                 // matching and level 18's own match finder tables. Statically linked
                 // programs repeat the packages they link far apart: the new bytes of
@@ -1303,7 +1201,9 @@ impl PackageWriter {
                         zstd: (0, 28, 9),
                         zstd_tables: None,
                         xz_dict: 16 << 20,
+                        xz_extreme: false,
                     },
+                    self.small_new_bytes,
                 ),
                 // The difference literals: a 4 MiB dictionary does as well as 16 MiB on
                 // every bench pair (kernel +0.1 %) for 120 MiB less memory.
@@ -1313,11 +1213,13 @@ impl PackageWriter {
                         zstd: (0, 24, 9),
                         zstd_tables: None,
                         xz_dict: 4 << 20,
+                        xz_extreme: false,
                     },
+                    None,
                 ),
                 other => return Err(Error::Other(format!("internal: no payload lane {other}"))),
             };
-            let lane = LaneWriter::new(compression, &self.spool_dir, settings)?;
+            let lane = LaneWriter::new(compression, &self.spool_dir, settings, small)?;
             self.lanes.push(lane);
         }
         self.lanes
@@ -1427,13 +1329,13 @@ impl PackageWriter {
         let mut files = Vec::with_capacity(self.lanes.len());
         let mut payload = Sha256::new();
         for lane in std::mem::take(&mut self.lanes) {
-            let mut file = lane.encoder.finish().at(&lane.spool_path)?;
+            let (mut file, compression) = lane.encoder.finish().at(&lane.spool_path)?;
             file.flush().at(&lane.spool_path)?;
             file.seek(SeekFrom::Start(0)).at(&lane.spool_path)?;
             let length = io::copy(&mut file, &mut ShaWriter(&mut payload)).at(&lane.spool_path)?;
             file.seek(SeekFrom::Start(0)).at(&lane.spool_path)?;
             header.lanes.push(Lane {
-                compression: lane.compression,
+                compression: compression.unwrap_or(lane.compression),
                 length,
             });
             // The spool file's name goes (with `lane`); the open file stays readable.

@@ -1,0 +1,476 @@
+//! The payload's lanes as they are written: each lane's encoder (zstd, xz, gzip or none)
+//! spooling into an unnamed temporary file, and the new bytes' lane that is compressed
+//! with xz while it stays small ([`SmallFirst`]).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use zstd::zstd_safe::CParameter;
+
+use super::{CompressionSpec, PayloadCompression};
+use crate::error::{IoContext, Result};
+
+/// One lane being written.
+pub(super) struct LaneWriter {
+    /// The lane's compression, unless [`PayloadEncoder::finish`] says otherwise.
+    pub(super) compression: CompressionSpec,
+    pub(super) encoder: PayloadEncoder,
+    /// What messages call the lane's spool (it has no name on disk).
+    pub(super) spool_path: PathBuf,
+}
+
+/// How a lane's encoder is set up beyond its compression.
+#[derive(Clone, Copy)]
+pub(super) struct LaneSettings {
+    /// zstd: worker threads (0: on the writing thread), window log and overlap log.
+    pub(super) zstd: (u32, u32, u32),
+    /// zstd: chain and hash table logs, if not the level's own.
+    pub(super) zstd_tables: Option<(u32, u32)>,
+    /// xz: the dictionary size for presets 0-7 (8 and 9 keep theirs).
+    pub(super) xz_dict: u32,
+    /// xz: the preset's extreme variant (a deeper match search).
+    pub(super) xz_extreme: bool,
+}
+
+/// A lane compressed with xz while its bytes stay few (see [`SmallFirst`]).
+#[derive(Clone, Copy)]
+pub(super) struct SmallLane {
+    /// The compression while the lane holds at most `limit` bytes.
+    pub(super) compression: CompressionSpec,
+    /// Its settings.
+    pub(super) settings: LaneSettings,
+    /// The most bytes the lane may hold and keep it.
+    pub(super) limit: u64,
+}
+
+impl LaneWriter {
+    /// A lane compressed with `compression`, or with `small`'s while it holds no more than
+    /// `small.limit` bytes.
+    pub(super) fn new(
+        compression: CompressionSpec,
+        spool_dir: &Path,
+        settings: LaneSettings,
+        small: Option<SmallLane>,
+    ) -> Result<LaneWriter> {
+        let file = crate::temp::spool_in(spool_dir)?;
+        let spool_path = spool_dir.join("(payload spool)");
+        let encoder = match small {
+            None => PayloadEncoder::new(compression, settings, file).at(&spool_path)?,
+            Some(small) => PayloadEncoder::SmallFirst(Box::new(SmallFirst {
+                xz: XzThread::start(
+                    small,
+                    crate::temp::spool_in(spool_dir)?,
+                    crate::temp::spool_in(spool_dir)?,
+                )
+                .at(&spool_path)?,
+                small,
+                then: Some((compression, settings, file)),
+            })),
+        };
+        Ok(LaneWriter {
+            compression,
+            encoder,
+            spool_path,
+        })
+    }
+}
+
+/// A lane's encoder, writing to its spool.
+pub(super) enum PayloadEncoder {
+    None(File),
+    Zstd(zstd::stream::write::Encoder<'static, File>),
+    Gzip(flate2::write::GzEncoder<File>),
+    Xz(liblzma::write::XzEncoder<File>),
+    SmallFirst(Box<SmallFirst>),
+}
+
+impl PayloadEncoder {
+    fn new(c: CompressionSpec, settings: LaneSettings, file: File) -> io::Result<PayloadEncoder> {
+        Ok(match c.algorithm {
+            PayloadCompression::None => PayloadEncoder::None(file),
+            PayloadCompression::Zstd => PayloadEncoder::Zstd(zstd_encoder(
+                file,
+                c.level,
+                settings.zstd,
+                settings.zstd_tables,
+            )?),
+            PayloadCompression::Gzip => PayloadEncoder::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::new(c.level as u32),
+            )),
+            PayloadCompression::Xz => PayloadEncoder::Xz(liblzma::write::XzEncoder::new_stream(
+                file,
+                xz_encoder(c.level as u32, settings)?,
+            )),
+        })
+    }
+
+    /// Ends the lane's stream; returns its spool and, where the lane's compression is not
+    /// the one it was made with (a small lane that stayed small), the one it has.
+    pub(super) fn finish(self) -> io::Result<(File, Option<CompressionSpec>)> {
+        match self {
+            PayloadEncoder::None(w) => Ok((w, None)),
+            PayloadEncoder::Zstd(w) => Ok((w.finish()?, None)),
+            PayloadEncoder::Gzip(w) => Ok((w.finish()?, None)),
+            PayloadEncoder::Xz(w) => Ok((w.finish()?, None)),
+            PayloadEncoder::SmallFirst(small) => {
+                let compression = small.small.compression;
+                Ok((small.xz.finish()?, Some(compression)))
+            }
+        }
+    }
+
+    /// A small lane that outgrew its limit: its bytes so far go to the lane's own encoder,
+    /// which takes over.
+    fn grow(&mut self) -> io::Result<()> {
+        let PayloadEncoder::SmallFirst(small) = self else {
+            return Ok(());
+        };
+        small.xz.cancel();
+        let (compression, settings, file) = small
+            .then
+            .take()
+            .ok_or_else(|| io::Error::other("internal: a small lane grew twice"))?;
+        let mut own = PayloadEncoder::new(compression, settings, file)?;
+        let replayed = small.xz.replay(&mut own)?;
+        tracing::debug!(
+            bytes = replayed,
+            "the new bytes outgrew their small lane; compressing them with {}",
+            compression.algorithm.name()
+        );
+        *self = own;
+        Ok(())
+    }
+}
+
+impl Write for PayloadEncoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            PayloadEncoder::None(w) => w.write(buf),
+            PayloadEncoder::Zstd(w) => w.write(buf),
+            PayloadEncoder::Gzip(w) => w.write(buf),
+            PayloadEncoder::Xz(w) => w.write(buf),
+            PayloadEncoder::SmallFirst(small) => {
+                if small.xz.len + buf.len() as u64 <= small.small.limit {
+                    small.xz.send(buf)?;
+                    return Ok(buf.len());
+                }
+                self.grow()?;
+                self.write(buf)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            PayloadEncoder::None(w) => w.flush(),
+            PayloadEncoder::Zstd(w) => w.flush(),
+            PayloadEncoder::Gzip(w) => w.flush(),
+            PayloadEncoder::Xz(w) => w.flush(),
+            PayloadEncoder::SmallFirst(_) => Ok(()),
+        }
+    }
+}
+
+/// A lane while it is small: its bytes go to an xz encoder on a thread of its own (through
+/// a raw spool); when they pass the limit the thread is stopped and the spool replayed
+/// into the lane's own encoder, which takes over (see `PackageWriter::small_new_bytes`).
+/// The lane's own encoder is not made before: it is the bigger in memory (zstd 18's tables
+/// and window), and both beside the codec's searches came to 573 MiB on the ml pair.
+pub(super) struct SmallFirst {
+    /// The xz stream, compressed on a thread.
+    xz: XzThread,
+    /// The xz compression and the limit.
+    small: SmallLane,
+    /// The lane's own compression, its settings and its spool, for when it grows.
+    then: Option<(CompressionSpec, LaneSettings, File)>,
+}
+
+/// An xz encoder on a thread of its own. The lane's bytes are appended to a raw spool (an
+/// unnamed temporary file, so that bursts wait in the page cache rather than in memory)
+/// and the thread is told how far it may read.
+struct XzThread {
+    /// The raw spool, written here and read by the thread.
+    raw: File,
+    /// How many bytes the spool holds.
+    len: u64,
+    tx: Option<Sender<u64>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<io::Result<File>>>,
+}
+
+/// The most bytes the xz thread compresses between looks at its stop flag.
+const XZ_PIECE: usize = 1 << 20;
+
+impl XzThread {
+    /// Starts the thread; `raw` and `file` are two new spools (the lane's bytes, and their
+    /// xz stream).
+    fn start(small: SmallLane, raw: File, file: File) -> io::Result<XzThread> {
+        if small.compression.algorithm != PayloadCompression::Xz {
+            return Err(io::Error::other(format!(
+                "internal: a small lane compressed with {}",
+                small.compression.algorithm.name()
+            )));
+        }
+        let stream = xz_encoder(small.compression.level as u32, small.settings)?;
+        let source = raw.try_clone()?;
+        let (tx, rx) = channel::<u64>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("xz lane".into())
+            .spawn(move || {
+                // At the lowest priority (on Linux `setpriority` with no pid sets the
+                // calling thread's): its work is lost if the lane grows, so it takes only
+                // what the encoder leaves idle.
+                #[cfg(target_os = "linux")]
+                if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                    tracing::debug!(error = %e, "could not lower the xz lane thread's priority");
+                }
+                let mut enc = liblzma::write::XzEncoder::new_stream(file, stream);
+                let mut buf = vec![0u8; XZ_PIECE];
+                let mut at = 0u64;
+                // Each message: the spool's length so far.
+                for end in rx {
+                    while at < end {
+                        if stopped.load(Ordering::Relaxed) {
+                            return Err(io::Error::other("stopped"));
+                        }
+                        let n = (end - at).min(XZ_PIECE as u64) as usize;
+                        std::os::unix::fs::FileExt::read_exact_at(&source, &mut buf[..n], at)?;
+                        enc.write_all(&buf[..n])?;
+                        at += n as u64;
+                    }
+                }
+                enc.finish()
+            })?;
+        Ok(XzThread {
+            raw,
+            len: 0,
+            tx: Some(tx),
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.raw.write_all(buf)?;
+        self.len += buf.len() as u64;
+        let sent = self.tx.as_ref().map(|tx| tx.send(self.len));
+        if !matches!(sent, Some(Ok(()))) {
+            // The thread ended early: its error says why.
+            self.join()?;
+            return Err(io::Error::other("internal: the xz lane thread ended early"));
+        }
+        Ok(())
+    }
+
+    /// Ends the stream and waits for the thread; its spool, or the error that ended it.
+    fn join(&mut self) -> io::Result<File> {
+        self.tx = None;
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the xz lane thread panicked")),
+            None => Err(io::Error::other(
+                "internal: the xz lane thread was joined twice",
+            )),
+        }
+    }
+
+    /// Copies the raw spool (every byte sent) to `to`; returns how many.
+    fn replay(&mut self, to: &mut impl Write) -> io::Result<u64> {
+        self.raw.seek(SeekFrom::Start(0))?;
+        io::copy(&mut (&mut self.raw).take(self.len), to)
+    }
+
+    /// Ends the stream; returns its spool.
+    fn finish(mut self) -> io::Result<File> {
+        self.join()
+    }
+
+    /// Stops the thread, dropping what it made.
+    fn cancel(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.handle.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+impl Drop for XzThread {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// An xz encoder at `level`: the preset (with its extreme flag if `settings` say so), with
+/// a dictionary of `settings.xz_dict` bytes for presets 0-7 (8 and 9 keep their 32 and 64
+/// MiB) and no position bits in the match and literal contexts (`pb=0`). Measured on the
+/// payloads of the bench pairs, against preset 6 alone: a 16 MiB dictionary reached the
+/// far copies of a layer of upgraded tools when lane 0 held the new bytes too (13.19 ->
+/// 12.17 MB, where zstd's 128 MiB window gets 12.27), `pb=0` saves 0.2-0.5 % on every pair
+/// (the payload's sections are bytes and varints, not aligned words). The encoder needs
+/// about 190 MiB with 16 MiB, 95 MiB with 8 MiB, 50 MiB with 4 MiB.
+fn xz_encoder(level: u32, settings: LaneSettings) -> io::Result<liblzma::stream::Stream> {
+    let preset = if settings.xz_extreme {
+        level | liblzma::stream::PRESET_EXTREME
+    } else {
+        level
+    };
+    let mut options = liblzma::stream::LzmaOptions::new_preset(preset)?;
+    // Presets 0-7 have dictionaries of 256 KiB to 16 MiB; 8 and 9 have 32 and 64 MiB.
+    if level <= 7 {
+        options.dict_size(settings.xz_dict);
+    }
+    options.position_bits(0);
+    let mut filters = liblzma::stream::Filters::new();
+    filters.lzma2(&options);
+    Ok(liblzma::stream::Stream::new_stream_encoder(
+        &filters,
+        liblzma::stream::Check::Crc64,
+    )?)
+}
+
+/// A zstd encoder at `level` with long-distance matching over a window of 2^`window_log`
+/// bytes, compressing on `workers` threads beside the caller in jobs of 16 MiB, each seeing
+/// the last 2^`overlap_log` / 512 of the window before it (`threads` is the three), with
+/// match-finder tables of 2^chain and 2^hash entries if `tables` says so.
+fn zstd_encoder(
+    file: File,
+    level: i32,
+    threads: (u32, u32, u32),
+    tables: Option<(u32, u32)>,
+) -> io::Result<zstd::stream::write::Encoder<'static, File>> {
+    let (workers, window_log, overlap_log) = threads;
+    let mut e = zstd::stream::write::Encoder::new(file, level)?;
+    e.multithread(workers)?;
+    e.long_distance_matching(true)?;
+    e.window_log(window_log)?;
+    if let Some((chain, hash)) = tables {
+        e.set_parameter(CParameter::ChainLog(chain))?;
+        e.set_parameter(CParameter::HashLog(hash))?;
+    }
+    // Jobs of 16 MiB: compression runs while blobs are still being encoded, instead of in
+    // one job at the end (zstd's default job is four windows). Kernel pair, 128 MiB window,
+    // overlap log 7 (32 MiB): create 45 -> 31 s, package 0.06 % larger.
+    e.set_parameter(CParameter::JobSize(16 << 20))?;
+    e.set_parameter(CParameter::OverlapSizeLog(overlap_log))?;
+    e.include_checksum(true)?;
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let words: [&[u8]; 4] = [b"lane ", b"bytes ", b"small ", b"grow\n"];
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 == 0 {
+                out.extend_from_slice(&x.to_le_bytes());
+            } else {
+                out.extend_from_slice(words[(x % 4) as usize]);
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Writes `data` in writes of `piece` bytes to a lane kept in xz up to `limit` bytes
+    /// (zstd beyond); returns what the lane's spool decodes to and the compression it
+    /// says it has.
+    fn round_trip(data: &[u8], piece: usize, limit: u64) -> (Vec<u8>, PayloadCompression) {
+        let dir = tempfile::tempdir().unwrap();
+        let zstd = CompressionSpec {
+            algorithm: PayloadCompression::Zstd,
+            level: 3,
+        };
+        let settings = LaneSettings {
+            zstd: (0, 24, 9),
+            zstd_tables: None,
+            xz_dict: 1 << 20,
+            xz_extreme: false,
+        };
+        let small = SmallLane {
+            compression: CompressionSpec {
+                algorithm: PayloadCompression::Xz,
+                level: 6,
+            },
+            settings: LaneSettings {
+                xz_extreme: true,
+                ..settings
+            },
+            limit,
+        };
+        let mut lane = LaneWriter::new(zstd, dir.path(), settings, Some(small)).unwrap();
+        for p in data.chunks(piece) {
+            lane.encoder.write_all(p).unwrap();
+        }
+        lane.encoder.flush().unwrap();
+        let (mut file, changed) = lane.encoder.finish().unwrap();
+        let compression = changed.unwrap_or(lane.compression);
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut out = Vec::new();
+        match compression.algorithm {
+            PayloadCompression::Xz => {
+                liblzma::read::XzDecoder::new(file)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            PayloadCompression::Zstd => {
+                zstd::stream::read::Decoder::new(file)
+                    .unwrap()
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            other => panic!("unexpected lane compression {other:?}"),
+        }
+        (out, compression.algorithm)
+    }
+
+    #[test]
+    fn a_small_lane_is_xz_up_to_its_limit_exactly() {
+        let data = bytes(300_000, 7);
+        for (piece, limit) in [(4096, 1 << 20), (7777, 300_000), (300_000, 300_000)] {
+            let (out, algorithm) = round_trip(&data, piece, limit);
+            assert_eq!(
+                algorithm,
+                PayloadCompression::Xz,
+                "piece {piece} limit {limit}"
+            );
+            assert!(out == data, "piece {piece} limit {limit}: bytes differ");
+        }
+        let (out, algorithm) = round_trip(&[], 1, 10);
+        assert_eq!((out.len(), algorithm), (0, PayloadCompression::Xz));
+    }
+
+    #[test]
+    fn a_lane_past_its_limit_is_its_own_compression_with_every_byte() {
+        let data = bytes(3 << 20, 9);
+        // Crossing the limit mid-write, at the first write, by one byte, and in one write
+        // larger than the pieces the xz thread takes.
+        for (piece, limit) in [
+            (37_000, 100_000),
+            (5000, 10),
+            (1000, (3 << 20) - 1),
+            (3 << 20, 1 << 20),
+        ] {
+            let (out, algorithm) = round_trip(&data, piece, limit);
+            assert_eq!(
+                algorithm,
+                PayloadCompression::Zstd,
+                "piece {piece} limit {limit}"
+            );
+            assert!(out == data, "piece {piece} limit {limit}: bytes differ");
+        }
+    }
+}
