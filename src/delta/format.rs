@@ -1157,10 +1157,7 @@ impl PackageWriter {
     /// [`SMALL_NEW_BYTES`]). Called before the first blob.
     pub fn small_new_bytes(mut self, limit: u64) -> PackageWriter {
         self.small_new_bytes = Some(SmallLane {
-            compression: CompressionSpec {
-                algorithm: PayloadCompression::Xz,
-                level: 6,
-            },
+            level: 6,
             settings: LaneSettings {
                 zstd: (0, 0, 0),
                 zstd_tables: None,

@@ -280,23 +280,38 @@ fn by_words(a: &[u8], b: &[u8], phase: usize, out: &mut Vec<u8>, f: impl Fn(u32,
     }
 }
 
-/// The difference bytes of a patch from `old` to `new` made by [`diff`] (whose own are
-/// [`Differences::Bytes`]), computed as [`Differences::Words`] instead; `None` if the
-/// controls do not fit the two inputs.
-pub fn word_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
+/// Calls `f` with each step of `controls`: where in `new` its added bytes start, those
+/// bytes, and the source bytes they are made from (both empty for a step that adds none).
+/// `None` if the controls do not fit the two inputs.
+fn each_add(
+    old: &[u8],
+    new: &[u8],
+    controls: &[Control],
+    mut f: impl FnMut(usize, &[u8], &[u8]),
+) -> Option<()> {
     let (mut np, mut op) = (0usize, 0i64);
     for c in controls {
         let add = usize::try_from(c.add).ok()?;
         let from = usize::try_from(op).ok()?;
         let to = new.get(np..np.checked_add(add)?)?;
         let source = old.get(from..from.checked_add(add)?)?;
-        by_words(to, source, np % 4, &mut out, u32::wrapping_sub);
+        f(np, to, source);
         np = np
             .checked_add(add)?
             .checked_add(usize::try_from(c.copy).ok()?)?;
         op = op.checked_add(c.add as i64)?.checked_add(c.seek)?;
     }
+    Some(())
+}
+
+/// The difference bytes of a patch from `old` to `new` made by [`diff`] (whose own are
+/// [`Differences::Bytes`]), computed as [`Differences::Words`] instead; `None` if the
+/// controls do not fit the two inputs.
+pub fn word_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    each_add(old, new, controls, |np, to, source| {
+        by_words(to, source, np % 4, &mut out, u32::wrapping_sub)
+    })?;
     Some(out)
 }
 
@@ -305,18 +320,9 @@ pub fn word_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<
 /// controls were found against other bytes than `old`.)
 pub fn byte_differences(old: &[u8], new: &[u8], controls: &[Control]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(new.len());
-    let (mut np, mut op) = (0usize, 0i64);
-    for c in controls {
-        let add = usize::try_from(c.add).ok()?;
-        let from = usize::try_from(op).ok()?;
-        let to = new.get(np..np.checked_add(add)?)?;
-        let source = old.get(from..from.checked_add(add)?)?;
-        out.extend(to.iter().zip(source).map(|(n, o)| n.wrapping_sub(*o)));
-        np = np
-            .checked_add(add)?
-            .checked_add(usize::try_from(c.copy).ok()?)?;
-        op = op.checked_add(c.add as i64)?.checked_add(c.seek)?;
-    }
+    each_add(old, new, controls, |_, to, source| {
+        out.extend(to.iter().zip(source).map(|(n, o)| n.wrapping_sub(*o)))
+    })?;
     Some(out)
 }
 

@@ -40,9 +40,9 @@ pub(super) struct LaneSettings {
 /// A lane compressed with xz while its bytes stay few (see [`SmallFirst`]).
 #[derive(Clone, Copy)]
 pub(super) struct SmallLane {
-    /// The compression while the lane holds at most `limit` bytes.
-    pub(super) compression: CompressionSpec,
-    /// Its settings.
+    /// The xz level while the lane holds at most `limit` bytes.
+    pub(super) level: u32,
+    /// Its settings (the xz ones).
     pub(super) settings: LaneSettings,
     /// The most bytes the lane may hold and keep it.
     pub(super) limit: u64,
@@ -119,7 +119,10 @@ impl PayloadEncoder {
             PayloadEncoder::Gzip(w) => Ok((w.finish()?, None)),
             PayloadEncoder::Xz(w) => Ok((w.finish()?, None)),
             PayloadEncoder::SmallFirst(small) => {
-                let compression = small.small.compression;
+                let compression = CompressionSpec {
+                    algorithm: PayloadCompression::Xz,
+                    level: small.small.level as i32,
+                };
                 Ok((small.xz.finish()?, Some(compression)))
             }
         }
@@ -210,13 +213,7 @@ impl XzThread {
     /// Starts the thread; `raw` and `file` are two new spools (the lane's bytes, and their
     /// xz stream).
     fn start(small: SmallLane, raw: File, file: File) -> io::Result<XzThread> {
-        if small.compression.algorithm != PayloadCompression::Xz {
-            return Err(io::Error::other(format!(
-                "internal: a small lane compressed with {}",
-                small.compression.algorithm.name()
-            )));
-        }
-        let stream = xz_encoder(small.compression.level as u32, small.settings)?;
+        let stream = xz_encoder(small.level, small.settings)?;
         let source = raw.try_clone()?;
         let (tx, rx) = channel::<u64>();
         let stop = Arc::new(AtomicBool::new(false));
@@ -401,10 +398,7 @@ mod tests {
             xz_extreme: false,
         };
         let small = SmallLane {
-            compression: CompressionSpec {
-                algorithm: PayloadCompression::Xz,
-                level: 6,
-            },
+            level: 6,
             settings: LaneSettings {
                 xz_extreme: true,
                 ..settings
