@@ -110,17 +110,93 @@ fn code_ranges_are_checked_when_read() {
     assert!(err.contains("unknown instruction set 3"), "{err}");
 }
 
-fn code_like() -> impl Strategy<Value = Vec<u8>> {
-    // Bytes dense in opcodes and ModRM bytes the search stops at.
-    let byte = prop_oneof![
+/// Bytes dense in opcodes and ModRM bytes the search stops at.
+fn code_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
         4 => any::<u8>(),
         1 => prop::sample::select(vec![0xE8u8, 0xE9, 0x0F, 0x48, 0x4C, 0x8B, 0x8D, 0x05, 0x0D, 0x15, 0x35, 0xC4, 0xC5, 0x80, 0x00, 0xFF, 0x94, 0x97, 0x14, 0x17]),
+    ]
+}
+
+fn code_like() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(code_byte(), 0..3000)
+}
+
+/// What [`Projection::apply`] does to x86-64 code, trying every offset in turn: the
+/// search its trigger bytes shorten, and must not change.
+fn apply_trying_every_offset(p: &Projection, source: &mut [u8]) -> usize {
+    let buckets = p.buckets(source.len());
+    let mut rewritten = 0;
+    for &(start, len) in &p.code.ranges {
+        let end = start.saturating_add(len).min(source.len() as u64);
+        let first = p.segments.partition_point(|s| s.start + s.len <= start);
+        for seg in p.segments[first..].iter().take_while(|s| s.start < end) {
+            let from = seg.start.max(start) as usize;
+            let to = (seg.start + seg.len).min(end) as usize;
+            let mut i = from;
+            while i < to {
+                match x86_reference(&source[i..to]) {
+                    Some(at) => {
+                        rewritten += p.project(source, &buckets, i + at, seg.shift) as usize;
+                        i += at + 4;
+                    }
+                    None => i += 1,
+                }
+            }
+        }
+    }
+    rewritten
+}
+
+/// x86-64-like code: references with distances that land inside it (calls, jumps, jcc,
+/// RIP-relative loads with and without REX) among bytes dense in opcodes and ModRM bytes.
+fn x86_like() -> impl Strategy<Value = Vec<u8>> {
+    let near = -1500i32..1500;
+    let piece = prop_oneof![
+        4 => prop::collection::vec(code_byte(), 0..12),
+        1 => (prop::sample::select(vec![
+                vec![0xE8u8], vec![0xE9], vec![0x0F, 0x84], vec![0x48, 0x8B, 0x05],
+                vec![0x8D, 0x15], vec![0xC5, 0xF9, 0x6F, 0x05], vec![0x4C, 0x0F, 0x10, 0x0D],
+            ]), near)
+            .prop_map(|(op, d)| op.into_iter().chain(d.to_le_bytes()).collect()),
     ];
-    prop::collection::vec(byte, 0..3000)
+    prop::collection::vec(piece, 0..300).prop_map(|p| p.concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The trigger bytes of a block, found 16 at a time, are the table's.
+    #[test]
+    fn trigger_masks_are_the_tables(block in prop::collection::vec(any::<u8>(), 0..=64)) {
+        let want = block
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (k, &b)| m | (TRIGGER[b as usize] as u64) << k);
+        prop_assert_eq!(trigger_mask(&block), want);
+    }
+
+    /// On x86-64 code, projecting finds and rewrites the references trying every offset
+    /// would, byte for byte.
+    #[test]
+    fn projection_finds_what_trying_every_offset_finds(
+        source in x86_like(),
+        // Short matches that moved by different amounts, so that references cross them.
+        controls in prop::collection::vec((1u64..300, 0u64..40, -300i64..300), 0..40),
+        code in prop::collection::vec((0u64..3000, 0u64..3000), 1..4),
+    ) {
+        let controls: Vec<Control> = controls
+            .into_iter()
+            .map(|(add, copy, seek)| Control { add, copy, seek })
+            .collect();
+        let mut ranges: Vec<(u64, u64)> = code;
+        ranges.sort_unstable();
+        let p = Projection::from_controls(&controls, &Code { arch: X86_64, ranges });
+        let (mut fast, mut every) = (source.clone(), source);
+        let n = p.apply(&mut fast);
+        prop_assert_eq!(n, apply_trying_every_offset(&p, &mut every));
+        prop_assert_eq!(fast, every);
+    }
 
     /// Whatever the controls (a hostile stream's too) and the bytes, projecting never
     /// panics, touches only the code ranges, and makes the same bytes every time.
