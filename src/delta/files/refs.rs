@@ -197,30 +197,27 @@ impl Projection {
                     continue;
                 }
                 // Instructions are tried at each offset from `from` in turn, and after
-                // one is found, from the end of its distance on. Every instruction
-                // `x86_reference` finds has a trigger byte within its first five (its
-                // opcode or its ModRM byte), so only the offsets up to four before each
-                // trigger are tried (the same offsets, in the same order, as trying all).
+                // one is found, from the end of its distance on; [`start_mask`] tells, 64
+                // offsets at a time, which offsets can start one (the others are skipped:
+                // the same offsets found, in the same order, as trying all).
                 let mut i = from;
                 for base in (from..to).step_by(64) {
-                    let mut triggers = trigger_mask(&source[base..to.min(base + 64)]);
-                    while triggers != 0 {
-                        let t = base + triggers.trailing_zeros() as usize;
-                        triggers &= triggers - 1;
-                        if t < i {
-                            continue;
+                    let mut starts = start_mask(source, base) & low_bits(to - base);
+                    loop {
+                        if i > base {
+                            starts &= !low_bits(i - base);
                         }
-                        let found = (i.max(t.saturating_sub(4))..=t)
-                            .filter(|&s| KIND[source[s] as usize] != K_NONE)
-                            .find_map(|s| x86_reference(&source[s..to]).map(|at| s + at));
-                        let Some(field) = found else {
-                            i = t + 1;
-                            continue;
-                        };
-                        if self.project(source, &buckets, field, seg.shift) {
-                            rewritten += 1;
+                        if starts == 0 {
+                            break;
                         }
-                        i = field + 4;
+                        let s = base + starts.trailing_zeros() as usize;
+                        starts &= starts - 1;
+                        if let Some(at) = x86_reference(&source[s..to]) {
+                            if self.project(source, &buckets, s + at, seg.shift) {
+                                rewritten += 1;
+                            }
+                            i = s + at + 4;
+                        }
                     }
                 }
             }
@@ -386,40 +383,74 @@ static KIND: [u8; 256] = {
     t
 };
 
-/// The bytes one of an instruction's first five must be for [`x86_reference`] to find it:
-/// E8, E9 and 0F (opcodes) and the RIP-relative ModRM bytes.
-static TRIGGER: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = matches!(b, 0xE8 | 0xE9 | 0x0F) || b & 0xC7 == 0x05;
-        b += 1;
+/// The low `n` bits (all 64 from 64 on).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1 << n) - 1
     }
-    t
-};
-
-/// The [`TRIGGER`] bytes of `block` (at most 64 bytes) as bits, bit `k` for `block[k]`.
-fn trigger_mask(block: &[u8]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(block) = block.first_chunk::<64>() {
-        return trigger_mask_64(block);
-    }
-    block
-        .iter()
-        .enumerate()
-        .fold(0u64, |m, (k, &b)| m | (TRIGGER[b as usize] as u64) << k)
 }
 
-/// [`trigger_mask`] of 64 bytes, 16 at a time (SSE2, which every x86-64 CPU has): a table
-/// lookup per byte was a sixth of projecting's time.
+/// Bit `k` for each offset `at + k` (`k` < 64) of `source` where an instruction
+/// [`x86_reference`] finds can start, judged by the bytes there: a superset (it tells
+/// where to try; `x86_reference` decides), computed from the classes of the 68 bytes from
+/// `at` (past the end: none).
+fn start_mask(source: &[u8], at: usize) -> u64 {
+    let [rip, rel, of, jcc, rex, vex2, vex3] = classes(source, at);
+    // By the first byte's kind (see `x86_reference`): E8/E9; 0F then 80-8F, or then a
+    // two-byte opcode and a RIP-relative ModRM; REX then 0F, an opcode and the ModRM, or
+    // then an opcode and the ModRM; a one-byte opcode and the ModRM; VEX2 and VEX3 with
+    // the ModRM fourth and fifth. The opcodes' own tables are left to `x86_reference`.
+    let starts = rel
+        | of & (jcc >> 1 | rip >> 2)
+        | rex & (rip >> 2 | rip >> 3)
+        | rip >> 1
+        | vex2 & rip >> 3
+        | vex3 & rip >> 4;
+    starts as u64
+}
+
+/// The classes [`start_mask`] reads, as bit masks of the bytes from `at` (bit `k` for
+/// `source[at + k]`, at least 68 of them): RIP-relative ModRM (mod 00, r/m 101), E8 or
+/// E9, 0F, 80-8F, a REX prefix (40-4F), C5, C4.
+fn classes(source: &[u8], at: usize) -> [u128; 7] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bytes) = source.get(at..).and_then(|s| s.first_chunk::<80>()) {
+        return classes_80(bytes);
+    }
+    classes_each(source.get(at..).unwrap_or_default())
+}
+
+/// [`classes`] of the first 68 bytes of `bytes` (or all, if fewer), a byte at a time.
+fn classes_each(bytes: &[u8]) -> [u128; 7] {
+    let mut m = [0u128; 7];
+    for (k, &b) in bytes.iter().take(68).enumerate() {
+        let c = [
+            b & 0xC7 == 0x05,
+            b & 0xFE == 0xE8,
+            b == 0x0F,
+            b & 0xF0 == 0x80,
+            b & 0xF0 == 0x40,
+            b == 0xC5,
+            b == 0xC4,
+        ];
+        for (mask, is) in m.iter_mut().zip(c) {
+            *mask |= u128::from(is) << k;
+        }
+    }
+    m
+}
+
+/// [`classes`] of 80 bytes, 16 at a time (SSE2, which every x86-64 CPU has): a table
+/// lookup per byte and per candidate offset was most of projecting's time.
 #[cfg(target_arch = "x86_64")]
-fn trigger_mask_64(block: &[u8; 64]) -> u64 {
+fn classes_80(bytes: &[u8; 80]) -> [u128; 7] {
     use std::arch::x86_64::{
-        _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
     };
-    let mut mask = 0u64;
-    for (k, sixteen) in block.chunks_exact(16).enumerate() {
+    let mut m = [0u128; 7];
+    for (k, sixteen) in bytes.chunks_exact(16).enumerate() {
         // SAFETY: `sixteen` is 16 readable bytes and the load needs no alignment; SSE2 is
         // part of x86-64, so every intrinsic here is available. (Newer compilers call the
         // ones without pointers safe.)
@@ -427,16 +458,29 @@ fn trigger_mask_64(block: &[u8; 64]) -> u64 {
         let bits = unsafe {
             let v = _mm_loadu_si128(sixteen.as_ptr().cast());
             let byte = |b: u8| _mm_set1_epi8(b as i8);
-            // RIP-relative ModRM: mod 00, r/m 101.
-            let modrm = _mm_cmpeq_epi8(_mm_and_si128(v, byte(0xC7)), byte(0x05));
-            // E8 and E9 (E8 with the low bit cleared), 0F.
-            let rel = _mm_cmpeq_epi8(_mm_and_si128(v, byte(0xFE)), byte(0xE8));
-            let two = _mm_cmpeq_epi8(v, byte(0x0F));
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(modrm, rel), two)) as u32 as u16
+            let is = |mask: u8, value: u8| {
+                let masked = if mask == 0xFF {
+                    v
+                } else {
+                    _mm_and_si128(v, byte(mask))
+                };
+                _mm_movemask_epi8(_mm_cmpeq_epi8(masked, byte(value))) as u32 as u16
+            };
+            [
+                is(0xC7, 0x05),
+                is(0xFE, 0xE8),
+                is(0xFF, 0x0F),
+                is(0xF0, 0x80),
+                is(0xF0, 0x40),
+                is(0xFF, 0xC5),
+                is(0xFF, 0xC4),
+            ]
         };
-        mask |= u64::from(bits) << (16 * k);
+        for (mask, b) in m.iter_mut().zip(bits) {
+            *mask |= u128::from(b) << (16 * k);
+        }
     }
-    mask
+    m
 }
 
 /// [`two_byte_modrm`] as a table.

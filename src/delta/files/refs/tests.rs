@@ -166,14 +166,16 @@ fn x86_like() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The trigger bytes of a block, found 16 at a time, are the table's.
+    /// The classes of 80 bytes, found 16 at a time, are those found a byte at a time.
     #[test]
-    fn trigger_masks_are_the_tables(block in prop::collection::vec(any::<u8>(), 0..=64)) {
-        let want = block
-            .iter()
-            .enumerate()
-            .fold(0u64, |m, (k, &b)| m | (TRIGGER[b as usize] as u64) << k);
-        prop_assert_eq!(trigger_mask(&block), want);
+    #[cfg(target_arch = "x86_64")]
+    fn byte_classes_sixteen_at_a_time_are_those_a_byte_at_a_time(
+        bytes in prop::collection::vec(code_byte(), 80),
+    ) {
+        let Some(bytes) = bytes.first_chunk::<80>() else { unreachable!() };
+        let low = (1u128 << 68) - 1;
+        let fast = classes_80(bytes).map(|m| m & low);
+        prop_assert_eq!(fast, classes_each(bytes));
     }
 
     /// On x86-64 code, projecting finds and rewrites the references trying every offset
