@@ -142,7 +142,8 @@ impl LayerData {
             return Err(self.range_error(offset, len));
         }
         let n = usize::try_from(len).map_err(|_| self.range_error(offset, len))?;
-        buf.clear();
+        // Only bytes past the buffer's old length are zeroed first: all are overwritten.
+        buf.truncate(n);
         buf.resize(n, 0);
         self.read_into(offset, buf)
     }

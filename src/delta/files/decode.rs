@@ -302,6 +302,7 @@ impl RawChunk {
         expand_zeros(&s[2], &s[3], self.output + gz::MAX_RAW, &mut diff)?;
         let controls = (s.len() == 8).then(|| [&s[5][..], &s[6][..], &s[7][..]]);
         let streams = [&s[0][..], &s[1][..], &diff[..], &s[4][..]];
+        let mut source = self.spares.take(0);
         run_ops(
             streams,
             controls,
@@ -309,7 +310,9 @@ impl RawChunk {
             self.map.as_deref(),
             self.output,
             &mut out,
+            &mut source,
         )?;
+        self.spares.give(source);
         self.spares.give(diff);
         for s in self.sections {
             self.spares.give(s);
@@ -320,7 +323,8 @@ impl RawChunk {
 
 /// Runs a chunk's operations: `streams` are its ops, meta, difference bytes (expanded) and
 /// extra; `controls` its control sections, if it has them ([`CHUNK_SPLIT`]); `map` the
-/// stream's BTF map, if it has one.
+/// stream's BTF map, if it has one; `source` a buffer for the sources of patches (reused
+/// from chunk to chunk: fresh multi-MiB buffers cost page faults).
 fn run_ops(
     streams: [&[u8]; 4],
     mut controls: Option<[&[u8]; 3]>,
@@ -328,6 +332,7 @@ fn run_ops(
     map: Option<&btf::BtfMap>,
     output: u64,
     out: &mut Vec<u8>,
+    source: &mut Vec<u8>,
 ) -> Result<()> {
     let [mut ops, mut meta, mut diff, mut extra] = streams;
     // Gzip members are deflated after the operations around them, on every core (level-9
@@ -341,9 +346,6 @@ fn run_ops(
         *s = b;
         Ok(a)
     }
-    // The sources of patches, read into one buffer (fresh multi-MiB buffers cost page
-    // faults).
-    let mut source = Vec::new();
     let room = |out: &Vec<u8>, n: u64| -> Result<()> {
         // `n` is read from the stream: checked, since a claim near 2^64 would wrap.
         if (out.len() as u64)
@@ -388,14 +390,14 @@ fn run_ops(
                 } else {
                     None
                 };
-                layer(p.src)?.read_to(p.off, p.src_len, &mut source)?;
+                layer(p.src)?.read_to(p.off, p.src_len, source)?;
                 if let Some(code) = code {
-                    refs::Projection::from_controls(&p.controls, &code).apply(&mut source);
+                    refs::Projection::from_controls(&p.controls, &code).apply(source);
                 }
                 if op == OP_BDIFF {
                     let map =
                         map.ok_or_else(|| bad("a BTF patch in a stream without a BTF map"))?;
-                    btf::rewrite(&mut source, map);
+                    btf::rewrite(source, map);
                 }
                 let news = if op == OP_HDIFF {
                     &mut meta
