@@ -22,12 +22,14 @@
 #                     cached, so a long run can be split over several, pair by pair
 #   BENCH_TOOLS       tools to run (default: all): docker-delta gzip xdelta3
 #                     zstd zstd-st hdiffpatch tar-diff. Rows of tools not run now are taken from
-#                     the result cache (bench/.cache/results/PAIR/TOOL.tsv)
-#                     when the corpus pair is unchanged (same image IDs).
+#                     the results kept in bench/results/PAIR/TOOL.tsv (committed, so that
+#                     a new machine resumes where the last one stopped) when the corpus
+#                     pair is unchanged (same image IDs).
 #   BENCH_FORCE       1 = rerun the baselines even if cached (docker-delta is
 #                     always rerun when selected: the binary changes)
 #   BENCH_DD_METHODS  extra `create --method` values to run as extra rows,
 #                     e.g. "xdelta3 zstd" (default: only the tool's default)
+#   BENCH_RESULTS     where rows are kept (default: bench/results)
 #   BENCH_BIN         binary (default: target/release/docker-delta)
 #   BENCH_BUILD       1 = cargo build --release first
 #   BENCH_NO_DOCS     1 = print the tables, do not touch docs/
@@ -43,7 +45,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 CACHE=$HERE/.cache
 CORPUS=$CACHE/corpus
-STORE=$CACHE/results
+STORE=${BENCH_RESULTS:-$HERE/results}
 BIN=${BENCH_BIN:-$ROOT/target/release/docker-delta}
 PAIRS=${BENCH_PAIRS:-debian kernel tools wheels multilayer go jvm node ml arm64}
 ALL_TOOLS="docker-delta gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
@@ -337,6 +339,12 @@ run_pair() {
 if [[ ${BENCH_BUILD:-0} == 1 ]]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release -q)
+fi
+
+# Rows kept by earlier versions of this script, under .cache/, move to the store.
+if [[ -d $CACHE/results && ! -d $STORE ]]; then
+    log "moving $CACHE/results to $STORE"
+    mv "$CACHE/results" "$STORE"
 fi
 
 start=$(date +%s)
