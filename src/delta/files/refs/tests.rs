@@ -148,6 +148,22 @@ fn apply_trying_every_offset(p: &Projection, source: &mut [u8]) -> usize {
     rewritten
 }
 
+/// The projection of controls given as (add, copy, seek) over code ranges (sorted here)
+/// of `arch`, and that code.
+fn projection(
+    controls: Vec<(u64, u64, i64)>,
+    mut ranges: Vec<(u64, u64)>,
+    arch: u64,
+) -> (Projection, Code) {
+    let controls: Vec<Control> = controls
+        .into_iter()
+        .map(|(add, copy, seek)| Control { add, copy, seek })
+        .collect();
+    ranges.sort_unstable();
+    let code = Code { arch, ranges };
+    (Projection::from_controls(&controls, &code), code)
+}
+
 /// x86-64-like code: references with distances that land inside it (calls, jumps, jcc,
 /// RIP-relative loads with and without REX) among bytes dense in opcodes and ModRM bytes.
 fn x86_like() -> impl Strategy<Value = Vec<u8>> {
@@ -187,13 +203,7 @@ proptest! {
         controls in prop::collection::vec((1u64..300, 0u64..40, -300i64..300), 0..40),
         code in prop::collection::vec((0u64..3000, 0u64..3000), 1..4),
     ) {
-        let controls: Vec<Control> = controls
-            .into_iter()
-            .map(|(add, copy, seek)| Control { add, copy, seek })
-            .collect();
-        let mut ranges: Vec<(u64, u64)> = code;
-        ranges.sort_unstable();
-        let p = Projection::from_controls(&controls, &Code { arch: X86_64, ranges });
+        let (p, _) = projection(controls, code, X86_64);
         let (mut fast, mut every) = (source.clone(), source);
         let n = p.apply(&mut fast);
         prop_assert_eq!(n, apply_trying_every_offset(&p, &mut every));
@@ -209,14 +219,7 @@ proptest! {
         code in prop::collection::vec((0u64..3000, 0u64..3000), 0..4),
         arm in any::<bool>(),
     ) {
-        let controls: Vec<Control> = controls
-            .into_iter()
-            .map(|(add, copy, seek)| Control { add, copy, seek })
-            .collect();
-        let mut ranges: Vec<(u64, u64)> = code;
-        ranges.sort_unstable();
-        let code = Code { arch: if arm { AARCH64 } else { X86_64 }, ranges };
-        let p = Projection::from_controls(&controls, &code);
+        let (p, code) = projection(controls, code, if arm { AARCH64 } else { X86_64 });
         let (mut a, mut b) = (source.clone(), source.clone());
         p.apply(&mut a);
         p.apply(&mut b);
