@@ -180,49 +180,59 @@ impl Projection {
     pub fn apply(&self, source: &mut [u8]) -> usize {
         let mut rewritten = 0;
         let buckets = self.buckets(source.len());
-        for &(start, len) in &self.code.ranges {
-            let end = start.saturating_add(len).min(source.len() as u64);
-            // Only references inside the patch's matches can be projected: the code is
-            // scanned where the segments cover it.
-            let first = self.segments.partition_point(|s| s.start + s.len <= start);
-            for seg in self.segments[first..].iter().take_while(|s| s.start < end) {
-                let from = seg.start.max(start) as usize;
-                let to = (seg.start + seg.len).min(end) as usize;
-                if self.code.arch == AARCH64 {
-                    // Instructions at every fourth byte from the range's start.
-                    let first = from + (start as usize).wrapping_sub(from) % 4;
-                    for at in (first..to.saturating_sub(3)).step_by(4) {
-                        rewritten += self.project_branch(source, &buckets, at, seg.shift) as usize;
-                    }
-                    continue;
+        for (start, from, to, shift) in self.covered(source.len()) {
+            if self.code.arch == AARCH64 {
+                // Instructions at every fourth byte from the range's start.
+                let first = from + start.wrapping_sub(from) % 4;
+                for at in (first..to.saturating_sub(3)).step_by(4) {
+                    rewritten += self.project_branch(source, &buckets, at, shift) as usize;
                 }
-                // Instructions are tried at each offset from `from` in turn, and after
-                // one is found, from the end of its distance on; [`start_mask`] tells, 64
-                // offsets at a time, which offsets can start one (the others are skipped:
-                // the same offsets found, in the same order, as trying all).
-                let mut i = from;
-                for base in (from..to).step_by(64) {
-                    let mut starts = start_mask(source, base) & low_bits(to - base);
-                    loop {
-                        if i > base {
-                            starts &= !low_bits(i - base);
+                continue;
+            }
+            // Instructions are tried at each offset from `from` in turn, and after
+            // one is found, from the end of its distance on; [`start_mask`] tells, 64
+            // offsets at a time, which offsets can start one (the others are skipped:
+            // the same offsets found, in the same order, as trying all).
+            let mut i = from;
+            for base in (from..to).step_by(64) {
+                let mut starts = start_mask(source, base) & low_bits(to - base);
+                loop {
+                    if i > base {
+                        starts &= !low_bits(i - base);
+                    }
+                    if starts == 0 {
+                        break;
+                    }
+                    let s = base + starts.trailing_zeros() as usize;
+                    starts &= starts - 1;
+                    if let Some(at) = x86_reference(&source[s..to]) {
+                        if self.project(source, &buckets, s + at, shift) {
+                            rewritten += 1;
                         }
-                        if starts == 0 {
-                            break;
-                        }
-                        let s = base + starts.trailing_zeros() as usize;
-                        starts &= starts - 1;
-                        if let Some(at) = x86_reference(&source[s..to]) {
-                            if self.project(source, &buckets, s + at, seg.shift) {
-                                rewritten += 1;
-                            }
-                            i = s + at + 4;
-                        }
+                        i = s + at + 4;
                     }
                 }
             }
         }
         rewritten
+    }
+
+    /// The stretches of a source of `len` bytes where code and segments overlap, in order:
+    /// (the code range's start, from, to, the segment's shift). Only references inside the
+    /// patch's matches can be projected: the code is scanned where the segments cover it.
+    fn covered(&self, len: usize) -> impl Iterator<Item = (usize, usize, usize, i64)> + '_ {
+        self.code.ranges.iter().flat_map(move |&(start, size)| {
+            let end = start.saturating_add(size).min(len as u64);
+            let first = self.segments.partition_point(|s| s.start + s.len <= start);
+            self.segments[first..]
+                .iter()
+                .take_while(move |s| s.start < end)
+                .map(move |seg| {
+                    let from = seg.start.max(start) as usize;
+                    let to = (seg.start + seg.len).min(end) as usize;
+                    (start as usize, from, to, seg.shift)
+                })
+        })
     }
 
     /// Rewrites the AArch64 instruction at `at`, which moved by `here`, if it is a `b` or a
@@ -426,21 +436,24 @@ fn classes(source: &[u8], at: usize) -> [u128; 7] {
 fn classes_each(bytes: &[u8]) -> [u128; 7] {
     let mut m = [0u128; 7];
     for (k, &b) in bytes.iter().take(68).enumerate() {
-        let c = [
-            b & 0xC7 == 0x05,
-            b & 0xFE == 0xE8,
-            b == 0x0F,
-            b & 0xF0 == 0x80,
-            b & 0xF0 == 0x40,
-            b == 0xC5,
-            b == 0xC4,
-        ];
-        for (mask, is) in m.iter_mut().zip(c) {
-            *mask |= u128::from(is) << k;
+        for (bits, (mask, value)) in m.iter_mut().zip(CLASSES) {
+            *bits |= u128::from(b & mask == value) << k;
         }
     }
     m
 }
+
+/// The classes of [`classes`], in its order: a byte is of one when it equals `value` under
+/// `mask`.
+const CLASSES: [(u8, u8); 7] = [
+    (0xC7, 0x05),
+    (0xFE, 0xE8),
+    (0xFF, 0x0F),
+    (0xF0, 0x80),
+    (0xF0, 0x40),
+    (0xFF, 0xC5),
+    (0xFF, 0xC4),
+];
 
 /// [`classes`] of 80 bytes, 16 at a time (SSE2, which every x86-64 CPU has): a table
 /// lookup per byte and per candidate offset was most of projecting's time.
@@ -458,23 +471,10 @@ fn classes_80(bytes: &[u8; 80]) -> [u128; 7] {
         let bits = unsafe {
             let v = _mm_loadu_si128(sixteen.as_ptr().cast());
             let byte = |b: u8| _mm_set1_epi8(b as i8);
-            let is = |mask: u8, value: u8| {
-                let masked = if mask == 0xFF {
-                    v
-                } else {
-                    _mm_and_si128(v, byte(mask))
-                };
+            CLASSES.map(|(mask, value)| {
+                let masked = _mm_and_si128(v, byte(mask));
                 _mm_movemask_epi8(_mm_cmpeq_epi8(masked, byte(value))) as u32 as u16
-            };
-            [
-                is(0xC7, 0x05),
-                is(0xFE, 0xE8),
-                is(0xFF, 0x0F),
-                is(0xF0, 0x80),
-                is(0xF0, 0x40),
-                is(0xFF, 0xC5),
-                is(0xFF, 0xC4),
-            ]
+            })
         };
         for (mask, b) in m.iter_mut().zip(bits) {
             *mask |= u128::from(b) << (16 * k);

@@ -127,21 +127,15 @@ fn code_like() -> impl Strategy<Value = Vec<u8>> {
 fn apply_trying_every_offset(p: &Projection, source: &mut [u8]) -> usize {
     let buckets = p.buckets(source.len());
     let mut rewritten = 0;
-    for &(start, len) in &p.code.ranges {
-        let end = start.saturating_add(len).min(source.len() as u64);
-        let first = p.segments.partition_point(|s| s.start + s.len <= start);
-        for seg in p.segments[first..].iter().take_while(|s| s.start < end) {
-            let from = seg.start.max(start) as usize;
-            let to = (seg.start + seg.len).min(end) as usize;
-            let mut i = from;
-            while i < to {
-                match x86_reference(&source[i..to]) {
-                    Some(at) => {
-                        rewritten += p.project(source, &buckets, i + at, seg.shift) as usize;
-                        i += at + 4;
-                    }
-                    None => i += 1,
+    for (_, from, to, shift) in p.covered(source.len()) {
+        let mut i = from;
+        while i < to {
+            match x86_reference(&source[i..to]) {
+                Some(at) => {
+                    rewritten += p.project(source, &buckets, i + at, shift) as usize;
+                    i += at + 4;
                 }
+                None => i += 1,
             }
         }
     }
