@@ -410,7 +410,7 @@ fn run_ops(
                     Differences::Bytes
                 };
                 bsdiff::patch(
-                    &source,
+                    source,
                     &p.controls,
                     differences,
                     &mut diff,
