@@ -408,7 +408,10 @@ pub fn create(
         blobs: Vec::new(),
     };
     let progress = options.progress;
-    let write = Tracker::start(progress, Phase::Write, 0)?;
+    // The lanes may still be compressing (each on a thread of its own): that is writing
+    // the package too, and it can be cancelled.
+    let mut write = Tracker::start(progress, Phase::Write, writer.lanes_backlog())?;
+    writer.wait_for_lanes(&mut |n| write.advance(n))?;
     let name = output_name(output)?;
     let temp = open_output_dir(&dir)?.temp_file()?;
     let package_size = writer.finish(header, &mut io::BufWriter::new(temp.file()))?;

@@ -1173,7 +1173,7 @@ impl PackageWriter {
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
         while self.lanes.len() <= n {
             let (compression, settings, small) = match self.lanes.len() {
-                // zstd on the calling thread, with a 256 MiB window, long-distance
+                // zstd on the lane's own thread (no workers), with a 256 MiB window, long-distance
                 // matching and level 18's own match finder tables. Statically linked
                 // programs repeat the packages they link far apart: the new bytes of
                 // docker 26's engine programs (dockerd, containerd, ctr, the shim, the
@@ -1315,6 +1315,49 @@ impl PackageWriter {
     /// The blobs written so far.
     pub fn blobs(&self) -> &[BlobEntry] {
         &self.blobs
+    }
+
+    /// The new bytes the lanes have yet to compress, once every blob is written: the most
+    /// that [`wait_for_lanes`](Self::wait_for_lanes) reports.
+    pub fn lanes_backlog(&self) -> u64 {
+        self.lane_threads()
+            .map(|t| {
+                let (sent, fed) = t.backlog();
+                sent - fed
+            })
+            .sum()
+    }
+
+    /// Ends the lanes' streams and waits for their threads to compress what they still
+    /// hold (on a layer of many new bytes, seconds after its last blob), calling
+    /// `progress` with the bytes compressed since its last call, every 50 ms or so. An
+    /// error from `progress` (a cancellation) is returned at once; the lanes' threads then
+    /// stop when the writer is dropped.
+    pub fn wait_for_lanes(&mut self, progress: &mut dyn FnMut(u64) -> Result<()>) -> Result<()> {
+        for lane in &mut self.lanes {
+            if let PayloadEncoder::Thread(t) = &mut lane.encoder {
+                t.close();
+            }
+        }
+        let fed = |w: &PackageWriter| w.lane_threads().map(|t| t.backlog().1).sum::<u64>();
+        let mut reported = fed(self);
+        loop {
+            let ended = self.lane_threads().all(|t| t.ended());
+            let now = fed(self);
+            progress(now - reported)?;
+            reported = now;
+            if ended {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn lane_threads(&self) -> impl Iterator<Item = &lanes::LaneThread> {
+        self.lanes.iter().filter_map(|l| match &l.encoder {
+            PayloadEncoder::Thread(t) => Some(&**t),
+            _ => None,
+        })
     }
 
     /// Finishes the lanes and writes the whole package to `out`. The header's `blobs`,

@@ -160,12 +160,13 @@ pub const WINDOW: u64 = 16 << 20;
 ///
 /// With the payload lanes' encoders (the new bytes' zstd window fills only as new bytes
 /// come, up to 256 MiB, and a layer that ships that many new bytes has few searches to
-/// make), create stays under 512 MiB on any number of threads (measured: 461 MiB on the go
-/// pair, 260 MB of new bytes; 475 MiB on the ml pair, the most searches); the budget was 192 MiB while that window was 16 MiB (two cores keep as busy
-/// with 144: the large searches ran one at a time with 192 too). Measured on the kernel pair with a
-/// changed 256 MiB file added to its layer, with 2, 4 and 8 threads on two cores: before
-/// this limit (only the searches were limited, to 160 MiB) 487, 621 and 833 MiB; see
-/// docs/BENCHMARKS.md for the numbers with it.
+/// make), create stays under 512 MiB on any number of threads (measured with each lane
+/// compressed on a thread of its own: 382 MiB on the go pair, 260 MB of new bytes; 478 to
+/// 501 MiB on the ml pair, the most searches); the budget was 192 MiB while that window was
+/// 16 MiB (two cores keep as busy with 144: the large searches ran one at a time with 192
+/// too). Measured on the kernel pair with a changed 256 MiB file added to its layer, with
+/// 2, 4 and 8 threads on two cores: before this limit (only the searches were limited, to
+/// 160 MiB) 487, 621 and 833 MiB; see docs/BENCHMARKS.md for the numbers with it.
 pub const CHUNK_MEMORY: u64 = 144 << 20;
 /// Memory the chunks being decoded, and decoded ahead of the reader, may take together
 /// (apply's counterpart of [`CHUNK_MEMORY`]): their sections, outputs and difference

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,7 +27,7 @@ pub(super) struct LaneWriter {
 /// How a lane's encoder is set up beyond its compression.
 #[derive(Clone, Copy)]
 pub(super) struct LaneSettings {
-    /// zstd: worker threads (0: on the writing thread), window log and overlap log.
+    /// zstd: worker threads (0: none beside the lane's own), window log and overlap log.
     pub(super) zstd: (u32, u32, u32),
     /// zstd: chain and hash table logs, if not the level's own.
     pub(super) zstd_tables: Option<(u32, u32)>,
@@ -57,21 +57,13 @@ impl LaneWriter {
         settings: LaneSettings,
         small: Option<SmallLane>,
     ) -> Result<LaneWriter> {
-        let file = crate::temp::spool_in(spool_dir)?;
         let spool_path = spool_dir.join("(payload spool)");
-        let encoder = match small {
-            None => PayloadEncoder::new(compression, settings, file).at(&spool_path)?,
-            Some(small) => PayloadEncoder::SmallFirst(Box::new(SmallFirst {
-                xz: XzThread::start(
-                    small,
-                    crate::temp::spool_in(spool_dir)?,
-                    crate::temp::spool_in(spool_dir)?,
-                )
-                .at(&spool_path)?,
-                small,
-                then: Some((compression, settings, file)),
-            })),
-        };
+        // A small lane's replay stops with the lane's thread.
+        let stop = Arc::default();
+        let own = PayloadEncoder::for_lane(compression, settings, small, spool_dir, &stop)?;
+        let encoder = PayloadEncoder::Thread(Box::new(
+            LaneThread::start(crate::temp::spool_in(spool_dir)?, own, stop).at(&spool_path)?,
+        ));
         Ok(LaneWriter {
             compression,
             encoder,
@@ -87,9 +79,43 @@ pub(super) enum PayloadEncoder {
     Gzip(flate2::write::GzEncoder<File>),
     Xz(liblzma::write::XzEncoder<File>),
     SmallFirst(Box<SmallFirst>),
+    /// Another encoder, on a thread of its own ([`LaneThread`]).
+    Thread(Box<LaneThread>),
 }
 
+/// What a lane's encoder ends with: its spool and, where its compression is not the one it
+/// was made with (a small lane that stayed small), the one it has.
+type Finished = (File, Option<CompressionSpec>);
+
 impl PayloadEncoder {
+    /// A lane's own encoder (the one its thread writes to): `compression`'s, or while the
+    /// lane is small `small`'s xz, spooling in `spool_dir`; `stop` stops a small lane's
+    /// replay into its own encoder.
+    fn for_lane(
+        compression: CompressionSpec,
+        settings: LaneSettings,
+        small: Option<SmallLane>,
+        spool_dir: &Path,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<PayloadEncoder> {
+        let spool_path = spool_dir.join("(payload spool)");
+        let file = crate::temp::spool_in(spool_dir)?;
+        Ok(match small {
+            None => PayloadEncoder::new(compression, settings, file).at(&spool_path)?,
+            Some(small) => PayloadEncoder::SmallFirst(Box::new(SmallFirst {
+                xz: XzThread::start(
+                    small,
+                    crate::temp::spool_in(spool_dir)?,
+                    crate::temp::spool_in(spool_dir)?,
+                )
+                .at(&spool_path)?,
+                small,
+                then: Some((compression, settings, file)),
+                stop: Arc::clone(stop),
+            })),
+        })
+    }
+
     fn new(c: CompressionSpec, settings: LaneSettings, file: File) -> io::Result<PayloadEncoder> {
         Ok(match c.algorithm {
             PayloadCompression::None => PayloadEncoder::None(file),
@@ -112,8 +138,9 @@ impl PayloadEncoder {
 
     /// Ends the lane's stream; returns its spool and, where the lane's compression is not
     /// the one it was made with (a small lane that stayed small), the one it has.
-    pub(super) fn finish(self) -> io::Result<(File, Option<CompressionSpec>)> {
+    pub(super) fn finish(self) -> io::Result<Finished> {
         match self {
+            PayloadEncoder::Thread(t) => t.finish(),
             PayloadEncoder::None(w) => Ok((w, None)),
             PayloadEncoder::Zstd(w) => Ok((w.finish()?, None)),
             PayloadEncoder::Gzip(w) => Ok((w.finish()?, None)),
@@ -140,7 +167,7 @@ impl PayloadEncoder {
             .take()
             .ok_or_else(|| io::Error::other("internal: a small lane grew twice"))?;
         let mut own = PayloadEncoder::new(compression, settings, file)?;
-        let replayed = small.xz.replay(&mut own)?;
+        let replayed = small.xz.replay(&mut own, &small.stop)?;
         tracing::debug!(
             bytes = replayed,
             "the new bytes outgrew their small lane; compressing them with {}",
@@ -158,6 +185,10 @@ impl Write for PayloadEncoder {
             PayloadEncoder::Zstd(w) => w.write(buf),
             PayloadEncoder::Gzip(w) => w.write(buf),
             PayloadEncoder::Xz(w) => w.write(buf),
+            PayloadEncoder::Thread(t) => {
+                t.send(buf)?;
+                Ok(buf.len())
+            }
             PayloadEncoder::SmallFirst(small) => {
                 if small.xz.len + buf.len() as u64 <= small.small.limit {
                     small.xz.send(buf)?;
@@ -174,6 +205,7 @@ impl Write for PayloadEncoder {
             PayloadEncoder::Zstd(w) => w.flush(),
             PayloadEncoder::Gzip(w) => w.flush(),
             PayloadEncoder::Xz(w) => w.flush(),
+            PayloadEncoder::Thread(t) => t.flush(),
             PayloadEncoder::SmallFirst(_) => Ok(()),
         }
     }
@@ -191,102 +223,239 @@ pub(super) struct SmallFirst {
     small: SmallLane,
     /// The lane's own compression, its settings and its spool, for when it grows.
     then: Option<(CompressionSpec, LaneSettings, File)>,
-}
-
-/// An xz encoder on a thread of its own. The lane's bytes are appended to a raw spool (an
-/// unnamed temporary file, so that bursts wait in the page cache rather than in memory)
-/// and the thread is told how far it may read.
-struct XzThread {
-    /// The raw spool, written here and read by the thread.
-    raw: File,
-    /// How many bytes the spool holds.
-    len: u64,
-    tx: Option<Sender<u64>>,
+    /// Set to stop: a lane that grows replays its bytes so far into its own encoder (24
+    /// MiB into zstd 18 takes seconds), which an interrupted create must not wait for.
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<io::Result<File>>>,
 }
 
-/// The most bytes the xz thread compresses between looks at its stop flag.
-const XZ_PIECE: usize = 1 << 20;
+/// A lane's encoder on a thread of its own, so that compressing a lane (zstd 18 on the new
+/// bytes, xz on the others) never holds up the writer: the chunks' results are written as
+/// soon as they are made, which frees their share of the codec's memory budget for the
+/// next searches. On the ml pair the writing thread compressed all three lanes itself, and
+/// for seconds at a time no search could start while it did (a chunk waits for the results
+/// ahead of it to be written).
+pub(super) type LaneThread = SpoolThread<Finished>;
+
+impl LaneThread {
+    /// Starts `encoder` on a thread of its own, stopped by `stop`; `raw` is a new spool for
+    /// the lane's bytes.
+    fn start(raw: File, encoder: PayloadEncoder, stop: Arc<AtomicBool>) -> io::Result<LaneThread> {
+        SpoolThread::spawn(
+            "payload lane",
+            raw,
+            Role::Lane,
+            stop,
+            encoder,
+            PayloadEncoder::finish,
+        )
+    }
+}
+
+/// An xz encoder on a thread of its own (see [`SmallFirst`]).
+type XzThread = SpoolThread<File>;
 
 impl XzThread {
     /// Starts the thread; `raw` and `file` are two new spools (the lane's bytes, and their
     /// xz stream).
     fn start(small: SmallLane, raw: File, file: File) -> io::Result<XzThread> {
         let stream = xz_encoder(small.level, small.settings)?;
+        let encoder = liblzma::write::XzEncoder::new_stream(file, stream);
+        let stop = Arc::default();
+        SpoolThread::spawn("xz lane", raw, Role::Speculative, stop, encoder, |e| {
+            e.finish()
+        })
+    }
+}
+
+/// What a [`SpoolThread`] is to its lane.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The lane's encoder: it runs at the normal priority, and the spool's bytes are let go
+    /// once read (their blocks are freed), so the spool takes only the bytes still to
+    /// compress (a layer's new bytes can be hundreds of MB).
+    Lane,
+    /// A small lane's xz: it runs at the lowest priority (its work is lost if the lane
+    /// grows, so it takes only what the encoder leaves idle), and the spool is kept, to be
+    /// replayed into the lane's own encoder.
+    Speculative,
+}
+
+/// An encoder on a thread of its own, fed through a raw spool: what is sent is appended to
+/// an unnamed temporary file (so that bursts wait in the page cache rather than in memory)
+/// and the thread is told how far it may read, and where the encoder is to be flushed.
+/// The encoder sees the same bytes and flushes as if it were written to directly, so it
+/// makes the same stream.
+pub(super) struct SpoolThread<T> {
+    /// The raw spool, written here and read by the thread.
+    raw: File,
+    /// How many bytes the spool holds.
+    len: u64,
+    tx: Option<Sender<Mark>>,
+    stop: Arc<AtomicBool>,
+    /// How many of the spool's bytes the thread has given its encoder.
+    fed: Arc<AtomicU64>,
+    handle: Option<JoinHandle<io::Result<T>>>,
+    /// The thread's name, for messages.
+    name: &'static str,
+}
+
+/// How far the spool may be read, and whether the encoder is then flushed.
+struct Mark {
+    end: u64,
+    flush: bool,
+}
+
+/// The most bytes a spool's thread gives its encoder at a time (and between looks at its
+/// stop flag).
+const PIECE: usize = 1 << 20;
+
+impl<T: Send + 'static> SpoolThread<T> {
+    /// Starts a thread called `name` that feeds what is sent to `encoder`, and ends with
+    /// `finish(encoder)`.
+    fn spawn<E: Write + Send + 'static>(
+        name: &'static str,
+        raw: File,
+        role: Role,
+        stop: Arc<AtomicBool>,
+        mut encoder: E,
+        finish: impl FnOnce(E) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<SpoolThread<T>> {
         let source = raw.try_clone()?;
-        let (tx, rx) = channel::<u64>();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel::<Mark>();
         let stopped = Arc::clone(&stop);
+        let fed = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&fed);
         let handle = std::thread::Builder::new()
-            .name("xz lane".into())
+            .name(name.into())
             .spawn(move || {
-                // At the lowest priority (on Linux `setpriority` with no pid sets the
-                // calling thread's): its work is lost if the lane grows, so it takes only
-                // what the encoder leaves idle.
+                // On Linux `setpriority` with no pid sets the calling thread's.
                 #[cfg(target_os = "linux")]
-                if let Err(e) = rustix::process::setpriority_process(None, 19) {
-                    tracing::debug!(error = %e, "could not lower the xz lane thread's priority");
+                if role == Role::Speculative {
+                    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                        tracing::debug!(error = %e, thread = name, "could not lower a thread's priority");
+                    }
                 }
-                let mut enc = liblzma::write::XzEncoder::new_stream(file, stream);
-                let mut buf = vec![0u8; XZ_PIECE];
+                let mut buf = vec![0u8; PIECE];
                 let mut at = 0u64;
-                // Each message: the spool's length so far.
-                for end in rx {
-                    while at < end {
+                for mark in rx {
+                    while at < mark.end {
                         if stopped.load(Ordering::Relaxed) {
                             return Err(io::Error::other("stopped"));
                         }
-                        let n = (end - at).min(XZ_PIECE as u64) as usize;
+                        let n = (mark.end - at).min(PIECE as u64) as usize;
                         std::os::unix::fs::FileExt::read_exact_at(&source, &mut buf[..n], at)?;
-                        enc.write_all(&buf[..n])?;
+                        encoder.write_all(&buf[..n])?;
+                        if role == Role::Lane {
+                            let_go(&source, at, n as u64);
+                        }
                         at += n as u64;
+                        counted.store(at, Ordering::Relaxed);
+                    }
+                    if mark.flush {
+                        encoder.flush()?;
                     }
                 }
-                enc.finish()
+                // Stopped while waiting: the stream is not wanted, and finishing it (a
+                // small lane's xz thread may have much left to compress) would keep the
+                // caller waiting.
+                if stopped.load(Ordering::Relaxed) {
+                    return Err(io::Error::other("stopped"));
+                }
+                finish(encoder)
             })?;
-        Ok(XzThread {
+        Ok(SpoolThread {
             raw,
             len: 0,
             tx: Some(tx),
             stop,
+            fed,
             handle: Some(handle),
+            name,
         })
     }
 
+    /// Appends `buf` to what the encoder is given.
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
         self.raw.write_all(buf)?;
         self.len += buf.len() as u64;
-        let sent = self.tx.as_ref().map(|tx| tx.send(self.len));
+        self.mark(false)
+    }
+
+    /// Has the encoder flushed once it has what was sent so far.
+    fn flush(&mut self) -> io::Result<()> {
+        self.mark(true)
+    }
+
+    fn mark(&mut self, flush: bool) -> io::Result<()> {
+        let end = self.len;
+        let sent = self.tx.as_ref().map(|tx| tx.send(Mark { end, flush }));
         if !matches!(sent, Some(Ok(()))) {
             // The thread ended early: its error says why.
             self.join()?;
-            return Err(io::Error::other("internal: the xz lane thread ended early"));
+            return Err(io::Error::other(format!(
+                "internal: the {} thread ended early",
+                self.name
+            )));
         }
         Ok(())
     }
 
-    /// Ends the stream and waits for the thread; its spool, or the error that ended it.
-    fn join(&mut self) -> io::Result<File> {
+    /// Copies the raw spool (every byte sent) to `to` a piece at a time, unless `stop` is
+    /// set; returns how many.
+    fn replay(&mut self, to: &mut impl Write, stop: &AtomicBool) -> io::Result<u64> {
+        self.raw.seek(SeekFrom::Start(0))?;
+        let mut buf = vec![0u8; PIECE];
+        let mut done = 0u64;
+        while done < self.len {
+            if stop.load(Ordering::Relaxed) {
+                return Err(io::Error::other("stopped"));
+            }
+            let n = (self.len - done).min(PIECE as u64) as usize;
+            self.raw.read_exact(&mut buf[..n])?;
+            to.write_all(&buf[..n])?;
+            done += n as u64;
+        }
+        Ok(done)
+    }
+
+    /// Ends the stream; returns what the thread ended with.
+    pub(super) fn finish(mut self) -> io::Result<T> {
+        self.join()
+    }
+
+    /// Tells the thread that nothing more comes: it compresses what is left and ends the
+    /// stream, to be collected by [`finish`](Self::finish).
+    pub(super) fn close(&mut self) {
+        self.tx = None;
+    }
+
+    /// The bytes sent, and how many of them the thread has given its encoder so far.
+    pub(super) fn backlog(&self) -> (u64, u64) {
+        (self.len, self.fed.load(Ordering::Relaxed))
+    }
+
+    /// Whether the thread has ended (its stream done, or an error).
+    pub(super) fn ended(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl<T> SpoolThread<T> {
+    /// Ends the stream and waits for the thread; what it ended with, or the error that
+    /// ended it.
+    fn join(&mut self) -> io::Result<T> {
         self.tx = None;
         match self.handle.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the xz lane thread panicked")),
-            None => Err(io::Error::other(
-                "internal: the xz lane thread was joined twice",
-            )),
+            Some(Err(_)) => Err(io::Error::other(format!(
+                "the {} thread panicked",
+                self.name
+            ))),
+            None => Err(io::Error::other(format!(
+                "internal: the {} thread was joined twice",
+                self.name
+            ))),
         }
-    }
-
-    /// Copies the raw spool (every byte sent) to `to`; returns how many.
-    fn replay(&mut self, to: &mut impl Write) -> io::Result<u64> {
-        self.raw.seek(SeekFrom::Start(0))?;
-        io::copy(&mut (&mut self.raw).take(self.len), to)
-    }
-
-    /// Ends the stream; returns its spool.
-    fn finish(mut self) -> io::Result<File> {
-        self.join()
     }
 
     /// Stops the thread, dropping what it made.
@@ -298,7 +467,22 @@ impl XzThread {
     }
 }
 
-impl Drop for XzThread {
+/// Frees the blocks of `len` bytes of a spool from `at` (they read as zeros after), where
+/// the file system can; else they stay until the spool is closed.
+fn let_go(spool: &File, at: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::FallocateFlags;
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if let Err(e) = rustix::fs::fallocate(spool, punch, at, len) {
+            tracing::trace!(error = %e, "could not free a read part of a lane's spool");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (spool, at, len);
+}
+
+impl<T> Drop for SpoolThread<T> {
     fn drop(&mut self) {
         self.cancel();
     }
@@ -429,6 +613,65 @@ mod tests {
             other => panic!("unexpected lane compression {other:?}"),
         }
         (out, compression.algorithm)
+    }
+
+    /// The spool a lane's encoder wrote, read back.
+    fn spooled(encoder: PayloadEncoder) -> (Vec<u8>, Option<CompressionSpec>) {
+        let (mut file, changed) = encoder.finish().unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        (out, changed)
+    }
+
+    #[test]
+    fn a_lane_on_its_thread_makes_the_stream_its_encoder_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = bytes(3 << 20, 11);
+        let settings = LaneSettings {
+            zstd: (0, 24, 9),
+            zstd_tables: None,
+            xz_dict: 1 << 20,
+            xz_extreme: false,
+        };
+        let small = SmallLane {
+            level: 6,
+            settings,
+            limit: 1 << 20,
+        };
+        let spec = |algorithm, level| CompressionSpec { algorithm, level };
+        // zstd ends a block where it is flushed, so the flushes must reach it where they
+        // were made; a small lane grows mid-write.
+        for (compression, small) in [
+            (spec(PayloadCompression::Zstd, 3), None),
+            (spec(PayloadCompression::Xz, 1), None),
+            (spec(PayloadCompression::Gzip, 6), None),
+            (spec(PayloadCompression::Zstd, 3), Some(small)),
+        ] {
+            let direct =
+                PayloadEncoder::for_lane(compression, settings, small, dir.path(), &Arc::default())
+                    .unwrap();
+            let threaded = LaneWriter::new(compression, dir.path(), settings, small).unwrap();
+            assert!(matches!(threaded.encoder, PayloadEncoder::Thread(_)));
+            let mut encoders = [direct, threaded.encoder];
+            for e in &mut encoders {
+                for (k, p) in data.chunks(300_001).enumerate() {
+                    e.write_all(p).unwrap();
+                    if k % 2 == 1 {
+                        e.flush().unwrap();
+                    }
+                }
+            }
+            let [direct, threaded] = encoders;
+            let (a, b) = (spooled(direct), spooled(threaded));
+            assert_eq!(a.1, b.1, "{compression:?}, small {}", small.is_some());
+            assert!(
+                a.0 == b.0,
+                "{compression:?}, small {}: the streams differ",
+                small.is_some()
+            );
+            assert!(!a.0.is_empty());
+        }
     }
 
     #[test]
