@@ -36,12 +36,12 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     // made again with a higher bar too.
     let lit = literal_cost(new);
     let extension = extension_for(new);
-    let first = scan(old, new, &sa, 8, extension);
+    let first = scan_in_segments(old, new, &sa, 8, extension);
     // Only a dense patch that left a tenth of the bytes unmatched has a rival (see
     // `DENSE_CONTROLS`), and only then is `estimate` (which compresses every stream) run.
     let dense = (first.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64;
     let best = if dense && first.extra.len() * 10 >= new.len() {
-        let second = scan(old, new, &sa, 20, extension);
+        let second = scan_in_segments(old, new, &sa, 20, extension);
         // The first of the smallest.
         if estimate(&second) < estimate(&first) {
             second
@@ -285,6 +285,102 @@ pub(super) fn estimate(s: &Streams) -> usize {
         .iter()
         .map(|b| zstd::bulk::compress(b, 9).map_or(b.len(), |z| z.len()))
         .sum()
+}
+
+/// New bytes a pass scans as one segment: a longer input is cut into segments about this
+/// long (at least two), each scanned on its own from where it starts, side by side on the
+/// threads parallel work uses (see [`crate::threads`]).
+///
+/// A big file is diffed piece by piece against a window of up to 16 MiB of its source (see
+/// `align.rs`), and such a search takes most of the chunks' memory budget
+/// ([`CHUNK_MEMORY`](crate::delta::files::CHUNK_MEMORY)): two never run at once, and the
+/// scan of one piece (a byte-by-byte search between distant versions of a program, about
+/// 1 MB/s) held create on one core for seconds at a time: 15 s of the ml pair's create with
+/// the other core idle. The segments share the source's suffix array, so scanning them side
+/// by side takes no more memory than one scan. Where the segments start depends only on the
+/// input, never on the number of threads, so the package is the same on any machine; a
+/// segment starts without the alignment the scan had before it, which costs a control
+/// triple or two per segment.
+pub(super) const SEGMENT: usize = 4 << 20;
+
+/// [`scan`] over `new` cut into segments of about [`SEGMENT`] bytes (not cut if shorter
+/// than two segments), the segments scanned on up to [`crate::threads::threads`] threads
+/// and their patches joined ([`join`]).
+pub(super) fn scan_in_segments(
+    old: &[u8],
+    new: &[u8],
+    sa: &Index<'_>,
+    bar: isize,
+    w: Extension,
+) -> Streams {
+    segmented(old, new, sa, (bar, w), SEGMENT, crate::threads::threads())
+}
+
+/// [`scan_in_segments`] with segments of about `size` bytes, on up to `threads` threads.
+pub(super) fn segmented(
+    old: &[u8],
+    new: &[u8],
+    sa: &Index<'_>,
+    (bar, w): (isize, Extension),
+    size: usize,
+    threads: usize,
+) -> Streams {
+    let count = new.len() / size.max(1);
+    if count < 2 {
+        return scan(old, new, sa, bar, w);
+    }
+    let segment = |k: usize| {
+        let (from, to) = (k * new.len() / count, (k + 1) * new.len() / count);
+        scan(old, &new[from..to], sa, bar, w)
+    };
+    let threads = threads.clamp(1, count);
+    if threads == 1 {
+        return join((0..count).map(segment).collect());
+    }
+    let mut parts: Vec<Option<Streams>> = (0..count).map(|_| None).collect();
+    // Each thread takes the next segment not yet taken; a panic in one goes on in the
+    // caller's thread, as the scan's own would.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    std::iter::from_fn(|| Some(take()))
+                        .take_while(|&k| k < count)
+                        .map(|k| (k, segment(k)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(done) => done.into_iter().for_each(|(k, p)| parts[k] = Some(p)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    join(parts.into_iter().flatten().collect())
+}
+
+/// The patch of consecutive pieces of a new input, from the patches of each: a patch reads
+/// its source from position 0, so the last control of each piece's patch seeks back to 0
+/// from wherever that patch leaves the source position.
+pub(super) fn join(parts: Vec<Streams>) -> Streams {
+    let mut parts = parts.into_iter();
+    let Some(mut out) = parts.next() else {
+        return Streams::default();
+    };
+    for mut part in parts {
+        let at: i64 = out.controls.iter().map(|c| c.add as i64 + c.seek).sum();
+        if let Some(last) = out.controls.last_mut() {
+            last.seek -= at;
+        }
+        out.controls.append(&mut part.controls);
+        out.diff.extend_from_slice(&part.diff);
+        out.extra.extend_from_slice(&part.extra);
+    }
+    out
 }
 
 /// One bsdiff pass over `new` with the suffix array of `old`: a match found elsewhere is

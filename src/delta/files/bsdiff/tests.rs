@@ -181,6 +181,56 @@ fn covers_make_the_patch_they_came_from() {
     assert_eq!(apply(b"abcdef", &s, 5), b"defxy");
 }
 
+#[test]
+fn segments_scanned_apart_make_one_patch() {
+    // Distant versions: pieces of the old bytes moved about, with fresh bytes between.
+    let mut rnd = xorshift(23);
+    let old: Vec<u8> = (0..300_000).map(|_| (rnd() % 11) as u8 * 23).collect();
+    let mut new = Vec::new();
+    while new.len() < 400_000 {
+        let at = (rnd() as usize) % (old.len() - 3000);
+        new.extend_from_slice(&old[at..at + 200 + (rnd() as usize) % 2000]);
+        new.extend((0..(rnd() % 40)).map(|_| rnd() as u8));
+    }
+    let sa = Index::new(&old);
+    let w = extension_for(&new);
+    let whole = scan(&old, &new, &sa, 8, w);
+    // Shorter than two segments: the plain scan.
+    let one = segmented(&old, &new, &sa, (8, w), new.len() / 2 + 1, 4);
+    assert_eq!(one.controls, whole.controls);
+    let alone = segmented(&old, &new, &sa, (8, w), 64 << 10, 1);
+    assert!(alone.controls.len() > whole.controls.len());
+    assert_eq!(apply(&old, &alone, new.len()), new);
+    // The same patch whatever the threads (6 segments on 1, 2 or 4).
+    for threads in [2, 4] {
+        let s = segmented(&old, &new, &sa, (8, w), 64 << 10, threads);
+        assert_eq!(s.controls, alone.controls);
+        assert_eq!((s.diff == alone.diff, s.extra == alone.extra), (true, true));
+    }
+    // Cutting costs a few controls at each cut, not the matches.
+    let (a, b) = (estimate(&whole), estimate(&alone));
+    assert!(b <= a + a / 100, "segmented {b} bytes, whole {a}");
+}
+
+#[test]
+fn joined_patches_seek_back_to_the_start_of_the_source() {
+    // Each piece's patch starts at source position 0 and ends elsewhere.
+    let old = b"0123456789abcdefghij".to_vec();
+    let pieces: [&[u8]; 3] = [b"cdefgh", b"xx3456", b"ijklm0123"];
+    let parts = pieces
+        .iter()
+        .map(|p| {
+            let mut s = Streams::default();
+            diff(&old, p, &mut s);
+            assert_eq!(apply(&old, &s, p.len()), *p);
+            s
+        })
+        .collect();
+    let joined = join(parts);
+    assert_eq!(apply(&old, &joined, 21), pieces.concat());
+    assert_eq!(join(Vec::new()).controls, Vec::new());
+}
+
 /// `s` applied to `old` (differences by bytes), `len` bytes long; every stream is used up.
 fn apply(old: &[u8], s: &Streams, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
