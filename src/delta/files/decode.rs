@@ -3,7 +3,6 @@
 //! ([`with_parallel_reader`]).
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::bsdiff::{self, Differences};
@@ -11,7 +10,7 @@ use super::btf;
 use super::encode::Chunk;
 use super::gz;
 use super::refs;
-use super::schedule::{in_order_parallel, on_every_core, Footprint};
+use super::schedule::{each_on_every_core, in_order_parallel, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT, OP_META,
@@ -588,27 +587,14 @@ fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) ->
         m
     };
     let text: usize = pending.iter().map(|p| p.raw.len()).sum();
-    let workers = crate::threads::threads();
-    let members: Vec<Vec<u8>> = if pending.len() == 1 || workers == 1 || text < 1 << 18 {
-        pending.iter().map(one).collect()
+    // Each worker takes the next member as soon as it is free (sizes differ widely); a
+    // little text is deflated on this thread.
+    let workers = if text < 1 << 18 {
+        1
     } else {
-        // Each worker takes the next member as soon as it is free (sizes differ widely).
-        let next = AtomicUsize::new(0);
-        let pending = &pending[..];
-        let done = on_every_core(workers.min(pending.len()), |_| {
-            let mut mine = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(p) = pending.get(i) else {
-                    return Ok(mine);
-                };
-                mine.push((i, one(p)));
-            }
-        })?;
-        let mut done: Vec<(usize, Vec<u8>)> = done.into_iter().flatten().collect();
-        done.sort_unstable_by_key(|d| d.0);
-        done.into_iter().map(|d| d.1).collect()
+        crate::threads::threads()
     };
+    let members = each_on_every_core(workers, pending.len(), |i| one(&pending[i]))?;
     let total = out.len() + members.iter().map(Vec::len).sum::<usize>();
     if total as u64 > output {
         return Err(bad("chunk writes more than its declared output"));

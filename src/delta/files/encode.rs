@@ -304,7 +304,7 @@ fn encode_chunk(
                     Some((l, soff, slen)) if len <= MAX_META_PATCH && slen <= MAX_META_PATCH => {
                         let source = old[l].read(soff, slen)?;
                         let mut s = Streams::default();
-                        bsdiff::diff(&source, &bytes, &mut s);
+                        bsdiff::diff(&source, &bytes, &mut s)?;
                         ops.push(OP_HDIFF);
                         put_patch(&mut ops, Some(&mut ctl), l, soff, slen, len, &s.controls);
                         diff.extend_from_slice(&s.diff);
@@ -340,7 +340,7 @@ fn encode_chunk(
                     btf::rewrite(&mut source, map);
                 }
                 let mut s = Streams::default();
-                bsdiff::diff(&source, &bytes, &mut s);
+                bsdiff::diff(&source, &bytes, &mut s)?;
                 // Where the patch's source is, as written.
                 let (mut at, mut at_len) = (src_off, src_len);
                 // A file its source leaves much unmatched is searched for in the stretch
@@ -350,7 +350,7 @@ fn encode_chunk(
                 {
                     let wide = old[src].read(span_off, span_len)?;
                     let mut w = Streams::default();
-                    bsdiff::diff(&wide, &bytes, &mut w);
+                    bsdiff::diff(&wide, &bytes, &mut w)?;
                     // The decoder reads only the part of the stretch the patch reads.
                     let (part, end) = bsdiff::narrow(&mut w.controls, span_len);
                     // (Both against the same bytes: their costs compare as their ratios.)
@@ -433,7 +433,7 @@ fn encode_chunk(
                 };
                 let mut s = Streams::default();
                 if let Some((_, _, _, sraw)) = &source {
-                    bsdiff::diff(sraw, &m.raw, &mut s);
+                    bsdiff::diff(sraw, &m.raw, &mut s)?;
                 }
                 match source {
                     Some((l, soff, slen, _)) if s.extra.len() * 10 <= m.raw.len() * 9 => {
@@ -462,7 +462,7 @@ fn encode_chunk(
                     // Patched as it is against its source, or shipped whole.
                     let mut s = Streams::default();
                     if let Some((_, _, _, raw)) = &source {
-                        bsdiff::diff(raw, &bytes, &mut s);
+                        bsdiff::diff(raw, &bytes, &mut s)?;
                     }
                     match source {
                         Some((l, soff, slen, _)) if patch_wins(&bytes, &s) => {
@@ -485,7 +485,7 @@ fn encode_chunk(
                 let source = source.map(|(l, soff, slen, raw)| (l, soff, slen, zip::expand(&raw)));
                 let mut s = Streams::default();
                 if let Some((_, _, _, old_expanded)) = &source {
-                    bsdiff::diff(old_expanded, &expanded, &mut s);
+                    bsdiff::diff(old_expanded, &expanded, &mut s)?;
                 }
                 let n = expanded.len() as u64;
                 match source {

@@ -457,7 +457,7 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
         let source = old.data.read(old.offset + start, span)?;
         let sample = new.data.read(new.offset + at, len)?;
         let mut s = Streams::default();
-        bsdiff::diff(&source, &sample, &mut s);
+        bsdiff::diff(&source, &sample, &mut s)?;
         if s.extra.len() * 10 <= sample.len() * 9 && patch_cost_ratio(&sample, &s) < 0.95 {
             return Ok(true);
         }

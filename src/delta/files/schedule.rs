@@ -3,6 +3,7 @@
 //! chunks.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -194,6 +195,35 @@ pub(super) fn on_every_core<T: Send>(
             })
             .collect()
     })
+}
+
+/// Runs `work(i)` for every `i` in `0..count` on up to `workers` threads, each taking the
+/// next `i` as soon as it is free (for items whose costs differ widely), and returns the
+/// results in the order of `i`. With one worker (or one item) everything runs on the
+/// calling thread.
+pub(super) fn each_on_every_core<T: Send>(
+    workers: usize,
+    count: usize,
+    work: impl Fn(usize) -> T + Sync,
+) -> Result<Vec<T>> {
+    let workers = workers.clamp(1, count.max(1));
+    if workers == 1 {
+        return Ok((0..count).map(work).collect());
+    }
+    let next = AtomicUsize::new(0);
+    let done = on_every_core(workers, |_| {
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return Ok(mine);
+            }
+            mine.push((i, work(i)));
+        }
+    })?;
+    let mut done: Vec<(usize, T)> = done.into_iter().flatten().collect();
+    done.sort_unstable_by_key(|d| d.0);
+    Ok(done.into_iter().map(|d| d.1).collect())
 }
 
 impl Footprint for Vec<u8> {

@@ -575,12 +575,7 @@ mod tests {
             algorithm: PayloadCompression::Zstd,
             level: 3,
         };
-        let settings = LaneSettings {
-            zstd: (0, 24, 9),
-            zstd_tables: None,
-            xz_dict: 1 << 20,
-            xz_extreme: false,
-        };
+        let settings = test_settings();
         let small = SmallLane {
             level: 6,
             settings: LaneSettings {
@@ -594,18 +589,17 @@ mod tests {
             lane.encoder.write_all(p).unwrap();
         }
         lane.encoder.flush().unwrap();
-        let (mut file, changed) = lane.encoder.finish().unwrap();
+        let (file, changed) = spooled(lane.encoder);
         let compression = changed.unwrap_or(lane.compression);
-        file.seek(SeekFrom::Start(0)).unwrap();
         let mut out = Vec::new();
         match compression.algorithm {
             PayloadCompression::Xz => {
-                liblzma::read::XzDecoder::new(file)
+                liblzma::read::XzDecoder::new(&file[..])
                     .read_to_end(&mut out)
                     .unwrap();
             }
             PayloadCompression::Zstd => {
-                zstd::stream::read::Decoder::new(file)
+                zstd::stream::read::Decoder::new(&file[..])
                     .unwrap()
                     .read_to_end(&mut out)
                     .unwrap();
@@ -613,6 +607,17 @@ mod tests {
             other => panic!("unexpected lane compression {other:?}"),
         }
         (out, compression.algorithm)
+    }
+
+    /// Small settings for the tests' lanes: zstd with a 16 MiB window, xz with a 1 MiB
+    /// dictionary.
+    fn test_settings() -> LaneSettings {
+        LaneSettings {
+            zstd: (0, 24, 9),
+            zstd_tables: None,
+            xz_dict: 1 << 20,
+            xz_extreme: false,
+        }
     }
 
     /// The spool a lane's encoder wrote, read back.
@@ -628,12 +633,7 @@ mod tests {
     fn a_lane_on_its_thread_makes_the_stream_its_encoder_makes() {
         let dir = tempfile::tempdir().unwrap();
         let data = bytes(3 << 20, 11);
-        let settings = LaneSettings {
-            zstd: (0, 24, 9),
-            zstd_tables: None,
-            xz_dict: 1 << 20,
-            xz_extreme: false,
-        };
+        let settings = test_settings();
         let small = SmallLane {
             level: 6,
             settings,

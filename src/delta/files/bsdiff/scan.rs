@@ -3,12 +3,15 @@
 
 use super::index::{common_prefix, Index, Searches};
 use super::{Control, Streams};
+use crate::delta::files::schedule::each_on_every_core;
+use crate::error::Result;
 
 /// A match at least this long at the current alignment is taken without a search.
 pub(super) const FAST_RUN: usize = 8;
 
-/// Computes a patch from `old` to `new`, appending to `out`.
-pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
+/// Computes a patch from `old` to `new`, appending to `out`. Fails only if a thread
+/// scanning a segment of `new` panicked.
+pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
     // Nothing to find (no source, or compressed or unrelated data, where a suffix array
     // and a search at every byte would cost seconds per MiB): the new bytes as they are.
     if old.is_empty() || new.is_empty() || !shares_stretches(old, new) {
@@ -20,7 +23,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
             });
             out.extra.extend_from_slice(new);
         }
-        return;
+        return Ok(());
     }
     let sa = Index::new(old);
     // bsdiff extends a match over stretches where half the bytes agree; for fixed-width
@@ -36,12 +39,12 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     // made again with a higher bar too.
     let lit = literal_cost(new);
     let extension = extension_for(new);
-    let first = scan_in_segments(old, new, &sa, 8, extension);
+    let first = scan_in_segments(old, new, &sa, 8, extension)?;
     // Only a dense patch that left a tenth of the bytes unmatched has a rival (see
     // `DENSE_CONTROLS`), and only then is `estimate` (which compresses every stream) run.
     let dense = (first.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64;
     let best = if dense && first.extra.len() * 10 >= new.len() {
-        let second = scan_in_segments(old, new, &sa, 20, extension);
+        let second = scan_in_segments(old, new, &sa, 20, extension)?;
         // The first of the smallest.
         if estimate(&second) < estimate(&first) {
             second
@@ -55,6 +58,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) {
     out.controls.extend_from_slice(&best.controls);
     out.diff.extend_from_slice(&best.diff);
     out.extra.extend_from_slice(&best.extra);
+    Ok(())
 }
 
 /// The extension for `new`: [`STRICT`] for arm64 code and for text, else [`LOOSE`].
@@ -312,7 +316,7 @@ pub(super) fn scan_in_segments(
     sa: &Index<'_>,
     bar: isize,
     w: Extension,
-) -> Streams {
+) -> Result<Streams> {
     segmented(old, new, sa, (bar, w), SEGMENT, crate::threads::threads())
 }
 
@@ -324,43 +328,18 @@ pub(super) fn segmented(
     (bar, w): (isize, Extension),
     size: usize,
     threads: usize,
-) -> Streams {
+) -> Result<Streams> {
     let count = new.len() / size.max(1);
     if count < 2 {
-        return scan(old, new, sa, bar, w);
+        return Ok(scan(old, new, sa, bar, w));
     }
     let segment = |k: usize| {
         let (from, to) = (k * new.len() / count, (k + 1) * new.len() / count);
         scan(old, &new[from..to], sa, bar, w)
     };
-    let threads = threads.clamp(1, count);
-    if threads == 1 {
-        return join((0..count).map(segment).collect());
-    }
-    let mut parts: Vec<Option<Streams>> = (0..count).map(|_| None).collect();
-    // Each thread takes the next segment not yet taken; a panic in one goes on in the
-    // caller's thread, as the scan's own would.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let take = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    std::iter::from_fn(|| Some(take()))
-                        .take_while(|&k| k < count)
-                        .map(|k| (k, segment(k)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(done) => done.into_iter().for_each(|(k, p)| parts[k] = Some(p)),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    });
-    join(parts.into_iter().flatten().collect())
+    // Each thread takes the next segment not yet taken.
+    let parts = each_on_every_core(threads, count, segment)?;
+    Ok(join(parts))
 }
 
 /// The patch of consecutive pieces of a new input, from the patches of each: a patch reads

@@ -196,14 +196,14 @@ fn segments_scanned_apart_make_one_patch() {
     let w = extension_for(&new);
     let whole = scan(&old, &new, &sa, 8, w);
     // Shorter than two segments: the plain scan.
-    let one = segmented(&old, &new, &sa, (8, w), new.len() / 2 + 1, 4);
+    let one = segmented(&old, &new, &sa, (8, w), new.len() / 2 + 1, 4).unwrap();
     assert_eq!(one.controls, whole.controls);
-    let alone = segmented(&old, &new, &sa, (8, w), 64 << 10, 1);
+    let alone = segmented(&old, &new, &sa, (8, w), 64 << 10, 1).unwrap();
     assert!(alone.controls.len() > whole.controls.len());
     assert_eq!(apply(&old, &alone, new.len()), new);
     // The same patch whatever the threads (6 segments on 1, 2 or 4).
     for threads in [2, 4] {
-        let s = segmented(&old, &new, &sa, (8, w), 64 << 10, threads);
+        let s = segmented(&old, &new, &sa, (8, w), 64 << 10, threads).unwrap();
         assert_eq!(s.controls, alone.controls);
         assert_eq!((s.diff == alone.diff, s.extra == alone.extra), (true, true));
     }
@@ -221,7 +221,7 @@ fn joined_patches_seek_back_to_the_start_of_the_source() {
         .iter()
         .map(|p| {
             let mut s = Streams::default();
-            diff(&old, p, &mut s);
+            diff(&old, p, &mut s).unwrap();
             assert_eq!(apply(&old, &s, p.len()), *p);
             s
         })
@@ -251,7 +251,7 @@ fn apply(old: &[u8], s: &Streams, len: usize) -> Vec<u8> {
 
 fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
     let mut s = Streams::default();
-    diff(old, new, &mut s);
+    diff(old, new, &mut s).unwrap();
     let n = new.len() as u64;
     assert_eq!(apply(old, &s, new.len()), new);
     // The same patch by words, appended after other output (words align to the patch).
@@ -496,7 +496,7 @@ proptest! {
         }
         new.extend_from_slice(&tail);
         let mut s = Streams::default();
-        diff(&stretch, &new, &mut s);
+        diff(&stretch, &new, &mut s).unwrap();
         let (lo, hi) = narrow(&mut s.controls, stretch.len() as u64);
         prop_assert!(lo <= hi && hi <= stretch.len() as u64);
         prop_assert_eq!(apply(&stretch[lo as usize..hi as usize], &s, new.len()), new);

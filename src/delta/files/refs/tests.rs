@@ -15,7 +15,7 @@ fn nonzero(d: &[u8]) -> usize {
 /// references projected (how many non-zero each), and how many were projected.
 fn differences(old: &[u8], new: &[u8]) -> (usize, usize, usize) {
     let mut s = Streams::default();
-    bsdiff::diff(old, new, &mut s);
+    bsdiff::diff(old, new, &mut s).unwrap();
     let code = elf_code(old.len() as u64, read_all(old)).unwrap();
     assert_eq!(code.ranges.len(), 1);
     let mut moved = old.to_vec();
