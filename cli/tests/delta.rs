@@ -905,3 +905,79 @@ fn a_damaged_base_layer_is_named_not_the_package() {
     );
     assert!(!out.exists());
 }
+
+/// A package is the same bytes whatever the number of threads that made it: the new
+/// layer is indexed beside the old ones, and its files' sources are judged by content on
+/// every core, each in its own order. Here a package's files were renamed (so that no
+/// path, folded path or file name names their sources: only their content does).
+#[test]
+fn packages_do_not_depend_on_the_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = common::layer(&[("etc/os-release", b"ID=test\n")]);
+    let texts: Vec<Vec<u8>> = (0..40)
+        .map(|k| content(100 + k, 6_000 + 500 * k as usize))
+        .collect();
+    let old_files: Vec<(String, Vec<u8>)> = texts
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (format!("usr/lib/pkg-1.0/mod{k}.py"), t.clone()))
+        .collect();
+    let new_files: Vec<(String, Vec<u8>)> = texts
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let mut t = t.clone();
+            t[100..140].copy_from_slice(&content(900 + k as u64, 40));
+            let name: String = format!("{k:02}")
+                .chars()
+                .map(|c| (c as u8 - b'0' + b'a') as char)
+                .collect();
+            (format!("opt/app/part-{name}.dat"), t)
+        })
+        .collect();
+    let as_refs = |v: &[(String, Vec<u8>)]| -> Vec<u8> {
+        let files: Vec<(&str, &[u8])> = v.iter().map(|(p, t)| (p.as_str(), &t[..])).collect();
+        common::layer(&files)
+    };
+    let (old, _) = common::docker_archive(
+        d,
+        "old.tar",
+        Some("test/moved:1"),
+        &[base.clone(), as_refs(&old_files)],
+    );
+    let (new, new_id) = common::docker_archive(
+        d,
+        "new.tar",
+        Some("test/moved:2"),
+        &[base, as_refs(&new_files)],
+    );
+    let make = |threads: &str| -> Vec<u8> {
+        let pkg = d.join(format!("t{threads}.ddelta"));
+        let o = std::process::Command::new(common::bin())
+            .args(["--threads", threads, "-q", "create"])
+            .arg(format!("docker-archive:{}", old.display()))
+            .arg(format!("docker-archive:{}", new.display()))
+            .arg("-o")
+            .arg(&pkg)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(&pkg).unwrap()
+    };
+    let one = make("1");
+    assert!(one == make("3"), "1 and 3 threads made different packages");
+    assert!(one == make("2"), "1 and 2 threads made different packages");
+    // Each moved file found its old self: the package is far smaller than its files.
+    let total: usize = texts.iter().map(Vec::len).sum();
+    assert!(one.len() * 10 < total, "{} bytes for {total}", one.len());
+    let out = d.join("out.tar");
+    let report = apply(
+        &Package::open(&d.join("t1.ddelta")).unwrap(),
+        Some(src(&old).as_ref()),
+        &ImageReference::parse(&format!("docker-archive:{}", out.display())).unwrap(),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.image_id.to_string(), new_id);
+}

@@ -11,7 +11,7 @@ use super::encode::patch_cost_ratio;
 use super::gz;
 use super::matching::{Catalog, Pick};
 use super::refs;
-use super::schedule::on_every_core;
+use super::schedule::{each_on_every_core, on_every_core};
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, WINDOW};
 use crate::error::Result;
@@ -165,11 +165,8 @@ pub(super) fn plan(
                 o += len;
             }
         };
-    for f in &new.index.files {
-        let mut pick = cat.pick(f);
-        if !matches!(pick, Pick::Same(..)) && !is_packed(&new.data, f.data_offset, f.size)? {
-            pick = cat.by_content(pick, f, &new.data)?;
-        }
+    let picks = pick_sources(cat, new)?;
+    for (f, pick) in new.index.files.iter().zip(picks) {
         let src_entry = match pick {
             Pick::Same(l, i) | Pick::Similar(l, i) => Some((l, cat.file((l, i)))),
             Pick::None => None,
@@ -318,6 +315,25 @@ pub(super) fn plan(
     let mut regions = coalesce(regions, cat.old, &new.data)?;
     widen_sources(&mut regions, cat.old, &new.data)?;
     Ok(regions)
+}
+
+/// Each new file's source (see [`Catalog::pick`] and [`Catalog::by_content`]), in the
+/// order of the files. Files are judged on every core: judging samples a file's bytes and
+/// looks up each sample, and a layer of renamed files (the kernel pair's module directory,
+/// 4 900 modules) otherwise kept one core busy for seconds before any chunk was encoded.
+/// Each file's verdict depends only on its own bytes, so the picks do not depend on the
+/// number of cores.
+fn pick_sources(cat: &Catalog<'_>, new: &OldLayer) -> Result<Vec<Pick>> {
+    let files = &new.index.files;
+    let picks = each_on_every_core(crate::threads::threads(), files.len(), |i| {
+        let f = &files[i];
+        let pick = cat.pick(f);
+        if matches!(pick, Pick::Same(..)) || is_packed(&new.data, f.data_offset, f.size)? {
+            return Ok(pick);
+        }
+        cat.by_content(pick, f, &new.data)
+    })?;
+    picks.into_iter().collect()
 }
 
 /// Text files of at least this size patched whole get a stretch of old layer around their
