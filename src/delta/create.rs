@@ -212,9 +212,12 @@ pub fn create(
         .sum();
     // The files codec draws on every old layer: index them all first (one pass each).
     let wants_old_layers = use_files && plans.iter().any(|p| matches!(p.action, Action::Delta(_)));
-    let old_layers = match old {
-        Some(old) if wants_old_layers => open_old_layers(old, &dir, options.progress)?,
-        _ => Vec::new(),
+    let (old_layers, mut first_new) = match old {
+        Some(old) if wants_old_layers => {
+            let first = plans.iter().find(|p| matches!(p.action, Action::Delta(_)));
+            open_layers_side_by_side(old, new, first.map(|p| p.index), &dir, options.progress)?
+        }
+        _ => (Vec::new(), None),
     };
     let mut tracker = Tracker::start(options.progress, Phase::Encode, total)?;
     let mut entries = Vec::with_capacity(plans.len());
@@ -224,11 +227,18 @@ pub fn create(
         let size = sizes[p.index];
         if let (true, Action::Delta(_), false) = (use_files, &p.action, old_layers.is_empty()) {
             let olds = &old_layers[..];
-            let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
+            let new_layer = match first_new.take() {
+                Some((i, opened)) if i == p.index => opened,
+                _ => {
+                    let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
+                    files::OldLayer {
+                        data,
+                        index: index.unwrap_or_default(),
+                    }
+                }
+            };
             tracing::debug!(layer = p.index, "indexed the new layer");
-            let index = index.unwrap_or_default();
-            if !index.files.is_empty() {
-                let new_layer = files::OldLayer { data, index };
+            if !new_layer.index.files.is_empty() {
                 // The layer's new bytes go to a lane of their own: they compress among
                 // their like, and apply decodes them beside the rest.
                 let lanes = [LANE_MAIN, LANE_NEW_BYTES, LANE_DIFFERENCES];
@@ -468,11 +478,68 @@ fn report(
     }
 }
 
-/// Opens every old layer for positioned reads and indexes its files (one pass each).
+/// A new layer opened and indexed ahead of its turn, and its index in the image.
+type OpenedLayer = (usize, files::OldLayer);
+
+/// Opens and indexes the old layers (see [`open_old_layers`]) and, on a thread of its own
+/// beside them, new layer `first` (the first the files codec encodes). Each is a pass over
+/// the layer's bytes, hashing them and every file in them, on one core: on the kernel pair
+/// (two 410 MB layers) the new layer's pass took 1.3 s after the old one's. A failure on
+/// either side stops the other (the old layers' is returned first, as it was met first
+/// when they were opened in turn).
+fn open_layers_side_by_side(
+    old: &dyn ImageSource,
+    new: &dyn ImageSource,
+    first: Option<usize>,
+    spool_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<files::OldLayer>, Option<OpenedLayer>)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let ahead = first.map(|i| {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut go_on = |_| {
+                    if stop.load(Ordering::Relaxed) {
+                        Err(Error::Cancelled)
+                    } else {
+                        Ok(())
+                    }
+                };
+                let opened = LayerData::open(new, i, spool_dir, true, &mut go_on);
+                if opened.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let (data, index) = opened?;
+                let index = index.unwrap_or_default();
+                Ok((i, files::OldLayer { data, index }))
+            })
+        });
+        let olds = open_old_layers(old, spool_dir, progress, &stop);
+        if olds.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let ahead = ahead
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(Error::Other(
+                        "indexing the new layer: its thread panicked".into(),
+                    ))
+                })
+            })
+            .transpose();
+        Ok((olds?, ahead?))
+    })
+}
+
+/// Opens every old layer for positioned reads and indexes its files (one pass each),
+/// giving up when `stop` is set.
 fn open_old_layers(
     old: &dyn ImageSource,
     spool_dir: &Path,
     progress: &dyn Progress,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Vec<files::OldLayer>> {
     let layers = &old.image().layers;
     let total = layers
@@ -482,8 +549,12 @@ fn open_old_layers(
     let mut tracker = Tracker::start(progress, Phase::Analyze, total)?;
     let opened = (0..layers.len())
         .map(|i| {
-            let (data, index) =
-                LayerData::open(old, i, spool_dir, true, &mut |n| tracker.advance(n))?;
+            let (data, index) = LayerData::open(old, i, spool_dir, true, &mut |n| {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                tracker.advance(n)
+            })?;
             let index = index.unwrap_or_default();
             tracing::debug!(
                 layer = i,
