@@ -32,7 +32,7 @@ pub(super) trait Footprint {
 /// waiting or running, results not yet sunk), or nothing else is held (a job larger than
 /// `memory` runs alone). The job whose result the sink waits for is taken and started
 /// counting only the jobs running: the results held ahead of it wait for it, so it must
-/// not wait for them.
+/// not wait for them. Jobs start in the order they were taken.
 pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
     workers: usize,
     ahead: usize,
@@ -51,6 +51,8 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
         held: u64,
         /// Bytes held by the jobs running.
         running: u64,
+        /// Jobs started so far; the next job to start.
+        started: usize,
         /// All jobs are taken (none left, or `take` failed).
         ended: bool,
         /// Stop: the sink failed or is done.
@@ -63,6 +65,7 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
             want: 0,
             held: 0,
             running: 0,
+            started: 0,
             ended: false,
             stop: false,
         }),
@@ -116,11 +119,16 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
                         g.held -= held;
                         return;
                     }
-                    let fits = if i == g.want {
-                        g.running == 0 || g.running + run <= memory
-                    } else {
-                        g.held == held || g.held - held + run <= memory
-                    };
+                    // Jobs start in the order taken: later jobs taking the memory as
+                    // it freed kept a job too large to run beside them waiting while they
+                    // ran one by one (the tools pair: the second chunk waited 29 s, and
+                    // the worker that held it, and the other core, with it).
+                    let fits = i == g.started
+                        && if i == g.want {
+                            g.running == 0 || g.running + run <= memory
+                        } else {
+                            g.held == held || g.held - held + run <= memory
+                        };
                     if fits {
                         break;
                     }
@@ -128,6 +136,8 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
                 }
                 g.held = g.held - held + run;
                 g.running += run;
+                g.started += 1;
+                state.1.notify_all();
                 drop(g);
                 // A panic becomes an error: the result must arrive, or the sink and the
                 // workers waiting for it would wait forever.

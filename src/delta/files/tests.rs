@@ -1075,6 +1075,8 @@ impl Footprint for TestResult {
 struct Ran {
     /// The results' numbers, in the order sunk.
     order: Vec<usize>,
+    /// The jobs' numbers, in the order they started.
+    started: Vec<usize>,
     /// The most bytes the jobs running held at once.
     running: u64,
     /// The most bytes held at once by the jobs taken (waiting or running) and the results
@@ -1088,7 +1090,7 @@ fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<Ran> {
     use std::time::Duration;
     // (running, most running, live, most live)
     #[derive(Default)]
-    struct Seen(u64, u64, u64, u64);
+    struct Seen(u64, u64, u64, u64, Vec<usize>);
     impl Seen {
         fn change(&mut self, running: i64, live: i64) {
             self.0 = self.0.wrapping_add_signed(running);
@@ -1115,7 +1117,10 @@ fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<Ran> {
             },
             |j: TestJob| {
                 let (run, held) = (j.run as i64, j.held as i64);
-                seen.lock().unwrap().change(run, run - held);
+                let mut s = seen.lock().unwrap();
+                s.change(run, run - held);
+                s.4.push(j.n);
+                drop(s);
                 std::thread::sleep(Duration::from_millis(j.sleep_ms));
                 if j.panics {
                     panic!("job {} panics", j.n);
@@ -1135,6 +1140,7 @@ fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<Ran> {
         let seen = seen.lock().unwrap();
         let _ = tx.send(r.map(|()| Ran {
             order,
+            started: seen.4.clone(),
             running: seen.1,
             live: seen.3,
         }));
@@ -1204,6 +1210,26 @@ fn in_order_parallel_always_runs_the_job_the_sink_waits_for() {
     });
     let e = run_jobs(3, 10, jobs.collect()).expect_err("a panic is an error");
     assert!(e.to_string().contains("panicked"), "{e}");
+}
+
+/// The job the sink waits for, too large to run beside the one running, starts as soon as
+/// that one ends: the jobs after it do not take the room it waits for (they did, one after
+/// the other, while a worker sat waiting with it).
+#[test]
+fn in_order_parallel_keeps_the_room_the_wanted_job_waits_for() {
+    let job = |n, run| TestJob {
+        n,
+        run,
+        sleep_ms: 30,
+        ..TestJob::default()
+    };
+    let mut jobs = vec![job(0, 5), job(1, 8)];
+    jobs.extend((2..8).map(|n| job(n, 4)));
+    let ran = run_jobs(2, 10, jobs).unwrap();
+    assert_eq!(ran.order, (0..8).collect::<Vec<_>>());
+    assert_eq!(ran.started[..2], [0, 1], "{ran:?}");
+    // Later jobs still run two at a time.
+    assert!(ran.running >= 8, "{ran:?}");
 }
 
 /// The searches of a chunk's regions are counted: a piece of a large file against its
