@@ -981,3 +981,50 @@ fn packages_do_not_depend_on_the_number_of_threads() {
     .unwrap();
     assert_eq!(report.image_id.to_string(), new_id);
 }
+
+/// A damaged new layer is named by create, with its digests, even when it is found damaged
+/// while the old layers are still being indexed beside it (which it then stops): the
+/// error is the damage, not the cancellation it caused.
+#[test]
+fn a_damaged_new_layer_is_named_while_the_old_ones_are_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = common::layer(&[("etc/os-release", b"ID=test\n")]);
+    // An old layer that takes a while to index, a new one that takes no time.
+    let big: Vec<(String, Vec<u8>)> = (0..24)
+        .map(|k| (format!("usr/lib/big{k}.so"), content(500 + k, 2 << 20)))
+        .collect();
+    let files: Vec<(&str, &[u8])> = big.iter().map(|(p, t)| (p.as_str(), &t[..])).collect();
+    let (old, _) = common::docker_archive(
+        d,
+        "old.tar",
+        Some("test/big:1"),
+        &[base.clone(), common::layer(&files)],
+    );
+    let small = common::layer(&[("usr/lib/big0.so", &content(500, 40_000)[..])]);
+    let (new, _) = common::docker_archive(d, "new.tar", Some("test/big:2"), &[base, small.clone()]);
+    let mut bytes = std::fs::read(&new).unwrap();
+    let at = bytes
+        .windows(small.len())
+        .position(|w| w == &small[..])
+        .unwrap()
+        + 20_000;
+    bytes[at] ^= 0xff;
+    std::fs::write(&new, &bytes).unwrap();
+    let pkg = d.join("d.ddelta");
+    let e = create(
+        Some(src(&old).as_ref()),
+        src(&new).as_ref(),
+        &pkg,
+        &CreateOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, Error::DigestMismatch { .. })
+            && msg.contains("new.tar layer 1")
+            && msg.contains("digest mismatch"),
+        "{msg}"
+    );
+    assert!(!pkg.exists());
+}

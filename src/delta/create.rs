@@ -485,8 +485,9 @@ type OpenedLayer = (usize, files::OldLayer);
 /// beside them, new layer `first` (the first the files codec encodes). Each is a pass over
 /// the layer's bytes, hashing them and every file in them, on one core: on the kernel pair
 /// (two 410 MB layers) the new layer's pass took 1.3 s after the old one's. A failure on
-/// either side stops the other (the old layers' is returned first, as it was met first
-/// when they were opened in turn).
+/// either side stops the other; the error returned is the one that stopped it (the old
+/// layers' if both failed on their own, as it was met first when they were opened in
+/// turn), not the cancellation it caused.
 fn open_layers_side_by_side(
     old: &dyn ImageSource,
     new: &dyn ImageSource,
@@ -529,7 +530,12 @@ fn open_layers_side_by_side(
                 })
             })
             .transpose();
-        Ok((olds?, ahead?))
+        match (olds, ahead) {
+            (Ok(olds), Ok(ahead)) => Ok((olds, ahead)),
+            // Stopped because the new layer failed (or both were cancelled): its error.
+            (Err(Error::Cancelled), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
     })
 }
 
