@@ -906,6 +906,12 @@ fn a_damaged_base_layer_is_named_not_the_package() {
     assert!(!out.exists());
 }
 
+/// A layer of these (path, content) files (`common::layer` of them, borrowed).
+fn owned_layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (p.as_str(), &t[..])).collect();
+    common::layer(&files)
+}
+
 /// A package is the same bytes whatever the number of threads that made it: the new
 /// layer is indexed beside the old ones, and its files' sources are judged by content on
 /// every core, each in its own order. Here a package's files were renamed (so that no
@@ -936,21 +942,17 @@ fn packages_do_not_depend_on_the_number_of_threads() {
             (format!("opt/app/part-{name}.dat"), t)
         })
         .collect();
-    let as_refs = |v: &[(String, Vec<u8>)]| -> Vec<u8> {
-        let files: Vec<(&str, &[u8])> = v.iter().map(|(p, t)| (p.as_str(), &t[..])).collect();
-        common::layer(&files)
-    };
     let (old, _) = common::docker_archive(
         d,
         "old.tar",
         Some("test/moved:1"),
-        &[base.clone(), as_refs(&old_files)],
+        &[base.clone(), owned_layer(&old_files)],
     );
     let (new, new_id) = common::docker_archive(
         d,
         "new.tar",
         Some("test/moved:2"),
-        &[base, as_refs(&new_files)],
+        &[base, owned_layer(&new_files)],
     );
     let make = |threads: &str| -> Vec<u8> {
         let pkg = d.join(format!("t{threads}.ddelta"));
@@ -994,12 +996,11 @@ fn a_damaged_new_layer_is_named_while_the_old_ones_are_indexed() {
     let big: Vec<(String, Vec<u8>)> = (0..24)
         .map(|k| (format!("usr/lib/big{k}.so"), content(500 + k, 2 << 20)))
         .collect();
-    let files: Vec<(&str, &[u8])> = big.iter().map(|(p, t)| (p.as_str(), &t[..])).collect();
     let (old, _) = common::docker_archive(
         d,
         "old.tar",
         Some("test/big:1"),
-        &[base.clone(), common::layer(&files)],
+        &[base.clone(), owned_layer(&big)],
     );
     let small = common::layer(&[("usr/lib/big0.so", &content(500, 40_000)[..])]);
     let (new, _) = common::docker_archive(d, "new.tar", Some("test/big:2"), &[base, small.clone()]);

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::delta::codec::{self, Codec, EncodeOptions};
 use crate::delta::files::{self, LayerData};
@@ -229,13 +230,7 @@ pub fn create(
             let olds = &old_layers[..];
             let new_layer = match first_new.take() {
                 Some((i, opened)) if i == p.index => opened,
-                _ => {
-                    let (data, index) = LayerData::open(new, p.index, &dir, true, &mut |_| Ok(()))?;
-                    files::OldLayer {
-                        data,
-                        index: index.unwrap_or_default(),
-                    }
-                }
+                _ => open_indexed(new, p.index, &dir, &AtomicBool::new(false), &mut |_| Ok(()))?,
             };
             tracing::debug!(layer = p.index, "indexed the new layer");
             if !new_layer.index.files.is_empty() {
@@ -495,26 +490,16 @@ fn open_layers_side_by_side(
     spool_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<(Vec<files::OldLayer>, Option<OpenedLayer>)> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let ahead = first.map(|i| {
             let stop = &stop;
             scope.spawn(move || {
-                let mut go_on = |_| {
-                    if stop.load(Ordering::Relaxed) {
-                        Err(Error::Cancelled)
-                    } else {
-                        Ok(())
-                    }
-                };
-                let opened = LayerData::open(new, i, spool_dir, true, &mut go_on);
+                let opened = open_indexed(new, i, spool_dir, stop, &mut |_| Ok(()));
                 if opened.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
-                let (data, index) = opened?;
-                let index = index.unwrap_or_default();
-                Ok((i, files::OldLayer { data, index }))
+                opened.map(|layer| (i, layer))
             })
         });
         let olds = open_old_layers(old, spool_dir, progress, &stop);
@@ -545,7 +530,7 @@ fn open_old_layers(
     old: &dyn ImageSource,
     spool_dir: &Path,
     progress: &dyn Progress,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &AtomicBool,
 ) -> Result<Vec<files::OldLayer>> {
     let layers = &old.image().layers;
     let total = layers
@@ -555,24 +540,39 @@ fn open_old_layers(
     let mut tracker = Tracker::start(progress, Phase::Analyze, total)?;
     let opened = (0..layers.len())
         .map(|i| {
-            let (data, index) = LayerData::open(old, i, spool_dir, true, &mut |n| {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(Error::Cancelled);
-                }
-                tracker.advance(n)
-            })?;
-            let index = index.unwrap_or_default();
+            let layer = open_indexed(old, i, spool_dir, stop, &mut |n| tracker.advance(n))?;
             tracing::debug!(
                 layer = i,
-                files = index.files.len(),
-                len = index.len,
+                files = layer.index.files.len(),
+                len = layer.index.len,
                 "indexed old layer"
             );
-            Ok(files::OldLayer { data, index })
+            Ok(layer)
         })
         .collect::<Result<Vec<_>>>()?;
     tracker.finish()?;
     Ok(opened)
+}
+
+/// Opens layer `index` of `src` for positioned reads and indexes its files (one pass,
+/// `progress` told of the bytes read), giving up as cancelled once `stop` is set.
+fn open_indexed(
+    src: &dyn ImageSource,
+    index: usize,
+    spool_dir: &Path,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<files::OldLayer> {
+    let (data, tar_index) = LayerData::open(src, index, spool_dir, true, &mut |n| {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        progress(n)
+    })?;
+    Ok(files::OldLayer {
+        data,
+        index: tar_index.unwrap_or_default(),
+    })
 }
 
 /// Uncompressed sizes of the new image's layers (compressed ones are read, and verified,
