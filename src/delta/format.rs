@@ -1,9 +1,9 @@
-//! The delta package file format, version 8 (documented in `docs/FORMAT.md`).
+//! The delta package file format, version 9 (documented in `docs/FORMAT.md`).
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic  89 44 44 45 4C 54 41 0A  ("\x89DDELTA\n")
-//! 8       4     format version, u32 little-endian (7; 1 to 6 are still read)
+//! 8       4     format version, u32 little-endian (9; 1 to 8 are still read)
 //! 12      4     flags, u32 LE (0; a reader refuses unknown flags)
 //! 16      8     header length H, u64 LE
 //! 24      32    SHA-256 of the header bytes
@@ -50,9 +50,11 @@ pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// literals in another (`lits_blob`, which a version 5 reader would not know); version 7
 /// zip archives shipped expanded (the `files` operation ZIP, which a version 6 reader
 /// would refuse only deep in the payload); version 8 x86-64 code patched with its
-/// references projected (the `files` operation XDIFF, likewise). Packages of versions 1 to
-/// 7 are read as they are.
-pub const FORMAT_VERSION: u32 = 8;
+/// references projected (the `files` operation XDIFF, likewise); version 9 zip members
+/// whose deflate stream is copied from the old archive (a ZIP layout's `remade` of 0 or
+/// past 9, which a version 8 reader would refuse only deep in the payload). Packages of versions 1 to 8
+/// are read as they are.
+pub const FORMAT_VERSION: u32 = 9;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).

@@ -475,12 +475,14 @@ fn run_ops(
                 gz::require_remake("a zip archive of the layer")?;
                 let layout = zip::Layout::read(&mut ops)?;
                 let n = layout.expanded_len();
-                let expanded = match get(&mut ops)? {
+                // The old archive and its expansion, kept for the members whose streams
+                // are taken from it.
+                let (expanded, old_archive) = match get(&mut ops)? {
                     ZIP_TEXT => {
                         if get(&mut ops)? != n {
                             return Err(bad("zip text does not match its layout"));
                         }
-                        take(&mut extra, n, "extra")?.to_vec()
+                        (take(&mut extra, n, "extra")?.to_vec(), None)
                     }
                     ZIP_PATCH => {
                         let p = get_patch(&mut ops, &mut controls)?;
@@ -489,10 +491,9 @@ fn run_ops(
                         }
                         let archive = layer(p.src)?.read(p.off, p.src_len)?;
                         let source = zip::expand(&archive);
-                        drop(archive);
                         let mut e = Vec::new();
                         bsdiff::patch(
-                            &source,
+                            &source.bytes,
                             &p.controls,
                             Differences::Bytes,
                             &mut diff,
@@ -500,14 +501,18 @@ fn run_ops(
                             p.len,
                             &mut e,
                         )?;
-                        e
+                        let archive = layout.refers_to_old().then_some((archive, source));
+                        (e, archive)
                     }
                     m => return Err(bad(format!("unknown zip mode {m}"))),
                 };
                 let kept = n - layout.members.iter().map(|m| m.text).sum::<u64>();
                 room(out, kept)?;
+                let old = old_archive
+                    .as_ref()
+                    .map(|(bytes, expansion)| zip::OldArchive { bytes, expansion });
                 // The members are deflated later, on every core, as gzip members are.
-                zip::rebuild(&expanded, &layout, out, |text, level, out| {
+                zip::rebuild(&expanded, &layout, old, out, output, |text, level, out| {
                     let member = PendingGzip {
                         at: out.len(),
                         header: None,

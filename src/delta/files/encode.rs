@@ -457,7 +457,18 @@ fn encode_chunk(
                     None => None,
                 };
                 // As for gzip members: another deflater than stock zlib re-makes nothing.
-                let split = gz::remake_at_create().then(|| zip::split(&bytes)).flatten();
+                let remake = gz::remake_at_create();
+                let old_expanded = source
+                    .as_ref()
+                    .filter(|_| remake)
+                    .map(|(_, _, _, raw)| zip::expand(raw));
+                let old_archive = source.as_ref().zip(old_expanded.as_ref()).map(
+                    |((_, _, _, raw), expansion)| zip::OldArchive {
+                        bytes: raw,
+                        expansion,
+                    },
+                );
+                let split = remake.then(|| zip::split(&bytes, old_archive)).flatten();
                 let Some((expanded, layout)) = split else {
                     // Patched as it is against its source, or shipped whole.
                     let mut s = Streams::default();
@@ -480,24 +491,44 @@ fn encode_chunk(
                     continue;
                 };
                 drop(bytes);
-                ops.push(OP_ZIP);
-                layout.write(&mut ops);
-                let source = source.map(|(l, soff, slen, raw)| (l, soff, slen, zip::expand(&raw)));
+                let source = source.map(|(l, soff, slen, _)| (l, soff, slen));
                 let mut s = Streams::default();
-                if let Some((_, _, _, old_expanded)) = &source {
-                    bsdiff::diff(old_expanded, &expanded, &mut s)?;
+                if let Some(old_expanded) = &old_expanded {
+                    bsdiff::diff(&old_expanded.bytes, &expanded, &mut s)?;
                 }
-                let n = expanded.len() as u64;
+                drop(old_expanded);
                 match source {
-                    Some((l, soff, slen, _)) if patch_wins(&expanded, &s) => {
+                    Some((l, soff, slen)) if patch_wins(&expanded, &s) => {
+                        ops.push(OP_ZIP);
+                        layout.write(&mut ops);
                         put(&mut ops, ZIP_PATCH);
+                        let n = expanded.len() as u64;
                         put_patch(&mut ops, Some(&mut ctl), l, soff, slen, n, &s.controls);
                         diff.extend_from_slice(&s.diff);
                         extra.extend_from_slice(&s.extra);
                     }
                     _ => {
+                        // Shipped as its text, without the old archive: members that took
+                        // their streams from it are deflated again, or left deflated.
+                        let (expanded, layout) = if layout.refers_to_old() {
+                            drop(expanded);
+                            let bytes = new.read(off, len)?;
+                            match zip::split(&bytes, None) {
+                                Some(split) => split,
+                                None => {
+                                    ops.push(OP_LIT);
+                                    put(&mut ops, len);
+                                    extra.extend_from_slice(&bytes);
+                                    continue;
+                                }
+                            }
+                        } else {
+                            (expanded, layout)
+                        };
+                        ops.push(OP_ZIP);
+                        layout.write(&mut ops);
                         put(&mut ops, ZIP_TEXT);
-                        put(&mut ops, n);
+                        put(&mut ops, expanded.len() as u64);
                         extra.extend_from_slice(&expanded);
                     }
                 }

@@ -82,11 +82,15 @@
 //! gz      = 0x00 varint(text_len)                     the text from extra
 //!         | 0x01 patch                                the text patched against the text
 //!                                                     of the old gzip member it names
-//! layout  = varint(n) n*(varint(raw) varint(text) varint(level)) varint(tail)
+//! layout  = varint(n) n*(varint(raw) varint(text) varint(remade)) varint(tail)
 //!                                                     the expanded bytes are, n times, `raw`
 //!                                                     bytes kept as they are and the `text` of
-//!                                                     a member that deflates at `level`, then
-//!                                                     `tail` bytes kept (see zip::Layout)
+//!                                                     a member re-made as `remade` says, then
+//!                                                     `tail` bytes kept (see zip::Layout):
+//!                                                     1-9 deflated again at that level; 0 or
+//!                                                     9 + zigzag(k - predicted) the stream of
+//!                                                     the old archive's member k, copied
+//!                                                     (zip::Remade::Old, zip::predicted_old)
 //! zip     = 0x00 varint(len)                          the expanded bytes from extra
 //!         | 0x01 patch                                the expanded bytes patched against the
 //!                                                     old archive the patch names, expanded

@@ -860,6 +860,27 @@ fn a_damaged_zip_source_is_refused_not_misbuilt() {
     );
 }
 
+/// Unchanged members of a jar take their deflate streams from the old jar as they are,
+/// after the decoder checked their texts: a damaged old member is refused, not copied.
+#[test]
+fn unchanged_jar_members_take_the_old_streams() {
+    let old_classes: Vec<Vec<u8>> = (0..6).map(|i| classes(3000 + 500 * i, 0)).collect();
+    let mut new_classes = old_classes.clone();
+    new_classes[1] = classes(3500, 3);
+    let old_jar = jar(&old_classes, true);
+    let old = build_tar(&[Member::File("app.jar".into(), old_jar.clone())]);
+    let new = build_tar(&[Member::File("app.jar".into(), jar(&new_classes, true))]);
+    let stats = roundtrip(std::slice::from_ref(&old), &new);
+    assert_eq!(stats.files_zip, 1);
+    // Damage the last class's deflate stream in the old layer (the jar's last fifth
+    // holds it, before the central directory): the patch still applies, but the member
+    // that names it is refused.
+    let at = old_jar.len() * 4 / 5;
+    let (r, _) = decode_against_damaged(&old, &new, at);
+    let e = r.expect_err("a damaged old member is refused");
+    assert!(e.to_string().contains("old member"), "{e}");
+}
+
 #[test]
 fn a_damaged_gzip_source_is_refused_not_misbuilt() {
     let old = build_tar(&[Member::File("a.gz".into(), gzipped(&changelog(100), 9))]);
