@@ -482,7 +482,13 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
         ],
     ));
     let size = std::fs::metadata(&pkg).unwrap().len().to_string();
-    let attach = |base: &str, platform: &str| {
+    // The same package as a newer docker-delta would write it (its format version one
+    // past this build's): its bytes say so, or its annotations too.
+    let future = docker_delta::delta::format::FORMAT_VERSION + 1;
+    let mut bytes = std::fs::read(&pkg).unwrap();
+    bytes[8..12].copy_from_slice(&future.to_le_bytes());
+    std::fs::write(d.path().join("future.ddelta"), bytes).unwrap();
+    let attach = |file: &str, base: &str, platform: &str, more: &[(&str, &str)]| {
         let mut c = Command::new(&oras);
         c.current_dir(d.path()).args([
             "attach",
@@ -497,23 +503,45 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
             ("dev.docker-delta.new.image-id", v[2].1.as_str()),
             ("dev.docker-delta.package.size", size.as_str()),
             ("dev.docker-delta.platform", platform),
-        ] {
+        ]
+        .iter()
+        .chain(more)
+        {
             c.arg("--annotation").arg(format!("{k}={val}"));
         }
         c.arg(format!("{r}/{repo}:3"))
-            .arg("v2-to-v3.ddelta:application/vnd.docker-delta.package.v1");
+            .arg(format!("{file}:application/vnd.docker-delta.package.v1"));
         ok(&c.output().unwrap());
     };
-    attach(&v[0].1, "linux/amd64");
-    attach(&v[0].1, "linux/s390x");
+    attach("v2-to-v3.ddelta", &v[0].1, "linux/amd64", &[]);
+    attach("v2-to-v3.ddelta", &v[0].1, "linux/s390x", &[]);
+    let said = future.to_string();
+    let format_key = "dev.docker-delta.package.format-version";
+    attach(
+        "future.ddelta",
+        &v[0].1,
+        "linux/amd64",
+        &[(format_key, &said)],
+    );
     let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
     assert_eq!(list["deltas"].as_array().unwrap().len(), 1, "{list}");
     let skipped = list["skipped"].as_array().unwrap();
-    assert_eq!(skipped.len(), 1, "{list}");
+    assert_eq!(skipped.len(), 2, "{list}");
+    let reasons: Vec<&str> = skipped
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("s390x")), "{list}");
     assert!(
-        skipped[0]["reason"].as_str().unwrap().contains("s390x"),
+        reasons
+            .iter()
+            .any(|r| r.contains(&format!("package format {future}"))),
         "{list}"
     );
+    // Its bytes only (no annotation): taken, refused once its header is read, skipped.
+    attach("future.ddelta", &v[0].1, "linux/amd64", &[]);
+    let list = json(&dd(None, &["list-deltas", &v3, "--json"]));
+    assert_eq!(list["deltas"].as_array().unwrap().len(), 2, "{list}");
 
     // A device with v1 takes the lying one (its annotations say v1), finds the package's
     // own base is v2, which it lacks: skipped with a clear reason; without fallback
@@ -540,6 +568,7 @@ fn lying_foreign_and_damaged_artifacts_are_skipped_and_nothing_wrong_is_loaded()
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("skipped"), "{err}");
+    assert!(err.contains(&format!("format version {future}")), "{err}");
     assert!(!out.exists());
     // With fallback: the whole image, exact.
     let report = json(&dd(

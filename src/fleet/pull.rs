@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::artifact::{chain_id, DeltaArtifact, ARTIFACT_TYPE};
 use crate::daemon::{DockerClient, ImageName};
 use crate::delta::apply::{apply_into, ApplyOptions};
-use crate::delta::format::Package;
+use crate::delta::format::{Package, FORMAT_VERSION};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -85,6 +85,14 @@ fn list_for(
             Ok(a) if a.new_image_id != img.config_digest => skipped.push(skip(format!(
                 "it rebuilds {}, not this image ({})",
                 a.new_image_id, img.config_digest
+            ))),
+            // A package a newer docker-delta wrote: not downloaded, the device falls back.
+            Ok(DeltaArtifact {
+                format_version: Some(v),
+                ..
+            }) if v > FORMAT_VERSION => skipped.push(skip(format!(
+                "it is package format {v}; this docker-delta reads formats up to \
+                 {FORMAT_VERSION} (upgrade docker-delta to use it)"
             ))),
             Ok(a) if a.platform.as_ref().is_some_and(|p| *p != img.platform) => {
                 skipped.push(skip(format!(
@@ -266,7 +274,8 @@ fn default_name(reference: &ImageReference) -> Option<ImageName> {
 /// checks it like a local package, applies it and loads or writes the result; with no
 /// delta that fits, pulls the image's layers instead (verified, exact) unless
 /// `no_fallback`. A delta that turns out unusable once downloaded (its header names
-/// another base or image) is skipped for the next one, and said so.
+/// another base or image, or a package format newer than this build reads) is skipped
+/// for the next one, and said so; one whose annotations say so is not downloaded.
 pub fn pull(
     reference: &ImageReference,
     dest: PullDestination<'_>,
@@ -326,11 +335,17 @@ pub fn pull(
         name: name.as_ref().map(ToString::to_string),
     };
     let mut reasons = Vec::new();
-    if list.deltas.is_empty() {
+    if list.deltas.is_empty() && list.skipped.is_empty() {
         reasons.push(format!(
             "no delta package is published for {} ({})",
             reference, list.manifest_digest
         ));
+    } else if list.deltas.is_empty() {
+        reasons.extend(
+            list.skipped
+                .iter()
+                .map(|s| format!("delta {} skipped: {}", s.digest, s.reason)),
+        );
     } else if usable.is_empty() {
         reasons.push(format!(
             "none of the {} published deltas has a base this device has (bases: {})",
@@ -375,7 +390,8 @@ pub fn pull(
                 | Error::WrongBaseImage { .. }
                 | Error::DigestMismatch { .. }
                 | Error::SizeMismatch { .. }
-                | Error::InvalidPackage { .. }),
+                | Error::InvalidPackage { .. }
+                | Error::UnsupportedPackageVersion { .. }),
             ) => {
                 tracing::warn!(artifact = %a.digest, error = %e, "skipping this delta");
                 reasons.push(format!("delta {} skipped: {e}", a.digest));
