@@ -87,7 +87,7 @@ pub(super) fn get_patch(ops: &mut &[u8], ctl: &mut Option<[&[u8]; 3]>) -> Result
             Some([a, c, s]) => (get(a)?, get(c)?, get(s)?),
             None => (get(ops)?, get(ops)?, get(ops)?),
         };
-        let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let seek = unzigzag(z);
         controls.push(Control { add, copy, seek });
     }
     Ok(Patch {
@@ -115,7 +115,6 @@ pub(super) fn put_patch(
     put(ops, src_len);
     put(ops, len);
     put(ops, c.len() as u64);
-    let zigzag = |seek: i64| ((seek << 1) ^ (seek >> 63)) as u64;
     match ctl {
         Some(ctl) => {
             for c in c {
@@ -132,6 +131,17 @@ pub(super) fn put_patch(
             }
         }
     }
+}
+
+/// A signed number as an unsigned one whose varint is short when the number is near 0
+/// either way: 0, -1, 1, -2, ... become 0, 1, 2, 3, ...
+pub(super) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The signed number [`zigzag`] made `z` from.
+pub(super) fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
 pub(super) fn put(out: &mut Vec<u8>, mut v: u64) {

@@ -35,7 +35,7 @@ use std::ops::Range;
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::gz;
-use super::stream::{bad, get, put};
+use super::stream::{bad, get, put, unzigzag, zigzag};
 use crate::error::Result;
 
 /// Expanded bytes an archive may come to, on either side: the old archive's expansion
@@ -158,9 +158,9 @@ impl Layout {
                 Remade::Level(level) => put(out, level as u64),
                 Remade::Old(k) => {
                     let step = k.wrapping_sub(predicted_old(last, i)) as i64;
-                    match (step << 1) ^ (step >> 63) {
+                    match zigzag(step) {
                         0 => put(out, 0),
-                        z => put(out, 9 + z as u64),
+                        z => put(out, 9 + z),
                     }
                     last = Some((i, k));
                 }
@@ -188,7 +188,7 @@ impl Layout {
                 1..=9 => Remade::Level(level as u32),
                 _ => {
                     let z = level.saturating_sub(9);
-                    let step = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                    let step = unzigzag(z);
                     let k = predicted_old(last, i).wrapping_add(step as u64);
                     if k > u32::MAX as u64 {
                         return Err(bad(format!(

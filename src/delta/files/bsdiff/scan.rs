@@ -4,6 +4,7 @@
 use super::index::{common_prefix, Index, Searches};
 use super::{Control, Streams};
 use crate::delta::files::schedule::each_on_every_core;
+use crate::delta::files::stream::zigzag;
 use crate::error::Result;
 
 /// A match at least this long at the current alignment is taken without a search.
@@ -186,9 +187,8 @@ pub(super) fn prune(old: &[u8], new: &[u8], s: &Streams, lit: f64) -> Streams {
             .filter(|(a, b)| a != b)
             .count();
         let seek = o as i64 - last_old as i64;
-        let varints = varint_len(len as u64)
-            + varint_len((n - last_new) as u64)
-            + varint_len(((seek << 1) ^ (seek >> 63)) as u64);
+        let varints =
+            varint_len(len as u64) + varint_len((n - last_new) as u64) + varint_len(zigzag(seek));
         let saving =
             len as f64 * lit - differences as f64 * DIFFERENCE_COST - varints as f64 * CONTROL_COST;
         if saving >= MIN_SAVING {
