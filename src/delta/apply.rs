@@ -324,6 +324,7 @@ pub fn apply_into(
                     .collect::<Vec<_>>();
                 // The stream and the sections it keeps apart, each from its own lane.
                 let wanted = [Some(*blob), *extra_blob, *lits_blob];
+                let decoders_held = std::sync::Arc::new(blobs.decoders_held());
                 let mut streams = blobs
                     .open_many(&wanted.iter().flatten().copied().collect::<Vec<_>>())?
                     .into_iter();
@@ -332,7 +333,8 @@ pub fn apply_into(
                     Error::Other(format!("internal: {what} (blob {blob}) did not open"))
                 })?;
                 let apart = [next(*extra_blob), next(*lits_blob)];
-                let decoder = files::Decoder::with_apart(stream, apart, sources);
+                let decoder =
+                    files::Decoder::with_apart(stream, apart, sources).beside(decoders_held);
                 // Chunks are decoded on every core while this thread hashes and writes.
                 let workers = crate::threads::threads();
                 files::with_parallel_reader(decoder, workers, |r| {

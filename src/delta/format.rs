@@ -25,8 +25,9 @@
 //! (uncompressed), so a damaged package is refused before any output is written, and a
 //! damaged blob is named.
 
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -38,7 +39,10 @@ use crate::platform::Platform;
 use crate::transport::Limits;
 
 mod lanes;
+mod memory;
 use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane};
+pub use memory::LANE_MEMORY;
+use memory::{zstd_window, Counted, Gate, LaneHold, LaneMemory, MAX_XZ_DICTIONARY};
 
 /// The 8 bytes every package starts with.
 pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
@@ -713,31 +717,44 @@ impl Package {
     pub fn blobs(&self) -> Result<BlobReader> {
         let lanes = self.header.payload_lanes(self.payload_len);
         let mut streams = Vec::with_capacity(lanes.len());
+        let mut holds = Vec::with_capacity(lanes.len());
         let mut at = self.payload_offset;
         for lane in &lanes {
-            streams.push(self.lane_stream(at, lane)?);
+            let (stream, hold) = self.lane_stream(at, lane)?;
+            streams.push(stream);
+            holds.push(hold);
             at += lane.length;
         }
         let order = LaneOrder::new(&self.header.blobs, lanes.len());
         Ok(BlobReader {
             path: self.path.clone(),
             lanes: streams,
+            holds: Arc::new(holds),
             blobs: self.header.blobs.clone(),
             order,
             check_digests: true,
         })
     }
 
-    /// A lane's decompressed bytes: `lane.length` bytes of the file from `at`.
-    fn lane_stream(&self, at: u64, lane: &Lane) -> Result<Box<dyn Read + Send>> {
+    /// A lane's decompressed bytes: `lane.length` bytes of the file from `at`; and what its
+    /// decoder holds as it goes.
+    fn lane_stream(&self, at: u64, lane: &Lane) -> Result<(Box<dyn Read + Send>, Arc<LaneHold>)> {
         let mut f = crate::fs_safe::open_input(&self.path, "a package file")?;
         f.seek(SeekFrom::Start(at)).at(&self.path)?;
-        let raw = BufReader::with_capacity(1 << 20, f.take(lane.length));
+        let mut raw = BufReader::with_capacity(1 << 20, f.take(lane.length));
+        let window = match lane.compression.algorithm {
+            PayloadCompression::None | PayloadCompression::Gzip => 0,
+            PayloadCompression::Xz => MAX_XZ_DICTIONARY,
+            PayloadCompression::Zstd => {
+                zstd_window(raw.fill_buf().at(&self.path)?).unwrap_or(1 << ZSTD_MAX_WINDOW_LOG)
+            }
+        };
+        let hold = Arc::new(LaneHold::new(window));
         let stream: Box<dyn Read + Send> = match lane.compression.algorithm {
-            PayloadCompression::None => return Ok(Box::new(raw)),
+            PayloadCompression::None => return Ok((Box::new(raw), hold)),
             PayloadCompression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(raw).at(&self.path)?;
-                d.window_log_max(31).at(&self.path)?;
+                d.window_log_max(ZSTD_MAX_WINDOW_LOG).at(&self.path)?;
                 Box::new(DamageNamed {
                     inner: d,
                     path: self.path.clone(),
@@ -759,12 +776,16 @@ impl Package {
                 })
             }
         };
+        let stream = Box::new(Counted::new(stream, Arc::clone(&hold)));
         // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
         // layer and decompressing the payload then share the cores instead of taking turns
         // (xz decodes at 60-100 MB/s here, which alone would hold apply near that rate).
-        Ok(Box::new(read_ahead(stream)))
+        Ok((Box::new(read_ahead(stream)), hold))
     }
 }
+
+/// The largest zstd window a lane's decoder accepts, as a power of two.
+const ZSTD_MAX_WINDOW_LOG: u32 = 31;
 
 /// An xz payload's decoder, whose errors name the package and say what is wrong with it
 /// (liblzma's own say only "memory limit reached" or "corrupt data").
@@ -886,6 +907,8 @@ fn sha(b: &[u8]) -> [u8; 32] {
 pub struct BlobReader {
     path: PathBuf,
     lanes: Vec<Box<dyn Read + Send>>,
+    /// What the lanes' decoders hold.
+    holds: Arc<Vec<Arc<LaneHold>>>,
     blobs: Vec<BlobEntry>,
     order: LaneOrder,
     check_digests: bool,
@@ -901,6 +924,13 @@ impl BlobReader {
     /// checked.
     pub fn check_digests(&mut self, on: bool) {
         self.check_digests = on;
+    }
+
+    /// What the lanes' decoders hold now, in bytes, as they go (the new bytes' zstd window
+    /// fills as it decodes, up to 256 MiB).
+    pub fn decoders_held(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let holds = Arc::clone(&self.holds);
+        move || holds.iter().map(|h| h.held()).sum()
     }
 
     /// Opens blob `index` as a stream; it must be the next one of its lane. The stream fails
@@ -1098,6 +1128,10 @@ pub struct PackageWriter {
     /// Lane 1's compression while it stays small, if it has one.
     small_new_bytes: Option<SmallLane>,
     blobs: Vec<BlobEntry>,
+    /// What the lanes' encoders hold.
+    memory: Arc<LaneMemory>,
+    /// What was set aside for each lane not started yet.
+    set_aside: [u64; 3],
 }
 
 /// The most memory the xz decoder may use: a 64 MiB dictionary (level 9) and its state.
@@ -1128,29 +1162,26 @@ impl PackageWriter {
                 });
             }
         }
-        let cores = crate::threads::threads() as u32;
-        Ok(PackageWriter {
+        let mut writer = PackageWriter {
             compression,
             spool_dir: spool_dir.to_path_buf(),
-            lanes: vec![LaneWriter::new(
-                compression,
-                spool_dir,
-                // Lane 0 holds the streams' structure (operations, tar headers, control
-                // triples); new bytes are in lane 1 since format 5. An 8 MiB dictionary
-                // does as well as 16 MiB there (the ml pair: +0.08 %) for about 95 MiB
-                // less of the encoder's memory (see `xz_encoder`).
-                LaneSettings {
-                    zstd: (cores, 27, 7),
-                    zstd_tables: None,
-                    xz_dict: 8 << 20,
-                    xz_extreme: false,
-                },
-                None,
-            )?],
+            lanes: Vec::new(),
             new_bytes_compression,
             small_new_bytes: None,
             blobs: Vec::new(),
-        })
+            memory: LaneMemory::new(),
+            set_aside: [0; 3],
+        };
+        // The structure and difference lanes' encoders take what their settings fix: it is
+        // set aside now, so that the new bytes' lane (which grows) never takes it first.
+        for n in [LANE_MAIN, LANE_DIFFERENCES] {
+            let (c, settings, _) = writer.lane_setup(n)?;
+            let most = memory::most_memory(c, &settings);
+            writer.memory.set_aside(most);
+            writer.set_aside[n] = most;
+        }
+        writer.lane(LANE_MAIN)?;
+        Ok(writer)
     }
 
     /// Compresses lane 1 (the new bytes) with xz while it holds at most `limit` bytes, and
@@ -1171,54 +1202,79 @@ impl PackageWriter {
         self
     }
 
+    /// Lane `n`'s compression, encoder settings and small-lane compression.
+    fn lane_setup(&self, n: usize) -> Result<(CompressionSpec, LaneSettings, Option<SmallLane>)> {
+        Ok(match n {
+            // Lane 0 holds the streams' structure (operations, tar headers, control
+            // triples); new bytes are in lane 1 since format 5. An 8 MiB dictionary does as
+            // well as 16 MiB there (the ml pair: +0.08 %) for about 95 MiB less of the
+            // encoder's memory (see `xz_encoder`).
+            LANE_MAIN => (
+                self.compression,
+                LaneSettings {
+                    zstd: (crate::threads::threads() as u32, 27, 7),
+                    zstd_tables: None,
+                    xz_dict: 8 << 20,
+                    xz_extreme: false,
+                },
+                None,
+            ),
+            // zstd on the lane's own thread (no workers), with a 256 MiB window, long-distance
+            // matching and level 18's own match finder tables. Statically linked
+            // programs repeat the packages they link far apart: the new bytes of
+            // docker 26's engine programs (dockerd, containerd, ctr, the shim, the
+            // client, runc; 147 MB) take 47.8 MB in a 16 MiB window, 37.5 MB in a
+            // 128 MiB one (zstd's CLI on their tar: 57.2 MB in 32 MiB, 52.8 in 64 MiB,
+            // 48.7 in 128 MiB). The go pair ships all 260 MB of its new layer as new
+            // bytes: 51.23 MB in 128 MiB with tables of 2^22 and 2^21 entries, 49.73 MB
+            // in 256 MiB with the level's 2^23 and 2^22 (zstd's CLI on the layer:
+            // 52.59 -> 51.13 MB, the window alone 51.67), under `zstd -19 --long=31
+            // --patch-from`'s 50.09 MB. On the other pairs (new bytes under 128 MB) the
+            // window changes nothing and the tables save 0.1-0.3 %. The window's memory
+            // is only taken as bytes come, to create and to apply: on the go pair
+            // create peaks at 461 MiB and apply at 359 MiB (were 295 and 236). The
+            // tables (and long-distance matching's for the larger window) take about
+            // 50 MiB more than the smaller ones did; lane 0's dictionary went down
+            // from 16 to 8 MiB for it (see `PackageWriter::new`), so that create stays
+            // under 512 MiB where the new bytes fill the window beside large patch
+            // searches (the ml pair: 475 MiB).
+            LANE_NEW_BYTES => (
+                self.new_bytes_compression,
+                LaneSettings {
+                    zstd: (0, 28, 9),
+                    zstd_tables: None,
+                    xz_dict: 16 << 20,
+                    xz_extreme: false,
+                },
+                self.small_new_bytes,
+            ),
+            // The difference literals: a 4 MiB dictionary does as well as 16 MiB on
+            // every bench pair (kernel +0.1 %) for 120 MiB less memory.
+            LANE_DIFFERENCES => (
+                self.compression,
+                LaneSettings {
+                    zstd: (0, 24, 9),
+                    zstd_tables: None,
+                    xz_dict: 4 << 20,
+                    xz_extreme: false,
+                },
+                None,
+            ),
+            other => return Err(Error::Other(format!("internal: no payload lane {other}"))),
+        })
+    }
+
     /// Lane `n`'s encoder, starting lanes up to `n` on first use.
     fn lane(&mut self, n: usize) -> Result<&mut PayloadEncoder> {
         while self.lanes.len() <= n {
-            let (compression, settings, small) = match self.lanes.len() {
-                // zstd on the lane's own thread (no workers), with a 256 MiB window, long-distance
-                // matching and level 18's own match finder tables. Statically linked
-                // programs repeat the packages they link far apart: the new bytes of
-                // docker 26's engine programs (dockerd, containerd, ctr, the shim, the
-                // client, runc; 147 MB) take 47.8 MB in a 16 MiB window, 37.5 MB in a
-                // 128 MiB one (zstd's CLI on their tar: 57.2 MB in 32 MiB, 52.8 in 64 MiB,
-                // 48.7 in 128 MiB). The go pair ships all 260 MB of its new layer as new
-                // bytes: 51.23 MB in 128 MiB with tables of 2^22 and 2^21 entries, 49.73 MB
-                // in 256 MiB with the level's 2^23 and 2^22 (zstd's CLI on the layer:
-                // 52.59 -> 51.13 MB, the window alone 51.67), under `zstd -19 --long=31
-                // --patch-from`'s 50.09 MB. On the other pairs (new bytes under 128 MB) the
-                // window changes nothing and the tables save 0.1-0.3 %. The window's memory
-                // is only taken as bytes come, to create and to apply: on the go pair
-                // create peaks at 461 MiB and apply at 359 MiB (were 295 and 236). The
-                // tables (and long-distance matching's for the larger window) take about
-                // 50 MiB more than the smaller ones did; lane 0's dictionary went down
-                // from 16 to 8 MiB for it (see `PackageWriter::new`), so that create stays
-                // under 512 MiB where the new bytes fill the window beside large patch
-                // searches (the ml pair: 475 MiB).
-                LANE_NEW_BYTES => (
-                    self.new_bytes_compression,
-                    LaneSettings {
-                        zstd: (0, 28, 9),
-                        zstd_tables: None,
-                        xz_dict: 16 << 20,
-                        xz_extreme: false,
-                    },
-                    self.small_new_bytes,
-                ),
-                // The difference literals: a 4 MiB dictionary does as well as 16 MiB on
-                // every bench pair (kernel +0.1 %) for 120 MiB less memory.
-                LANE_DIFFERENCES => (
-                    self.compression,
-                    LaneSettings {
-                        zstd: (0, 24, 9),
-                        zstd_tables: None,
-                        xz_dict: 4 << 20,
-                        xz_extreme: false,
-                    },
-                    None,
-                ),
-                other => return Err(Error::Other(format!("internal: no payload lane {other}"))),
-            };
-            let lane = LaneWriter::new(compression, &self.spool_dir, settings, small)?;
+            let i = self.lanes.len();
+            let (compression, settings, small) = self.lane_setup(i)?;
+            // A lane whose memory was set aside holds it from the start; the new bytes'
+            // lane takes its own as it grows.
+            let held = std::mem::take(&mut self.set_aside[i]);
+            let cost = move |fed| memory::lane_memory(compression, &settings, small.as_ref(), fed);
+            let gate = Gate::new(Arc::clone(&self.memory), held, cost);
+            let lane = LaneWriter::new(compression, &self.spool_dir, settings, small, gate)?;
             self.lanes.push(lane);
         }
         self.lanes
@@ -1336,11 +1392,7 @@ impl PackageWriter {
     /// error from `progress` (a cancellation) is returned at once; the lanes' threads then
     /// stop when the writer is dropped.
     pub fn wait_for_lanes(&mut self, progress: &mut dyn FnMut(u64) -> Result<()>) -> Result<()> {
-        for lane in &mut self.lanes {
-            if let PayloadEncoder::Thread(t) = &mut lane.encoder {
-                t.close();
-            }
-        }
+        self.close_lanes();
         let fed = |w: &PackageWriter| w.lane_threads().map(|t| t.backlog().1).sum::<u64>();
         let mut reported = fed(self);
         loop {
@@ -1353,6 +1405,20 @@ impl PackageWriter {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Tells the lanes' threads that no more bytes come. No more searches come either: the
+    /// lanes may take the searches' share of memory, and what was set aside for lanes that
+    /// never started is given back.
+    fn close_lanes(&mut self) {
+        for lane in &mut self.lanes {
+            if let PayloadEncoder::Thread(t) = &mut lane.encoder {
+                t.close();
+            }
+        }
+        self.memory.searches_over();
+        self.memory.give(self.set_aside.iter().sum());
+        self.set_aside = [0; 3];
     }
 
     fn lane_threads(&self) -> impl Iterator<Item = &lanes::LaneThread> {
@@ -1368,6 +1434,9 @@ impl PackageWriter {
         header.blobs = std::mem::take(&mut self.blobs);
         header.compression = self.compression;
         header.lanes.clear();
+        // Every lane is closed before any is waited for: a lane waiting for memory that
+        // another holds goes on once that one ends.
+        self.close_lanes();
         let mut files = Vec::with_capacity(self.lanes.len());
         let mut payload = Sha256::new();
         for lane in std::mem::take(&mut self.lanes) {

@@ -141,7 +141,7 @@ mod schedule;
 mod stream;
 
 pub use access::LayerData;
-pub use decode::{with_parallel_reader, Decoder};
+pub use decode::{with_parallel_reader, Beside, Decoder};
 pub use encode::encode;
 pub use stream::APART;
 use tarscan::TarIndex;
@@ -162,13 +162,14 @@ pub const WINDOW: u64 = 16 << 20;
 /// again); an encoded chunk then holds its bytes until written. A chunk that does not fit
 /// beside the others waits; one larger than the whole runs alone.
 ///
-/// With the payload lanes' encoders (the new bytes' zstd window fills only as new bytes
-/// come, up to 256 MiB, and a layer that ships that many new bytes has few searches to
-/// make), create stays under 512 MiB on any number of threads (measured with each lane
-/// compressed on a thread of its own: 382 MiB on the go pair, 260 MB of new bytes; 478 to
-/// 501 MiB on the ml pair, the most searches); the budget was 192 MiB while that window was
-/// 16 MiB (two cores keep as busy with 144: the large searches ran one at a time with 192
-/// too). Measured on the kernel pair with a changed 256 MiB file added to its layer, with
+/// Beside it the payload lanes' encoders hold at most
+/// [`LANE_MEMORY`](crate::delta::format::LANE_MEMORY) while layers are being encoded (the
+/// new bytes' lane waits for the searches to end before its zstd window grows past its
+/// share), so create stays under 512 MiB on any number of threads and whatever the mix of
+/// new bytes and searches: 391 MiB on the go pair (260 MB of new bytes), 490 on the ml
+/// pair (the most searches), 456-490 on an image holding both their new layers (580 before
+/// the lanes had a share). The budget was 192 MiB while the new bytes' window was 16 MiB
+/// (two cores keep as busy with 144: the large searches ran one at a time with 192 too). Measured on the kernel pair with a changed 256 MiB file added to its layer, with
 /// 2, 4 and 8 threads on two cores: before this limit (only the searches were limited, to
 /// 160 MiB) 487, 621 and 833 MiB; see docs/BENCHMARKS.md for the numbers with it.
 pub const CHUNK_MEMORY: u64 = 144 << 20;

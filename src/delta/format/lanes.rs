@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use zstd::zstd_safe::CParameter;
 
+use super::memory::Gate;
 use super::{CompressionSpec, PayloadCompression};
 use crate::error::{IoContext, Result};
 
@@ -51,18 +52,22 @@ pub(super) struct SmallLane {
 impl LaneWriter {
     /// A lane compressed with `compression`, or with `small`'s while it holds no more than
     /// `small.limit` bytes.
+    /// `gate` is the lane's hold on the lanes' memory: its encoder is given bytes only as
+    /// the gate lets it.
     pub(super) fn new(
         compression: CompressionSpec,
         spool_dir: &Path,
         settings: LaneSettings,
         small: Option<SmallLane>,
+        gate: Gate,
     ) -> Result<LaneWriter> {
         let spool_path = spool_dir.join("(payload spool)");
         // A small lane's replay stops with the lane's thread.
         let stop = Arc::default();
         let own = PayloadEncoder::for_lane(compression, settings, small, spool_dir, &stop)?;
+        let raw = crate::temp::spool_in(spool_dir)?;
         let encoder = PayloadEncoder::Thread(Box::new(
-            LaneThread::start(crate::temp::spool_in(spool_dir)?, own, stop).at(&spool_path)?,
+            LaneThread::start(raw, own, stop, gate).at(&spool_path)?,
         ));
         Ok(LaneWriter {
             compression,
@@ -239,11 +244,16 @@ pub(super) type LaneThread = SpoolThread<Finished>;
 impl LaneThread {
     /// Starts `encoder` on a thread of its own, stopped by `stop`; `raw` is a new spool for
     /// the lane's bytes.
-    fn start(raw: File, encoder: PayloadEncoder, stop: Arc<AtomicBool>) -> io::Result<LaneThread> {
+    fn start(
+        raw: File,
+        encoder: PayloadEncoder,
+        stop: Arc<AtomicBool>,
+        gate: Gate,
+    ) -> io::Result<LaneThread> {
         SpoolThread::spawn(
             "payload lane",
             raw,
-            Role::Lane,
+            Role::Lane(Some(gate)),
             stop,
             encoder,
             PayloadEncoder::finish,
@@ -268,12 +278,13 @@ impl XzThread {
 }
 
 /// What a [`SpoolThread`] is to its lane.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     /// The lane's encoder: it runs at the normal priority, and the spool's bytes are let go
     /// once read (their blocks are freed), so the spool takes only the bytes still to
-    /// compress (a layer's new bytes can be hundreds of MB).
-    Lane,
+    /// compress (a layer's new bytes can be hundreds of MB). With a gate, the encoder is
+    /// given bytes only as the lanes' memory allows (the spool holds them meanwhile); the
+    /// gate is let go when the thread ends.
+    Lane(Option<Gate>),
     /// A small lane's xz: it runs at the lowest priority (its work is lost if the lane
     /// grows, so it takes only what the encoder leaves idle), and the spool is kept, to be
     /// replayed into the lane's own encoder.
@@ -330,11 +341,15 @@ impl<T: Send + 'static> SpoolThread<T> {
             .spawn(move || {
                 // On Linux `setpriority` with no pid sets the calling thread's.
                 #[cfg(target_os = "linux")]
-                if role == Role::Speculative {
+                if matches!(role, Role::Speculative) {
                     if let Err(e) = rustix::process::setpriority_process(None, 19) {
                         tracing::debug!(error = %e, thread = name, "could not lower a thread's priority");
                     }
                 }
+                let (lane, mut gate) = match role {
+                    Role::Lane(gate) => (true, gate),
+                    Role::Speculative => (false, None),
+                };
                 let mut buf = vec![0u8; PIECE];
                 let mut at = 0u64;
                 for mark in rx {
@@ -343,9 +358,12 @@ impl<T: Send + 'static> SpoolThread<T> {
                             return Err(io::Error::other("stopped"));
                         }
                         let n = (mark.end - at).min(PIECE as u64) as usize;
+                        if let Some(gate) = &mut gate {
+                            gate.feed(at + n as u64, &stopped)?;
+                        }
                         std::os::unix::fs::FileExt::read_exact_at(&source, &mut buf[..n], at)?;
                         encoder.write_all(&buf[..n])?;
-                        if role == Role::Lane {
+                        if lane {
                             let_go(&source, at, n as u64);
                         }
                         at += n as u64;
@@ -546,6 +564,7 @@ fn zstd_encoder(
 
 #[cfg(test)]
 mod tests {
+    use super::super::memory::{LaneMemory, LANE_MEMORY};
     use super::*;
 
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -584,7 +603,7 @@ mod tests {
             },
             limit,
         };
-        let mut lane = LaneWriter::new(zstd, dir.path(), settings, Some(small)).unwrap();
+        let mut lane = LaneWriter::new(zstd, dir.path(), settings, Some(small), free()).unwrap();
         for p in data.chunks(piece) {
             lane.encoder.write_all(p).unwrap();
         }
@@ -611,6 +630,11 @@ mod tests {
 
     /// Small settings for the tests' lanes: zstd with a 16 MiB window, xz with a 1 MiB
     /// dictionary.
+    /// A gate on memory nobody else holds.
+    fn free() -> Gate {
+        Gate::new(LaneMemory::new(), 0, |_| 0)
+    }
+
     fn test_settings() -> LaneSettings {
         LaneSettings {
             zstd: (0, 24, 9),
@@ -651,8 +675,17 @@ mod tests {
             let direct =
                 PayloadEncoder::for_lane(compression, settings, small, dir.path(), &Arc::default())
                     .unwrap();
-            let threaded = LaneWriter::new(compression, dir.path(), settings, small).unwrap();
+            // The threaded lane waits for memory that another holds until it is given back,
+            // a tenth of a second on: its bytes wait in its spool meanwhile.
+            let memory = LaneMemory::new();
+            memory.set_aside(LANE_MEMORY);
+            let gate = Gate::new(Arc::clone(&memory), 0, |fed| fed.min(1));
+            let threaded = LaneWriter::new(compression, dir.path(), settings, small, gate).unwrap();
             assert!(matches!(threaded.encoder, PayloadEncoder::Thread(_)));
+            let giver = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                memory.give(LANE_MEMORY);
+            });
             let mut encoders = [direct, threaded.encoder];
             for e in &mut encoders {
                 for (k, p) in data.chunks(300_001).enumerate() {
@@ -664,6 +697,7 @@ mod tests {
             }
             let [direct, threaded] = encoders;
             let (a, b) = (spooled(direct), spooled(threaded));
+            giver.join().unwrap();
             assert_eq!(a.1, b.1, "{compression:?}, small {}", small.is_some());
             assert!(
                 a.0 == b.0,
