@@ -1,9 +1,9 @@
 //! The temporary files and directories the library is writing, known process-wide.
 //!
-//! Large inputs and payload lanes are spooled to unnamed temporary files ([`spool_in`]):
+//! Large inputs and payload lanes are spooled to unnamed temporary files (`spool_in`):
 //! they have no name from the start, so nothing of them outlives the process, whatever
 //! ends it. Outputs, and the archive a load sends to a daemon, need a name: they are written
-//! to locked temporary files or directories (see [`crate::fs_safe`]) and renamed once
+//! to locked temporary files or directories (see `fs_safe`) and renamed once
 //! verified, or removed when their owner is dropped. A signal that ends the process runs
 //! no destructors, so a program interrupted while writing would leave those behind; a
 //! program that handles its signals calls [`remove_all`] before it exits (the

@@ -1,7 +1,7 @@
 //! A small blocking client for the Docker Engine API.
 //!
 //! It speaks HTTP/1.1 through ureq, the crate's one HTTP stack, over the daemon's Unix
-//! socket (a ureq transport of our own, [`unix`]) or plain TCP (ureq's), one connection per
+//! socket (a ureq transport of our own, in `unix.rs`) or plain TCP (ureq's), one connection per
 //! request, with no async runtime. Image archives are streamed in both directions:
 //! [`DockerClient::export_image`] copies `docker save` output to any writer, and
 //! [`DockerClient::load_image`] sends any reader as the `docker load` body, so whole

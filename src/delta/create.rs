@@ -28,7 +28,7 @@ pub struct CreateOptions<'a> {
     pub compression: CompressionSpec,
     /// Compression of the new bytes of `files` layers, which go to a payload lane of their
     /// own; `None` for [`CompressionSpec::new_bytes_default`] (beside xz: xz while they
-    /// come to at most [`SMALL_NEW_BYTES`](crate::delta::format::SMALL_NEW_BYTES)).
+    /// come to at most [`SMALL_NEW_BYTES`]).
     pub new_bytes_compression: Option<CompressionSpec>,
     /// The memory bound of the run, in bytes (`DOCKER_DELTA_MAX_MEMORY`, default 512 MiB).
     /// The whole-layer codecs hold both layers in memory: one is used only when

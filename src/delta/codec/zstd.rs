@@ -138,7 +138,7 @@ fn encode_impl(
 /// smaller). The same frame as [`encode_sized`] (window over source + target, long distance
 /// matching, checksum, content size), without the streaming encoder's input buffer of one
 /// window: memory is the two inputs, the output and the level's tables
-/// ([`encode_memory`]).
+/// ([`whole_layer_memory`](super::whole_layer_memory)).
 pub fn encode_within(
     source: &[u8],
     target: &[u8],

@@ -145,7 +145,7 @@ impl Layout {
 
     /// Writes the layout: `varint(n)`, then `n` times `varint(raw) varint(text)
     /// varint(remade)`, then `varint(tail)`. `remade` is the level (1-9), or for
-    /// [`Remade::Old`] 0 if `k` is the old member predicted ([`predicted_old`]: members
+    /// [`Remade::Old`] 0 if `k` is the old member predicted (`predicted_old`: members
     /// kept as they were mostly stay where they were among the others), else
     /// `9 + zigzag(k - predicted)`.
     pub fn write(&self, out: &mut Vec<u8>) {
