@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::delta::blocks::BlockReader;
+use crate::delta::codec::zstd as zstd_codec;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::platform::Platform;
@@ -742,40 +743,44 @@ impl Package {
         let mut f = crate::fs_safe::open_input(&self.path, "a package file")?;
         f.seek(SeekFrom::Start(at)).at(&self.path)?;
         let mut raw = BufReader::with_capacity(1 << 20, f.take(lane.length));
-        let window = match lane.compression.algorithm {
-            PayloadCompression::None | PayloadCompression::Gzip => 0,
-            PayloadCompression::Xz => MAX_XZ_DICTIONARY,
-            PayloadCompression::Zstd => {
-                zstd_window(raw.fill_buf().at(&self.path)?).unwrap_or(1 << ZSTD_MAX_WINDOW_LOG)
+        // Each decoder, and the window it fills as it goes.
+        let (stream, window): (Box<dyn Read + Send>, u64) = match lane.compression.algorithm {
+            PayloadCompression::None => {
+                return Ok((Box::new(raw), Arc::new(LaneHold::new(0))));
             }
-        };
-        let hold = Arc::new(LaneHold::new(window));
-        let stream: Box<dyn Read + Send> = match lane.compression.algorithm {
-            PayloadCompression::None => return Ok((Box::new(raw), hold)),
             PayloadCompression::Zstd => {
+                let window = zstd_window(raw.fill_buf().at(&self.path)?)
+                    .unwrap_or(1 << zstd_codec::MAX_WINDOW_LOG);
                 let mut d = zstd::stream::read::Decoder::with_buffer(raw).at(&self.path)?;
-                d.window_log_max(ZSTD_MAX_WINDOW_LOG).at(&self.path)?;
-                Box::new(DamageNamed {
+                d.window_log_max(zstd_codec::MAX_WINDOW_LOG)
+                    .at(&self.path)?;
+                let d = DamageNamed {
                     inner: d,
                     path: self.path.clone(),
                     what: "zstd",
-                })
+                };
+                (Box::new(d), window)
             }
-            PayloadCompression::Gzip => Box::new(DamageNamed {
-                inner: flate2::bufread::MultiGzDecoder::new(raw),
-                path: self.path.clone(),
-                what: "gzip",
-            }),
+            PayloadCompression::Gzip => {
+                let d = DamageNamed {
+                    inner: flate2::bufread::MultiGzDecoder::new(raw),
+                    path: self.path.clone(),
+                    what: "gzip",
+                };
+                (Box::new(d), 0)
+            }
             PayloadCompression::Xz => {
                 let stream = liblzma::stream::Stream::new_stream_decoder(MAX_XZ_DECODER_MEMORY, 0)
                     .map_err(io::Error::from)
                     .at(&self.path)?;
-                Box::new(XzPayload {
+                let d = XzPayload {
                     inner: liblzma::bufread::XzDecoder::new_stream(raw, stream),
                     path: self.path.clone(),
-                })
+                };
+                (Box::new(d), MAX_XZ_DICTIONARY)
             }
         };
+        let hold = Arc::new(LaneHold::new(window));
         let stream = Box::new(Counted::new(stream, Arc::clone(&hold)));
         // Decompression runs on its own thread, a few MiB ahead of the reader: rebuilding a
         // layer and decompressing the payload then share the cores instead of taking turns
@@ -783,9 +788,6 @@ impl Package {
         Ok((Box::new(read_ahead(stream)), hold))
     }
 }
-
-/// The largest zstd window a lane's decoder accepts, as a power of two.
-const ZSTD_MAX_WINDOW_LOG: u32 = 31;
 
 /// An xz payload's decoder, whose errors name the package and say what is wrong with it
 /// (liblzma's own say only "memory limit reached" or "corrupt data").

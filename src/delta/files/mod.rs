@@ -169,7 +169,8 @@ pub const WINDOW: u64 = 16 << 20;
 /// new bytes and searches: 391 MiB on the go pair (260 MB of new bytes), 490 on the ml
 /// pair (the most searches), 456-490 on an image holding both their new layers (580 before
 /// the lanes had a share). The budget was 192 MiB while the new bytes' window was 16 MiB
-/// (two cores keep as busy with 144: the large searches ran one at a time with 192 too). Measured on the kernel pair with a changed 256 MiB file added to its layer, with
+/// (two cores keep as busy with 144: the large searches ran one at a time with 192 too).
+/// Measured on the kernel pair with a changed 256 MiB file added to its layer, with
 /// 2, 4 and 8 threads on two cores: before this limit (only the searches were limited, to
 /// 160 MiB) 487, 621 and 833 MiB; see docs/BENCHMARKS.md for the numbers with it.
 pub const CHUNK_MEMORY: u64 = 144 << 20;

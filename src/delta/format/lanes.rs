@@ -52,6 +52,7 @@ pub(super) struct SmallLane {
 impl LaneWriter {
     /// A lane compressed with `compression`, or with `small`'s while it holds no more than
     /// `small.limit` bytes.
+    ///
     /// `gate` is the lane's hold on the lanes' memory: its encoder is given bytes only as
     /// the gate lets it.
     pub(super) fn new(
@@ -253,7 +254,7 @@ impl LaneThread {
         SpoolThread::spawn(
             "payload lane",
             raw,
-            Role::Lane(Some(gate)),
+            Role::Lane(gate),
             stop,
             encoder,
             PayloadEncoder::finish,
@@ -281,10 +282,10 @@ impl XzThread {
 enum Role {
     /// The lane's encoder: it runs at the normal priority, and the spool's bytes are let go
     /// once read (their blocks are freed), so the spool takes only the bytes still to
-    /// compress (a layer's new bytes can be hundreds of MB). With a gate, the encoder is
-    /// given bytes only as the lanes' memory allows (the spool holds them meanwhile); the
+    /// compress (a layer's new bytes can be hundreds of MB). The encoder is given bytes
+    /// only as its gate on the lanes' memory allows (the spool holds them meanwhile); the
     /// gate is let go when the thread ends.
-    Lane(Option<Gate>),
+    Lane(Gate),
     /// A small lane's xz: it runs at the lowest priority (its work is lost if the lane
     /// grows, so it takes only what the encoder leaves idle), and the spool is kept, to be
     /// replayed into the lane's own encoder.
@@ -346,8 +347,9 @@ impl<T: Send + 'static> SpoolThread<T> {
                         tracing::debug!(error = %e, thread = name, "could not lower a thread's priority");
                     }
                 }
+                // A small lane's xz has no gate: its lane's gate counts it.
                 let (lane, mut gate) = match role {
-                    Role::Lane(gate) => (true, gate),
+                    Role::Lane(gate) => (true, Some(gate)),
                     Role::Speculative => (false, None),
                 };
                 let mut buf = vec![0u8; PIECE];
@@ -534,6 +536,9 @@ fn xz_encoder(level: u32, settings: LaneSettings) -> io::Result<liblzma::stream:
     )?)
 }
 
+/// The input a zstd encoder with workers compresses as one job (see `zstd_encoder`).
+pub(super) const ZSTD_JOB_SIZE: u32 = 16 << 20;
+
 /// A zstd encoder at `level` with long-distance matching over a window of 2^`window_log`
 /// bytes, compressing on `workers` threads beside the caller in jobs of 16 MiB, each seeing
 /// the last 2^`overlap_log` / 512 of the window before it (`threads` is the three), with
@@ -556,7 +561,7 @@ fn zstd_encoder(
     // Jobs of 16 MiB: compression runs while blobs are still being encoded, instead of in
     // one job at the end (zstd's default job is four windows). Kernel pair, 128 MiB window,
     // overlap log 7 (32 MiB): create 45 -> 31 s, package 0.06 % larger.
-    e.set_parameter(CParameter::JobSize(16 << 20))?;
+    e.set_parameter(CParameter::JobSize(ZSTD_JOB_SIZE))?;
     e.set_parameter(CParameter::OverlapSizeLog(overlap_log))?;
     e.include_checksum(true)?;
     Ok(e)

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::lanes::ZSTD_JOB_SIZE;
 use super::{CompressionSpec, LaneSettings, PayloadCompression, SmallLane};
 
 const MIB: u64 = 1 << 20;
@@ -91,8 +92,9 @@ impl LaneMemory {
     /// Takes `n` more bytes for a lane that holds `mine`, once they fit under the limit or
     /// the lane holds all that is held; gives up when `stop` is set.
     fn take(&self, n: u64, mine: u64, stop: &AtomicBool) -> io::Result<()> {
+        let waits = |s: &State| s.held + n > s.limit && s.held > mine;
         let mut s = self.lock();
-        if s.held + n > s.limit && s.held > mine {
+        if waits(&s) {
             tracing::debug!(
                 held = s.held,
                 limit = s.limit,
@@ -100,7 +102,7 @@ impl LaneMemory {
                 "a payload lane waits for memory (its bytes wait in its spool)"
             );
         }
-        while s.held + n > s.limit && s.held > mine {
+        while waits(&s) {
             if stop.load(Ordering::Relaxed) {
                 return Err(io::Error::other("stopped"));
             }
@@ -203,7 +205,7 @@ fn xz_memory(level: u32, settings: &LaneSettings) -> u64 {
     let dict = match level {
         0..=7 => u64::from(settings.xz_dict),
         8 => 32 * MIB,
-        _ => 64 * MIB,
+        _ => MAX_XZ_DICTIONARY,
     };
     2 * dict.next_power_of_two() + dict * 19 / 2 + 4 * MIB
 }
@@ -248,7 +250,7 @@ fn zstd_memory(level: i32, settings: &LaneSettings, fed: u64) -> u64 {
     let tables = (4u64 << chain) + (4u64 << hash);
     let ldm = 8u64 << window_log.saturating_sub(7 - strategy / 3).max(6);
     let window = 1u64 << window_log;
-    let job = 16 * MIB;
+    let job = u64::from(ZSTD_JOB_SIZE);
     let workers = u64::from(workers);
     let own = if workers == 0 {
         tables
