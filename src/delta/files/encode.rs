@@ -335,12 +335,20 @@ fn encode_chunk(
                 ref code,
             } => {
                 let bytes = new.read(off, len)?;
-                let mut source = old[src].read(src_off, src_len)?;
-                if btf {
-                    btf::rewrite(&mut source, map);
-                }
+                let read_source = || -> Result<Vec<u8>> {
+                    let mut source = old[src].read(src_off, src_len)?;
+                    if btf {
+                        btf::rewrite(&mut source, map);
+                    }
+                    Ok(source)
+                };
+                let first = read_source()?;
                 let mut s = Streams::default();
-                bsdiff::diff(&source, &bytes, &mut s)?;
+                bsdiff::diff(&first, &bytes, &mut s)?;
+                // The source is held only while it is needed, and read again if it is
+                // needed after the stretch's search: a search holds what
+                // `Region::search_memory` counts, and no more.
+                let mut source = Some(first);
                 // Where the patch's source is, as written.
                 let (mut at, mut at_len) = (src_off, src_len);
                 // A file its source leaves much unmatched is searched for in the stretch
@@ -348,6 +356,7 @@ fn encode_chunk(
                 if let Some((span_off, span_len)) =
                     span.filter(|_| s.extra.len() as u64 * WIDEN_UNMATCHED >= len)
                 {
+                    source = None;
                     let wide = old[src].read(span_off, span_len)?;
                     let mut w = Streams::default();
                     bsdiff::diff(&wide, &bytes, &mut w)?;
@@ -365,7 +374,11 @@ fn encode_chunk(
                 let code = code.as_ref().filter(|c| !c.ranges.is_empty());
                 if let Some(code) = code.filter(|_| at == src_off && !relocatable) {
                     let differences = {
-                        let mut moved = source.clone();
+                        // Not needed past this (relocatable objects are not projected).
+                        let mut moved = match source.take() {
+                            Some(source) => source,
+                            None => read_source()?,
+                        };
                         refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
                         bsdiff::byte_differences(&moved, &bytes, &s.controls)
                     };
@@ -386,9 +399,15 @@ fn encode_chunk(
                     // text) they come out no smaller, or larger, in the package, even where
                     // they compress smaller on their own (measured on every bench pair).
                     // (A relocatable object has no stretch: its patch's source is `source`.)
-                    let words = relocatable
-                        .then(|| bsdiff::word_differences(&source, &bytes, &s.controls))
-                        .flatten();
+                    let words = if relocatable {
+                        let source = match source.take() {
+                            Some(source) => source,
+                            None => read_source()?,
+                        };
+                        bsdiff::word_differences(&source, &bytes, &s.controls)
+                    } else {
+                        None
+                    };
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
                         (false, true) => OP_WDIFF,

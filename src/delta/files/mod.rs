@@ -166,9 +166,13 @@ pub const WINDOW: u64 = 16 << 20;
 /// [`LANE_MEMORY`](crate::delta::format::LANE_MEMORY) while layers are being encoded (the
 /// new bytes' lane waits for the searches to end before its zstd window grows past its
 /// share), so create stays under 512 MiB on any number of threads and whatever the mix of
-/// new bytes and searches: 391 MiB on the go pair (260 MB of new bytes), 490 on the ml
-/// pair (the most searches), 456-490 on an image holding both their new layers (580 before
-/// the lanes had a share). The budget was 192 MiB while the new bytes' window was 16 MiB
+/// new bytes and searches: 391 MiB on the go pair (260 MB of new bytes), 466 on the ml
+/// pair (the most searches), 463 on an image holding both their new layers (580 before
+/// the lanes had a share). A search frees its suffix array before anything else it makes
+/// takes memory, and holds no copy of a patch or of its source beside the one it needs,
+/// so that what it holds at its peak is what its share counts (478 MiB on the ml pair
+/// before: the estimates and the pruned patch beside the suffix array, about 30 MiB past
+/// a piece's share). The budget was 192 MiB while the new bytes' window was 16 MiB
 /// (two cores keep as busy with 144: the large searches ran one at a time with 192 too).
 /// Measured on the kernel pair with a changed 256 MiB file added to its layer, with
 /// 2, 4 and 8 threads on two cores: before this limit (only the searches were limited, to

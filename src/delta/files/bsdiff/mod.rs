@@ -38,7 +38,7 @@ pub struct Control {
 }
 
 /// The output streams of a diff.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Streams {
     /// Control triples.
     pub controls: Vec<Control>,

@@ -26,6 +26,9 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
         }
         return Ok(());
     }
+    // What a new byte costs, from a compression of `new` made before the suffix array
+    // takes its memory.
+    let lit = literal_cost(new);
     let sa = Index::new(old);
     // bsdiff extends a match over stretches where half the bytes agree; for fixed-width
     // instructions whose immediates all moved (arm64), and for text, a stricter extension
@@ -38,27 +41,31 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
     // versions (bookworm -> trixie) it takes many short matches far apart, whose control
     // triples cost more than the bytes they match. A patch dense in controls is therefore
     // made again with a higher bar too.
-    let lit = literal_cost(new);
     let extension = extension_for(new);
     let first = scan_in_segments(old, new, &sa, 8, extension)?;
     // Only a dense patch that left a tenth of the bytes unmatched has a rival (see
     // `DENSE_CONTROLS`), and only then is `estimate` (which compresses every stream) run.
     let dense = (first.controls.len() as u64) * DENSE_CONTROLS > new.len() as u64;
-    let best = if dense && first.extra.len() * 10 >= new.len() {
-        let second = scan_in_segments(old, new, &sa, 20, extension)?;
+    let second = (dense && first.extra.len() * 10 >= new.len())
+        .then(|| scan_in_segments(old, new, &sa, 20, extension))
+        .transpose()?;
+    // The suffix array (four bytes a source byte, the most a search holds) is freed before
+    // the estimates' compressors and `prune`'s patch take theirs: what the chunks' budget
+    // counts for a search (`Region::search_memory`) is then its peak.
+    drop(sa);
+    let best = match second {
         // The first of the smallest.
-        if estimate(&second) < estimate(&first) {
-            second
-        } else {
-            first
-        }
-    } else {
-        first
+        Some(second) if estimate(&second) < estimate(&first) => second,
+        _ => first,
     };
-    let best = prune(old, new, &best, lit);
-    out.controls.extend_from_slice(&best.controls);
-    out.diff.extend_from_slice(&best.diff);
-    out.extra.extend_from_slice(&best.extra);
+    let best = prune(old, new, best, lit);
+    if out.controls.is_empty() && out.diff.is_empty() && out.extra.is_empty() {
+        *out = best;
+    } else {
+        out.controls.extend_from_slice(&best.controls);
+        out.diff.extend_from_slice(&best.diff);
+        out.extra.extend_from_slice(&best.extra);
+    }
     Ok(())
 }
 
@@ -176,8 +183,8 @@ pub(super) const CONTROL_COST: f64 = 0.7;
 /// zero and its control triple (its varints, the seek from the last cover kept); it is kept
 /// if that is at least [`MIN_SAVING`]. Measured on the changed files of the node pair
 /// (1 719 JavaScript files and their old versions): 1.34 -> 1.23 MB.
-pub(super) fn prune(old: &[u8], new: &[u8], s: &Streams, lit: f64) -> Streams {
-    let all = covers(s);
+pub(super) fn prune(old: &[u8], new: &[u8], s: Streams, lit: f64) -> Streams {
+    let all = covers(&s);
     let mut kept: Vec<(usize, usize, usize)> = Vec::with_capacity(all.len());
     let (mut last_old, mut last_new) = (0usize, 0usize);
     for &(n, o, len) in &all {
@@ -197,12 +204,10 @@ pub(super) fn prune(old: &[u8], new: &[u8], s: &Streams, lit: f64) -> Streams {
         }
     }
     if kept.len() == all.len() {
-        return Streams {
-            controls: s.controls.clone(),
-            diff: s.diff.clone(),
-            extra: s.extra.clone(),
-        };
+        return s;
     }
+    // The patch is made again from what was kept, the old one freed first.
+    drop((s, all));
     from_covers(old, new, &kept)
 }
 
@@ -346,10 +351,21 @@ pub(super) fn segmented(
 /// its source from position 0, so the last control of each piece's patch seeks back to 0
 /// from wherever that patch leaves the source position.
 pub(super) fn join(parts: Vec<Streams>) -> Streams {
+    // Room for all the parts at once: growing by doubling would leave up to as much again
+    // unused.
+    let rest = |f: fn(&Streams) -> usize| parts.iter().skip(1).map(f).sum::<usize>();
+    let more = (
+        rest(|p| p.controls.len()),
+        rest(|p| p.diff.len()),
+        rest(|p| p.extra.len()),
+    );
     let mut parts = parts.into_iter();
     let Some(mut out) = parts.next() else {
         return Streams::default();
     };
+    out.controls.reserve_exact(more.0);
+    out.diff.reserve_exact(more.1);
+    out.extra.reserve_exact(more.2);
     for mut part in parts {
         let at: i64 = out.controls.iter().map(|c| c.add as i64 + c.seek).sum();
         if let Some(last) = out.controls.last_mut() {

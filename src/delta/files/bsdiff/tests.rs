@@ -42,7 +42,7 @@ fn a_dense_patch_keeps_the_cheaper_bar() {
     } else {
         plain
     };
-    assert_eq!(estimate(&s), estimate(&prune(&old, &new, &chosen, lit)));
+    assert_eq!(estimate(&s), estimate(&prune(&old, &new, chosen, lit)));
 }
 
 #[test]
@@ -62,8 +62,9 @@ fn a_dense_patch_that_matched_nearly_everything_has_one_pass() {
     assert!(plain.controls.len() as u64 * DENSE_CONTROLS > new.len() as u64);
     assert!(plain.extra.len() * 10 < new.len());
     let lit = literal_cost(&new);
-    assert_eq!(s.controls, prune(&old, &new, &plain, lit).controls);
-    assert_eq!(s.diff, prune(&old, &new, &plain, lit).diff);
+    let pruned = prune(&old, &new, plain, lit);
+    assert_eq!(s.controls, pruned.controls);
+    assert_eq!(s.diff, pruned.diff);
 }
 
 /// Text edited here and there, whose common phrases bsdiff matches all over the old
@@ -121,7 +122,7 @@ fn covers_that_cost_more_than_they_save_are_dropped() {
     let sa = Index::new(&old);
     let raw = scan(&old, &new, &sa, 8, STRICT);
     let lit = literal_cost(&new);
-    let pruned = prune(&old, &new, &raw, lit);
+    let pruned = prune(&old, &new, raw.clone(), lit);
     // Round trip of the pruned patch.
     assert_eq!(apply(&old, &pruned, new.len()), new);
     // Far fewer controls, and a smaller package.
@@ -229,6 +230,30 @@ fn joined_patches_seek_back_to_the_start_of_the_source() {
     let joined = join(parts);
     assert_eq!(apply(&old, &joined, 21), pieces.concat());
     assert_eq!(join(Vec::new()).controls, Vec::new());
+}
+
+/// What a search holds is what the chunks' budget counts for it: the segments' patches
+/// are joined into streams no longer than they need (not grown by doubling), and a patch
+/// `prune` keeps whole is the same allocation, not a copy beside it.
+#[test]
+fn a_search_holds_no_copies_or_slack() {
+    let mut rnd = xorshift(5);
+    let old: Vec<u8> = (0..200_000).map(|_| rnd() as u8).collect();
+    let mut new = old.clone();
+    for k in 0..40 {
+        new[k * 4_999] ^= 0x5a;
+        new.insert(k * 4_000 + 17, rnd() as u8);
+    }
+    let sa = Index::new(&old);
+    let joined = segmented(&old, &new, &sa, (8, LOOSE), 32 << 10, 2).unwrap();
+    assert_eq!(apply(&old, &joined, new.len()), new);
+    assert_eq!(joined.controls.capacity(), joined.controls.len());
+    assert_eq!(joined.diff.capacity(), joined.diff.len());
+    assert_eq!(joined.extra.capacity(), joined.extra.len());
+    // Every cover of this patch pays for itself: kept whole, in place.
+    let at = joined.diff.as_ptr();
+    let kept = prune(&old, &new, joined, literal_cost(&new));
+    assert_eq!(kept.diff.as_ptr(), at);
 }
 
 /// `s` applied to `old` (differences by bytes), `len` bytes long; every stream is used up.
