@@ -62,7 +62,7 @@ impl LaneWriter {
         small: Option<SmallLane>,
         gate: Gate,
     ) -> Result<LaneWriter> {
-        let spool_path = spool_dir.join("(payload spool)");
+        let spool_path = spool_name(spool_dir);
         // A small lane's replay stops with the lane's thread.
         let stop = Arc::default();
         let own = PayloadEncoder::for_lane(compression, settings, small, spool_dir, &stop)?;
@@ -76,6 +76,11 @@ impl LaneWriter {
             spool_path,
         })
     }
+}
+
+/// What errors call a lane's spool in `spool_dir` (its file is anonymous).
+fn spool_name(spool_dir: &Path) -> PathBuf {
+    spool_dir.join("(payload spool)")
 }
 
 /// A lane's encoder, writing to its spool.
@@ -104,7 +109,7 @@ impl PayloadEncoder {
         spool_dir: &Path,
         stop: &Arc<AtomicBool>,
     ) -> Result<PayloadEncoder> {
-        let spool_path = spool_dir.join("(payload spool)");
+        let spool_path = spool_name(spool_dir);
         let file = crate::temp::spool_in(spool_dir)?;
         Ok(match small {
             None => PayloadEncoder::new(compression, settings, file).at(&spool_path)?,
