@@ -303,8 +303,7 @@ fn encode_chunk(
                 match src {
                     Some((l, soff, slen)) if len <= MAX_META_PATCH && slen <= MAX_META_PATCH => {
                         let source = old[l].read(soff, slen)?;
-                        let mut s = Streams::default();
-                        bsdiff::diff(&source, &bytes, &mut s)?;
+                        let s = bsdiff::diff(&source, &bytes)?;
                         ops.push(OP_HDIFF);
                         put_patch(&mut ops, Some(&mut ctl), l, soff, slen, len, &s.controls);
                         diff.extend_from_slice(&s.diff);
@@ -343,8 +342,7 @@ fn encode_chunk(
                     Ok(source)
                 };
                 let first = read_source()?;
-                let mut s = Streams::default();
-                bsdiff::diff(&first, &bytes, &mut s)?;
+                let mut s = bsdiff::diff(&first, &bytes)?;
                 // The source is held only while it is needed, and read again if it is
                 // needed after the stretch's search: a search holds what
                 // `Region::search_memory` counts, and no more.
@@ -358,8 +356,7 @@ fn encode_chunk(
                 {
                     source = None;
                     let wide = old[src].read(span_off, span_len)?;
-                    let mut w = Streams::default();
-                    bsdiff::diff(&wide, &bytes, &mut w)?;
+                    let mut w = bsdiff::diff(&wide, &bytes)?;
                     // The decoder reads only the part of the stretch the patch reads.
                     let (part, end) = bsdiff::narrow(&mut w.controls, span_len);
                     // (Both against the same bytes: their costs compare as their ratios.)
@@ -375,10 +372,7 @@ fn encode_chunk(
                 if let Some(code) = code.filter(|_| at == src_off && !relocatable) {
                     let differences = {
                         // Not needed past this (relocatable objects are not projected).
-                        let mut moved = match source.take() {
-                            Some(source) => source,
-                            None => read_source()?,
-                        };
+                        let mut moved = source.take().map_or_else(&read_source, Ok)?;
                         refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
                         bsdiff::byte_differences(&moved, &bytes, &s.controls)
                     };
@@ -400,10 +394,7 @@ fn encode_chunk(
                     // they compress smaller on their own (measured on every bench pair).
                     // (A relocatable object has no stretch: its patch's source is `source`.)
                     let words = if relocatable {
-                        let source = match source.take() {
-                            Some(source) => source,
-                            None => read_source()?,
-                        };
+                        let source = source.take().map_or_else(&read_source, Ok)?;
                         bsdiff::word_differences(&source, &bytes, &s.controls)
                     } else {
                         None
@@ -450,10 +441,10 @@ fn encode_chunk(
                         .map(|raw| (l, soff, slen, raw)),
                     None => None,
                 };
-                let mut s = Streams::default();
-                if let Some((_, _, _, sraw)) = &source {
-                    bsdiff::diff(sraw, &m.raw, &mut s)?;
-                }
+                let s = match &source {
+                    Some((_, _, _, sraw)) => bsdiff::diff(sraw, &m.raw)?,
+                    None => Streams::default(),
+                };
                 match source {
                     Some((l, soff, slen, _)) if s.extra.len() * 10 <= m.raw.len() * 9 => {
                         put(&mut ops, GZ_PATCH);
@@ -490,10 +481,10 @@ fn encode_chunk(
                 let split = remake.then(|| zip::split(&bytes, old_archive)).flatten();
                 let Some((expanded, layout)) = split else {
                     // Patched as it is against its source, or shipped whole.
-                    let mut s = Streams::default();
-                    if let Some((_, _, _, raw)) = &source {
-                        bsdiff::diff(raw, &bytes, &mut s)?;
-                    }
+                    let s = match &source {
+                        Some((_, _, _, raw)) => bsdiff::diff(raw, &bytes)?,
+                        None => Streams::default(),
+                    };
                     match source {
                         Some((l, soff, slen, _)) if patch_wins(&bytes, &s) => {
                             ops.push(OP_DIFF);
@@ -511,10 +502,10 @@ fn encode_chunk(
                 };
                 drop(bytes);
                 let source = source.map(|(l, soff, slen, _)| (l, soff, slen));
-                let mut s = Streams::default();
-                if let Some(old_expanded) = &old_expanded {
-                    bsdiff::diff(&old_expanded.bytes, &expanded, &mut s)?;
-                }
+                let s = match &old_expanded {
+                    Some(old_expanded) => bsdiff::diff(&old_expanded.bytes, &expanded)?,
+                    None => Streams::default(),
+                };
                 drop(old_expanded);
                 match source {
                     Some((l, soff, slen)) if patch_wins(&expanded, &s) => {

@@ -5,7 +5,7 @@
 //! modules are patched through the layer's BTF map.
 
 use super::align::{Alignment, Span};
-use super::bsdiff::{self, Streams};
+use super::bsdiff;
 use super::btf;
 use super::encode::patch_cost_ratio;
 use super::gz;
@@ -472,8 +472,7 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
         let (start, span) = source_around(a, at, len, new.len, old.len, SAMPLE_SLACK);
         let source = old.data.read(old.offset + start, span)?;
         let sample = new.data.read(new.offset + at, len)?;
-        let mut s = Streams::default();
-        bsdiff::diff(&source, &sample, &mut s)?;
+        let s = bsdiff::diff(&source, &sample)?;
         if s.extra.len() * 10 <= sample.len() * 9 && patch_cost_ratio(&sample, &s) < 0.95 {
             return Ok(true);
         }

@@ -1352,8 +1352,7 @@ fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
         .take(8 * block.len())
         .collect();
     let old = every_16th_byte_noise(&new, 0x9e37_79b9_7f4a_7c15, 5);
-    let mut s = bsdiff::Streams::default();
-    bsdiff::diff(&old, &new, &mut s).unwrap();
+    let s = bsdiff::diff(&old, &new).unwrap();
     assert!(
         s.extra.len() * 10 < new.len(),
         "the patch matched: {}",
@@ -1367,8 +1366,7 @@ fn patches_that_cost_what_the_bytes_cost_are_not_shipped() {
     let mut close = new.clone();
     close[100_000] ^= 0x55;
     close[300_000..300_100].copy_from_slice(&[7; 100]);
-    let mut s = bsdiff::Streams::default();
-    bsdiff::diff(&new, &close, &mut s).unwrap();
+    let s = bsdiff::diff(&new, &close).unwrap();
     assert!(
         patch_pays(&close, &s),
         "a patch of a close version was dropped"

@@ -10,12 +10,13 @@ use crate::error::Result;
 /// A match at least this long at the current alignment is taken without a search.
 pub(super) const FAST_RUN: usize = 8;
 
-/// Computes a patch from `old` to `new`, appending to `out`. Fails only if a thread
-/// scanning a segment of `new` panicked.
-pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
+/// Computes a patch from `old` to `new`. Fails only if a thread scanning a segment of
+/// `new` panicked.
+pub fn diff(old: &[u8], new: &[u8]) -> Result<Streams> {
     // Nothing to find (no source, or compressed or unrelated data, where a suffix array
     // and a search at every byte would cost seconds per MiB): the new bytes as they are.
     if old.is_empty() || new.is_empty() || !shares_stretches(old, new) {
+        let mut out = Streams::default();
         if !new.is_empty() {
             out.controls.push(Control {
                 add: 0,
@@ -24,7 +25,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
             });
             out.extra.extend_from_slice(new);
         }
-        return Ok(());
+        return Ok(out);
     }
     // What a new byte costs, from a compression of `new` made before the suffix array
     // takes its memory.
@@ -58,15 +59,7 @@ pub fn diff(old: &[u8], new: &[u8], out: &mut Streams) -> Result<()> {
         Some(second) if estimate(&second) < estimate(&first) => second,
         _ => first,
     };
-    let best = prune(old, new, best, lit);
-    if out.controls.is_empty() && out.diff.is_empty() && out.extra.is_empty() {
-        *out = best;
-    } else {
-        out.controls.extend_from_slice(&best.controls);
-        out.diff.extend_from_slice(&best.diff);
-        out.extra.extend_from_slice(&best.extra);
-    }
-    Ok(())
+    Ok(prune(old, new, best, lit))
 }
 
 /// The extension for `new`: [`STRICT`] for arm64 code and for text, else [`LOOSE`].

@@ -221,8 +221,7 @@ fn joined_patches_seek_back_to_the_start_of_the_source() {
     let parts = pieces
         .iter()
         .map(|p| {
-            let mut s = Streams::default();
-            diff(&old, p, &mut s).unwrap();
+            let s = diff(&old, p).unwrap();
             assert_eq!(apply(&old, &s, p.len()), *p);
             s
         })
@@ -275,8 +274,7 @@ fn apply(old: &[u8], s: &Streams, len: usize) -> Vec<u8> {
 }
 
 fn roundtrip(old: &[u8], new: &[u8]) -> Streams {
-    let mut s = Streams::default();
-    diff(old, new, &mut s).unwrap();
+    let s = diff(old, new).unwrap();
     let n = new.len() as u64;
     assert_eq!(apply(old, &s, new.len()), new);
     // The same patch by words, appended after other output (words align to the patch).
@@ -520,8 +518,7 @@ proptest! {
             new[i] = b;
         }
         new.extend_from_slice(&tail);
-        let mut s = Streams::default();
-        diff(&stretch, &new, &mut s).unwrap();
+        let mut s = diff(&stretch, &new).unwrap();
         let (lo, hi) = narrow(&mut s.controls, stretch.len() as u64);
         prop_assert!(lo <= hi && hi <= stretch.len() as u64);
         prop_assert_eq!(apply(&stretch[lo as usize..hi as usize], &s, new.len()), new);

@@ -1,6 +1,6 @@
 use super::sample::*;
 use super::*;
-use crate::delta::files::bsdiff::{self, Streams};
+use crate::delta::files::bsdiff;
 use proptest::prelude::*;
 
 fn read_all(file: &[u8]) -> impl Fn(u64, u64) -> Option<Vec<u8>> + '_ {
@@ -14,8 +14,7 @@ fn nonzero(d: &[u8]) -> usize {
 /// Differences of `new` from `old` by bytes, and by bytes against `old` with its
 /// references projected (how many non-zero each), and how many were projected.
 fn differences(old: &[u8], new: &[u8]) -> (usize, usize, usize) {
-    let mut s = Streams::default();
-    bsdiff::diff(old, new, &mut s).unwrap();
+    let s = bsdiff::diff(old, new).unwrap();
     let code = elf_code(old.len() as u64, read_all(old)).unwrap();
     assert_eq!(code.ranges.len(), 1);
     let mut moved = old.to_vec();
