@@ -352,10 +352,11 @@ impl<T: Send + 'static> SpoolThread<T> {
                         tracing::debug!(error = %e, thread = name, "could not lower a thread's priority");
                     }
                 }
-                // A small lane's xz has no gate: its lane's gate counts it.
-                let (lane, mut gate) = match role {
-                    Role::Lane(gate) => (true, Some(gate)),
-                    Role::Speculative => (false, None),
+                // A small lane's xz has no gate (its lane's gate counts it), and keeps its
+                // spool to be replayed.
+                let mut gate = match role {
+                    Role::Lane(gate) => Some(gate),
+                    Role::Speculative => None,
                 };
                 let mut buf = vec![0u8; PIECE];
                 let mut at = 0u64;
@@ -370,7 +371,7 @@ impl<T: Send + 'static> SpoolThread<T> {
                         }
                         std::os::unix::fs::FileExt::read_exact_at(&source, &mut buf[..n], at)?;
                         encoder.write_all(&buf[..n])?;
-                        if lane {
+                        if gate.is_some() {
                             let_go(&source, at, n as u64);
                         }
                         at += n as u64;
