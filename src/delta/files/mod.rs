@@ -155,10 +155,11 @@ pub const MAGIC: &[u8; 8] = b"DDFILES1";
 pub const WINDOW: u64 = 16 << 20;
 /// Memory the chunks being encoded, and encoded ahead of the writer, may take together,
 /// however many threads encode them. A chunk's share is its difference searches (a suffix
-/// array of the source, 4 bytes a byte, plus source, target and output: about 5 times the
-/// source plus 3 times the target, the largest of its regions; a whole 16 MiB file against
-/// a 16 MiB source takes 128 MiB, an 8 MiB piece of a larger file against its 24 MiB window
-/// 144 MiB) and three times its output (the new bytes, the sections, the copy decoded
+/// array of the source, 4 bytes a byte, the filter of its 8-byte strings, half a byte a
+/// byte, plus source, target and output: about 5.5 times the source plus 3 times the
+/// target, the largest of its regions, see [`bsdiff::search_memory`]; a whole 16 MiB file
+/// against a 16 MiB source takes 136 MiB, an 8 MiB piece of a larger file against its
+/// 24 MiB window 156 MiB) and three times its output (the new bytes, the sections, the copy decoded
 /// again); an encoded chunk then holds its bytes until written. A chunk that does not fit
 /// beside the others waits; one larger than the whole runs alone.
 ///
@@ -173,11 +174,12 @@ pub const WINDOW: u64 = 16 << 20;
 /// so that what it holds at its peak is what its share counts (478 MiB on the ml pair
 /// before: the estimates and the pruned patch beside the suffix array, about 30 MiB past
 /// a piece's share). The budget was 192 MiB while the new bytes' window was 16 MiB
-/// (two cores keep as busy with 144: the large searches ran one at a time with 192 too).
+/// (two cores keep as busy with 144: the large searches ran one at a time with 192 too),
+/// then 144 MiB until the searches asked a filter first (12 MiB more for a piece's).
 /// Measured on the kernel pair with a changed 256 MiB file added to its layer, with
 /// 2, 4 and 8 threads on two cores: before this limit (only the searches were limited, to
 /// 160 MiB) 487, 621 and 833 MiB; see docs/BENCHMARKS.md for the numbers with it.
-pub const CHUNK_MEMORY: u64 = 144 << 20;
+pub const CHUNK_MEMORY: u64 = 156 << 20;
 /// Memory the chunks being decoded, and decoded ahead of the reader, may take together
 /// (apply's counterpart of [`CHUNK_MEMORY`]): their sections, outputs and difference
 /// bytes.

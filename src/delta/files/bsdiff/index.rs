@@ -2,6 +2,8 @@
 
 use suffix_array::SuffixArray;
 
+use super::grams::Grams;
+
 /// The longest match looked up at once (see [`super::diff`]). Short: a suffix-array search can
 /// compare up to this many bytes with each suffix it visits, and bsdiff searches at every
 /// byte where the current alignment stops matching. A longer match is
@@ -77,7 +79,12 @@ pub(super) struct Index<'a> {
     pub(super) ranges: Option<Vec<(u32, u32)>>,
     /// A position of each byte value in `old`, if it occurs.
     pub(super) first: [Option<u32>; 256],
+    /// Which 8-byte strings `old` holds; none for a source shorter than [`GRAMS_MIN`].
+    pub(super) grams: Option<Grams>,
 }
+
+/// Sources shorter than this are searched without asking a [`Grams`] filter first.
+pub(super) const GRAMS_MIN: usize = 64 << 10;
 
 /// Sources shorter than this find the suffixes that start with two given bytes by binary
 /// search instead of a table of all 65 536 two-byte prefixes: the table is 768 KiB to fill,
@@ -99,11 +106,13 @@ impl<'a> Index<'a> {
             first[b as usize] = Some(i as u32);
         }
         let ranges = table.then(|| Index::table(old));
+        let grams = (old.len() >= GRAMS_MIN).then(|| Grams::new(old));
         Index {
             old,
             sa,
             ranges,
             first,
+            grams,
         }
     }
 
@@ -356,13 +365,15 @@ pub(super) fn prefetch_at(bytes: &[u8], i: usize) {
 }
 
 /// The searches of one `scan::scan`: where it searches byte after byte, those of the next
-/// [`SIDE_BY_SIDE`] positions are made together, side by side, and kept until asked for.
+/// [`SIDE_BY_SIDE`] positions whose first [`GRAM`](super::grams::GRAM) bytes the source may
+/// hold are made together, side by side, and kept until asked for.
 pub(super) struct Searches<'s> {
     pub(super) index: &'s Index<'s>,
     pub(super) new: &'s [u8],
-    /// `found[i]`: the match of position `base + i`, for `i` below `ready`.
+    /// `found[i]`: the match of position `at[i]`, for `i` below `ready`.
     pub(super) found: [(usize, usize); SIDE_BY_SIDE],
-    pub(super) base: usize,
+    /// The positions searched last, in order.
+    pub(super) at: [usize; SIDE_BY_SIDE],
     pub(super) ready: usize,
     /// The position asked for last.
     pub(super) last: Option<usize>,
@@ -371,13 +382,18 @@ pub(super) struct Searches<'s> {
     pub(super) together: usize,
 }
 
+/// How far past a position [`Searches`] looks for the positions searched with it (those
+/// the filter lets through): a scan that searches byte after byte does so about 17 times
+/// in a row.
+pub(super) const LOOK_AHEAD: usize = 3 * SIDE_BY_SIDE;
+
 impl<'s> Searches<'s> {
     pub(super) fn new(index: &'s Index<'s>, new: &'s [u8]) -> Searches<'s> {
         Searches {
             index,
             new,
             found: [(0, 0); SIDE_BY_SIDE],
-            base: 0,
+            at: [0; SIDE_BY_SIDE],
             ready: 0,
             last: None,
             together: if index.old.len() >= SIDE_BY_SIDE_MIN {
@@ -388,32 +404,61 @@ impl<'s> Searches<'s> {
         }
     }
 
+    /// The pattern searched for at `at`: up to [`MAX_MATCH`] bytes of `new` from there.
+    fn pattern(&self, at: usize) -> &'s [u8] {
+        let from = at.min(self.new.len());
+        &self.new[from..(from + MAX_MATCH).min(self.new.len())]
+    }
+
+    /// Whether the source may hold the [`GRAM`](super::grams::GRAM) bytes at `at` (always,
+    /// if it has no filter).
+    fn may_match(&self, at: usize) -> bool {
+        self.index
+            .grams
+            .as_ref()
+            .is_none_or(|g| g.may_hold(self.pattern(at)))
+    }
+
     /// The longest match of `new[at..]`, up to [`MAX_MATCH`] bytes of it (`at` within
-    /// `new`): a position of the source and the length.
-    pub(super) fn at(&mut self, at: usize) -> (usize, usize) {
+    /// `new`): a position of the source and the length; or none where the source's filter
+    /// says that no match is [`GRAM`](super::grams::GRAM) bytes long, without a search. (A
+    /// scan takes a match that short only where it continues its own alignment, which it
+    /// measures itself.)
+    pub(super) fn at(&mut self, at: usize) -> Option<(usize, usize)> {
         let follows = self.last.map(|l| l + 1) == Some(at);
         self.last = Some(at);
-        if let Some(&f) = at
-            .checked_sub(self.base)
-            .filter(|&i| i < self.ready)
-            .and_then(|i| self.found.get(i))
-        {
-            return f;
+        if let Some(i) = self.at[..self.ready].iter().position(|&a| a == at) {
+            return Some(self.found[i]);
         }
-        let count = if follows {
-            self.together.min(self.new.len().saturating_sub(at)).max(1)
-        } else {
-            1
-        };
+        if !self.may_match(at) {
+            return None;
+        }
         let mut pats: [&[u8]; SIDE_BY_SIDE] = [&[]; SIDE_BY_SIDE];
-        for (i, pat) in pats.iter_mut().enumerate().take(count) {
-            let from = (at + i).min(self.new.len());
-            *pat = &self.new[from..(from + MAX_MATCH).min(self.new.len())];
+        pats[0] = self.pattern(at);
+        self.at[0] = at;
+        let mut count = 1;
+        if follows && self.together > 1 {
+            let grams = self.index.grams.as_ref();
+            let end = self.new.len().min(at + LOOK_AHEAD);
+            if let Some(g) = grams {
+                for q in at + 1..end {
+                    g.ahead(self.pattern(q));
+                }
+            }
+            for q in at + 1..end {
+                if count == self.together {
+                    break;
+                }
+                if self.may_match(q) {
+                    pats[count] = self.pattern(q);
+                    self.at[count] = q;
+                    count += 1;
+                }
+            }
         }
         self.index
             .longest_each(&pats[..count], &mut self.found[..count]);
-        self.base = at;
         self.ready = count;
-        self.found[0]
+        Some(self.found[0])
     }
 }

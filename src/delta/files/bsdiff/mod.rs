@@ -9,6 +9,7 @@
 //! this module's. Its parts:
 //!
 //! - `index.rs`: the suffix array of a source and the searches in it;
+//! - `grams.rs`: the filter that tells a search it cannot find 8 bytes, asked first;
 //! - `scan.rs`: making a patch ([`diff`]): bsdiff's pass, and the covers that do not pay
 //!   dropped;
 //! - here: a patch's parts ([`Control`], [`Streams`], [`Differences`]) and applying one
@@ -17,12 +18,21 @@
 
 use crate::error::{Error, Result};
 
+mod grams;
 mod index;
 mod scan;
 #[cfg(test)]
 mod tests;
 
 pub use scan::{diff, shares_stretches};
+
+/// Memory [`diff`] holds at its peak, about, for a source and new bytes this long: the
+/// source's suffix array (4 bytes a byte), the filter of its 8-byte strings (half a byte a
+/// byte) and the source itself, beside the new bytes and the patches of both passes
+/// (three times the new bytes).
+pub fn search_memory(source: u64, new: u64) -> u64 {
+    5 * source + grams::Grams::memory(source) + 3 * new
+}
 pub(super) use scan::{looks_like_text, GEAR, TEXT_PROBE};
 
 /// One step of a patch: `add` bytes of source plus difference bytes, then `copy` new bytes

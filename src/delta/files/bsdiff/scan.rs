@@ -406,7 +406,10 @@ pub(super) fn scan(old: &[u8], new: &[u8], sa: &Index<'_>, bar: isize, w: Extens
             let (p, l) = if run >= FAST_RUN {
                 (j as usize, run)
             } else {
-                searches.at(scan)
+                // No match elsewhere as long as GRAM bytes: the alignment's own, if any.
+                searches
+                    .at(scan)
+                    .unwrap_or(if run > 0 { (j as usize, run) } else { (0, 0) })
             };
             pos = p;
             len = l;

@@ -1,3 +1,4 @@
+use super::grams::*;
 use super::index::*;
 use super::scan::*;
 use super::*;
@@ -459,10 +460,107 @@ proptest! {
         for (from, run) in asks {
             for at in (from..from + run).filter(|&a| a < new.len()) {
                 let pat = &new[at..(at + MAX_MATCH).min(new.len())];
-                prop_assert_eq!(searches.at(at), idx.longest(pat), "position {}", at);
+                prop_assert_eq!(searches.at(at), Some(idx.longest(pat)), "position {}", at);
             }
         }
     }
+
+    #[test]
+    fn a_filtered_scan_skips_only_what_cannot_match_eight_bytes(
+        old in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 2, 255]), 8..2000),
+        // The new bytes: pieces of the old ones (long matches) between fresh ones.
+        pieces in proptest::collection::vec((0usize..2000, 0usize..40, proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 2, 255]), 0..12)), 1..30),
+        asks in proptest::collection::vec((0usize..600, 1usize..30), 1..20),
+        together in proptest::sample::select(vec![1, SIDE_BY_SIDE]),
+    ) {
+        let mut new = Vec::new();
+        for (at, len, fresh) in pieces {
+            let at = at % old.len();
+            new.extend_from_slice(&old[at..(at + len).min(old.len())]);
+            new.extend_from_slice(&fresh);
+        }
+        prop_assume!(!new.is_empty());
+        // A filter whatever the source's size.
+        let mut idx = Index::new(&old);
+        idx.grams = Some(Grams::new(&old));
+        let mut searches = Searches::new(&idx, &new);
+        searches.together = together;
+        for (from, run) in asks {
+            for at in (from..from + run).filter(|&a| a < new.len()) {
+                let pat = &new[at..(at + MAX_MATCH).min(new.len())];
+                let want = idx.longest(pat);
+                match searches.at(at) {
+                    Some(found) => prop_assert_eq!(found, want, "position {}", at),
+                    // (That the filter does skip is `a_scan_skips_searches_the_filter_rules_out`.)
+                    None => prop_assert!(want.1 < GRAM, "position {}: {:?} skipped", at, want),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_filter_holds_every_string_of_its_source(
+        old in proptest::collection::vec(any::<u8>(), 0..5000),
+        small in proptest::collection::vec(proptest::sample::select(vec![0u8, 7]), 0..300),
+    ) {
+        for src in [&old, &small] {
+            let g = Grams::new(src);
+            for w in src.windows(GRAM) {
+                prop_assert!(g.may_hold(w));
+            }
+            // Too short to say: held.
+            prop_assert!(g.may_hold(&[1, 2, 3]));
+        }
+    }
+}
+
+/// The filter says no to most strings its source lacks: at 4 bits a string, one in six
+/// or so gets through (a Bloom filter of two bits in one word).
+#[test]
+fn the_filter_says_no_to_most_strings_its_source_lacks() {
+    let mut rnd = xorshift(11);
+    let old: Vec<u8> = (0..1_000_000).map(|_| rnd() as u8).collect();
+    let g = Grams::new(&old);
+    let tries = 200_000;
+    let through = (0..tries)
+        .filter(|_| {
+            let q: Vec<u8> = (0..GRAM).map(|_| rnd() as u8).collect();
+            g.may_hold(&q)
+        })
+        .count();
+    let rate = through as f64 / tries as f64;
+    assert!(
+        rate < 0.20,
+        "{through} of {tries} absent strings got through"
+    );
+    // And a source's own strings all get through, with a filter of the size it claims.
+    assert!(old.windows(GRAM).all(|w| g.may_hold(w)));
+    assert_eq!(Grams::memory(old.len() as u64), old.len() as u64 / 2);
+}
+
+/// A scan of a large source asks the filter, and skips most searches where the new bytes
+/// share nothing with it; the patch still rebuilds the new bytes.
+#[test]
+fn a_scan_skips_searches_the_filter_rules_out() {
+    let mut rnd = xorshift(5);
+    let old: Vec<u8> = (0..300_000).map(|_| rnd() as u8).collect();
+    let mut new = old[1000..101_000].to_vec();
+    new.extend((0..50_000).map(|_| rnd() as u8));
+    new.extend_from_slice(&old[200_000..250_000]);
+    let idx = Index::new(&old);
+    assert!(idx.grams.is_some(), "a source of 300 KB has a filter");
+    let mut searches = Searches::new(&idx, &new);
+    let fresh = 100_000..150_000;
+    let skipped = fresh
+        .clone()
+        .filter(|&at| searches.at(at).is_none())
+        .count();
+    assert!(
+        skipped * 10 > fresh.len() * 8,
+        "{skipped} of {} skipped",
+        fresh.len()
+    );
+    roundtrip(&old, &new);
 }
 
 #[test]
