@@ -25,15 +25,15 @@ mod scan;
 mod tests;
 
 pub use scan::{diff, shares_stretches};
+pub(super) use scan::{looks_like_text, GEAR, TEXT_PROBE};
 
 /// Memory [`diff`] holds at its peak, about, for a source and new bytes this long: the
 /// source's suffix array (4 bytes a byte), the filter of its 8-byte strings (half a byte a
-/// byte) and the source itself, beside the new bytes and the patches of both passes
-/// (three times the new bytes).
+/// byte; counted even for a source too short to have one) and the source itself, beside
+/// the new bytes and the patches of both passes (three times the new bytes).
 pub fn search_memory(source: u64, new: u64) -> u64 {
     5 * source + grams::Grams::memory(source) + 3 * new
 }
-pub(super) use scan::{looks_like_text, GEAR, TEXT_PROBE};
 
 /// One step of a patch: `add` bytes of source plus difference bytes, then `copy` new bytes
 /// from the extra stream, then move the source position by `seek`.
