@@ -78,7 +78,7 @@ impl Region {
     /// Memory its difference search takes (see [`CHUNK_MEMORY`](super::CHUNK_MEMORY)); 0 for what is not
     /// searched, or only a header's worth.
     pub(super) fn search_memory(&self) -> u64 {
-        let search = super::bsdiff::search_memory;
+        let search = bsdiff::search_memory;
         match *self {
             Region::Diff {
                 len, src_len, span, ..

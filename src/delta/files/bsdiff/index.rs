@@ -438,9 +438,8 @@ impl<'s> Searches<'s> {
         self.at[0] = at;
         let mut count = 1;
         if follows && self.together > 1 {
-            let grams = self.index.grams.as_ref();
             let end = self.new.len().min(at + LOOK_AHEAD);
-            if let Some(g) = grams {
+            if let Some(g) = &self.index.grams {
                 for q in at + 1..end {
                     g.ahead(self.pattern(q));
                 }
