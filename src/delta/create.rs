@@ -237,6 +237,7 @@ pub fn create(
                 // The layer's new bytes go to a lane of their own: they compress among
                 // their like, and apply decodes them beside the rest.
                 let lanes = [LANE_MAIN, LANE_NEW_BYTES, LANE_DIFFERENCES];
+                let hint = writer.new_bytes_hint();
                 let (blobs, stats) = writer.add_blobs_with(&lanes, |w| {
                     let [stream, new_bytes, lits] = w else {
                         return Err(Error::Other("internal: three payload lanes".into()));
@@ -248,6 +249,7 @@ pub fn create(
                         *stream,
                         [Some(*new_bytes), Some(*lits)],
                         &mut |n| tracker.advance(n),
+                        &|n| hint.expect(n),
                     )
                 })?;
                 tracing::debug!(layer = p.index, ?stats, "encoded with the files codec");

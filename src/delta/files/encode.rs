@@ -3,13 +3,14 @@
 //! layer's bytes.
 
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest as _, Sha256};
 
 use super::bsdiff::{self, Streams};
 use super::btf;
 use super::decode::decode_chunk;
+use super::estimate::{NewBytes, Shares};
 use super::gz;
 use super::matching::Catalog;
 use super::plan::{learn_btf, plan, renumber_sources, Region};
@@ -28,7 +29,11 @@ use crate::error::{Error, Result};
 /// Encodes `new` against `old` into `out`, the chunks' new bytes (their `extra` sections)
 /// and difference literals (`lits`) into `apart[0]` and `apart[1]` if given (see
 /// [`APART`]), else in the chunks; `progress` is told of each chunk's output
-/// bytes.
+/// bytes as it is written, and `new_bytes` of how many new bytes the whole layer's stream
+/// is expected to hold, once the layer is planned and again as each chunk is encoded (from
+/// the encoding threads, chunks in any order): the bytes shipped whole, and for the bytes
+/// searched against a source in chunks not encoded yet the share the encoded ones left
+/// unmatched (their median, once there are three; see `estimate.rs`).
 ///
 /// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
 /// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
@@ -40,6 +45,7 @@ pub fn encode(
     out: &mut dyn Write,
     mut apart: [Option<&mut dyn Write>; 2],
     progress: &mut dyn FnMut(u64) -> Result<()>,
+    new_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<EncodeStats> {
     let cat = Catalog::new(old)?;
     let mut stats = EncodeStats::default();
@@ -89,6 +95,8 @@ pub fn encode(
             acc = 0;
         }
     }
+    let estimate = Mutex::new(NewBytes::new(Shares::of(&regions)));
+    new_bytes(lock(&estimate).expected());
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
     let mut written = MAGIC.len() as u64;
@@ -147,6 +155,14 @@ pub fn encode(
         move || Ok(jobs.next()),
         |job: ChunkJob<'_>| {
             let chunk = encode_chunk(job.regions, &refs, &new.data, &map, split)?;
+            {
+                // Told under the lock, so that what it is told last is the latest.
+                let mut estimate = lock(&estimate);
+                estimate.encoded(job.shares, chunk.sections[APART[0]]);
+                let expected = estimate.expected();
+                tracing::trace!(at = job.at, expected, "new bytes expected");
+                new_bytes(expected);
+            }
             let decoded = decode_chunk(&chunk, &refs, &map)?;
             same_as_layer(&decoded, job.output, &new.data, job.at)?;
             Ok(chunk)
@@ -183,6 +199,8 @@ struct ChunkJob<'r> {
     regions: &'r [Region],
     at: u64,
     output: u64,
+    /// What its regions bring to the new bytes (for the estimate).
+    shares: Shares,
 }
 
 impl<'r> ChunkJob<'r> {
@@ -192,8 +210,15 @@ impl<'r> ChunkJob<'r> {
             regions,
             at,
             output,
+            shares: Shares::of(regions),
         }
     }
+}
+
+/// The estimate, locked (one that a panicking thread held is whole: each update is one
+/// call).
+fn lock(estimate: &Mutex<NewBytes>) -> MutexGuard<'_, NewBytes> {
+    estimate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Footprint for ChunkJob<'_> {

@@ -112,6 +112,8 @@
 //! - `plan.rs`: the new layer cut into regions, each with its source and how it is made;
 //! - `encode.rs`: [`encode`](encode()), the regions grouped into chunks and encoded, each
 //!   chunk checked by decoding it again;
+//! - `estimate.rs`: how many new bytes a layer's stream will hold, estimated as its chunks
+//!   are encoded;
 //! - `schedule.rs`: the threads that encode and decode chunks in order, within a memory
 //!   budget ([`CHUNK_MEMORY`], [`DECODE_MEMORY`]);
 //! - `stream.rs`: the pieces of the stream above (tags, patches, varints, zero runs);
@@ -133,6 +135,7 @@ pub mod zip;
 
 mod decode;
 mod encode;
+mod estimate;
 mod likeness;
 mod matching;
 mod plan;

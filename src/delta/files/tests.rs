@@ -87,6 +87,7 @@ fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer,
         &mut stream,
         [None, None],
         &mut |_| Ok(()),
+        &|_| (),
     )
     .unwrap();
     (of, old_layer, stream)
@@ -112,6 +113,7 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         &mut stream,
         [None, None],
         &mut |_| Ok(()),
+        &|_| (),
     )
     .unwrap();
     assert_eq!(stats.encoded_size, stream.len() as u64);
@@ -126,6 +128,7 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
     // own, as packages carry them: the same sections, moved.
     for split in [[true, false], [false, true], [true, true]] {
         let (mut main, mut a0, mut a1) = (Vec::new(), Vec::new(), Vec::new());
+        let told = std::sync::Mutex::new(Vec::new());
         let split_stats = encode(
             &old_layers,
             &new_layer,
@@ -136,9 +139,17 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
                 split[1].then_some(&mut a1 as &mut dyn Write),
             ],
             &mut |_| Ok(()),
+            &|n| told.lock().unwrap().push(n),
         )
         .unwrap();
         assert_eq!(split_stats.apart_sizes, [a0.len() as u64, a1.len() as u64]);
+        // The new bytes expected: told once planned and once a chunk, and last what the
+        // stream holds.
+        let told = told.into_inner().unwrap();
+        assert!(told.len() >= 2, "told {told:?}");
+        if split[0] {
+            assert_eq!(told.last(), Some(&(a0.len() as u64)), "told {told:?}");
+        }
         assert_eq!(main.len() + a0.len() + a1.len(), stream.len());
         let apart = || [split[0].then_some(&a0[..]), split[1].then_some(&a1[..])];
         out.clear();
