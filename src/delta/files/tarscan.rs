@@ -63,6 +63,7 @@ pub fn scan(r: impl Read, copy: Option<&mut dyn Write>) -> io::Result<TarIndex> 
         copy,
         pos: 0,
         eof: false,
+        buf: vec![0u8; CONSUME_PIECE],
     };
     let mut index = TarIndex::default();
     let mut meta_offset = 0u64;
@@ -156,11 +157,18 @@ pub fn scan(r: impl Read, copy: Option<&mut dyn Write>) -> io::Result<TarIndex> 
     Ok(index)
 }
 
+/// Bytes of file contents read at a time.
+const CONSUME_PIECE: usize = 256 << 10;
+
 struct Scanner<'c, R> {
     r: R,
     copy: Option<&'c mut dyn Write>,
     pos: u64,
     eof: bool,
+    /// The buffer contents are read into, made once: made for each file, the zeroing of
+    /// 256 KiB twice a file took 1.1 s of CPU on the node pair's two layers of 60 000
+    /// files.
+    buf: Vec<u8>,
 }
 
 impl<R: Read> Scanner<'_, R> {
@@ -183,19 +191,28 @@ impl<R: Read> Scanner<'_, R> {
 
     /// Reads `n` bytes, hashing them; false when the stream ends first.
     fn consume(&mut self, mut n: u64, mut hasher: Option<&mut Sha256>) -> io::Result<bool> {
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut whole = true;
         while n > 0 {
             let want = n.min(buf.len() as u64) as usize;
-            let got = self.read_full(&mut buf[..want])?;
+            let got = match self.read_full(&mut buf[..want]) {
+                Ok(got) => got,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            };
             if let Some(h) = hasher.as_mut() {
                 h.update(&buf[..got]);
             }
             n -= got as u64;
             if got < want {
-                return Ok(false);
+                whole = false;
+                break;
             }
         }
-        Ok(true)
+        self.buf = buf;
+        Ok(whole)
     }
 
     fn skip(&mut self, n: u64) -> io::Result<bool> {
