@@ -162,9 +162,10 @@ pub const WINDOW: u64 = 16 << 20;
 /// byte, plus source, target and output: about 5.5 times the source plus 3 times the
 /// target, the largest of its regions, see [`bsdiff::search_memory`]; a whole 16 MiB file
 /// against a 16 MiB source takes 136 MiB, an 8 MiB piece of a larger file against its
-/// 24 MiB window 156 MiB) and three times its output (the new bytes, the sections, the
-/// copy decoded again); an encoded chunk then holds its bytes until written. A chunk that
-/// does not fit beside the others waits; one larger than the whole runs alone.
+/// 24 MiB window 156 MiB) beside its output (the sections made), or, while it is decoded
+/// again, three times its output and a source (see `ChunkJob::running`); an encoded chunk
+/// then holds its bytes until written. A chunk that does not fit beside the others waits;
+/// one larger than the whole runs alone.
 ///
 /// Beside it the payload lanes' encoders hold at most
 /// [`LANE_MEMORY`](crate::delta::format::LANE_MEMORY) while layers are being encoded (the

@@ -98,6 +98,30 @@ impl Region {
         }
     }
 
+    /// The most of old layers its decoding reads into memory at once: its source (a
+    /// patch's part of its stretch, where that is longer; a gzip member or an archive
+    /// beside its text).
+    pub(super) fn decode_source(&self) -> u64 {
+        match *self {
+            Region::Diff { src_len, span, .. } => span.map_or(src_len, |(_, n)| n.max(src_len)),
+            Region::Meta {
+                src: Some((_, _, slen)),
+                ..
+            } => slen,
+            Region::Gzip {
+                text,
+                src: Some((_, _, slen)),
+                ..
+            } => slen + text,
+            Region::Zip {
+                src: Some((_, _, slen)),
+                src_text,
+                ..
+            } => slen + src_text,
+            _ => 0,
+        }
+    }
+
     pub(super) fn len(&self) -> u64 {
         match self {
             Region::Meta { len, .. }

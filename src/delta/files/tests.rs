@@ -7,7 +7,7 @@ use std::sync::{mpsc, Mutex};
 
 use super::bsdiff::Control;
 use super::decode::{stream_error, MAX_PENDING_TEXT};
-use super::encode::{layer_pieces, patch_pays, same_as_layer, LAYER_PIECE};
+use super::encode::{layer_pieces, patch_pays, same_as_layer, ChunkJob, LAYER_PIECE};
 use super::plan::Region;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
@@ -1262,6 +1262,64 @@ fn in_order_parallel_keeps_the_room_the_wanted_job_waits_for() {
     assert_eq!(ran.started[..2], [0, 1], "{ran:?}");
     // Later jobs still run two at a time.
     assert!(ran.running >= 8, "{ran:?}");
+}
+
+/// A chunk is counted at its search beside the sections made, or at its decoding (its
+/// sections, their copy, the bytes rebuilt and a source), whichever is larger, not both.
+#[test]
+fn a_chunks_search_and_its_decoding_are_counted_apart() {
+    const MIB: u64 = 1 << 20;
+    let diff = |off, len, src_len| Region::Diff {
+        off,
+        len,
+        src: 0,
+        src_off: 0,
+        src_len,
+        relocatable: false,
+        btf: false,
+        span: None,
+        code: None,
+    };
+    // New files only: no search; decoded, three times the output.
+    let lit = [Region::Lit {
+        off: 0,
+        len: 16 * MIB,
+    }];
+    assert_eq!(ChunkJob::new(&lit, 0).running(), 48 * MIB);
+    // A 9 MiB program against its 9 MiB source, beside 7.5 MiB of small files: the search
+    // and the 16.5 MiB made so far.
+    let program = [
+        diff(0, 9 * MIB, 9 * MIB),
+        Region::Lit {
+            off: 9 * MIB,
+            len: 15 * MIB / 2,
+        },
+    ];
+    let search = program[0].search_memory();
+    assert_eq!(search, 5 * 9 * MIB + 9 * MIB / 2 + 3 * 9 * MIB);
+    assert_eq!(ChunkJob::new(&program, 0).running(), 33 * MIB / 2 + search);
+    // A small patch against a large source: its decoding reads the source beside three
+    // times the output, more than the search's share of the output.
+    let small = [
+        diff(0, MIB / 4, MIB),
+        Region::Lit {
+            off: MIB / 4,
+            len: 31 * MIB / 4,
+        },
+    ];
+    let search = small[0].search_memory();
+    assert!(8 * MIB + search < 3 * 8 * MIB + MIB);
+    assert_eq!(ChunkJob::new(&small, 0).running(), 3 * 8 * MIB + MIB);
+    // Two such chunks as the tools pair begins with fit the budget side by side.
+    let first = [
+        diff(0, 3 * MIB, 3 * MIB),
+        Region::Lit {
+            off: 3 * MIB,
+            len: 15 * MIB / 2,
+        },
+    ];
+    let two = ChunkJob::new(&first, 0).running() + ChunkJob::new(&program, 0).running();
+    assert!(two <= CHUNK_MEMORY, "{} MiB", two / MIB);
 }
 
 /// The searches of a chunk's regions are counted: a piece of a large file against its
