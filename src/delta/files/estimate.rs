@@ -67,7 +67,7 @@ pub(super) struct NewBytes {
     /// The new bytes those chunks hold.
     extra: u64,
     /// The share of its searched bytes each encoded chunk left unmatched (for chunks that
-    /// searched at least [`MIN_SEARCHED`] bytes).
+    /// searched at least [`MIN_SEARCHED`] bytes), kept sorted.
     unmatched: Vec<f64>,
 }
 
@@ -89,8 +89,9 @@ impl NewBytes {
         self.extra += extra;
         if chunk.searched >= MIN_SEARCHED {
             let unmatched = extra.saturating_sub(chunk.sure);
-            self.unmatched
-                .push((unmatched as f64 / chunk.searched as f64).min(1.0));
+            let share = (unmatched as f64 / chunk.searched as f64).min(1.0);
+            let at = self.unmatched.partition_point(|&s| s < share);
+            self.unmatched.insert(at, share);
         }
     }
 
@@ -101,13 +102,12 @@ impl NewBytes {
     pub(super) fn expected(&self) -> u64 {
         let sure = self.layer.sure.saturating_sub(self.done.sure);
         let searched = self.layer.searched.saturating_sub(self.done.searched);
-        let share = if self.unmatched.len() >= MIN_CHUNKS {
-            let mut sorted = self.unmatched.clone();
-            sorted.sort_by(f64::total_cmp);
-            let mid = sorted.len() / 2;
-            match sorted.len() % 2 {
-                0 => (sorted[mid - 1] + sorted[mid]) / 2.0,
-                _ => sorted[mid],
+        let shares = &self.unmatched;
+        let share = if shares.len() >= MIN_CHUNKS {
+            let mid = shares.len() / 2;
+            match shares.len() % 2 {
+                0 => (shares[mid - 1] + shares[mid]) / 2.0,
+                _ => shares[mid],
             }
         } else {
             0.0
@@ -118,6 +118,7 @@ impl NewBytes {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::patch;
     use super::*;
 
     const MB: u64 = 1_000_000;
@@ -169,17 +170,7 @@ mod tests {
                 src: Some((0, 0, 40)),
                 src_text: 700,
             },
-            Region::Diff {
-                off: 0,
-                len: 3000,
-                src: 0,
-                src_off: 0,
-                src_len: 2000,
-                relocatable: false,
-                btf: false,
-                span: None,
-                code: None,
-            },
+            patch(0, 3000, 2000),
         ];
         let s = Shares::of(&regions);
         assert_eq!(s.sure, 10 + 100 + 400);

@@ -1264,12 +1264,10 @@ fn in_order_parallel_keeps_the_room_the_wanted_job_waits_for() {
     assert!(ran.running >= 8, "{ran:?}");
 }
 
-/// A chunk is counted at its search beside the sections made, or at its decoding (its
-/// sections, their copy, the bytes rebuilt and a source), whichever is larger, not both.
-#[test]
-fn a_chunks_search_and_its_decoding_are_counted_apart() {
-    const MIB: u64 = 1 << 20;
-    let diff = |off, len, src_len| Region::Diff {
+/// A plain patch of `len` bytes of the new layer at `off` against the first `src_len`
+/// bytes of old layer 0.
+pub(super) fn patch(off: u64, len: u64, src_len: u64) -> Region {
+    Region::Diff {
         off,
         len,
         src: 0,
@@ -1279,7 +1277,14 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
         btf: false,
         span: None,
         code: None,
-    };
+    }
+}
+
+/// A chunk is counted at its search beside the sections made, or at its decoding (its
+/// sections, their copy, the bytes rebuilt and a source), whichever is larger, not both.
+#[test]
+fn a_chunks_search_and_its_decoding_are_counted_apart() {
+    const MIB: u64 = 1 << 20;
     // New files only: no search; decoded, three times the output.
     let lit = [Region::Lit {
         off: 0,
@@ -1289,7 +1294,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
     // A 9 MiB program against its 9 MiB source, beside 7.5 MiB of small files: the search
     // and the 16.5 MiB made so far.
     let program = [
-        diff(0, 9 * MIB, 9 * MIB),
+        patch(0, 9 * MIB, 9 * MIB),
         Region::Lit {
             off: 9 * MIB,
             len: 15 * MIB / 2,
@@ -1301,7 +1306,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
     // A small patch against a large source: its decoding reads the source beside three
     // times the output, more than the search's share of the output.
     let small = [
-        diff(0, MIB / 4, MIB),
+        patch(0, MIB / 4, MIB),
         Region::Lit {
             off: MIB / 4,
             len: 31 * MIB / 4,
@@ -1312,7 +1317,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
     assert_eq!(ChunkJob::new(&small, 0).running(), 3 * 8 * MIB + MIB);
     // Two such chunks as the tools pair begins with fit the budget side by side.
     let first = [
-        diff(0, 3 * MIB, 3 * MIB),
+        patch(0, 3 * MIB, 3 * MIB),
         Region::Lit {
             off: 3 * MIB,
             len: 15 * MIB / 2,
@@ -1327,17 +1332,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
 /// two of them at once do not.
 #[test]
 fn search_memory_fits_the_budget_one_at_a_time() {
-    let diff = |len, src_len| Region::Diff {
-        off: 0,
-        len,
-        src: 0,
-        src_off: 0,
-        src_len,
-        relocatable: false,
-        btf: false,
-        span: None,
-        code: None,
-    };
+    let diff = |len, src_len| patch(0, len, src_len);
     let whole = diff(WINDOW, WINDOW).search_memory();
     let piece = diff(WINDOW / 2, WINDOW / 2 + WINDOW).search_memory();
     assert_eq!((whole, piece), (136 << 20, 156 << 20));

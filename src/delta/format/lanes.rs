@@ -189,13 +189,7 @@ impl PayloadEncoder {
     /// layer's slowest chunk is written, long after the estimate said so).
     fn idle(&mut self) -> io::Result<()> {
         match self {
-            PayloadEncoder::SmallFirst(small)
-                if small
-                    .small
-                    .expects_to_outgrow(small.expected.load(Ordering::Relaxed)) =>
-            {
-                self.grow()
-            }
+            PayloadEncoder::SmallFirst(small) if small.outgrows(0) => self.grow(),
             _ => Ok(()),
         }
     }
@@ -237,10 +231,7 @@ impl Write for PayloadEncoder {
                 Ok(buf.len())
             }
             PayloadEncoder::SmallFirst(small) => {
-                let expected = small.expected.load(Ordering::Relaxed);
-                if small.xz.len + buf.len() as u64 <= small.small.limit
-                    && !small.small.expects_to_outgrow(expected)
-                {
+                if !small.outgrows(buf.len() as u64) {
                     small.xz.send(buf)?;
                     return Ok(buf.len());
                 }
@@ -285,6 +276,17 @@ pub(super) struct SmallFirst {
     /// Set to stop: a lane that grows replays its bytes so far into its own encoder (24
     /// MiB into zstd 18 takes seconds), which an interrupted create must not wait for.
     stop: Arc<AtomicBool>,
+}
+
+impl SmallFirst {
+    /// Whether the lane must grow before it takes `more` bytes: they would pass its
+    /// limit, or it is expected to pass it well.
+    fn outgrows(&self, more: u64) -> bool {
+        self.xz.len + more > self.small.limit
+            || self
+                .small
+                .expects_to_outgrow(self.expected.load(Ordering::Relaxed))
+    }
 }
 
 /// A lane's encoder on a thread of its own, so that compressing a lane (zstd 18 on the new
