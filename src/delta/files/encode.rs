@@ -154,6 +154,7 @@ pub fn encode(
         CHUNK_MEMORY,
         move || Ok(jobs.next()),
         |job: ChunkJob<'_>| {
+            crate::threads::yield_to_lanes();
             let chunk = encode_chunk(job.regions, &refs, &new.data, &map, split)?;
             {
                 // Told under the lock, so that what it is told last is the latest.
