@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 /// is expected to hold, once the layer is planned and again as each chunk is encoded (from
 /// the encoding threads, chunks in any order): the bytes shipped whole, and for the bytes
 /// searched against a source in chunks not encoded yet the share the encoded ones left
-/// unmatched (their median, once there are three; see `estimate.rs`).
+/// unmatched (their lower median, once there are two; see `estimate.rs`).
 ///
 /// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
 /// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
