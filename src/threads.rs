@@ -65,26 +65,36 @@ pub fn set(n: usize) -> bool {
 /// node, ml and go unchanged (their lanes wait for memory or bytes, not for a core).
 pub(crate) const SEARCH_NICE: i32 = 10;
 
-/// Lowers the calling thread's priority by [`SEARCH_NICE`] (once per thread; on Linux,
-/// where a thread has its own; elsewhere nothing). Called by the codec's search workers, so
-/// that the payload lanes' encoders, which each compress on one thread, get a whole core
-/// whenever they have bytes: they are what create ends on (tools pair: zstd 18 alone for
-/// its last 10 s), while the searches run on every core and are over sooner or later
-/// whoever waits. The scheduler stays work-conserving: a lane with nothing to compress
-/// takes nothing from the searches. Beside other work on the machine, the searches yield to
-/// it too. A process cannot raise a thread's priority back without privilege, so it is
-/// only called on threads that end with their work.
+/// Lowers the calling thread's priority by [`SEARCH_NICE`] (on Linux, where a thread has
+/// its own; elsewhere nothing). Each of the codec's search workers calls it once, as it
+/// starts, so that the payload lanes' encoders, which each compress on one thread, get a
+/// whole core whenever they have bytes: they are what create ends on (tools pair: zstd 18
+/// alone for its last 10 s), while the searches run on every core and are over sooner or
+/// later whoever waits. The scheduler stays work-conserving: a lane with nothing to
+/// compress takes nothing from the searches. Beside other work on the machine, the
+/// searches yield to it too.
 pub(crate) fn yield_to_lanes() {
+    lower_this_thread("a search worker's", |now| now + SEARCH_NICE);
+}
+
+/// Gives the calling thread the lowest priority there is (nice 19; on Linux, elsewhere
+/// nothing): for work done in case it is needed (a small lane's speculative xz), which
+/// must take a core from nothing else.
+pub(crate) fn lowest_priority() {
+    lower_this_thread("a speculative encoder's", |_| 19);
+}
+
+/// Sets the calling thread's nice value to `to(now)`, at most 19. A process cannot raise a
+/// thread's priority back without privilege: only threads that end with their work call
+/// it. Failing to is logged, not an error: the work is the same.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+fn lower_this_thread(whose: &str, to: impl FnOnce(i32) -> i32) {
     #[cfg(target_os = "linux")]
     {
-        thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-        if LOWERED.with(|l| l.replace(true)) {
-            return;
-        }
         // On Linux, `setpriority` with no pid sets the calling thread's.
         let now = rustix::process::getpriority_process(None).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(None, (now + SEARCH_NICE).min(19)) {
-            tracing::debug!(error = %e, "could not lower a search worker's priority");
+        if let Err(e) = rustix::process::setpriority_process(None, to(now).min(19)) {
+            tracing::debug!(error = %e, "could not lower {whose} priority");
         }
     }
 }
@@ -94,21 +104,24 @@ pub(crate) fn yield_to_lanes() {
 mod tests {
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_search_worker_yields_to_the_lanes_once() {
+    fn a_search_worker_yields_to_the_lanes_and_a_speculative_one_to_all() {
         let here = rustix::process::getpriority_process(None).unwrap();
-        // On a thread of its own: the test's threads are shared.
+        // On threads of their own: the test's threads are shared.
         std::thread::spawn(|| {
             let before = rustix::process::getpriority_process(None).unwrap();
             super::yield_to_lanes();
             let after = rustix::process::getpriority_process(None).unwrap();
             assert_eq!(after, (before + super::SEARCH_NICE).min(19));
-            super::yield_to_lanes();
-            let again = rustix::process::getpriority_process(None).unwrap();
-            assert_eq!(again, after, "lowered twice");
         })
         .join()
         .unwrap();
-        // Only that thread: this one (and so the process) keeps its priority.
+        std::thread::spawn(|| {
+            super::lowest_priority();
+            assert_eq!(rustix::process::getpriority_process(None).unwrap(), 19);
+        })
+        .join()
+        .unwrap();
+        // Only those threads: this one (and so the process) keeps its priority.
         assert_eq!(rustix::process::getpriority_process(None).unwrap(), here);
     }
 

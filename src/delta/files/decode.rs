@@ -35,6 +35,7 @@ fn decode_parallel<R: Read + Send>(
         workers,
         2 * workers.max(1),
         DECODE_MEMORY,
+        || {},
         move || decoder.read_chunk(),
         |raw: RawChunk| raw.decode(&old),
         sink,

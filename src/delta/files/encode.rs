@@ -108,7 +108,8 @@ pub fn encode(
     // done ahead of the one the writer waits for: a chunk of slow patches (distant versions
     // of programs, searched at every byte) can take seconds, and with 2 a worker the other
     // core sat idle behind it (the tools pair: create 36.5 -> 33.4 s, the same package);
-    // what they hold still counts in the memory budget.
+    // what they hold still counts in the memory budget. The workers run at a lower
+    // priority than the payload lanes' encoders (`threads::yield_to_lanes`).
     //
     // Each chunk is decoded again by the worker that made it and compared with the layer's
     // bytes; the writer hashes the layer's bytes in order, which must give its diff_id.
@@ -152,9 +153,9 @@ pub fn encode(
         workers,
         16 * workers,
         CHUNK_MEMORY,
+        crate::threads::yield_to_lanes,
         move || Ok(jobs.next()),
         |job: ChunkJob<'_>| {
-            crate::threads::yield_to_lanes();
             let chunk = encode_chunk(job.regions, &refs, &new.data, &map, split)?;
             {
                 // Told under the lock, so that what it is told last is the latest.

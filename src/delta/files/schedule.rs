@@ -21,10 +21,11 @@ pub(super) trait Footprint {
 }
 
 /// Runs jobs on `workers` threads and hands their results to `sink` in the order the jobs
-/// were taken. `take` gives the next job (`None` when there are no more); it is called on
-/// the worker threads, one at a time, so it may read a stream. `work` turns a job into a
-/// result, on any thread. The first error (from any of the three) stops everything and is
-/// returned.
+/// were taken. Each worker thread calls `start` once, before it takes a job (a thread is
+/// new to it, and ends with it). `take` gives the next job (`None` when there are no more);
+/// it is called on the worker threads, one at a time, so it may read a stream. `work` turns
+/// a job into a result, on any thread. The first error (from `take`, `work` or `sink`)
+/// stops everything and is returned.
 ///
 /// Memory stays bounded whatever the number of workers: at most `ahead` jobs are taken
 /// past the result being sunk, and only while less than `memory` is held; a job starts
@@ -37,6 +38,7 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
     workers: usize,
     ahead: usize,
     memory: u64,
+    start: impl Fn() + Sync,
     take: impl FnMut() -> Result<Option<J>> + Send,
     work: impl Fn(J) -> Result<T> + Sync,
     mut sink: impl FnMut(T) -> Result<()>,
@@ -76,83 +78,87 @@ pub(super) fn in_order_parallel<J: Send + Footprint, T: Send + Footprint>(
         let (tx, rx) = mpsc::channel::<(usize, Result<T>, u64)>();
         for _ in 0..workers.max(1) {
             let tx = tx.clone();
-            let (state, work) = (&state, &work);
-            scope.spawn(move || loop {
-                let wait = |g| state.1.wait(g).unwrap_or_else(|e| e.into_inner());
-                let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
-                // A job is taken (a stream may be read for it) only while memory is left,
-                // unless it is the one the sink waits for.
-                while !g.stop
-                    && !g.ended
-                    && (g.taken >= g.want + ahead || (g.taken != g.want && g.held >= memory))
-                {
-                    g = wait(g);
-                }
-                if g.stop || g.ended {
-                    return;
-                }
-                let i = g.taken;
-                let job = match (g.take)() {
-                    Ok(Some(job)) => {
-                        g.taken += 1;
-                        job
-                    }
-                    Ok(None) => {
-                        g.ended = true;
-                        state.1.notify_all();
-                        return;
-                    }
-                    Err(e) => {
-                        // The error is the last result.
-                        g.taken += 1;
-                        g.ended = true;
-                        state.1.notify_all();
-                        drop(g);
-                        let _ = tx.send((i, Err(e), 0));
-                        return;
-                    }
-                };
-                let (held, run) = (job.held(), job.running());
-                g.held += held;
+            let (state, work, start) = (&state, &work, &start);
+            scope.spawn(move || {
+                start();
                 loop {
-                    if g.stop {
-                        g.held -= held;
+                    let wait = |g| state.1.wait(g).unwrap_or_else(|e| e.into_inner());
+                    let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
+                    // A job is taken (a stream may be read for it) only while memory is left,
+                    // unless it is the one the sink waits for.
+                    while !g.stop
+                        && !g.ended
+                        && (g.taken >= g.want + ahead || (g.taken != g.want && g.held >= memory))
+                    {
+                        g = wait(g);
+                    }
+                    if g.stop || g.ended {
                         return;
                     }
-                    // Jobs start in the order taken: later jobs taking the memory as
-                    // it freed kept a job too large to run beside them waiting while they
-                    // ran one by one (the tools pair: the second chunk waited 29 s, and
-                    // the worker that held it, and the other core, with it).
-                    let fits = i == g.started
-                        && if i == g.want {
-                            g.running == 0 || g.running + run <= memory
-                        } else {
-                            g.held == held || g.held - held + run <= memory
-                        };
-                    if fits {
-                        break;
+                    let i = g.taken;
+                    let job = match (g.take)() {
+                        Ok(Some(job)) => {
+                            g.taken += 1;
+                            job
+                        }
+                        Ok(None) => {
+                            g.ended = true;
+                            state.1.notify_all();
+                            return;
+                        }
+                        Err(e) => {
+                            // The error is the last result.
+                            g.taken += 1;
+                            g.ended = true;
+                            state.1.notify_all();
+                            drop(g);
+                            let _ = tx.send((i, Err(e), 0));
+                            return;
+                        }
+                    };
+                    let (held, run) = (job.held(), job.running());
+                    g.held += held;
+                    loop {
+                        if g.stop {
+                            g.held -= held;
+                            return;
+                        }
+                        // Jobs start in the order taken: later jobs taking the memory as
+                        // it freed kept a job too large to run beside them waiting while they
+                        // ran one by one (the tools pair: the second chunk waited 29 s, and
+                        // the worker that held it, and the other core, with it).
+                        let fits = i == g.started
+                            && if i == g.want {
+                                g.running == 0 || g.running + run <= memory
+                            } else {
+                                g.held == held || g.held - held + run <= memory
+                            };
+                        if fits {
+                            break;
+                        }
+                        g = wait(g);
                     }
-                    g = wait(g);
-                }
-                g.held = g.held - held + run;
-                g.running += run;
-                g.started += 1;
-                state.1.notify_all();
-                drop(g);
-                // A panic becomes an error: the result must arrive, or the sink and the
-                // workers waiting for it would wait forever.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)))
-                    .unwrap_or_else(|_| {
-                        Err(Error::Other("files codec: a worker thread panicked".into()))
-                    });
-                let kept = result.as_ref().map_or(0, Footprint::held);
-                let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
-                g.held = g.held - run + kept;
-                g.running -= run;
-                state.1.notify_all();
-                drop(g);
-                if tx.send((i, result, kept)).is_err() {
-                    return;
+                    g.held = g.held - held + run;
+                    g.running += run;
+                    g.started += 1;
+                    state.1.notify_all();
+                    drop(g);
+                    // A panic becomes an error: the result must arrive, or the sink and the
+                    // workers waiting for it would wait forever.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job)))
+                            .unwrap_or_else(|_| {
+                                Err(Error::Other("files codec: a worker thread panicked".into()))
+                            });
+                    let kept = result.as_ref().map_or(0, Footprint::held);
+                    let mut g = state.0.lock().unwrap_or_else(|e| e.into_inner());
+                    g.held = g.held - run + kept;
+                    g.running -= run;
+                    state.1.notify_all();
+                    drop(g);
+                    if tx.send((i, result, kept)).is_err() {
+                        return;
+                    }
                 }
             });
         }

@@ -1140,6 +1140,7 @@ fn run_jobs(workers: usize, memory: u64, jobs: Vec<TestJob>) -> Result<Ran> {
             workers,
             2 * workers,
             memory,
+            || {},
             || {
                 let j = jobs.next();
                 if let Some(j) = &j {
@@ -1262,6 +1263,58 @@ fn in_order_parallel_keeps_the_room_the_wanted_job_waits_for() {
     assert_eq!(ran.started[..2], [0, 1], "{ran:?}");
     // Later jobs still run two at a time.
     assert!(ran.running >= 8, "{ran:?}");
+}
+
+/// Each worker calls `start` once, on its own thread, before any job runs there (the
+/// encoder lowers its workers' priority there, and a thread must not be lowered twice).
+#[test]
+fn in_order_parallel_starts_each_worker_once_before_its_jobs() {
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    thread_local!(static STARTED: Cell<u32> = const { Cell::new(0) });
+    let starts = Mutex::new(HashMap::new());
+    let jobs = Mutex::new((0..40).map(|n| TestJob {
+        n,
+        sleep_ms: 1,
+        ..TestJob::default()
+    }));
+    let mut sunk = Vec::new();
+    in_order_parallel(
+        3,
+        6,
+        1 << 20,
+        || {
+            STARTED.with(|s| s.set(s.get() + 1));
+            *starts
+                .lock()
+                .unwrap()
+                .entry(std::thread::current().id())
+                .or_insert(0) += 1;
+        },
+        || Ok(jobs.lock().unwrap().next()),
+        |j: TestJob| {
+            assert_eq!(
+                STARTED.with(Cell::get),
+                1,
+                "job {} on a thread not started once",
+                j.n
+            );
+            std::thread::sleep(std::time::Duration::from_millis(j.sleep_ms));
+            Ok(TestResult { n: j.n, kept: 0 })
+        },
+        |r| {
+            sunk.push(r.n);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(sunk, (0..40).collect::<Vec<_>>());
+    let starts = starts.into_inner().unwrap();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(starts.values().all(|&n| n == 1), "{starts:?}");
+    // None on the caller's thread.
+    assert!(!starts.contains_key(&std::thread::current().id()));
 }
 
 /// A plain patch of `len` bytes of the new layer at `off` against the first `src_len`

@@ -415,12 +415,8 @@ impl<T: Send + 'static> SpoolThread<T> {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                // On Linux `setpriority` with no pid sets the calling thread's.
-                #[cfg(target_os = "linux")]
                 if matches!(role, Role::Speculative) {
-                    if let Err(e) = rustix::process::setpriority_process(None, 19) {
-                        tracing::debug!(error = %e, thread = name, "could not lower a thread's priority");
-                    }
+                    crate::threads::lowest_priority();
                 }
                 // A small lane's xz has no gate (its lane's gate counts it), and keeps its
                 // spool to be replayed; it is given small pieces, so that it sees soon
