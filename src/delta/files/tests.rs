@@ -1274,11 +1274,11 @@ fn in_order_parallel_starts_each_worker_once_before_its_jobs() {
     use std::sync::Mutex;
     thread_local!(static STARTED: Cell<u32> = const { Cell::new(0) });
     let starts = Mutex::new(HashMap::new());
-    let jobs = Mutex::new((0..40).map(|n| TestJob {
+    let mut jobs = (0..40).map(|n| TestJob {
         n,
         sleep_ms: 1,
         ..TestJob::default()
-    }));
+    });
     let mut sunk = Vec::new();
     in_order_parallel(
         3,
@@ -1292,7 +1292,7 @@ fn in_order_parallel_starts_each_worker_once_before_its_jobs() {
                 .entry(std::thread::current().id())
                 .or_insert(0) += 1;
         },
-        || Ok(jobs.lock().unwrap().next()),
+        || Ok(jobs.next()),
         |j: TestJob| {
             assert_eq!(
                 STARTED.with(Cell::get),
