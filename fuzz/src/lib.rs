@@ -764,7 +764,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                     split.then_some(&mut lits as &mut dyn std::io::Write),
                 ],
                 &mut |_| Ok(()),
-                &|_| (),
+                &|_, _| (),
             )
             .expect("encode a seed layer");
             gzip += stats.files_gzip;

@@ -249,7 +249,7 @@ pub fn create(
                         *stream,
                         [Some(*new_bytes), Some(*lits)],
                         &mut |n| tracker.advance(n),
-                        &|n| hint.expect(n),
+                        &|expected, sure| hint.expect(expected, sure),
                     )
                 })?;
                 tracing::debug!(layer = p.index, ?stats, "encoded with the files codec");

@@ -30,10 +30,12 @@ use crate::error::{Error, Result};
 /// and difference literals (`lits`) into `apart[0]` and `apart[1]` if given (see
 /// [`APART`]), else in the chunks; `progress` is told of each chunk's output
 /// bytes as it is written, and `new_bytes` of how many new bytes the whole layer's stream
-/// is expected to hold, once the layer is planned and again as each chunk is encoded (from
-/// the encoding threads, chunks in any order): the bytes shipped whole, and for the bytes
-/// searched against a source in chunks not encoded yet the share the encoded ones left
-/// unmatched (their lower median, once there are two; see `estimate.rs`).
+/// is expected to hold, and of those how many all but surely, once the layer is planned
+/// and again as each chunk is encoded (from the encoding threads, chunks in any order):
+/// the bytes shipped whole (and those patched against a source that shares next to
+/// nothing with them), and for the bytes searched against a source in chunks not encoded
+/// yet the share the encoded ones left unmatched (their lower median, once there are two;
+/// see `estimate.rs`).
 ///
 /// Every chunk is decoded again as soon as it is encoded, and the rebuilt bytes must hash to
 /// `expected` (the new layer's diff_id) in the end: a stream that would not rebuild the layer
@@ -45,7 +47,7 @@ pub fn encode(
     out: &mut dyn Write,
     mut apart: [Option<&mut dyn Write>; 2],
     progress: &mut dyn FnMut(u64) -> Result<()>,
-    new_bytes: &(dyn Fn(u64) + Sync),
+    new_bytes: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<EncodeStats> {
     let cat = Catalog::new(old)?;
     let mut stats = EncodeStats::default();
@@ -96,7 +98,15 @@ pub fn encode(
         }
     }
     let estimate = Mutex::new(NewBytes::new(Shares::of(&regions)));
-    new_bytes(lock(&estimate).expected());
+    {
+        let estimate = lock(&estimate);
+        tracing::debug!(
+            expected = estimate.expected(),
+            sure = estimate.sure(),
+            "new bytes expected of the layer"
+        );
+        new_bytes(estimate.expected(), estimate.sure());
+    }
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
     let mut written = MAGIC.len() as u64;
@@ -161,9 +171,9 @@ pub fn encode(
                 // Told under the lock, so that what it is told last is the latest.
                 let mut estimate = lock(&estimate);
                 estimate.encoded(job.shares, chunk.sections[APART[0]]);
-                let expected = estimate.expected();
-                tracing::trace!(at = job.at, expected, "new bytes expected");
-                new_bytes(expected);
+                let (expected, sure) = (estimate.expected(), estimate.sure());
+                tracing::trace!(at = job.at, expected, sure, "new bytes expected");
+                new_bytes(expected, sure);
             }
             let decoded = decode_chunk(&chunk, &refs, &map)?;
             same_as_layer(&decoded, job.output, &new.data, job.at)?;
@@ -369,6 +379,7 @@ fn encode_chunk(
                 btf,
                 span,
                 ref code,
+                unlike: _,
             } => {
                 let bytes = new.read(off, len)?;
                 let read_source = || -> Result<Vec<u8>> {

@@ -4,7 +4,9 @@
 //! compresses twice (see `format::SMALL_NEW_BYTES`).
 //!
 //! Some regions are shipped whole whatever a search finds (files with no source, gzip
-//! members and archives with none): the plan says how many bytes. Of the regions searched
+//! members and archives with none): the plan says how many bytes. So, all but surely, are
+//! files whose source shares next to nothing with them (by the likeness votes, see
+//! `Verdict::shares_little`): they count with those. Of the regions searched
 //! against a source, the share left unmatched is only known as their chunks are encoded;
 //! the estimate takes the lower median share of the chunks encoded so far, once there are
 //! [`MIN_CHUNKS`] of them, for the searched bytes of the chunks still to encode. The
@@ -34,7 +36,8 @@ const MIN_SEARCHED: u64 = 1 << 20;
 /// searched against a source (of which some share ends up shipped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Shares {
-    /// New bytes shipped whole.
+    /// New bytes shipped whole (or patched against a source that shares next to nothing
+    /// with them).
     pub(super) sure: u64,
     /// Bytes searched against a source (a gzip member's or an archive's text).
     pub(super) searched: u64,
@@ -54,6 +57,9 @@ impl Shares {
                     text, src: None, ..
                 } => s.sure += text,
                 Region::Gzip { text, .. } | Region::Zip { text, .. } => s.searched += text,
+                Region::Diff {
+                    len, unlike: true, ..
+                } => s.sure += len,
                 Region::Diff { len, .. } => s.searched += len,
                 Region::Meta { .. } | Region::Copy { .. } => {}
             }
@@ -114,6 +120,13 @@ impl NewBytes {
         };
         self.extra + sure + (share * searched as f64) as u64
     }
+
+    /// The new bytes the layer's stream holds all but surely: what the encoded chunks hold
+    /// and the bytes of the others that are shipped whole (the least [`NewBytes::expected`]
+    /// says).
+    pub(super) fn sure(&self) -> u64 {
+        self.extra + self.layer.sure.saturating_sub(self.done.sure)
+    }
 }
 
 #[cfg(test)]
@@ -171,9 +184,17 @@ mod tests {
                 src_text: 700,
             },
             patch(0, 3000, 2000),
+            {
+                let mut p = patch(0, 5000, 4000);
+                if let Region::Diff { unlike, .. } = &mut p {
+                    *unlike = true;
+                }
+                p
+            },
         ];
         let s = Shares::of(&regions);
-        assert_eq!(s.sure, 10 + 100 + 400);
+        // A patch against a source that shares next to nothing with it: shipped, surely.
+        assert_eq!(s.sure, 10 + 100 + 400 + 5000);
         assert_eq!(s.searched, 200 + 800 + 3000);
     }
 
@@ -185,12 +206,14 @@ mod tests {
         };
         let mut e = NewBytes::new(layer);
         assert_eq!(e.expected(), 5 * MB);
+        assert_eq!(e.sure(), 5 * MB);
         e.encoded(searched(10 * MB), 6 * MB);
         // One chunk: what it holds, and the bytes shipped whole still to come.
         assert_eq!(e.expected(), 6 * MB + 5 * MB);
         e.encoded(searched(10 * MB), 6 * MB);
-        // Two: 60 % of the 80 MB still to search besides.
+        // Two: 60 % of the 80 MB still to search besides, which is not sure.
         assert_eq!(e.expected(), 12 * MB + 5 * MB + 48 * MB);
+        assert_eq!(e.sure(), 12 * MB + 5 * MB);
     }
 
     #[test]

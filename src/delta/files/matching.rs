@@ -122,20 +122,21 @@ impl<'a> Catalog<'a> {
     /// `pick` ([`Catalog::pick`] of `f`, whose bytes are in `new`) or, if it is not the same
     /// content, the old file the new one's content resembles clearly more (see
     /// [`Likeness`]). Not for compressed files or archives, whose bytes say little of their
-    /// content: the caller leaves those to their names.
+    /// content: the caller leaves those to their names. Also whether the source taken
+    /// shares next to nothing with the new file ([`Verdict::shares_little`](super::likeness::Verdict::shares_little)).
     pub(super) fn by_content(
         &self,
         pick: Pick,
         f: &tarscan::FileEntry,
         new: &LayerData,
-    ) -> Result<Pick> {
+    ) -> Result<(Pick, bool)> {
         let asked = match pick {
-            Pick::Same(..) => return Ok(pick),
+            Pick::Same(..) => return Ok((pick, false)),
             Pick::Similar(l, i) => Some((l, i)),
             Pick::None => None,
         };
         if f.size < MIN_JUDGED {
-            return Ok(pick);
+            return Ok((pick, false));
         }
         let verdict = self.likeness.judge(new, f.data_offset, f.size, asked)?;
         Ok(match verdict.better() {
@@ -147,9 +148,12 @@ impl<'a> Catalog<'a> {
                     ?verdict,
                     "a source by content"
                 );
-                Pick::Similar(l, i)
+                (Pick::Similar(l, i), false)
             }
-            None => pick,
+            None => (
+                pick,
+                asked.is_some() && verdict.shares_little(verdict.asked),
+            ),
         })
     }
 }

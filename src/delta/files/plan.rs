@@ -47,6 +47,10 @@ pub(super) enum Region {
         /// The machine code in the source (ranges as offsets into it), whose references
         /// the patch may take projected (see [`refs`](super::refs)).
         code: Option<refs::Code>,
+        /// The source shares next to nothing with the file (see
+        /// [`Catalog::by_content`]): the patch is expected to ship nearly all of it as new
+        /// bytes (see `estimate.rs`).
+        unlike: bool,
     },
     Lit {
         off: u64,
@@ -190,7 +194,7 @@ pub(super) fn plan(
             }
         };
     let picks = pick_sources(cat, new)?;
-    for (f, pick) in new.index.files.iter().zip(picks) {
+    for (f, (pick, unlike)) in new.index.files.iter().zip(picks) {
         let src_entry = match pick {
             Pick::Same(l, i) | Pick::Similar(l, i) => Some((l, cat.file((l, i)))),
             Pick::None => None,
@@ -303,6 +307,7 @@ pub(super) fn plan(
                         btf: relocatable && src_len == s.size && len == size,
                         span: None,
                         code: code.as_ref().map(|c| refs::clip(c, src_off, src_len)),
+                        unlike,
                     });
                     done += len;
                 }
@@ -341,19 +346,19 @@ pub(super) fn plan(
     Ok(regions)
 }
 
-/// Each new file's source (see [`Catalog::pick`] and [`Catalog::by_content`]), in the
-/// order of the files. Files are judged on every core: judging samples a file's bytes and
+/// Each new file's source (see [`Catalog::pick`] and [`Catalog::by_content`]) and whether
+/// it shares next to nothing with the file, in the order of the files. Files are judged on every core: judging samples a file's bytes and
 /// looks up each sample, and a layer of renamed files (the kernel pair's module directory,
 /// 4 900 modules) otherwise kept one core busy for seconds before any chunk was encoded.
 /// Each file's verdict depends only on its own bytes, so the picks do not depend on the
 /// number of cores.
-fn pick_sources(cat: &Catalog<'_>, new: &OldLayer) -> Result<Vec<Pick>> {
+fn pick_sources(cat: &Catalog<'_>, new: &OldLayer) -> Result<Vec<(Pick, bool)>> {
     let files = &new.index.files;
     let picks = each_on_every_core(crate::threads::threads(), files.len(), |i| {
         let f = &files[i];
         let pick = cat.pick(f);
         if matches!(pick, Pick::Same(..)) || is_packed(&new.data, f.data_offset, f.size)? {
-            return Ok(pick);
+            return Ok((pick, false));
         }
         cat.by_content(pick, f, &new.data)
     })?;

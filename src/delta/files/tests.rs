@@ -87,7 +87,7 @@ fn encode_against(old: &[u8], new: &[u8]) -> (tempfile::NamedTempFile, OldLayer,
         &mut stream,
         [None, None],
         &mut |_| Ok(()),
-        &|_| (),
+        &|_, _| (),
     )
     .unwrap();
     (of, old_layer, stream)
@@ -113,7 +113,7 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
         &mut stream,
         [None, None],
         &mut |_| Ok(()),
-        &|_| (),
+        &|_, _| (),
     )
     .unwrap();
     assert_eq!(stats.encoded_size, stream.len() as u64);
@@ -139,16 +139,18 @@ fn roundtrip(olds: &[Vec<u8>], new: &[u8]) -> EncodeStats {
                 split[1].then_some(&mut a1 as &mut dyn Write),
             ],
             &mut |_| Ok(()),
-            &|n| told.lock().unwrap().push(n),
+            &|expected, sure| told.lock().unwrap().push((expected, sure)),
         )
         .unwrap();
         assert_eq!(split_stats.apart_sizes, [a0.len() as u64, a1.len() as u64]);
-        // The new bytes expected: told once planned and once a chunk, and last what the
-        // stream holds.
+        // The new bytes expected: told once planned and once a chunk, never fewer sure
+        // than expected, and last what the stream holds, surely.
         let told = told.into_inner().unwrap();
         assert!(told.len() >= 2, "told {told:?}");
+        assert!(told.iter().all(|(e, s)| s <= e), "told {told:?}");
         if split[0] {
-            assert_eq!(told.last(), Some(&(a0.len() as u64)), "told {told:?}");
+            let all = a0.len() as u64;
+            assert_eq!(told.last(), Some(&(all, all)), "told {told:?}");
         }
         assert_eq!(main.len() + a0.len() + a1.len(), stream.len());
         let apart = || [split[0].then_some(&a0[..]), split[1].then_some(&a1[..])];
@@ -1330,6 +1332,7 @@ pub(super) fn patch(off: u64, len: u64, src_len: u64) -> Region {
         btf: false,
         span: None,
         code: None,
+        unlike: false,
     }
 }
 

@@ -52,13 +52,26 @@ pub(super) struct SmallLane {
 
 impl SmallLane {
     /// Whether a lane expected to hold `expected` bytes in the end leaves xz before it
-    /// gets there: when that is more than a quarter past the limit. The estimate is
-    /// rough early on (see `files::encode`), and a lane wrongly taken out of xz
-    /// compresses larger (the node pair's 20 MB: 1.27 MB in xz, 1.38 MB in zstd), where
-    /// one left in xz too long only costs create the time of compressing its bytes twice.
-    fn expects_to_outgrow(&self, expected: u64) -> bool {
-        expected > self.limit + self.limit / 4
+    /// gets there: when those it all but surely holds are past the limit (it will get
+    /// there), or when all it is expected to hold is more than a quarter past. The rest of
+    /// the estimate is rough early on (see `files::encode`), and a lane wrongly taken out
+    /// of xz compresses larger (the node pair's 20 MB: 1.27 MB in xz, 1.38 MB in zstd),
+    /// where one left in xz too long costs create the time of compressing its bytes twice,
+    /// and the seconds its own encoder waits for them.
+    fn expects_to_outgrow(&self, expected: &Expected) -> bool {
+        expected.sure.load(Ordering::Relaxed) > self.limit
+            || expected.bytes.load(Ordering::Relaxed) > self.limit + self.limit / 4
     }
+}
+
+/// How many bytes a lane's writer expects it to hold in the end (0 while it does not
+/// know; see `PackageWriter::new_bytes_hint`).
+#[derive(Debug, Default)]
+pub(super) struct Expected {
+    /// The bytes the lane is expected to hold.
+    pub(super) bytes: AtomicU64,
+    /// Of those, the bytes it holds or all but surely will.
+    pub(super) sure: AtomicU64,
 }
 
 impl LaneWriter {
@@ -74,7 +87,7 @@ impl LaneWriter {
         spool_dir: &Path,
         settings: LaneSettings,
         small: Option<SmallLane>,
-        expected: &Arc<AtomicU64>,
+        expected: &Arc<Expected>,
         gate: Gate,
     ) -> Result<LaneWriter> {
         let spool_path = spool_name(spool_dir);
@@ -122,7 +135,7 @@ impl PayloadEncoder {
         compression: CompressionSpec,
         settings: LaneSettings,
         small: Option<SmallLane>,
-        expected: &Arc<AtomicU64>,
+        expected: &Arc<Expected>,
         spool_dir: &Path,
         stop: &Arc<AtomicBool>,
     ) -> Result<PayloadEncoder> {
@@ -207,7 +220,8 @@ impl PayloadEncoder {
             .ok_or_else(|| io::Error::other("internal: a small lane grew twice"))?;
         tracing::debug!(
             bytes = small.xz.len,
-            expected = small.expected.load(Ordering::Relaxed),
+            expected = small.expected.bytes.load(Ordering::Relaxed),
+            sure = small.expected.sure.load(Ordering::Relaxed),
             "the new bytes outgrew their small lane, or are expected to; compressing them with {}",
             compression.algorithm.name()
         );
@@ -272,7 +286,7 @@ pub(super) struct SmallFirst {
     then: Option<(CompressionSpec, LaneSettings, File)>,
     /// The bytes the lane is expected to hold in the end (see
     /// `PackageWriter::new_bytes_hint`): it grows as soon as that is well past its limit.
-    expected: Arc<AtomicU64>,
+    expected: Arc<Expected>,
     /// Set to stop: a lane that grows replays its bytes so far into its own encoder (24
     /// MiB into zstd 18 takes seconds), which an interrupted create must not wait for.
     stop: Arc<AtomicBool>,
@@ -282,10 +296,7 @@ impl SmallFirst {
     /// Whether the lane must grow before it takes `more` bytes: they would pass its
     /// limit, or it is expected to pass it well.
     fn outgrows(&self, more: u64) -> bool {
-        self.xz.len + more > self.small.limit
-            || self
-                .small
-                .expects_to_outgrow(self.expected.load(Ordering::Relaxed))
+        self.xz.len + more > self.small.limit || self.small.expects_to_outgrow(&self.expected)
     }
 }
 
@@ -694,7 +705,7 @@ mod tests {
 
     /// A lane of zstd kept in xz up to `limit` bytes, told it is to hold `expected` bytes
     /// (and the directory of its spools).
-    fn small_lane(limit: u64, expected: &Arc<AtomicU64>) -> (tempfile::TempDir, LaneWriter) {
+    fn small_lane(limit: u64, expected: &Arc<Expected>) -> (tempfile::TempDir, LaneWriter) {
         let dir = tempfile::tempdir().unwrap();
         let zstd = CompressionSpec {
             algorithm: PayloadCompression::Zstd,
@@ -878,25 +889,40 @@ mod tests {
         while thread.backlog().1 < data.len() as u64 {
             std::thread::sleep(IDLE / 10);
         }
-        expected.store(limit + limit / 4 + 1, Ordering::Relaxed);
+        expected
+            .bytes
+            .store(limit + limit / 4 + 1, Ordering::Relaxed);
         std::thread::sleep(IDLE * 6);
         let (out, algorithm) = decoded(lane);
         assert_eq!(algorithm, PayloadCompression::Zstd);
         assert!(out == data, "bytes differ");
+        let told = |bytes: u64, sure: u64| {
+            Arc::new(Expected {
+                bytes: AtomicU64::new(bytes),
+                sure: AtomicU64::new(sure),
+            })
+        };
         // Told before its bytes come: the same.
-        let expected = Arc::new(AtomicU64::new(3 * limit));
+        let expected = told(3 * limit, 0);
         let (_dir, mut lane) = small_lane(limit, &expected);
         lane.encoder.write_all(&data).unwrap();
         let (out, algorithm) = decoded(lane);
         assert_eq!(algorithm, PayloadCompression::Zstd);
         assert!(out == data, "bytes differ");
         // Expected past the limit but by less than a quarter: xz, which it ends within.
-        let expected = Arc::new(AtomicU64::new(limit + limit / 5));
+        let expected = told(limit + limit / 5, limit);
         let (_dir, mut lane) = small_lane(limit, &expected);
         lane.encoder.write_all(&data).unwrap();
         std::thread::sleep(IDLE * 6);
         let (out, algorithm) = decoded(lane);
         assert_eq!(algorithm, PayloadCompression::Xz);
+        assert!(out == data, "bytes differ");
+        // The same, but with more than the limit all but sure: zstd.
+        let expected = told(limit + limit / 5, limit + 1);
+        let (_dir, mut lane) = small_lane(limit, &expected);
+        lane.encoder.write_all(&data).unwrap();
+        let (out, algorithm) = decoded(lane);
+        assert_eq!(algorithm, PayloadCompression::Zstd);
         assert!(out == data, "bytes differ");
     }
 }
