@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 
 /// Rebuilds a layer as reading `decoder` would, decoding its chunks on `workers` threads;
 /// each chunk's bytes go to `sink`, in order. The chunks read, being decoded and decoded
-/// ahead of the sink take at most [`DECODE_MEMORY`] together (or one chunk, if larger).
+/// ahead of the sink take at most [`DECODE_MEMORY`] together (or one chunk, if larger). The
+/// workers yield to the sink's side ([`crate::threads::yield_to_writer`]).
 fn decode_parallel<R: Read + Send>(
     decoder: Decoder<'_, R>,
     workers: usize,
@@ -35,7 +36,7 @@ fn decode_parallel<R: Read + Send>(
         workers,
         2 * workers.max(1),
         DECODE_MEMORY,
-        || {},
+        crate::threads::yield_to_writer,
         move || decoder.read_chunk(),
         |raw: RawChunk| raw.decode(&old),
         sink,
@@ -44,7 +45,8 @@ fn decode_parallel<R: Read + Send>(
 
 /// Runs `consume` on a reader of the layer `decoder` rebuilds, while its chunks are decoded
 /// on `workers` threads beside: the reader's side (hashing, writing) and the chunks'
-/// decoding overlap. Errors of the decoding reach `consume` through the reader.
+/// decoding overlap, the workers at a lower priority (on Linux: nice +10), so that the
+/// reader's side keeps up. Errors of the decoding reach `consume` through the reader.
 pub fn with_parallel_reader<R: Read + Send, T>(
     decoder: Decoder<'_, R>,
     workers: usize,
