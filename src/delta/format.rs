@@ -1122,9 +1122,9 @@ impl Read for BlobStream<'_> {
 /// ([`NewBytesHint`]) puts it more than a quarter past this, or puts the bytes it all but
 /// surely holds past this, rather than once it holds this much: on the tools pair the lane
 /// got there with 70 % of its layer encoded, and its 24 MiB went through zstd 18 again
-/// once the codec's searches were over, alone. Its files whose sources share next to
-/// nothing with them (28.7 MB with the files shipped whole, of 33.3 MB in the end) now
-/// take it out of xz before its first bytes.
+/// once the codec's searches were over, alone. On that pair the files whose sources share
+/// next to nothing with them and the files shipped whole (28.7 MB, of 33.3 MB in the end)
+/// now take the lane out of xz before its first bytes.
 pub const SMALL_NEW_BYTES: u64 = 24 << 20;
 
 /// Writes a package: blobs are streamed into compressed lanes spooled in temporary files,

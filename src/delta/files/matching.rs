@@ -123,7 +123,8 @@ impl<'a> Catalog<'a> {
     /// content, the old file the new one's content resembles clearly more (see
     /// [`Likeness`]). Not for compressed files or archives, whose bytes say little of their
     /// content: the caller leaves those to their names. Also whether the source taken
-    /// shares next to nothing with the new file ([`Verdict::shares_little`](super::likeness::Verdict::shares_little)).
+    /// shares next to nothing with the new file (see
+    /// [`Verdict::shares_little`](super::likeness::Verdict::shares_little)).
     pub(super) fn by_content(
         &self,
         pick: Pick,

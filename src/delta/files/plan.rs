@@ -347,11 +347,11 @@ pub(super) fn plan(
 }
 
 /// Each new file's source (see [`Catalog::pick`] and [`Catalog::by_content`]) and whether
-/// it shares next to nothing with the file, in the order of the files. Files are judged on every core: judging samples a file's bytes and
-/// looks up each sample, and a layer of renamed files (the kernel pair's module directory,
-/// 4 900 modules) otherwise kept one core busy for seconds before any chunk was encoded.
-/// Each file's verdict depends only on its own bytes, so the picks do not depend on the
-/// number of cores.
+/// that source shares next to nothing with it, in the order of the files. Files are judged
+/// on every core: judging samples a file's bytes and looks up each sample, and a layer of
+/// renamed files (the kernel pair's module directory, 4 900 modules) otherwise kept one
+/// core busy for seconds before any chunk was encoded. Each file's verdict depends only on
+/// its own bytes, so the picks do not depend on the number of cores.
 fn pick_sources(cat: &Catalog<'_>, new: &OldLayer) -> Result<Vec<(Pick, bool)>> {
     let files = &new.index.files;
     let picks = each_on_every_core(crate::threads::threads(), files.len(), |i| {

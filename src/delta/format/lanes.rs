@@ -285,7 +285,8 @@ pub(super) struct SmallFirst {
     /// The lane's own compression, its settings and its spool, for when it grows.
     then: Option<(CompressionSpec, LaneSettings, File)>,
     /// The bytes the lane is expected to hold in the end (see
-    /// `PackageWriter::new_bytes_hint`): it grows as soon as that is well past its limit.
+    /// `PackageWriter::new_bytes_hint`): it grows as soon as that is well past its limit,
+    /// or the part of it that is all but sure is past it.
     expected: Arc<Expected>,
     /// Set to stop: a lane that grows replays its bytes so far into its own encoder (24
     /// MiB into zstd 18 takes seconds), which an interrupted create must not wait for.
