@@ -118,22 +118,17 @@ mod tests {
     fn workers_yield_to_the_lanes_or_the_writer_and_a_speculative_one_to_all() {
         let here = rustix::process::getpriority_process(None).unwrap();
         // On threads of their own: the test's threads are shared.
-        std::thread::spawn(|| {
-            let before = rustix::process::getpriority_process(None).unwrap();
-            super::yield_to_lanes();
-            let after = rustix::process::getpriority_process(None).unwrap();
-            assert_eq!(after, (before + super::SEARCH_NICE).min(19));
-        })
-        .join()
-        .unwrap();
-        std::thread::spawn(|| {
-            let before = rustix::process::getpriority_process(None).unwrap();
-            super::yield_to_writer();
-            let after = rustix::process::getpriority_process(None).unwrap();
-            assert_eq!(after, (before + super::SEARCH_NICE).min(19));
-        })
-        .join()
-        .unwrap();
+        let workers: [fn(); 2] = [super::yield_to_lanes, super::yield_to_writer];
+        for worker in workers {
+            std::thread::spawn(move || {
+                let before = rustix::process::getpriority_process(None).unwrap();
+                worker();
+                let after = rustix::process::getpriority_process(None).unwrap();
+                assert_eq!(after, (before + super::SEARCH_NICE).min(19));
+            })
+            .join()
+            .unwrap();
+        }
         std::thread::spawn(|| {
             super::lowest_priority();
             assert_eq!(rustix::process::getpriority_process(None).unwrap(), 19);

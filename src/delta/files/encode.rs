@@ -100,12 +100,9 @@ pub fn encode(
     let estimate = Mutex::new(NewBytes::new(Shares::of(&regions)));
     {
         let estimate = lock(&estimate);
-        tracing::debug!(
-            expected = estimate.expected(),
-            sure = estimate.sure(),
-            "new bytes expected of the layer"
-        );
-        new_bytes(estimate.expected(), estimate.sure());
+        let (expected, sure) = (estimate.expected(), estimate.sure());
+        tracing::debug!(expected, sure, "new bytes expected of the layer");
+        new_bytes(expected, sure);
     }
     let io_err = |e: io::Error| Error::io("files delta output", e);
     out.write_all(MAGIC).map_err(io_err)?;
