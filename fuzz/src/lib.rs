@@ -740,14 +740,14 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                 &jar(&[("N.class", &content(34, 2000))]),
             ),
         ]),
-        // The libraries' next builds: XDIFF, both instruction sets.
+        // The libraries' next builds: XDIFF and CALLS, both instruction sets.
         layer(&[
             ("usr/lib/libseed.so", &seed_programs()[0].1),
             ("usr/lib/aarch64/libseed.so", &seed_programs()[1].1),
         ]),
     ]);
     let mut seeds = Vec::new();
-    let (mut gzip, mut btf, mut zip, mut projected) = (0, 0, 0, 0);
+    let (mut gzip, mut btf, mut zip, mut projected, mut calls) = (0, 0, 0, 0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -771,6 +771,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             btf += stats.files_btf;
             zip += stats.files_zip;
             projected += stats.patches_projected;
+            calls += stats.calls_absolute;
             let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
@@ -796,6 +797,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     assert!(zip >= 4, "the seeds should reach the zip operation");
     assert!(btf >= 2, "the seeds should reach BDIFF and the BTF map");
     assert!(projected >= 2, "the seeds should reach XDIFF");
+    assert!(calls >= 2, "the seeds should reach CALLS");
     seeds
 }
 

@@ -7,14 +7,15 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use super::bsdiff::{self, Differences};
 use super::btf;
+use super::calls::Calls;
 use super::encode::Chunk;
 use super::gz;
 use super::refs;
 use super::schedule::{each_on_every_core, in_order_parallel, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
-    CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT, OP_META,
-    OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
+    OP_LIT, OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::zip;
 use super::{LayerData, DECODE_MEMORY, MAGIC, MAX_CHUNK_OUTPUT, MAX_SECTION};
@@ -393,9 +394,25 @@ fn run_ops(
             .copied()
             .ok_or_else(|| bad(format!("old layer {src} is not in the layer's source list")))
     };
+    // A CALLS operation's fields, for the operation after it.
+    let mut calls: Option<Calls> = None;
     while !ops.is_empty() {
         let op = ops[0];
         ops = &ops[1..];
+        if op == OP_CALLS {
+            if calls.is_some() {
+                return Err(bad("two CALLS operations in a row"));
+            }
+            calls = Some(Calls::read(&mut ops, MAX_CHUNK_OUTPUT)?);
+            continue;
+        }
+        let rewrite = calls.take();
+        if rewrite.is_some() && !matches!(op, OP_LIT | OP_DIFF | OP_XDIFF) {
+            return Err(bad(format!(
+                "a CALLS operation before operation {op}, which ships no machine code"
+            )));
+        }
+        let start = out.len();
         match op {
             OP_META | OP_LIT => {
                 let len = get(&mut ops)?;
@@ -406,6 +423,10 @@ fn run_ops(
                     len,
                     if op == OP_META { "meta" } else { "extra" },
                 )?);
+                if let Some(c) = rewrite {
+                    c.check(len)?;
+                    c.to_relative(&mut out[start..], 0);
+                }
             }
             OP_COPY => {
                 let (src, off, len) = (get(&mut ops)?, get(&mut ops)?, get(&mut ops)?);
@@ -450,6 +471,10 @@ fn run_ops(
                     p.len,
                     out,
                 )?;
+                if let Some(c) = rewrite {
+                    c.check(p.len)?;
+                    c.to_relative_in_output(&p.controls, &mut out[start..]);
+                }
             }
             OP_GZIP => {
                 gz::require_remake("a gzip member of the layer")?;
@@ -557,6 +582,9 @@ fn run_ops(
             }
             o => return Err(bad(format!("unknown operation {o}"))),
         }
+    }
+    if calls.is_some() {
+        return Err(bad("a CALLS operation ends a chunk's operations"));
     }
     pending.flush(out, output)?;
     let controls_left = controls.is_some_and(|c| c.iter().any(|s| !s.is_empty()));

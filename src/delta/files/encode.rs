@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::bsdiff::{self, Streams};
 use super::btf;
+use super::calls::Calls;
 use super::decode::decode_chunk;
 use super::estimate::{NewBytes, Shares};
 use super::gz;
@@ -18,8 +19,8 @@ use super::refs;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
-    GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
-    OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
+    OP_LIT, OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
@@ -141,6 +142,7 @@ pub fn encode(
         )?;
         rebuilt += chunk.output;
         stats.patches_projected += chunk.projected;
+        stats.calls_absolute += chunk.calls;
         for (t, n) in section_totals.iter_mut().zip(chunk.sections) {
             *t += n;
         }
@@ -324,6 +326,26 @@ pub(super) struct Chunk {
     sections: [u64; 8],
     /// Its patches of machine code made against projected references (`XDIFF`).
     projected: u64,
+    /// Its operations whose new bytes of machine code have their calls absolute (`CALLS`).
+    calls: u64,
+}
+
+/// Writes a CALLS operation for the operation that follows, if `rewrite` (making the calls
+/// of that operation's new bytes absolute, see [`calls`](super::calls)) rewrote any; counts
+/// it in `written`.
+fn put_calls(
+    ops: &mut Vec<u8>,
+    calls: Option<&Calls>,
+    written: &mut u64,
+    rewrite: impl FnOnce(&Calls) -> usize,
+) {
+    if let Some(c) = calls {
+        if rewrite(c) > 0 {
+            ops.push(OP_CALLS);
+            c.write(ops);
+            *written += 1;
+        }
+    }
 }
 
 /// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
@@ -339,6 +361,7 @@ fn encode_chunk(
     let mut ctl = ControlSections::default();
     let mut output = 0u64;
     let mut chunk_projected = 0;
+    let mut chunk_calls = 0;
     for r in regions {
         output += r.len();
         match *r {
@@ -377,8 +400,9 @@ fn encode_chunk(
                 span,
                 ref code,
                 unlike: _,
+                ref calls,
             } => {
-                let bytes = new.read(off, len)?;
+                let mut bytes = new.read(off, len)?;
                 let read_source = || -> Result<Vec<u8>> {
                     let mut source = old[src].read(src_off, src_len)?;
                     if btf {
@@ -430,6 +454,9 @@ fn encode_chunk(
                 if !patch_wins(&bytes, &s) {
                     // Hardly anything matched, or what matched differs in so many bytes
                     // that the bytes alone are cheaper.
+                    put_calls(&mut ops, calls.as_ref(), &mut chunk_calls, |c| {
+                        c.to_absolute(&mut bytes, 0)
+                    });
                     ops.push(OP_LIT);
                     put(&mut ops, len);
                     extra.extend_from_slice(&bytes);
@@ -444,6 +471,12 @@ fn encode_chunk(
                     } else {
                         None
                     };
+                    // New bytes of machine code: their calls absolute (not beside words
+                    // or BTF, which only relocatable objects take).
+                    let calls = calls.as_ref().filter(|_| !btf && words.is_none());
+                    put_calls(&mut ops, calls, &mut chunk_calls, |c| {
+                        c.rewrite_extra(&s.controls, &mut s.extra, true)
+                    });
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
                         (false, true) => OP_WDIFF,
@@ -588,10 +621,18 @@ fn encode_chunk(
                     }
                 }
             }
-            Region::Lit { off, len } => {
+            Region::Lit {
+                off,
+                len,
+                ref calls,
+            } => {
+                let mut bytes = new.read(off, len)?;
+                put_calls(&mut ops, calls.as_ref(), &mut chunk_calls, |c| {
+                    c.to_absolute(&mut bytes, 0)
+                });
                 ops.push(OP_LIT);
                 put(&mut ops, len);
-                extra.extend_from_slice(&new.read(off, len)?);
+                extra.extend_from_slice(&bytes);
             }
         }
     }
@@ -619,6 +660,7 @@ fn encode_chunk(
         apart,
         sections: lens,
         projected: chunk_projected,
+        calls: chunk_calls,
     })
 }
 

@@ -146,7 +146,11 @@ mod tests {
     #[test]
     fn regions_are_shipped_whole_or_searched() {
         let regions = [
-            Region::Lit { off: 0, len: 10 },
+            Region::Lit {
+                off: 0,
+                len: 10,
+                calls: None,
+            },
             Region::Copy {
                 src: 0,
                 off: 0,

@@ -30,7 +30,9 @@
 //! deflated again by the decoder (see [`zip`]). An x86-64 or AArch64 program or library is
 //! patched against its old build with the old build's calls, jumps (and on x86-64
 //! RIP-relative operands) first pointed where the patch's matches say their targets went
-//! (see `refs.rs`). A kernel module is patched against
+//! (see `refs.rs`); the bytes shipped as they are of such a file (the file or a piece of it
+//! shipped whole, a patch's new bytes) go with their calls made absolute (see `calls.rs`).
+//! A kernel module is patched against
 //! its old build with the old build's BTF first renumbered the way the new kernel renumbered
 //! its types and strings (see [`btf`]). Tar headers are patched
 //! against the source file's headers. Files larger than [`WINDOW`] (or whose source is) are
@@ -75,6 +77,13 @@
 //!         | 0x09 patch code                           XDIFF: as DIFF, the source's machine
 //!                                                     code references first projected by
 //!                                                     the patch's own matches (refs::Projection)
+//!         | 0x0A calls                               CALLS: not an operation; the next one
+//!                                                     (LIT, DIFF or XDIFF) ships new bytes of
+//!                                                     machine code with their calls absolute
+//!                                                     (calls::Calls)
+//! calls   = varint(origin) code                       where the next operation's output
+//!                                                     starts in its file, and the file's
+//!                                                     code ranges as offsets into that output
 //! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
 //!                                                     the source's code ranges (arch 1:
 //!                                                     x86-64, 2: AArch64), in order, gaps
@@ -121,7 +130,8 @@
 //! - the public submodules: reading layers ([`access`], [`tarscan`]), placing pieces of big
 //!   files ([`align`]), patches ([`bsdiff`]), gzip members ([`gz`]), zip archives
 //!   ([`zip`]), kernel modules' BTF ([`btf`]);
-//! - `refs.rs`: machine code's relative references, projected for a patch.
+//! - `refs.rs`: machine code's relative references, projected for a patch;
+//! - `calls.rs`: new bytes of machine code, their calls made absolute.
 //!
 //! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
 
@@ -133,6 +143,7 @@ pub mod gz;
 pub mod tarscan;
 pub mod zip;
 
+mod calls;
 mod decode;
 mod encode;
 mod estimate;
@@ -221,6 +232,9 @@ pub struct EncodeStats {
     /// Patches of x86-64 programs and libraries (or of their pieces) made against the old
     /// build with its references projected (see `refs.rs`).
     pub patches_projected: u64,
+    /// Files shipped whole, pieces of them and patches whose new bytes of machine code
+    /// went with their calls made absolute (see `calls.rs`).
+    pub calls_absolute: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).

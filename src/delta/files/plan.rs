@@ -7,6 +7,7 @@
 use super::align::{Alignment, Span};
 use super::bsdiff;
 use super::btf;
+use super::calls::Calls;
 use super::encode::patch_cost_ratio;
 use super::gz;
 use super::matching::{Catalog, Pick};
@@ -51,10 +52,15 @@ pub(super) enum Region {
         /// [`Catalog::by_content`]): the patch is expected to ship nearly all of it as new
         /// bytes (see `estimate.rs`).
         unlike: bool,
+        /// The machine code in the file's bytes here, whose calls the patch's new bytes
+        /// take absolute (see [`calls`](super::calls)).
+        calls: Option<Calls>,
     },
     Lit {
         off: u64,
         len: u64,
+        /// The machine code in the bytes, whose calls they take absolute.
+        calls: Option<Calls>,
     },
     /// A gzip member: its text is shipped (patched against `src`, a gzip member of an old
     /// layer, when there is one) and deflated again, if zlib re-makes it exactly.
@@ -241,11 +247,14 @@ pub(super) fn plan(
                 if !compressed_pair(&new.data, off, &cat.old[l].data, s.data_offset)? =>
             {
                 let relocatable = is_relocatable_elf(&new.data.read(off, size.min(18))?);
-                let code = if relocatable {
-                    None
+                let (code, new_code) = if relocatable {
+                    (None, None)
                 } else {
                     let d = &cat.old[l].data;
-                    refs::elf_code(s.size, |o, n| d.read(s.data_offset + o, n).ok())
+                    (
+                        refs::elf_code(s.size, |o, n| d.read(s.data_offset + o, n).ok()),
+                        new_code(&new.data, off, size),
+                    )
                 };
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
@@ -280,7 +289,7 @@ pub(super) fn plan(
                              their bytes do"
                         );
                         stats.files_literal += 1;
-                        push_literal(&mut regions, off, size);
+                        push_literal(&mut regions, off, size, new_code.as_ref());
                         cursor = f.data_end();
                         continue;
                     }
@@ -308,6 +317,9 @@ pub(super) fn plan(
                         span: None,
                         code: code.as_ref().map(|c| refs::clip(c, src_off, src_len)),
                         unlike,
+                        calls: new_code
+                            .as_ref()
+                            .and_then(|c| Calls::of_piece(c, done, len)),
                     });
                     done += len;
                 }
@@ -335,7 +347,8 @@ pub(super) fn plan(
             }
             _ => {
                 stats.files_literal += 1;
-                push_literal(&mut regions, off, size);
+                let code = new_code(&new.data, off, size);
+                push_literal(&mut regions, off, size, code.as_ref());
             }
         }
         cursor = f.data_end();
@@ -470,17 +483,25 @@ fn coalesce(regions: Vec<Region>, old: &[OldLayer], new: &LayerData) -> Result<V
 /// header with long names; longer ones are patched).
 const MAX_SAME_HEADER: u64 = 64 << 10;
 
-/// Adds the regions that ship `size` bytes from `off` as they are.
-fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64) {
+/// Adds the regions that ship the file of `size` bytes from `off` as it is, its calls
+/// absolute where it has `code` (see [`calls`](super::calls)).
+fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64, code: Option<&refs::Code>) {
     let mut done = 0;
     while done < size {
         let len = (size - done).min(CHUNK);
         regions.push(Region::Lit {
             off: off + done,
             len,
+            calls: code.and_then(|c| Calls::of_piece(c, done, len)),
         });
         done += len;
     }
+}
+
+/// The machine code of the new file of `size` bytes at `off`, if it is an x86-64 or
+/// AArch64 program or library (see [`refs::elf_code`]).
+fn new_code(new: &LayerData, off: u64, size: u64) -> Option<refs::Code> {
+    refs::elf_code(size, |o, n| new.read(off + o, n).ok())
 }
 
 /// Bytes of a big file patched as a sample by [`samples_pay`], and how far its source

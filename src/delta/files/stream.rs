@@ -19,6 +19,9 @@ pub(super) const OP_WDIFF: u8 = 6;
 pub(super) const OP_BDIFF: u8 = 7;
 pub(super) const OP_ZIP: u8 = 8;
 pub(super) const OP_XDIFF: u8 = 9;
+/// Not an operation of its own: the next one's new bytes of machine code have their calls
+/// made absolute (see [`calls`](super::calls)).
+pub(super) const OP_CALLS: u8 = 10;
 /// OP_GZIP: the text follows in extra.
 pub(super) const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.

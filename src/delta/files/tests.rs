@@ -1333,6 +1333,7 @@ pub(super) fn patch(off: u64, len: u64, src_len: u64) -> Region {
         span: None,
         code: None,
         unlike: false,
+        calls: None,
     }
 }
 
@@ -1345,6 +1346,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
     let lit = [Region::Lit {
         off: 0,
         len: 16 * MIB,
+        calls: None,
     }];
     assert_eq!(ChunkJob::new(&lit, 0).running(), 48 * MIB);
     // A 9 MiB program against its 9 MiB source, beside 7.5 MiB of small files: the search
@@ -1354,6 +1356,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
         Region::Lit {
             off: 9 * MIB,
             len: 15 * MIB / 2,
+            calls: None,
         },
     ];
     let search = program[0].search_memory();
@@ -1366,6 +1369,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
         Region::Lit {
             off: MIB / 4,
             len: 31 * MIB / 4,
+            calls: None,
         },
     ];
     let search = small[0].search_memory();
@@ -1377,6 +1381,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
         Region::Lit {
             off: 3 * MIB,
             len: 15 * MIB / 2,
+            calls: None,
         },
     ];
     let two = ChunkJob::new(&first, 0).running() + ChunkJob::new(&program, 0).running();
@@ -1397,7 +1402,8 @@ fn search_memory_fits_the_budget_one_at_a_time() {
     assert_eq!(
         Region::Lit {
             off: 0,
-            len: 1 << 30
+            len: 1 << 30,
+            calls: None,
         }
         .search_memory(),
         0
@@ -1603,6 +1609,10 @@ fn programs_are_patched_with_their_references_projected() {
             let stats = roundtrip(&[tar(o)], &tar(n));
             assert_eq!(stats.files_patched, 1);
             assert_eq!(stats.patches_projected, u64::from(machine != other));
+            // Another machine's code is not code to the codec.
+            if machine == other {
+                assert_eq!(stats.calls_absolute, 0);
+            }
             stats.encoded_size
         };
         let (projected, plain) = (size(machine), size(other));
@@ -1611,6 +1621,43 @@ fn programs_are_patched_with_their_references_projected() {
             (projected as f64) < plain as f64 * bound,
             "machine {machine}: projected {projected}, plain {plain}"
         );
+    }
+}
+
+#[test]
+fn new_programs_ship_with_their_calls_absolute() {
+    use super::refs::sample::{functions, program, EM_AARCH64, EM_X86_64};
+    // A program with no old build (shipped whole), and one of more than a chunk (shipped
+    // in pieces, each naming where it starts in the file), beside an unrelated old layer.
+    let old = build_tar(&[Member::File("etc/x".into(), vec![7; 5000])]);
+    let (_of, old_layer) = open(&old);
+    for machine in [EM_X86_64, EM_AARCH64] {
+        let small = program(machine, &functions(3, 300, 20), 20, 1);
+        let big = program(machine, &functions(4, 40_000, 50), 50, 2);
+        assert!(big.len() as u64 > CHUNK);
+        let new = build_tar(&[
+            Member::File("bin/small".into(), small),
+            Member::File("bin/big".into(), big),
+        ]);
+        let (_nf, new_layer) = open(&new);
+        let mut stream = Vec::new();
+        let stats = encode(
+            std::slice::from_ref(&old_layer),
+            &new_layer,
+            &Digest::of(&new),
+            &mut stream,
+            [None, None],
+            &mut |_| Ok(()),
+            &|_, _| (),
+        )
+        .unwrap();
+        assert_eq!(stats.files_literal, 2);
+        assert!(stats.calls_absolute >= 3, "machine {machine}: {stats:?}");
+        let mut out = Vec::new();
+        Decoder::new(&stream[..], vec![])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == new, "machine {machine}: rebuilt layer differs");
     }
 }
 
