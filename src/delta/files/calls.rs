@@ -81,7 +81,7 @@ impl Calls {
     /// operation's output may be; the operation it applies to checks its own length).
     pub fn read(ops: &mut &[u8], limit: u64) -> Result<Calls> {
         let origin = get(ops)?;
-        let code = refs::read_code(ops, limit)?;
+        let code = refs::read_code(ops, limit, "the output of the operation a CALLS rewrites")?;
         Ok(Calls { origin, code })
     }
 

@@ -439,7 +439,7 @@ fn run_ops(
                 let p = get_patch(&mut ops, &mut controls)?;
                 room(out, p.len)?;
                 let code = if op == OP_XDIFF {
-                    Some(refs::read_code(&mut ops, p.src_len)?)
+                    Some(refs::read_code(&mut ops, p.src_len, "the patch's source")?)
                 } else {
                     None
                 };

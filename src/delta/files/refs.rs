@@ -308,27 +308,28 @@ pub fn write_code(out: &mut Vec<u8>, code: &Code) {
     }
 }
 
-/// Reads an instruction set and code ranges for a source of `source_len` bytes, refusing
-/// an unknown instruction set and ranges out of order or beyond the source.
-pub fn read_code(ops: &mut &[u8], source_len: u64) -> Result<Code> {
+/// Reads an instruction set and code ranges inside `len` bytes (of `what`, for messages:
+/// a patch's source, or the output of the operation a CALLS rewrites), refusing an unknown
+/// instruction set and ranges out of order or beyond the `len` bytes.
+pub fn read_code(ops: &mut &[u8], len: u64, what: &str) -> Result<Code> {
     let arch = get(ops)?;
     if arch != X86_64 && arch != AARCH64 {
-        return Err(bad(format!("unknown instruction set {arch} in a patch")));
+        return Err(bad(format!("unknown instruction set {arch} for {what}")));
     }
     let n = get(ops)?;
     if n > MAX_RANGES {
-        return Err(bad(format!("a patch with {n} code ranges")));
+        return Err(bad(format!("{n} code ranges for {what}")));
     }
     let mut ranges = Vec::with_capacity(n as usize);
     let mut end = 0u64;
     for _ in 0..n {
-        let (gap, len) = (get(ops)?, get(ops)?);
+        let (gap, len_here) = (get(ops)?, get(ops)?);
         let start = end
             .checked_add(gap)
-            .filter(|s| s.checked_add(len).is_some_and(|e| e <= source_len))
-            .ok_or_else(|| bad("a code range beyond the patch's source"))?;
-        end = start + len;
-        ranges.push((start, len));
+            .filter(|s| s.checked_add(len_here).is_some_and(|e| e <= len))
+            .ok_or_else(|| bad(format!("a code range beyond {what}")))?;
+        end = start + len_here;
+        ranges.push((start, len_here));
     }
     Ok(Code { arch, ranges })
 }

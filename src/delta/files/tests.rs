@@ -12,7 +12,8 @@ use super::plan::Region;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     expand_zeros, put, put_patch, squeeze_zeros, ControlSections, CHUNK_BTF_MAP, CHUNK_INLINE,
-    CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_META,
+    CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
+    OP_META,
 };
 use super::*;
 use crate::digest::Digest;
@@ -634,6 +635,66 @@ fn lengths_near_u64_max_are_refused_not_wrapped() {
     );
     let e = decode_err(&one_chunk(5, &ops, &[], &[]), &old.data);
     assert!(e.contains("past the file's size"), "{e}");
+}
+
+/// CALLS is refused where it names no operation it may rewrite, or code past that
+/// operation's output; a LIT it rightly precedes comes back rewritten.
+#[test]
+fn calls_operations_are_checked() {
+    use super::calls::Calls;
+    use super::refs::{Code, X86_64};
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let calls = |ranges: Vec<(u64, u64)>| {
+        let mut ops = vec![OP_CALLS];
+        Calls {
+            origin: 100,
+            code: Code {
+                arch: X86_64,
+                ranges,
+            },
+        }
+        .write(&mut ops);
+        ops
+    };
+    let lit = |ops: &mut Vec<u8>, n: u64| {
+        ops.push(OP_LIT);
+        put(ops, n);
+    };
+    // A call at 2 whose absolute target (its end, 107, plus 9) the decoder makes relative.
+    let mut extra = vec![0x90, 0x90, 0xE8];
+    extra.extend_from_slice(&116u32.to_le_bytes());
+    let mut ops = calls(vec![(0, 7)]);
+    lit(&mut ops, 7);
+    let mut out = Vec::new();
+    Decoder::new(&one_chunk(7, &ops, &[], &extra)[..], vec![&old.data])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, [0x90, 0x90, 0xE8, 9, 0, 0, 0]);
+    // Ranges past the LIT's bytes.
+    let mut ops = calls(vec![(0, 8)]);
+    lit(&mut ops, 7);
+    let e = decode_err(&one_chunk(7, &ops, &[], &extra), &old.data);
+    assert!(e.contains("past the 7 bytes"), "{e}");
+    // Before a META, twice in a row, at the end.
+    let mut ops = calls(vec![(0, 7)]);
+    ops.push(OP_META);
+    put(&mut ops, 7);
+    let e = decode_err(&one_chunk(7, &ops, &extra, &[]), &old.data);
+    assert!(e.contains("ships no machine code"), "{e}");
+    let mut ops = calls(vec![(0, 7)]);
+    ops.extend(calls(vec![(0, 7)]));
+    lit(&mut ops, 7);
+    let e = decode_err(&one_chunk(7, &ops, &[], &extra), &old.data);
+    assert!(e.contains("two CALLS"), "{e}");
+    let mut ops = vec![];
+    lit(&mut ops, 7);
+    ops.extend(calls(vec![(0, 7)]));
+    let e = decode_err(&one_chunk(7, &ops, &[], &extra), &old.data);
+    assert!(e.contains("ends a chunk"), "{e}");
+    // Ranges no chunk can hold.
+    let ops = calls(vec![(0, MAX_CHUNK_OUTPUT + 1)]);
+    let e = decode_err(&one_chunk(7, &ops, &[], &extra), &old.data);
+    assert!(e.contains("a code range beyond"), "{e}");
 }
 
 /// A patch source outside the old layer is refused before its claimed size is allocated.

@@ -94,8 +94,11 @@ fn code_ranges_are_checked_when_read() {
     };
     let mut ops = Vec::new();
     write_code(&mut ops, &code);
-    assert_eq!(read_code(&mut &ops[..], 45).unwrap(), code);
-    let err = read_code(&mut &ops[..], 44).unwrap_err().to_string();
+    let source = "the patch's source";
+    assert_eq!(read_code(&mut &ops[..], 45, source).unwrap(), code);
+    let err = read_code(&mut &ops[..], 44, source)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("beyond the patch's source"), "{err}");
     let mut other = Vec::new();
     write_code(
@@ -105,7 +108,9 @@ fn code_ranges_are_checked_when_read() {
             ranges: vec![],
         },
     );
-    let err = read_code(&mut &other[..], 10).unwrap_err().to_string();
+    let err = read_code(&mut &other[..], 10, source)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown instruction set 3"), "{err}");
 }
 
