@@ -168,8 +168,48 @@ fn call_heavy(seed: u64, len: usize) -> Vec<u8> {
     b
 }
 
+/// The x86-64 rewrite as the module doc says it, a byte at a time.
+fn x86_64_bytewise(b: &mut [u8], origin: u64) {
+    let mut i = 0;
+    while i + 5 <= b.len() {
+        if b[i] == 0xE8 {
+            if b[i + 4] != 0 && b[i + 4] != 0xFF {
+                i += 4;
+                continue;
+            }
+            let v = u32::from_le_bytes(b[i + 1..i + 5].try_into().unwrap());
+            let w = v.wrapping_add(origin.wrapping_add(i as u64 + 5) as u32);
+            let w = ((w << 7) as i32 >> 7) as u32;
+            b[i + 1..i + 5].copy_from_slice(&w.to_le_bytes());
+            i += 5;
+        } else if matches!(b[i], 0x48 | 0x4C)
+            && i + 7 <= b.len()
+            && matches!(b[i + 1], 0x8D | 0x8B | 0x89)
+            && b[i + 2] & 0xC7 == 0x05
+        {
+            let v = u32::from_le_bytes(b[i + 3..i + 7].try_into().unwrap());
+            let w = v.wrapping_add(origin.wrapping_add(i as u64 + 7) as u32);
+            b[i + 3..i + 7].copy_from_slice(&w.to_le_bytes());
+            i += 7;
+        } else {
+            i += 1;
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The rewrite (which skips to the bytes that may start an instruction) is the
+    /// rewrite a byte at a time.
+    #[test]
+    fn x86_64_scans_as_a_byte_at_a_time_does(seed in any::<u64>(), len in 0usize..700, origin in any::<u64>()) {
+        let b = call_heavy(seed, len);
+        let (mut fast, mut slow) = (b.clone(), b);
+        super::x86_64(&mut fast, origin, true);
+        x86_64_bytewise(&mut slow, origin);
+        prop_assert_eq!(fast, slow);
+    }
 
     /// Any bytes, any ranges, any runs, any origin: rewritten and back, byte for byte.
     #[test]
