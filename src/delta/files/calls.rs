@@ -107,16 +107,15 @@ impl Calls {
         self.rewrite(bytes, at, false);
     }
 
-    /// Rewrites a patch's new bytes (`extra`, as the patch's `controls` place them in its
-    /// output), one run at a time: to absolute targets, or back; how many calls it
-    /// rewrote.
-    pub fn rewrite_extra(&self, controls: &[Control], extra: &mut [u8], absolute: bool) -> usize {
+    /// Rewrites the calls of a patch's new bytes (`extra`, as the patch's `controls` place
+    /// them in its output) to absolute targets, one run at a time; how many it rewrote.
+    pub fn extra_to_absolute(&self, controls: &[Control], extra: &mut [u8]) -> usize {
         let (mut at, mut taken, mut rewritten) = (0u64, 0usize, 0);
         for c in controls {
             at += c.add;
             let n = c.copy as usize;
             if let Some(run) = extra.get_mut(taken..taken + n) {
-                rewritten += self.rewrite(run, at, absolute);
+                rewritten += self.rewrite(run, at, true);
             }
             taken += n;
             at += c.copy;
@@ -124,7 +123,7 @@ impl Calls {
         rewritten
     }
 
-    /// Undoes [`Calls::rewrite_extra`] where the patch has written its output (`out`, the
+    /// Undoes [`Calls::extra_to_absolute`] where the patch has written its output (`out`, the
     /// operation's output): the runs of new bytes are where the controls put them.
     pub fn to_relative_in_output(&self, controls: &[Control], out: &mut [u8]) {
         let mut at = 0u64;
@@ -183,12 +182,7 @@ fn x86_64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
             }
             let field = &mut b[i + 3..i + 7];
             let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-            let end = origin.wrapping_add(i as u64 + 7) as u32;
-            let w = if absolute {
-                v.wrapping_add(end)
-            } else {
-                v.wrapping_sub(end)
-            };
+            let w = shift(v, origin.wrapping_add(i as u64 + 7) as u32, absolute);
             field.copy_from_slice(&w.to_le_bytes());
             rewritten += 1;
             i += 7;
@@ -202,12 +196,7 @@ fn x86_64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
             continue;
         }
         let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-        let end = origin.wrapping_add(i as u64 + 5) as u32;
-        let w = if absolute {
-            v.wrapping_add(end)
-        } else {
-            v.wrapping_sub(end)
-        };
+        let w = shift(v, origin.wrapping_add(i as u64 + 5) as u32, absolute);
         // 25 bits, sign-extended: the top byte is again 00 or FF.
         let w = ((w << 7) as i32 >> 7) as u32;
         field.copy_from_slice(&w.to_le_bytes());
@@ -217,19 +206,21 @@ fn x86_64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
     rewritten
 }
 
+/// `v` plus `by` (to absolute), or minus (back), wrapping.
+fn shift(v: u32, by: u32, absolute: bool) -> u32 {
+    if absolute {
+        v.wrapping_add(by)
+    } else {
+        v.wrapping_sub(by)
+    }
+}
+
 /// AArch64 `bl` and `adrp` (see the module doc); `origin` is the file offset of `b[0]`.
 fn aarch64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
     const BL: u32 = 0x9400_0000;
     const BL_OPCODE: u32 = 0xFC00_0000;
     const ADRP: u32 = 0x9000_0000;
     const ADRP_OPCODE: u32 = 0x9F00_0000;
-    let shift = |v: u32, by: u32| {
-        if absolute {
-            v.wrapping_add(by)
-        } else {
-            v.wrapping_sub(by)
-        }
-    };
     let mut i = ((4 - origin % 4) % 4) as usize;
     let mut rewritten = 0;
     while i + 4 <= b.len() {
@@ -237,11 +228,11 @@ fn aarch64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
         let word = u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let new = if word & BL_OPCODE == BL {
             // imm26: instructions from this one.
-            Some(BL | shift(word, (at / 4) as u32) & !BL_OPCODE)
+            Some(BL | shift(word, (at / 4) as u32, absolute) & !BL_OPCODE)
         } else if word & ADRP_OPCODE == ADRP {
             // immhi (bits 5-23) and immlo (29-30): 4 KiB pages from this one's.
             let imm = (word >> 29) & 3 | ((word >> 5) & 0x7_FFFF) << 2;
-            let imm = shift(imm, (at >> 12) as u32) & 0x1F_FFFF;
+            let imm = shift(imm, (at >> 12) as u32, absolute) & 0x1F_FFFF;
             Some(word & (ADRP_OPCODE | 0x1F) | (imm & 3) << 29 | (imm >> 2) << 5)
         } else {
             None

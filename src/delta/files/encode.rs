@@ -475,7 +475,7 @@ fn encode_chunk(
                     // or BTF, which only relocatable objects take).
                     let calls = calls.as_ref().filter(|_| !btf && words.is_none());
                     put_calls(&mut ops, calls, &mut chunk_calls, |c| {
-                        c.rewrite_extra(&s.controls, &mut s.extra, true)
+                        c.extra_to_absolute(&s.controls, &mut s.extra)
                     });
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
