@@ -745,9 +745,11 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             ("usr/lib/libseed.so", &seed_programs()[0].1),
             ("usr/lib/aarch64/libseed.so", &seed_programs()[1].1),
         ]),
+        // A linked library with relocations and an unwind index, shipped whole: TABLES.
+        layer(&[("usr/lib/liblinked.so", &program_sample::linked(200, 3))]),
     ]);
     let mut seeds = Vec::new();
-    let (mut gzip, mut btf, mut zip, mut projected, mut calls) = (0, 0, 0, 0, 0);
+    let (mut gzip, mut btf, mut zip, mut projected, mut calls, mut tables) = (0, 0, 0, 0, 0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -772,6 +774,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             zip += stats.files_zip;
             projected += stats.patches_projected;
             calls += stats.calls_absolute;
+            tables += stats.tables_as_differences;
             let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
@@ -798,6 +801,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     assert!(btf >= 2, "the seeds should reach BDIFF and the BTF map");
     assert!(projected >= 2, "the seeds should reach XDIFF");
     assert!(calls >= 2, "the seeds should reach CALLS");
+    assert!(tables >= 2, "the seeds should reach TABLES");
     seeds
 }
 

@@ -60,8 +60,9 @@ pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// whose deflate stream is copied from the old archive (a ZIP layout's `remade` of 0 or
 /// past 9, which a version 8 reader would refuse only deep in the payload); version 10 new
 /// bytes of machine code with their calls made absolute (the `files` operation CALLS,
-/// likewise). Packages of versions 1 to 9 are read as they are.
-pub const FORMAT_VERSION: u32 = 10;
+/// likewise); version 11 new bytes of sorted tables with their fields as differences (the
+/// `files` operation TABLES, likewise). Packages of versions 1 to 10 are read as they are.
+pub const FORMAT_VERSION: u32 = 11;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).

@@ -15,8 +15,9 @@ use super::schedule::{each_on_every_core, in_order_parallel, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
-    OP_LIT, OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    OP_LIT, OP_META, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
+use super::tables::Tables;
 use super::zip;
 use super::{LayerData, DECODE_MEMORY, MAGIC, MAX_CHUNK_OUTPUT, MAX_SECTION};
 use crate::delta::blocks::BlockReader;
@@ -394,8 +395,9 @@ fn run_ops(
             .copied()
             .ok_or_else(|| bad(format!("old layer {src} is not in the layer's source list")))
     };
-    // A CALLS operation's fields, for the operation after it.
+    // A CALLS and a TABLES operation's fields, for the operation after them.
     let mut calls: Option<Calls> = None;
+    let mut tables: Option<Tables> = None;
     while !ops.is_empty() {
         let op = ops[0];
         ops = &ops[1..];
@@ -403,14 +405,28 @@ fn run_ops(
             if calls.is_some() {
                 return Err(bad("two CALLS operations in a row"));
             }
+            if tables.is_some() {
+                return Err(bad("a CALLS operation after a TABLES operation"));
+            }
             calls = Some(Calls::read(&mut ops, MAX_CHUNK_OUTPUT)?);
             continue;
         }
-        let rewrite = calls.take();
-        if rewrite.is_some() && !matches!(op, OP_LIT | OP_DIFF | OP_XDIFF) {
-            return Err(bad(format!(
-                "a CALLS operation before operation {op}, which ships no machine code"
-            )));
+        if op == OP_TABLES {
+            if tables.is_some() {
+                return Err(bad("two TABLES operations in a row"));
+            }
+            tables = Some(Tables::read(&mut ops, MAX_CHUNK_OUTPUT)?);
+            continue;
+        }
+        let (rewrite, table_fields) = (calls.take(), tables.take());
+        if (rewrite.is_some() || table_fields.is_some())
+            && !matches!(op, OP_LIT | OP_DIFF | OP_XDIFF)
+        {
+            return Err(bad(if rewrite.is_some() {
+                format!("a CALLS operation before operation {op}, which ships no machine code")
+            } else {
+                format!("a TABLES operation before operation {op}, which ships no new bytes")
+            }));
         }
         let start = out.len();
         match op {
@@ -423,6 +439,10 @@ fn run_ops(
                     len,
                     if op == OP_META { "meta" } else { "extra" },
                 )?);
+                if let Some(t) = table_fields {
+                    t.check(len)?;
+                    t.to_values(&mut out[start..]);
+                }
                 if let Some(c) = rewrite {
                     c.check(len)?;
                     c.to_relative(&mut out[start..], 0);
@@ -471,6 +491,10 @@ fn run_ops(
                     p.len,
                     out,
                 )?;
+                if let Some(t) = table_fields {
+                    t.check(p.len)?;
+                    t.to_values_in_output(&p.controls, &mut out[start..]);
+                }
                 if let Some(c) = rewrite {
                     c.check(p.len)?;
                     c.to_relative_in_output(&p.controls, &mut out[start..]);
@@ -585,6 +609,9 @@ fn run_ops(
     }
     if calls.is_some() {
         return Err(bad("a CALLS operation ends a chunk's operations"));
+    }
+    if tables.is_some() {
+        return Err(bad("a TABLES operation ends a chunk's operations"));
     }
     pending.flush(out, output)?;
     let controls_left = controls.is_some_and(|c| c.iter().any(|s| !s.is_empty()));

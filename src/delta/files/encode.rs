@@ -20,8 +20,9 @@ use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
     GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
-    OP_LIT, OP_META, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    OP_LIT, OP_META, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
+use super::tables::Tables;
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
 use crate::digest::Digest;
@@ -143,6 +144,7 @@ pub fn encode(
         rebuilt += chunk.output;
         stats.patches_projected += chunk.projected;
         stats.calls_absolute += chunk.calls;
+        stats.tables_as_differences += chunk.tables;
         for (t, n) in section_totals.iter_mut().zip(chunk.sections) {
             *t += n;
         }
@@ -328,6 +330,9 @@ pub(super) struct Chunk {
     projected: u64,
     /// Its operations whose new bytes of machine code have their calls absolute (`CALLS`).
     calls: u64,
+    /// Its operations whose new bytes of sorted tables have their fields as differences
+    /// (`TABLES`).
+    tables: u64,
 }
 
 /// Writes a CALLS operation for the operation that follows, if `rewrite` (making the calls
@@ -348,6 +353,24 @@ fn put_calls(
     }
 }
 
+/// Writes a TABLES operation for the operation that follows, if `rewrite` (taking the
+/// fields of that operation's new bytes of sorted tables as differences, see
+/// [`tables`](super::tables)) rewrote any; counts it in `written`.
+fn put_tables(
+    ops: &mut Vec<u8>,
+    tables: Option<&Tables>,
+    written: &mut u64,
+    rewrite: impl FnOnce(&Tables) -> usize,
+) {
+    if let Some(t) = tables {
+        if rewrite(t) > 0 {
+            ops.push(OP_TABLES);
+            t.write(ops);
+            *written += 1;
+        }
+    }
+}
+
 /// Encodes one chunk of regions; with `split[k]`, its section [`APART`]`[k]` is left out of
 /// its bytes and returned apart, for a stream of its own.
 fn encode_chunk(
@@ -362,6 +385,7 @@ fn encode_chunk(
     let mut output = 0u64;
     let mut chunk_projected = 0;
     let mut chunk_calls = 0;
+    let mut chunk_tables = 0;
     for r in regions {
         output += r.len();
         match *r {
@@ -401,6 +425,7 @@ fn encode_chunk(
                 ref code,
                 unlike: _,
                 ref calls,
+                ref tables,
             } => {
                 let mut bytes = new.read(off, len)?;
                 let read_source = || -> Result<Vec<u8>> {
@@ -457,6 +482,9 @@ fn encode_chunk(
                     put_calls(&mut ops, calls.as_ref(), &mut chunk_calls, |c| {
                         c.to_absolute(&mut bytes, 0)
                     });
+                    put_tables(&mut ops, tables.as_ref(), &mut chunk_tables, |t| {
+                        t.to_differences(&mut bytes)
+                    });
                     ops.push(OP_LIT);
                     put(&mut ops, len);
                     extra.extend_from_slice(&bytes);
@@ -471,12 +499,22 @@ fn encode_chunk(
                     } else {
                         None
                     };
-                    // New bytes of machine code: their calls absolute (not beside words
-                    // or BTF, which only relocatable objects take).
-                    let calls = calls.as_ref().filter(|_| !btf && words.is_none());
-                    put_calls(&mut ops, calls, &mut chunk_calls, |c| {
-                        c.extra_to_absolute(&s.controls, &mut s.extra)
-                    });
+                    // New bytes of machine code: their calls absolute, and of sorted
+                    // tables: their fields as differences (not beside words or BTF, which
+                    // only relocatable objects take).
+                    let plain = !btf && words.is_none();
+                    put_calls(
+                        &mut ops,
+                        calls.as_ref().filter(|_| plain),
+                        &mut chunk_calls,
+                        |c| c.extra_to_absolute(&s.controls, &mut s.extra),
+                    );
+                    put_tables(
+                        &mut ops,
+                        tables.as_ref().filter(|_| plain),
+                        &mut chunk_tables,
+                        |t| t.extra_to_differences(&s.controls, &mut s.extra, &bytes),
+                    );
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
                         (false, true) => OP_WDIFF,
@@ -625,10 +663,14 @@ fn encode_chunk(
                 off,
                 len,
                 ref calls,
+                ref tables,
             } => {
                 let mut bytes = new.read(off, len)?;
                 put_calls(&mut ops, calls.as_ref(), &mut chunk_calls, |c| {
                     c.to_absolute(&mut bytes, 0)
+                });
+                put_tables(&mut ops, tables.as_ref(), &mut chunk_tables, |t| {
+                    t.to_differences(&mut bytes)
                 });
                 ops.push(OP_LIT);
                 put(&mut ops, len);
@@ -661,6 +703,7 @@ fn encode_chunk(
         sections: lens,
         projected: chunk_projected,
         calls: chunk_calls,
+        tables: chunk_tables,
     })
 }
 

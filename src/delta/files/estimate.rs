@@ -150,6 +150,7 @@ mod tests {
                 off: 0,
                 len: 10,
                 calls: None,
+                tables: None,
             },
             Region::Copy {
                 src: 0,

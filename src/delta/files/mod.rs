@@ -81,9 +81,20 @@
 //!                                                     (LIT, DIFF or XDIFF) ships new bytes of
 //!                                                     machine code with their calls absolute
 //!                                                     (calls::Calls)
+//!         | 0x0B tables                              TABLES: not an operation; the next one
+//!                                                     (LIT, DIFF or XDIFF) ships new bytes of
+//!                                                     sorted tables with their fields as
+//!                                                     differences (tables::Tables); after
+//!                                                     CALLS if both are there
 //! calls   = varint(origin) code                       where the next operation's output
 //!                                                     starts in its file, and the file's
 //!                                                     code ranges as offsets into that output
+//! tables  = varint(n) n*(varint(gap) varint(len) varint(kind))
+//!                                                     the tables in the next operation's
+//!                                                     output (kind 1: .eh_frame_hdr, 2:
+//!                                                     ELF64 Rela), whole entries from the
+//!                                                     second, gaps from the end of the one
+//!                                                     before
 //! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
 //!                                                     the source's code ranges (arch 1:
 //!                                                     x86-64, 2: AArch64), in order, gaps
@@ -131,7 +142,8 @@
 //!   files ([`align`]), patches ([`bsdiff`]), gzip members ([`gz`]), zip archives
 //!   ([`zip`]), kernel modules' BTF ([`btf`]);
 //! - `refs.rs`: machine code's relative references, projected for a patch;
-//! - `calls.rs`: new bytes of machine code, their calls made absolute.
+//! - `calls.rs`: new bytes of machine code, their calls made absolute;
+//! - `tables.rs`: new bytes of sorted tables, their fields as differences.
 //!
 //! [`LayerSource::Files`]: crate::delta::format::LayerSource::Files
 
@@ -153,6 +165,7 @@ mod plan;
 mod refs;
 mod schedule;
 mod stream;
+mod tables;
 
 pub use access::LayerData;
 pub use decode::{with_parallel_reader, Beside, Decoder};
@@ -235,6 +248,9 @@ pub struct EncodeStats {
     /// Files shipped whole, pieces of them and patches whose new bytes of machine code
     /// went with their calls made absolute (see `calls.rs`).
     pub calls_absolute: u64,
+    /// Files shipped whole, pieces of them and patches whose new bytes of sorted tables
+    /// went with their fields as differences (see `tables.rs`).
+    pub tables_as_differences: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).

@@ -13,6 +13,7 @@ use super::gz;
 use super::matching::{Catalog, Pick};
 use super::refs;
 use super::schedule::{each_on_every_core, on_every_core};
+use super::tables::{self, Table, Tables};
 use super::zip;
 use super::{EncodeStats, LayerData, OldLayer, CHUNK, WINDOW};
 use crate::error::Result;
@@ -55,12 +56,17 @@ pub(super) enum Region {
         /// The machine code in the file's bytes here, whose calls the patch's new bytes
         /// take absolute (see [`calls`](super::calls)).
         calls: Option<Calls>,
+        /// The sorted tables in the file's bytes here, whose fields the patch's new bytes
+        /// take as differences (see [`tables`](super::tables)).
+        tables: Option<Tables>,
     },
     Lit {
         off: u64,
         len: u64,
         /// The machine code in the bytes, whose calls they take absolute.
         calls: Option<Calls>,
+        /// The sorted tables in the bytes, whose fields they take as differences.
+        tables: Option<Tables>,
     },
     /// A gzip member: its text is shipped (patched against `src`, a gzip member of an old
     /// layer, when there is one) and deflated again, if zlib re-makes it exactly.
@@ -256,6 +262,7 @@ pub(super) fn plan(
                         new_code(&new.data, off, size),
                     )
                 };
+                let new_tables = new_tables(&new.data, off, size, new_code.as_ref());
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
                 let alignment = if whole {
@@ -289,7 +296,7 @@ pub(super) fn plan(
                              their bytes do"
                         );
                         stats.files_literal += 1;
-                        push_literal(&mut regions, off, size, new_code.as_ref());
+                        push_literal(&mut regions, off, size, new_code.as_ref(), &new_tables);
                         cursor = f.data_end();
                         continue;
                     }
@@ -320,6 +327,7 @@ pub(super) fn plan(
                         calls: new_code
                             .as_ref()
                             .and_then(|c| Calls::of_piece(c, done, len)),
+                        tables: Tables::of_piece(&new_tables, done, len),
                     });
                     done += len;
                 }
@@ -348,7 +356,8 @@ pub(super) fn plan(
             _ => {
                 stats.files_literal += 1;
                 let code = new_code(&new.data, off, size);
-                push_literal(&mut regions, off, size, code.as_ref());
+                let tables = new_tables(&new.data, off, size, code.as_ref());
+                push_literal(&mut regions, off, size, code.as_ref(), &tables);
             }
         }
         cursor = f.data_end();
@@ -484,8 +493,15 @@ fn coalesce(regions: Vec<Region>, old: &[OldLayer], new: &LayerData) -> Result<V
 const MAX_SAME_HEADER: u64 = 64 << 10;
 
 /// Adds the regions that ship the file of `size` bytes from `off` as it is, its calls
-/// absolute where it has `code` (see [`calls`](super::calls)).
-fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64, code: Option<&refs::Code>) {
+/// absolute where it has `code` (see [`calls`](super::calls)) and the fields of its
+/// `tables` as differences (see [`tables`](super::tables)).
+fn push_literal(
+    regions: &mut Vec<Region>,
+    off: u64,
+    size: u64,
+    code: Option<&refs::Code>,
+    tables: &[Table],
+) {
     let mut done = 0;
     while done < size {
         let len = (size - done).min(CHUNK);
@@ -493,6 +509,7 @@ fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64, code: Option<&re
             off: off + done,
             len,
             calls: code.and_then(|c| Calls::of_piece(c, done, len)),
+            tables: Tables::of_piece(tables, done, len),
         });
         done += len;
     }
@@ -502,6 +519,13 @@ fn push_literal(regions: &mut Vec<Region>, off: u64, size: u64, code: Option<&re
 /// AArch64 program or library (see [`refs::elf_code`]).
 fn new_code(new: &LayerData, off: u64, size: u64) -> Option<refs::Code> {
     refs::elf_code(size, |o, n| new.read(off + o, n).ok())
+}
+
+/// The sorted tables of the new file of `size` bytes at `off`, whose code is `code`, if it
+/// is a 64-bit little-endian program or library (see [`tables::elf_tables`]).
+fn new_tables(new: &LayerData, off: u64, size: u64, code: Option<&refs::Code>) -> Vec<Table> {
+    let code = code.map_or(&[][..], |c| &c.ranges[..]);
+    tables::elf_tables(size, code, |o, n| new.read(off + o, n).ok())
 }
 
 /// Bytes of a big file patched as a sample by [`samples_pay`], and how far its source

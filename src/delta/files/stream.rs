@@ -22,6 +22,9 @@ pub(super) const OP_XDIFF: u8 = 9;
 /// Not an operation of its own: the next one's new bytes of machine code have their calls
 /// made absolute (see [`calls`](super::calls)).
 pub(super) const OP_CALLS: u8 = 10;
+/// Not an operation of its own: the next one's new bytes of sorted tables have their
+/// fields as differences from the entry before (see [`tables`](super::tables)).
+pub(super) const OP_TABLES: u8 = 11;
 /// OP_GZIP: the text follows in extra.
 pub(super) const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.

@@ -13,7 +13,7 @@ use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     expand_zeros, put, put_patch, squeeze_zeros, ControlSections, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
-    OP_META,
+    OP_META, OP_TABLES,
 };
 use super::*;
 use crate::digest::Digest;
@@ -695,6 +695,141 @@ fn calls_operations_are_checked() {
     let ops = calls(vec![(0, MAX_CHUNK_OUTPUT + 1)]);
     let e = decode_err(&one_chunk(7, &ops, &[], &extra), &old.data);
     assert!(e.contains("a code range beyond"), "{e}");
+}
+
+/// Linked programs shipped whole, in pieces and patched (their next build has more
+/// functions: new relocations and a new unwind index) go with their relocations and
+/// unwind index as differences, and come back.
+#[test]
+fn new_programs_ship_with_their_tables_as_differences() {
+    use super::refs::sample::linked;
+    let old = build_tar(&[
+        Member::File("etc/x".into(), vec![7; 5000]),
+        Member::File("bin/lib".into(), linked(3000, 9)),
+    ]);
+    let (_of, old_layer) = open(&old);
+    let small = linked(300, 1);
+    let big = linked(60_000, 2);
+    assert!(big.len() as u64 > CHUNK);
+    let new = build_tar(&[
+        Member::File("bin/small".into(), small),
+        Member::File("bin/big".into(), big),
+        Member::File("bin/lib".into(), linked(3100, 9)),
+    ]);
+    let (_nf, new_layer) = open(&new);
+    let mut stream = Vec::new();
+    let stats = encode(
+        std::slice::from_ref(&old_layer),
+        &new_layer,
+        &Digest::of(&new),
+        &mut stream,
+        [None, None],
+        &mut |_| Ok(()),
+        &|_, _| (),
+    )
+    .unwrap();
+    assert_eq!(
+        (stats.files_literal, stats.files_patched),
+        (2, 1),
+        "{stats:?}"
+    );
+    // The small one's LIT, the big one's pieces that hold its tables, the patch.
+    assert!(stats.tables_as_differences >= 3, "{stats:?}");
+    let mut out = Vec::new();
+    Decoder::new(&stream[..], vec![&old_layer.data])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert!(out == new, "rebuilt layer differs");
+}
+
+/// TABLES is refused where it names no operation it may rewrite, after a CALLS's place, or
+/// tables past that operation's output; a LIT it rightly precedes (after a CALLS too) comes
+/// back with its fields as they were.
+#[test]
+fn tables_operations_are_checked() {
+    use super::calls::Calls;
+    use super::refs::{Code, X86_64};
+    use super::tables::{Table, Tables, EH_FRAME_HDR};
+    let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
+    let tables = |start: u64, len: u64| {
+        let mut ops = vec![OP_TABLES];
+        Tables {
+            tables: vec![Table {
+                start,
+                len,
+                kind: EH_FRAME_HDR,
+            }],
+        }
+        .write(&mut ops);
+        ops
+    };
+    let calls = || {
+        let mut ops = vec![OP_CALLS];
+        Calls {
+            origin: 0,
+            code: Code {
+                arch: X86_64,
+                ranges: vec![(0, 2)],
+            },
+        }
+        .write(&mut ops);
+        ops
+    };
+    let lit = |ops: &mut Vec<u8>, n: u64| {
+        ops.push(OP_LIT);
+        put(ops, n);
+    };
+    // Three entries of (start, FDE): (10, 20), then differences (5, 8) and (7, 8).
+    let fields = [10u32, 20, 5, 8, 7, 8];
+    let extra: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let want: Vec<u8> = [10u32, 20, 15, 28, 22, 36]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    for with_calls in [false, true] {
+        let mut ops = if with_calls { calls() } else { vec![] };
+        ops.extend(tables(8, 16));
+        lit(&mut ops, 24);
+        let mut out = Vec::new();
+        Decoder::new(&one_chunk(24, &ops, &[], &extra)[..], vec![&old.data])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, want, "after a CALLS: {with_calls}");
+    }
+    // Tables past the LIT's bytes.
+    let mut ops = tables(8, 24);
+    lit(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("past the 24 bytes"), "{e}");
+    // Before a META, twice in a row, before a CALLS, at the end.
+    let mut ops = tables(8, 16);
+    ops.push(OP_META);
+    put(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &extra, &[]), &old.data);
+    assert!(e.contains("TABLES operation before operation 0"), "{e}");
+    let mut ops = tables(8, 16);
+    ops.extend(tables(8, 16));
+    lit(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("two TABLES"), "{e}");
+    let mut ops = tables(8, 16);
+    ops.extend(calls());
+    lit(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("a CALLS operation after a TABLES"), "{e}");
+    let mut ops = vec![];
+    lit(&mut ops, 24);
+    ops.extend(tables(8, 16));
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("a TABLES operation ends a chunk"), "{e}");
+    // No entry before the first; tables no chunk can hold.
+    let mut ops = tables(4, 16);
+    lit(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("not whole entries after one"), "{e}");
+    let ops = tables(8, MAX_CHUNK_OUTPUT);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("a table beyond"), "{e}");
 }
 
 /// A patch source outside the old layer is refused before its claimed size is allocated.
@@ -1395,6 +1530,7 @@ pub(super) fn patch(off: u64, len: u64, src_len: u64) -> Region {
         code: None,
         unlike: false,
         calls: None,
+        tables: None,
     }
 }
 
@@ -1408,6 +1544,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
         off: 0,
         len: 16 * MIB,
         calls: None,
+        tables: None,
     }];
     assert_eq!(ChunkJob::new(&lit, 0).running(), 48 * MIB);
     // A 9 MiB program against its 9 MiB source, beside 7.5 MiB of small files: the search
@@ -1418,6 +1555,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
             off: 9 * MIB,
             len: 15 * MIB / 2,
             calls: None,
+            tables: None,
         },
     ];
     let search = program[0].search_memory();
@@ -1431,6 +1569,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
             off: MIB / 4,
             len: 31 * MIB / 4,
             calls: None,
+            tables: None,
         },
     ];
     let search = small[0].search_memory();
@@ -1443,6 +1582,7 @@ fn a_chunks_search_and_its_decoding_are_counted_apart() {
             off: 3 * MIB,
             len: 15 * MIB / 2,
             calls: None,
+            tables: None,
         },
     ];
     let two = ChunkJob::new(&first, 0).running() + ChunkJob::new(&program, 0).running();
@@ -1465,6 +1605,7 @@ fn search_memory_fits_the_budget_one_at_a_time() {
             off: 0,
             len: 1 << 30,
             calls: None,
+            tables: None,
         }
         .search_memory(),
         0

@@ -159,3 +159,77 @@ pub fn program_pair(
         program(machine, &new_fs, 40, seed),
     )
 }
+
+/// A linked program as a linker lays one out: a header, `functions` functions of code, a
+/// `.rela.dyn` of relative relocations (one per 8-byte slot of a data area, each pointing
+/// at a function), an `.eh_frame_hdr` indexing the functions, a `.shstrtab`, and section
+/// headers for the four. `seed` picks the function sizes.
+pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
+    let mut next = xorshift(seed);
+    let mut out = vec![0u8; 64];
+    let mut starts = Vec::new();
+    for _ in 0..functions {
+        starts.push(out.len() as u64);
+        let len = 16 + next() % 300;
+        out.extend((0..len).map(|_| next() as u8));
+    }
+    let text = (64u64, out.len() as u64 - 64);
+    // Relocations: r_offset, r_info (R_X86_64_RELATIVE), r_addend.
+    let rela_at = out.len() as u64;
+    let data_area = 0x20_0000u64;
+    for i in 0..functions as u64 * 2 {
+        out.extend_from_slice(&(data_area + 8 * i).to_le_bytes());
+        out.extend_from_slice(&8u64.to_le_bytes());
+        out.extend_from_slice(&starts[(next() % functions as u64) as usize].to_le_bytes());
+    }
+    let rela = (rela_at, out.len() as u64 - rela_at);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    // .eh_frame_hdr: version, eh_frame_ptr pcrel|sdata4, fde_count udata4, table
+    // datarel|sdata4; FDE offsets as a linker writes them (sizes of a few kinds).
+    let hdr_at = out.len() as u64;
+    out.extend_from_slice(&[1, 0x1B, 0x03, 0x3B]);
+    out.extend_from_slice(&0x1000i32.to_le_bytes());
+    out.extend_from_slice(&(functions as u32).to_le_bytes());
+    let mut fde = 0x1100i64;
+    for &s in &starts {
+        out.extend_from_slice(&((s as i64 - hdr_at as i64) as i32).to_le_bytes());
+        out.extend_from_slice(&(fde as i32).to_le_bytes());
+        fde += [0x18, 0x20, 0x28, 0x30][(next() % 4) as usize];
+    }
+    let hdr = (hdr_at, out.len() as u64 - hdr_at);
+    let names_at = out.len() as u64;
+    out.extend_from_slice(b"\0.text\0.rela.dyn\0.eh_frame_hdr\0.shstrtab\0");
+    let names = (names_at, out.len() as u64 - names_at);
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    let shoff = out.len() as u64;
+    out.extend_from_slice(&[0u8; 64]);
+    // (name, type, flags, (offset, size), entsize)
+    let sections = [
+        (1u32, 1u32, 6u64, text, 0u64),
+        (7, 4, 2, rela, 24),
+        (17, 1, 2, hdr, 0),
+        (31, 3, 0, names, 0),
+    ];
+    for (name, kind, flags, (off, size), entsize) in sections {
+        let mut sh = [0u8; 64];
+        sh[0..4].copy_from_slice(&name.to_le_bytes());
+        sh[4..8].copy_from_slice(&kind.to_le_bytes());
+        sh[8..16].copy_from_slice(&flags.to_le_bytes());
+        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        sh[0x38..0x40].copy_from_slice(&entsize.to_le_bytes());
+        out.extend_from_slice(&sh);
+    }
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    out[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    out[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+    out[0x3C..0x3E].copy_from_slice(&5u16.to_le_bytes());
+    out[0x3E..0x40].copy_from_slice(&4u16.to_le_bytes());
+    out
+}
