@@ -1,5 +1,5 @@
-//! New bytes of a program's sorted tables shipped with each entry's fields as differences
-//! from the entry before.
+//! New bytes of a program's tables shipped with each entry's fields as differences from
+//! the entry before.
 //!
 //! Linked programs and libraries hold tables whose entries go up in steps: the relocations
 //! a dynamic loader applies (`r_offset` goes up by 8 from one pointer to the next, `r_info`
@@ -23,10 +23,19 @@
 //!   as they are and not as differences: on docker 26's engine, `.rela.dyn` of 8.2 MB
 //!   under `zstd -18` was 1.28 MB as it is, 0.79 MB with all three fields as differences,
 //!   0.59 MB with the first two).
+//! - [`EH_FRAME`]: `.eh_frame`'s records, in pieces of about 64 KiB at record boundaries
+//!   (so that a big file's pieces hold most of them). Not entries of one size but records
+//!   that say their length: the reader walks them from the table's start. An FDE (a record
+//!   whose second field, the CIE pointer, is not 0) has that pointer written as its CIE's
+//!   offset from the table's start plus one (the same for every FDE of one CIE; see
+//!   [`flip`]), and its `pc_begin` (PC-relative, as the CIEs' `R` augmentation 0x1B says)
+//!   as the function's offset from the table's start minus the previous FDE's in the
+//!   table (a function's distance from the one before).
 //!
 //! Measured on the new layer of the bench's tools pair, every ELF file's sections
 //! concatenated, `zstd -18`: the `.eh_frame_hdr` tables 726 KB, compressed 282 KB as they
-//! are and 48 KB as differences; `.rela.dyn` 1.1 MB, 134 KB and 73 KB.
+//! are and 48 KB as differences; `.rela.dyn` 1.1 MB, 134 KB and 73 KB; `.eh_frame` 4.7 MB,
+//! 653 KB and 311 KB (its `pc_begin` alone as differences: 533 KB).
 //!
 //! Encoding, an operation before the LIT, DIFF or XDIFF whose new bytes it rewrites (see
 //! the module doc of [`super`]):
@@ -35,9 +44,10 @@
 //! tables = varint(n) n*(varint(gap) varint(len) varint(kind))
 //! ```
 //!
-//! Each table is `len` bytes of whole entries of its kind from the end of the one before
-//! plus `gap` (offsets into the operation's output), starting at the first entry taken as
-//! differences: the entry before it is in the output too.
+//! Each table is `len` bytes from the end of the one before plus `gap` (offsets into the
+//! operation's output): for the kinds of entries of one size, whole entries from the first
+//! taken as differences (the entry before it is in the output too, and in no other table);
+//! for [`EH_FRAME`], records from the first.
 
 use super::bsdiff::Control;
 use super::stream::{bad, get, put};
@@ -49,11 +59,19 @@ pub const EH_FRAME_HDR: u64 = 1;
 /// `r_addend` not.
 pub const RELA64: u64 = 2;
 
+/// `.eh_frame`'s records: each FDE's CIE pointer and `pc_begin` rewritten (see the module
+/// doc).
+pub const EH_FRAME: u64 = 3;
+
+/// Bytes of `.eh_frame` records per [`EH_FRAME`] table, at least (the last one of a section
+/// less): a big file's piece holds the tables wholly inside it.
+const EH_FRAME_PIECE: u64 = 64 << 10;
+
 /// Most tables an operation may name (a decoder's bound; ELF files have a few).
 const MAX_TABLES: u64 = 1 << 10;
 
-/// A kind of table: its entries' size, and the fields taken as differences (offset in the
-/// entry, width 4 or 8).
+/// A kind of table of entries of one size: the size, and the fields taken as differences
+/// (offset in the entry, width 4 or 8).
 struct Layout {
     entry: u64,
     fields: &'static [(u64, usize)],
@@ -73,14 +91,22 @@ fn layout(kind: u64) -> Option<Layout> {
     }
 }
 
+/// The size of a kind's entries (0 for [`EH_FRAME`]'s records), `None` for an unknown kind.
+fn entry_size(kind: u64) -> Option<u64> {
+    match kind {
+        EH_FRAME => Some(0),
+        _ => layout(kind).map(|l| l.entry),
+    }
+}
+
 /// A table among an operation's bytes (or a file's, from [`elf_tables`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table {
-    /// Where its first entry taken as differences starts.
+    /// Where its first entry taken as differences (its first record) starts.
     pub start: u64,
-    /// Its length, whole entries.
+    /// Its length: whole entries (whole records).
     pub len: u64,
-    /// [`EH_FRAME_HDR`] or [`RELA64`].
+    /// [`EH_FRAME_HDR`], [`RELA64`] or [`EH_FRAME`].
     pub kind: u64,
 }
 
@@ -91,15 +117,56 @@ pub struct Tables {
     pub tables: Vec<Table>,
 }
 
+/// The stretches of an operation's output that its new bytes fill: (from, to, where they
+/// start among the new bytes), in order.
+struct Runs(Vec<(u64, u64, u64)>);
+
+impl Runs {
+    /// A patch's `copy` stretches, where its `controls` put them.
+    fn of(controls: &[Control]) -> Runs {
+        let (mut at, mut taken) = (0u64, 0u64);
+        let mut runs = Vec::with_capacity(controls.len());
+        for c in controls {
+            at += c.add;
+            if c.copy > 0 {
+                runs.push((at, at + c.copy, taken));
+            }
+            at += c.copy;
+            taken += c.copy;
+        }
+        Runs(runs)
+    }
+
+    /// A whole output of `len` bytes, all new bytes.
+    fn whole(len: u64) -> Runs {
+        Runs(vec![(0, len, 0)])
+    }
+
+    /// Where the field of `width` bytes at `p` of the output is among the new bytes, if it
+    /// is wholly inside one stretch.
+    fn find(&self, p: u64, width: usize) -> Option<usize> {
+        let k = self.0.partition_point(|r| r.1 <= p);
+        let &(from, to, taken) = self.0.get(k)?;
+        (from <= p && p + width as u64 <= to).then(|| (taken + p - from) as usize)
+    }
+}
+
 impl Tables {
     /// The tables of a file's `len` bytes from `start`, for a file whose tables are
     /// `tables` (offsets into the file): the entries wholly inside, but the first (which
-    /// the second needs); `None` where there are none.
+    /// the second needs), and the [`EH_FRAME`] tables wholly inside; `None` where there
+    /// are none.
     pub fn of_piece(tables: &[Table], start: u64, len: u64) -> Option<Tables> {
         let end = start + len;
         let tables: Vec<Table> = tables
             .iter()
             .filter_map(|t| {
+                if t.kind == EH_FRAME {
+                    return (start <= t.start && t.start + t.len <= end).then_some(Table {
+                        start: t.start - start,
+                        ..*t
+                    });
+                }
                 let entry = layout(t.kind)?.entry;
                 // The first entry from which the one before is inside the piece too.
                 let from = start.saturating_add(entry).max(t.start);
@@ -141,15 +208,14 @@ impl Tables {
         let mut end = 0u64;
         for _ in 0..n {
             let (gap, len, kind) = (get(ops)?, get(ops)?, get(ops)?);
-            let entry = layout(kind)
-                .ok_or_else(|| bad(format!("unknown kind of table {kind}")))?
-                .entry;
+            let entry =
+                entry_size(kind).ok_or_else(|| bad(format!("unknown kind of table {kind}")))?;
             let start = end
                 .checked_add(gap)
                 .filter(|s| s.checked_add(len).is_some_and(|e| e <= limit))
                 .ok_or_else(|| bad("a table beyond the output of the operation it rewrites"))?;
             // The entry before the first is the output's, and no other table's.
-            if start < end + entry || len % entry != 0 {
+            if start < end + entry || entry > 0 && len % entry != 0 {
                 return Err(bad(format!(
                     "a table of kind {kind} at {start} of {len} bytes: not whole entries after one"
                 )));
@@ -171,105 +237,170 @@ impl Tables {
         }
     }
 
-    /// Takes the fields of a whole operation's output as differences (the encoder's side);
-    /// how many.
+    /// Rewrites the fields of a whole operation's output (the encoder's side); how many.
     pub fn to_differences(&self, output: &mut [u8]) -> usize {
-        let mut rewritten = 0;
-        for t in &self.tables {
-            let Some(l) = layout(t.kind) else { continue };
-            // From the last entry back: each takes the one before as it still is.
-            let mut at = t.start + t.len;
-            while at > t.start {
-                at -= l.entry;
-                for &(off, width) in l.fields {
-                    let p = (at + off) as usize;
-                    let before = field(output, p.saturating_sub(l.entry as usize), width);
-                    let v = field(output, p, width).wrapping_sub(before);
-                    set_field(output, p, width, v);
-                    rewritten += 1;
-                }
-            }
-        }
-        rewritten
+        let original = output.to_vec();
+        self.encode(&Runs::whole(original.len() as u64), &original, output)
     }
 
     /// Undoes [`Tables::to_differences`] (the decoder's side).
     pub fn to_values(&self, output: &mut [u8]) {
-        let len = output.len() as u64;
-        self.restore(output, 0, len);
+        self.decode(&Runs::whole(output.len() as u64), output);
     }
 
-    /// Takes the fields in a patch's new bytes (`extra`, as the patch's `controls` place
-    /// them in `output`, the operation's output as the new file has it) as differences;
-    /// how many.
+    /// Rewrites the fields in a patch's new bytes (`extra`, as the patch's `controls` place
+    /// them in `output`, the operation's output as the new file has it); how many.
     pub fn extra_to_differences(
         &self,
         controls: &[Control],
         extra: &mut [u8],
         output: &[u8],
     ) -> usize {
-        let (mut at, mut taken, mut rewritten) = (0u64, 0u64, 0);
-        for c in controls {
-            at += c.add;
-            let run = (at, at + c.copy);
-            self.each_field(run, |p, width, entry| {
-                let v = field(output, p, width).wrapping_sub(field(output, p - entry, width));
-                let i = (p as u64 - at + taken) as usize;
-                if i + width <= extra.len() {
-                    set_field(extra, i, width, v);
-                    rewritten += 1;
-                }
-            });
-            taken += c.copy;
-            at += c.copy;
-        }
-        rewritten
+        self.encode(&Runs::of(controls), output, extra)
     }
 
     /// Undoes [`Tables::extra_to_differences`] where the patch has written its output
     /// (`out`, the operation's output): the runs of new bytes are where the controls put
     /// them, and every byte before them is as the new file has it.
     pub fn to_values_in_output(&self, controls: &[Control], out: &mut [u8]) {
-        let mut at = 0u64;
-        for c in controls {
-            at += c.add;
-            self.restore(out, at, at + c.copy);
-            at += c.copy;
-        }
+        self.decode(&Runs::of(controls), out);
     }
 
-    /// Adds the entry before back to the fields wholly inside `from..to` of `output`, in
-    /// order (a field's entry before is then as it was).
-    fn restore(&self, output: &mut [u8], from: u64, to: u64) {
-        let to = to.min(output.len() as u64);
-        self.each_field((from, to), |p, width, entry| {
-            let v = field(output, p, width).wrapping_add(field(output, p - entry, width));
-            set_field(output, p, width, v);
-        });
-    }
-
-    /// Calls `f(position, width, entry size)` for each field taken as a difference wholly
-    /// inside `run` (offsets into the output), in order.
-    fn each_field(&self, run: (u64, u64), mut f: impl FnMut(usize, usize, usize)) {
-        let (from, to) = run;
+    /// Writes the rewritten fields of `output` (as the new file has it) that are wholly
+    /// among its new bytes into `news`, where `runs` say; how many.
+    fn encode(&self, runs: &Runs, output: &[u8], news: &mut [u8]) -> usize {
+        let mut rewritten = 0;
+        let mut write = |p: u64, width: usize, v: u64| {
+            if let Some(i) = runs.find(p, width) {
+                set_field(news, i, width, v);
+                rewritten += 1;
+            }
+        };
         for t in &self.tables {
-            let Some(l) = layout(t.kind) else { continue };
-            let (lo, hi) = (from.max(t.start), to.min(t.start + t.len));
-            if lo >= hi {
+            if t.kind == EH_FRAME {
+                let mut before = 0u32;
+                for (id_at, q) in fdes(output, t) {
+                    let pc = field(output, id_at as usize + 4, 4) as u32;
+                    let id = field(output, id_at as usize, 4) as u32;
+                    let function = pc.wrapping_add(q.wrapping_add(4));
+                    write(id_at, 4, flip(id, q) as u64);
+                    write(id_at + 4, 4, function.wrapping_sub(before) as u64);
+                    before = function;
+                }
                 continue;
             }
-            // Entries that may have a field inside: from the one holding `lo`.
-            let mut at = t.start + (lo - t.start) / l.entry * l.entry;
-            while at < hi {
+            let Some(l) = layout(t.kind) else { continue };
+            let mut at = t.start;
+            while at + l.entry <= t.start + t.len {
                 for &(off, width) in l.fields {
-                    let p = at + off;
-                    if p >= lo && p + width as u64 <= hi {
-                        f(p as usize, width, l.entry as usize);
+                    let p = (at + off) as usize;
+                    let before = field(output, p.saturating_sub(l.entry as usize), width);
+                    write(
+                        at + off,
+                        width,
+                        field(output, p, width).wrapping_sub(before),
+                    );
+                }
+                at += l.entry;
+            }
+        }
+        rewritten
+    }
+
+    /// Puts back, in order, the fields of `out` that are wholly among its new bytes (where
+    /// `runs` say): each field before them is then as the file has it.
+    fn decode(&self, runs: &Runs, out: &mut [u8]) {
+        for t in &self.tables {
+            if t.kind == EH_FRAME {
+                let mut before = 0u32;
+                let mut at = t.start;
+                while let Some((next, fde)) = record(out, t, at) {
+                    if let Some(q) = fde {
+                        let (id_at, pc_at) = (at as usize + 4, at as usize + 8);
+                        if runs.find(id_at as u64, 4).is_some() {
+                            let id = flip(field(out, id_at, 4) as u32, q);
+                            set_field(out, id_at, 4, id as u64);
+                        }
+                        let pc = field(out, pc_at, 4) as u32;
+                        let function = if runs.find(pc_at as u64, 4).is_some() {
+                            let function = pc.wrapping_add(before);
+                            set_field(
+                                out,
+                                pc_at,
+                                4,
+                                function.wrapping_sub(q.wrapping_add(4)) as u64,
+                            );
+                            function
+                        } else {
+                            pc.wrapping_add(q.wrapping_add(4))
+                        };
+                        before = function;
+                    }
+                    at = next;
+                }
+                continue;
+            }
+            let Some(l) = layout(t.kind) else { continue };
+            let mut at = t.start;
+            while at + l.entry <= t.start + t.len {
+                for &(off, width) in l.fields {
+                    let p = (at + off) as usize;
+                    if runs.find(p as u64, width).is_some() {
+                        let before = field(out, p - l.entry as usize, width);
+                        let v = field(out, p, width).wrapping_add(before);
+                        set_field(out, p, width, v);
                     }
                 }
                 at += l.entry;
             }
         }
+    }
+}
+
+/// The record of [`EH_FRAME`] table `t` at `at` of `b`: where the next starts, and for an
+/// FDE whose CIE pointer and `pc_begin` are inside it, the CIE pointer's offset from the
+/// table's start. `None` past the table's end, at a terminator (length 0), a 64-bit length
+/// or a record that ends past the table. Lengths are never rewritten, and the CIE
+/// pointer's being 0 (a CIE) neither ([`flip`] keeps it so): the reader walks the records
+/// as the writer did.
+fn record(b: &[u8], t: &Table, at: u64) -> Option<(u64, Option<u32>)> {
+    let end = t.start + t.len;
+    if at + 8 > end {
+        return None;
+    }
+    let len = field(b, at as usize, 4);
+    let next = at + 4 + len;
+    if len == 0 || len == 0xFFFF_FFFF || next > end {
+        return None;
+    }
+    let fde = len >= 8 && field(b, at as usize + 4, 4) != 0;
+    Some((next, fde.then_some((at + 4 - t.start) as u32)))
+}
+
+/// The FDEs of [`EH_FRAME`] table `t` of `b`, in order: (where the CIE pointer is, its
+/// offset from the table's start).
+fn fdes<'a>(b: &'a [u8], t: &'a Table) -> impl Iterator<Item = (u64, u32)> + 'a {
+    let mut at = t.start;
+    std::iter::from_fn(move || loop {
+        let (next, fde) = record(b, t, at)?;
+        let here = at;
+        at = next;
+        if let Some(q) = fde {
+            return Some((here + 4, q));
+        }
+    })
+}
+
+/// An FDE's CIE pointer `v` (the distance back from the pointer, at offset `q` from the
+/// table's start, to its CIE) as the CIE's offset from the table's start plus one: `q + 1 -
+/// v` modulo 2^32, but `q + 1` stays as it is. Its own inverse, and never 0 for a pointer
+/// that is not 0, so a reader tells a CIE from an FDE whichever it reads.
+fn flip(v: u32, q: u32) -> u32 {
+    let one_past = q.wrapping_add(1);
+    if v == one_past {
+        v
+    } else {
+        one_past.wrapping_sub(v)
     }
 }
 
@@ -325,6 +456,7 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
     const SHT_RELA: u32 = 4;
     const MAX_SECTIONS: u64 = 1 << 12;
     const MAX_NAMES: u64 = 1 << 16;
+    const MAX_EH_FRAME: u64 = 64 << 20;
     let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
     let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
     let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
@@ -373,6 +505,10 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
                 .and_then(|n| n.get(name..name + want.len() + 1))
                 .is_some_and(|n| n[..want.len()] == *want && n[want.len()] == 0)
         };
+        if (8..=MAX_EH_FRAME).contains(&size) && named(b".eh_frame") {
+            found.extend(eh_frame_tables(off, &read(off, size)?));
+            continue;
+        }
         if size >= 28 && named(b".eh_frame_hdr") {
             // version 1, a 4-byte eh_frame_ptr, fde_count as udata4, the table as
             // datarel | sdata4.
@@ -393,6 +529,89 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
         }
     }
     Some(found)
+}
+
+/// The [`EH_FRAME`] tables of an `.eh_frame` section at `off` in its file: its records up
+/// to the first it cannot walk, in tables of at least [`EH_FRAME_PIECE`] bytes; none if a
+/// CIE says its FDEs' `pc_begin` is anything but PC-relative and 4 bytes (`R` 0x1B, what
+/// GCC and LLVM write on x86-64 and AArch64), or says nothing of it.
+fn eh_frame_tables(off: u64, section: &[u8]) -> Vec<Table> {
+    let whole = Table {
+        start: 0,
+        len: section.len() as u64,
+        kind: EH_FRAME,
+    };
+    let (mut tables, mut from, mut at) = (Vec::new(), 0u64, 0u64);
+    while let Some((next, fde)) = record(section, &whole, at) {
+        if fde.is_none() && cie_encoding(&section[at as usize..next as usize]) != Some(0x1B) {
+            return Vec::new();
+        }
+        at = next;
+        if at - from >= EH_FRAME_PIECE {
+            tables.push(Table {
+                start: off + from,
+                len: at - from,
+                kind: EH_FRAME,
+            });
+            from = at;
+        }
+    }
+    if at > from {
+        tables.push(Table {
+            start: off + from,
+            len: at - from,
+            kind: EH_FRAME,
+        });
+    }
+    tables
+}
+
+/// The `R` augmentation (the encoding of its FDEs' `pc_begin`) of a CIE record (its
+/// length field first), if it has one and can be read.
+fn cie_encoding(cie: &[u8]) -> Option<u8> {
+    let mut b = cie.get(8..)?.iter().copied();
+    let version = b.next()?;
+    let augmentation: Vec<u8> = b.by_ref().take_while(|&c| c != 0).collect();
+    fn leb(b: &mut impl Iterator<Item = u8>) -> Option<()> {
+        while b.next()? & 0x80 != 0 {}
+        Some(())
+    }
+    // Code and data alignment factors, the return address register (a byte in version 1).
+    leb(&mut b)?;
+    leb(&mut b)?;
+    if version == 1 {
+        b.next()?;
+    } else {
+        leb(&mut b)?;
+    }
+    let (&z, rest) = augmentation.split_first()?;
+    if z != b'z' {
+        return None;
+    }
+    leb(&mut b)?; // the augmentation data's length
+    for c in rest {
+        match c {
+            b'R' => return b.next(),
+            b'L' => {
+                b.next()?;
+            }
+            b'P' => {
+                let encoding = b.next()?;
+                let size = match encoding & 0x0F {
+                    0x00 | 0x04 | 0x0C => 8,
+                    0x02 | 0x0A => 2,
+                    0x03 | 0x0B => 4,
+                    _ => return None,
+                };
+                for _ in 0..size {
+                    b.next()?;
+                }
+            }
+            b'S' | b'B' => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]

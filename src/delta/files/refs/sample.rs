@@ -161,9 +161,9 @@ pub fn program_pair(
 }
 
 /// A linked program as a linker lays one out: a header, `functions` functions of code, a
-/// `.rela.dyn` of relative relocations (one per 8-byte slot of a data area, each pointing
-/// at a function), an `.eh_frame_hdr` indexing the functions, a `.shstrtab`, and section
-/// headers for the four. `seed` picks the function sizes.
+/// `.rela.dyn` of relative relocations (two per function, each pointing at a function), an
+/// `.eh_frame_hdr` indexing the functions, their `.eh_frame`, a `.shstrtab`, and section
+/// headers for the five. `seed` picks the function sizes and contents.
 pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
     let mut next = xorshift(seed);
     let mut out = vec![0u8; 64];
@@ -199,8 +199,35 @@ pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
         fde += [0x18, 0x20, 0x28, 0x30][(next() % 4) as usize];
     }
     let hdr = (hdr_at, out.len() as u64 - hdr_at);
+    // .eh_frame: a CIE ("zR", FDE pointers PC-relative and 4 bytes), then an FDE per
+    // function (its CIE pointer, pc_begin, pc_range, no augmentation data, a few call frame
+    // instructions), padded to 4 bytes.
+    let frame_at = out.len() as u64;
+    let cie = [
+        0u8, 0, 0, 0, 1, b'z', b'R', 0, 1, 0x78, 16, 1, 0x1B, 0x0C, 7, 8, 0x90, 1, 0, 0,
+    ];
+    out.extend_from_slice(&(cie.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cie);
+    for (k, &s) in starts.iter().enumerate() {
+        let at = out.len() as u64;
+        let steps = 1 + next() as usize % 3;
+        let len = 13 + 2 * steps;
+        let padded = len.next_multiple_of(4);
+        out.extend_from_slice(&(padded as u32).to_le_bytes());
+        out.extend_from_slice(&((at + 4 - frame_at) as u32).to_le_bytes());
+        out.extend_from_slice(&((s as i64 - (at + 8) as i64) as i32).to_le_bytes());
+        let end = starts.get(k + 1).copied().unwrap_or(text.0 + text.1);
+        out.extend_from_slice(&((end - s) as u32).to_le_bytes());
+        out.push(0);
+        for _ in 0..steps {
+            out.extend_from_slice(&[0x41 + (next() % 8) as u8, 0x0E]);
+        }
+        out.resize((at + 4) as usize + padded, 0);
+    }
+    out.extend_from_slice(&[0; 4]); // the terminator
+    let frame = (frame_at, out.len() as u64 - frame_at);
     let names_at = out.len() as u64;
-    out.extend_from_slice(b"\0.text\0.rela.dyn\0.eh_frame_hdr\0.shstrtab\0");
+    out.extend_from_slice(b"\0.text\0.rela.dyn\0.eh_frame_hdr\0.shstrtab\0.eh_frame\0");
     let names = (names_at, out.len() as u64 - names_at);
     while out.len() % 8 != 0 {
         out.push(0);
@@ -212,6 +239,7 @@ pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
         (1u32, 1u32, 6u64, text, 0u64),
         (7, 4, 2, rela, 24),
         (17, 1, 2, hdr, 0),
+        (41, 1, 2, frame, 0),
         (31, 3, 0, names, 0),
     ];
     for (name, kind, flags, (off, size), entsize) in sections {
@@ -229,7 +257,7 @@ pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
     out[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
     out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
     out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
-    out[0x3C..0x3E].copy_from_slice(&5u16.to_le_bytes());
-    out[0x3E..0x40].copy_from_slice(&4u16.to_le_bytes());
+    out[0x3C..0x3E].copy_from_slice(&6u16.to_le_bytes());
+    out[0x3E..0x40].copy_from_slice(&5u16.to_le_bytes());
     out
 }

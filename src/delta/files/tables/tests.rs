@@ -17,11 +17,16 @@ fn tables_of(file: &[u8]) -> Vec<Table> {
 fn a_linked_program_has_its_relocations_and_unwind_index_found() {
     let file = linked(50, 1);
     let tables = tables_of(&file);
-    assert_eq!(tables.len(), 2, "{tables:?}");
+    assert_eq!(tables.len(), 3, "{tables:?}");
     assert_eq!(tables[0].kind, RELA64);
     assert_eq!(tables[0].len, 99 * 24, "all relocations but the first");
     assert_eq!(tables[1].kind, EH_FRAME_HDR);
     assert_eq!(tables[1].len, 49 * 8, "all functions but the first");
+    // The unwind records: all of them, but the terminator.
+    assert_eq!(tables[2].kind, EH_FRAME);
+    assert_eq!(tables[2].start, tables[1].start + tables[1].len);
+    let records = &file[tables[2].start as usize..][..tables[2].len as usize + 4];
+    assert_eq!(&records[records.len() - 4..], &[0; 4]);
     // The index's first entry (the one before the table's first) is the first function.
     let first = tables[1].start as usize - 8;
     let hdr = first - 12;
@@ -34,7 +39,10 @@ fn relocations_and_the_unwind_index_become_few_strings() {
     let file = linked(400, 2);
     let tables = Tables::of_piece(&tables_of(&file), 0, file.len() as u64).unwrap();
     let mut rewritten = file.clone();
-    assert_eq!(tables.to_differences(&mut rewritten), 799 * 2 + 399 * 2);
+    assert_eq!(
+        tables.to_differences(&mut rewritten),
+        799 * 2 + 399 * 2 + 400 * 2
+    );
     let distinct = |b: &[u8], t: &Table, width: usize| {
         let mut seen: Vec<&[u8]> = b[t.start as usize..(t.start + t.len) as usize]
             .chunks(width)
@@ -61,9 +69,114 @@ fn relocations_and_the_unwind_index_become_few_strings() {
     // The index: function sizes (300 kinds at most) and four FDE sizes.
     assert!(distinct(&file, index, 4) > 700);
     assert!(distinct(&rewritten, index, 4) <= 300 + 4);
+    // The unwind records: every FDE's CIE pointer the same (the CIE is at the table's
+    // start: 0 + 1), and each pc_begin the function before's size (300 at most).
+    let frame = &tables.tables[2];
+    let fde_fields = |b: &[u8]| {
+        let (mut ids, mut pcs) = (Vec::new(), Vec::new());
+        let mut at = frame.start as usize + 24;
+        while at < (frame.start + frame.len) as usize {
+            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            ids.push(b[at + 4..at + 8].to_vec());
+            pcs.push(b[at + 8..at + 12].to_vec());
+            at += 4 + len;
+        }
+        ids.sort();
+        ids.dedup();
+        pcs.sort();
+        pcs.dedup();
+        (ids.len(), pcs.len())
+    };
+    let (ids, pcs) = fde_fields(&file);
+    assert!(ids == 400 && pcs > 350, "{ids} {pcs}");
+    let (ids, pcs) = fde_fields(&rewritten);
+    assert_eq!(ids, 1);
+    assert!(pcs <= 300 + 1, "{pcs}");
+    assert_eq!(
+        &rewritten[frame.start as usize + 28..][..4],
+        &1u32.to_le_bytes()
+    );
     let mut back = rewritten;
     tables.to_values(&mut back);
     assert_eq!(back, file);
+}
+
+#[test]
+fn unwind_records_of_other_encodings_are_left_as_they_are() {
+    let file = linked(30, 4);
+    let frame = tables_of(&file)[2];
+    // The CIE's R augmentation: absolute 8-byte pointers.
+    let r = frame.start as usize + 16;
+    assert_eq!(file[r], 0x1B);
+    let mut other = file.clone();
+    other[r] = 0x00;
+    assert!(tables_of(&other).iter().all(|t| t.kind != EH_FRAME));
+    // CIEs with personality and LSDA encodings before R, and without R.
+    let cie = |aug: &[u8], data: &[u8]| {
+        let mut c = vec![0u8; 8];
+        c.push(1);
+        c.extend_from_slice(aug);
+        c.extend_from_slice(&[0, 1, 0x78, 16, data.len() as u8]);
+        c.extend_from_slice(data);
+        c
+    };
+    let personality = [0x9B, 1, 2, 3, 4];
+    let with = |r: u8| [&[0x9Bu8, 1, 2, 3, 4][..], &[0x1B, r]].concat();
+    assert_eq!(cie_encoding(&cie(b"zPLR", &with(0x1B))), Some(0x1B));
+    assert_eq!(cie_encoding(&cie(b"zPLR", &with(0x03))), Some(0x03));
+    assert_eq!(cie_encoding(&cie(b"zP", &personality)), None);
+    assert_eq!(cie_encoding(&cie(b"R", &[0x1B])), None, "no z");
+    assert_eq!(
+        cie_encoding(&cie(b"zQR", &[0, 0x1B])),
+        None,
+        "unknown letter"
+    );
+    assert_eq!(cie_encoding(&cie(b"zR", &[])[..12]), None, "cut short");
+}
+
+#[test]
+fn a_big_sections_records_come_in_tables_a_piece_can_hold() {
+    let file = linked(6000, 5);
+    let frames: Vec<Table> = tables_of(&file)
+        .into_iter()
+        .filter(|t| t.kind == EH_FRAME)
+        .collect();
+    assert!(frames.len() >= 3, "{frames:?}");
+    for w in frames.windows(2) {
+        assert_eq!(w[0].start + w[0].len, w[1].start);
+        assert!(w[0].len >= EH_FRAME_PIECE);
+    }
+    // A piece from the middle of the second table holds the third whole, if it reaches.
+    let (second, third) = (frames[1], frames[2]);
+    let p = Tables::of_piece(
+        &frames,
+        second.start + 8,
+        third.start + third.len - second.start,
+    );
+    assert_eq!(
+        p.unwrap().tables,
+        vec![Table {
+            start: third.start - second.start - 8,
+            ..third
+        }]
+    );
+    assert!(Tables::of_piece(&frames, second.start + 8, third.len).is_none());
+}
+
+#[test]
+fn flip_is_its_own_inverse_and_keeps_zero_apart() {
+    for q in [0u32, 4, 100, u32::MAX - 1, u32::MAX] {
+        for v in [1u32, 2, q, q.wrapping_add(1), q.wrapping_add(2), u32::MAX] {
+            if v == 0 {
+                continue;
+            }
+            assert_ne!(flip(v, q), 0, "{v} at {q}");
+            assert_eq!(flip(flip(v, q), q), v, "{v} at {q}");
+        }
+    }
+    // Pointers to one CIE from anywhere: one value.
+    assert_eq!(flip(40 - 8, 40), 9);
+    assert_eq!(flip(4000 - 8, 4000), 9);
 }
 
 #[test]
@@ -98,19 +211,19 @@ fn this_test_program_compresses_smaller_with_its_tables_as_differences() {
 fn tables_clear_of_code_and_of_each_other_only() {
     let file = linked(20, 3);
     let all = tables_of(&file);
-    // Code over the index's first entry: the index is dropped, the relocations kept.
+    // Code over the index's first entry: the index is dropped, the others kept.
     let first = all[1].start - 8;
     let code = [(64, 10), (first + 4, 2)];
     let kept = elf_tables(file.len() as u64, &code, read_all(&file));
-    assert_eq!(kept, all[..1].to_vec());
+    assert_eq!(kept, vec![all[0], all[2]]);
     // Not an ELF program or library: nothing.
     let mut object = file.clone();
     object[16] = 1; // ET_REL
     assert!(elf_tables(object.len() as u64, &[], read_all(&object)).is_empty());
-    // An index of another encoding: only the relocations.
+    // An index of another encoding: the others.
     let mut other = file.clone();
     other[(all[1].start - 8 - 12) as usize + 3] = 0x1B;
-    assert_eq!(tables_of(&other), all[..1].to_vec());
+    assert_eq!(tables_of(&other), vec![all[0], all[2]]);
 }
 
 #[test]
@@ -176,7 +289,14 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
         }
         Tables::read(&mut &ops[..], limit).unwrap_err().to_string()
     };
-    assert!(bad(&[1, 24, 48, 3], 100).contains("unknown kind of table 3"));
+    assert!(bad(&[1, 24, 48, 4], 100).contains("unknown kind of table 4"));
+    // Records of any length; but tables still in order.
+    let mut ops = Vec::new();
+    for f in [2, 0, 10, EH_FRAME, 0, 7, EH_FRAME] {
+        put(&mut ops, f);
+    }
+    let t = Tables::read(&mut &ops[..], 100).unwrap();
+    assert_eq!((t.tables[1].start, t.tables[1].len), (10, 7));
     assert!(bad(&[1, 16, 48, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 40, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 48, RELA64], 71).contains("beyond the output"));
@@ -184,38 +304,58 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
     assert!(bad(&[MAX_TABLES + 1], 100).contains("tables in a TABLES operation"));
 }
 
-/// Tables placed in `len` bytes from cuts: sorted, not overlapping, each at least an
-/// entry in, whole entries.
-fn tables_in(len: u64, cuts: &[(u64, u64, bool)]) -> Tables {
+/// Tables placed in `len` bytes from cuts (gap, entries, kind 1-3): sorted, not
+/// overlapping, each at least an entry after the one before, whole entries; records of
+/// `.eh_frame` are whatever the bytes say.
+fn tables_in(len: u64, cuts: &[(u64, u64, u64)]) -> Tables {
     let mut tables = Vec::new();
     let mut end = 0;
-    for &(gap, entries, rela) in cuts {
-        let (kind, entry) = if rela {
-            (RELA64, 24)
-        } else {
-            (EH_FRAME_HDR, 8)
-        };
+    for &(gap, entries, kind) in cuts {
+        let entry = entry_size(kind).unwrap();
         let start = end + gap.max(entry);
-        let n = entries.min(len.saturating_sub(start) / entry);
+        let n = entries.min(len.saturating_sub(start) / entry.max(1));
         if n == 0 {
             break;
         }
+        let table_len = if kind == EH_FRAME { n * 9 } else { n * entry };
+        let table_len = table_len.min(len - start);
         tables.push(Table {
             start,
-            len: n * entry,
+            len: table_len,
             kind,
         });
-        end = start + n * entry;
+        end = start + table_len;
     }
     Tables { tables }
+}
+
+/// Record lengths through `bytes` as `.eh_frame` has them, small ones more often than not,
+/// a CIE (pointer 0) now and then.
+fn records_like(bytes: &mut [u8]) {
+    let mut at = 0;
+    let mut i = 0u32;
+    while at + 4 <= bytes.len() {
+        let len = 8 + (bytes[at] as u32 % 24) * (i % 5 + 1) / 2;
+        bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        if i % 7 == 0 && at + 8 <= bytes.len() {
+            bytes[at + 4..at + 8].copy_from_slice(&[0; 4]);
+        }
+        at += 4 + len as usize;
+        i += 1;
+    }
 }
 
 proptest! {
     #[test]
     fn whole_outputs_come_back(
         bytes in prop::collection::vec(any::<u8>(), 0..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, any::<bool>()), 0..6),
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..4), 0..6),
+        walkable in any::<bool>(),
     ) {
+        let mut bytes = bytes;
+        if walkable {
+            records_like(&mut bytes);
+        }
         let tables = tables_in(bytes.len() as u64, &cuts);
         let mut out = bytes.clone();
         tables.to_differences(&mut out);
@@ -226,9 +366,14 @@ proptest! {
     #[test]
     fn a_patchs_new_bytes_come_back_wherever_its_runs_fall(
         bytes in prop::collection::vec(any::<u8>(), 1..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, any::<bool>()), 0..6),
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..4), 0..6),
         runs in prop::collection::vec((0u64..100, 0u64..100), 1..40),
+        walkable in any::<bool>(),
     ) {
+        let mut bytes = bytes;
+        if walkable {
+            records_like(&mut bytes);
+        }
         let len = bytes.len() as u64;
         let tables = tables_in(len, &cuts);
         // Controls over the output: `add` bytes the patch makes from its source (here
@@ -303,8 +448,8 @@ proptest! {
         let found = elf_tables(file.len() as u64, &[], read_all(&file));
         let mut end = 0;
         for t in &found {
-            let entry = if t.kind == RELA64 { 24 } else { 8 };
-            prop_assert!(t.start >= end + entry && t.len % entry == 0);
+            let entry = entry_size(t.kind).unwrap();
+            prop_assert!(t.start >= end + entry && t.len % entry.max(1) == 0);
             prop_assert!(t.start + t.len <= file.len() as u64);
             end = t.start + t.len;
         }
