@@ -91,9 +91,10 @@
 //!                                                     code ranges as offsets into that output
 //! tables  = varint(n) n*(varint(gap) varint(len) varint(kind))
 //!                                                     the tables in the next operation's
-//!                                                     output (kind 1: .eh_frame_hdr, 2:
-//!                                                     ELF64 Rela: whole entries from the
-//!                                                     second; 3: .eh_frame's records),
+//!                                                     output (kind 1: pairs of 32-bit
+//!                                                     fields, 2: ELF64 Rela: whole entries
+//!                                                     from the second; 3: .eh_frame's
+//!                                                     records),
 //!                                                     gaps from the end of the one before
 //! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
 //!                                                     the source's code ranges (arch 1:

@@ -14,9 +14,12 @@
 //!
 //! Kinds of table (little-endian, 64-bit ELF files; found by [`elf_tables`]):
 //!
-//! - [`EH_FRAME_HDR`]: the binary search table of `.eh_frame_hdr`, entries of two 32-bit
-//!   fields (the function's start and its frame description, relative to the section, as
-//!   its `datarel | sdata4` encoding says), both taken as differences.
+//! - [`PAIRS32`]: entries of two 32-bit fields, both taken as differences: the binary
+//!   search table of `.eh_frame_hdr` (the function's start and its frame description,
+//!   relative to the section, as its `datarel | sdata4` encoding says), and Go's function
+//!   table (the `ftab` of `runtime.pclntab`, Go 1.18 on: each function's offset from the
+//!   start of the code and its `_func`'s from the table; on docker 26's dockerd, 89 000
+//!   functions, 712 KB, under `zstd -18` 333 KB as it is and 68 KB as differences).
 //! - [`RELA64`]: `SHT_RELA` sections (`.rela.dyn`, `.rela.plt`), entries of three 64-bit
 //!   fields; `r_offset` and `r_info` taken as differences, `r_addend` left as it is (the
 //!   addends of relative relocations are the addresses of functions and data, which repeat
@@ -53,8 +56,9 @@ use super::bsdiff::Control;
 use super::stream::{bad, get, put};
 use crate::error::Result;
 
-/// `.eh_frame_hdr`'s table: entries of two 32-bit fields, both taken as differences.
-pub const EH_FRAME_HDR: u64 = 1;
+/// Entries of two 32-bit fields, both taken as differences (`.eh_frame_hdr`'s table, Go's
+/// function table).
+pub const PAIRS32: u64 = 1;
 /// ELF64 `Rela` entries: `r_offset` and `r_info` (64 bits each) taken as differences,
 /// `r_addend` not.
 pub const RELA64: u64 = 2;
@@ -79,7 +83,7 @@ struct Layout {
 
 fn layout(kind: u64) -> Option<Layout> {
     match kind {
-        EH_FRAME_HDR => Some(Layout {
+        PAIRS32 => Some(Layout {
             entry: 8,
             fields: &[(0, 4), (4, 4)],
         }),
@@ -106,7 +110,7 @@ pub struct Table {
     pub start: u64,
     /// Its length: whole entries (whole records).
     pub len: u64,
-    /// [`EH_FRAME_HDR`], [`RELA64`] or [`EH_FRAME`].
+    /// [`PAIRS32`], [`RELA64`] or [`EH_FRAME`].
     pub kind: u64,
 }
 
@@ -484,9 +488,19 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
             let (off, size) = (u64_at(h, 0x18)?, u64_at(h, 0x20)?.min(MAX_NAMES));
             fits(off, size).then(|| read(off, size)).flatten()
         });
+    let name_is = |h: &[u8], want: &[u8]| {
+        let name = u32_at(h, 0).unwrap_or(u32::MAX) as usize;
+        names
+            .as_ref()
+            .and_then(|n| n.get(name..name.checked_add(want.len() + 1)?))
+            .is_some_and(|n| n[..want.len()] == *want && n[want.len()] == 0)
+    };
+    let go = sections
+        .chunks_exact(64)
+        .any(|h| name_is(h, b".note.go.buildid") || name_is(h, b".gopclntab"));
     let mut found = Vec::new();
     for h in sections.chunks_exact(64) {
-        let (name, kind) = (u32_at(h, 0)? as usize, u32_at(h, 4)?);
+        let kind = u32_at(h, 4)?;
         let (off, size, entsize) = (u64_at(h, 0x18)?, u64_at(h, 0x20)?, u64_at(h, 0x38)?);
         if !fits(off, size) {
             continue;
@@ -499,12 +513,13 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
             });
             continue;
         }
-        let named = |want: &[u8]| {
-            names
-                .as_ref()
-                .and_then(|n| n.get(name..name + want.len() + 1))
-                .is_some_and(|n| n[..want.len()] == *want && n[want.len()] == 0)
-        };
+        let named = |want: &[u8]| name_is(h, want);
+        // Go's runtime.pclntab: its own section in programs that are not
+        // position-independent, inside .data.rel.ro in those that are.
+        if go && (named(b".gopclntab") || named(b".data.rel.ro")) {
+            found.extend(go_function_table(read, off, size));
+            continue;
+        }
         if (8..=MAX_EH_FRAME).contains(&size) && named(b".eh_frame") {
             found.extend(eh_frame_tables(off, &read(off, size)?));
             continue;
@@ -523,12 +538,69 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
                 found.push(Table {
                     start: off + 12 + 8,
                     len: (entries - 1) * 8,
-                    kind: EH_FRAME_HDR,
+                    kind: PAIRS32,
                 });
             }
         }
     }
     Some(found)
+}
+
+/// Go's function table (the `ftab` of `runtime.pclntab`, Go 1.18 on) in the section of
+/// `size` bytes at `off`, found by its header's magic, as a [`PAIRS32`] table from its second
+/// entry. The header (`runtime.pcHeader`): magic 0xFFFFFFF0 (Go 1.18, 1.19) or 0xFFFFFFF1
+/// (1.20 on), two zero bytes, the instruction size quantum (1, 2 or 4), the pointer size
+/// (8), then `nfunc` and seven more 8-byte words, the last `pclnOffset`: the table is at the
+/// header plus that, `nfunc + 1` entries of (function's offset, `_func`'s offset from the
+/// table), and the first `_func` follows it (which says it is the table).
+fn go_function_table(
+    read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
+    off: u64,
+    size: u64,
+) -> Option<Table> {
+    const WINDOW: u64 = 4 << 20;
+    const HEADER: u64 = 72;
+    let end = off + size;
+    let table = |at: u64| -> Option<Table> {
+        let h = read(at, HEADER)?;
+        let word = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
+        let magic = u32::from_le_bytes(h[..4].try_into().ok()?);
+        let header_ok = matches!(magic, 0xFFFF_FFF0 | 0xFFFF_FFF1)
+            && h[4..6] == [0, 0]
+            && matches!(h[6], 1 | 2 | 4)
+            && h[7] == 8;
+        let nfunc = word(8);
+        if !header_ok || !(2..1 << 24).contains(&nfunc) {
+            return None;
+        }
+        let ftab = at.checked_add(word(64))?;
+        if ftab.checked_add((nfunc + 1) * 8)? > end {
+            return None;
+        }
+        let first = read(ftab, 8)?;
+        let funcs = u32::from_le_bytes(first[4..8].try_into().ok()?) as u64;
+        (funcs == (nfunc + 1) * 8).then_some(Table {
+            start: ftab + 8,
+            len: nfunc * 8,
+            kind: PAIRS32,
+        })
+    };
+    let mut at = off;
+    while at + HEADER <= end {
+        let window = read(at, WINDOW.min(end - at))?;
+        let pattern = [0xFF, 0xFF, 0xFF, 0, 0];
+        for i in memchr::memmem::find_iter(&window, &pattern) {
+            let magic_at = (at + i as u64).checked_sub(1)?;
+            if magic_at >= off && matches!(window.get(i.wrapping_sub(1)), Some(0xF0 | 0xF1) | None)
+            {
+                if let Some(t) = table(magic_at) {
+                    return Some(t);
+                }
+            }
+        }
+        at += WINDOW - 8;
+    }
+    None
 }
 
 /// The [`EH_FRAME`] tables of an `.eh_frame` section at `off` in its file: its records up

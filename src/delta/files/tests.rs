@@ -749,7 +749,7 @@ fn new_programs_ship_with_their_tables_as_differences() {
 fn tables_operations_are_checked() {
     use super::calls::Calls;
     use super::refs::{Code, X86_64};
-    use super::tables::{Table, Tables, EH_FRAME_HDR};
+    use super::tables::{Table, Tables, PAIRS32};
     let (_f, old) = open(&build_tar(&[Member::File("f".into(), binary(1, 5000))]));
     let tables = |start: u64, len: u64| {
         let mut ops = vec![OP_TABLES];
@@ -757,7 +757,7 @@ fn tables_operations_are_checked() {
             tables: vec![Table {
                 start,
                 len,
-                kind: EH_FRAME_HDR,
+                kind: PAIRS32,
             }],
         }
         .write(&mut ops);

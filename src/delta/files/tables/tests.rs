@@ -20,7 +20,7 @@ fn a_linked_program_has_its_relocations_and_unwind_index_found() {
     assert_eq!(tables.len(), 3, "{tables:?}");
     assert_eq!(tables[0].kind, RELA64);
     assert_eq!(tables[0].len, 99 * 24, "all relocations but the first");
-    assert_eq!(tables[1].kind, EH_FRAME_HDR);
+    assert_eq!(tables[1].kind, PAIRS32);
     assert_eq!(tables[1].len, 49 * 8, "all functions but the first");
     // The unwind records: all of them, but the terminator.
     assert_eq!(tables[2].kind, EH_FRAME);
@@ -185,7 +185,7 @@ fn this_test_program_compresses_smaller_with_its_tables_as_differences() {
     let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
     let found = tables_of(&exe);
     assert!(found.iter().any(|t| t.kind == RELA64), "{found:?}");
-    assert!(found.iter().any(|t| t.kind == EH_FRAME_HDR), "{found:?}");
+    assert!(found.iter().any(|t| t.kind == PAIRS32), "{found:?}");
     let tables = Tables::of_piece(&found, 0, exe.len() as u64).unwrap();
     let span = |b: &[u8]| -> Vec<u8> {
         tables
@@ -267,7 +267,7 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
             Table {
                 start: 100,
                 len: 16,
-                kind: EH_FRAME_HDR,
+                kind: PAIRS32,
             },
         ],
     };
@@ -300,7 +300,7 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
     assert!(bad(&[1, 16, 48, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 40, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 48, RELA64], 71).contains("beyond the output"));
-    assert!(bad(&[1, u64::MAX, 8, EH_FRAME_HDR], u64::MAX).contains("beyond the output"));
+    assert!(bad(&[1, u64::MAX, 8, PAIRS32], u64::MAX).contains("beyond the output"));
     assert!(bad(&[MAX_TABLES + 1], 100).contains("tables in a TABLES operation"));
 }
 
@@ -460,4 +460,107 @@ proptest! {
             prop_assert_eq!(out, file);
         }
     }
+}
+
+/// A Go program's bones: a `.note.go.buildid` (unless `marked` is false), code, and
+/// `runtime.pclntab` with a function table of `nfunc` functions, as its own `.gopclntab` or
+/// (`pie`) inside `.data.rel.ro` after other data, with a decoy magic before it. Returns
+/// the file and where the function table is.
+fn go_like(pie: bool, marked: bool, nfunc: u64) -> (Vec<u8>, u64) {
+    let mut next = crate::delta::files::refs::sample::xorshift(nfunc);
+    let mut out = vec![0u8; 64];
+    let note = (out.len() as u64, 16u64);
+    out.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, b'G', b'o', 0, 0]);
+    let text = (out.len() as u64, 4096u64);
+    out.extend((0..4096).map(|_| next() as u8));
+    let data_at = out.len() as u64;
+    if pie {
+        out.extend((0..3000).map(|_| next() as u8));
+        // A decoy: the magic, but a header whose table says nothing of _funcs.
+        out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
+        out.extend_from_slice(&nfunc.to_le_bytes());
+        out.extend_from_slice(&[0; 48]);
+        out.extend_from_slice(&72u64.to_le_bytes());
+        out.extend_from_slice(&[0; 64]);
+    }
+    let header = out.len() as u64;
+    out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
+    out.extend_from_slice(&nfunc.to_le_bytes());
+    out.extend_from_slice(&[0; 48]);
+    out.extend_from_slice(&200u64.to_le_bytes()); // pclnOffset
+    out.resize((header + 200) as usize, 0);
+    let (mut entry, mut func) = (0u32, (nfunc as u32 + 1) * 8);
+    for _ in 0..=nfunc {
+        out.extend_from_slice(&entry.to_le_bytes());
+        out.extend_from_slice(&func.to_le_bytes());
+        entry += 16 + next() as u32 % 500;
+        func += 40 + 4 * (next() as u32 % 6);
+    }
+    out.extend((0..500).map(|_| next() as u8));
+    let data = (data_at, out.len() as u64 - data_at);
+    let names_at = out.len() as u64;
+    out.extend_from_slice(b"\0.note.go.buildid\0.text\0.gopclntab\0.data.rel.ro\0.shstrtab\0");
+    let names = (names_at, out.len() as u64 - names_at);
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    let shoff = out.len() as u64;
+    out.extend_from_slice(&[0u8; 64]);
+    let note_name = if marked { 1 } else { 48 };
+    let data_name = if pie { 35 } else { 24 };
+    for (name, kind, flags, (off, size)) in [
+        (note_name, 7u32, 2u64, note),
+        (18, 1, 6, text),
+        (data_name, 1, 2, data),
+        (48, 3, 0, names),
+    ] {
+        let mut sh = [0u8; 64];
+        sh[0..4].copy_from_slice(&(name as u32).to_le_bytes());
+        sh[4..8].copy_from_slice(&kind.to_le_bytes());
+        sh[8..16].copy_from_slice(&flags.to_le_bytes());
+        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&sh);
+    }
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    out[16..18].copy_from_slice(&if pie { 3u16 } else { 2u16 }.to_le_bytes());
+    out[18..20].copy_from_slice(&62u16.to_le_bytes());
+    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+    out[0x3C..0x3E].copy_from_slice(&5u16.to_le_bytes());
+    out[0x3E..0x40].copy_from_slice(&4u16.to_le_bytes());
+    (out, header + 200)
+}
+
+#[test]
+fn go_programs_have_their_function_table_found() {
+    for pie in [false, true] {
+        let (file, ftab) = go_like(pie, true, 700);
+        let tables = tables_of(&file);
+        assert_eq!(
+            tables,
+            vec![Table {
+                start: ftab + 8,
+                len: 700 * 8,
+                kind: PAIRS32
+            }],
+            "pie: {pie}"
+        );
+        let t = Tables::of_piece(&tables, 0, file.len() as u64).unwrap();
+        let mut rewritten = file.clone();
+        t.to_differences(&mut rewritten);
+        let table = |b: &[u8]| {
+            let mut e: Vec<&[u8]> = b[ftab as usize + 8..][..700 * 8].chunks(8).collect();
+            e.sort();
+            e.dedup();
+            e.len()
+        };
+        assert_eq!(table(&file), 700);
+        assert!(table(&rewritten) <= 500 * 6, "{}", table(&rewritten));
+        t.to_values(&mut rewritten);
+        assert!(rewritten == file);
+    }
+    // Not a Go program: its data is not searched.
+    let (file, _) = go_like(true, false, 700);
+    assert!(tables_of(&file).is_empty());
 }
