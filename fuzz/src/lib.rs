@@ -576,6 +576,7 @@ pub fn files_old_layers() -> Vec<Vec<u8>> {
     let mut layers = base_layers();
     let (jar, _) = seed_jars();
     let [(x86, _), (arm, _)] = seed_programs();
+    let linked = program_sample::linked(300, 5);
     layers.push(modules_layer_and(
         SEED_MODULES,
         btf_sample::OLD,
@@ -583,6 +584,7 @@ pub fn files_old_layers() -> Vec<Vec<u8>> {
             ("usr/share/java/app.jar", &jar),
             ("usr/lib/libseed.so", &x86),
             ("usr/lib/aarch64/libseed.so", &arm),
+            ("usr/lib/liblinked-next.so", &linked),
         ],
     ));
     layers
@@ -745,11 +747,19 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             ("usr/lib/libseed.so", &seed_programs()[0].1),
             ("usr/lib/aarch64/libseed.so", &seed_programs()[1].1),
         ]),
-        // A linked library with relocations and an unwind index, shipped whole: TABLES.
-        layer(&[("usr/lib/liblinked.so", &program_sample::linked(200, 3))]),
+        // A linked library with relocations and unwind tables, shipped whole (TABLES), and
+        // the next build of one in the old layers, patched (SOURCE TABLES).
+        layer(&[
+            ("usr/lib/liblinked.so", &program_sample::linked(200, 3)),
+            (
+                "usr/lib/liblinked-next.so",
+                &program_sample::linked_next(300, 5),
+            ),
+        ]),
     ]);
     let mut seeds = Vec::new();
-    let (mut gzip, mut btf, mut zip, mut projected, mut calls, mut tables) = (0, 0, 0, 0, 0, 0);
+    let (mut gzip, mut btf, mut zip, mut projected) = (0, 0, 0, 0);
+    let (mut calls, mut tables, mut source_tables) = (0, 0, 0);
     for (n, new) in news.iter().enumerate() {
         let new_layer = open(&format!("seed-new-{n}.tar"), new);
         // Each layer twice: everything in the stream, and the sections it may keep apart
@@ -775,6 +785,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
             projected += stats.patches_projected;
             calls += stats.calls_absolute;
             tables += stats.tables_as_differences;
+            source_tables += stats.patches_with_source_tables;
             let list = FILES_SOURCES
                 .iter()
                 .position(|s| *s == &stats.sources[..])
@@ -802,6 +813,7 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
     assert!(projected >= 2, "the seeds should reach XDIFF");
     assert!(calls >= 2, "the seeds should reach CALLS");
     assert!(tables >= 2, "the seeds should reach TABLES");
+    assert!(source_tables >= 2, "the seeds should reach SOURCE TABLES");
     seeds
 }
 

@@ -14,8 +14,9 @@ use super::refs;
 use super::schedule::{each_on_every_core, in_order_parallel, Footprint};
 use super::stream::{
     bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
-    CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
-    OP_LIT, OP_META, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, MAX_PATCH_SOURCE, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF,
+    OP_GZIP, OP_HDIFF, OP_LIT, OP_META, OP_SOURCE_TABLES, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP,
+    ZIP_PATCH, ZIP_TEXT,
 };
 use super::tables::Tables;
 use super::zip;
@@ -398,6 +399,7 @@ fn run_ops(
     // A CALLS and a TABLES operation's fields, for the operation after them.
     let mut calls: Option<Calls> = None;
     let mut tables: Option<Tables> = None;
+    let mut source_tables: Option<Tables> = None;
     while !ops.is_empty() {
         let op = ops[0];
         ops = &ops[1..];
@@ -412,13 +414,32 @@ fn run_ops(
             continue;
         }
         if op == OP_TABLES {
+            if source_tables.is_some() {
+                return Err(bad("a TABLES operation after a SOURCE TABLES operation"));
+            }
             if tables.is_some() {
                 return Err(bad("two TABLES operations in a row"));
             }
             tables = Some(Tables::read(&mut ops, MAX_CHUNK_OUTPUT)?);
             continue;
         }
-        let (rewrite, table_fields) = (calls.take(), tables.take());
+        if op == OP_SOURCE_TABLES {
+            if tables.is_none() || source_tables.is_some() {
+                return Err(bad(
+                    "a SOURCE TABLES operation not right after a TABLES operation",
+                ));
+            }
+            // Within the largest source a patch may have; `check` holds them to its own.
+            source_tables = Some(Tables::read(&mut ops, MAX_PATCH_SOURCE)?);
+            continue;
+        }
+        let (rewrite, table_fields, source_fields) =
+            (calls.take(), tables.take(), source_tables.take());
+        if source_fields.is_some() && !matches!(op, OP_DIFF | OP_XDIFF) {
+            return Err(bad(format!(
+                "a SOURCE TABLES operation before operation {op}, which is no patch of a program"
+            )));
+        }
         if (rewrite.is_some() || table_fields.is_some())
             && !matches!(op, OP_LIT | OP_DIFF | OP_XDIFF)
         {
@@ -467,6 +488,10 @@ fn run_ops(
                 if let Some(code) = code {
                     refs::Projection::from_controls(&p.controls, &code).apply(source);
                 }
+                if let Some(st) = &source_fields {
+                    st.check(p.src_len)?;
+                    st.to_differences(source);
+                }
                 if op == OP_BDIFF {
                     let map =
                         map.ok_or_else(|| bad("a BTF patch in a stream without a BTF map"))?;
@@ -493,7 +518,11 @@ fn run_ops(
                 )?;
                 if let Some(t) = table_fields {
                     t.check(p.len)?;
-                    t.to_values_in_output(&p.controls, &mut out[start..]);
+                    if source_fields.is_some() {
+                        t.to_values(&mut out[start..]);
+                    } else {
+                        t.to_values_in_output(&p.controls, &mut out[start..]);
+                    }
                 }
                 if let Some(c) = rewrite {
                     c.check(p.len)?;
@@ -609,6 +638,9 @@ fn run_ops(
     }
     if calls.is_some() {
         return Err(bad("a CALLS operation ends a chunk's operations"));
+    }
+    if source_tables.is_some() {
+        return Err(bad("a SOURCE TABLES operation ends a chunk's operations"));
     }
     if tables.is_some() {
         return Err(bad("a TABLES operation ends a chunk's operations"));

@@ -20,7 +20,7 @@ use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     get, put, put_patch, squeeze_zeros, ControlSections, APART, CHUNK_BTF_MAP, CHUNK_SPLIT,
     GZ_PATCH, GZ_TEXT, MAX_META_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
-    OP_LIT, OP_META, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
+    OP_LIT, OP_META, OP_SOURCE_TABLES, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::tables::Tables;
 use super::zip;
@@ -145,6 +145,7 @@ pub fn encode(
         stats.patches_projected += chunk.projected;
         stats.calls_absolute += chunk.calls;
         stats.tables_as_differences += chunk.tables;
+        stats.patches_with_source_tables += chunk.source_tables;
         for (t, n) in section_totals.iter_mut().zip(chunk.sections) {
             *t += n;
         }
@@ -333,6 +334,8 @@ pub(super) struct Chunk {
     /// Its operations whose new bytes of sorted tables have their fields as differences
     /// (`TABLES`).
     tables: u64,
+    /// Its patches whose source had its tables rewritten too (`SOURCE TABLES`).
+    source_tables: u64,
 }
 
 /// Writes a CALLS operation for the operation that follows, if `rewrite` (making the calls
@@ -386,6 +389,7 @@ fn encode_chunk(
     let mut chunk_projected = 0;
     let mut chunk_calls = 0;
     let mut chunk_tables = 0;
+    let mut chunk_source_tables = 0;
     for r in regions {
         output += r.len();
         match *r {
@@ -426,6 +430,7 @@ fn encode_chunk(
                 unlike: _,
                 ref calls,
                 ref tables,
+                ref src_tables,
             } => {
                 let mut bytes = new.read(off, len)?;
                 let read_source = || -> Result<Vec<u8>> {
@@ -476,6 +481,38 @@ fn encode_chunk(
                         }
                     }
                 }
+                // Tables: the difference bytes taken with the tables of the source and of
+                // the file's bytes both rewritten, every field (see `tables`), if those come
+                // out smaller: a table whose entries all moved by the same amount differs
+                // in every entry as it is, and in next to none rewritten.
+                let mut source_tables = None;
+                if let (Some(t), Some(st)) = (tables.as_ref(), src_tables.as_ref()) {
+                    if at == src_off && !relocatable {
+                        let mut rewritten = source.take().map_or_else(&read_source, Ok)?;
+                        if let Some(code) = code.filter(|_| projected) {
+                            refs::Projection::from_controls(&s.controls, code)
+                                .apply(&mut rewritten);
+                        }
+                        st.to_differences(&mut rewritten);
+                        let mut whole = bytes.clone();
+                        t.to_differences(&mut whole);
+                        let differences = bsdiff::byte_differences(&rewritten, &whole, &s.controls);
+                        if let Some(d) = differences {
+                            if quick_size(&d) < quick_size(&s.diff) {
+                                s.diff = d;
+                                let mut o = 0;
+                                s.extra.clear();
+                                for c in &s.controls {
+                                    o += c.add as usize;
+                                    let run = whole.get(o..o + c.copy as usize);
+                                    s.extra.extend_from_slice(run.unwrap_or_default());
+                                    o += c.copy as usize;
+                                }
+                                source_tables = Some(st);
+                            }
+                        }
+                    }
+                }
                 if !patch_wins(&bytes, &s) {
                     // Hardly anything matched, or what matched differs in so many bytes
                     // that the bytes alone are cheaper.
@@ -509,12 +546,22 @@ fn encode_chunk(
                         &mut chunk_calls,
                         |c| c.extra_to_absolute(&s.controls, &mut s.extra),
                     );
-                    put_tables(
-                        &mut ops,
-                        tables.as_ref().filter(|_| plain),
-                        &mut chunk_tables,
-                        |t| t.extra_to_differences(&s.controls, &mut s.extra, &bytes),
-                    );
+                    if let (Some(t), Some(st)) = (tables.as_ref(), source_tables) {
+                        // The new bytes are already rewritten, every field of them.
+                        ops.push(OP_TABLES);
+                        t.write(&mut ops);
+                        ops.push(OP_SOURCE_TABLES);
+                        st.write(&mut ops);
+                        chunk_tables += 1;
+                        chunk_source_tables += 1;
+                    } else {
+                        put_tables(
+                            &mut ops,
+                            tables.as_ref().filter(|_| plain),
+                            &mut chunk_tables,
+                            |t| t.extra_to_differences(&s.controls, &mut s.extra, &bytes),
+                        );
+                    }
                     ops.push(match (btf, words.is_some()) {
                         (true, true) => OP_BDIFF,
                         (false, true) => OP_WDIFF,
@@ -704,6 +751,7 @@ fn encode_chunk(
         projected: chunk_projected,
         calls: chunk_calls,
         tables: chunk_tables,
+        source_tables: chunk_source_tables,
     })
 }
 

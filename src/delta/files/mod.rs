@@ -86,6 +86,12 @@
 //!                                                     sorted tables with their fields as
 //!                                                     differences (tables::Tables); after
 //!                                                     CALLS if both are there
+//!         | 0x0C tables                              SOURCE TABLES: not an operation; right
+//!                                                     after a TABLES, before a DIFF or XDIFF:
+//!                                                     the patch's source has these tables
+//!                                                     rewritten (offsets into the source),
+//!                                                     and the TABLES puts back every field
+//!                                                     of the output's, not only new bytes'
 //! calls   = varint(origin) code                       where the next operation's output
 //!                                                     starts in its file, and the file's
 //!                                                     code ranges as offsets into that output
@@ -252,6 +258,9 @@ pub struct EncodeStats {
     /// Files shipped whole, pieces of them and patches whose new bytes of sorted tables
     /// went with their fields as differences (see `tables.rs`).
     pub tables_as_differences: u64,
+    /// Patches made with their source's tables and the new file's rewritten alike, every
+    /// field (see `tables.rs`).
+    pub patches_with_source_tables: u64,
     /// Bytes of the new layer rebuilt by copying.
     pub bytes_copied: u64,
     /// Bytes of the encoded stream (before package compression).

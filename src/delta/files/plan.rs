@@ -59,6 +59,9 @@ pub(super) enum Region {
         /// The sorted tables in the file's bytes here, whose fields the patch's new bytes
         /// take as differences (see [`tables`](super::tables)).
         tables: Option<Tables>,
+        /// The tables in the source (offsets into it), for a patch of the file's bytes and
+        /// the source both with their tables' fields as differences, if that is smaller.
+        src_tables: Option<Tables>,
     },
     Lit {
         off: u64,
@@ -262,7 +265,12 @@ pub(super) fn plan(
                         new_code(&new.data, off, size),
                     )
                 };
-                let new_tables = new_tables(&new.data, off, size, new_code.as_ref());
+                let new_tables = file_tables(&new.data, off, size, new_code.as_ref());
+                let old_tables = if new_tables.is_empty() {
+                    Vec::new()
+                } else {
+                    file_tables(&cat.old[l].data, s.data_offset, s.size, code.as_ref())
+                };
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
                 let alignment = if whole {
@@ -328,6 +336,7 @@ pub(super) fn plan(
                             .as_ref()
                             .and_then(|c| Calls::of_piece(c, done, len)),
                         tables: Tables::of_piece(&new_tables, done, len),
+                        src_tables: Tables::of_piece(&old_tables, src_off, src_len),
                     });
                     done += len;
                 }
@@ -356,7 +365,7 @@ pub(super) fn plan(
             _ => {
                 stats.files_literal += 1;
                 let code = new_code(&new.data, off, size);
-                let tables = new_tables(&new.data, off, size, code.as_ref());
+                let tables = file_tables(&new.data, off, size, code.as_ref());
                 push_literal(&mut regions, off, size, code.as_ref(), &tables);
             }
         }
@@ -521,11 +530,11 @@ fn new_code(new: &LayerData, off: u64, size: u64) -> Option<refs::Code> {
     refs::elf_code(size, |o, n| new.read(off + o, n).ok())
 }
 
-/// The sorted tables of the new file of `size` bytes at `off`, whose code is `code`, if it
+/// The tables of the file of `size` bytes at `off` of `data`, whose code is `code`, if it
 /// is a 64-bit little-endian program or library (see [`tables::elf_tables`]).
-fn new_tables(new: &LayerData, off: u64, size: u64, code: Option<&refs::Code>) -> Vec<Table> {
+fn file_tables(data: &LayerData, off: u64, size: u64, code: Option<&refs::Code>) -> Vec<Table> {
     let code = code.map_or(&[][..], |c| &c.ranges[..]);
-    tables::elf_tables(size, code, |o, n| new.read(off + o, n).ok())
+    tables::elf_tables(size, code, |o, n| data.read(off + o, n).ok())
 }
 
 /// Bytes of a big file patched as a sample by [`samples_pay`], and how far its source

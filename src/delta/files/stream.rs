@@ -25,6 +25,13 @@ pub(super) const OP_CALLS: u8 = 10;
 /// Not an operation of its own: the next one's new bytes of sorted tables have their
 /// fields as differences from the entry before (see [`tables`](super::tables)).
 pub(super) const OP_TABLES: u8 = 11;
+/// Not an operation of its own: the next patch's source has these tables rewritten before
+/// it is patched, and the TABLES before it puts back every field of the output's tables
+/// (see [`tables`](super::tables)).
+pub(super) const OP_SOURCE_TABLES: u8 = 12;
+
+/// The most bytes of source a patch may read.
+pub(super) const MAX_PATCH_SOURCE: u64 = 2 * WINDOW + MAX_META_PATCH;
 /// OP_GZIP: the text follows in extra.
 pub(super) const GZ_TEXT: u64 = 0;
 /// OP_GZIP: the text is a patch against an old gzip member's text.
@@ -80,7 +87,7 @@ pub(super) struct Patch {
 /// else from `ops`.
 pub(super) fn get_patch(ops: &mut &[u8], ctl: &mut Option<[&[u8]; 3]>) -> Result<Patch> {
     let (src, off, src_len, len, n) = (get(ops)?, get(ops)?, get(ops)?, get(ops)?, get(ops)?);
-    if src_len > 2 * WINDOW + MAX_META_PATCH {
+    if src_len > MAX_PATCH_SOURCE {
         return Err(bad(format!("patch source of {src_len} bytes is too large")));
     }
     // Saturating: `len` is a claim (the gzip path checks it only after this).

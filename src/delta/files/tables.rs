@@ -35,6 +35,15 @@
 //!   as the function's offset from the table's start minus the previous FDE's in the
 //!   table (a function's distance from the one before).
 //!
+//! A patch of a file whose old build has tables too may go further (SOURCE TABLES): the
+//! source's tables and the file's are both rewritten, every field, before the difference
+//! bytes are taken, so that a table whose entries all moved by the same amount (a function
+//! inserted before them) differs in next to no byte; the decoder rewrites the source the
+//! same way, patches, and puts back every field of the output's tables. `encode` keeps it
+//! where the difference bytes come out smaller. Measured with `zstd -19 --patch-from` on
+//! the same sections of the files of the ml pair that have an old build, old against new:
+//! 1.37 MB as they are, 0.62 MB both rewritten.
+//!
 //! Measured on the new layer of the bench's tools pair, every ELF file's sections
 //! concatenated, `zstd -18`: the `.eh_frame_hdr` tables 726 KB, compressed 282 KB as they
 //! are and 48 KB as differences; `.rela.dyn` 1.1 MB, 134 KB and 73 KB; `.eh_frame` 4.7 MB,
@@ -241,10 +250,44 @@ impl Tables {
         }
     }
 
-    /// Rewrites the fields of a whole operation's output (the encoder's side); how many.
-    pub fn to_differences(&self, output: &mut [u8]) -> usize {
-        let original = output.to_vec();
-        self.encode(&Runs::whole(original.len() as u64), &original, output)
+    /// Rewrites every field of the tables in `bytes` (a whole operation's output, or a
+    /// patch's source), in place (the encoder's side, and the decoder's for a source); how
+    /// many.
+    pub fn to_differences(&self, bytes: &mut [u8]) -> usize {
+        let mut rewritten = 0;
+        for t in &self.tables {
+            if t.kind == EH_FRAME {
+                // Forward: each record's fields are read before they are written.
+                let (mut before, mut at) = (0u32, t.start);
+                while let Some((next, fde)) = record(bytes, t, at) {
+                    if let Some(q) = fde {
+                        let (id_at, pc_at) = (at as usize + 4, at as usize + 8);
+                        let id = field(bytes, id_at, 4) as u32;
+                        let function =
+                            (field(bytes, pc_at, 4) as u32).wrapping_add(q.wrapping_add(4));
+                        set_field(bytes, id_at, 4, flip(id, q) as u64);
+                        set_field(bytes, pc_at, 4, function.wrapping_sub(before) as u64);
+                        before = function;
+                        rewritten += 2;
+                    }
+                    at = next;
+                }
+                continue;
+            }
+            let Some(l) = layout(t.kind) else { continue };
+            // From the last entry back: each takes the one before as it still is.
+            let mut at = t.start + t.len / l.entry * l.entry;
+            while at >= t.start + l.entry {
+                at -= l.entry;
+                for &(off, width) in l.fields {
+                    let p = (at + off) as usize;
+                    let before = field(bytes, p.saturating_sub(l.entry as usize), width);
+                    set_field(bytes, p, width, field(bytes, p, width).wrapping_sub(before));
+                    rewritten += 1;
+                }
+            }
+        }
+        rewritten
     }
 
     /// Undoes [`Tables::to_differences`] (the decoder's side).

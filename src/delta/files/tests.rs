@@ -13,7 +13,7 @@ use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
     expand_zeros, put, put_patch, squeeze_zeros, ControlSections, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
-    OP_META, OP_TABLES,
+    OP_META, OP_SOURCE_TABLES, OP_TABLES,
 };
 use super::*;
 use crate::digest::Digest;
@@ -697,12 +697,12 @@ fn calls_operations_are_checked() {
     assert!(e.contains("a code range beyond"), "{e}");
 }
 
-/// Linked programs shipped whole, in pieces and patched (their next build has more
-/// functions: new relocations and a new unwind index) go with their relocations and
-/// unwind index as differences, and come back.
+/// Linked programs shipped whole, in pieces and patched (the next build of one, a function
+/// inserted, everything after it moved) go with their relocations and unwind index and
+/// records as differences, and come back.
 #[test]
 fn new_programs_ship_with_their_tables_as_differences() {
-    use super::refs::sample::linked;
+    use super::refs::sample::{linked, linked_next};
     let old = build_tar(&[
         Member::File("etc/x".into(), vec![7; 5000]),
         Member::File("bin/lib".into(), linked(3000, 9)),
@@ -714,7 +714,7 @@ fn new_programs_ship_with_their_tables_as_differences() {
     let new = build_tar(&[
         Member::File("bin/small".into(), small),
         Member::File("bin/big".into(), big),
-        Member::File("bin/lib".into(), linked(3100, 9)),
+        Member::File("bin/lib".into(), linked_next(3000, 9)),
     ]);
     let (_nf, new_layer) = open(&new);
     let mut stream = Vec::new();
@@ -733,8 +733,10 @@ fn new_programs_ship_with_their_tables_as_differences() {
         (2, 1),
         "{stats:?}"
     );
-    // The small one's LIT, the big one's pieces that hold its tables, the patch.
+    // The small one's LIT, the big one's pieces that hold its tables, the patch: whose
+    // tables all moved, so that its source's are rewritten too.
     assert!(stats.tables_as_differences >= 3, "{stats:?}");
+    assert_eq!(stats.patches_with_source_tables, 1, "{stats:?}");
     let mut out = Vec::new();
     Decoder::new(&stream[..], vec![&old_layer.data])
         .read_to_end(&mut out)
@@ -830,6 +832,46 @@ fn tables_operations_are_checked() {
     let ops = tables(8, MAX_CHUNK_OUTPUT);
     let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
     assert!(e.contains("a table beyond"), "{e}");
+    // SOURCE TABLES: only right after a TABLES, only before a patch, tables inside the
+    // patch's source.
+    let source_tables = |start: u64, len: u64| {
+        let mut ops = tables(start, len);
+        ops[0] = OP_SOURCE_TABLES;
+        ops
+    };
+    let diff = |ops: &mut Vec<u8>, src_len: u64| {
+        ops.push(OP_DIFF);
+        put_patch(ops, None, 0, 0, src_len, 24, &[]);
+    };
+    let mut ops = source_tables(8, 16);
+    diff(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("not right after a TABLES"), "{e}");
+    let mut ops = tables(8, 16);
+    ops.extend(source_tables(8, 16));
+    lit(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("before operation 1, which is no patch"), "{e}");
+    let mut ops = tables(8, 16);
+    ops.extend(source_tables(8, 16));
+    ops.extend(tables(8, 16));
+    diff(&mut ops, 24);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(
+        e.contains("a TABLES operation after a SOURCE TABLES"),
+        "{e}"
+    );
+    let mut ops = vec![];
+    lit(&mut ops, 24);
+    ops.extend(tables(8, 16));
+    ops.extend(source_tables(8, 16));
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("a SOURCE TABLES operation ends a chunk"), "{e}");
+    let mut ops = tables(8, 16);
+    ops.extend(source_tables(8, 16));
+    diff(&mut ops, 20);
+    let e = decode_err(&one_chunk(24, &ops, &[], &extra), &old.data);
+    assert!(e.contains("past the 20 bytes"), "{e}");
 }
 
 /// A patch source outside the old layer is refused before its claimed size is allocated.
@@ -1531,6 +1573,7 @@ pub(super) fn patch(off: u64, len: u64, src_len: u64) -> Region {
         unlike: false,
         calls: None,
         tables: None,
+        src_tables: None,
     }
 }
 

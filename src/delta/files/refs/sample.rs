@@ -165,10 +165,24 @@ pub fn program_pair(
 /// `.eh_frame_hdr` indexing the functions, their `.eh_frame`, a `.shstrtab`, and section
 /// headers for the five. `seed` picks the function sizes and contents.
 pub fn linked(functions: usize, seed: u64) -> Vec<u8> {
+    linked_build(functions, seed, false)
+}
+
+/// The next build of [`linked`]`(functions, seed)`: one function more, a third of the way
+/// in, so that everything after it moves (code, the relocations' addends, the unwind
+/// index and records), as a rebuild with a changed function does.
+pub fn linked_next(functions: usize, seed: u64) -> Vec<u8> {
+    linked_build(functions, seed, true)
+}
+
+fn linked_build(functions: usize, seed: u64, next_build: bool) -> Vec<u8> {
     let mut next = xorshift(seed);
     let mut out = vec![0u8; 64];
     let mut starts = Vec::new();
-    for _ in 0..functions {
+    for k in 0..functions {
+        if next_build && k == functions / 3 {
+            out.extend((0..100u64).map(|i| filler(i * 7)));
+        }
         starts.push(out.len() as u64);
         let len = 16 + next() % 300;
         out.extend((0..len).map(|_| next() as u8));
