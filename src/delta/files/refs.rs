@@ -538,6 +538,51 @@ const fn two_byte_modrm(op: u8) -> bool {
     )
 }
 
+/// A 64-bit little-endian ELF program or shared library's section headers, as the file of
+/// `len` bytes that `read(offset, length)` reads has them.
+pub struct ElfSections {
+    /// `e_machine`.
+    pub machine: u16,
+    /// `e_shstrndx`: which section holds the sections' names.
+    pub names: u16,
+    /// The headers, 64 bytes each.
+    pub headers: Vec<u8>,
+}
+
+/// Reads a little-endian u16, u32 or u64 at `o` of `b`.
+pub fn le<const N: usize>(b: &[u8], o: usize) -> Option<u64> {
+    let bytes: [u8; N] = b.get(o..o.checked_add(N)?)?.try_into().ok()?;
+    Some(bytes.iter().rev().fold(0, |v, &x| v << 8 | x as u64))
+}
+
+impl ElfSections {
+    /// The section headers of the file, if it is a 64-bit little-endian ELF program or
+    /// shared library (`ET_EXEC`, `ET_DYN`) whose header table fits in it (at most 4096
+    /// sections of 64 bytes).
+    pub fn read(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<ElfSections> {
+        const MAX_SECTIONS: u64 = 1 << 12;
+        let head = read(0, len.min(64))?;
+        let kind = le::<2>(&head, 16)?;
+        if !head.starts_with(b"\x7fELF\x02\x01") || !(2..=3).contains(&kind) {
+            return None;
+        }
+        let (shoff, shentsize, shnum) = (
+            le::<8>(&head, 0x28)?,
+            le::<2>(&head, 0x3A)?,
+            le::<2>(&head, 0x3C)?,
+        );
+        let table_len = shnum * 64;
+        if shentsize != 64 || shnum > MAX_SECTIONS || shoff.checked_add(table_len)? > len {
+            return None;
+        }
+        Some(ElfSections {
+            machine: le::<2>(&head, 18)? as u16,
+            names: le::<2>(&head, 0x3E)? as u16,
+            headers: read(shoff, table_len)?,
+        })
+    }
+}
+
 /// The code of an x86-64 or AArch64 ELF program or shared library: its executable
 /// sections' file ranges (merged where they touch), if the file of `len` bytes that
 /// `read(offset, length)` reads is one; `None` for any other file, or one whose headers do
@@ -546,32 +591,16 @@ pub fn elf_code(len: u64, read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<
     const EM_X86_64: u16 = 62;
     const EM_AARCH64: u16 = 183;
     const SHF_EXECINSTR: u64 = 4;
-    const SHT_NOBITS: u32 = 8;
-    const MAX_SECTIONS: u64 = 1 << 12;
-    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
-    let head = read(0, len.min(64))?;
-    // 64-bit, little-endian, a program or a shared library.
-    let kind = u16_at(&head, 16)?;
-    if !head.starts_with(b"\x7fELF\x02\x01") || !(2..=3).contains(&kind) {
-        return None;
-    }
-    let arch = match u16_at(&head, 18)? {
+    const SHT_NOBITS: u64 = 8;
+    let elf = ElfSections::read(len, &read)?;
+    let arch = match elf.machine {
         EM_X86_64 => X86_64,
         EM_AARCH64 => AARCH64,
         _ => return None,
     };
-    let (shoff, shentsize, shnum) = (
-        u64_at(&head, 0x28)?,
-        u16_at(&head, 0x3A)?,
-        u16_at(&head, 0x3C)?,
-    );
-    let table_len = shnum as u64 * 64;
-    if shentsize != 64 || shnum as u64 > MAX_SECTIONS || shoff.checked_add(table_len)? > len {
-        return None;
-    }
-    let table = read(shoff, table_len)?;
+    let table = elf.headers;
+    let u32_at = |b: &[u8], o| le::<4>(b, o);
+    let u64_at = |b: &[u8], o| le::<8>(b, o);
     let mut code = Vec::new();
     for h in table.chunks_exact(64) {
         let (kind, flags) = (u32_at(h, 4)?, u64_at(h, 8)?);

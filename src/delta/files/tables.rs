@@ -62,6 +62,7 @@
 //! for [`EH_FRAME`], records from the first.
 
 use super::bsdiff::Control;
+use super::refs::{le, ElfSections};
 use super::stream::{bad, get, put};
 use crate::error::Result;
 
@@ -102,6 +103,20 @@ fn layout(kind: u64) -> Option<Layout> {
         }),
         _ => None,
     }
+}
+
+/// The fields of table `t` of entries of one size (`l`), in order: (position, width, the
+/// entry size).
+fn fields<'a>(
+    t: &'a Table,
+    l: &'a Layout,
+) -> impl DoubleEndedIterator<Item = (usize, usize, usize)> + 'a {
+    (0..t.len / l.entry).flat_map(move |k| {
+        let at = t.start + k * l.entry;
+        l.fields
+            .iter()
+            .map(move |&(off, width)| ((at + off) as usize, width, l.entry as usize))
+    })
 }
 
 /// The size of a kind's entries (0 for [`EH_FRAME`]'s records), `None` for an unknown kind.
@@ -276,15 +291,10 @@ impl Tables {
             }
             let Some(l) = layout(t.kind) else { continue };
             // From the last entry back: each takes the one before as it still is.
-            let mut at = t.start + t.len / l.entry * l.entry;
-            while at >= t.start + l.entry {
-                at -= l.entry;
-                for &(off, width) in l.fields {
-                    let p = (at + off) as usize;
-                    let before = field(bytes, p.saturating_sub(l.entry as usize), width);
-                    set_field(bytes, p, width, field(bytes, p, width).wrapping_sub(before));
-                    rewritten += 1;
-                }
+            for (p, width, entry) in fields(t, &l).rev() {
+                let before = field(bytes, p.saturating_sub(entry), width);
+                set_field(bytes, p, width, field(bytes, p, width).wrapping_sub(before));
+                rewritten += 1;
             }
         }
         rewritten
@@ -337,18 +347,13 @@ impl Tables {
                 continue;
             }
             let Some(l) = layout(t.kind) else { continue };
-            let mut at = t.start;
-            while at + l.entry <= t.start + t.len {
-                for &(off, width) in l.fields {
-                    let p = (at + off) as usize;
-                    let before = field(output, p.saturating_sub(l.entry as usize), width);
-                    write(
-                        at + off,
-                        width,
-                        field(output, p, width).wrapping_sub(before),
-                    );
-                }
-                at += l.entry;
+            for (p, width, entry) in fields(t, &l) {
+                let before = field(output, p.saturating_sub(entry), width);
+                write(
+                    p as u64,
+                    width,
+                    field(output, p, width).wrapping_sub(before),
+                );
             }
         }
         rewritten
@@ -388,17 +393,11 @@ impl Tables {
                 continue;
             }
             let Some(l) = layout(t.kind) else { continue };
-            let mut at = t.start;
-            while at + l.entry <= t.start + t.len {
-                for &(off, width) in l.fields {
-                    let p = (at + off) as usize;
-                    if runs.find(p as u64, width).is_some() {
-                        let before = field(out, p - l.entry as usize, width);
-                        let v = field(out, p, width).wrapping_add(before);
-                        set_field(out, p, width, v);
-                    }
+            for (p, width, entry) in fields(t, &l) {
+                if runs.find(p as u64, width).is_some() {
+                    let before = field(out, p.saturating_sub(entry), width);
+                    set_field(out, p, width, field(out, p, width).wrapping_add(before));
                 }
-                at += l.entry;
             }
         }
     }
@@ -500,29 +499,14 @@ pub fn elf_tables(
 }
 
 fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<Vec<Table>> {
-    const SHT_RELA: u32 = 4;
-    const MAX_SECTIONS: u64 = 1 << 12;
+    const SHT_RELA: u64 = 4;
     const MAX_NAMES: u64 = 1 << 16;
     const MAX_EH_FRAME: u64 = 64 << 20;
-    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
-    let head = read(0, len.min(64))?;
-    let kind = u16_at(&head, 16)?;
-    if !head.starts_with(b"\x7fELF\x02\x01") || !(2..=3).contains(&kind) {
-        return None;
-    }
-    let (shoff, shentsize, shnum, shstrndx) = (
-        u64_at(&head, 0x28)?,
-        u16_at(&head, 0x3A)?,
-        u16_at(&head, 0x3C)?,
-        u16_at(&head, 0x3E)?,
-    );
-    let table_len = shnum as u64 * 64;
-    if shentsize != 64 || shnum as u64 > MAX_SECTIONS || shoff.checked_add(table_len)? > len {
-        return None;
-    }
-    let sections = read(shoff, table_len)?;
+    let elf = ElfSections::read(len, read)?;
+    let sections = elf.headers;
+    let shstrndx = elf.names;
+    let u32_at = |b: &[u8], o| le::<4>(b, o);
+    let u64_at = |b: &[u8], o| le::<8>(b, o);
     let fits = |off: u64, size: u64| off.checked_add(size).is_some_and(|end| end <= len);
     let names = sections
         .chunks_exact(64)
@@ -532,7 +516,7 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
             fits(off, size).then(|| read(off, size)).flatten()
         });
     let name_is = |h: &[u8], want: &[u8]| {
-        let name = u32_at(h, 0).unwrap_or(u32::MAX) as usize;
+        let name = u32_at(h, 0).unwrap_or(u64::MAX) as usize;
         names
             .as_ref()
             .and_then(|n| n.get(name..name.checked_add(want.len() + 1)?))
@@ -575,7 +559,7 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
             if hdr[0] != 1 || !ptr_of_4_bytes || hdr[2] != 0x03 || hdr[3] != 0x3B {
                 continue;
             }
-            let count = u32_at(&hdr, 8)? as u64;
+            let count = u32_at(&hdr, 8)?;
             let entries = count.min((size - 12) / 8);
             if entries >= 2 {
                 found.push(Table {

@@ -100,22 +100,51 @@ pub fn program(machine: u16, functions: &[Function], items: usize, data_seed: u6
     }
     let mut next = xorshift(data_seed);
     out.extend((0..64 * items).map(|_| next() as u8));
-    // The section headers: the null one and the code.
-    let shoff = out.len();
-    out.extend_from_slice(&[0u8; 64]);
-    let mut sh = [0u8; 64];
-    sh[4..8].copy_from_slice(&1u32.to_le_bytes()); // PROGBITS
-    sh[8..16].copy_from_slice(&6u64.to_le_bytes()); // ALLOC | EXECINSTR
-    sh[0x18..0x20].copy_from_slice(&(HEADER as u64).to_le_bytes());
-    sh[0x20..0x28].copy_from_slice(&((code_end - HEADER) as u64).to_le_bytes());
-    out.extend_from_slice(&sh);
-    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    out[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
-    out[18..20].copy_from_slice(&machine.to_le_bytes());
-    out[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
-    out[0x3C..0x3E].copy_from_slice(&2u16.to_le_bytes());
+    // One section: the code (PROGBITS, ALLOC | EXECINSTR).
+    let code = (HEADER as u64, (code_end - HEADER) as u64);
+    finish_elf(&mut out, 3, machine, &[(0, 1, 6, code, 0)], &[]);
     out
+}
+
+/// A section header: its name's offset among the names, type, flags, (file offset,
+/// size), entry size.
+pub type Section = (u32, u32, u64, (u64, u64), u64);
+
+/// Ends `out`, whose first 64 bytes are room for the ELF header, with `names` (the
+/// sections' names, each section naming its own by offset) as a last section if there are
+/// any, the null section header and the sections' headers, and writes the ELF header:
+/// 64-bit, little-endian, of `kind` (2 a program, 3 a shared library) for `machine`.
+pub fn finish_elf(out: &mut Vec<u8>, kind: u16, machine: u16, sections: &[Section], names: &[u8]) {
+    let mut sections = sections.to_vec();
+    let mut names_index = 0;
+    if !names.is_empty() {
+        let at = out.len() as u64;
+        out.extend_from_slice(names);
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+        sections.push((0, 3, 0, (at, names.len() as u64), 0));
+        names_index = sections.len() as u16;
+    }
+    let shoff = out.len() as u64;
+    out.extend_from_slice(&[0u8; 64]);
+    for &(name, kind, flags, (off, size), entsize) in &sections {
+        let mut sh = [0u8; 64];
+        sh[0..4].copy_from_slice(&name.to_le_bytes());
+        sh[4..8].copy_from_slice(&kind.to_le_bytes());
+        sh[8..16].copy_from_slice(&flags.to_le_bytes());
+        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+        sh[0x38..0x40].copy_from_slice(&entsize.to_le_bytes());
+        out.extend_from_slice(&sh);
+    }
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    out[16..18].copy_from_slice(&kind.to_le_bytes());
+    out[18..20].copy_from_slice(&machine.to_le_bytes());
+    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+    out[0x3C..0x3E].copy_from_slice(&(sections.len() as u16 + 1).to_le_bytes());
+    out[0x3E..0x40].copy_from_slice(&names_index.to_le_bytes());
 }
 
 /// `n` functions calling one another and using `items` data items.
@@ -240,38 +269,13 @@ fn linked_build(functions: usize, seed: u64, next_build: bool) -> Vec<u8> {
     }
     out.extend_from_slice(&[0; 4]); // the terminator
     let frame = (frame_at, out.len() as u64 - frame_at);
-    let names_at = out.len() as u64;
-    out.extend_from_slice(b"\0.text\0.rela.dyn\0.eh_frame_hdr\0.shstrtab\0.eh_frame\0");
-    let names = (names_at, out.len() as u64 - names_at);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
-    let shoff = out.len() as u64;
-    out.extend_from_slice(&[0u8; 64]);
-    // (name, type, flags, (offset, size), entsize)
+    let names = b"\0.text\0.rela.dyn\0.eh_frame_hdr\0.eh_frame\0";
     let sections = [
-        (1u32, 1u32, 6u64, text, 0u64),
+        (1, 1, 6, text, 0),
         (7, 4, 2, rela, 24),
         (17, 1, 2, hdr, 0),
-        (41, 1, 2, frame, 0),
-        (31, 3, 0, names, 0),
+        (31, 1, 2, frame, 0),
     ];
-    for (name, kind, flags, (off, size), entsize) in sections {
-        let mut sh = [0u8; 64];
-        sh[0..4].copy_from_slice(&name.to_le_bytes());
-        sh[4..8].copy_from_slice(&kind.to_le_bytes());
-        sh[8..16].copy_from_slice(&flags.to_le_bytes());
-        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
-        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
-        sh[0x38..0x40].copy_from_slice(&entsize.to_le_bytes());
-        out.extend_from_slice(&sh);
-    }
-    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    out[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
-    out[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
-    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
-    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
-    out[0x3C..0x3E].copy_from_slice(&6u16.to_le_bytes());
-    out[0x3E..0x40].copy_from_slice(&5u16.to_le_bytes());
+    finish_elf(&mut out, 3, 62, &sections, names);
     out
 }

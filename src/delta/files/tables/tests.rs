@@ -1,5 +1,5 @@
 use super::*;
-use crate::delta::files::refs::sample::linked;
+use crate::delta::files::refs::sample::{finish_elf, linked};
 use proptest::prelude::*;
 
 fn read_all(file: &[u8]) -> impl Fn(u64, u64) -> Option<Vec<u8>> + '_ {
@@ -498,37 +498,15 @@ fn go_like(pie: bool, marked: bool, nfunc: u64) -> (Vec<u8>, u64) {
     }
     out.extend((0..500).map(|_| next() as u8));
     let data = (data_at, out.len() as u64 - data_at);
-    let names_at = out.len() as u64;
-    out.extend_from_slice(b"\0.note.go.buildid\0.text\0.gopclntab\0.data.rel.ro\0.shstrtab\0");
-    let names = (names_at, out.len() as u64 - names_at);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
-    let shoff = out.len() as u64;
-    out.extend_from_slice(&[0u8; 64]);
+    let names = b"\0.note.go.buildid\0.text\0.gopclntab\0.data.rel.ro\0.other\0";
     let note_name = if marked { 1 } else { 48 };
     let data_name = if pie { 35 } else { 24 };
-    for (name, kind, flags, (off, size)) in [
-        (note_name, 7u32, 2u64, note),
-        (18, 1, 6, text),
-        (data_name, 1, 2, data),
-        (48, 3, 0, names),
-    ] {
-        let mut sh = [0u8; 64];
-        sh[0..4].copy_from_slice(&(name as u32).to_le_bytes());
-        sh[4..8].copy_from_slice(&kind.to_le_bytes());
-        sh[8..16].copy_from_slice(&flags.to_le_bytes());
-        sh[0x18..0x20].copy_from_slice(&off.to_le_bytes());
-        sh[0x20..0x28].copy_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&sh);
-    }
-    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    out[16..18].copy_from_slice(&if pie { 3u16 } else { 2u16 }.to_le_bytes());
-    out[18..20].copy_from_slice(&62u16.to_le_bytes());
-    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
-    out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
-    out[0x3C..0x3E].copy_from_slice(&5u16.to_le_bytes());
-    out[0x3E..0x40].copy_from_slice(&4u16.to_le_bytes());
+    let sections = [
+        (note_name, 7, 2, note, 0),
+        (18, 1, 6, text, 0),
+        (data_name, 1, 2, data, 0),
+    ];
+    finish_elf(&mut out, if pie { 3 } else { 2 }, 62, &sections, names);
     (out, header + 200)
 }
 
