@@ -190,7 +190,7 @@ impl Tables {
             .iter()
             .filter_map(|t| {
                 if t.kind == EH_FRAME {
-                    return (start <= t.start && t.start + t.len <= end).then_some(Table {
+                    return (start <= t.start && t.start + t.len <= end).then(|| Table {
                         start: t.start - start,
                         ..*t
                     });
