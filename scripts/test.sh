@@ -38,6 +38,10 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+# Killed (CI's time limit, ^C): the exit code says so, after the cleanup above. Without
+# these, bash ran the cleanup with the last command's status and logged "exit 0".
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 setup() {
     if [ "${DOCKER_DELTA_SKIP_DEPS:-0}" != 1 ]; then
