@@ -467,17 +467,19 @@ fn encode_chunk(
                 // its references projected where its matches say their targets went, if
                 // those come out smaller (see `refs`).
                 let mut projected = false;
+                // The projected source, kept for the tables below if they may take it.
+                let mut moved_source = None;
                 let code = code.as_ref().filter(|c| !c.ranges.is_empty());
                 if let Some(code) = code.filter(|_| at == src_off && !relocatable) {
-                    let differences = {
-                        // Not needed past this (relocatable objects are not projected).
-                        let mut moved = source.take().map_or_else(&read_source, Ok)?;
-                        refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
-                        bsdiff::byte_differences(&moved, &bytes, &s.controls)
-                    };
-                    if let Some(d) = differences {
+                    // Not needed past this (relocatable objects are not projected).
+                    let mut moved = source.take().map_or_else(&read_source, Ok)?;
+                    refs::Projection::from_controls(&s.controls, code).apply(&mut moved);
+                    if let Some(d) = bsdiff::byte_differences(&moved, &bytes, &s.controls) {
                         if quick_size(&d) < quick_size(&s.diff) {
                             (s.diff, projected) = (d, true);
+                            if tables.is_some() && src_tables.is_some() {
+                                moved_source = Some(moved);
+                            }
                         }
                     }
                 }
@@ -488,11 +490,11 @@ fn encode_chunk(
                 let mut source_tables = None;
                 if let (Some(t), Some(st)) = (tables.as_ref(), src_tables.as_ref()) {
                     if at == src_off && !relocatable {
-                        let mut rewritten = source.take().map_or_else(&read_source, Ok)?;
-                        if let Some(code) = code.filter(|_| projected) {
-                            refs::Projection::from_controls(&s.controls, code)
-                                .apply(&mut rewritten);
-                        }
+                        // The source as the patch reads it: projected, if XDIFF won.
+                        let mut rewritten = match moved_source.take() {
+                            Some(moved) => moved,
+                            None => source.take().map_or_else(&read_source, Ok)?,
+                        };
                         st.to_differences(&mut rewritten);
                         let mut whole = bytes.clone();
                         t.to_differences(&mut whole);

@@ -266,11 +266,6 @@ pub(super) fn plan(
                     )
                 };
                 let new_tables = file_tables(&new.data, off, size, new_code.as_ref());
-                let old_tables = if new_tables.is_empty() {
-                    Vec::new()
-                } else {
-                    file_tables(&cat.old[l].data, s.data_offset, s.size, code.as_ref())
-                };
                 let whole = s.size <= WINDOW && size <= WINDOW;
                 let piece = if whole { WINDOW } else { WINDOW / 2 };
                 let alignment = if whole {
@@ -311,6 +306,13 @@ pub(super) fn plan(
                     a
                 };
                 stats.files_patched += 1;
+                // The old file's tables, for patches against it with both sides' tables
+                // rewritten; read only for a file that is patched and has tables itself.
+                let old_tables = if new_tables.is_empty() {
+                    Vec::new()
+                } else {
+                    file_tables(&cat.old[l].data, s.data_offset, s.size, code.as_ref())
+                };
                 let mut done = 0;
                 while done < size {
                     let len = alignment.piece_len(done, (size - done).min(piece), WINDOW / 2);
