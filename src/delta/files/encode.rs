@@ -24,7 +24,7 @@ use super::stream::{
 };
 use super::tables::Tables;
 use super::zip;
-use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, MAGIC};
+use super::{EncodeStats, LayerData, OldLayer, CHUNK, CHUNK_MEMORY, FIRST_CHUNK, MAGIC};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -84,14 +84,16 @@ pub fn encode(
         btf_map_bytes = map_bytes.len(),
         "planned the files codec's regions"
     );
-    // Group regions into chunks of about CHUNK output bytes.
+    // Group regions into chunks of about CHUNK output bytes, the first ones smaller (see
+    // FIRST_CHUNK).
     let mut chunks: Vec<ChunkJob<'_>> = Vec::new();
     let (mut start, mut acc, mut at) = (0usize, 0u64, 0u64);
     for (i, r) in regions.iter().enumerate() {
         // A gzip member's or an archive's text passes through memory too: count the
         // larger of the two.
         acc += r.text_len();
-        if acc >= CHUNK || i + 1 == regions.len() {
+        let limit = CHUNK.min(FIRST_CHUNK << chunks.len().min(16));
+        if acc >= limit || i + 1 == regions.len() {
             let job = ChunkJob::new(&regions[start..=i], at);
             at += job.output;
             chunks.push(job);
