@@ -13,10 +13,9 @@ use super::gz;
 use super::refs;
 use super::schedule::{each_on_every_core, in_order_parallel, Footprint};
 use super::stream::{
-    bad, expand_zeros, get, get_patch, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE,
-    CHUNK_SPLIT, GZ_PATCH, GZ_TEXT, MAX_PATCH_SOURCE, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF,
-    OP_GZIP, OP_HDIFF, OP_LIT, OP_META, OP_SOURCE_TABLES, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP,
-    ZIP_PATCH, ZIP_TEXT,
+    bad, get, get_patch, Zeros, APART, APART_NAMES, CHUNK_BTF_MAP, CHUNK_INLINE, CHUNK_SPLIT,
+    GZ_PATCH, GZ_TEXT, MAX_PATCH_SOURCE, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF,
+    OP_LIT, OP_META, OP_SOURCE_TABLES, OP_TABLES, OP_WDIFF, OP_XDIFF, OP_ZIP, ZIP_PATCH, ZIP_TEXT,
 };
 use super::tables::Tables;
 use super::zip;
@@ -332,15 +331,16 @@ impl RawChunk {
         let s = &self.sections;
         let mut out = self.spares.take(self.output);
         out.reserve_exact(self.output as usize);
-        // Difference bytes cover the chunk's output, plus the text of gzip members.
-        let mut diff = self.spares.take(self.output);
-        expand_zeros(&s[2], &s[3], self.output + gz::MAX_RAW, &mut diff)?;
-        let controls = (s.len() == 8).then(|| [&s[5][..], &s[6][..], &s[7][..]]);
-        let streams = [&s[0][..], &s[1][..], &diff[..], &s[4][..]];
+        let sections = Sections {
+            ops: &s[0],
+            meta: &s[1],
+            diff: Zeros::new(&s[2], &s[3]),
+            extra: &s[4],
+            controls: (s.len() == 8).then(|| [&s[5][..], &s[6][..], &s[7][..]]),
+        };
         let mut source = self.spares.take(0);
         run_ops(
-            streams,
-            controls,
+            sections,
             old,
             self.map.as_deref(),
             self.output,
@@ -348,7 +348,6 @@ impl RawChunk {
             &mut source,
         )?;
         self.spares.give(source);
-        self.spares.give(diff);
         for s in self.sections {
             self.spares.give(s);
         }
@@ -356,20 +355,35 @@ impl RawChunk {
     }
 }
 
-/// Runs a chunk's operations: `streams` are its ops, meta, difference bytes (expanded) and
-/// extra; `controls` its control sections, if it has them ([`CHUNK_SPLIT`]); `map` the
-/// stream's BTF map, if it has one; `source` a buffer for the sources of patches (reused
-/// from chunk to chunk: fresh multi-MiB buffers cost page faults).
+/// A chunk's sections, as [`run_ops`] reads them.
+struct Sections<'a> {
+    ops: &'a [u8],
+    meta: &'a [u8],
+    /// The difference bytes, read in place.
+    diff: Zeros<'a>,
+    extra: &'a [u8],
+    /// The control sections, if the chunk has them ([`CHUNK_SPLIT`]).
+    controls: Option<[&'a [u8]; 3]>,
+}
+
+/// Runs a chunk's operations on its `sections`; `map` is the stream's BTF map, if it has
+/// one; `source` a buffer for the sources of patches (reused from chunk to chunk: fresh
+/// multi-MiB buffers cost page faults).
 fn run_ops(
-    streams: [&[u8]; 4],
-    mut controls: Option<[&[u8]; 3]>,
+    sections: Sections<'_>,
     old: &[&LayerData],
     map: Option<&btf::BtfMap>,
     output: u64,
     out: &mut Vec<u8>,
     source: &mut Vec<u8>,
 ) -> Result<()> {
-    let [mut ops, mut meta, mut diff, mut extra] = streams;
+    let Sections {
+        mut ops,
+        mut meta,
+        mut diff,
+        mut extra,
+        mut controls,
+    } = sections;
     // Gzip members are deflated after the operations around them, on every core (level-9
     // deflate is the slowest step of apply on a layer with many members).
     let mut pending = Pending::default();
@@ -649,7 +663,7 @@ fn run_ops(
     let controls_left = controls.is_some_and(|c| c.iter().any(|s| !s.is_empty()));
     if out.len() as u64 != output
         || !meta.is_empty()
-        || !diff.is_empty()
+        || !diff.is_done()?
         || !extra.is_empty()
         || controls_left
     {
@@ -724,15 +738,21 @@ fn flush_gzip(pending: &mut Vec<PendingGzip>, out: &mut Vec<u8>, output: u64) ->
     if total as u64 > output {
         return Err(bad("chunk writes more than its declared output"));
     }
-    let mut all = Vec::with_capacity(total);
-    let mut from = 0;
-    for (p, m) in pending.iter().zip(&members) {
-        all.extend_from_slice(&out[from..p.at]);
-        all.extend_from_slice(m);
+    // The members go in place, from the last one back: each stretch of `out` after a
+    // member's place moves right by the members before it. (A new buffer for the whole
+    // chunk cost a chunk's worth of page faults and a copy of it, per flush.)
+    let mut from = out.len();
+    out.resize(total, 0);
+    let mut end = total;
+    for (p, m) in pending.iter().zip(&members).rev() {
+        let after = from - p.at;
+        out.copy_within(p.at..from, end - after);
+        end -= after;
+        out[end - m.len()..end].copy_from_slice(m);
+        end -= m.len();
         from = p.at;
     }
-    all.extend_from_slice(&out[from..]);
-    *out = all;
+    debug_assert_eq!(end, from);
     pending.clear();
     Ok(())
 }

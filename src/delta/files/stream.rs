@@ -2,7 +2,7 @@
 //! operation and chunk tags, the sections kept apart, patches and their control triples,
 //! varints, the zero runs of difference bytes, and the codec's error.
 
-use super::bsdiff::Control;
+use super::bsdiff::{Control, DiffSource, Piece};
 use super::WINDOW;
 use crate::error::{Error, Result};
 
@@ -201,33 +201,72 @@ pub(super) fn squeeze_zeros(diff: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (runs, lits)
 }
 
-/// Inverse of [`squeeze_zeros`], refusing to grow past `max` bytes.
-pub(super) fn expand_zeros(runs: &[u8], lits: &[u8], max: u64, out: &mut Vec<u8>) -> Result<()> {
-    out.clear();
-    let (mut runs, mut lits) = (runs, lits);
-    while !runs.is_empty() {
-        let (zeros, n) = (get(&mut runs)?, get(&mut runs)?);
-        if (out.len() as u64).saturating_add(zeros).saturating_add(n) > max {
-            return Err(bad("difference bytes exceed the chunk's output"));
+/// Difference bytes as [`squeeze_zeros`] split them, read a piece at a time: a patch takes
+/// a run of zeros as its source's bytes, and a chunk's differences are never expanded
+/// into a buffer of their own (8 MiB a chunk, written, faulted in and read again).
+pub(super) struct Zeros<'a> {
+    runs: &'a [u8],
+    lits: &'a [u8],
+    /// Zeros left of the run being read, then its literal bytes left.
+    zeros: u64,
+    literal: u64,
+}
+
+impl<'a> Zeros<'a> {
+    pub(super) fn new(runs: &'a [u8], lits: &'a [u8]) -> Zeros<'a> {
+        Zeros {
+            runs,
+            lits,
+            zeros: 0,
+            literal: 0,
         }
-        if n > lits.len() as u64 {
+    }
+
+    /// Reads the next run, whose literal bytes must be there.
+    fn next_run(&mut self) -> Result<()> {
+        let (zeros, n) = (get(&mut self.runs)?, get(&mut self.runs)?);
+        if n > self.lits.len() as u64 {
             return Err(bad("difference literals end early"));
         }
-        // Grow as a Vec would (doubling), but never past `max`: the claimed sizes are the
-        // stream's, and doubling near the limit would reserve up to twice the bound.
-        let need = out.len() + zeros as usize + n as usize;
-        if need > out.capacity() {
-            let target = need.max(out.capacity().saturating_mul(2)).min(max as usize);
-            out.reserve_exact(target - out.len());
+        (self.zeros, self.literal) = (zeros, n);
+        Ok(())
+    }
+
+    /// Whether every difference byte was read (empty runs may be left).
+    pub(super) fn is_done(&mut self) -> Result<bool> {
+        while self.zeros == 0 && self.literal == 0 {
+            if self.runs.is_empty() {
+                return Ok(self.lits.is_empty());
+            }
+            self.next_run()?;
         }
-        out.resize(out.len() + zeros as usize, 0);
-        out.extend_from_slice(&lits[..n as usize]);
-        lits = &lits[n as usize..];
+        Ok(false)
     }
-    if !lits.is_empty() {
-        return Err(bad("unused difference literals"));
+}
+
+impl DiffSource for Zeros<'_> {
+    fn next(&mut self, mut n: usize, mut f: impl FnMut(Piece<'_>)) -> Result<()> {
+        while n > 0 {
+            if self.zeros > 0 {
+                let k = self.zeros.min(n as u64) as usize;
+                self.zeros -= k as u64;
+                n -= k;
+                f(Piece::Zeros(k));
+            } else if self.literal > 0 {
+                // `literal` never exceeds what is left of `lits` (see `next_run`).
+                let k = self.literal.min(n as u64) as usize;
+                let (bytes, rest) = self.lits.split_at(k);
+                (self.lits, self.literal) = (rest, self.literal - k as u64);
+                n -= k;
+                f(Piece::Bytes(bytes));
+            } else if self.runs.is_empty() {
+                return Err(bad("difference stream ends early"));
+            } else {
+                self.next_run()?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 pub(super) fn bad(reason: impl Into<String>) -> Error {

@@ -5,13 +5,13 @@ use proptest::prelude::*;
 use std::io::Read;
 use std::sync::{mpsc, Mutex};
 
-use super::bsdiff::Control;
+use super::bsdiff::{Control, DiffSource, Piece};
 use super::decode::{stream_error, MAX_PENDING_TEXT};
 use super::encode::{layer_pieces, patch_pays, same_as_layer, ChunkJob, LAYER_PIECE};
 use super::plan::Region;
 use super::schedule::{in_order_parallel, Footprint};
 use super::stream::{
-    expand_zeros, put, put_patch, squeeze_zeros, ControlSections, CHUNK_BTF_MAP, CHUNK_INLINE,
+    bad, put, put_patch, squeeze_zeros, ControlSections, Zeros, CHUNK_BTF_MAP, CHUNK_INLINE,
     CHUNK_SPLIT, GZ_PATCH, OP_BDIFF, OP_CALLS, OP_COPY, OP_DIFF, OP_GZIP, OP_HDIFF, OP_LIT,
     OP_META, OP_SOURCE_TABLES, OP_TABLES,
 };
@@ -61,9 +61,24 @@ fn build_tar(members: &[Member]) -> Vec<u8> {
 }
 
 /// [`expand_zeros`] into a new buffer.
-fn expand(runs: &[u8], lits: &[u8], max: u64) -> Result<Vec<u8>> {
+/// The difference bytes `runs` and `lits` make, read through [`Zeros`] `piece` bytes at a
+/// time: an error unless they come to `len` bytes exactly.
+fn expand(runs: &[u8], lits: &[u8], len: u64, piece: usize) -> Result<Vec<u8>> {
+    let mut z = Zeros::new(runs, lits);
     let mut out = Vec::new();
-    expand_zeros(runs, lits, max, &mut out).map(|()| out)
+    let mut left = len as usize;
+    while left > 0 {
+        let k = piece.clamp(1, left);
+        z.next(k, |p| match p {
+            Piece::Zeros(n) => out.resize(out.len() + n, 0),
+            Piece::Bytes(b) => out.extend_from_slice(b),
+        })?;
+        left -= k;
+    }
+    if !z.is_done()? {
+        return Err(bad("difference bytes left over"));
+    }
+    Ok(out)
 }
 
 fn open(bytes: &[u8]) -> (tempfile::NamedTempFile, OldLayer) {
@@ -452,23 +467,36 @@ fn damaged_streams_fail_cleanly() {
 /// up to just under the limit made the output Vec double past it (a 64 MiB allocation for
 /// a 57 MiB bound). The output may never reserve more than the bound.
 #[test]
-fn zero_runs_never_reserve_past_the_bound() {
-    let max: u64 = 57 << 20;
+fn zero_runs_are_read_as_claimed_never_expanded() {
+    // A run that claims 2^60 zeros: a patch reads what it needs of it, in place.
     let mut runs = Vec::new();
-    let lits = vec![7u8; 56];
-    // 1 MiB + 1 byte steps: capacity would double from 1 MiB ... 32 MiB to 64 MiB.
-    for _ in 0..56 {
-        put(&mut runs, 1 << 20);
-        put(&mut runs, 1);
+    put(&mut runs, 1 << 60);
+    put(&mut runs, 1);
+    let mut z = Zeros::new(&runs, &[7]);
+    let mut pieces = Vec::new();
+    z.next(10, |p| {
+        pieces.push(match p {
+            Piece::Zeros(n) => n,
+            Piece::Bytes(_) => usize::MAX,
+        })
+    })
+    .unwrap();
+    assert_eq!(pieces, [10]);
+    // What is left of it is refused at the chunk's end.
+    assert!(!z.is_done().unwrap());
+    assert!(expand(&runs, &[7], 10, 10).is_err());
+    // Literals claimed and not there: refused by name.
+    let mut runs = Vec::new();
+    put(&mut runs, 2);
+    put(&mut runs, 5);
+    let e = expand(&runs, &[1, 2], 7, 7).unwrap_err().to_string();
+    assert!(e.contains("difference literals end early"), "{e}");
+    // Empty runs at the end are no bytes left over.
+    let mut runs = Vec::new();
+    for v in [3, 1, 0, 0, 0, 0] {
+        put(&mut runs, v);
     }
-    let out = expand(&runs, &lits, max).unwrap();
-    assert_eq!(out.len(), 56 * ((1 << 20) + 1));
-    assert!(out.capacity() as u64 <= max, "capacity {}", out.capacity());
-    assert_eq!(squeeze_zeros(&out), (runs.clone(), lits.clone()));
-    // One more run goes past the bound: refused before anything is reserved for it.
-    put(&mut runs, 1 << 20);
-    put(&mut runs, 0);
-    assert!(expand(&runs, &lits, max).is_err());
+    assert_eq!(expand(&runs, &[9], 4, 1).unwrap(), [0, 0, 0, 9]);
 }
 
 #[test]
@@ -565,11 +593,16 @@ proptest! {
 
 proptest! {
     #[test]
-    fn zero_squeezing_round_trips(d in proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000)) {
+    fn zero_squeezing_round_trips(
+        d in proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..3000),
+        piece in 1usize..5000,
+    ) {
         let (runs, lits) = squeeze_zeros(&d);
-        prop_assert_eq!(expand(&runs, &lits, d.len() as u64).unwrap(), d.clone());
+        let n = d.len() as u64;
+        prop_assert_eq!(expand(&runs, &lits, n, piece).unwrap(), d.clone());
+        prop_assert!(expand(&runs, &lits, n + 1, piece).is_err());
         if !d.is_empty() {
-            prop_assert!(expand(&runs, &lits, d.len() as u64 - 1).is_err());
+            prop_assert!(expand(&runs, &lits, n - 1, piece).is_err());
         }
     }
 }

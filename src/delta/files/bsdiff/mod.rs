@@ -177,13 +177,45 @@ pub fn narrow(controls: &mut [Control], len: u64) -> (u64, u64) {
     }
 }
 
+/// A piece of difference bytes, as a [`DiffSource`] gives them.
+pub enum Piece<'a> {
+    /// This many zeros: the source's bytes as they are.
+    Zeros(usize),
+    /// These bytes.
+    Bytes(&'a [u8]),
+}
+
+/// Where a patch's difference bytes come from: the bytes themselves (`&[u8]`), or a form
+/// that tells runs of zeros apart (the stream's zero runs, read as they are: a chunk's
+/// differences need not be expanded into a buffer of their own first).
+pub trait DiffSource {
+    /// Calls `f` with the next `n` difference bytes, in order and in pieces, and moves past
+    /// them; fails if fewer are left.
+    fn next(&mut self, n: usize, f: impl FnMut(Piece<'_>)) -> Result<()>;
+}
+
+impl DiffSource for &[u8] {
+    fn next(&mut self, n: usize, mut f: impl FnMut(Piece<'_>)) -> Result<()> {
+        if n > self.len() {
+            return Err(Error::Codec {
+                codec: "files".into(),
+                reason: "difference stream ends early".into(),
+            });
+        }
+        let (step, rest) = self.split_at(n);
+        f(Piece::Bytes(step));
+        *self = rest;
+        Ok(())
+    }
+}
+
 /// Applies a patch to `old`, appending `new_len` bytes to `out`. `diff` and `extra` are
 /// advanced past the bytes used. Fails, without panicking, on any inconsistency.
 pub fn patch(
     old: &[u8],
     controls: &[Control],
     differences: Differences,
-    diff: &mut &[u8],
+    diff: &mut impl DiffSource,
     extra: &mut &[u8],
     new_len: u64,
     out: &mut Vec<u8>,
@@ -194,6 +226,7 @@ pub fn patch(
     };
     let start = out.len();
     let mut oldpos: i64 = 0;
+    let mut step = Vec::new();
     for c in controls {
         let add = usize::try_from(c.add).map_err(|_| bad("control length out of range"))?;
         let copy = usize::try_from(c.copy).map_err(|_| bad("control length out of range"))?;
@@ -205,24 +238,38 @@ pub fn patch(
         {
             return Err(bad("patch writes past the file's size"));
         }
-        if add > diff.len() {
-            return Err(bad("difference stream ends early"));
-        }
         let from = usize::try_from(oldpos).map_err(|_| bad("source position out of range"))?;
         if from.checked_add(add).is_none_or(|e| e > old.len()) {
             return Err(bad("patch reads past the source"));
         }
-        let (source, step) = (&old[from..from + add], &diff[..add]);
+        let source = &old[from..from + add];
         match differences {
             Differences::Bytes => {
-                out.extend(source.iter().zip(step).map(|(o, d)| o.wrapping_add(*d)));
+                // The pieces add up to `add` bytes, or `next` fails.
+                let mut at = 0;
+                diff.next(add, |piece| match piece {
+                    Piece::Zeros(n) => {
+                        out.extend_from_slice(&source[at..at + n]);
+                        at += n;
+                    }
+                    Piece::Bytes(d) => {
+                        let s = &source[at..at + d.len()];
+                        out.extend(s.iter().zip(d).map(|(o, d)| o.wrapping_add(*d)));
+                        at += d.len();
+                    }
+                })?;
             }
             Differences::Words => {
+                // A word's carries cross the pieces: the step's bytes together first.
+                step.clear();
+                diff.next(add, |piece| match piece {
+                    Piece::Zeros(n) => step.resize(step.len() + n, 0),
+                    Piece::Bytes(d) => step.extend_from_slice(d),
+                })?;
                 let phase = (out.len() - start) % 4;
-                by_words(source, step, phase, out, u32::wrapping_add);
+                by_words(source, &step, phase, out, u32::wrapping_add);
             }
         }
-        *diff = &diff[add..];
         if copy > extra.len() {
             return Err(bad("extra stream ends early"));
         }
