@@ -162,48 +162,121 @@ impl Calls {
 /// x86-64 `call rel32` and 64-bit `lea`/`mov` with RIP-relative operands (see the module
 /// doc); `origin` is the file offset of `b[0]`.
 fn x86_64(b: &mut [u8], origin: u64, absolute: bool) -> usize {
+    // Where an instruction may start: four bytes before the end at most. The offsets
+    // that may start one are found 64 at a time ([`starts`]): a search for E8, 48 or 4C
+    // (`memchr3`) stopped at one byte in ten of code, and was most of this function's
+    // time. A block's mask stays true while it is rewritten: a rewrite changes only
+    // bytes before the next offset it lets the scan look at.
+    let end = b.len().saturating_sub(4);
     let (mut i, mut rewritten) = (0, 0);
-    while i + 5 <= b.len() {
-        let Some(k) = memchr::memchr3(0xE8, 0x48, 0x4C, &b[i..b.len() - 4]) else {
-            break;
-        };
-        i += k;
-        if b[i] != 0xE8 {
-            // REX.W (48, or 4C for r8-r15), then lea, a load or a store, with a ModRM of
-            // mod 00 and r/m 101 (RIP-relative): none of these three bytes is a field a
-            // later rewrite changes (a call's field starts after its E8; this one's after
-            // its ModRM), so the decoder reads the same.
-            let rip = i + 7 <= b.len()
-                && matches!(b[i + 1], 0x8D | 0x8B | 0x89)
-                && b[i + 2] & 0xC7 == 0x05;
-            if !rip {
-                i += 1;
-                continue;
+    for base in (0..end).step_by(64) {
+        let mut m = starts(b, base, end);
+        loop {
+            if i > base {
+                m &= !refs::low_bits(i - base);
             }
-            let field = &mut b[i + 3..i + 7];
-            let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-            let w = shift(v, origin.wrapping_add(i as u64 + 7) as u32, absolute);
-            field.copy_from_slice(&w.to_le_bytes());
-            rewritten += 1;
-            i += 7;
-            continue;
+            if m == 0 {
+                break;
+            }
+            let at = base + m.trailing_zeros() as usize;
+            let (next, done) = x86_64_at(b, at, origin, absolute);
+            i = next;
+            rewritten += done as usize;
         }
-        let field = &mut b[i + 1..i + 5];
-        if field[3] != 0 && field[3] != 0xFF {
-            // Not a near call, or one this does not rewrite: its field's top byte decides
-            // for the decoder too, so nothing rewritten may start inside that field.
-            i += 4;
-            continue;
-        }
-        let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-        let w = shift(v, origin.wrapping_add(i as u64 + 5) as u32, absolute);
-        // 25 bits, sign-extended: the top byte is again 00 or FF.
-        let w = ((w << 7) as i32 >> 7) as u32;
-        field.copy_from_slice(&w.to_le_bytes());
-        rewritten += 1;
-        i += 5;
     }
     rewritten
+}
+
+/// The instruction at `at` (E8, 48 or 4C, four bytes before `b`'s end at most), rewritten
+/// if it is one [`x86_64`] rewrites: where the scan goes on, and whether it was.
+fn x86_64_at(b: &mut [u8], at: usize, origin: u64, absolute: bool) -> (usize, bool) {
+    if b[at] != 0xE8 {
+        // REX.W (48, or 4C for r8-r15), then lea, a load or a store, with a ModRM of mod
+        // 00 and r/m 101 (RIP-relative): none of these three bytes is a field a later
+        // rewrite changes (a call's field starts after its E8; this one's after its
+        // ModRM), so the decoder reads the same.
+        let rip = at + 7 <= b.len()
+            && matches!(b[at + 1], 0x8D | 0x8B | 0x89)
+            && b[at + 2] & 0xC7 == 0x05;
+        if !rip {
+            return (at + 1, false);
+        }
+        let field = &mut b[at + 3..at + 7];
+        let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+        let w = shift(v, origin.wrapping_add(at as u64 + 7) as u32, absolute);
+        field.copy_from_slice(&w.to_le_bytes());
+        return (at + 7, true);
+    }
+    let field = &mut b[at + 1..at + 5];
+    if field[3] != 0 && field[3] != 0xFF {
+        // Not a near call, or one this does not rewrite: its field's top byte decides for
+        // the decoder too, so nothing rewritten may start inside that field.
+        return (at + 4, false);
+    }
+    let v = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+    let w = shift(v, origin.wrapping_add(at as u64 + 5) as u32, absolute);
+    // 25 bits, sign-extended: the top byte is again 00 or FF.
+    let w = ((w << 7) as i32 >> 7) as u32;
+    field.copy_from_slice(&w.to_le_bytes());
+    (at + 5, true)
+}
+
+/// Bit `k` for each offset `base + k` (`k` < 64) before `end` where [`x86_64_at`] may
+/// rewrite an instruction: an E8, or a REX.W whose opcode and ModRM say RIP-relative (a
+/// 48 or 4C that is not is only passed over: one byte in ten of code is one).
+fn starts(b: &[u8], base: usize, end: usize) -> u64 {
+    let within = refs::low_bits(end - base);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(block) = b.get(base..).and_then(|s| s.first_chunk::<66>()) {
+        return starts_64(block) & within;
+    }
+    let at = |p: usize| b.get(p).copied();
+    let m = (base..end.min(base + 64)).fold(0u64, |m, p| {
+        let call = at(p) == Some(0xE8);
+        let rip = at(p).is_some_and(|x| x & 0xFB == 0x48)
+            && at(p + 1).is_some_and(|x| matches!(x, 0x8D | 0x8B | 0x89))
+            && at(p + 2).is_some_and(|x| x & 0xC7 == 0x05);
+        m | u64::from(call || rip) << (p - base)
+    });
+    m & within
+}
+
+/// [`starts`] of the 64 offsets of a block (and the two bytes after them), 16 at a time
+/// (SSE2, which every x86-64 CPU has).
+#[cfg(target_arch = "x86_64")]
+fn starts_64(block: &[u8; 66]) -> u64 {
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let mut m = 0u64;
+    for k in 0..4 {
+        let at = 16 * k;
+        // SAFETY: each load reads 16 bytes from `at`, `at + 1` or `at + 2` (at most 48),
+        // inside the 66 of `block`, and needs no alignment; SSE2 is part of x86-64, so
+        // every intrinsic here is available. (Newer compilers call the ones without
+        // pointers safe.)
+        #[allow(unused_unsafe)]
+        let bits = unsafe {
+            let load = |d: usize| _mm_loadu_si128(block.as_ptr().add(at + d).cast());
+            let byte = |x: u8| _mm_set1_epi8(x as i8);
+            let (v, next, modrm) = (load(0), load(1), load(2));
+            let call = _mm_cmpeq_epi8(v, byte(0xE8));
+            let rex = _mm_cmpeq_epi8(_mm_and_si128(v, byte(0xFB)), byte(0x48));
+            let op = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(next, byte(0x8D)),
+                    _mm_cmpeq_epi8(next, byte(0x8B)),
+                ),
+                _mm_cmpeq_epi8(next, byte(0x89)),
+            );
+            let rip = _mm_cmpeq_epi8(_mm_and_si128(modrm, byte(0xC7)), byte(0x05));
+            let lea = _mm_and_si128(_mm_and_si128(rex, op), rip);
+            _mm_movemask_epi8(_mm_or_si128(call, lea))
+        };
+        m |= u64::from(bits as u32 as u16) << at;
+    }
+    m
 }
 
 /// `v` plus `by` (to absolute), or minus (back), wrapping.

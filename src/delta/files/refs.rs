@@ -395,7 +395,7 @@ static KIND: [u8; 256] = {
 };
 
 /// The low `n` bits (all 64 from 64 on).
-fn low_bits(n: usize) -> u64 {
+pub(super) fn low_bits(n: usize) -> u64 {
     if n >= 64 {
         u64::MAX
     } else {
