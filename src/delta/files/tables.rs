@@ -277,12 +277,10 @@ impl Tables {
                 while let Some((next, fde)) = record(bytes, t, at) {
                     if let Some(q) = fde {
                         let (id_at, pc_at) = (at as usize + 4, at as usize + 8);
-                        let id = field(bytes, id_at, 4) as u32;
-                        let function =
-                            (field(bytes, pc_at, 4) as u32).wrapping_add(q.wrapping_add(4));
-                        set_field(bytes, id_at, 4, flip(id, q) as u64);
-                        set_field(bytes, pc_at, 4, function.wrapping_sub(before) as u64);
-                        before = function;
+                        let fde = Fde::read(bytes, id_at, q);
+                        set_field(bytes, id_at, 4, fde.cie_pointer() as u64);
+                        set_field(bytes, pc_at, 4, fde.pc_begin(before) as u64);
+                        before = fde.function;
                         rewritten += 2;
                     }
                     at = next;
@@ -337,12 +335,10 @@ impl Tables {
             if t.kind == EH_FRAME {
                 let mut before = 0u32;
                 for (id_at, q) in fdes(output, t) {
-                    let pc = field(output, id_at as usize + 4, 4) as u32;
-                    let id = field(output, id_at as usize, 4) as u32;
-                    let function = pc.wrapping_add(q.wrapping_add(4));
-                    write(id_at, 4, flip(id, q) as u64);
-                    write(id_at + 4, 4, function.wrapping_sub(before) as u64);
-                    before = function;
+                    let fde = Fde::read(output, id_at as usize, q);
+                    write(id_at, 4, fde.cie_pointer() as u64);
+                    write(id_at + 4, 4, fde.pc_begin(before) as u64);
+                    before = fde.function;
                 }
                 continue;
             }
@@ -400,6 +396,40 @@ impl Tables {
                 }
             }
         }
+    }
+}
+
+/// An FDE of an [`EH_FRAME`] table as the file has it, and the two fields
+/// [`Tables::to_differences`] writes for it.
+struct Fde {
+    /// Its CIE pointer.
+    id: u32,
+    /// The CIE pointer's offset from the table's start.
+    q: u32,
+    /// Where its function starts, as an offset from the table's start (`pc_begin` is
+    /// PC-relative, from 4 bytes past the CIE pointer).
+    function: u32,
+}
+
+impl Fde {
+    /// The FDE whose CIE pointer is at `id_at` of `b`, `q` bytes into its table.
+    fn read(b: &[u8], id_at: usize, q: u32) -> Fde {
+        let pc = field(b, id_at + 4, 4) as u32;
+        Fde {
+            id: field(b, id_at, 4) as u32,
+            q,
+            function: pc.wrapping_add(q.wrapping_add(4)),
+        }
+    }
+
+    /// Its CIE pointer as written: the CIE's offset plus one ([`flip`]).
+    fn cie_pointer(&self) -> u32 {
+        flip(self.id, self.q)
+    }
+
+    /// Its `pc_begin` as written: the distance from `before`, the previous FDE's function.
+    fn pc_begin(&self, before: u32) -> u32 {
+        self.function.wrapping_sub(before)
     }
 }
 
