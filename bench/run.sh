@@ -19,9 +19,11 @@
 # Env:
 #   BENCH_PAIRS       pairs (default: all ten of bench/corpus.sh: "debian kernel tools
 #                     wheels multilayer go jvm node ml arm64"); each pair's rows are
-#                     cached, so a long run can be split over several, pair by pair
+#                     cached, so a long run can be split over several, pair by pair (the
+#                     tables always hold every pair whose corpus is built)
 #   BENCH_TOOLS       tools to run (default: all): docker-delta gzip xdelta3
-#                     zstd zstd-st hdiffpatch tar-diff. Rows of tools not run now are taken from
+#                     zstd zstd-st hdiffpatch tar-diff, or none (only write the tables
+#                     again from the rows kept). Rows of tools not run now are taken from
 #                     the results kept in bench/results/PAIR/TOOL.tsv (committed, so that
 #                     a new machine resumes where the last one stopped) when the corpus
 #                     pair is unchanged (same image IDs).
@@ -47,10 +49,12 @@ CACHE=$HERE/.cache
 CORPUS=$CACHE/corpus
 STORE=${BENCH_RESULTS:-$HERE/results}
 BIN=${BENCH_BIN:-$ROOT/target/release/docker-delta}
-PAIRS=${BENCH_PAIRS:-debian kernel tools wheels multilayer go jvm node ml arm64}
+ALL_PAIRS="debian kernel tools wheels multilayer go jvm node ml arm64"
+PAIRS=${BENCH_PAIRS:-$ALL_PAIRS}
 ALL_TOOLS="docker-delta gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
 BASELINES="gzip xdelta3 zstd zstd-st hdiffpatch tar-diff"
 TOOLS=${BENCH_TOOLS:-$ALL_TOOLS}
+[[ $TOOLS == none ]] && TOOLS=""
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -374,11 +378,15 @@ for p in $PAIRS; do
 done
 log "pairs done in $(( $(date +%s) - start )) s"
 
-# Gather the rows of the selected pairs (fresh or cached for the same
-# corpus; a docker-delta row from an older binary is kept, with its date).
+# Gather the rows of every pair whose corpus is here, run now or not (fresh or
+# cached for the same corpus; a docker-delta row from an older binary is kept,
+# with its date): a run of some pairs leaves the others' rows in the tables.
 rows=$CACHE/results.tsv corp=$CACHE/corpus.tsv
 : >"$rows"; : >"$corp"
-for p in $PAIRS; do
+for p in $ALL_PAIRS; do
+    if [[ ! -s $CORPUS/$p/ids.txt ]]; then
+        log "$p: no corpus here, left out of the tables"; continue
+    fi
     corpus_row "$p" >>"$corp"
     for f in "$STORE/$p"/docker-delta*.tsv "$STORE/$p"/{gzip,xdelta3,zstd,zstd-st,hdiffpatch,tar-diff}.tsv; do
         [[ -s $f ]] || continue
