@@ -34,6 +34,15 @@
 //!   [`flip`]), and its `pc_begin` (PC-relative, as the CIEs' `R` augmentation 0x1B says)
 //!   as the function's offset from the table's start minus the previous FDE's in the
 //!   table (a function's distance from the one before).
+//! - [`GO_FUNCS`]: Go's `_func` records (Go 1.20 on), which follow its function table, in
+//!   pieces like `.eh_frame`'s. Each says how many `pcdata` and `funcdata` offsets follow
+//!   its 44 bytes, and the next starts at a multiple of 8: the reader walks them. The
+//!   function's offset, its name's, its `pcsp`, `pcfile` and `pcln` tables', its compile
+//!   unit and its first line go up from one record to the next and are written as
+//!   differences; each `pcdata` offset points just past the record's `pcsp` table and is
+//!   written as its distance from it ([`to_pcsp`]). `funcdata` offsets stay as they are
+//!   (as differences they compressed worse). On docker 26's dockerd, 89 000 records, 7.7
+//!   MB: under `zstd -18` 1.82 MB as they are, 1.45 MB rewritten.
 //!
 //! A patch of a file whose old build has tables too may go further (SOURCE TABLES): the
 //! source's tables and the file's are both rewritten, every field, before the difference
@@ -76,10 +85,21 @@ pub const RELA64: u64 = 2;
 /// `.eh_frame`'s records: each FDE's CIE pointer and `pc_begin` rewritten (see the module
 /// doc).
 pub const EH_FRAME: u64 = 3;
+/// Go's `_func` records (Go 1.20 on): seven fields as differences from the record before's,
+/// `pcdata` from the record's own `pcsp` (see the module doc).
+pub const GO_FUNCS: u64 = 4;
 
-/// Bytes of `.eh_frame` records per [`EH_FRAME`] table, at least (the last one of a section
-/// less): a big file's piece holds the tables wholly inside it.
-const EH_FRAME_PIECE: u64 = 64 << 10;
+/// Bytes of a `_func` record before its `pcdata` (Go 1.20 on): `entryOff`, `nameOff`,
+/// `args`, `deferreturn`, `pcsp`, `pcfile`, `pcln`, `npcdata`, `cuOffset`, `startLine`,
+/// then four bytes of which the last is `nfuncdata`.
+const GO_FUNC_HEADER: u64 = 44;
+/// The 32-bit fields of a `_func` record taken as differences from the same field of the
+/// record before: `entryOff`, `nameOff`, `pcsp`, `pcfile`, `pcln`, `cuOffset`, `startLine`.
+const GO_FUNC_FIELDS: [usize; 7] = [0, 4, 16, 20, 24, 32, 36];
+
+/// Bytes of records per [`EH_FRAME`] or [`GO_FUNCS`] table, at least (the last one of a
+/// section less): a big file's piece holds the tables wholly inside it.
+const RECORDS_PIECE: u64 = 64 << 10;
 
 /// Most tables an operation may name (a decoder's bound; ELF files have a few).
 const MAX_TABLES: u64 = 1 << 10;
@@ -119,10 +139,11 @@ fn fields<'a>(
     })
 }
 
-/// The size of a kind's entries (0 for [`EH_FRAME`]'s records), `None` for an unknown kind.
+/// The size of a kind's entries (0 for records, which say their own size: [`EH_FRAME`],
+/// [`GO_FUNCS`]), `None` for an unknown kind.
 fn entry_size(kind: u64) -> Option<u64> {
     match kind {
-        EH_FRAME => Some(0),
+        EH_FRAME | GO_FUNCS => Some(0),
         _ => layout(kind).map(|l| l.entry),
     }
 }
@@ -134,7 +155,7 @@ pub struct Table {
     pub start: u64,
     /// Its length: whole entries (whole records).
     pub len: u64,
-    /// [`PAIRS32`], [`RELA64`] or [`EH_FRAME`].
+    /// [`PAIRS32`], [`RELA64`], [`EH_FRAME`] or [`GO_FUNCS`].
     pub kind: u64,
 }
 
@@ -189,7 +210,7 @@ impl Tables {
         let tables: Vec<Table> = tables
             .iter()
             .filter_map(|t| {
-                if t.kind == EH_FRAME {
+                if matches!(t.kind, EH_FRAME | GO_FUNCS) {
                     return (start <= t.start && t.start + t.len <= end).then(|| Table {
                         start: t.start - start,
                         ..*t
@@ -287,6 +308,25 @@ impl Tables {
                 }
                 continue;
             }
+            if t.kind == GO_FUNCS {
+                // Forward, each record's fields read before they are written.
+                let (mut before, mut at) = ([0u32; 7], t.start);
+                while let Some((next, pcdata)) = go_func(bytes, t, at) {
+                    let f = GoFunc::read(bytes, at as usize, pcdata);
+                    for (p, v) in f.differences(&before) {
+                        set_field(bytes, p, 4, v as u64);
+                        rewritten += 1;
+                    }
+                    for p in f.pcdata() {
+                        let v = to_pcsp(field(bytes, p, 4) as u32, f.pcsp());
+                        set_field(bytes, p, 4, v as u64);
+                        rewritten += 1;
+                    }
+                    before = f.fields;
+                    at = next;
+                }
+                continue;
+            }
             let Some(l) = layout(t.kind) else { continue };
             // From the last entry back: each takes the one before as it still is.
             for (p, width, entry) in fields(t, &l).rev() {
@@ -342,6 +382,25 @@ impl Tables {
                 }
                 continue;
             }
+            if t.kind == GO_FUNCS {
+                let (mut before, mut at) = ([0u32; 7], t.start);
+                while let Some((next, pcdata)) = go_func(output, t, at) {
+                    let f = GoFunc::read(output, at as usize, pcdata);
+                    for (p, v) in f.differences(&before) {
+                        write(p as u64, 4, v as u64);
+                    }
+                    for p in f.pcdata() {
+                        write(
+                            p as u64,
+                            4,
+                            to_pcsp(field(output, p, 4) as u32, f.pcsp()) as u64,
+                        );
+                    }
+                    before = f.fields;
+                    at = next;
+                }
+                continue;
+            }
             let Some(l) = layout(t.kind) else { continue };
             for (p, width, entry) in fields(t, &l) {
                 let before = field(output, p.saturating_sub(entry), width);
@@ -383,6 +442,29 @@ impl Tables {
                             pc.wrapping_add(q.wrapping_add(4))
                         };
                         before = function;
+                    }
+                    at = next;
+                }
+                continue;
+            }
+            if t.kind == GO_FUNCS {
+                let (mut before, mut at) = ([0u32; 7], t.start);
+                while let Some((next, pcdata)) = go_func(out, t, at) {
+                    let a = at as usize;
+                    let new = |p: usize| runs.find(p as u64, 4).is_some();
+                    // The fields in order, `pcsp` before the `pcdata` that need it.
+                    for (j, &o) in GO_FUNC_FIELDS.iter().enumerate() {
+                        let mut v = field(out, a + o, 4) as u32;
+                        if new(a + o) {
+                            v = v.wrapping_add(before[j]);
+                            set_field(out, a + o, 4, v as u64);
+                        }
+                        before[j] = v;
+                    }
+                    let f = GoFunc::read(out, a, pcdata);
+                    for p in f.pcdata().filter(|&p| new(p)) {
+                        let v = from_pcsp(field(out, p, 4) as u32, f.pcsp());
+                        set_field(out, p, 4, v as u64);
                     }
                     at = next;
                 }
@@ -465,6 +547,88 @@ fn fdes<'a>(b: &'a [u8], t: &'a Table) -> impl Iterator<Item = (u64, u32)> + 'a 
             return Some((here + 4, q));
         }
     })
+}
+
+/// The `_func` record of [`GO_FUNCS`] table `t` at `at` of `b`: where the next starts (the
+/// next multiple of 8 from the table's start past it) and its number of `pcdata`. `None`
+/// where fewer than [`GO_FUNC_HEADER`] bytes of the table are left, or for a record that
+/// would end past the table. `npcdata` and `nfuncdata` are never rewritten: the reader
+/// walks the records as the writer did.
+fn go_func(b: &[u8], t: &Table, at: u64) -> Option<(u64, u32)> {
+    let end = t.start + t.len;
+    if at + GO_FUNC_HEADER > end {
+        return None;
+    }
+    let pcdata = field(b, at as usize + 28, 4);
+    let funcdata = *b.get(at as usize + 43)? as u64;
+    let size = GO_FUNC_HEADER + 4 * (pcdata + funcdata);
+    if at + size > end {
+        return None;
+    }
+    Some((
+        t.start + (at - t.start + size).next_multiple_of(8),
+        pcdata as u32,
+    ))
+}
+
+/// A `_func` record as the file has it: the fields of [`GO_FUNC_FIELDS`], and where its
+/// `pcdata` are.
+struct GoFunc {
+    at: usize,
+    fields: [u32; 7],
+    pcdata: u32,
+}
+
+impl GoFunc {
+    /// The record at `at` of `b`, with `pcdata` of them.
+    fn read(b: &[u8], at: usize, pcdata: u32) -> GoFunc {
+        GoFunc {
+            at,
+            fields: GO_FUNC_FIELDS.map(|o| field(b, at + o, 4) as u32),
+            pcdata,
+        }
+    }
+
+    /// Each field of [`GO_FUNC_FIELDS`] as written, where it goes: its difference from
+    /// `before`, the same fields of the record before.
+    fn differences<'a>(&'a self, before: &'a [u32; 7]) -> impl Iterator<Item = (usize, u32)> + 'a {
+        GO_FUNC_FIELDS
+            .iter()
+            .zip(self.fields.iter().zip(before))
+            .map(|(&o, (&v, &b))| (self.at + o, v.wrapping_sub(b)))
+    }
+
+    /// Its `pcsp`, as the file has it.
+    fn pcsp(&self) -> u32 {
+        self.fields[2]
+    }
+
+    /// Where its `pcdata` are, each written as [`to_pcsp`] of it.
+    fn pcdata(&self) -> impl Iterator<Item = usize> {
+        let first = self.at + GO_FUNC_HEADER as usize;
+        (0..self.pcdata as usize).map(move |i| first + 4 * i)
+    }
+}
+
+/// A `pcdata` offset `v` as the distance from its record's `pcsp` (both offsets into the
+/// same table, written one after the other): `v - pcsp` modulo 2^32, but 0 (no such data)
+/// stays 0 and `v = pcsp` becomes `-pcsp`, so that no two values meet; [`from_pcsp`] is
+/// its inverse.
+fn to_pcsp(v: u32, pcsp: u32) -> u32 {
+    match v {
+        0 => 0,
+        v if v == pcsp => 0u32.wrapping_sub(pcsp),
+        v => v.wrapping_sub(pcsp),
+    }
+}
+
+/// The inverse of [`to_pcsp`].
+fn from_pcsp(w: u32, pcsp: u32) -> u32 {
+    match w {
+        0 => 0,
+        w if w == 0u32.wrapping_sub(pcsp) => pcsp,
+        w => w.wrapping_add(pcsp),
+    }
 }
 
 /// An FDE's CIE pointer `v` (the distance back from the pointer, at offset `q` from the
@@ -605,7 +769,7 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
 
 /// Go's function table (the `ftab` of `runtime.pclntab`, Go 1.18 on) in the section of
 /// `size` bytes at `off`, found by its header's magic, as a [`PAIRS32`] table from its second
-/// entry. The header (`runtime.pcHeader`): magic 0xFFFFFFF0 (Go 1.18, 1.19) or 0xFFFFFFF1
+/// entry, and (Go 1.20 on) the `_func` records after it ([`go_func_tables`]). The header (`runtime.pcHeader`): magic 0xFFFFFFF0 (Go 1.18, 1.19) or 0xFFFFFFF1
 /// (1.20 on), two zero bytes, the instruction size quantum (1, 2 or 4), the pointer size
 /// (8), then `nfunc` and seven more 8-byte words, the last `pclnOffset`: the table is at the
 /// header plus that, `nfunc + 1` entries of (function's offset, `_func`'s offset from the
@@ -614,11 +778,11 @@ fn go_function_table(
     read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
     off: u64,
     size: u64,
-) -> Option<Table> {
+) -> Vec<Table> {
     const WINDOW: u64 = 4 << 20;
     const HEADER: u64 = 72;
     let end = off + size;
-    let table = |at: u64| -> Option<Table> {
+    let table = |at: u64| -> Option<Vec<Table>> {
         let h = read(at, HEADER)?;
         let word = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
         let magic = u32::from_le_bytes(h[..4].try_into().ok()?);
@@ -636,32 +800,106 @@ fn go_function_table(
         }
         let first = read(ftab, 8)?;
         let funcs = u32::from_le_bytes(first[4..8].try_into().ok()?) as u64;
-        (funcs == (nfunc + 1) * 8).then_some(Table {
+        if funcs != (nfunc + 1) * 8 {
+            return None;
+        }
+        let mut found = vec![Table {
             start: ftab + 8,
             len: nfunc * 8,
             kind: PAIRS32,
-        })
+        }];
+        if magic == 0xFFFF_FFF1 {
+            found.extend(go_func_tables(read, ftab, nfunc, end));
+        }
+        Some(found)
     };
     let mut at = off;
     while at + HEADER <= end {
-        let window = read(at, WINDOW.min(end - at))?;
+        let Some(window) = read(at, WINDOW.min(end - at)) else {
+            break;
+        };
         let pattern = [0xFF, 0xFF, 0xFF, 0, 0];
         for i in memchr::memmem::find_iter(&window, &pattern) {
-            let magic_at = (at + i as u64).checked_sub(1)?;
+            let Some(magic_at) = (at + i as u64).checked_sub(1) else {
+                continue;
+            };
             if magic_at >= off && matches!(window.get(i.wrapping_sub(1)), Some(0xF0 | 0xF1) | None)
             {
                 if let Some(t) = table(magic_at) {
-                    return Some(t);
+                    return t;
                 }
             }
         }
         at += WINDOW - 8;
     }
-    None
+    Vec::new()
+}
+
+/// The `_func` records (Go 1.20 on) after the function table of `nfunc` entries at `ftab`,
+/// as [`GO_FUNCS`] tables: from the first, which follows the table, for as long as each
+/// record is where the function table says and the walk ([`go_func`]) finds it, and before
+/// `end`; cut at record boundaries into tables of at least [`RECORDS_PIECE`] bytes.
+fn go_func_tables(
+    read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
+    ftab: u64,
+    nfunc: u64,
+    end: u64,
+) -> Vec<Table> {
+    const MAX_FUNCS: u64 = 256 << 20;
+    let first = ftab + (nfunc + 1) * 8;
+    let Some(entries) = read(ftab, nfunc * 8) else {
+        return Vec::new();
+    };
+    // Up to the end of the last record the table names (read no further).
+    let last = ftab + le::<4>(&entries, 8 * nfunc as usize - 4).unwrap_or(0);
+    let last_len = read(last, GO_FUNC_HEADER).map_or(0, |h| {
+        let (pcdata, funcdata) = (
+            le::<4>(&h, 28).unwrap_or(0),
+            h.get(43).map_or(0, |&n| n as u64),
+        );
+        GO_FUNC_HEADER + 4 * (pcdata + funcdata)
+    });
+    let len = (last + last_len)
+        .min(end)
+        .saturating_sub(first)
+        .min(MAX_FUNCS);
+    let Some(records) = read(first, len) else {
+        return Vec::new();
+    };
+    let whole = Table {
+        start: 0,
+        len,
+        kind: GO_FUNCS,
+    };
+    let (mut tables, mut from, mut at) = (Vec::new(), 0u64, 0u64);
+    let piece = |from: u64, to: u64| Table {
+        start: first + from,
+        len: to - from,
+        kind: GO_FUNCS,
+    };
+    for k in 0..nfunc as usize {
+        // The entry's `_func` offset, from the table's start.
+        let said = le::<4>(&entries, 8 * k + 4).unwrap_or(u64::MAX);
+        if ftab + said != first + at {
+            break;
+        }
+        let Some((next, _)) = go_func(&records, &whole, at) else {
+            break;
+        };
+        at = next.min(len);
+        if at - from >= RECORDS_PIECE {
+            tables.push(piece(from, at));
+            from = at;
+        }
+    }
+    if at > from {
+        tables.push(piece(from, at));
+    }
+    tables
 }
 
 /// The [`EH_FRAME`] tables of an `.eh_frame` section at `off` in its file: its records up
-/// to the first it cannot walk, in tables of at least [`EH_FRAME_PIECE`] bytes; none if a
+/// to the first it cannot walk, in tables of at least [`RECORDS_PIECE`] bytes; none if a
 /// CIE says its FDEs' `pc_begin` is anything but PC-relative and 4 bytes (`R` 0x1B, what
 /// GCC and LLVM write on x86-64 and AArch64), or says nothing of it.
 fn eh_frame_tables(off: u64, section: &[u8]) -> Vec<Table> {
@@ -676,7 +914,7 @@ fn eh_frame_tables(off: u64, section: &[u8]) -> Vec<Table> {
             return Vec::new();
         }
         at = next;
-        if at - from >= EH_FRAME_PIECE {
+        if at - from >= RECORDS_PIECE {
             tables.push(Table {
                 start: off + from,
                 len: at - from,

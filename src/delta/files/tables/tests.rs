@@ -144,7 +144,7 @@ fn a_big_sections_records_come_in_tables_a_piece_can_hold() {
     assert!(frames.len() >= 3, "{frames:?}");
     for w in frames.windows(2) {
         assert_eq!(w[0].start + w[0].len, w[1].start);
-        assert!(w[0].len >= EH_FRAME_PIECE);
+        assert!(w[0].len >= RECORDS_PIECE);
     }
     // A piece from the middle of the second table holds the third whole, if it reaches.
     let (second, third) = (frames[1], frames[2]);
@@ -289,7 +289,7 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
         }
         Tables::read(&mut &ops[..], limit).unwrap_err().to_string()
     };
-    assert!(bad(&[1, 24, 48, 4], 100).contains("unknown kind of table 4"));
+    assert!(bad(&[1, 24, 48, 5], 100).contains("unknown kind of table 5"));
     // Records of any length; but tables still in order.
     let mut ops = Vec::new();
     for f in [2, 0, 10, EH_FRAME, 0, 7, EH_FRAME] {
@@ -304,20 +304,27 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
     assert!(bad(&[MAX_TABLES + 1], 100).contains("tables in a TABLES operation"));
 }
 
-/// Tables placed in `len` bytes from cuts (gap, entries, kind 1-3): sorted, not
-/// overlapping, each at least an entry after the one before, whole entries; records of
-/// `.eh_frame` are whatever the bytes say.
+/// Tables placed in `len` bytes from cuts (gap, entries, kind 1-4): sorted, not
+/// overlapping, each at least an entry after the one before, whole entries; records are
+/// whatever the bytes say (a table of `_func` records starts at a multiple of 8).
 fn tables_in(len: u64, cuts: &[(u64, u64, u64)]) -> Tables {
     let mut tables = Vec::new();
     let mut end = 0;
     for &(gap, entries, kind) in cuts {
         let entry = entry_size(kind).unwrap();
-        let start = end + gap.max(entry);
+        let mut start = end + gap.max(entry);
+        if kind == GO_FUNCS {
+            start = start.next_multiple_of(8);
+        }
         let n = entries.min(len.saturating_sub(start) / entry.max(1));
         if n == 0 {
             break;
         }
-        let table_len = if kind == EH_FRAME { n * 9 } else { n * entry };
+        let table_len = match kind {
+            EH_FRAME => n * 9,
+            GO_FUNCS => n * 60,
+            _ => n * entry,
+        };
         let table_len = table_len.min(len - start);
         tables.push(Table {
             start,
@@ -327,6 +334,28 @@ fn tables_in(len: u64, cuts: &[(u64, u64, u64)]) -> Tables {
         end = start + table_len;
     }
     Tables { tables }
+}
+
+/// `_func` records through `bytes` from its start, at multiples of 8: their counts of
+/// `pcdata` (0-5) and `funcdata` (0-7) set, some `pcdata` 0 or equal to the record's
+/// `pcsp`, the other bytes as they are.
+fn go_records_like(bytes: &mut [u8]) {
+    let mut at = 0;
+    while at + 44 <= bytes.len() {
+        let (pcdata, funcdata) = (bytes[at] as u32 % 6, bytes[at + 1] % 8);
+        bytes[at + 28..at + 32].copy_from_slice(&pcdata.to_le_bytes());
+        bytes[at + 43] = funcdata;
+        let pcsp: [u8; 4] = bytes[at + 16..at + 20].try_into().unwrap();
+        for i in 0..pcdata as usize {
+            let p = at + 44 + 4 * i;
+            match (bytes.get(p), bytes.len() >= p + 4) {
+                (Some(&b), true) if b % 3 == 0 => bytes[p..p + 4].copy_from_slice(&[0; 4]),
+                (Some(&b), true) if b % 3 == 1 => bytes[p..p + 4].copy_from_slice(&pcsp),
+                _ => {}
+            }
+        }
+        at = (at + 44 + 4 * (pcdata + funcdata as u32) as usize).next_multiple_of(8);
+    }
 }
 
 /// Record lengths through `bytes` as `.eh_frame` has them, small ones more often than not,
@@ -349,12 +378,14 @@ proptest! {
     #[test]
     fn whole_outputs_come_back(
         bytes in prop::collection::vec(any::<u8>(), 0..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..4), 0..6),
-        walkable in any::<bool>(),
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..5), 0..6),
+        walkable in 0u8..3,
     ) {
         let mut bytes = bytes;
-        if walkable {
-            records_like(&mut bytes);
+        match walkable {
+            1 => records_like(&mut bytes),
+            2 => go_records_like(&mut bytes),
+            _ => {}
         }
         let tables = tables_in(bytes.len() as u64, &cuts);
         let mut out = bytes.clone();
@@ -366,13 +397,15 @@ proptest! {
     #[test]
     fn a_patchs_new_bytes_come_back_wherever_its_runs_fall(
         bytes in prop::collection::vec(any::<u8>(), 1..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..4), 0..6),
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..5), 0..6),
         runs in prop::collection::vec((0u64..100, 0u64..100), 1..40),
-        walkable in any::<bool>(),
+        walkable in 0u8..3,
     ) {
         let mut bytes = bytes;
-        if walkable {
-            records_like(&mut bytes);
+        match walkable {
+            1 => records_like(&mut bytes),
+            2 => go_records_like(&mut bytes),
+            _ => {}
         }
         let len = bytes.len() as u64;
         let tables = tables_in(len, &cuts);
@@ -489,12 +522,59 @@ fn go_like(pie: bool, marked: bool, nfunc: u64) -> (Vec<u8>, u64) {
     out.extend_from_slice(&[0; 48]);
     out.extend_from_slice(&200u64.to_le_bytes()); // pclnOffset
     out.resize((header + 200) as usize, 0);
-    let (mut entry, mut func) = (0u32, (nfunc as u32 + 1) * 8);
-    for _ in 0..=nfunc {
-        out.extend_from_slice(&entry.to_le_bytes());
-        out.extend_from_slice(&func.to_le_bytes());
+    // The `_func` records after the table (Go 1.20 on), each at a multiple of 8.
+    let ftab = out.len();
+    let mut records = Vec::new();
+    let (mut entry, mut name, mut pcsp) = (0u32, 0u32, 4096u32);
+    for k in 0..nfunc as u32 {
+        let (pcdata, funcdata) = (next() as u32 % 4, next() as u8 % 5);
+        let mut r = Vec::new();
+        let args = next() as u32 % 64;
+        let cu = k / 50;
+        let line = 10 + k * 7 % 900;
+        for v in [
+            entry,
+            name,
+            args,
+            0,
+            pcsp,
+            pcsp + 40,
+            pcsp + 90,
+            pcdata,
+            cu,
+            line,
+        ] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        r.extend_from_slice(&[0, 0, 0, funcdata]);
+        for i in 0..pcdata {
+            // None, or after the function's other tables (one of them right at pcsp).
+            let v = [0, pcsp, pcsp + 120 + 30 * i][(next() % 3) as usize];
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        for _ in 0..funcdata {
+            r.extend_from_slice(&(next() as u32).to_le_bytes());
+        }
+        records.push(r);
         entry += 16 + next() as u32 % 500;
-        func += 40 + 4 * (next() as u32 % 6);
+        name += 8 + next() as u32 % 40;
+        pcsp += 150 + next() as u32 % 300;
+    }
+    let mut func = (nfunc as usize + 1) * 8;
+    let mut placed = Vec::new();
+    let mut entry = 0u32;
+    for r in &records {
+        out.extend_from_slice(&u32::from_le_bytes(r[..4].try_into().unwrap()).to_le_bytes());
+        out.extend_from_slice(&(func as u32).to_le_bytes());
+        entry = u32::from_le_bytes(r[..4].try_into().unwrap()) + 1;
+        placed.push(func);
+        func = (func + r.len()).next_multiple_of(8);
+    }
+    out.extend_from_slice(&entry.to_le_bytes());
+    out.extend_from_slice(&(func as u32).to_le_bytes());
+    for (r, at) in records.iter().zip(placed) {
+        out.resize(ftab + at, 0);
+        out.extend_from_slice(r);
     }
     out.extend((0..500).map(|_| next() as u8));
     let data = (data_at, out.len() as u64 - data_at);
@@ -516,14 +596,29 @@ fn go_programs_have_their_function_table_found() {
         let (file, ftab) = go_like(pie, true, 700);
         let tables = tables_of(&file);
         assert_eq!(
-            tables,
-            vec![Table {
+            tables[0],
+            Table {
                 start: ftab + 8,
                 len: 700 * 8,
                 kind: PAIRS32
-            }],
+            },
             "pie: {pie}"
         );
+        // The `_func` records from the first, after the table, to the end of the last.
+        let records = &tables[1..];
+        assert!(records.iter().all(|t| t.kind == GO_FUNCS), "{tables:?}");
+        assert_eq!(records[0].start, ftab + 701 * 8);
+        let last = u32::from_le_bytes(
+            file[(ftab + 700 * 8 - 4) as usize..][..4]
+                .try_into()
+                .unwrap(),
+        );
+        let r = (ftab + last as u64) as usize;
+        let size = 44
+            + 4 * (u32::from_le_bytes(file[r + 28..r + 32].try_into().unwrap())
+                + file[r + 43] as u32);
+        let end = records.last().map(|t| t.start + t.len).unwrap();
+        assert_eq!(end, r as u64 + size as u64);
         let t = Tables::of_piece(&tables, 0, file.len() as u64).unwrap();
         let mut rewritten = file.clone();
         t.to_differences(&mut rewritten);
@@ -535,6 +630,22 @@ fn go_programs_have_their_function_table_found() {
         };
         assert_eq!(table(&file), 700);
         assert!(table(&rewritten) <= 500 * 6, "{}", table(&rewritten));
+        // The records' fields as differences: far fewer distinct words.
+        let words = |b: &[u8]| {
+            let t = &records[0];
+            let mut w: Vec<&[u8]> = b[t.start as usize..(t.start + t.len) as usize]
+                .chunks(4)
+                .collect();
+            w.sort();
+            w.dedup();
+            w.len()
+        };
+        assert!(
+            words(&rewritten) * 2 < words(&file),
+            "{} {}",
+            words(&rewritten),
+            words(&file)
+        );
         t.to_values(&mut rewritten);
         assert!(rewritten == file);
     }
