@@ -879,8 +879,8 @@ fn go_func_tables(
     };
     for k in 0..nfunc as usize {
         // The entry's `_func` offset, from the table's start.
-        let said = le::<4>(&entries, 8 * k + 4).unwrap_or(u64::MAX);
-        if ftab + said != first + at {
+        let said = le::<4>(&entries, 8 * k + 4);
+        if said.and_then(|s| ftab.checked_add(s)) != Some(first + at) {
             break;
         }
         let Some((next, _)) = go_func(&records, &whole, at) else {
