@@ -292,39 +292,17 @@ impl Tables {
     pub fn to_differences(&self, bytes: &mut [u8]) -> usize {
         let mut rewritten = 0;
         for t in &self.tables {
-            if t.kind == EH_FRAME {
-                // Forward: each record's fields are read before they are written.
-                let (mut before, mut at) = (0u32, t.start);
-                while let Some((next, fde)) = record(bytes, t, at) {
-                    if let Some(q) = fde {
-                        let (id_at, pc_at) = (at as usize + 4, at as usize + 8);
-                        let fde = Fde::read(bytes, id_at, q);
-                        set_field(bytes, id_at, 4, fde.cie_pointer() as u64);
-                        set_field(bytes, pc_at, 4, fde.pc_begin(before) as u64);
-                        before = fde.function;
-                        rewritten += 2;
-                    }
-                    at = next;
-                }
-                continue;
-            }
-            if t.kind == GO_FUNCS {
-                // Forward, each record's fields read before they are written.
-                let (mut before, mut at) = ([0u32; 7], t.start);
-                while let Some((next, pcdata)) = go_func(bytes, t, at) {
-                    let f = GoFunc::read(bytes, at as usize, pcdata);
-                    for (p, v) in f.differences(&before) {
-                        set_field(bytes, p, 4, v as u64);
-                        rewritten += 1;
-                    }
-                    for p in f.pcdata() {
-                        let v = to_pcsp(field(bytes, p, 4) as u32, f.pcsp());
-                        set_field(bytes, p, 4, v as u64);
-                        rewritten += 1;
-                    }
-                    before = f.fields;
-                    at = next;
-                }
+            if matches!(t.kind, EH_FRAME | GO_FUNCS) {
+                // Records are read from a copy of the table as it is, and rewritten in
+                // place: a record's rewrite reads the one before as it was.
+                let end = ((t.start + t.len) as usize).min(bytes.len());
+                let from = (t.start as usize).min(end);
+                let table = bytes[from..end].to_vec();
+                let at_start = Table { start: 0, ..*t };
+                walked_differences(&table, &at_start, |p, v| {
+                    set_field(bytes, from + p, 4, v as u64);
+                    rewritten += 1;
+                });
                 continue;
             }
             let Some(l) = layout(t.kind) else { continue };
@@ -372,33 +350,8 @@ impl Tables {
             }
         };
         for t in &self.tables {
-            if t.kind == EH_FRAME {
-                let mut before = 0u32;
-                for (id_at, q) in fdes(output, t) {
-                    let fde = Fde::read(output, id_at as usize, q);
-                    write(id_at, 4, fde.cie_pointer() as u64);
-                    write(id_at + 4, 4, fde.pc_begin(before) as u64);
-                    before = fde.function;
-                }
-                continue;
-            }
-            if t.kind == GO_FUNCS {
-                let (mut before, mut at) = ([0u32; 7], t.start);
-                while let Some((next, pcdata)) = go_func(output, t, at) {
-                    let f = GoFunc::read(output, at as usize, pcdata);
-                    for (p, v) in f.differences(&before) {
-                        write(p as u64, 4, v as u64);
-                    }
-                    for p in f.pcdata() {
-                        write(
-                            p as u64,
-                            4,
-                            to_pcsp(field(output, p, 4) as u32, f.pcsp()) as u64,
-                        );
-                    }
-                    before = f.fields;
-                    at = next;
-                }
+            if matches!(t.kind, EH_FRAME | GO_FUNCS) {
+                walked_differences(output, t, |p, v| write(p as u64, 4, v as u64));
                 continue;
             }
             let Some(l) = layout(t.kind) else { continue };
@@ -461,7 +414,12 @@ impl Tables {
                         }
                         before[j] = v;
                     }
-                    let f = GoFunc::read(out, a, pcdata);
+                    // The record's fields as the file has them, all put back now.
+                    let f = GoFunc {
+                        at: a,
+                        fields: before,
+                        pcdata,
+                    };
                     for p in f.pcdata().filter(|&p| new(p)) {
                         let v = from_pcsp(field(out, p, 4) as u32, f.pcsp());
                         set_field(out, p, 4, v as u64);
@@ -478,6 +436,34 @@ impl Tables {
                 }
             }
         }
+    }
+}
+
+/// Calls `write` with each field that [`Tables::to_differences`] rewrites in table `t` of
+/// `b` (an [`EH_FRAME`] or [`GO_FUNCS`] table, as the file has it): where it is, and its
+/// value as written (4 bytes).
+fn walked_differences(b: &[u8], t: &Table, mut write: impl FnMut(usize, u32)) {
+    if t.kind == EH_FRAME {
+        let mut before = 0u32;
+        for (id_at, q) in fdes(b, t) {
+            let fde = Fde::read(b, id_at as usize, q);
+            write(id_at as usize, fde.cie_pointer());
+            write(id_at as usize + 4, fde.pc_begin(before));
+            before = fde.function;
+        }
+        return;
+    }
+    let (mut before, mut at) = ([0u32; 7], t.start);
+    while let Some((next, pcdata)) = go_func(b, t, at) {
+        let f = GoFunc::read(b, at as usize, pcdata);
+        for (p, v) in f.differences(&before) {
+            write(p, v);
+        }
+        for p in f.pcdata() {
+            write(p, to_pcsp(field(b, p, 4) as u32, f.pcsp()));
+        }
+        before = f.fields;
+        at = next;
     }
 }
 
@@ -559,9 +545,7 @@ fn go_func(b: &[u8], t: &Table, at: u64) -> Option<(u64, u32)> {
     if at + GO_FUNC_HEADER > end {
         return None;
     }
-    let pcdata = field(b, at as usize + 28, 4);
-    let funcdata = *b.get(at as usize + 43)? as u64;
-    let size = GO_FUNC_HEADER + 4 * (pcdata + funcdata);
+    let (size, pcdata) = go_func_size(b.get(at as usize..)?)?;
     if at + size > end {
         return None;
     }
@@ -569,6 +553,14 @@ fn go_func(b: &[u8], t: &Table, at: u64) -> Option<(u64, u32)> {
         t.start + (at - t.start + size).next_multiple_of(8),
         pcdata as u32,
     ))
+}
+
+/// The size of the `_func` record `record` starts with (its header, `pcdata` and
+/// `funcdata`) and its number of `pcdata`; `None` if its header is not all there.
+fn go_func_size(record: &[u8]) -> Option<(u64, u64)> {
+    let header = record.get(..GO_FUNC_HEADER as usize)?;
+    let (pcdata, funcdata) = (field(header, 28, 4), header[43] as u64);
+    Some((GO_FUNC_HEADER + 4 * (pcdata + funcdata), pcdata))
 }
 
 /// A `_func` record as the file has it: the fields of [`GO_FUNC_FIELDS`], and where its
@@ -769,11 +761,12 @@ fn elf_tables_found(len: u64, read: &impl Fn(u64, u64) -> Option<Vec<u8>>) -> Op
 
 /// Go's function table (the `ftab` of `runtime.pclntab`, Go 1.18 on) in the section of
 /// `size` bytes at `off`, found by its header's magic, as a [`PAIRS32`] table from its second
-/// entry, and (Go 1.20 on) the `_func` records after it ([`go_func_tables`]). The header (`runtime.pcHeader`): magic 0xFFFFFFF0 (Go 1.18, 1.19) or 0xFFFFFFF1
-/// (1.20 on), two zero bytes, the instruction size quantum (1, 2 or 4), the pointer size
-/// (8), then `nfunc` and seven more 8-byte words, the last `pclnOffset`: the table is at the
-/// header plus that, `nfunc + 1` entries of (function's offset, `_func`'s offset from the
-/// table), and the first `_func` follows it (which says it is the table).
+/// entry, and (Go 1.20 on) the `_func` records after it ([`go_func_tables`]). The header
+/// (`runtime.pcHeader`): magic 0xFFFFFFF0 (Go 1.18, 1.19) or 0xFFFFFFF1 (1.20 on), two zero
+/// bytes, the instruction size quantum (1, 2 or 4), the pointer size (8), then `nfunc` and
+/// seven more 8-byte words, the last `pclnOffset`: the table is at the header plus that,
+/// `nfunc + 1` entries of (function's offset, `_func`'s offset from the table), and the
+/// first `_func` follows it (which says it is the table).
 fn go_function_table(
     read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
     off: u64,
@@ -858,13 +851,9 @@ fn go_func_tables(
     };
     // Up to the end of the last record the table names (read no further).
     let last = ftab + le::<4>(&entries, 8 * nfunc as usize - 4).unwrap_or(0);
-    let last_len = read(last, GO_FUNC_HEADER).map_or(0, |h| {
-        let (pcdata, funcdata) = (
-            le::<4>(&h, 28).unwrap_or(0),
-            h.get(43).map_or(0, |&n| n as u64),
-        );
-        GO_FUNC_HEADER + 4 * (pcdata + funcdata)
-    });
+    let last_len = read(last, GO_FUNC_HEADER)
+        .and_then(|h| go_func_size(&h))
+        .map_or(0, |(size, _)| size);
     let len = (last + last_len)
         .min(end)
         .saturating_sub(first)
