@@ -756,6 +756,18 @@ pub fn files_seeds() -> Vec<(String, Vec<u8>, Vec<u8>)> {
                 &program_sample::linked_next(300, 5),
             ),
         ]),
+        // Go programs shipped whole: their function table, `_func` records and pc-value
+        // tables (TABLES kinds 1, 4 and 5).
+        layer(&[
+            (
+                "usr/bin/go-tool",
+                &program_sample::go_like(false, true, 300).0,
+            ),
+            (
+                "usr/bin/go-pie",
+                &program_sample::go_like(true, true, 500).0,
+            ),
+        ]),
     ]);
     let mut seeds = Vec::new();
     let (mut gzip, mut btf, mut zip, mut projected) = (0, 0, 0, 0);

@@ -62,9 +62,10 @@ pub const MAGIC: [u8; 8] = *b"\x89DDELTA\n";
 /// bytes of machine code with their calls made absolute (the `files` operation CALLS,
 /// likewise); version 11 new bytes of sorted tables with their fields as differences (the
 /// `files` operation TABLES, likewise); version 12 Go's `_func` records among those tables
-/// (TABLES kind 4, which a version 11 reader would refuse only deep in the payload).
-/// Packages of versions 1 to 11 are read as they are.
-pub const FORMAT_VERSION: u32 = 12;
+/// (TABLES kind 4, which a version 11 reader would refuse only deep in the payload);
+/// version 13 Go's pc-value tables reordered (TABLES kind 5, likewise). Packages of versions
+/// 1 to 12 are read as they are.
+pub const FORMAT_VERSION: u32 = 13;
 /// Size of the fixed binary prefix before the header.
 pub const PREFIX_LEN: u64 = 96;
 /// Largest header accepted (the header holds metadata only; blobs live in the payload).

@@ -476,7 +476,7 @@ fn run_ops(
                 )?);
                 if let Some(t) = table_fields {
                     t.check(len)?;
-                    t.to_values(&mut out[start..]);
+                    t.to_values(&mut out[start..])?;
                 }
                 if let Some(c) = rewrite {
                     c.check(len)?;
@@ -533,9 +533,9 @@ fn run_ops(
                 if let Some(t) = table_fields {
                     t.check(p.len)?;
                     if source_fields.is_some() {
-                        t.to_values(&mut out[start..]);
+                        t.to_values(&mut out[start..])?;
                     } else {
-                        t.to_values_in_output(&p.controls, &mut out[start..]);
+                        t.to_values_in_output(&p.controls, &mut out[start..])?;
                     }
                 }
                 if let Some(c) = rewrite {

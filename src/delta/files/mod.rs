@@ -100,7 +100,8 @@
 //!                                                     output (kind 1: pairs of 32-bit
 //!                                                     fields, 2: ELF64 Rela: whole entries
 //!                                                     from the second; 3: .eh_frame's
-//!                                                     records),
+//!                                                     records, 4: Go's _func records, 5: Go's
+//!                                                     pc-value tables),
 //!                                                     gaps from the end of the one before
 //! code    = varint(arch) varint(n) n*(varint(gap) varint(len))
 //!                                                     the source's code ranges (arch 1:

@@ -761,6 +761,51 @@ fn new_programs_ship_with_their_tables_as_differences() {
     assert_eq!(stats.patches_with_source_tables, 1, "{stats:?}");
 }
 
+/// Go programs shipped whole (a big one in pieces of chunks) have their pc-value tables
+/// rewritten, each table on its own, and come back byte for byte.
+#[test]
+fn go_programs_ship_with_their_pc_value_tables_rewritten() {
+    use super::refs::sample::go_like;
+    let old = build_tar(&[Member::File("etc/x".into(), vec![7; 5000])]);
+    let (big, _) = go_like(true, true, 80_000);
+    assert!(big.len() as u64 > CHUNK);
+    let (small, _) = go_like(false, true, 700);
+    let new = build_tar(&[
+        Member::File("bin/small".into(), small.clone()),
+        Member::File("bin/big".into(), big),
+    ]);
+    let stats = roundtrip(std::slice::from_ref(&old), &new);
+    assert!(stats.tables_as_differences >= 3, "{stats:?}");
+    // The small one's tables are not in the stream as they are, but rewritten.
+    let (_o, old_layer) = open(&old);
+    let (_n, new_layer) = open(&new);
+    let olds = [OldLayer {
+        data: LayerData::from_file(_o.path()).unwrap(),
+        index: old_layer.index.clone(),
+    }];
+    let mut stream = Vec::new();
+    encode(
+        &olds,
+        &new_layer,
+        &Digest::of(&new),
+        &mut stream,
+        [None, None],
+        &mut |_| Ok(()),
+        &|_, _| (),
+    )
+    .unwrap();
+    let found = super::tables::elf_tables(small.len() as u64, &[], |o, n| {
+        small.get(o as usize..(o + n) as usize).map(<[u8]>::to_vec)
+    });
+    let pctab = found
+        .iter()
+        .find(|t| t.kind == super::tables::GO_PCTAB)
+        .expect("pc-value tables found");
+    let tables = &small[pctab.start as usize..(pctab.start + pctab.len) as usize];
+    let some = &tables[tables.len() / 2..][..64];
+    assert!(!stream.windows(64).any(|w| w == some));
+}
+
 /// TABLES is refused where it names no operation it may rewrite, after a CALLS's place, or
 /// tables past that operation's output; a LIT it rightly precedes (after a CALLS too) comes
 /// back with its fields as they were.

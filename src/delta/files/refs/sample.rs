@@ -279,3 +279,140 @@ fn linked_build(functions: usize, seed: u64, next_build: bool) -> Vec<u8> {
     finish_elf(&mut out, 3, 62, &sections, names);
     out
 }
+
+/// A Go program's bones: a `.note.go.buildid` (unless `marked` is false), code, and
+/// `runtime.pclntab` with pc-value tables and a function table of `nfunc` functions, as its
+/// own `.gopclntab` or (`pie`) inside `.data.rel.ro` after other data, with a decoy magic
+/// before it. Returns the file and where the function table is.
+pub fn go_like(pie: bool, marked: bool, nfunc: u64) -> (Vec<u8>, u64) {
+    let mut next = xorshift(nfunc);
+    let mut out = vec![0u8; 64];
+    let note = (out.len() as u64, 16u64);
+    out.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, b'G', b'o', 0, 0]);
+    let text = (out.len() as u64, 4096u64);
+    out.extend((0..4096).map(|_| next() as u8));
+    let data_at = out.len() as u64;
+    if pie {
+        out.extend((0..3000).map(|_| next() as u8));
+        // A decoy: the magic, but a header whose table says nothing of _funcs.
+        out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
+        out.extend_from_slice(&nfunc.to_le_bytes());
+        out.extend_from_slice(&[0; 48]);
+        out.extend_from_slice(&72u64.to_le_bytes());
+        out.extend_from_slice(&[0; 64]);
+    }
+    let header = out.len() as u64;
+    // The pc-value tables right after the header, then padding, then the function table.
+    let pctab = pc_tables(3 * nfunc as usize, nfunc);
+    let pcln = (72 + pctab.len() as u64).next_multiple_of(8) + 8;
+    out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
+    out.extend_from_slice(&nfunc.to_le_bytes());
+    out.extend_from_slice(&[0; 40]);
+    out.extend_from_slice(&72u64.to_le_bytes()); // pctabOffset
+    out.extend_from_slice(&pcln.to_le_bytes()); // pclnOffset
+    out.extend_from_slice(&pctab);
+    out.resize((header + pcln) as usize, 0);
+    // The `_func` records after the table (Go 1.20 on), each at a multiple of 8.
+    let ftab = out.len();
+    let mut records = Vec::new();
+    let (mut entry, mut name, mut pcsp) = (0u32, 0u32, 4096u32);
+    for k in 0..nfunc as u32 {
+        let (pcdata, funcdata) = (next() as u32 % 4, next() as u8 % 5);
+        let mut r = Vec::new();
+        let args = next() as u32 % 64;
+        let cu = k / 50;
+        let line = 10 + k * 7 % 900;
+        for v in [
+            entry,
+            name,
+            args,
+            0,
+            pcsp,
+            pcsp + 40,
+            pcsp + 90,
+            pcdata,
+            cu,
+            line,
+        ] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        r.extend_from_slice(&[0, 0, 0, funcdata]);
+        for i in 0..pcdata {
+            // None, or after the function's other tables (one of them right at pcsp).
+            let v = [0, pcsp, pcsp + 120 + 30 * i][(next() % 3) as usize];
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        for _ in 0..funcdata {
+            r.extend_from_slice(&(next() as u32).to_le_bytes());
+        }
+        records.push(r);
+        entry += 16 + next() as u32 % 500;
+        name += 8 + next() as u32 % 40;
+        pcsp += 150 + next() as u32 % 300;
+    }
+    let mut func = (nfunc as usize + 1) * 8;
+    let mut placed = Vec::new();
+    let mut entry = 0u32;
+    for r in &records {
+        out.extend_from_slice(&u32::from_le_bytes(r[..4].try_into().unwrap()).to_le_bytes());
+        out.extend_from_slice(&(func as u32).to_le_bytes());
+        entry = u32::from_le_bytes(r[..4].try_into().unwrap()) + 1;
+        placed.push(func);
+        func = (func + r.len()).next_multiple_of(8);
+    }
+    out.extend_from_slice(&entry.to_le_bytes());
+    out.extend_from_slice(&(func as u32).to_le_bytes());
+    for (r, at) in records.iter().zip(placed) {
+        out.resize(ftab + at, 0);
+        out.extend_from_slice(r);
+    }
+    out.extend((0..500).map(|_| next() as u8));
+    let data = (data_at, out.len() as u64 - data_at);
+    let names = b"\0.note.go.buildid\0.text\0.gopclntab\0.data.rel.ro\0.other\0";
+    let note_name = if marked { 1 } else { 48 };
+    let data_name = if pie { 35 } else { 24 };
+    let sections = [
+        (note_name, 7, 2, note, 0),
+        (18, 1, 6, text, 0),
+        (data_name, 1, 2, data, 0),
+    ];
+    finish_elf(&mut out, if pie { 3 } else { 2 }, 62, &sections, names);
+    (out, header + pcln)
+}
+
+/// Pc-value tables as a Go linker writes them: a zero byte, then `n` tables of one to
+/// twelve pairs (a zigzag change of value, 0 only as a table's first; a step of pc) and a
+/// 0, one table in five the same as one before it.
+pub fn pc_tables(n: usize, seed: u64) -> Vec<u8> {
+    let mut next = xorshift(seed);
+    let mut tables: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..n {
+        if !tables.is_empty() && next() % 5 == 0 {
+            let again = tables[(next() % tables.len() as u64) as usize].clone();
+            tables.push(again);
+            continue;
+        }
+        let mut t = Vec::new();
+        for k in 0..1 + next() % 12 {
+            let change = if k == 0 {
+                next() % 40
+            } else {
+                1 + next() % 300
+            };
+            leb128(&mut t, change);
+            leb128(&mut t, 1 + next() % 400);
+        }
+        t.push(0);
+        tables.push(t);
+    }
+    std::iter::once(vec![0]).chain(tables).flatten().collect()
+}
+
+/// Appends `v` as an unsigned LEB128 varint.
+fn leb128(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}

@@ -1,5 +1,5 @@
 use super::*;
-use crate::delta::files::refs::sample::{finish_elf, linked};
+use crate::delta::files::refs::sample::{go_like, linked, pc_tables};
 use proptest::prelude::*;
 
 fn read_all(file: &[u8]) -> impl Fn(u64, u64) -> Option<Vec<u8>> + '_ {
@@ -97,7 +97,7 @@ fn relocations_and_the_unwind_index_become_few_strings() {
         &1u32.to_le_bytes()
     );
     let mut back = rewritten;
-    tables.to_values(&mut back);
+    tables.to_values(&mut back).unwrap();
     assert_eq!(back, file);
 }
 
@@ -203,7 +203,7 @@ fn this_test_program_compresses_smaller_with_its_tables_as_differences() {
         "tables of {} bytes: {before} -> {after} compressed",
         span(&exe).len()
     );
-    tables.to_values(&mut rewritten);
+    tables.to_values(&mut rewritten).unwrap();
     assert!(rewritten == exe);
 }
 
@@ -289,14 +289,15 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
         }
         Tables::read(&mut &ops[..], limit).unwrap_err().to_string()
     };
-    assert!(bad(&[1, 24, 48, 5], 100).contains("unknown kind of table 5"));
-    // Records of any length; but tables still in order.
+    assert!(bad(&[1, 24, 48, 6], 100).contains("unknown kind of table 6"));
+    // Records and pc-value tables of any length; but tables still in order.
     let mut ops = Vec::new();
-    for f in [2, 0, 10, EH_FRAME, 0, 7, EH_FRAME] {
+    for f in [3, 0, 10, EH_FRAME, 0, 7, EH_FRAME, 1, 5, GO_PCTAB] {
         put(&mut ops, f);
     }
     let t = Tables::read(&mut &ops[..], 100).unwrap();
     assert_eq!((t.tables[1].start, t.tables[1].len), (10, 7));
+    assert_eq!((t.tables[2].start, t.tables[2].len), (18, 5));
     assert!(bad(&[1, 16, 48, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 40, RELA64], 100).contains("not whole entries after one"));
     assert!(bad(&[1, 24, 48, RELA64], 71).contains("beyond the output"));
@@ -304,10 +305,12 @@ fn operations_fields_round_trip_and_bad_ones_are_refused() {
     assert!(bad(&[MAX_TABLES + 1], 100).contains("tables in a TABLES operation"));
 }
 
-/// Tables placed in `len` bytes from cuts (gap, entries, kind 1-4): sorted, not
-/// overlapping, each at least an entry after the one before, whole entries; records are
-/// whatever the bytes say (a table of `_func` records starts at a multiple of 8).
-fn tables_in(len: u64, cuts: &[(u64, u64, u64)]) -> Tables {
+/// Tables placed in `bytes` from cuts (gap, entries, kind 1-5): sorted, not overlapping,
+/// each at least an entry after the one before, whole entries; records are whatever the
+/// bytes say (a table of `_func` records starts at a multiple of 8); pc-value tables end
+/// where the last table that ends in them does (none if none does).
+fn tables_in(bytes: &[u8], cuts: &[(u64, u64, u64)]) -> Tables {
+    let len = bytes.len() as u64;
     let mut tables = Vec::new();
     let mut end = 0;
     for &(gap, entries, kind) in cuts {
@@ -323,9 +326,21 @@ fn tables_in(len: u64, cuts: &[(u64, u64, u64)]) -> Tables {
         let table_len = match kind {
             EH_FRAME => n * 9,
             GO_FUNCS => n * 60,
+            GO_PCTAB => n * 20,
             _ => n * entry,
         };
-        let table_len = table_len.min(len - start);
+        let mut table_len = table_len.min(len - start);
+        if kind == GO_PCTAB {
+            let b = &bytes[start as usize..(start + table_len) as usize];
+            let mut at = 0;
+            while let Some(end) = pc_table_end(b, at) {
+                at = end;
+            }
+            if at == 0 {
+                continue;
+            }
+            table_len = at as u64;
+        }
         tables.push(Table {
             start,
             len: table_len,
@@ -374,41 +389,148 @@ fn records_like(bytes: &mut [u8]) {
     }
 }
 
+/// Go's pc-value tables through `bytes` from its start, as its bytes say: pairs of varints
+/// of one or two bytes (a change of value, 0 now and then as a table's first, then a step
+/// of pc), ended by a 0 after one to eight pairs.
+fn pc_tables_like(bytes: &mut [u8]) {
+    let (mut at, mut pairs) = (0, 0);
+    while at < bytes.len() {
+        let seed = bytes[at];
+        let end = if pairs > 0 && seed % 9 < 2 {
+            bytes[at] = 0;
+            pairs = 0;
+            at + 1
+        } else {
+            // The change (not 0 after the first pair), then the step.
+            if pairs > 0 && bytes[at] & 0x7F == 0 {
+                bytes[at] |= 1;
+            }
+            let mut at = at;
+            for two in [seed % 3 == 0, seed % 5 == 0] {
+                if two && at + 1 < bytes.len() {
+                    bytes[at] |= 0x80;
+                    bytes[at + 1] &= 0x7F;
+                    at += 2;
+                } else if at < bytes.len() {
+                    bytes[at] &= 0x7F;
+                    at += 1;
+                }
+            }
+            pairs += 1;
+            at
+        };
+        at = end;
+    }
+}
+
+#[test]
+fn pc_value_tables_are_rewritten_each_on_its_own_and_come_back() {
+    let b = pc_tables(400, 7);
+    let tables = &b[1..];
+    let split = pctab_split(tables);
+    assert_eq!(split.len(), tables.len());
+    assert_ne!(split, tables);
+    assert_eq!(pctab_join(&split).as_deref(), Some(tables));
+    // Each table rewritten where it is: the first table's changes of value first.
+    let first = pc_table_end(tables, 0).unwrap();
+    assert_eq!(pctab_split(&tables[..first])[..], split[..first]);
+    let mut changes = Vec::new();
+    let (mut walk, mut at) = (PcWalk::START, 0);
+    while at < first {
+        let end = varint_end(tables, at);
+        if walk != PcWalk::Step {
+            changes.extend_from_slice(&tables[at..end]);
+        }
+        walk = walk.after(&tables[at..end]);
+        at = end;
+    }
+    assert_eq!(split[..changes.len()], changes[..]);
+    // Bytes after the last table that ends stay as they are, and a reader refuses a
+    // rewritten piece cut short.
+    let cut = &tables[..tables.len() - 3];
+    let last = {
+        let mut at = 0;
+        while let Some(end) = pc_table_end(cut, at) {
+            at = end;
+        }
+        at
+    };
+    assert_eq!(pctab_split(cut)[last..], cut[last..]);
+    assert_eq!(pctab_join(&split[..split.len() - 1]), None);
+    assert_eq!(pctab_join(&[0x80]), None);
+    assert_eq!(pctab_join(&[]).as_deref(), Some(&[][..]));
+    // A reader names what it refuses.
+    let t = Tables {
+        tables: vec![Table {
+            start: 1,
+            len: 3,
+            kind: GO_PCTAB,
+        }],
+    };
+    let err = t
+        .to_values(&mut [7, 5, 0x81, 0x81])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pc-value tables at 1 (3 bytes)"), "{err}");
+}
+
 proptest! {
+    #[test]
+    fn pc_value_tables_come_back_and_any_bytes_are_no_trouble(
+        bytes in prop::collection::vec(any::<u8>(), 0..2000),
+        like in any::<bool>(),
+    ) {
+        let mut bytes = bytes;
+        if like {
+            pc_tables_like(&mut bytes);
+        }
+        let mut end = 0;
+        while let Some(e) = pc_table_end(&bytes, end) {
+            end = e;
+        }
+        let split = pctab_split(&bytes[..end]);
+        let joined = pctab_join(&split);
+        prop_assert_eq!(joined.as_deref(), Some(&bytes[..end]));
+        // Whatever a hostile package holds: an answer, never a panic.
+        let _ = pctab_join(&bytes);
+    }
+
     #[test]
     fn whole_outputs_come_back(
         bytes in prop::collection::vec(any::<u8>(), 0..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..5), 0..6),
-        walkable in 0u8..3,
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..6), 0..6),
+        walkable in 0u8..4,
     ) {
         let mut bytes = bytes;
         match walkable {
             1 => records_like(&mut bytes),
             2 => go_records_like(&mut bytes),
+            3 => pc_tables_like(&mut bytes),
             _ => {}
         }
-        let tables = tables_in(bytes.len() as u64, &cuts);
+        let tables = tables_in(&bytes, &cuts);
         let mut out = bytes.clone();
         tables.to_differences(&mut out);
-        tables.to_values(&mut out);
+        tables.to_values(&mut out).unwrap();
         prop_assert_eq!(out, bytes);
     }
 
     #[test]
     fn a_patchs_new_bytes_come_back_wherever_its_runs_fall(
         bytes in prop::collection::vec(any::<u8>(), 1..3000),
-        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..5), 0..6),
+        cuts in prop::collection::vec((0u64..200, 0u64..40, 1u64..6), 0..6),
         runs in prop::collection::vec((0u64..100, 0u64..100), 1..40),
-        walkable in 0u8..3,
+        walkable in 0u8..4,
     ) {
         let mut bytes = bytes;
         match walkable {
             1 => records_like(&mut bytes),
             2 => go_records_like(&mut bytes),
+            3 => pc_tables_like(&mut bytes),
             _ => {}
         }
         let len = bytes.len() as u64;
-        let tables = tables_in(len, &cuts);
+        let tables = tables_in(&bytes, &cuts);
         // Controls over the output: `add` bytes the patch makes from its source (here
         // already as the new file has them), then `copy` new bytes from extra.
         let mut controls = Vec::new();
@@ -437,7 +559,7 @@ proptest! {
             at += n;
             taken += n;
         }
-        tables.to_values_in_output(&controls, &mut out);
+        tables.to_values_in_output(&controls, &mut out).unwrap();
         prop_assert_eq!(out, bytes);
     }
 
@@ -458,7 +580,7 @@ proptest! {
                 prop_assert!(t.check(len).is_ok());
                 let mut out = piece.to_vec();
                 t.to_differences(&mut out);
-                t.to_values(&mut out);
+                t.to_values(&mut out).unwrap();
                 prop_assert_eq!(&out[..], piece);
             }
             start += len;
@@ -489,105 +611,10 @@ proptest! {
         if let Some(t) = Tables::of_piece(&found, 0, file.len() as u64) {
             let mut out = file.clone();
             t.to_differences(&mut out);
-            t.to_values(&mut out);
+            t.to_values(&mut out).unwrap();
             prop_assert_eq!(out, file);
         }
     }
-}
-
-/// A Go program's bones: a `.note.go.buildid` (unless `marked` is false), code, and
-/// `runtime.pclntab` with a function table of `nfunc` functions, as its own `.gopclntab` or
-/// (`pie`) inside `.data.rel.ro` after other data, with a decoy magic before it. Returns
-/// the file and where the function table is.
-fn go_like(pie: bool, marked: bool, nfunc: u64) -> (Vec<u8>, u64) {
-    let mut next = crate::delta::files::refs::sample::xorshift(nfunc);
-    let mut out = vec![0u8; 64];
-    let note = (out.len() as u64, 16u64);
-    out.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, b'G', b'o', 0, 0]);
-    let text = (out.len() as u64, 4096u64);
-    out.extend((0..4096).map(|_| next() as u8));
-    let data_at = out.len() as u64;
-    if pie {
-        out.extend((0..3000).map(|_| next() as u8));
-        // A decoy: the magic, but a header whose table says nothing of _funcs.
-        out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
-        out.extend_from_slice(&nfunc.to_le_bytes());
-        out.extend_from_slice(&[0; 48]);
-        out.extend_from_slice(&72u64.to_le_bytes());
-        out.extend_from_slice(&[0; 64]);
-    }
-    let header = out.len() as u64;
-    out.extend_from_slice(&[0xF1, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8]);
-    out.extend_from_slice(&nfunc.to_le_bytes());
-    out.extend_from_slice(&[0; 48]);
-    out.extend_from_slice(&200u64.to_le_bytes()); // pclnOffset
-    out.resize((header + 200) as usize, 0);
-    // The `_func` records after the table (Go 1.20 on), each at a multiple of 8.
-    let ftab = out.len();
-    let mut records = Vec::new();
-    let (mut entry, mut name, mut pcsp) = (0u32, 0u32, 4096u32);
-    for k in 0..nfunc as u32 {
-        let (pcdata, funcdata) = (next() as u32 % 4, next() as u8 % 5);
-        let mut r = Vec::new();
-        let args = next() as u32 % 64;
-        let cu = k / 50;
-        let line = 10 + k * 7 % 900;
-        for v in [
-            entry,
-            name,
-            args,
-            0,
-            pcsp,
-            pcsp + 40,
-            pcsp + 90,
-            pcdata,
-            cu,
-            line,
-        ] {
-            r.extend_from_slice(&v.to_le_bytes());
-        }
-        r.extend_from_slice(&[0, 0, 0, funcdata]);
-        for i in 0..pcdata {
-            // None, or after the function's other tables (one of them right at pcsp).
-            let v = [0, pcsp, pcsp + 120 + 30 * i][(next() % 3) as usize];
-            r.extend_from_slice(&v.to_le_bytes());
-        }
-        for _ in 0..funcdata {
-            r.extend_from_slice(&(next() as u32).to_le_bytes());
-        }
-        records.push(r);
-        entry += 16 + next() as u32 % 500;
-        name += 8 + next() as u32 % 40;
-        pcsp += 150 + next() as u32 % 300;
-    }
-    let mut func = (nfunc as usize + 1) * 8;
-    let mut placed = Vec::new();
-    let mut entry = 0u32;
-    for r in &records {
-        out.extend_from_slice(&u32::from_le_bytes(r[..4].try_into().unwrap()).to_le_bytes());
-        out.extend_from_slice(&(func as u32).to_le_bytes());
-        entry = u32::from_le_bytes(r[..4].try_into().unwrap()) + 1;
-        placed.push(func);
-        func = (func + r.len()).next_multiple_of(8);
-    }
-    out.extend_from_slice(&entry.to_le_bytes());
-    out.extend_from_slice(&(func as u32).to_le_bytes());
-    for (r, at) in records.iter().zip(placed) {
-        out.resize(ftab + at, 0);
-        out.extend_from_slice(r);
-    }
-    out.extend((0..500).map(|_| next() as u8));
-    let data = (data_at, out.len() as u64 - data_at);
-    let names = b"\0.note.go.buildid\0.text\0.gopclntab\0.data.rel.ro\0.other\0";
-    let note_name = if marked { 1 } else { 48 };
-    let data_name = if pie { 35 } else { 24 };
-    let sections = [
-        (note_name, 7, 2, note, 0),
-        (18, 1, 6, text, 0),
-        (data_name, 1, 2, data, 0),
-    ];
-    finish_elf(&mut out, if pie { 3 } else { 2 }, 62, &sections, names);
-    (out, header + 200)
 }
 
 #[test]
@@ -595,8 +622,22 @@ fn go_programs_have_their_function_table_found() {
     for pie in [false, true] {
         let (file, ftab) = go_like(pie, true, 700);
         let tables = tables_of(&file);
+        // The pc-value tables, from the byte after the header's 72 and the zero byte the
+        // linker writes first, to the end of the last, in pieces of at least 16 KiB.
+        let k = tables.iter().position(|t| t.kind != GO_PCTAB).unwrap();
+        let (pctab, rest) = tables.split_at(k);
+        assert!(pctab.len() >= 2, "{pctab:?}");
+        let pctab_at = pctab[0].start - 73;
+        assert_eq!(&file[pctab_at as usize..][..4], &[0xF1, 0xFF, 0xFF, 0xFF]);
+        for w in pctab.windows(2) {
+            assert_eq!(w[0].start + w[0].len, w[1].start);
+            assert!(w[0].len >= PCTAB_PIECE);
+        }
+        let pctab_end = pctab.last().map(|t| t.start + t.len).unwrap() as usize;
+        assert_eq!(file[pctab_end - 1], 0);
+        assert!(file[pctab_end..ftab as usize].iter().all(|&b| b == 0));
         assert_eq!(
-            tables[0],
+            rest[0],
             Table {
                 start: ftab + 8,
                 len: 700 * 8,
@@ -605,7 +646,7 @@ fn go_programs_have_their_function_table_found() {
             "pie: {pie}"
         );
         // The `_func` records from the first, after the table, to the end of the last.
-        let records = &tables[1..];
+        let records = &rest[1..];
         assert!(records.iter().all(|t| t.kind == GO_FUNCS), "{tables:?}");
         assert_eq!(records[0].start, ftab + 701 * 8);
         let last = u32::from_le_bytes(
@@ -629,6 +670,11 @@ fn go_programs_have_their_function_table_found() {
             e.len()
         };
         assert_eq!(table(&file), 700);
+        // One operation names the pc-value tables that meet as one, rewritten.
+        assert_eq!(t.tables.iter().filter(|t| t.kind == GO_PCTAB).count(), 1);
+        let pcs = pctab[0].start as usize..pctab_end;
+        assert_ne!(rewritten[pcs.clone()], file[pcs.clone()]);
+        assert_eq!(rewritten[pcs.clone()], pctab_split(&file[pcs])[..]);
         assert!(table(&rewritten) <= 500 * 6, "{}", table(&rewritten));
         // The records' fields as differences: far fewer distinct words.
         let words = |b: &[u8]| {
@@ -646,7 +692,7 @@ fn go_programs_have_their_function_table_found() {
             words(&rewritten),
             words(&file)
         );
-        t.to_values(&mut rewritten);
+        t.to_values(&mut rewritten).unwrap();
         assert!(rewritten == file);
     }
     // Not a Go program: its data is not searched.
