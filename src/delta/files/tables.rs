@@ -796,16 +796,16 @@ fn pctab_join(b: &[u8]) -> Option<Vec<u8>> {
         // there are changes before it.
         let (changes, mut first, mut pairs) = (at, true, 0);
         let terminator = loop {
-            let (here, mut zero) = (at, true);
-            loop {
-                let c = *b.get(at)?;
-                at += 1;
-                zero &= c & 0x7F == 0;
-                if c < 0x80 {
-                    break;
-                }
+            let here = at;
+            if here >= b.len() {
+                return None;
             }
-            if zero && !first {
+            at = varint_end(b, here);
+            if b[at - 1] >= 0x80 {
+                return None;
+            }
+            let walk = PcWalk::Value { first };
+            if walk.after(&b[here..at]) == PcWalk::START {
                 break here;
             }
             (first, pairs) = (false, pairs + 1);
@@ -1050,23 +1050,8 @@ fn go_pctab_tables(
     let Some(b) = read(from, (pcln - pctab - 1).min(MAX_PCTAB)) else {
         return Vec::new();
     };
-    let piece = |start: usize, end: usize| Table {
-        start: from + start as u64,
-        len: (end - start) as u64,
-        kind: GO_PCTAB,
-    };
-    let (mut tables, mut start, mut at) = (Vec::new(), 0, 0);
-    while let Some(end) = pc_table_end(&b, at) {
-        at = end;
-        if (at - start) as u64 >= PCTAB_PIECE {
-            tables.push(piece(start, at));
-            start = at;
-        }
-    }
-    if at > start {
-        tables.push(piece(start, at));
-    }
-    tables
+    let ends = std::iter::successors(pc_table_end(&b, 0), |&at| pc_table_end(&b, at));
+    cut_into_pieces(from, ends.map(|end| end as u64), PCTAB_PIECE, GO_PCTAB)
 }
 
 /// The `_func` records (Go 1.20 on) after the function table of `nfunc` entries at `ftab`,
@@ -1107,31 +1092,18 @@ fn go_func_tables(
         len,
         kind: GO_FUNCS,
     };
-    let (mut tables, mut from, mut at) = (Vec::new(), 0u64, 0u64);
-    let piece = |from: u64, to: u64| Table {
-        start: first + from,
-        len: to - from,
-        kind: GO_FUNCS,
-    };
-    for k in 0..nfunc as usize {
+    let (mut k, mut at) = (0, 0u64);
+    let ends = std::iter::from_fn(|| {
         // The entry's `_func` offset, from the table's start.
-        let said = le::<4>(&entries, 8 * k + 4);
+        let said = le::<4>(&entries, 8 * k + 4).filter(|_| k < nfunc as usize);
         if said.and_then(|s| ftab.checked_add(s)) != Some(first + at) {
-            break;
+            return None;
         }
-        let Some((next, _)) = go_func(&records, &whole, at) else {
-            break;
-        };
-        at = next.min(len);
-        if at - from >= RECORDS_PIECE {
-            tables.push(piece(from, at));
-            from = at;
-        }
-    }
-    if at > from {
-        tables.push(piece(from, at));
-    }
-    tables
+        let (next, _) = go_func(&records, &whole, at)?;
+        (k, at) = (k + 1, next.min(len));
+        Some(at)
+    });
+    cut_into_pieces(first, ends, RECORDS_PIECE, GO_FUNCS)
 }
 
 /// The [`EH_FRAME`] tables of an `.eh_frame` section at `off` in its file: its records up
@@ -1144,27 +1116,50 @@ fn eh_frame_tables(off: u64, section: &[u8]) -> Vec<Table> {
         len: section.len() as u64,
         kind: EH_FRAME,
     };
-    let (mut tables, mut from, mut at) = (Vec::new(), 0u64, 0u64);
-    while let Some((next, fde)) = record(section, &whole, at) {
+    let (mut at, mut encodings_ok) = (0u64, true);
+    let ends = std::iter::from_fn(|| {
+        let (next, fde) = record(section, &whole, at)?;
         if fde.is_none() && cie_encoding(&section[at as usize..next as usize]) != Some(0x1B) {
-            return Vec::new();
+            encodings_ok = false;
+            return None;
         }
         at = next;
-        if at - from >= RECORDS_PIECE {
-            tables.push(Table {
-                start: off + from,
-                len: at - from,
-                kind: EH_FRAME,
-            });
+        Some(at)
+    });
+    let tables = cut_into_pieces(off, ends, RECORDS_PIECE, EH_FRAME);
+    if encodings_ok {
+        tables
+    } else {
+        Vec::new()
+    }
+}
+
+/// Tables of `kind` from `base`, up to the last of `ends` (where a table may end, as
+/// offsets from `base`, in order), each ending at the first of them at least `min` bytes
+/// past where it starts (the last one shorter).
+fn cut_into_pieces(
+    base: u64,
+    ends: impl IntoIterator<Item = u64>,
+    min: u64,
+    kind: u64,
+) -> Vec<Table> {
+    let (mut tables, mut from, mut at) = (Vec::new(), 0, 0);
+    let mut piece = |from: u64, to: u64| {
+        tables.push(Table {
+            start: base + from,
+            len: to - from,
+            kind,
+        })
+    };
+    for end in ends {
+        at = end;
+        if at - from >= min {
+            piece(from, at);
             from = at;
         }
     }
     if at > from {
-        tables.push(Table {
-            start: off + from,
-            len: at - from,
-            kind: EH_FRAME,
-        });
+        piece(from, at);
     }
     tables
 }

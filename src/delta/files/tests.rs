@@ -777,23 +777,7 @@ fn go_programs_ship_with_their_pc_value_tables_rewritten() {
     let stats = roundtrip(std::slice::from_ref(&old), &new);
     assert!(stats.tables_as_differences >= 3, "{stats:?}");
     // The small one's tables are not in the stream as they are, but rewritten.
-    let (_o, old_layer) = open(&old);
-    let (_n, new_layer) = open(&new);
-    let olds = [OldLayer {
-        data: LayerData::from_file(_o.path()).unwrap(),
-        index: old_layer.index.clone(),
-    }];
-    let mut stream = Vec::new();
-    encode(
-        &olds,
-        &new_layer,
-        &Digest::of(&new),
-        &mut stream,
-        [None, None],
-        &mut |_| Ok(()),
-        &|_, _| (),
-    )
-    .unwrap();
+    let (_of, _old, stream) = encode_against(&old, &new);
     let found = super::tables::elf_tables(small.len() as u64, &[], |o, n| {
         small.get(o as usize..(o + n) as usize).map(<[u8]>::to_vec)
     });
