@@ -42,7 +42,7 @@ use crate::transport::Limits;
 
 mod lanes;
 mod memory;
-use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane};
+use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane, NEW_BYTES_LONG_MATCHES};
 pub use memory::LANE_MEMORY;
 use memory::{zstd_window, Counted, Gate, LaneHold, LaneMemory, MAX_XZ_DICTIONARY};
 
@@ -1237,7 +1237,7 @@ impl PackageWriter {
             level: 6,
             settings: LaneSettings {
                 zstd: (0, 0, 0),
-                zstd_tables: None,
+                zstd_ldm: None,
                 xz_dict: 12 << 20,
                 xz_extreme: true,
             },
@@ -1272,7 +1272,7 @@ impl PackageWriter {
                 self.compression,
                 LaneSettings {
                     zstd: (crate::threads::threads() as u32, 27, 7),
-                    zstd_tables: None,
+                    zstd_ldm: None,
                     xz_dict: 8 << 20,
                     xz_extreme: false,
                 },
@@ -1297,11 +1297,13 @@ impl PackageWriter {
             // from 16 to 8 MiB for it (see `PackageWriter::new`), so that create stays
             // under 512 MiB where the new bytes fill the window beside large patch
             // searches (the ml pair: 475 MiB).
+            // Its long-distance matcher looks for shorter matches than the level's own
+            // (see `NEW_BYTES_LONG_MATCHES`).
             LANE_NEW_BYTES => (
                 self.new_bytes_compression,
                 LaneSettings {
                     zstd: (0, 28, 9),
-                    zstd_tables: None,
+                    zstd_ldm: Some(NEW_BYTES_LONG_MATCHES),
                     xz_dict: 16 << 20,
                     xz_extreme: false,
                 },
@@ -1313,7 +1315,7 @@ impl PackageWriter {
                 self.compression,
                 LaneSettings {
                     zstd: (0, 24, 9),
-                    zstd_tables: None,
+                    zstd_ldm: None,
                     xz_dict: 4 << 20,
                     xz_extreme: false,
                 },

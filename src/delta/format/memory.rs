@@ -212,10 +212,10 @@ fn xz_memory(level: u32, settings: &LaneSettings) -> u64 {
 
 /// zstd's encoder at `level` (on `settings.zstd`'s workers and window, with long-distance
 /// matching, as `lanes::zstd_encoder` makes it): the level's match-finder tables (4 bytes an
-/// entry; one set a worker), the long-distance matcher's table (8 bytes an entry, one
-/// entry every 2^4 to 2^7 bytes of the window by strategy), and the window, which fills as
-/// bytes come; with workers, two 16 MiB jobs each and the round buffer's slack too.
-/// Measured here for lane 1 (zstd 18, a 256 MiB window, no workers): 116 MiB plus what the
+/// entry; one set a worker), the long-distance matcher's table (8 bytes an entry: 2^hash
+/// log of `settings.zstd_ldm`, else one entry every 2^4 to 2^7 bytes of the window by
+/// strategy), and the window, which fills as bytes come; with workers, two 16 MiB jobs
+/// each and the round buffer's slack too. Measured here for lane 1 (zstd 18, a 256 MiB window, no workers): 116 MiB plus what the
 /// window holds.
 fn zstd_memory(level: i32, settings: &LaneSettings, fed: u64) -> u64 {
     // (chain log, hash log, strategy) of zstd's levels 1-22 for inputs over 256 KiB.
@@ -246,9 +246,12 @@ fn zstd_memory(level: i32, settings: &LaneSettings, fed: u64) -> u64 {
     let (workers, window_log, _) = settings.zstd;
     let i = (level.clamp(1, 22) - 1) as usize;
     let (chain, hash, strategy) = LEVELS[i];
-    let (chain, hash) = settings.zstd_tables.unwrap_or((chain, hash));
     let tables = (4u64 << chain) + (4u64 << hash);
-    let ldm = 8u64 << window_log.saturating_sub(7 - strategy / 3).max(6);
+    let ldm_hash_log = match settings.zstd_ldm {
+        Some(ldm) => ldm.hash_log,
+        None => window_log.saturating_sub(7 - strategy / 3).max(6),
+    };
+    let ldm = 8u64 << ldm_hash_log;
     let window = 1u64 << window_log;
     let job = u64::from(ZSTD_JOB_SIZE);
     let workers = u64::from(workers);
@@ -340,7 +343,7 @@ mod tests {
     fn xz(dict: u32) -> LaneSettings {
         LaneSettings {
             zstd: (0, 0, 0),
-            zstd_tables: None,
+            zstd_ldm: None,
             xz_dict: dict << 20,
             xz_extreme: false,
         }
