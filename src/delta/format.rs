@@ -42,7 +42,7 @@ use crate::transport::Limits;
 
 mod lanes;
 mod memory;
-use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane, NEW_BYTES_LONG_MATCHES};
+use lanes::{LaneSettings, LaneWriter, PayloadEncoder, SmallLane};
 pub use memory::LANE_MEMORY;
 use memory::{zstd_window, Counted, Gate, LaneHold, LaneMemory, MAX_XZ_DICTIONARY};
 
@@ -1297,13 +1297,13 @@ impl PackageWriter {
             // from 16 to 8 MiB for it (see `PackageWriter::new`), so that create stays
             // under 512 MiB where the new bytes fill the window beside large patch
             // searches (the ml pair: 475 MiB).
-            // Its long-distance matcher looks for shorter matches than the level's own
-            // (see `NEW_BYTES_LONG_MATCHES`).
+            // From level 16 on, its long-distance matcher looks for shorter matches than
+            // the level's own (see `lanes::new_bytes_long_matches`).
             LANE_NEW_BYTES => (
                 self.new_bytes_compression,
                 LaneSettings {
                     zstd: (0, 28, 9),
-                    zstd_ldm: Some(NEW_BYTES_LONG_MATCHES),
+                    zstd_ldm: lanes::new_bytes_long_matches(self.new_bytes_compression.level),
                     xz_dict: 16 << 20,
                     xz_extreme: false,
                 },
