@@ -41,7 +41,8 @@ pub(super) struct LaneSettings {
 
 /// How zstd's long-distance matcher looks for matches far back in the window: it hashes
 /// `min_match` bytes at positions the hash picks, about one in 2^`hash_rate_log`, into a
-/// table of 2^`hash_log` entries (8 bytes each, in buckets of 256).
+/// table of 2^`hash_log` entries (8 bytes each, in buckets whose size the level sets: 256
+/// entries at level 18).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct LongMatches {
     pub(super) min_match: u32,
@@ -971,13 +972,19 @@ mod tests {
     /// zstd 18 on `data` in the new bytes' window, with the long-distance matcher `ldm`:
     /// the stream's size, once it was checked to decode to `data`.
     fn zstd18_size(data: &[u8], ldm: Option<LongMatches>) -> usize {
-        let file = tempfile::tempfile().unwrap();
-        let mut e = zstd_encoder(file, 18, (0, 28, 9), ldm).unwrap();
-        e.write_all(data).unwrap();
-        let mut file = e.finish().unwrap();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        let mut stream = Vec::new();
-        file.read_to_end(&mut stream).unwrap();
+        let zstd18 = CompressionSpec {
+            algorithm: PayloadCompression::Zstd,
+            level: 18,
+        };
+        let settings = LaneSettings {
+            zstd: (0, 28, 9),
+            zstd_ldm: ldm,
+            ..test_settings()
+        };
+        let mut encoder =
+            PayloadEncoder::new(zstd18, settings, tempfile::tempfile().unwrap()).unwrap();
+        encoder.write_all(data).unwrap();
+        let (stream, _) = spooled(encoder);
         let mut decoder = zstd::stream::read::Decoder::new(&stream[..]).unwrap();
         decoder.window_log_max(28).unwrap();
         let mut out = Vec::new();

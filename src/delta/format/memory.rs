@@ -215,8 +215,8 @@ fn xz_memory(level: u32, settings: &LaneSettings) -> u64 {
 /// entry; one set a worker), the long-distance matcher's table (8 bytes an entry: 2^hash
 /// log of `settings.zstd_ldm`, else one entry every 2^4 to 2^7 bytes of the window by
 /// strategy), and the window, which fills as bytes come; with workers, two 16 MiB jobs
-/// each and the round buffer's slack too. Measured here for lane 1 (zstd 18, a 256 MiB window, no workers): 116 MiB plus what the
-/// window holds.
+/// each and the round buffer's slack too. Measured here for lane 1 (zstd 18, a 256 MiB
+/// window, no workers): 116 MiB plus what the window holds.
 fn zstd_memory(level: i32, settings: &LaneSettings, fed: u64) -> u64 {
     // (chain log, hash log, strategy) of zstd's levels 1-22 for inputs over 256 KiB.
     const LEVELS: [(u32, u32, u32); 22] = [
