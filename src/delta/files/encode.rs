@@ -809,8 +809,14 @@ fn patch_cost(s: &Streams) -> Option<u64> {
 /// What a patch of `bytes` (its streams `s`) costs against the bytes alone, each
 /// compressed quickly (see [`quick_size`]); 0 if either cannot be compressed.
 pub(super) fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
-    match (quick_size(bytes), patch_cost(s)) {
-        (Some(alone), Some(patch)) => patch as f64 / alone.max(1) as f64,
-        _ => 0.0,
+    match patch_costs(bytes, s) {
+        Some((alone, patch)) => patch as f64 / alone.max(1) as f64,
+        None => 0.0,
     }
+}
+
+/// What `bytes` cost alone and what their patch (its streams `s`) costs, each compressed
+/// quickly (see [`quick_size`]); `None` if either cannot be compressed.
+pub(super) fn patch_costs(bytes: &[u8], s: &Streams) -> Option<(u64, u64)> {
+    Some((quick_size(bytes)?, patch_cost(s)?))
 }

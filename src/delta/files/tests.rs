@@ -1827,6 +1827,31 @@ fn big_files_whose_samples_do_not_pay_are_shipped_whole_unsearched() {
 }
 
 #[test]
+fn big_files_are_searched_when_their_two_samples_pay_together() {
+    // A file over WINDOW whose old version holds its first half and nothing of its second:
+    // the sample at a third patches to nearly nothing, the one at two thirds costs its
+    // bytes. The two are judged together, not each alone: they pay, the file is searched,
+    // and its first half is patched.
+    let len = (WINDOW + (1 << 20)) as usize;
+    // Noise: nothing matches for long but what was copied (quick to search).
+    let (new, fresh) = (noise(91, len), noise(92, len));
+    let mut half = new.clone();
+    half[len / 2..].copy_from_slice(&fresh[len / 2..]);
+    let tar = |d: &[u8]| build_tar(&[Member::File("usr/bin/prog".into(), d.to_vec())]);
+    let stats = roundtrip(&[tar(&half)], &tar(&new));
+    assert_eq!(
+        (stats.files_literal, stats.files_patched),
+        (0, 1),
+        "{stats:?}"
+    );
+    assert!(
+        stats.encoded_size < len as u64 * 6 / 10,
+        "{} for a file of {len}",
+        stats.encoded_size
+    );
+}
+
+#[test]
 fn large_libraries_renamed_by_hash_are_patched_against_their_directory_kin() {
     // Wheels name bundled libraries by a hash: no fold of the name finds the old one.
     let lib_old = binary(51, 1_500_000);
