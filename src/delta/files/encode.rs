@@ -808,7 +808,7 @@ fn patch_cost(s: &Streams) -> Option<u64> {
 
 /// What a patch of `bytes` (its streams `s`) costs against the bytes alone, each
 /// compressed quickly (see [`quick_size`]); 0 if either cannot be compressed.
-pub(super) fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
+fn patch_cost_ratio(bytes: &[u8], s: &Streams) -> f64 {
     match patch_costs(bytes, s) {
         Some((alone, patch)) => patch as f64 / alone.max(1) as f64,
         None => 0.0,

@@ -569,14 +569,14 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
         let source = old.data.read(old.offset + start, span)?;
         let sample = new.data.read(new.offset + at, len)?;
         let s = bsdiff::diff(&source, &sample)?;
-        let Some((a, p)) = patch_costs(&sample, &s) else {
+        let Some((sample_alone, sample_patched)) = patch_costs(&sample, &s) else {
             // Nothing to judge by: search the file.
             return Ok(true);
         };
         bytes += sample.len() as u64;
         unmatched += s.extra.len() as u64;
-        alone += a;
-        patched += p;
+        alone += sample_alone;
+        patched += sample_patched;
     }
     let pays = unmatched * 10 <= bytes * 9 && patched * 10 <= alone * 9;
     tracing::debug!(
