@@ -37,6 +37,11 @@ pub const MAX_PIECES: u64 = 1 << 20;
 pub struct Shifts {
     starts: Vec<u32>,
     shifts: Vec<u32>,
+    /// Where to look in `starts` for a value, found without a search of them all (each
+    /// value of a module's BTF is mapped, and a kernel's map has thousands of pieces):
+    /// `lower[b]` counts the starts below `b << bits`. Made from `starts`.
+    lower: Vec<u32>,
+    bits: u32,
 }
 
 impl Shifts {
@@ -49,15 +54,55 @@ impl Shifts {
             }
             prev = s;
         }
-        Ok(Shifts {
-            starts: pieces.iter().map(|p| p.0).collect(),
-            shifts: pieces.iter().map(|p| p.1).collect(),
-        })
+        Ok(Shifts::indexed(
+            pieces.iter().map(|p| p.0).collect(),
+            pieces.iter().map(|p| p.1).collect(),
+        ))
+    }
+
+    /// The shift of these pieces (starts rising), with its lookup table: buckets of
+    /// `1 << bits` values, at most two per piece.
+    fn indexed(starts: Vec<u32>, shifts: Vec<u32>) -> Shifts {
+        if starts.is_empty() {
+            // Every value stays: no table (and equal to the default).
+            return Shifts::default();
+        }
+        let last = starts.last().copied().unwrap_or(0) as u64;
+        let most = 2 * starts.len() as u64 + 1;
+        let mut bits = 0;
+        while (last >> bits) >= most {
+            bits += 1;
+        }
+        let buckets = (last >> bits) + 1;
+        let mut lower = Vec::with_capacity(buckets as usize + 1);
+        let mut below = 0;
+        for b in 0..=buckets {
+            while below < starts.len() && (starts[below] as u64) < b << bits {
+                below += 1;
+            }
+            lower.push(below as u32);
+        }
+        Shifts {
+            starts,
+            shifts,
+            lower,
+            bits,
+        }
     }
 
     /// Where `v` goes.
     pub fn map(&self, v: u32) -> u32 {
-        match self.starts.partition_point(|&s| s <= v) {
+        // The starts at or below `v` are those below its bucket and some of its bucket's.
+        let b = (v >> self.bits) as usize;
+        let i = match (self.lower.get(b), self.lower.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => {
+                let (lo, hi) = (lo as usize, hi as usize);
+                lo + self.starts[lo..hi].partition_point(|&s| s <= v)
+            }
+            // Past the last bucket, past every start.
+            _ => self.starts.len(),
+        };
+        match i {
             0 => v,
             i => v.wrapping_add(self.shifts[i - 1]),
         }
@@ -76,7 +121,7 @@ impl Shifts {
     /// The shift taking each `(old, new)` pair exactly, values between two pairs moving as
     /// the lower one did; pairs whose `old` is 0 or does not rise are passed over.
     fn fit(pairs: impl IntoIterator<Item = (u32, u32)>) -> Shifts {
-        let mut s = Shifts::default();
+        let (mut starts, mut shifts) = (Vec::new(), Vec::new());
         let mut last = 0;
         for (old, new) in pairs {
             if old <= last {
@@ -84,12 +129,12 @@ impl Shifts {
             }
             last = old;
             let shift = new.wrapping_sub(old);
-            if s.shifts.last() != Some(&shift) {
-                s.starts.push(old);
-                s.shifts.push(shift);
+            if shifts.last() != Some(&shift) {
+                starts.push(old);
+                shifts.push(shift);
             }
         }
-        s
+        Shifts::indexed(starts, shifts)
     }
 
     /// Appends `varint(n)` and `n` pieces as (start minus the previous start, zigzag of the

@@ -238,8 +238,11 @@ fn hostile_maps_are_refused() {
 proptest! {
     #[test]
     fn shifts_round_trip_and_map_as_pieces(
-        raw in proptest::collection::vec((1u32..50_000, any::<u32>()), 0..60),
-        probes in proptest::collection::vec(any::<u32>(), 20),
+        raw in proptest::collection::vec(
+            (prop_oneof![1u32..50_000, 1u32..=u32::MAX], any::<u32>()),
+            0..60,
+        ),
+        probes in proptest::collection::vec(prop_oneof![any::<u32>(), 0u32..60_000], 40),
     ) {
         let mut pairs = raw.clone();
         pairs.sort_unstable();
@@ -253,7 +256,9 @@ proptest! {
         // Each pair maps exactly where the first of its old value said; anything else as
         // the nearest pair below did.
         pairs.dedup_by_key(|p| p.0);
-        for v in probes.iter().copied().chain(pairs.iter().map(|p| p.0)) {
+        // Probed at and beside each start too: the lookup table's buckets end there.
+        let beside = pairs.iter().flat_map(|p| [p.0 - 1, p.0, p.0.saturating_add(1)]);
+        for v in probes.iter().copied().chain(beside).chain([0, u32::MAX]) {
             let expected = match pairs.iter().rev().find(|p| p.0 <= v) {
                 Some(&(o, n)) => v.wrapping_add(n.wrapping_sub(o)),
                 None => v,
