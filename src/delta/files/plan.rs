@@ -291,7 +291,7 @@ pub(super) fn plan(
                         ms = started.elapsed().as_millis() as u64,
                         "aligned a big file with its source"
                     );
-                    if !samples_pay(&a, old_file, new_file)? {
+                    if !samples_pay(&a, old_file, new_file, &f.path)? {
                         tracing::debug!(
                             path = %String::from_utf8_lossy(&f.path),
                             size,
@@ -559,8 +559,8 @@ const SAMPLE_SLACK: u64 = 2 << 20;
 /// kept, and the package came out 114 KB larger than with the file whole: its bytes in the
 /// new bytes' lane are what the other programs there, which link the same packages, match.
 /// A file whose old version holds one half and not the other still has its samples pay
-/// together.
-fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
+/// together. `path` names the file in the `-vv` log of its samples.
+fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>, path: &[u8]) -> Result<bool> {
     let (mut bytes, mut unmatched, mut alone, mut patched) = (0u64, 0u64, 0u64, 0u64);
     for k in [1, 2] {
         let at = new.len * k / 3;
@@ -580,6 +580,7 @@ fn samples_pay(a: &Alignment, old: Span<'_>, new: Span<'_>) -> Result<bool> {
     }
     let pays = unmatched * 10 <= bytes * 9 && patched * 10 <= alone * 9;
     tracing::debug!(
+        path = %String::from_utf8_lossy(path),
         bytes,
         unmatched,
         alone,
