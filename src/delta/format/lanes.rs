@@ -351,8 +351,8 @@ impl SmallFirst {
     }
 
     /// Ends the lane that stayed small: its xz stream, unless xz hardly compressed its
-    /// bytes (to more than [`POORLY`] of them) and the lane's own zstd does about as well
-    /// (at most [`ABOUT_AS_WELL`] larger), which then ships them. Such bytes are mostly
+    /// bytes ([`xz_did_poorly`]) and the lane's own zstd does about as well
+    /// ([`zstd_about_as_small`]), which then ships them. Such bytes are mostly
     /// compressed already (the kernel pair's new bytes are mainly its `vmlinuz`: 14.4 MB
     /// that xz takes to 12.58 MB, zstd 18 to 12.63), and xz decodes them a dozen times
     /// slower than zstd: 0.25 s of apply's CPU there, against 0.02 s. Trying costs create
