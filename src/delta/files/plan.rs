@@ -47,7 +47,7 @@ pub(super) enum Region {
         /// file unmatched (see `widen_sources`).
         span: Option<(u64, u64)>,
         /// The machine code in the source (ranges as offsets into it), whose references
-        /// the patch may take projected (see [`refs`](super::refs)).
+        /// the patch may take projected (see [`refs`]).
         code: Option<refs::Code>,
         /// The source shares next to nothing with the file (see
         /// [`Catalog::by_content`]): the patch is expected to ship nearly all of it as new
@@ -57,7 +57,7 @@ pub(super) enum Region {
         /// take absolute (see [`calls`](super::calls)).
         calls: Option<Calls>,
         /// The sorted tables in the file's bytes here, whose fields the patch's new bytes
-        /// take as differences (see [`tables`](super::tables)).
+        /// take as differences (see [`tables`]).
         tables: Option<Tables>,
         /// The tables in the source (offsets into it), for a patch of the file's bytes and
         /// the source both with their tables' fields as differences, if that is smaller.
@@ -505,7 +505,7 @@ const MAX_SAME_HEADER: u64 = 64 << 10;
 
 /// Adds the regions that ship the file of `size` bytes from `off` as it is, its calls
 /// absolute where it has `code` (see [`calls`](super::calls)) and the fields of its
-/// `tables` as differences (see [`tables`](super::tables)).
+/// `tables` as differences (see [`tables`]).
 fn push_literal(
     regions: &mut Vec<Region>,
     off: u64,

@@ -1,6 +1,6 @@
 //! Finding copies: a hash index of the source, hash chains over the target window, the
 //! diagonal of the last source copy, and runs. Produces the instructions of one window
-//! at a time; [`super::encode`] turns them into bytes.
+//! at a time; [`super::encode()`] turns them into bytes.
 
 use super::code_table::AddressCache;
 use super::wire::varint_len;

@@ -7,7 +7,7 @@
 //!
 //! # Format
 //!
-//! [`encode`] writes the subset xdelta3 writes by default, minus secondary compression:
+//! [`encode()`] writes the subset xdelta3 writes by default, minus secondary compression:
 //!
 //! * a header with no secondary compressor, no custom code table and no application
 //!   header;
@@ -22,7 +22,7 @@
 //! [`MAX_SOURCE_LEN`]; it reads the source in blocks as copies need them (its `-B`
 //! option sizes that cache: a larger `-B` only makes decoding faster).
 //!
-//! [`decode`] reads that and everything xdelta3 writes without secondary compression,
+//! [`decode()`] reads that and everything xdelta3 writes without secondary compression,
 //! skipping its application header (file names). It refuses, naming the feature,
 //! secondary compression (xdelta3 `-S djw`, `-S fgk` or `-S lzma`, the Debian tool's
 //! default), compressed sections, application-defined code tables and `VCD_TARGET`
@@ -121,7 +121,7 @@ pub fn encode(source: &[u8], target: &[u8], level: u32) -> Result<Option<Vec<u8>
     encode_within(source, target, level, target.len().saturating_sub(1))
 }
 
-/// Like [`encode`], but returns `None` when the delta would exceed `max_patch_len` bytes.
+/// Like [`encode()`], but returns `None` when the delta would exceed `max_patch_len` bytes.
 ///
 /// Use it to stop early when another codec already produced something smaller: the
 /// encoder gives up after the first window that crosses the budget.
@@ -161,7 +161,7 @@ pub fn decode(source: &[u8], patch: &[u8], target_len: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes like [`decode`] and checks the result against the expected size and digest,
+/// Decodes like [`decode()`] and checks the result against the expected size and digest,
 /// returning [`Error::SizeMismatch`] or [`Error::DigestMismatch`] (naming `what`) when it
 /// differs.
 pub fn decode_verified(

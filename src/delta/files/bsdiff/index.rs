@@ -171,8 +171,8 @@ impl<'a> Index<'a> {
         found[0]
     }
 
-    /// [`Index::longest`] of each of `pats`, into `found`: up to [`SIDE_BY_SIDE`] searches
-    /// at a time, stepped in turn.
+    /// The longest match of each of `pats` (as `longest` finds one), into `found`: up to
+    /// [`SIDE_BY_SIDE`] searches at a time, stepped in turn.
     ///
     /// Each search is a binary search that remembers how much of its pattern its two bounds
     /// share: every suffix between them shares at least the smaller of the two, so each step
