@@ -226,7 +226,7 @@ pub fn decode_verified(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Names a decoded target's size mismatch after `what` and checks its digest.
 pub(crate) fn verify_decoded(

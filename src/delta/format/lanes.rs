@@ -103,6 +103,13 @@ impl SmallLane {
         expected.sure.load(Ordering::Relaxed) > self.limit
             || expected.bytes.load(Ordering::Relaxed) > self.limit + self.limit / 4
     }
+
+    /// Whether a lane told to expect `expected` bytes ends within the limit: it was told,
+    /// and both the bytes it is expected to hold and those all but sure are within it.
+    fn expects_to_stay(&self, expected: &Expected) -> bool {
+        let bytes = expected.bytes.load(Ordering::Relaxed);
+        bytes > 0 && bytes <= self.limit && expected.sure.load(Ordering::Relaxed) <= self.limit
+    }
 }
 
 /// How many bytes a lane's writer expects it to hold in the end (0 while it does not
@@ -344,10 +351,10 @@ impl SmallFirst {
         self.xz.len + more > self.small.limit || self.small.expects_to_outgrow(&self.expected)
     }
 
-    /// Whether the lane is expected to end within its limit, all its expected bytes and
-    /// those all but sure (not when its writer has said nothing).
+    /// Whether the lane is expected to end within its limit (see
+    /// [`SmallLane::expects_to_stay`]).
     fn stays_small(&self) -> bool {
-        stays_within(&self.expected, self.small.limit)
+        self.small.expects_to_stay(&self.expected)
     }
 
     /// Ends the lane that stayed small: its xz stream, unless xz hardly compressed its
@@ -389,13 +396,6 @@ impl SmallFirst {
             Ok((xz, Some(xz_spec)))
         }
     }
-}
-
-/// Whether a lane told to expect `expected` bytes ends within `limit`: it was told, and
-/// both the bytes it is expected to hold and those all but sure are within it.
-fn stays_within(expected: &Expected, limit: u64) -> bool {
-    let bytes = expected.bytes.load(Ordering::Relaxed);
-    bytes > 0 && bytes <= limit && expected.sure.load(Ordering::Relaxed) <= limit
 }
 
 /// Whether an xz stream of `xz` bytes hardly compressed its `raw` bytes: it is more than
@@ -547,18 +547,14 @@ impl<T: Send + 'static> SpoolThread<T> {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let lower = match &role {
-                    Role::Speculative(lower) => Some(Arc::clone(lower)),
-                    Role::Lane(_) => None,
-                };
-                let mut lowered = false;
                 // A small lane's xz has no gate (its lane's gate counts it), and keeps its
                 // spool to be replayed; it is given small pieces, so that it sees soon
-                // when it is stopped.
-                let (mut gate, piece) = match role {
-                    Role::Lane(gate) => (Some(gate), PIECE),
-                    Role::Speculative(_) => (None, SPECULATIVE_PIECE),
+                // when it is stopped, and lowers itself once told to.
+                let (mut gate, piece, lower) = match role {
+                    Role::Lane(gate) => (Some(gate), PIECE, None),
+                    Role::Speculative(lower) => (None, SPECULATIVE_PIECE, Some(lower)),
                 };
+                let mut lowered = false;
                 let mut buf = vec![0u8; piece];
                 let mut at = 0u64;
                 loop {
@@ -853,6 +849,14 @@ mod tests {
         (dir, lane)
     }
 
+    /// What a lane's writer tells it: to expect `bytes`, `sure` of them all but surely.
+    fn told(bytes: u64, sure: u64) -> Arc<Expected> {
+        Arc::new(Expected {
+            bytes: AtomicU64::new(bytes),
+            sure: AtomicU64::new(sure),
+        })
+    }
+
     /// What a lane's spool decodes to, and the compression it says it has.
     fn decoded(lane: LaneWriter) -> (Vec<u8>, PayloadCompression) {
         let (file, changed) = spooled(lane.encoder);
@@ -983,15 +987,7 @@ mod tests {
     fn a_small_lane_that_xz_hardly_compresses_is_zstd_when_about_as_small() {
         // Bytes nothing compresses: xz and zstd both come to about their length, and
         // zstd, which decodes far faster, ships them, every byte.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..1_200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let noise = crate::delta::codec::tests::noise(1, 1_200_000);
         let (out, algorithm) = round_trip(&noise, 7777, 2 << 20);
         assert_eq!(algorithm, PayloadCompression::Zstd);
         assert!(out == noise, "bytes differ");
@@ -1056,12 +1052,6 @@ mod tests {
         let (out, algorithm) = decoded(lane);
         assert_eq!(algorithm, PayloadCompression::Zstd);
         assert!(out == data, "bytes differ");
-        let told = |bytes: u64, sure: u64| {
-            Arc::new(Expected {
-                bytes: AtomicU64::new(bytes),
-                sure: AtomicU64::new(sure),
-            })
-        };
         // Told before its bytes come: the same.
         let expected = told(3 * limit, 0);
         let (_dir, mut lane) = small_lane(limit, &expected);
@@ -1098,12 +1088,6 @@ mod tests {
             level: 6,
             settings: test_settings(),
             limit,
-        };
-        let told = |bytes: u64, sure: u64| {
-            Arc::new(Expected {
-                bytes: AtomicU64::new(bytes),
-                sure: AtomicU64::new(sure),
-            })
         };
         // Not told; told within the limit; over it by no more than a quarter, with nothing
         // or all of the limit all but sure (the lane stays in xz, but may grow).
